@@ -1,0 +1,319 @@
+//! The command line: `dnsproxy [run] [OPTIONS]`, `dnsproxy spki ...` and the
+//! hidden `dnsproxy precompile --out PATH`.
+//!
+//! Run flags are plain strings on purpose: the config module validates every
+//! layer (file, env, flags) the same way and reports errors in the same form.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{ArgGroup, Args, Parser, Subcommand};
+
+/// Top-level help, after the option list.
+const AFTER_HELP: &str = "\
+Settings are layered, later wins: built-in defaults, then the config file, then \
+environment variables named like the keys in capitals (TLS_HOST, QUERY_TIMEOUT, ...), \
+then these flags. Setting any of TLS_HOST, TLS_PORT, TLS_HOSTNAME, SPKI or TLS_CA_FILE \
+in the environment or as a flag replaces every upstream of the file; keys left unset \
+come from [TLS_SERVER] of the file. Durations take 4s, 1500ms, 1.5s or a number of \
+seconds. Bad configuration exits with status 64 and one line saying what is wrong.
+
+Examples:
+  dnsproxy --config /etc/dnsproxy/settings.ini
+  dnsproxy --tls-host 9.9.9.9,149.112.112.112 --tls-hostname dns.quad9.net
+  dnsproxy spki --host 9.9.9.9 --name dns.quad9.net";
+
+/// Help heading of the `[LOCAL_SERVER]` flags.
+const LOCAL: &str = "Local server [LOCAL_SERVER]";
+/// Help heading of the `[TLS_SERVER]` flags.
+const UPSTREAMS: &str = "Upstreams [TLS_SERVER]";
+/// Help heading of the `[PROXY]` flags.
+const TUNABLES: &str = "Tunables [PROXY]";
+
+/// dnsproxy: answers plain DNS from local clients and forwards every query over
+/// DNS-over-TLS, checking the resolver's certificate and optional SPKI pins.
+#[derive(Debug, Parser)]
+#[command(
+    name = "dnsproxy",
+    version,
+    args_conflicts_with_subcommands = true,
+    after_help = AFTER_HELP
+)]
+pub struct Cli {
+    /// What to do; `run` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// The run flags, accepted without the `run` subcommand.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+impl Cli {
+    /// The subcommand to execute: `run` with the top-level flags if none was given.
+    pub fn into_command(self) -> Command {
+        self.command.unwrap_or(Command::Run(self.run))
+    }
+}
+
+/// Parses `std::env::args`, printing help or a usage error and exiting as clap does.
+pub fn parse() -> Cli {
+    Cli::parse()
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // built once per process
+pub enum Command {
+    /// Run the proxy (the default)
+    #[command(after_help = AFTER_HELP)]
+    Run(RunArgs),
+    /// Print the SPKI pins of a resolver's certificate chain, for `spki =`
+    Spki(SpkiArgs),
+    /// Write the ahead-of-time compiled proxy component to a file
+    #[command(hide = true)]
+    Precompile(PrecompileArgs),
+}
+
+/// Flags of `run`: one per settings.ini key, each overriding the file and the
+/// environment.
+#[derive(Debug, Default, Clone, Args)]
+pub struct RunArgs {
+    /// Config file [default: ./settings.ini if it exists]
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Address to answer clients on; empty for all interfaces [env: LOCAL_HOST] [default: 0.0.0.0]
+    #[arg(long, value_name = "IP", help_heading = LOCAL)]
+    pub local_host: Option<String>,
+
+    /// UDP and TCP port to answer clients on [env: LOCAL_PORT] [default: 53]
+    #[arg(long, value_name = "PORT", help_heading = LOCAL)]
+    pub local_port: Option<String>,
+
+    /// Client networks allowed to query, comma-separated CIDRs or addresses; others get REFUSED
+    /// [env: ALLOW_NETWORKS] [default: loopback and private ranges]
+    #[arg(long, value_name = "NETS", help_heading = LOCAL)]
+    pub allow_networks: Option<String>,
+
+    /// Resolver IP address(es), comma-separated in priority order; not host names [env: TLS_HOST]
+    #[arg(long, value_name = "IPS", help_heading = UPSTREAMS)]
+    pub tls_host: Option<String>,
+
+    /// Resolver port(s), one for all or one per host [env: TLS_PORT] [default: 853]
+    #[arg(long, value_name = "PORTS", help_heading = UPSTREAMS)]
+    pub tls_port: Option<String>,
+
+    /// Name(s) verified in the certificate and sent as SNI, one for all or one per host [env:
+    /// TLS_HOSTNAME]
+    #[arg(long, value_name = "NAMES", help_heading = UPSTREAMS)]
+    pub tls_hostname: Option<String>,
+
+    /// Base64 SHA-256 SPKI pins, comma-separated; a chain passes if any of its certificates has
+    /// one; empty for CA validation only (see `dnsproxy spki`) [env: SPKI]
+    #[arg(long, value_name = "PINS", help_heading = UPSTREAMS)]
+    pub spki: Option<String>,
+
+    /// PEM bundle to trust instead of the built-in web roots [env: TLS_CA_FILE]
+    #[arg(long, value_name = "FILE", help_heading = UPSTREAMS)]
+    pub tls_ca_file: Option<String>,
+
+    /// Deadline of every client query, 100ms to 60s [env: QUERY_TIMEOUT] [default: 4s]
+    #[arg(long, value_name = "DURATION", help_heading = TUNABLES)]
+    pub query_timeout: Option<String>,
+
+    /// Time one upstream gets before the next is tried, 50ms to 30s and at most the query timeout
+    /// [env: UPSTREAM_TIMEOUT] [default: 1500ms]
+    #[arg(long, value_name = "DURATION", help_heading = TUNABLES)]
+    pub upstream_timeout: Option<String>,
+
+    /// Close idle client TCP connections after this, 1s to 300s (RFC 7766 6.2.3) [env:
+    /// TCP_IDLE_TIMEOUT] [default: 10s]
+    #[arg(long, value_name = "DURATION", help_heading = TUNABLES)]
+    pub tcp_idle_timeout: Option<String>,
+
+    /// Close idle upstream TLS connections after this, 1s to 3600s [env: UPSTREAM_IDLE_TIMEOUT]
+    /// [default: 30s]
+    #[arg(long, value_name = "DURATION", help_heading = TUNABLES)]
+    pub upstream_idle_timeout: Option<String>,
+
+    /// Concurrent client TCP connections, 1 to 65535 [env: MAX_TCP_CLIENTS] [default: 256]
+    #[arg(long, value_name = "N", help_heading = TUNABLES)]
+    pub max_tcp_clients: Option<String>,
+
+    /// Queries in flight over all clients, 1 to 65536 [env: MAX_INFLIGHT] [default: 2048]
+    #[arg(long, value_name = "N", help_heading = TUNABLES)]
+    pub max_inflight: Option<String>,
+
+    /// error, warn, info, debug or trace [env: LOG_LEVEL] [default: info]
+    #[arg(long, value_name = "LEVEL", help_heading = TUNABLES)]
+    pub log_level: Option<String>,
+
+    /// Run this .wasm or .cwasm component instead of the embedded one (for tests)
+    #[arg(long, value_name = "PATH", hide = true)]
+    pub component: Option<PathBuf>,
+}
+
+/// Flags of `spki`: a live resolver (`--host` and `--name`) or a PEM file.
+#[derive(Debug, Clone, Args)]
+#[command(
+    group(ArgGroup::new("source").required(true).args(["host", "pem"])),
+    after_help = "Connects to the resolver, verifies its chain and name like the proxy \
+                  does, and prints one pin per certificate of the chain. Pinning an \
+                  intermediate or listing the next key too survives certificate \
+                  rotation. With --pem, prints the pins of the certificates in FILE."
+)]
+pub struct SpkiArgs {
+    /// Resolver IP address to connect to
+    #[arg(long, value_name = "IP", requires = "name")]
+    pub host: Option<IpAddr>,
+
+    /// Resolver port
+    #[arg(
+        long,
+        value_name = "PORT",
+        default_value_t = 853,
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub port: u16,
+
+    /// Name to verify in the certificate and send as SNI (the tls_hostname)
+    #[arg(long, value_name = "DNS_NAME", requires = "host")]
+    pub name: Option<String>,
+
+    /// PEM bundle to trust instead of the built-in web roots (the tls_ca_file)
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// Read certificates from this PEM file instead of connecting
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["host", "port", "name"])]
+    pub pem: Option<PathBuf>,
+}
+
+/// Flags of `precompile`.
+#[derive(Debug, Clone, Args)]
+pub struct PrecompileArgs {
+    /// Where to write the compiled component (.cwasm)
+    #[arg(long, value_name = "PATH")]
+    pub out: PathBuf,
+
+    /// Compile this .wasm component instead of the embedded one (for tests)
+    #[arg(long, value_name = "PATH", hide = true)]
+    pub component: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+    use clap::error::ErrorKind;
+
+    use super::*;
+
+    fn try_parse(args: &[&str]) -> Result<Command, clap::Error> {
+        Cli::try_parse_from(std::iter::once("dnsproxy").chain(args.iter().copied()))
+            .map(Cli::into_command)
+    }
+
+    fn help(args: &[&str]) -> String {
+        let cmd = Cli::command().term_width(100);
+        let argv = std::iter::once("dnsproxy").chain(args.iter().copied());
+        match cmd.try_get_matches_from(argv) {
+            Err(e) if e.kind() == ErrorKind::DisplayHelp => e.to_string(),
+            other => panic!("expected help, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_text() {
+        insta::assert_snapshot!("help", help(&["--help"]));
+    }
+
+    #[test]
+    fn spki_help_text() {
+        insta::assert_snapshot!("spki_help", help(&["spki", "--help"]));
+    }
+
+    #[test]
+    fn run_is_the_default_subcommand() {
+        let Ok(Command::Run(args)) = try_parse(&["--tls-port", "8853", "--config", "x.ini"]) else {
+            panic!("expected run");
+        };
+        assert_eq!(args.tls_port.as_deref(), Some("8853"));
+        assert_eq!(args.config, Some(PathBuf::from("x.ini")));
+        assert!(matches!(try_parse(&[]), Ok(Command::Run(_))));
+    }
+
+    #[test]
+    fn explicit_run_takes_the_same_flags() {
+        let Ok(Command::Run(args)) = try_parse(&["run", "--spki", "", "--log-level", "debug"])
+        else {
+            panic!("expected run");
+        };
+        assert_eq!(args.spki.as_deref(), Some(""));
+        assert_eq!(args.log_level.as_deref(), Some("debug"));
+    }
+
+    #[test]
+    fn run_flags_before_a_subcommand_are_rejected() {
+        assert!(try_parse(&["--tls-port", "1", "spki", "--pem", "x"]).is_err());
+    }
+
+    #[test]
+    fn hidden_component_flag_is_accepted() {
+        let Ok(Command::Run(args)) = try_parse(&["--component", "p.cwasm"]) else {
+            panic!("expected run");
+        };
+        assert_eq!(args.component, Some(PathBuf::from("p.cwasm")));
+    }
+
+    #[test]
+    fn spki_takes_host_and_name_with_default_port() {
+        let Ok(Command::Spki(args)) =
+            try_parse(&["spki", "--host", "1.1.1.1", "--name", "one.one"])
+        else {
+            panic!("expected spki");
+        };
+        assert_eq!(args.host, "1.1.1.1".parse().ok());
+        assert_eq!(args.port, 853);
+        assert_eq!(args.name.as_deref(), Some("one.one"));
+    }
+
+    #[test]
+    fn spki_takes_a_pem_file_alone() {
+        let Ok(Command::Spki(args)) = try_parse(&["spki", "--pem", "chain.pem"]) else {
+            panic!("expected spki");
+        };
+        assert_eq!(args.pem, Some(PathBuf::from("chain.pem")));
+        assert_eq!(args.host, None);
+    }
+
+    #[test]
+    fn spki_rejects_incomplete_or_mixed_sources() {
+        for argv in [
+            &["spki"][..],
+            &["spki", "--host", "1.1.1.1"],
+            &["spki", "--name", "one.one"],
+            &["spki", "--pem", "x", "--host", "1.1.1.1", "--name", "a"],
+            &["spki", "--pem", "x", "--port", "853"],
+            &["spki", "--pem", "x", "--name", "a"],
+            &["spki", "--host", "dns.google", "--name", "dns.google"],
+            &["spki", "--host", "1.1.1.1", "--name", "a", "--port", "0"],
+        ] {
+            assert!(try_parse(argv).is_err(), "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn precompile_needs_out() {
+        assert!(try_parse(&["precompile"]).is_err());
+        let Ok(Command::Precompile(args)) = try_parse(&["precompile", "--out", "p.cwasm"]) else {
+            panic!("expected precompile");
+        };
+        assert_eq!(args.out, PathBuf::from("p.cwasm"));
+    }
+}

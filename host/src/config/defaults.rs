@@ -1,0 +1,88 @@
+//! Built-in defaults and the bounds every layer is checked against.
+
+use std::time::Duration;
+
+/// Default, smallest and largest accepted value of a duration setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationLimits {
+    /// Used when no layer sets the key (or the value is empty).
+    pub default: Duration,
+    /// Smallest accepted value.
+    pub min: Duration,
+    /// Largest accepted value.
+    pub max: Duration,
+}
+
+/// Default, smallest and largest accepted value of an integer setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IntLimits {
+    /// Used when no layer sets the key (or the value is empty).
+    pub default: u32,
+    /// Smallest accepted value.
+    pub min: u32,
+    /// Largest accepted value.
+    pub max: u32,
+}
+
+/// `local_port`: the DNS port (RFC 1035 §4.2).
+pub const LOCAL_PORT: u16 = 53;
+
+/// `tls_port`: the DNS-over-TLS port (RFC 7858 §3.1).
+pub const TLS_PORT: u16 = 853;
+
+/// `allow_networks`: loopback and private ranges (RFC 1918, RFC 6598 shared
+/// address space, RFC 4193 unique local, RFC 4291 link-local). An open resolver
+/// on the internet is an amplification tool, so the default admits no public
+/// address (RFC 5358).
+pub const ALLOW_NETWORKS: &str = "127.0.0.0/8, ::1/128, 10.0.0.0/8, 172.16.0.0/12, \
+                                  192.168.0.0/16, 100.64.0.0/10, fc00::/7, fe80::/10";
+
+/// `query_timeout`: deadline of every client query, on reused connections too.
+/// Stub resolvers commonly retry after about 5 s, so an answer later than that
+/// is wasted.
+pub const QUERY_TIMEOUT: DurationLimits = DurationLimits {
+    default: Duration::from_secs(4),
+    min: Duration::from_millis(100),
+    max: Duration::from_secs(60),
+};
+
+/// `upstream_timeout`: time one upstream gets before the next one is tried. A
+/// value set by any layer must be at most `query_timeout`; the default is
+/// capped at it instead, so lowering only `query_timeout` works.
+pub const UPSTREAM_TIMEOUT: DurationLimits = DurationLimits {
+    default: Duration::from_millis(1500),
+    min: Duration::from_millis(50),
+    max: Duration::from_secs(30),
+};
+
+/// `tcp_idle_timeout`: a client TCP connection with no query in flight is closed
+/// after this; RFC 7766 §6.2.3 asks for an idle timeout of seconds, not minutes,
+/// so that connections do not pile up.
+pub const TCP_IDLE_TIMEOUT: DurationLimits = DurationLimits {
+    default: Duration::from_secs(10),
+    min: Duration::from_secs(1),
+    max: Duration::from_secs(300),
+};
+
+/// `upstream_idle_timeout`: an idle upstream TLS connection is kept this long for
+/// reuse (RFC 7858 §3.4: reuse connections, close them when idle).
+pub const UPSTREAM_IDLE_TIMEOUT: DurationLimits = DurationLimits {
+    default: Duration::from_secs(30),
+    min: Duration::from_secs(1),
+    max: Duration::from_secs(3600),
+};
+
+/// `max_tcp_clients`: concurrent client TCP connections (RFC 7766 §6.2.2: limit
+/// them so one client cannot exhaust the server).
+pub const MAX_TCP_CLIENTS: IntLimits = IntLimits {
+    default: 256,
+    min: 1,
+    max: 65535,
+};
+
+/// `max_inflight`: queries forwarded and not yet answered, over all clients.
+pub const MAX_INFLIGHT: IntLimits = IntLimits {
+    default: 2048,
+    min: 1,
+    max: 65536,
+};

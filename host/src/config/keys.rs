@@ -1,0 +1,215 @@
+//! The settings a user can set: their names in settings.ini, the environment and
+//! on the command line, and the section each belongs to.
+
+use std::fmt;
+
+use crate::cli::RunArgs;
+
+/// A section of settings.ini that holds settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Section {
+    /// `[LOCAL_SERVER]`: where clients reach the proxy.
+    LocalServer,
+    /// `[TLS_SERVER]` and `[TLS_SERVER <name>]`: the DNS-over-TLS upstreams.
+    TlsServer,
+    /// `[PROXY]`: timeouts, limits and logging.
+    Proxy,
+}
+
+impl Section {
+    /// The section header as written in settings.ini, without brackets.
+    pub fn header(self) -> &'static str {
+        match self {
+            Self::LocalServer => "LOCAL_SERVER",
+            Self::TlsServer => "TLS_SERVER",
+            Self::Proxy => "PROXY",
+        }
+    }
+
+    /// The keys this section accepts, in documentation order.
+    pub fn keys(self) -> impl Iterator<Item = Key> {
+        Key::ALL
+            .into_iter()
+            .filter(move |key| key.section() == self)
+    }
+}
+
+/// One setting. Its ini key is [`Key::name`], its environment variable
+/// [`Key::env`] and its flag [`Key::flag`]; DESIGN.md "Config contract".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(missing_docs)] // each variant is the key named in `name()`
+pub enum Key {
+    LocalHost,
+    LocalPort,
+    AllowNetworks,
+    TlsHost,
+    TlsPort,
+    TlsHostname,
+    Spki,
+    TlsCaFile,
+    QueryTimeout,
+    UpstreamTimeout,
+    TcpIdleTimeout,
+    UpstreamIdleTimeout,
+    MaxTcpClients,
+    MaxInflight,
+    LogLevel,
+}
+
+impl Key {
+    /// Every key, in documentation order.
+    pub const ALL: [Key; 15] = [
+        Self::LocalHost,
+        Self::LocalPort,
+        Self::AllowNetworks,
+        Self::TlsHost,
+        Self::TlsPort,
+        Self::TlsHostname,
+        Self::Spki,
+        Self::TlsCaFile,
+        Self::QueryTimeout,
+        Self::UpstreamTimeout,
+        Self::TcpIdleTimeout,
+        Self::UpstreamIdleTimeout,
+        Self::MaxTcpClients,
+        Self::MaxInflight,
+        Self::LogLevel,
+    ];
+
+    /// The upstream keys: setting any of them in the environment or on the
+    /// command line replaces every upstream from the file.
+    pub const UPSTREAM: [Key; 5] = [
+        Self::TlsHost,
+        Self::TlsPort,
+        Self::TlsHostname,
+        Self::Spki,
+        Self::TlsCaFile,
+    ];
+
+    /// The key as written in settings.ini (lower case).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::LocalHost => "local_host",
+            Self::LocalPort => "local_port",
+            Self::AllowNetworks => "allow_networks",
+            Self::TlsHost => "tls_host",
+            Self::TlsPort => "tls_port",
+            Self::TlsHostname => "tls_hostname",
+            Self::Spki => "spki",
+            Self::TlsCaFile => "tls_ca_file",
+            Self::QueryTimeout => "query_timeout",
+            Self::UpstreamTimeout => "upstream_timeout",
+            Self::TcpIdleTimeout => "tcp_idle_timeout",
+            Self::UpstreamIdleTimeout => "upstream_idle_timeout",
+            Self::MaxTcpClients => "max_tcp_clients",
+            Self::MaxInflight => "max_inflight",
+            Self::LogLevel => "log_level",
+        }
+    }
+
+    /// The environment variable: the key in capitals.
+    pub fn env(self) -> &'static str {
+        match self {
+            Self::LocalHost => "LOCAL_HOST",
+            Self::LocalPort => "LOCAL_PORT",
+            Self::AllowNetworks => "ALLOW_NETWORKS",
+            Self::TlsHost => "TLS_HOST",
+            Self::TlsPort => "TLS_PORT",
+            Self::TlsHostname => "TLS_HOSTNAME",
+            Self::Spki => "SPKI",
+            Self::TlsCaFile => "TLS_CA_FILE",
+            Self::QueryTimeout => "QUERY_TIMEOUT",
+            Self::UpstreamTimeout => "UPSTREAM_TIMEOUT",
+            Self::TcpIdleTimeout => "TCP_IDLE_TIMEOUT",
+            Self::UpstreamIdleTimeout => "UPSTREAM_IDLE_TIMEOUT",
+            Self::MaxTcpClients => "MAX_TCP_CLIENTS",
+            Self::MaxInflight => "MAX_INFLIGHT",
+            Self::LogLevel => "LOG_LEVEL",
+        }
+    }
+
+    /// The command-line flag: the key with dashes.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Self::LocalHost => "--local-host",
+            Self::LocalPort => "--local-port",
+            Self::AllowNetworks => "--allow-networks",
+            Self::TlsHost => "--tls-host",
+            Self::TlsPort => "--tls-port",
+            Self::TlsHostname => "--tls-hostname",
+            Self::Spki => "--spki",
+            Self::TlsCaFile => "--tls-ca-file",
+            Self::QueryTimeout => "--query-timeout",
+            Self::UpstreamTimeout => "--upstream-timeout",
+            Self::TcpIdleTimeout => "--tcp-idle-timeout",
+            Self::UpstreamIdleTimeout => "--upstream-idle-timeout",
+            Self::MaxTcpClients => "--max-tcp-clients",
+            Self::MaxInflight => "--max-inflight",
+            Self::LogLevel => "--log-level",
+        }
+    }
+
+    /// The section of settings.ini the key belongs to.
+    pub fn section(self) -> Section {
+        match self {
+            Self::LocalHost | Self::LocalPort | Self::AllowNetworks => Section::LocalServer,
+            Self::TlsHost | Self::TlsPort | Self::TlsHostname | Self::Spki | Self::TlsCaFile => {
+                Section::TlsServer
+            }
+            Self::QueryTimeout
+            | Self::UpstreamTimeout
+            | Self::TcpIdleTimeout
+            | Self::UpstreamIdleTimeout
+            | Self::MaxTcpClients
+            | Self::MaxInflight
+            | Self::LogLevel => Section::Proxy,
+        }
+    }
+
+    /// The key for an ini key name that is already lower case.
+    pub(super) fn from_name(name: &str) -> Option<Key> {
+        Self::ALL.into_iter().find(|key| key.name() == name)
+    }
+
+    /// The value of this key's flag, if it was given.
+    pub(super) fn flag_value(self, args: &RunArgs) -> Option<&str> {
+        let value = match self {
+            Self::LocalHost => &args.local_host,
+            Self::LocalPort => &args.local_port,
+            Self::AllowNetworks => &args.allow_networks,
+            Self::TlsHost => &args.tls_host,
+            Self::TlsPort => &args.tls_port,
+            Self::TlsHostname => &args.tls_hostname,
+            Self::Spki => &args.spki,
+            Self::TlsCaFile => &args.tls_ca_file,
+            Self::QueryTimeout => &args.query_timeout,
+            Self::UpstreamTimeout => &args.upstream_timeout,
+            Self::TcpIdleTimeout => &args.tcp_idle_timeout,
+            Self::UpstreamIdleTimeout => &args.upstream_idle_timeout,
+            Self::MaxTcpClients => &args.max_tcp_clients,
+            Self::MaxInflight => &args.max_inflight,
+            Self::LogLevel => &args.log_level,
+        };
+        value.as_deref()
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_is_the_key_in_capitals_and_flag_the_key_with_dashes() {
+        for key in Key::ALL {
+            assert_eq!(key.env(), key.name().to_uppercase());
+            assert_eq!(key.flag(), format!("--{}", key.name().replace('_', "-")));
+            assert_eq!(Key::from_name(key.name()), Some(key));
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! `dnsproxy`: a DNS-over-TLS forwarding proxy whose data path runs as a
+//! WASI 0.2 component inside wasmtime, with only the sockets it needs.
+//!
+//! The host parses the command line, layers the configuration (defaults,
+//! settings.ini, environment, flags), grants the component its listen address
+//! and upstreams, renders its log events, restarts it if it traps, and stops
+//! it on SIGTERM/SIGINT. It never sees a DNS payload.
+
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod policy;
+pub mod sandbox;
+pub mod spki;
+
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Command, PrecompileArgs, RunArgs, SpkiArgs};
+use crate::config::{Config, EXIT_CONFIG};
+use crate::policy::SocketPolicy;
+
+fn main() -> ExitCode {
+    let command = cli::parse().into_command();
+    match command {
+        Command::Run(args) => run(&args),
+        Command::Spki(args) => spki(&args),
+        Command::Precompile(args) => precompile(&args),
+    }
+}
+
+fn init_logging(level: &str) {
+    // RUST_LOG, when set, refines the configured level (e.g. wasmtime=debug).
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn run(args: &RunArgs) -> ExitCode {
+    let config = match config::load(args, &|name| std::env::var(name).ok()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("dnsproxy: {e}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    init_logging(config.log_level.as_str());
+    match runtime().and_then(|rt| rt.block_on(serve(config, args))) {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config, args: &RunArgs) -> Result<i32> {
+    let started = std::time::Instant::now();
+    let engine = engine::engine()?;
+    let component = match &args.component {
+        Some(path) => engine::load_path(&engine, path)?,
+        None => engine::load_embedded(&engine)?,
+    };
+    let upstreams: Vec<String> = config
+        .upstreams
+        .iter()
+        .map(|u| {
+            let pins = if u.spki.is_empty() { "CA only".to_owned() } else { format!("{} pins", u.spki.len()) };
+            let ca = u.ca.as_ref().map_or("web roots".to_owned(), |c| c.path.display().to_string());
+            format!("{}={}#{} ({ca}, {pins})", u.name, u.addr, u.tls_hostname)
+        })
+        .collect();
+    tracing::info!(
+        listen = %config.listen,
+        upstreams = upstreams.join(", "),
+        ready_in = ?started.elapsed(),
+        "dnsproxy {} starting",
+        env!("CARGO_PKG_VERSION")
+    );
+    let policy = SocketPolicy::new(config.listen, config.upstreams.iter().map(|u| u.addr));
+    let proxy = tokio::spawn(async move { sandbox::run(engine, component, &config, policy).await });
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        finished = proxy => {
+            let code = finished.context("the component task panicked")??;
+            if code != 0 {
+                tracing::error!(code, "the proxy component exited");
+            }
+            Ok(code)
+        }
+        _ = term.recv() => { tracing::info!("SIGTERM: stopping"); Ok(0) }
+        _ = int.recv() => { tracing::info!("SIGINT: stopping"); Ok(0) }
+    }
+}
+
+fn spki(args: &SpkiArgs) -> ExitCode {
+    let result = match &args.pem {
+        Some(path) => spki::from_pem(path).map(|out| (out, true)),
+        None => runtime().and_then(|rt| rt.block_on(spki::from_server(args))),
+    };
+    match result {
+        Ok((out, verified)) => {
+            print!("{out}");
+            if verified { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+        Err(e) => {
+            eprintln!("dnsproxy spki: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn precompile(args: &PrecompileArgs) -> ExitCode {
+    init_logging("warn");
+    let result = engine::engine().and_then(|engine| match &args.component {
+        Some(wasm) => {
+            let bytes = engine.precompile_component(&std::fs::read(wasm)?)?;
+            std::fs::write(&args.out, bytes)?;
+            Ok(args.out.clone())
+        }
+        // A directory gets the name the host looks for beside itself.
+        None if args.out.is_dir() => engine::precompile(&engine, Some(&args.out)),
+        None => {
+            let bytes = engine.precompile_component(engine::embedded_wasm()?)?;
+            std::fs::write(&args.out, bytes)?;
+            Ok(args.out.clone())
+        }
+    });
+    match result {
+        Ok(path) => {
+            println!("{}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("dnsproxy precompile: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! Runs the proxy component: links exactly the `proxy` world, grants it its
+//! sockets (see [`crate::policy`]) and nothing else, hands it the validated
+//! configuration and renders its log events.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::config::{Config, LogLevel};
+use crate::policy::SocketPolicy;
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "proxy",
+    with: {
+        "wasi": wasmtime_wasi::p2::bindings,
+    },
+    exports: { default: async },
+});
+
+use dnsproxy::proxy::config as wit_config;
+use dnsproxy::proxy::log as wit_log;
+use dnsproxy::proxy::types as wit_types;
+
+/// Memory one component instance may use.
+pub const MEMORY_LIMIT: usize = 512 << 20;
+
+struct State {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    config: wit_config::ProxyConfig,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl wit_types::Host for State {}
+
+impl wit_config::Host for State {
+    fn get(&mut self) -> wit_config::ProxyConfig {
+        self.config.clone()
+    }
+}
+
+impl wit_log::Host for State {
+    fn emit(&mut self, level: wit_log::Level, message: String, fields: Vec<wit_log::Field>) {
+        let mut line = message;
+        for f in fields {
+            line.push(' ');
+            line.push_str(&f.key);
+            line.push('=');
+            line.push_str(&f.value);
+        }
+        match level {
+            wit_log::Level::Error => tracing::error!(target: "dnsproxy::component", "{line}"),
+            wit_log::Level::Warn => tracing::warn!(target: "dnsproxy::component", "{line}"),
+            wit_log::Level::Info => tracing::info!(target: "dnsproxy::component", "{line}"),
+            wit_log::Level::Debug => tracing::debug!(target: "dnsproxy::component", "{line}"),
+            wit_log::Level::Trace => tracing::trace!(target: "dnsproxy::component", "{line}"),
+        }
+    }
+}
+
+/// The linker for the `proxy` world: WASI (p2) plus our two interfaces.
+pub fn linker(engine: &Engine) -> Result<Linker<State>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    dnsproxy::proxy::types::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    dnsproxy::proxy::config::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    dnsproxy::proxy::log::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    Ok(linker)
+}
+
+fn wit_ip(ip: IpAddr) -> wit_types::IpAddress {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            wit_types::IpAddress::Ipv4((a, b, c, d))
+        }
+        IpAddr::V6(v6) => {
+            let [a, b, c, d, e, f, g, h] = v6.segments();
+            wit_types::IpAddress::Ipv6((a, b, c, d, e, f, g, h))
+        }
+    }
+}
+
+fn wit_socket(addr: SocketAddr) -> wit_types::SocketAddress {
+    wit_types::SocketAddress {
+        ip: wit_ip(addr.ip()),
+        port: addr.port(),
+    }
+}
+
+fn ms(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
+/// The configuration as the component receives it.
+pub fn wit_config(config: &Config) -> Result<wit_config::ProxyConfig> {
+    let mut upstreams = Vec::with_capacity(config.upstreams.len());
+    for u in &config.upstreams {
+        let mut pins = Vec::with_capacity(u.spki.len());
+        for p in &u.spki {
+            pins.push(dnsproxy_core::core::pins::Pin::from_base64(p)?.digest().to_vec());
+        }
+        upstreams.push(wit_config::Upstream {
+            name: u.name.clone(),
+            address: wit_socket(u.addr),
+            auth_name: u.tls_hostname.clone(),
+            spki_pins: pins,
+            ca_pem: u.ca.as_ref().map(|c| c.pem.clone()),
+        });
+    }
+    Ok(wit_config::ProxyConfig {
+        listen: wit_socket(config.listen),
+        allow_networks: config
+            .allow_networks
+            .iter()
+            .map(|n| wit_types::IpNetwork {
+                address: wit_ip(n.addr),
+                prefix_len: n.prefix_len,
+            })
+            .collect(),
+        upstreams,
+        timeouts: wit_config::Timeouts {
+            query_ms: ms(config.query_timeout),
+            upstream_ms: ms(config.upstream_timeout),
+            tcp_idle_ms: ms(config.tcp_idle_timeout),
+            upstream_idle_ms: ms(config.upstream_idle_timeout),
+        },
+        limits: wit_config::Limits {
+            max_tcp_clients: config.max_tcp_clients,
+            max_inflight: config.max_inflight,
+        },
+        log_level: match config.log_level {
+            LogLevel::Error => wit_log::Level::Error,
+            LogLevel::Warn => wit_log::Level::Warn,
+            LogLevel::Info => wit_log::Level::Info,
+            LogLevel::Debug => wit_log::Level::Debug,
+            LogLevel::Trace => wit_log::Level::Trace,
+        },
+    })
+}
+
+/// The WASI context: sockets per the policy, stderr for panics, and nothing
+/// else (no preopened directories, an empty environment, no arguments, name
+/// lookup denied).
+fn wasi_ctx(policy: SocketPolicy) -> WasiCtx {
+    WasiCtx::builder()
+        .inherit_stderr()
+        .allow_tcp(true)
+        .allow_udp(true)
+        .allow_ip_name_lookup(false)
+        .socket_addr_check(move |addr, use_| {
+            let allowed = policy.allows(addr, use_);
+            if !allowed {
+                tracing::warn!(%addr, ?use_, "sandbox refused a socket operation");
+            }
+            Box::pin(async move { allowed })
+        })
+        .build()
+}
+
+/// How the component stopped.
+#[derive(Debug)]
+pub enum Outcome {
+    /// It returned or called exit with this code.
+    Exited(i32),
+}
+
+/// Runs one instance until it returns.
+async fn run_once(
+    engine: &Engine,
+    linker: &Linker<State>,
+    component: &Component,
+    config: &wit_config::ProxyConfig,
+    policy: &SocketPolicy,
+) -> Result<Outcome> {
+    let state = State {
+        wasi: wasi_ctx(policy.clone()),
+        table: ResourceTable::new(),
+        limits: StoreLimitsBuilder::new().memory_size(MEMORY_LIMIT).build(),
+        config: config.clone(),
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limits);
+    let proxy = Proxy::instantiate_async(&mut store, component, linker).await?;
+    match proxy.wasi_cli_run().call_run(&mut store).await {
+        Ok(Ok(())) => Ok(Outcome::Exited(0)),
+        Ok(Err(())) => Ok(Outcome::Exited(1)),
+        Err(e) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            Some(exit) => Ok(Outcome::Exited(exit.0)),
+            None => Err(e.into()),
+        },
+    }
+}
+
+/// Runs the component, restarting it after a trap (with a log line, never
+/// silently). Returns the exit code when the component exits by itself, or
+/// an error when it keeps trapping.
+pub async fn run(engine: Engine, component: Component, config: &Config, policy: SocketPolicy) -> Result<i32> {
+    let linker = linker(&engine)?;
+    let wit = wit_config(config)?;
+    let mut recent_traps: Vec<Instant> = Vec::new();
+    loop {
+        match run_once(&engine, &linker, &component, &wit, &policy).await {
+            Ok(Outcome::Exited(code)) => return Ok(code),
+            Err(trap) => {
+                let now = Instant::now();
+                recent_traps.retain(|t| now.duration_since(*t) < Duration::from_secs(60));
+                recent_traps.push(now);
+                tracing::error!(error = format!("{trap:#}"), "the proxy component trapped; restarting it");
+                if recent_traps.len() >= 5 {
+                    bail!("the proxy component trapped 5 times within a minute; giving up: {trap:#}");
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// The component's imports, by name (for the allow-list test and `--help`).
+pub fn imports(engine: &Engine, component: &Component) -> Vec<String> {
+    component
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect()
+}

@@ -1,0 +1,73 @@
+//! A test guest for the socket policy. Run by the real host in place of the
+//! proxy component (`dnsproxy --component policy-probe.wasm`), it receives
+//! the same configuration and the same sandbox, tries what the policy must
+//! allow and what it must refuse, and reports each result as a log event:
+//! `probe op=<what> result=<ok|denied|error: ...>`.
+
+#[cfg(target_os = "wasi")]
+mod probe {
+    use std::io::ErrorKind;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "host-services",
+        // The vendored WASI 0.2.12 WIT gates wasi:clocks/timezone behind
+        // this feature; without it the package does not resolve.
+        features: ["clocks-timezone"],
+    });
+
+    use dnsproxy::proxy::types::{IpAddress, SocketAddress};
+    use dnsproxy::proxy::{config, log};
+
+    fn socket(a: &SocketAddress) -> SocketAddr {
+        let ip: IpAddr = match a.ip {
+            IpAddress::Ipv4((a, b, c, d)) => Ipv4Addr::new(a, b, c, d).into(),
+            IpAddress::Ipv6((a, b, c, d, e, f, g, h)) => Ipv6Addr::new(a, b, c, d, e, f, g, h).into(),
+        };
+        SocketAddr::new(ip, a.port)
+    }
+
+    fn report<T>(op: &str, result: std::io::Result<T>) {
+        let result = match result {
+            Ok(_) => "ok".to_owned(),
+            Err(e) if e.kind() == ErrorKind::PermissionDenied => "denied".to_owned(),
+            Err(e) => format!("error: {e}"),
+        };
+        log::emit(
+            log::Level::Info,
+            "probe",
+            &[
+                log::Field { key: "op".into(), value: op.into() },
+                log::Field { key: "result".into(), value: result },
+            ],
+        );
+    }
+
+    pub(crate) fn main() {
+        let c = config::get();
+        let listen = socket(&c.listen);
+        let upstream = socket(&c.upstreams[0].address);
+        let other_port = SocketAddr::new(listen.ip(), listen.port().wrapping_add(1).max(1));
+        let other_upstream_port = SocketAddr::new(upstream.ip(), upstream.port().wrapping_add(1).max(1));
+        let other_host = SocketAddr::new(Ipv4Addr::new(127, 0, 0, 2).into(), upstream.port());
+
+        report("udp-bind-listen", UdpSocket::bind(listen));
+        report("tcp-listen-listen", TcpListener::bind(listen));
+        report("udp-bind-other-port", UdpSocket::bind(other_port));
+        report("tcp-listen-other-port", TcpListener::bind(other_port));
+        report("udp-bind-wildcard", UdpSocket::bind("0.0.0.0:0"));
+        report("tcp-connect-upstream", TcpStream::connect(upstream));
+        report("tcp-connect-other-port", TcpStream::connect(other_upstream_port));
+        report("tcp-connect-other-host", TcpStream::connect(other_host));
+        report("env-is-empty", if std::env::vars().next().is_none() { Ok(()) } else { Err(std::io::Error::other("environment not empty")) });
+        report("fs-read-root", std::fs::read_dir("/"));
+        report("name-lookup", std::net::ToSocketAddrs::to_socket_addrs(&("localhost", 53)));
+        log::emit(log::Level::Info, "probe done", &[]);
+    }
+}
+
+fn main() {
+    #[cfg(target_os = "wasi")]
+    probe::main();
+}

@@ -1,0 +1,140 @@
+//! Glue between the WIT world and the shell.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::rc::Rc;
+use std::time::Duration;
+
+use dnsproxy_core::core::acl::{Acl, IpNet};
+use dnsproxy_core::core::pins::{Pin, PinSet};
+use dnsproxy_core::shell::config::{ProxyConfig, UpstreamConfig};
+use dnsproxy_core::shell::log::{Level, Log, Sink};
+
+wit_bindgen::generate!({
+    path: "../wit",
+    world: "host-services",
+        // The vendored WASI 0.2.12 WIT gates wasi:clocks/timezone behind
+        // this feature; without it the package does not resolve.
+        features: ["clocks-timezone"],
+});
+
+use dnsproxy::proxy::types::{IpAddress, SocketAddress};
+use dnsproxy::proxy::{config, log};
+
+struct HostSink;
+
+impl Sink for HostSink {
+    fn emit(&self, level: Level, message: &str, fields: &[(&str, String)]) {
+        let fields: Vec<log::Field> = fields
+            .iter()
+            .map(|(k, v)| log::Field {
+                key: (*k).to_owned(),
+                value: v.clone(),
+            })
+            .collect();
+        log::emit(to_wit_level(level), message, &fields);
+    }
+}
+
+fn to_wit_level(level: Level) -> log::Level {
+    match level {
+        Level::Error => log::Level::Error,
+        Level::Warn => log::Level::Warn,
+        Level::Info => log::Level::Info,
+        Level::Debug => log::Level::Debug,
+        Level::Trace => log::Level::Trace,
+    }
+}
+
+fn from_wit_level(level: log::Level) -> Level {
+    match level {
+        log::Level::Error => Level::Error,
+        log::Level::Warn => Level::Warn,
+        log::Level::Info => Level::Info,
+        log::Level::Debug => Level::Debug,
+        log::Level::Trace => Level::Trace,
+    }
+}
+
+fn ip(addr: IpAddress) -> IpAddr {
+    match addr {
+        IpAddress::Ipv4((a, b, c, d)) => Ipv4Addr::new(a, b, c, d).into(),
+        IpAddress::Ipv6((a, b, c, d, e, f, g, h)) => Ipv6Addr::new(a, b, c, d, e, f, g, h).into(),
+    }
+}
+
+fn socket(addr: SocketAddress) -> SocketAddr {
+    SocketAddr::new(ip(addr.ip), addr.port)
+}
+
+fn ms(v: u32) -> Duration {
+    Duration::from_millis(u64::from(v))
+}
+
+/// The host validated everything; a value that still does not fit is a
+/// host bug, reported as such.
+fn convert(c: config::ProxyConfig) -> Result<ProxyConfig, String> {
+    let mut nets = Vec::with_capacity(c.allow_networks.len());
+    for n in c.allow_networks {
+        nets.push(IpNet::new(ip(n.address), n.prefix_len).map_err(|e| e.to_string())?);
+    }
+    let mut upstreams = Vec::with_capacity(c.upstreams.len());
+    for u in c.upstreams {
+        let pins = u
+            .spki_pins
+            .iter()
+            .map(|p| Pin::from_digest(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("upstream {}: {e}", u.name))?;
+        upstreams.push(UpstreamConfig {
+            name: u.name,
+            addr: socket(u.address),
+            auth_name: u.auth_name,
+            pins: PinSet::new(pins),
+            ca_pem: u.ca_pem,
+        });
+    }
+    if upstreams.is_empty() {
+        return Err("no upstream configured".into());
+    }
+    Ok(ProxyConfig {
+        listen: socket(c.listen),
+        acl: Acl::new(nets),
+        upstreams,
+        query_timeout: ms(c.timeouts.query_ms),
+        upstream_timeout: ms(c.timeouts.upstream_ms),
+        tcp_idle_timeout: ms(c.timeouts.tcp_idle_ms),
+        upstream_idle_timeout: ms(c.timeouts.upstream_idle_ms),
+        max_tcp_clients: c.limits.max_tcp_clients as usize,
+        max_inflight: c.limits.max_inflight as usize,
+        log_level: from_wit_level(c.log_level),
+    })
+}
+
+fn fatal(message: &str, error: &dyn std::fmt::Display) -> ! {
+    let error = error.to_string();
+    log::emit(
+        log::Level::Error,
+        message,
+        &[log::Field {
+            key: "error".into(),
+            value: error,
+        }],
+    );
+    std::process::exit(1)
+}
+
+pub(crate) fn main() {
+    let config = match convert(config::get()) {
+        Ok(c) => c,
+        Err(e) => fatal("invalid configuration from the host", &e),
+    };
+    let log = Log::new(config.log_level, Rc::new(HostSink));
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => fatal("cannot start the runtime", &e),
+    };
+    let local = tokio::task::LocalSet::new();
+    if let Err(e) = local.block_on(&runtime, dnsproxy_core::shell::serve(config, log)) {
+        fatal("cannot serve", &e);
+    }
+}

@@ -1,0 +1,393 @@
+//! EDNS(0) padding of queries (RFC 7830, RFC 8467) and removal of an OPT RR
+//! the proxy added itself (RFC 6891 §7).
+
+use super::walk::{OPT_RR_LEN, OPTION_PADDING, splice_records, walk, write_opt};
+use super::{ARCOUNT, MessageError, counts, write_u16};
+use crate::core::framing::MAX_MESSAGE_LEN;
+
+/// Size of an option's code and length fields (RFC 6891 §6.1.2).
+const OPTION_HEADER_LEN: usize = 4;
+
+/// The block size RFC 8467 §4.1 recommends for queries.
+pub const QUERY_PADDING_BLOCK: usize = 128;
+
+/// What [`pad_query`] did.
+#[must_use]
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Padding {
+    /// A Padding option was added to the query's OPT RR.
+    Padded,
+    /// The query had no OPT: one holding the padding was appended. The
+    /// response's OPT must be removed with [`strip_opt`] before the client
+    /// sees it (RFC 6891 §7).
+    AddedOpt,
+    /// The query already carried a Padding option; it was left as is.
+    AlreadyPadded,
+    /// Not padded, message untouched: it is signed (TSIG or SIG(0) must stay
+    /// last and covers the bytes), `block` is 0, or the padded message would
+    /// not fit in 65535 bytes or break a compression pointer.
+    Skipped,
+}
+
+/// Pads a query in place to a multiple of `block` bytes (RFC 7830, RFC 8467
+/// §4.1 block-length padding; use [`QUERY_PADDING_BLOCK`]).
+///
+/// With an OPT RR, a Padding option (code 12, zero octets, RFC 7830 §3) is
+/// appended to it; one that already has padding is left alone. Without one,
+/// an OPT RR (root owner, payload [`EDNS_UDP_PAYLOAD`](super::EDNS_UDP_PAYLOAD),
+/// extended RCODE 0, version 0, DO 0) holding the padding is appended and
+/// ARCOUNT incremented. Records after the OPT keep valid compression pointers.
+/// Malformed input, including bytes after the last record, is an `Err` and is
+/// left untouched.
+pub fn pad_query(msg: &mut Vec<u8>, block: usize) -> Result<Padding, MessageError> {
+    let layout = walk(msg)?;
+    if layout.end < msg.len() {
+        return Err(MessageError::TrailingBytes {
+            len: msg.len() - layout.end,
+        });
+    }
+    if layout.signed || block == 0 {
+        return Ok(Padding::Skipped);
+    }
+    match layout.opt {
+        Some(opt) if opt.has_padding => Ok(Padding::AlreadyPadded),
+        Some(opt) => {
+            let fill = fill_len(msg.len() + OPTION_HEADER_LEN, block);
+            let added = OPTION_HEADER_LEN + fill;
+            let (Some(fill), Ok(rdlen)) = (
+                fits_u16(msg.len() + added).then_some(fill),
+                u16::try_from(opt.rdata.len() + added),
+            ) else {
+                return Ok(Padding::Skipped);
+            };
+            let option = padding_option(fill);
+            if !splice_records(msg, opt.range.end..opt.range.end, &option, layout.end)? {
+                return Ok(Padding::Skipped);
+            }
+            write_u16(msg, opt.rdata.start - 2, rdlen);
+            Ok(Padding::Padded)
+        }
+        None => {
+            let fill = fill_len(msg.len() + OPT_RR_LEN + OPTION_HEADER_LEN, block);
+            let added = OPT_RR_LEN + OPTION_HEADER_LEN + fill;
+            let arcount = counts(msg).map(|c| c[3]).and_then(|ar| ar.checked_add(1));
+            let (Some(arcount), true) = (arcount, fits_u16(msg.len() + added)) else {
+                return Ok(Padding::Skipped);
+            };
+            // `fill` fits in a u16: the whole message does.
+            write_opt(msg, false, Some(u16::try_from(fill).unwrap_or(0)));
+            write_u16(msg, ARCOUNT, arcount);
+            Ok(Padding::AddedOpt)
+        }
+    }
+}
+
+/// Removes the OPT RR from a response's additional section and decrements
+/// ARCOUNT, for a client whose query had none (RFC 6891 §7). `Ok` if there
+/// is none. Records after the OPT keep valid compression pointers. The OPT's
+/// extended RCODE bits are lost with it; a client without EDNS could not read
+/// them anyway.
+pub fn strip_opt(resp: &mut Vec<u8>) -> Result<(), MessageError> {
+    let layout = walk(resp)?;
+    let Some(opt) = layout.opt else {
+        return Ok(());
+    };
+    // Removal only moves pointers backwards, so they always still fit.
+    splice_records(resp, opt.range, &[], layout.end)?;
+    // The OPT was counted in ARCOUNT, so it is at least 1.
+    let arcount = counts(resp).map_or(0, |c| c[3].saturating_sub(1));
+    write_u16(resp, ARCOUNT, arcount);
+    Ok(())
+}
+
+/// Padding octets needed so that `len` plus them is a multiple of `block`.
+fn fill_len(len: usize, block: usize) -> usize {
+    (block - len % block) % block
+}
+
+fn fits_u16(len: usize) -> bool {
+    len <= MAX_MESSAGE_LEN
+}
+
+/// A Padding option of `fill` zero octets (RFC 7830 §3); `fill` fits a u16.
+fn padding_option(fill: usize) -> Vec<u8> {
+    let mut option = Vec::with_capacity(OPTION_HEADER_LEN + fill);
+    option.extend_from_slice(&OPTION_PADDING.to_be_bytes());
+    option.extend_from_slice(&u16::try_from(fill).unwrap_or(0).to_be_bytes());
+    option.resize(OPTION_HEADER_LEN + fill, 0);
+    option
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use hickory_proto::op::{Edns, Message, MessageType};
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    use hickory_proto::rr::rdata::{A, NS};
+    use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+    use super::super::parse_query;
+    use super::super::test_support::{parse, query_bytes};
+    use super::*;
+
+    fn name(s: &str) -> Name {
+        Name::from_ascii(s).expect("valid name")
+    }
+
+    fn padding_of(m: &Message) -> Option<usize> {
+        match m.extensions().as_ref()?.options().get(EdnsCode::Padding)? {
+            EdnsOption::Unknown(12, data) => {
+                assert!(data.iter().all(|&b| b == 0), "RFC 7830 §3: zero octets");
+                Some(data.len())
+            }
+            other => panic!("unexpected padding option {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rfc8467_query_without_opt_gets_an_opt_padded_to_128() {
+        let mut q = query_bytes("www.example.com.", RecordType::A, None);
+        let question = q[12..].to_vec();
+        assert_eq!(
+            pad_query(&mut q, QUERY_PADDING_BLOCK),
+            Ok(Padding::AddedOpt)
+        );
+        assert_eq!(q.len(), 128);
+        let m = parse(&q);
+        let edns = m.extensions().as_ref().expect("OPT added");
+        assert_eq!(edns.max_payload(), super::super::EDNS_UDP_PAYLOAD);
+        assert!(!edns.flags().dnssec_ok);
+        assert_eq!((edns.version(), edns.rcode_high()), (0, 0));
+        assert_eq!(padding_of(&m), Some(128 - 12 - question.len() - 11 - 4));
+        assert_eq!(q[12..12 + question.len()], question);
+        assert_eq!(u16::from_be_bytes([q[10], q[11]]), 1);
+        // Still a query the proxy accepts.
+        assert!(
+            parse_query(&q)
+                .expect("valid")
+                .opt
+                .expect("OPT")
+                .has_padding
+        );
+    }
+
+    #[test]
+    fn rfc7830_query_with_opt_gets_a_padding_option() {
+        let mut m = Message::new();
+        m.set_id(7)
+            .set_message_type(MessageType::Query)
+            .set_recursion_desired(true);
+        m.add_query(hickory_proto::op::Query::query(
+            name("example.org."),
+            RecordType::AAAA,
+        ));
+        let mut edns = Edns::new();
+        edns.set_max_payload(4096).set_dnssec_ok(true);
+        edns.options_mut()
+            .insert(EdnsOption::Unknown(10, vec![9; 8]));
+        m.set_edns(edns);
+        let mut q = m.to_vec().expect("encodes");
+        let before = q.len();
+        assert_eq!(pad_query(&mut q, QUERY_PADDING_BLOCK), Ok(Padding::Padded));
+        assert_eq!(q.len() % 128, 0);
+        assert!(q.len() > before);
+        let m = parse(&q);
+        let edns = m.extensions().as_ref().expect("OPT kept");
+        assert_eq!(edns.max_payload(), 4096);
+        assert!(edns.flags().dnssec_ok);
+        assert_eq!(
+            edns.options().get(EdnsCode::Cookie),
+            Some(&EdnsOption::Unknown(10, vec![9; 8]))
+        );
+        assert_eq!(padding_of(&m), Some(128 - before - 4));
+        assert_eq!(u16::from_be_bytes([q[10], q[11]]), 1);
+    }
+
+    #[test]
+    fn rfc8467_every_query_length_is_padded_to_a_block() {
+        // Every QNAME wire length from 3 to 255, so every residue mod 128.
+        for wire_len in 3..=255usize {
+            let mut qname = String::new();
+            let mut left = wire_len - 1;
+            while left > 0 {
+                let mut label = 63.min(left - 1);
+                if left - (label + 1) == 1 {
+                    label -= 1;
+                }
+                qname.push_str(&"x".repeat(label));
+                qname.push('.');
+                left -= label + 1;
+            }
+            for edns in [None, Some((1232, false))] {
+                let mut q = query_bytes(&qname, RecordType::A, edns);
+                let before = q.len();
+                let overhead = match pad_query(&mut q, QUERY_PADDING_BLOCK).expect("valid") {
+                    Padding::Padded => 4,
+                    Padding::AddedOpt => 15,
+                    other => panic!("{other:?}"),
+                };
+                assert_eq!(q.len() % 128, 0, "{qname} {edns:?}");
+                // The closest multiple: fewer than 128 padding octets.
+                assert!(q.len() < before + overhead + 128, "{qname} {edns:?}");
+                assert_eq!(parse(&q).queries()[0].name(), &name(&qname));
+            }
+        }
+    }
+
+    #[test]
+    fn rfc7830_already_padded_query_is_left_alone() {
+        let mut q = query_bytes("example.com.", RecordType::A, None);
+        assert_eq!(
+            pad_query(&mut q, QUERY_PADDING_BLOCK),
+            Ok(Padding::AddedOpt)
+        );
+        let padded = q.clone();
+        assert_eq!(pad_query(&mut q, 468), Ok(Padding::AlreadyPadded));
+        assert_eq!(q, padded);
+    }
+
+    #[test]
+    fn rfc8945_query_with_tsig_is_not_padded() {
+        for rtype in [250u16, 24] {
+            let mut q = query_bytes("example.com.", RecordType::A, Some((1232, false)));
+            // A TSIG (or SIG(0)) record, last in the additional section.
+            q.extend_from_slice(&[3, b'k', b'e', b'y', 0]);
+            q.extend_from_slice(&rtype.to_be_bytes());
+            q.extend_from_slice(&[0, 255, 0, 0, 0, 0, 0, 2, 0xAB, 0xCD]);
+            q[11] = 2;
+            parse_query(&q).expect("valid");
+            let before = q.clone();
+            assert_eq!(pad_query(&mut q, QUERY_PADDING_BLOCK), Ok(Padding::Skipped));
+            assert_eq!(q, before);
+        }
+    }
+
+    #[test]
+    fn padding_past_65535_bytes_is_skipped() {
+        let mut q = query_bytes("example.com.", RecordType::A, None);
+        let before = q.clone();
+        assert_eq!(pad_query(&mut q, 70_000), Ok(Padding::Skipped));
+        assert_eq!(pad_query(&mut q, 0), Ok(Padding::Skipped));
+        assert_eq!(q, before);
+        assert_eq!(pad_query(&mut q, 65_535), Ok(Padding::AddedOpt));
+        assert_eq!(q.len(), 65_535);
+    }
+
+    #[test]
+    fn malformed_query_is_an_error_and_untouched() {
+        let mut q = query_bytes("example.com.", RecordType::A, None);
+        q.push(0);
+        let before = q.clone();
+        assert_eq!(
+            pad_query(&mut q, QUERY_PADDING_BLOCK),
+            Err(MessageError::TrailingBytes { len: 1 })
+        );
+        assert_eq!(q, before);
+        assert_eq!(
+            pad_query(&mut vec![0; 5], QUERY_PADDING_BLOCK),
+            Err(MessageError::TooShort { len: 5 })
+        );
+    }
+
+    #[test]
+    fn rfc6891_added_opt_is_stripped_from_the_response() {
+        let mut q = query_bytes("www.example.com.", RecordType::A, None);
+        assert_eq!(
+            pad_query(&mut q, QUERY_PADDING_BLOCK),
+            Ok(Padding::AddedOpt)
+        );
+        // The upstream answers with an OPT of its own, padded to 468.
+        let mut r = parse(&q);
+        r.set_message_type(MessageType::Response)
+            .set_authentic_data(true);
+        r.add_answer(Record::from_rdata(
+            name("www.example.com."),
+            60,
+            RData::A(A(Ipv4Addr::new(192, 0, 2, 1))),
+        ));
+        r.add_additional(Record::from_rdata(
+            name("ns.example.com."),
+            60,
+            RData::A(A(Ipv4Addr::new(192, 0, 2, 53))),
+        ));
+        if let Some(edns) = r.extensions_mut() {
+            edns.options_mut().remove(EdnsCode::Padding);
+            edns.options_mut()
+                .insert(EdnsOption::Unknown(12, vec![0; 300]));
+        }
+        let mut resp = r.to_vec().expect("encodes");
+        strip_opt(&mut resp).expect("valid");
+        let m = parse(&resp);
+        assert!(m.extensions().is_none());
+        assert_eq!(u16::from_be_bytes([resp[10], resp[11]]), 1);
+        assert_eq!(m.answers(), r.answers());
+        assert_eq!(m.additionals(), r.additionals());
+        assert!(m.authentic_data());
+        // Stripping again is a no-op.
+        let stripped = resp.clone();
+        strip_opt(&mut resp).expect("valid");
+        assert_eq!(resp, stripped);
+    }
+
+    /// A response whose OPT is not the last record: a record after it is owned
+    /// by a compression pointer into a record that also follows it.
+    fn response_with_opt_in_the_middle() -> Vec<u8> {
+        let mut r = Message::new();
+        r.set_id(9).set_message_type(MessageType::Response);
+        r.add_query(hickory_proto::op::Query::query(
+            name("example.com."),
+            RecordType::NS,
+        ));
+        r.add_answer(Record::from_rdata(
+            name("example.com."),
+            60,
+            RData::NS(NS(name("ns1.example.com."))),
+        ));
+        let mut edns = Edns::new();
+        edns.set_max_payload(1232);
+        r.set_edns(edns);
+        let mut resp = r.to_vec().expect("encodes");
+        // Additional: [OPT], then ns2.example.com A, then an MX owned by a
+        // pointer to ns2 (after the OPT) whose exchange points there too.
+        let ns2 = resp.len();
+        resp.extend_from_slice(b"\x03ns2\xC0\x0C");
+        resp.extend_from_slice(&[0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 2]);
+        resp.extend_from_slice(&[0xC0, ns2 as u8, 0, 15, 0, 1, 0, 0, 0, 60, 0, 4, 0, 10]);
+        resp.extend_from_slice(&[0xC0, ns2 as u8]);
+        resp[11] = 3;
+        resp
+    }
+
+    #[test]
+    fn rfc1035_strip_opt_keeps_later_compression_pointers_valid() {
+        let mut resp = response_with_opt_in_the_middle();
+        let before = parse(&resp);
+        strip_opt(&mut resp).expect("valid");
+        let after = parse(&resp);
+        assert!(after.extensions().is_none());
+        assert_eq!(after.additionals(), before.additionals());
+        assert_eq!(after.additionals()[1].name(), &name("ns2.example.com."));
+        assert_eq!(after.answers(), before.answers());
+    }
+
+    #[test]
+    fn rfc1035_padding_keeps_later_compression_pointers_valid() {
+        let mut q = response_with_opt_in_the_middle();
+        q[2] &= !0x80; // make it a query
+        let before = parse(&q);
+        assert_eq!(pad_query(&mut q, QUERY_PADDING_BLOCK), Ok(Padding::Padded));
+        assert_eq!(q.len() % 128, 0);
+        let after = parse(&q);
+        assert_eq!(after.additionals(), before.additionals());
+        assert!(padding_of(&after).is_some());
+    }
+
+    #[test]
+    fn strip_opt_on_malformed_response_is_an_error() {
+        let mut resp = response_with_opt_in_the_middle();
+        resp.truncate(resp.len() - 1);
+        assert!(strip_opt(&mut resp).is_err());
+    }
+}

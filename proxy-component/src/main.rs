@@ -1,0 +1,18 @@
+//! The proxy component's entry point (`wasi:cli/run`).
+//!
+//! In the component, the configuration comes from the host through the
+//! `dnsproxy:proxy/config` interface and log events go back through
+//! `dnsproxy:proxy/log`. Built natively, the same shell runs from environment
+//! variables; that build exists to measure what the sandbox costs.
+
+#[cfg(target_os = "wasi")]
+mod component;
+#[cfg(not(target_os = "wasi"))]
+mod native;
+
+fn main() {
+    #[cfg(target_os = "wasi")]
+    component::main();
+    #[cfg(not(target_os = "wasi"))]
+    native::main();
+}

@@ -1,0 +1,70 @@
+//! The same shell, run natively from environment variables. Not shipped: it
+//! exists so `make bench` can measure what the WASI sandbox costs.
+//!
+//! `PB_LISTEN=127.0.0.1:5300 PB_UPSTREAM=127.0.0.1:853 PB_TLS_NAME=dot.test
+//! PB_CA_FILE=ca.pem [PB_SPKI_PIN=base64] proxy-component`
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use dnsproxy_core::core::acl::{Acl, IpNet};
+use dnsproxy_core::core::pins::{Pin, PinSet};
+use dnsproxy_core::shell::config::{ProxyConfig, UpstreamConfig};
+use dnsproxy_core::shell::log::{Level, Log, StderrSink};
+
+fn var(name: &str) -> Result<String, String> {
+    std::env::var(name).map_err(|_| format!("{name} is not set"))
+}
+
+fn config() -> Result<ProxyConfig, String> {
+    let listen: SocketAddr = var("PB_LISTEN")?.parse().map_err(|e| format!("PB_LISTEN: {e}"))?;
+    let addr: SocketAddr = var("PB_UPSTREAM")?.parse().map_err(|e| format!("PB_UPSTREAM: {e}"))?;
+    let ca_pem = match std::env::var("PB_CA_FILE") {
+        Ok(path) => Some(std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?),
+        Err(_) => None,
+    };
+    let pins = match std::env::var("PB_SPKI_PIN") {
+        Ok(p) if !p.is_empty() => vec![Pin::from_base64(&p).map_err(|e| format!("PB_SPKI_PIN: {e}"))?],
+        _ => Vec::new(),
+    };
+    let loopback = IpNet::new([127, 0, 0, 0].into(), 8).map_err(|e| e.to_string())?;
+    Ok(ProxyConfig {
+        listen,
+        acl: Acl::new(vec![loopback]),
+        upstreams: vec![UpstreamConfig {
+            name: addr.to_string(),
+            addr,
+            auth_name: var("PB_TLS_NAME")?,
+            pins: PinSet::new(pins),
+            ca_pem,
+        }],
+        query_timeout: Duration::from_secs(4),
+        upstream_timeout: Duration::from_millis(1500),
+        tcp_idle_timeout: Duration::from_secs(10),
+        upstream_idle_timeout: Duration::from_secs(30),
+        max_tcp_clients: 256,
+        max_inflight: 2048,
+        log_level: Level::Info,
+    })
+}
+
+pub(crate) fn main() {
+    let config = match config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("proxy-component (native): {e}");
+            std::process::exit(64);
+        }
+    };
+    let log = Log::new(config.log_level, Rc::new(StderrSink));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime needs no resources that can be missing");
+    let local = tokio::task::LocalSet::new();
+    if let Err(e) = local.block_on(&runtime, dnsproxy_core::shell::serve(config, log)) {
+        eprintln!("proxy-component (native): {e}");
+        std::process::exit(1);
+    }
+}

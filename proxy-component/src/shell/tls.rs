@@ -1,0 +1,223 @@
+//! Upstream authentication (RFC 7858 §4.2, strict privacy profile of
+//! RFC 8310): the chain is verified against the configured roots, the name
+//! against `auth_name`, then the SPKI pin set against the *verified* chain.
+//! Any failure refuses the upstream; there is no opportunistic or plaintext
+//! fallback.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rustls::client::Resumption;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, OtherError, SignatureScheme};
+
+use crate::core::pins::{Pin, PinMismatch, PinSet};
+
+/// Why an upstream's certificate was refused. Each variant is one of the
+/// checks a user can fix in the configuration.
+#[non_exhaustive]
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuthError {
+    /// The chain does not lead to a trusted root (unknown issuer, expired,
+    /// bad signature, wrong key usage): the CA check.
+    #[error("CA check failed: {0}")]
+    Chain(webpki::Error),
+    /// The chain is trusted but not for `auth_name`: the name check.
+    #[error("name check failed: certificate is not valid for {name}: {error}")]
+    Name {
+        /// The name that was expected.
+        name: String,
+        /// What webpki said.
+        error: webpki::Error,
+    },
+    /// The chain is trusted and named right but carries no pinned key.
+    #[error("pin check failed: {0}")]
+    Pin(PinMismatch),
+}
+
+impl AuthError {
+    /// The check that failed: `CA`, `name` or `pin`.
+    pub fn check(&self) -> &'static str {
+        match self {
+            AuthError::Chain(_) => "CA",
+            AuthError::Name { .. } => "name",
+            AuthError::Pin(_) => "pin",
+        }
+    }
+
+    /// Finds an [`AuthError`] inside a handshake error, if that is what
+    /// failed.
+    pub fn from_handshake(err: &std::io::Error) -> Option<&AuthError> {
+        let tls = err.get_ref()?.downcast_ref::<rustls::Error>()?;
+        match tls {
+            rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
+                other.0.downcast_ref::<AuthError>()
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A trust store that is not usable.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    /// The PEM has no certificate.
+    #[error("the CA bundle holds no certificate")]
+    Empty,
+    /// A certificate of the PEM cannot be parsed.
+    #[error("a certificate of the CA bundle cannot be parsed: {0}")]
+    BadCertificate(String),
+    /// rustls refused the protocol versions.
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// The trust anchors of a PEM bundle.
+pub fn anchors_from_pem(pem: &str) -> Result<Vec<TrustAnchor<'static>>, TrustError> {
+    let mut anchors = Vec::new();
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        let cert = cert.map_err(|e| TrustError::BadCertificate(e.to_string()))?;
+        let anchor = webpki::anchor_from_trusted_cert(&cert)
+            .map_err(|e| TrustError::BadCertificate(format!("{e:?}")))?;
+        anchors.push(anchor.to_owned());
+    }
+    if anchors.is_empty() {
+        return Err(TrustError::Empty);
+    }
+    Ok(anchors)
+}
+
+/// The verifier: chain, then name, then pins over the verified path.
+pub struct PinnedVerifier {
+    anchors: Vec<TrustAnchor<'static>>,
+    pins: PinSet,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl fmt::Debug for PinnedVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PinnedVerifier")
+            .field("anchors", &self.anchors.len())
+            .field("pins", &self.pins)
+            .finish()
+    }
+}
+
+/// A certificate chain as verified: each certificate's pin, leaf first,
+/// trust anchor last.
+pub type VerifiedPins = Vec<Pin>;
+
+impl PinnedVerifier {
+    /// A verifier trusting `anchors` (or the built-in web roots if `None`).
+    pub fn new(anchors: Option<Vec<TrustAnchor<'static>>>, pins: PinSet) -> Self {
+        Self {
+            anchors: anchors.unwrap_or_else(|| webpki_roots::TLS_SERVER_ROOTS.to_vec()),
+            pins,
+            algorithms: provider().signature_verification_algorithms,
+        }
+    }
+
+    /// Verifies a presented chain and returns the pins of the verified path
+    /// (leaf, intermediates used, anchor). Certificates the server sent that
+    /// path building did not use are not in the result, so they can never
+    /// satisfy a pin.
+    pub fn verify_chain(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        now: UnixTime,
+    ) -> Result<VerifiedPins, AuthError> {
+        let cert = webpki::EndEntityCert::try_from(end_entity).map_err(AuthError::Chain)?;
+        let path = cert
+            .verify_for_usage(
+                self.algorithms.all,
+                &self.anchors,
+                intermediates,
+                now,
+                webpki::KeyUsage::server_auth(),
+                None,
+                None,
+            )
+            .map_err(AuthError::Chain)?;
+        cert.verify_is_valid_for_subject_name(server_name)
+            .map_err(|error| AuthError::Name {
+                name: server_name.to_str().into_owned(),
+                error,
+            })?;
+        let mut chain = vec![Pin::of_spki(&cert.subject_public_key_info())];
+        chain.extend(
+            path.intermediate_certificates()
+                .map(|c| Pin::of_spki(&c.subject_public_key_info())),
+        );
+        chain.push(Pin::of_spki(&webpki::spki_for_anchor(path.anchor())));
+        Ok(chain)
+    }
+}
+
+impl ServerCertVerifier for PinnedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let refuse = |e: AuthError| {
+            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
+        };
+        let chain = self
+            .verify_chain(end_entity, intermediates, server_name, now)
+            .map_err(refuse)?;
+        self.pins.check(&chain).map_err(|e| refuse(AuthError::Pin(e)))?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+fn provider() -> CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
+/// The rustls client configuration for one upstream.
+///
+/// Session resumption is off: a resumed TLS session skips certificate
+/// verification, so it would skip the pin check too (DESIGN.md, pinning
+/// rules). Connections are persistent, so full handshakes are rare anyway.
+pub fn client_config(verifier: PinnedVerifier) -> Result<Arc<ClientConfig>, TrustError> {
+    let mut config = ClientConfig::builder_with_provider(Arc::new(provider()))
+        .with_safe_default_protocol_versions()?
+        // rustls calls any custom verifier "dangerous"; ours is stricter than
+        // the default one (it adds pins), never weaker.
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    config.resumption = Resumption::disabled();
+    Ok(Arc::new(config))
+}

@@ -1,0 +1,89 @@
+//! The UDP listener. Each datagram is one query; answers larger than the
+//! client can take are truncated with TC=1 (RFC 1035 §4.2.1, RFC 6891 §7) so
+//! the client retries over TCP.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use tokio::net::UdpSocket;
+
+use crate::core::message::{self, QueryError, Rcode};
+use crate::shell::Context;
+use crate::shell::log::Level;
+
+/// Receive buffer asked of the OS, so a burst is queued, not dropped.
+pub const RECV_BUFFER: usize = 4 * 1024 * 1024;
+
+/// Binds the UDP socket.
+pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let std = std::net::UdpSocket::bind(addr)?;
+    std.set_nonblocking(true)?;
+    set_recv_buffer(&std);
+    UdpSocket::from_std(std)
+}
+
+/// Best effort: the OS may clamp it (Linux: net.core.rmem_max); in the
+/// component this is wasi:sockets `set-receive-buffer-size`, which wasmtime
+/// passes on to the host socket.
+fn set_recv_buffer(sock: &std::net::UdpSocket) {
+    let _ = socket2::SockRef::from(sock).set_recv_buffer_size(RECV_BUFFER);
+}
+
+/// Serves UDP clients until the socket fails.
+pub async fn serve(sock: UdpSocket, ctx: Rc<Context>) {
+    let sock = Rc::new(sock);
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        let (n, peer) = match sock.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                // ICMP errors from earlier sends surface here; keep serving.
+                ctx.log.event(Level::Debug, "udp receive error", &[("error", &e)]);
+                continue;
+            }
+        };
+        let packet = &buf[..n];
+        let reply = |rcode| message::synthesize_response(packet, rcode);
+        if !ctx.acl.allows(peer.ip()) {
+            ctx.log.event(Level::Debug, "refused client", &[("client", &peer)]);
+            send(&sock, reply(Rcode::Refused), peer).await;
+            continue;
+        }
+        let q = match message::parse_query(packet) {
+            Ok(q) => q,
+            Err(QueryError::FormErr(_)) => {
+                send(&sock, reply(Rcode::FormErr), peer).await;
+                continue;
+            }
+            Err(QueryError::NotImp) => {
+                send(&sock, reply(Rcode::NotImp), peer).await;
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let Some(permit) = ctx.try_admit() else {
+            send(&sock, reply(Rcode::Refused), peer).await;
+            continue;
+        };
+        let query = packet.to_vec();
+        let (sock, ctx) = (sock.clone(), ctx.clone());
+        tokio::task::spawn_local(async move {
+            let answer = ctx.resolver.resolve(&query, &q).await;
+            let limit = message::client_udp_limit(&q);
+            let out = match message::truncate_for_udp(&answer, limit) {
+                Ok(None) => Some(answer),
+                Ok(Some(truncated)) => Some(truncated),
+                Err(_) => message::synthesize_response(&query, Rcode::ServFail),
+            };
+            send(&sock, out, peer).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn send(sock: &UdpSocket, reply: Option<Vec<u8>>, peer: SocketAddr) {
+    if let Some(reply) = reply {
+        // A lost UDP answer is the client's to retry; nothing to do here.
+        let _ = sock.send_to(&reply, peer).await;
+    }
+}

@@ -1,0 +1,232 @@
+//! The real `dnsproxy` host binary, started as a child process.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
+
+use crate::paths::{fixture, free_port, workspace_root};
+use crate::process::{LogBuf, Running, wait_until};
+use crate::unbound::Unbound;
+
+/// The log word that tells the proxy's sockets are bound (`INFO ... serving listen=...`).
+const READY_WORD: &str = "serving";
+/// How long the proxy may take to start.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time between SIGTERM and SIGKILL on drop.
+const TERM_GRACE: Duration = Duration::from_secs(3);
+
+/// A running `dnsproxy`, configured only through the environment and arguments given.
+///
+/// The child gets an empty environment plus `PATH` and the given variables, and
+/// `--config <empty temp file>` (unless the arguments contain `--config`), so the repo's
+/// `settings.ini` is never read. Defaults added when not given: `LOCAL_HOST=127.0.0.1`,
+/// `LOCAL_PORT=<free port>`, `LOG_LEVEL=info` (readiness needs the info-level `serving`
+/// line). stdout and stderr are captured continuously (see [`Proxy::log`]).
+///
+/// Dropping it sends SIGTERM to the child's PID, waits up to 3 s, then kills it.
+pub struct Proxy {
+    child: Running,
+    addr: SocketAddr,
+    log: LogBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    /// The binary under test: `$DNSPROXY_BIN`, else `<workspace>/target/release/dnsproxy`.
+    pub fn binary() -> PathBuf {
+        match std::env::var_os("DNSPROXY_BIN") {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => workspace_root().join("target/release/dnsproxy"),
+        }
+    }
+
+    /// Starts [`Proxy::binary`] and waits (up to 10 s) until its log says `serving`.
+    /// Panics with the log if it exits first or does not get ready in time, and with a
+    /// build hint if the binary is missing.
+    pub fn start(envs: &[(impl AsRef<str>, impl AsRef<str>)], args: &[&str]) -> Self {
+        Self::start_binary(&binary_checked(), envs, args)
+    }
+
+    /// Like [`Proxy::start`] with an explicit binary (used to test this harness).
+    pub fn start_binary(
+        bin: &Path,
+        envs: &[(impl AsRef<str>, impl AsRef<str>)],
+        args: &[&str],
+    ) -> Self {
+        let mut me = Self::spawn(bin, envs, args);
+        let log = me.log.clone();
+        let child = &mut me.child;
+        let mut exited = None;
+        let ready = wait_until(START_TIMEOUT, || {
+            exited = child.try_status();
+            exited.is_some() || log.get().contains(READY_WORD)
+        });
+        if exited.is_some() || !ready {
+            me.child.kill();
+            // Let the capture threads drain what the process wrote last.
+            std::thread::sleep(Duration::from_millis(50));
+            panic!(
+                "dnsproxy ({}) {} ; log:\n{}",
+                bin.display(),
+                match exited {
+                    Some(s) => format!("exited before it was ready ({s})"),
+                    None => format!("did not log {READY_WORD:?} within {START_TIMEOUT:?}"),
+                },
+                me.log.get()
+            );
+        }
+        me
+    }
+
+    /// Runs [`Proxy::binary`] expecting it to exit (e.g. on bad config) and returns its
+    /// exit code (`None` if killed by a signal or still running after `timeout`, in
+    /// which case it is killed) and its complete output.
+    pub fn run_to_exit(
+        envs: &[(impl AsRef<str>, impl AsRef<str>)],
+        args: &[&str],
+        timeout: Duration,
+    ) -> (Option<i32>, String) {
+        Self::run_binary_to_exit(&binary_checked(), envs, args, timeout)
+    }
+
+    /// Like [`Proxy::run_to_exit`] with an explicit binary.
+    pub fn run_binary_to_exit(
+        bin: &Path,
+        envs: &[(impl AsRef<str>, impl AsRef<str>)],
+        args: &[&str],
+        timeout: Duration,
+    ) -> (Option<i32>, String) {
+        let mut me = Self::spawn(bin, envs, args);
+        let status = me.child.wait_within(timeout).or_else(|| {
+            me.child.kill();
+            None
+        });
+        // Output pipes close at exit; give the capture threads a moment to drain them.
+        std::thread::sleep(Duration::from_millis(50));
+        (status.and_then(|s| s.code()), me.log.get())
+    }
+
+    fn spawn(bin: &Path, envs: &[(impl AsRef<str>, impl AsRef<str>)], args: &[&str]) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("spec-proxy-")
+            .tempdir()
+            .expect("create a temp dir for the proxy");
+        let empty_config = dir.path().join("empty.ini");
+        std::fs::write(&empty_config, "").expect("write an empty settings file");
+
+        let mut vars: Vec<(String, String)> = envs
+            .iter()
+            .map(|(k, v)| (k.as_ref().to_string(), v.as_ref().to_string()))
+            .collect();
+        let get = |vars: &[(String, String)], key: &str| {
+            vars.iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        };
+        if get(&vars, "LOCAL_HOST").is_none() {
+            vars.push(("LOCAL_HOST".into(), "127.0.0.1".into()));
+        }
+        if get(&vars, "LOCAL_PORT").is_none() {
+            vars.push(("LOCAL_PORT".into(), free_port().to_string()));
+        }
+        if get(&vars, "LOG_LEVEL").is_none() {
+            vars.push(("LOG_LEVEL".into(), "info".into()));
+        }
+        let ip = get(&vars, "LOCAL_HOST")
+            .and_then(|h| h.parse::<IpAddr>().ok())
+            .filter(|ip| !ip.is_unspecified())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let port = get(&vars, "LOCAL_PORT")
+            .and_then(|p| p.parse::<u16>().ok())
+            .unwrap_or(0);
+
+        let mut cmd = Command::new(bin);
+        cmd.env_clear().current_dir(dir.path());
+        if let Some(path) = std::env::var_os("PATH") {
+            cmd.env("PATH", path);
+        }
+        cmd.envs(vars);
+        if !args
+            .iter()
+            .any(|a| *a == "--config" || a.starts_with("--config="))
+        {
+            cmd.arg("--config").arg(&empty_config);
+        }
+        cmd.args(args);
+        let log = LogBuf::default();
+        let child = Running::spawn(cmd, &log)
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+        Self {
+            child,
+            addr: SocketAddr::new(ip, port),
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// The address clients query (UDP and TCP): `LOCAL_HOST:LOCAL_PORT`, with
+    /// 127.0.0.1 for an empty or wildcard host.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The child's PID.
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    /// Everything the proxy has written to stdout and stderr so far.
+    pub fn log(&self) -> String {
+        self.log.get()
+    }
+
+    /// Waits up to `timeout` for `substr` to appear in the log; returns whether it did.
+    pub fn wait_for_log(&self, substr: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || self.log.get().contains(substr))
+    }
+
+    /// Waits up to `timeout` for the proxy to exit on its own; `None` if still running.
+    pub fn exit_status_within(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.child.wait_within(timeout)
+    }
+
+    /// Sends SIGTERM, waits up to 3 s, then kills; returns the exit status.
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        self.child.terminate(TERM_GRACE)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.child.terminate(TERM_GRACE);
+    }
+}
+
+/// The proxy's upstream settings for one fixture resolver: `TLS_HOST=127.0.0.1`,
+/// `TLS_PORT=<its port>`, `TLS_HOSTNAME=dot.test`, `TLS_CA_FILE=fixtures/pki/root.pem`.
+/// Append `SPKI`, `LOG_LEVEL`, ... as needed and pass to [`Proxy::start`].
+pub fn upstream_env(unbound: &Unbound) -> Vec<(String, String)> {
+    vec![
+        ("TLS_HOST".into(), "127.0.0.1".into()),
+        ("TLS_PORT".into(), unbound.port().to_string()),
+        ("TLS_HOSTNAME".into(), "dot.test".into()),
+        (
+            "TLS_CA_FILE".into(),
+            fixture("pki/root.pem").display().to_string(),
+        ),
+    ]
+}
+
+/// [`Proxy::binary`], or a panic saying how to build it.
+fn binary_checked() -> PathBuf {
+    let bin = Proxy::binary();
+    assert!(
+        bin.is_file(),
+        "dnsproxy binary not found at {}: build it with `make build-host` first \
+         (or set DNSPROXY_BIN to its path)",
+        bin.display()
+    );
+    bin
+}

@@ -1,0 +1,400 @@
+//! End to end: the real `dnsproxy` binary running the real component against
+//! Debian's unbound serving DNS-over-TLS on loopback with the fixture PKI.
+//! Every test talks to the proxy only over the network.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, MessageType, ResponseCode};
+use hickory_proto::rr::RecordType;
+use spec_tests::dns::{self, QueryBuilder};
+use spec_tests::proxy::{Proxy, upstream_env};
+use spec_tests::unbound::{Chain, Unbound};
+use spec_tests::{fixture, free_port, pin, zone};
+
+fn with(mut env: Vec<(String, String)>, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    for (k, v) in extra {
+        env.retain(|(key, _)| key != k);
+        env.push(((*k).to_owned(), (*v).to_owned()));
+    }
+    env
+}
+
+fn proxy_for(unbound: &Unbound, extra: &[(&str, &str)]) -> Proxy {
+    Proxy::start(&with(upstream_env(unbound), extra), &[])
+}
+
+fn assert_a(msg: &Message) {
+    assert_eq!(msg.response_code(), ResponseCode::NoError);
+    assert_eq!(dns::a_records(msg), vec![zone::A_ADDR]);
+}
+
+#[test]
+fn udp_and_tcp_a_queries_are_answered_through_dot() {
+    let unbound = Unbound::start(Chain::DotTest);
+    let proxy = proxy_for(&unbound, &[]);
+    assert_a(&dns::query_udp(proxy.addr(), zone::A_NAME, RecordType::A));
+    assert_a(&dns::query_tcp(proxy.addr(), zone::A_NAME, RecordType::A));
+    let aaaa = dns::query_udp(proxy.addr(), zone::AAAA_NAME, RecordType::AAAA);
+    assert_eq!(dns::aaaa_records(&aaaa), vec![zone::AAAA_ADDR]);
+    let nx = dns::query_tcp(proxy.addr(), zone::NX_NAME, RecordType::A);
+    assert_eq!(nx.response_code(), ResponseCode::NXDomain);
+}
+
+#[test]
+fn rfc7766_pipelined_tcp_queries_get_their_own_answers() {
+    let unbound = Unbound::start(Chain::DotTest);
+    let proxy = proxy_for(&unbound, &[]);
+    let names = [zone::A_NAME, zone::MULTI_NAME, zone::NX_NAME, zone::AAAA_NAME];
+    let queries: Vec<Message> = (0..40u16)
+        .map(|i| {
+            let name = names[usize::from(i) % names.len()];
+            let rtype = if name == zone::AAAA_NAME { RecordType::AAAA } else { RecordType::A };
+            // Two clients' worth of colliding IDs on one connection is legal
+            // for the proxy to see; keep them unique here so answers can be
+            // matched, and small so they collide with other connections.
+            QueryBuilder::new(name, rtype).id(i + 1).build()
+        })
+        .collect();
+    let mut stream = dns::connect_tcp(proxy.addr()).expect("connect to the proxy");
+    let answers = dns::tcp_exchange(&mut stream, &queries);
+    assert_eq!(answers.len(), queries.len());
+    for q in &queries {
+        let a = answers.iter().find(|a| a.id() == q.id()).expect("an answer for every id");
+        assert_eq!(a.queries(), q.queries(), "answer {} carries its own question", q.id());
+        assert_eq!(a.message_type(), MessageType::Response);
+    }
+}
+
+#[test]
+fn rfc6891_large_udp_answer_is_truncated_and_complete_over_tcp() {
+    let unbound = Unbound::start(Chain::DotTest);
+    let proxy = proxy_for(&unbound, &[]);
+    for payload in [512u16, 1232, 4096] {
+        let q = QueryBuilder::new(zone::BIG_NAME, RecordType::TXT).edns(payload).build();
+        let raw = dns::query_udp_raw(proxy.addr(), &dns::encode(&q)).expect("a UDP answer");
+        assert!(raw.len() <= usize::from(payload), "{} bytes > {payload}", raw.len());
+        let a = dns::decode(&raw);
+        assert!(a.truncated(), "TC=1 at payload {payload}");
+        assert_eq!(a.id(), q.id());
+        assert_eq!(a.queries(), q.queries());
+        assert!(a.extensions().is_some(), "OPT kept in the truncated answer");
+    }
+    // Without EDNS the limit is 512 and no OPT appears (the proxy added one
+    // upstream for padding and must remove it).
+    let q = QueryBuilder::new(zone::MEDIUM_NAME, RecordType::TXT).build();
+    let raw = dns::query_udp_raw(proxy.addr(), &dns::encode(&q)).expect("a UDP answer");
+    assert!(raw.len() <= 512);
+    let a = dns::decode(&raw);
+    assert!(a.truncated());
+    assert!(a.extensions().is_none(), "no OPT for a client without EDNS");
+    let full = dns::query_tcp(proxy.addr(), zone::BIG_NAME, RecordType::TXT);
+    assert!(!full.truncated());
+    assert_eq!(dns::txt_strings(&full).len(), zone::BIG_COUNT);
+}
+
+#[test]
+fn small_answer_without_edns_has_no_opt_record() {
+    let unbound = Unbound::start(Chain::DotTest);
+    let proxy = proxy_for(&unbound, &[]);
+    let q = QueryBuilder::new(zone::A_NAME, RecordType::A).build();
+    let a = dns::exchange_udp(proxy.addr(), &q, dns::DEFAULT_TIMEOUT).expect("answer");
+    assert_a(&a);
+    assert!(a.extensions().is_none());
+}
+
+fn assert_pins_accepted(pins: &str) {
+    let unbound = Unbound::start(Chain::DotTest);
+    let proxy = proxy_for(&unbound, &[("SPKI", pins)]);
+    assert_a(&dns::query_udp(proxy.addr(), zone::A_NAME, RecordType::A));
+}
+
+#[test]
+fn pin_on_leaf_accepted() {
+    assert_pins_accepted(&pin("dot-test"));
+}
+
+#[test]
+fn pin_on_intermediate_accepted() {
+    assert_pins_accepted(&pin("intermediate"));
+}
+
+#[test]
+fn pin_on_root_accepted() {
+    assert_pins_accepted(&pin("root"));
+}
+
+#[test]
+fn one_of_many_pins_accepted() {
+    assert_pins_accepted(&format!("{},{},{}", pin("evil-root"), pin("other-test"), pin("intermediate")));
+}
+
+/// A refused upstream: the client gets SERVFAIL and the log names the
+/// upstream and the check that failed.
+fn assert_refused(chain: Chain, extra: &[(&str, &str)], check: &str) -> String {
+    let unbound = Unbound::start(chain);
+    let mut settings = vec![("QUERY_TIMEOUT", "2s")];
+    settings.extend_from_slice(extra);
+    let proxy = proxy_for(&unbound, &settings);
+    let a = dns::query_udp(proxy.addr(), zone::A_NAME, RecordType::A);
+    assert_eq!(a.response_code(), ResponseCode::ServFail);
+    let needle = format!("check={check}");
+    assert!(
+        proxy.wait_for_log(&needle, Duration::from_secs(5)),
+        "log names the {check} check:\n{}",
+        proxy.log()
+    );
+    assert!(proxy.log().contains(&format!("addr=127.0.0.1:{}", unbound.port())));
+    proxy.log()
+}
+
+#[test]
+fn wrong_pins_refused_and_log_lists_presented_pins() {
+    let log = assert_refused(Chain::DotTest, &[("SPKI", &format!("{},{}", pin("evil-root"), pin("evil-dot-test")))], "pin");
+    for presented in ["dot-test", "intermediate", "root"] {
+        assert!(log.contains(&pin(presented)), "log lists the {presented} pin:\n{log}");
+    }
+}
+
+#[test]
+fn untrusted_ca_refused() {
+    assert_refused(Chain::Evil, &[], "CA");
+}
+
+#[test]
+fn expired_leaf_refused() {
+    assert_refused(Chain::Expired, &[], "CA");
+}
+
+#[test]
+fn wrong_name_refused() {
+    assert_refused(Chain::OtherTest, &[], "name");
+}
+
+#[test]
+fn pin_on_unverified_extra_certificate_does_not_match() {
+    // The server sends the evil root as an extra certificate after its
+    // valid chain; a pin on it must not count, since path building never
+    // used it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let chain = dir.path().join("chain.pem");
+    let mut pem = std::fs::read_to_string(fixture("pki/dot-test.chain.pem")).expect("chain");
+    pem.push_str(&std::fs::read_to_string(fixture("pki/evil-root.pem")).expect("evil root"));
+    std::fs::write(&chain, pem).expect("write chain");
+    let unbound = Unbound::start_with(
+        Chain::DotTest,
+        &format!("tls-service-pem: \"{}\"\n", chain.display()),
+    );
+    let env = with(upstream_env(&unbound), &[("SPKI", &pin("evil-root")), ("QUERY_TIMEOUT", "2s")]);
+    let proxy = Proxy::start(&env, &[]);
+    let a = dns::query_udp(proxy.addr(), zone::A_NAME, RecordType::A);
+    assert_eq!(a.response_code(), ResponseCode::ServFail, "log:\n{}", proxy.log());
+    assert!(proxy.wait_for_log("check=pin", Duration::from_secs(5)), "{}", proxy.log());
+}
+
+#[test]
+fn second_upstream_serves_when_the_first_is_dead() {
+    let unbound = Unbound::start(Chain::DotTest);
+    let dead = free_port();
+    let ports = format!("{dead},{}", unbound.port());
+    let proxy = proxy_for(&unbound, &[("TLS_HOST", "127.0.0.1"), ("TLS_PORT", &ports)]);
+    for _ in 0..3 {
+        assert_a(&dns::query_udp(proxy.addr(), zone::A_NAME, RecordType::A));
+    }
+    assert!(proxy.wait_for_log("check=network", Duration::from_secs(2)), "{}", proxy.log());
+}
+
+#[test]
+fn hung_upstream_is_abandoned_for_the_next_within_the_deadline() {
+    // Accepts TCP (the kernel completes the handshake from the backlog) but
+    // never speaks TLS: an upstream that hangs.
+    let hung = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let hung_port = hung.local_addr().expect("addr").port();
+    let unbound = Unbound::start(Chain::DotTest);
+    let ports = format!("{hung_port},{}", unbound.port());
+    let proxy = proxy_for(
+        &unbound,
+        &[("TLS_PORT", &ports), ("QUERY_TIMEOUT", "3s"), ("UPSTREAM_TIMEOUT", "700ms")],
+    );
+    let started = Instant::now();
+    assert_a(&dns::query_udp(proxy.addr(), zone::A_NAME, RecordType::A));
+    assert!(started.elapsed() < Duration::from_secs(3), "answered within the deadline");
+    drop(hung);
+}
+
+#[test]
+fn every_query_gets_servfail_within_the_deadline_when_no_upstream_answers() {
+    let hung = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = hung.local_addr().expect("addr").port().to_string();
+    let env = [
+        ("TLS_HOST", "127.0.0.1"),
+        ("TLS_PORT", port.as_str()),
+        ("TLS_HOSTNAME", "dot.test"),
+        ("QUERY_TIMEOUT", "1s"),
+    ];
+    let proxy = Proxy::start(&env, &[]);
+    let started = Instant::now();
+    let a = dns::query_tcp(proxy.addr(), zone::A_NAME, RecordType::A);
+    assert_eq!(a.response_code(), ResponseCode::ServFail);
+    assert!(started.elapsed() < Duration::from_millis(2500), "{:?}", started.elapsed());
+}
+
+#[test]
+fn malformed_input_gets_formerr_or_is_dropped_and_the_proxy_keeps_serving() {
+    let unbound = Unbound::start(Chain::DotTest);
+    let proxy = proxy_for(&unbound, &[]);
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
+    // Shorter than a header: dropped.
+    sock.send_to(&[1, 2, 3], proxy.addr()).expect("send");
+    // A header with QDCOUNT=2: FORMERR with the same ID.
+    let mut two_questions = QueryBuilder::new(zone::A_NAME, RecordType::A).id(0x4242).to_bytes();
+    two_questions[5] = 2;
+    sock.send_to(&two_questions, proxy.addr()).expect("send");
+    let mut buf = [0u8; 512];
+    let (n, _) = sock.recv_from(&mut buf).expect("a FORMERR answer");
+    let a = dns::decode(&buf[..n]);
+    assert_eq!(a.id(), 0x4242);
+    assert_eq!(a.response_code(), ResponseCode::FormErr);
+    // A zero-length TCP frame closes that connection only.
+    let mut bad = TcpStream::connect(proxy.addr()).expect("connect");
+    bad.write_all(&[0, 0]).expect("write");
+    assert_a(&dns::query_udp(proxy.addr(), zone::A_NAME, RecordType::A));
+    assert_a(&dns::query_tcp(proxy.addr(), zone::A_NAME, RecordType::A));
+}
+
+#[test]
+fn clients_outside_allow_networks_are_refused() {
+    let unbound = Unbound::start(Chain::DotTest);
+    let proxy = proxy_for(&unbound, &[("ALLOW_NETWORKS", "10.0.0.0/8")]);
+    let a = dns::query_udp(proxy.addr(), zone::A_NAME, RecordType::A);
+    assert_eq!(a.response_code(), ResponseCode::Refused);
+    let a = dns::query_tcp(proxy.addr(), zone::A_NAME, RecordType::A);
+    assert_eq!(a.response_code(), ResponseCode::Refused);
+}
+
+#[test]
+fn ipv6_listen_address_serves() {
+    if UdpSocket::bind("[::1]:0").is_err() {
+        panic!("this machine has no ::1; the test needs IPv6 loopback");
+    }
+    let unbound = Unbound::start(Chain::DotTest);
+    let proxy = proxy_for(&unbound, &[("LOCAL_HOST", "::1")]);
+    let addr: SocketAddr = proxy.addr();
+    assert!(addr.is_ipv6());
+    assert_a(&dns::query_udp(addr, zone::A_NAME, RecordType::A));
+    assert_a(&dns::query_tcp(addr, zone::A_NAME, RecordType::A));
+}
+
+#[test]
+fn sigterm_stops_the_proxy_within_two_seconds() {
+    let unbound = Unbound::start(Chain::DotTest);
+    let mut proxy = proxy_for(&unbound, &[]);
+    assert_a(&dns::query_udp(proxy.addr(), zone::A_NAME, RecordType::A));
+    let pid = proxy.pid().to_string();
+    let started = Instant::now();
+    let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    assert!(status.success());
+    let exit = proxy.exit_status_within(Duration::from_secs(2));
+    assert!(exit.is_some_and(|s| s.success()), "exited cleanly within 2 s: {exit:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn bad_config_from_env_exits_64_with_one_line() {
+    let (code, log) = Proxy::run_to_exit(
+        &[("TLS_HOST", "127.0.0.1"), ("TLS_HOSTNAME", "dot.test"), ("TLS_PORT", "abc")],
+        &[],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, Some(64), "{log}");
+    assert_eq!(log.trim().lines().count(), 1, "{log}");
+    assert!(log.contains("TLS_PORT") && log.contains("abc"), "{log}");
+}
+
+fn probe_results(log: &str) -> Vec<(String, String)> {
+    log.lines()
+        .filter(|l| l.contains(" probe op="))
+        .filter_map(|l| {
+            let rest = &l[l.find("op=")? + 3..];
+            let (op, result) = rest.split_once(" result=")?;
+            Some((op.to_owned(), result.trim().to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn socket_policy_refuses_everything_not_configured_inside_the_component() {
+    let probe = spec_tests::workspace_root().join("target/wasm32-wasip2/release/policy-probe.wasm");
+    assert!(probe.is_file(), "build the probe guest with `make build-host` ({})", probe.display());
+    let unbound = Unbound::start(Chain::DotTest);
+    let probe = probe.display().to_string();
+    let (code, log) = Proxy::run_to_exit(&upstream_env(&unbound), &["--component", &probe], Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{log}");
+    let results = probe_results(&log);
+    let expect = [
+        ("udp-bind-listen", "ok"),
+        ("tcp-listen-listen", "ok"),
+        ("udp-bind-other-port", "denied"),
+        ("tcp-listen-other-port", "denied"),
+        ("udp-bind-wildcard", "denied"),
+        ("tcp-connect-upstream", "ok"),
+        ("tcp-connect-other-port", "denied"),
+        ("tcp-connect-other-host", "denied"),
+        ("env-is-empty", "ok"),
+    ];
+    for (op, want) in expect {
+        let got = results.iter().find(|(o, _)| o == op).map(|(_, r)| r.as_str());
+        assert_eq!(got, Some(want), "{op}\n{log}");
+    }
+    for op in ["fs-read-root", "name-lookup"] {
+        let got = results.iter().find(|(o, _)| o == op).map(|(_, r)| r.as_str());
+        assert!(got.is_some_and(|r| r != "ok"), "{op} must fail: {got:?}\n{log}");
+    }
+}
+
+#[test]
+fn spki_tool_prints_the_fixture_pins_of_a_live_chain() {
+    let unbound = Unbound::start(Chain::DotTest);
+    let out = std::process::Command::new(Proxy::binary())
+        .args(["spki", "--host", "127.0.0.1", "--port", &unbound.port().to_string(), "--name", "dot.test"])
+        .arg("--ca-file")
+        .arg(fixture("pki/root.pem"))
+        .output()
+        .expect("run spki");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    for name in ["dot-test", "intermediate", "root"] {
+        assert!(stdout.contains(&pin(name)), "{name} pin in:\n{stdout}");
+    }
+    assert!(stdout.contains("chain verified"));
+}
+
+#[test]
+fn spki_tool_reports_an_unverified_chain() {
+    let unbound = Unbound::start(Chain::Evil);
+    let out = std::process::Command::new(Proxy::binary())
+        .args(["spki", "--host", "127.0.0.1", "--port", &unbound.port().to_string(), "--name", "dot.test"])
+        .arg("--ca-file")
+        .arg(fixture("pki/root.pem"))
+        .output()
+        .expect("run spki");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(stdout.contains("NOT verified"), "{stdout}");
+    assert!(stdout.contains(&pin("evil-dot-test")), "{stdout}");
+}
+
+#[test]
+fn spki_tool_prints_pins_of_a_pem_file() {
+    let out = std::process::Command::new(Proxy::binary())
+        .args(["spki", "--pem"])
+        .arg(fixture("pki/dot-test.chain.pem"))
+        .output()
+        .expect("run spki");
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stable = stdout.replace(&spec_tests::workspace_root().display().to_string(), "<root>");
+    insta::assert_snapshot!(stable);
+}
