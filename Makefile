@@ -35,9 +35,10 @@ run-host: build-host
 test: build-host lint
 	$(CARGO) test --release --workspace
 
-lint:
+lint: setup
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --release --target wasm32-wasip2 -p proxy-component -p policy-probe -- -D warnings
 
 # The black-box conformance suite (grows into the container harness).
 spec: build-host

@@ -13,7 +13,10 @@ fn main() {
     };
     println!("cargo:rerun-if-changed={}", wasm.display());
     let code = if wasm.is_file() {
-        format!("pub const WASM: &[u8] = include_bytes!({:?});\n", wasm.display().to_string())
+        format!(
+            "pub const WASM: &[u8] = include_bytes!({:?});\n",
+            wasm.display().to_string()
+        )
     } else {
         println!(
             "cargo:warning=component not found at {}; the binary will need --component (run `make build-host`)",
@@ -25,5 +28,7 @@ fn main() {
 }
 
 fn target_dir(out: &Path) -> PathBuf {
-    out.ancestors().nth(4).map_or_else(|| PathBuf::from("target"), Path::to_path_buf)
+    out.ancestors()
+        .nth(4)
+        .map_or_else(|| PathBuf::from("target"), Path::to_path_buf)
 }

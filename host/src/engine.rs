@@ -18,6 +18,7 @@ use wasmtime::component::Component;
 use wasmtime::{Config, Engine};
 
 mod embedded {
+    #![allow(unreachable_pub)]
     include!(concat!(env!("OUT_DIR"), "/component.rs"));
 }
 
@@ -32,7 +33,9 @@ pub fn engine() -> Result<Engine> {
 /// The component bytes built into this binary.
 pub fn embedded_wasm() -> Result<&'static [u8]> {
     if embedded::WASM.is_empty() {
-        bail!("this dnsproxy binary was built without its component; build it with `make build-host`");
+        bail!(
+            "this dnsproxy binary was built without its component; build it with `make build-host`"
+        );
     }
     Ok(embedded::WASM)
 }
@@ -80,7 +83,9 @@ pub fn load_embedded(engine: &Engine) -> Result<Component> {
                     tracing::debug!(path = %path.display(), "loaded precompiled component");
                     return Ok(c);
                 }
-                Err(e) => tracing::debug!(path = %path.display(), error = %e, "precompiled component unusable"),
+                Err(e) => {
+                    tracing::debug!(path = %path.display(), error = %e, "precompiled component unusable")
+                }
             }
         }
     }
@@ -90,10 +95,10 @@ pub fn load_embedded(engine: &Engine) -> Result<Component> {
         .map_err(anyhow::Error::from)
         .context("compiling the component")?;
     tracing::info!(elapsed = ?started.elapsed(), "compiled the component (cached for next start)");
-    if let Some(path) = cached {
-        if let Err(e) = store_atomically(&path, &bytes) {
-            tracing::debug!(path = %path.display(), error = %e, "cannot cache the compiled component");
-        }
+    if let Some(path) = cached
+        && let Err(e) = store_atomically(&path, &bytes)
+    {
+        tracing::debug!(path = %path.display(), error = %e, "cannot cache the compiled component");
     }
     load_bytes(engine, &bytes)
 }

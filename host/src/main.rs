@@ -79,8 +79,14 @@ async fn serve(config: Config, args: &RunArgs) -> Result<i32> {
         .upstreams
         .iter()
         .map(|u| {
-            let pins = if u.spki.is_empty() { "CA only".to_owned() } else { format!("{} pins", u.spki.len()) };
-            let ca = u.ca.as_ref().map_or("web roots".to_owned(), |c| c.path.display().to_string());
+            let pins = if u.spki.is_empty() {
+                "CA only".to_owned()
+            } else {
+                format!("{} pins", u.spki.len())
+            };
+            let ca =
+                u.ca.as_ref()
+                    .map_or("web roots".to_owned(), |c| c.path.display().to_string());
             format!("{}={}#{} ({ca}, {pins})", u.name, u.addr, u.tls_hostname)
         })
         .collect();
@@ -116,7 +122,11 @@ fn spki(args: &SpkiArgs) -> ExitCode {
     match result {
         Ok((out, verified)) => {
             print!("{out}");
-            if verified { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            if verified {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Err(e) => {
             eprintln!("dnsproxy spki: {e:#}");

@@ -56,7 +56,10 @@ mod tests {
     fn policy() -> SocketPolicy {
         SocketPolicy::new(
             "127.0.0.1:5353".parse().unwrap(),
-            ["127.0.0.1:853".parse().unwrap(), "[::1]:853".parse().unwrap()],
+            [
+                "127.0.0.1:853".parse().unwrap(),
+                "[::1]:853".parse().unwrap(),
+            ],
         )
     }
 

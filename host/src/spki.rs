@@ -20,7 +20,7 @@ use crate::cli::SpkiArgs;
 
 /// One line per certificate: position, role, subject, not-after, pin.
 pub fn describe(der: &[u8], position: usize, role: &str) -> String {
-    let pin = match X509Certificate::from_der(der) {
+    match X509Certificate::from_der(der) {
         Ok((_, cert)) => {
             let pin = Pin::of_spki(cert.tbs_certificate.subject_pki.raw);
             format!(
@@ -30,8 +30,7 @@ pub fn describe(der: &[u8], position: usize, role: &str) -> String {
             )
         }
         Err(e) => format!("{position}  {role:<13} (unparseable certificate: {e})\n"),
-    };
-    pin
+    }
 }
 
 fn pin_of(der: &[u8]) -> Option<Pin> {
@@ -59,11 +58,14 @@ pub fn from_pem(path: &std::path::Path) -> Result<String> {
     Ok(out)
 }
 
+/// The chain a server presented and the verdict on it.
+type Seen = (Vec<CertificateDer<'static>>, Result<Vec<Pin>, String>);
+
 /// Records the chain the server presented, then verifies it.
 #[derive(Debug)]
 struct Recording {
     inner: PinnedVerifier,
-    seen: Mutex<Option<(Vec<CertificateDer<'static>>, Result<Vec<Pin>, String>)>>,
+    seen: Mutex<Option<Seen>>,
 }
 
 impl ServerCertVerifier for Recording {
@@ -86,7 +88,9 @@ impl ServerCertVerifier for Recording {
         if ok {
             Ok(ServerCertVerified::assertion())
         } else {
-            Err(rustls::Error::General("certificate chain not verified".into()))
+            Err(rustls::Error::General(
+                "certificate chain not verified".into(),
+            ))
         }
     }
 
@@ -122,7 +126,8 @@ pub async fn from_server(args: &SpkiArgs) -> Result<(String, bool)> {
     let addr = SocketAddr::new(host, args.port);
     let anchors = match &args.ca_file {
         Some(path) => {
-            let pem = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let pem = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
             Some(tls::anchors_from_pem(&pem).with_context(|| format!("{}", path.display()))?)
         }
         None => None,
@@ -131,12 +136,15 @@ pub async fn from_server(args: &SpkiArgs) -> Result<(String, bool)> {
         inner: PinnedVerifier::new(anchors, Default::default()),
         seen: Mutex::new(None),
     });
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(recording.clone())
-        .with_no_client_auth();
-    let server_name = ServerName::try_from(name.to_owned()).context("--name is not a valid DNS name")?;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .dangerous()
+    .with_custom_certificate_verifier(recording.clone())
+    .with_no_client_auth();
+    let server_name =
+        ServerName::try_from(name.to_owned()).context("--name is not a valid DNS name")?;
     let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
         .await
         .with_context(|| format!("{addr}: connect timed out"))?
@@ -147,7 +155,11 @@ pub async fn from_server(args: &SpkiArgs) -> Result<(String, bool)> {
     )
     .await
     .with_context(|| format!("{addr}: TLS handshake timed out"))?;
-    let seen = recording.seen.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let seen = recording
+        .seen
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
     let Some((chain, verdict)) = seen else {
         // The handshake failed before the server sent certificates.
         handshake.with_context(|| format!("{addr}: TLS handshake failed"))?;
@@ -164,7 +176,10 @@ pub async fn from_server(args: &SpkiArgs) -> Result<(String, bool)> {
             true
         }
         Err(e) => {
-            let _ = writeln!(out, "# {addr} ({name}): chain NOT verified against {trust}: {e}");
+            let _ = writeln!(
+                out,
+                "# {addr} ({name}): chain NOT verified against {trust}: {e}"
+            );
             false
         }
     };
@@ -174,10 +189,21 @@ pub async fn from_server(args: &SpkiArgs) -> Result<(String, bool)> {
     }
     if let Ok(pins) = &verdict {
         // The verified path may end in an anchor the server did not send.
-        if let Some(anchor) = pins.last().filter(|p| !chain.iter().filter_map(|c| pin_of(c)).any(|c| c == **p)) {
-            let _ = writeln!(out, "{}  trust anchor  (from {trust})\n   spki          {anchor}", chain.len());
+        if let Some(anchor) = pins
+            .last()
+            .filter(|p| !chain.iter().filter_map(|c| pin_of(c)).any(|c| c == **p))
+        {
+            let _ = writeln!(
+                out,
+                "{}  trust anchor  (from {trust})\n   spki          {anchor}",
+                chain.len()
+            );
         }
-        let _ = writeln!(out, "\n# any one of these pins accepts this chain:\nspki = {}", DisplayPins(pins));
+        let _ = writeln!(
+            out,
+            "\n# any one of these pins accepts this chain:\nspki = {}",
+            DisplayPins(pins)
+        );
     }
     Ok((out, ok))
 }

@@ -23,7 +23,9 @@ mod probe {
     fn socket(a: &SocketAddress) -> SocketAddr {
         let ip: IpAddr = match a.ip {
             IpAddress::Ipv4((a, b, c, d)) => Ipv4Addr::new(a, b, c, d).into(),
-            IpAddress::Ipv6((a, b, c, d, e, f, g, h)) => Ipv6Addr::new(a, b, c, d, e, f, g, h).into(),
+            IpAddress::Ipv6((a, b, c, d, e, f, g, h)) => {
+                Ipv6Addr::new(a, b, c, d, e, f, g, h).into()
+            }
         };
         SocketAddr::new(ip, a.port)
     }
@@ -38,8 +40,14 @@ mod probe {
             log::Level::Info,
             "probe",
             &[
-                log::Field { key: "op".into(), value: op.into() },
-                log::Field { key: "result".into(), value: result },
+                log::Field {
+                    key: "op".into(),
+                    value: op.into(),
+                },
+                log::Field {
+                    key: "result".into(),
+                    value: result,
+                },
             ],
         );
     }
@@ -49,7 +57,8 @@ mod probe {
         let listen = socket(&c.listen);
         let upstream = socket(&c.upstreams[0].address);
         let other_port = SocketAddr::new(listen.ip(), listen.port().wrapping_add(1).max(1));
-        let other_upstream_port = SocketAddr::new(upstream.ip(), upstream.port().wrapping_add(1).max(1));
+        let other_upstream_port =
+            SocketAddr::new(upstream.ip(), upstream.port().wrapping_add(1).max(1));
         let other_host = SocketAddr::new(Ipv4Addr::new(127, 0, 0, 2).into(), upstream.port());
 
         report("udp-bind-listen", UdpSocket::bind(listen));
@@ -58,11 +67,24 @@ mod probe {
         report("tcp-listen-other-port", TcpListener::bind(other_port));
         report("udp-bind-wildcard", UdpSocket::bind("0.0.0.0:0"));
         report("tcp-connect-upstream", TcpStream::connect(upstream));
-        report("tcp-connect-other-port", TcpStream::connect(other_upstream_port));
+        report(
+            "tcp-connect-other-port",
+            TcpStream::connect(other_upstream_port),
+        );
         report("tcp-connect-other-host", TcpStream::connect(other_host));
-        report("env-is-empty", if std::env::vars().next().is_none() { Ok(()) } else { Err(std::io::Error::other("environment not empty")) });
+        report(
+            "env-is-empty",
+            if std::env::vars().next().is_none() {
+                Ok(())
+            } else {
+                Err(std::io::Error::other("environment not empty"))
+            },
+        );
         report("fs-read-root", std::fs::read_dir("/"));
-        report("name-lookup", std::net::ToSocketAddrs::to_socket_addrs(&("localhost", 53)));
+        report(
+            "name-lookup",
+            std::net::ToSocketAddrs::to_socket_addrs(&("localhost", 53)),
+        );
         log::emit(log::Level::Info, "probe done", &[]);
     }
 }

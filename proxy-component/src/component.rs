@@ -129,7 +129,10 @@ pub(crate) fn main() {
         Err(e) => fatal("invalid configuration from the host", &e),
     };
     let log = Log::new(config.log_level, Rc::new(HostSink));
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => fatal("cannot start the runtime", &e),
     };

@@ -18,14 +18,20 @@ fn var(name: &str) -> Result<String, String> {
 }
 
 fn config() -> Result<ProxyConfig, String> {
-    let listen: SocketAddr = var("PB_LISTEN")?.parse().map_err(|e| format!("PB_LISTEN: {e}"))?;
-    let addr: SocketAddr = var("PB_UPSTREAM")?.parse().map_err(|e| format!("PB_UPSTREAM: {e}"))?;
+    let listen: SocketAddr = var("PB_LISTEN")?
+        .parse()
+        .map_err(|e| format!("PB_LISTEN: {e}"))?;
+    let addr: SocketAddr = var("PB_UPSTREAM")?
+        .parse()
+        .map_err(|e| format!("PB_UPSTREAM: {e}"))?;
     let ca_pem = match std::env::var("PB_CA_FILE") {
         Ok(path) => Some(std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?),
         Err(_) => None,
     };
     let pins = match std::env::var("PB_SPKI_PIN") {
-        Ok(p) if !p.is_empty() => vec![Pin::from_base64(&p).map_err(|e| format!("PB_SPKI_PIN: {e}"))?],
+        Ok(p) if !p.is_empty() => {
+            vec![Pin::from_base64(&p).map_err(|e| format!("PB_SPKI_PIN: {e}"))?]
+        }
         _ => Vec::new(),
     };
     let loopback = IpNet::new([127, 0, 0, 0].into(), 8).map_err(|e| e.to_string())?;

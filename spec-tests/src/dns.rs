@@ -124,7 +124,7 @@ pub fn decode(bytes: &[u8]) -> Message {
 /// Sends `msg` over UDP from an ephemeral 127.0.0.1 port and returns the first answer
 /// with the same ID (others are skipped) within `timeout`.
 pub fn exchange_udp(addr: SocketAddr, msg: &Message, timeout: Duration) -> io::Result<Message> {
-    let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+    let sock = UdpSocket::bind(local_for(addr))?;
     sock.connect(addr)?;
     sock.send(&encode(msg))?;
     let deadline = Instant::now() + timeout;
@@ -146,6 +146,15 @@ pub fn exchange_udp(addr: SocketAddr, msg: &Message, timeout: Duration) -> io::R
     }
 }
 
+/// A loopback address of the same family as `addr`, port 0.
+fn local_for(addr: SocketAddr) -> SocketAddr {
+    if addr.is_ipv6() {
+        (std::net::Ipv6Addr::LOCALHOST, 0).into()
+    } else {
+        (Ipv4Addr::LOCALHOST, 0).into()
+    }
+}
+
 /// Queries `name`/`rtype` over UDP (5 s timeout). Panics if no answer comes.
 pub fn query_udp(addr: SocketAddr, name: &str, rtype: RecordType) -> Message {
     let q = query(name, rtype);
@@ -160,7 +169,7 @@ pub fn query_udp_raw(addr: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
 
 /// [`query_udp_raw`] with a chosen timeout (`None` = nothing came back in time).
 pub fn query_udp_raw_timeout(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> Option<Vec<u8>> {
-    let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).ok()?;
+    let sock = UdpSocket::bind(local_for(addr)).ok()?;
     sock.connect(addr).ok()?;
     sock.set_read_timeout(Some(timeout)).ok()?;
     sock.send(bytes).ok()?;

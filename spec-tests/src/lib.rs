@@ -12,12 +12,12 @@
 //! - Fixture paths and SPKI pins ([`fixture`], [`pin`]); pins are read from
 //!   `fixtures/pki/pins.txt` (computed by openssl), never recomputed here.
 
-mod dns;
+pub mod dns;
 mod dot;
 mod paths;
 mod process;
-mod proxy;
-mod unbound;
+pub mod proxy;
+pub mod unbound;
 pub mod zone;
 
 pub use dns::{

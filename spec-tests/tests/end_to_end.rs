@@ -46,11 +46,20 @@ fn udp_and_tcp_a_queries_are_answered_through_dot() {
 fn rfc7766_pipelined_tcp_queries_get_their_own_answers() {
     let unbound = Unbound::start(Chain::DotTest);
     let proxy = proxy_for(&unbound, &[]);
-    let names = [zone::A_NAME, zone::MULTI_NAME, zone::NX_NAME, zone::AAAA_NAME];
+    let names = [
+        zone::A_NAME,
+        zone::MULTI_NAME,
+        zone::NX_NAME,
+        zone::AAAA_NAME,
+    ];
     let queries: Vec<Message> = (0..40u16)
         .map(|i| {
             let name = names[usize::from(i) % names.len()];
-            let rtype = if name == zone::AAAA_NAME { RecordType::AAAA } else { RecordType::A };
+            let rtype = if name == zone::AAAA_NAME {
+                RecordType::AAAA
+            } else {
+                RecordType::A
+            };
             // Two clients' worth of colliding IDs on one connection is legal
             // for the proxy to see; keep them unique here so answers can be
             // matched, and small so they collide with other connections.
@@ -61,8 +70,16 @@ fn rfc7766_pipelined_tcp_queries_get_their_own_answers() {
     let answers = dns::tcp_exchange(&mut stream, &queries);
     assert_eq!(answers.len(), queries.len());
     for q in &queries {
-        let a = answers.iter().find(|a| a.id() == q.id()).expect("an answer for every id");
-        assert_eq!(a.queries(), q.queries(), "answer {} carries its own question", q.id());
+        let a = answers
+            .iter()
+            .find(|a| a.id() == q.id())
+            .expect("an answer for every id");
+        assert_eq!(
+            a.queries(),
+            q.queries(),
+            "answer {} carries its own question",
+            q.id()
+        );
         assert_eq!(a.message_type(), MessageType::Response);
     }
 }
@@ -72,9 +89,15 @@ fn rfc6891_large_udp_answer_is_truncated_and_complete_over_tcp() {
     let unbound = Unbound::start(Chain::DotTest);
     let proxy = proxy_for(&unbound, &[]);
     for payload in [512u16, 1232, 4096] {
-        let q = QueryBuilder::new(zone::BIG_NAME, RecordType::TXT).edns(payload).build();
+        let q = QueryBuilder::new(zone::BIG_NAME, RecordType::TXT)
+            .edns(payload)
+            .build();
         let raw = dns::query_udp_raw(proxy.addr(), &dns::encode(&q)).expect("a UDP answer");
-        assert!(raw.len() <= usize::from(payload), "{} bytes > {payload}", raw.len());
+        assert!(
+            raw.len() <= usize::from(payload),
+            "{} bytes > {payload}",
+            raw.len()
+        );
         let a = dns::decode(&raw);
         assert!(a.truncated(), "TC=1 at payload {payload}");
         assert_eq!(a.id(), q.id());
@@ -127,7 +150,12 @@ fn pin_on_root_accepted() {
 
 #[test]
 fn one_of_many_pins_accepted() {
-    assert_pins_accepted(&format!("{},{},{}", pin("evil-root"), pin("other-test"), pin("intermediate")));
+    assert_pins_accepted(&format!(
+        "{},{},{}",
+        pin("evil-root"),
+        pin("other-test"),
+        pin("intermediate")
+    ));
 }
 
 /// A refused upstream: the client gets SERVFAIL and the log names the
@@ -145,15 +173,29 @@ fn assert_refused(chain: Chain, extra: &[(&str, &str)], check: &str) -> String {
         "log names the {check} check:\n{}",
         proxy.log()
     );
-    assert!(proxy.log().contains(&format!("addr=127.0.0.1:{}", unbound.port())));
+    assert!(
+        proxy
+            .log()
+            .contains(&format!("addr=127.0.0.1:{}", unbound.port()))
+    );
     proxy.log()
 }
 
 #[test]
 fn wrong_pins_refused_and_log_lists_presented_pins() {
-    let log = assert_refused(Chain::DotTest, &[("SPKI", &format!("{},{}", pin("evil-root"), pin("evil-dot-test")))], "pin");
+    let log = assert_refused(
+        Chain::DotTest,
+        &[(
+            "SPKI",
+            &format!("{},{}", pin("evil-root"), pin("evil-dot-test")),
+        )],
+        "pin",
+    );
     for presented in ["dot-test", "intermediate", "root"] {
-        assert!(log.contains(&pin(presented)), "log lists the {presented} pin:\n{log}");
+        assert!(
+            log.contains(&pin(presented)),
+            "log lists the {presented} pin:\n{log}"
+        );
     }
 }
 
@@ -186,11 +228,23 @@ fn pin_on_unverified_extra_certificate_does_not_match() {
         Chain::DotTest,
         &format!("tls-service-pem: \"{}\"\n", chain.display()),
     );
-    let env = with(upstream_env(&unbound), &[("SPKI", &pin("evil-root")), ("QUERY_TIMEOUT", "2s")]);
+    let env = with(
+        upstream_env(&unbound),
+        &[("SPKI", &pin("evil-root")), ("QUERY_TIMEOUT", "2s")],
+    );
     let proxy = Proxy::start(&env, &[]);
     let a = dns::query_udp(proxy.addr(), zone::A_NAME, RecordType::A);
-    assert_eq!(a.response_code(), ResponseCode::ServFail, "log:\n{}", proxy.log());
-    assert!(proxy.wait_for_log("check=pin", Duration::from_secs(5)), "{}", proxy.log());
+    assert_eq!(
+        a.response_code(),
+        ResponseCode::ServFail,
+        "log:\n{}",
+        proxy.log()
+    );
+    assert!(
+        proxy.wait_for_log("check=pin", Duration::from_secs(5)),
+        "{}",
+        proxy.log()
+    );
 }
 
 #[test]
@@ -202,7 +256,11 @@ fn second_upstream_serves_when_the_first_is_dead() {
     for _ in 0..3 {
         assert_a(&dns::query_udp(proxy.addr(), zone::A_NAME, RecordType::A));
     }
-    assert!(proxy.wait_for_log("check=network", Duration::from_secs(2)), "{}", proxy.log());
+    assert!(
+        proxy.wait_for_log("check=network", Duration::from_secs(2)),
+        "{}",
+        proxy.log()
+    );
 }
 
 #[test]
@@ -215,11 +273,18 @@ fn hung_upstream_is_abandoned_for_the_next_within_the_deadline() {
     let ports = format!("{hung_port},{}", unbound.port());
     let proxy = proxy_for(
         &unbound,
-        &[("TLS_PORT", &ports), ("QUERY_TIMEOUT", "3s"), ("UPSTREAM_TIMEOUT", "700ms")],
+        &[
+            ("TLS_PORT", &ports),
+            ("QUERY_TIMEOUT", "3s"),
+            ("UPSTREAM_TIMEOUT", "700ms"),
+        ],
     );
     let started = Instant::now();
     assert_a(&dns::query_udp(proxy.addr(), zone::A_NAME, RecordType::A));
-    assert!(started.elapsed() < Duration::from_secs(3), "answered within the deadline");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "answered within the deadline"
+    );
     drop(hung);
 }
 
@@ -237,7 +302,11 @@ fn every_query_gets_servfail_within_the_deadline_when_no_upstream_answers() {
     let started = Instant::now();
     let a = dns::query_tcp(proxy.addr(), zone::A_NAME, RecordType::A);
     assert_eq!(a.response_code(), ResponseCode::ServFail);
-    assert!(started.elapsed() < Duration::from_millis(2500), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -245,11 +314,14 @@ fn malformed_input_gets_formerr_or_is_dropped_and_the_proxy_keeps_serving() {
     let unbound = Unbound::start(Chain::DotTest);
     let proxy = proxy_for(&unbound, &[]);
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    sock.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
     // Shorter than a header: dropped.
     sock.send_to(&[1, 2, 3], proxy.addr()).expect("send");
     // A header with QDCOUNT=2: FORMERR with the same ID.
-    let mut two_questions = QueryBuilder::new(zone::A_NAME, RecordType::A).id(0x4242).to_bytes();
+    let mut two_questions = QueryBuilder::new(zone::A_NAME, RecordType::A)
+        .id(0x4242)
+        .to_bytes();
     two_questions[5] = 2;
     sock.send_to(&two_questions, proxy.addr()).expect("send");
     let mut buf = [0u8; 512];
@@ -294,17 +366,27 @@ fn sigterm_stops_the_proxy_within_two_seconds() {
     assert_a(&dns::query_udp(proxy.addr(), zone::A_NAME, RecordType::A));
     let pid = proxy.pid().to_string();
     let started = Instant::now();
-    let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
     assert!(status.success());
     let exit = proxy.exit_status_within(Duration::from_secs(2));
-    assert!(exit.is_some_and(|s| s.success()), "exited cleanly within 2 s: {exit:?}");
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "exited cleanly within 2 s: {exit:?}"
+    );
     assert!(started.elapsed() < Duration::from_secs(2));
 }
 
 #[test]
 fn bad_config_from_env_exits_64_with_one_line() {
     let (code, log) = Proxy::run_to_exit(
-        &[("TLS_HOST", "127.0.0.1"), ("TLS_HOSTNAME", "dot.test"), ("TLS_PORT", "abc")],
+        &[
+            ("TLS_HOST", "127.0.0.1"),
+            ("TLS_HOSTNAME", "dot.test"),
+            ("TLS_PORT", "abc"),
+        ],
         &[],
         Duration::from_secs(10),
     );
@@ -327,10 +409,18 @@ fn probe_results(log: &str) -> Vec<(String, String)> {
 #[test]
 fn socket_policy_refuses_everything_not_configured_inside_the_component() {
     let probe = spec_tests::workspace_root().join("target/wasm32-wasip2/release/policy-probe.wasm");
-    assert!(probe.is_file(), "build the probe guest with `make build-host` ({})", probe.display());
+    assert!(
+        probe.is_file(),
+        "build the probe guest with `make build-host` ({})",
+        probe.display()
+    );
     let unbound = Unbound::start(Chain::DotTest);
     let probe = probe.display().to_string();
-    let (code, log) = Proxy::run_to_exit(&upstream_env(&unbound), &["--component", &probe], Duration::from_secs(20));
+    let (code, log) = Proxy::run_to_exit(
+        &upstream_env(&unbound),
+        &["--component", &probe],
+        Duration::from_secs(20),
+    );
     assert_eq!(code, Some(0), "{log}");
     let results = probe_results(&log);
     let expect = [
@@ -345,12 +435,21 @@ fn socket_policy_refuses_everything_not_configured_inside_the_component() {
         ("env-is-empty", "ok"),
     ];
     for (op, want) in expect {
-        let got = results.iter().find(|(o, _)| o == op).map(|(_, r)| r.as_str());
+        let got = results
+            .iter()
+            .find(|(o, _)| o == op)
+            .map(|(_, r)| r.as_str());
         assert_eq!(got, Some(want), "{op}\n{log}");
     }
     for op in ["fs-read-root", "name-lookup"] {
-        let got = results.iter().find(|(o, _)| o == op).map(|(_, r)| r.as_str());
-        assert!(got.is_some_and(|r| r != "ok"), "{op} must fail: {got:?}\n{log}");
+        let got = results
+            .iter()
+            .find(|(o, _)| o == op)
+            .map(|(_, r)| r.as_str());
+        assert!(
+            got.is_some_and(|r| r != "ok"),
+            "{op} must fail: {got:?}\n{log}"
+        );
     }
 }
 
@@ -358,13 +457,25 @@ fn socket_policy_refuses_everything_not_configured_inside_the_component() {
 fn spki_tool_prints_the_fixture_pins_of_a_live_chain() {
     let unbound = Unbound::start(Chain::DotTest);
     let out = std::process::Command::new(Proxy::binary())
-        .args(["spki", "--host", "127.0.0.1", "--port", &unbound.port().to_string(), "--name", "dot.test"])
+        .args([
+            "spki",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &unbound.port().to_string(),
+            "--name",
+            "dot.test",
+        ])
         .arg("--ca-file")
         .arg(fixture("pki/root.pem"))
         .output()
         .expect("run spki");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for name in ["dot-test", "intermediate", "root"] {
         assert!(stdout.contains(&pin(name)), "{name} pin in:\n{stdout}");
     }
@@ -375,7 +486,15 @@ fn spki_tool_prints_the_fixture_pins_of_a_live_chain() {
 fn spki_tool_reports_an_unverified_chain() {
     let unbound = Unbound::start(Chain::Evil);
     let out = std::process::Command::new(Proxy::binary())
-        .args(["spki", "--host", "127.0.0.1", "--port", &unbound.port().to_string(), "--name", "dot.test"])
+        .args([
+            "spki",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &unbound.port().to_string(),
+            "--name",
+            "dot.test",
+        ])
         .arg("--ca-file")
         .arg(fixture("pki/root.pem"))
         .output()
@@ -395,6 +514,9 @@ fn spki_tool_prints_pins_of_a_pem_file() {
         .expect("run spki");
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let stable = stdout.replace(&spec_tests::workspace_root().display().to_string(), "<root>");
+    let stable = stdout.replace(
+        &spec_tests::workspace_root().display().to_string(),
+        "<root>",
+    );
     insta::assert_snapshot!(stable);
 }

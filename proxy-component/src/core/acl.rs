@@ -94,7 +94,10 @@ mod tests {
 
     #[test]
     fn host_bits_are_cleared() {
-        assert_eq!(net("10.1.2.3", 8).addr(), "10.0.0.0".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            net("10.1.2.3", 8).addr(),
+            "10.0.0.0".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]
@@ -115,7 +118,10 @@ mod tests {
 
     #[test]
     fn prefix_longer_than_address_is_rejected() {
-        assert_eq!(IpNet::new("1.2.3.4".parse().unwrap(), 33), Err(BadPrefix(33)));
+        assert_eq!(
+            IpNet::new("1.2.3.4".parse().unwrap(), 33),
+            Err(BadPrefix(33))
+        );
         assert!(IpNet::new("::".parse().unwrap(), 129).is_err());
     }
 

@@ -3,9 +3,9 @@
 //! Nothing here touches a socket, a clock or a runtime; the async shell moves
 //! bytes in and out and asks these modules what to do with them.
 
+pub mod acl;
 pub mod framing;
 pub mod inflight;
 pub mod message;
-pub mod acl;
 pub mod pins;
 pub mod upstreams;

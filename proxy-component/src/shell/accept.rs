@@ -62,10 +62,9 @@ impl Acceptor {
     pub async fn accept(&self) -> std::io::Result<(TcpStream, SocketAddr)> {
         loop {
             self.inner.readable().await?;
-            match self
-                .inner
-                .try_io(tokio::io::Interest::READABLE, || accept_nonblocking(&self.inner))
-            {
+            match self.inner.try_io(tokio::io::Interest::READABLE, || {
+                accept_nonblocking(&self.inner)
+            }) {
                 Ok((stream, peer)) => return Ok((TcpStream::from_std(stream)?, peer)),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),

@@ -82,6 +82,8 @@ impl Log {
 
 impl fmt::Debug for Log {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Log").field("max", &self.max).finish_non_exhaustive()
+        f.debug_struct("Log")
+            .field("max", &self.max)
+            .finish_non_exhaustive()
     }
 }

@@ -158,7 +158,8 @@ impl Resolver {
     pub async fn resolve(&self, query: &[u8], q: &Query) -> Vec<u8> {
         let deadline = Instant::now() + self.query_timeout;
         let mut wire = query.to_vec();
-        let padding = message::pad_query(&mut wire, QUERY_PADDING_BLOCK).unwrap_or(Padding::Skipped);
+        let padding =
+            message::pad_query(&mut wire, QUERY_PADDING_BLOCK).unwrap_or(Padding::Skipped);
         let order = self.selector.borrow().order(std::time::Instant::now());
         'upstreams: for i in order {
             let mut resent = false;
@@ -176,7 +177,9 @@ impl Resolver {
                     Ok(mut answer) if message::answers_question(query, q, &answer) => {
                         self.selector.borrow_mut().succeeded(i);
                         message::set_id(&mut answer, q.id);
-                        if matches!(padding, Padding::AddedOpt) && message::strip_opt(&mut answer).is_err() {
+                        if matches!(padding, Padding::AddedOpt)
+                            && message::strip_opt(&mut answer).is_err()
+                        {
                             break;
                         }
                         return answer;
@@ -192,12 +195,16 @@ impl Resolver {
                 break;
             }
         }
-        self.log.event(Level::Debug, "query failed on every upstream", &[]);
+        self.log
+            .event(Level::Debug, "query failed on every upstream", &[]);
         message::synthesize_response(query, Rcode::ServFail).unwrap_or_default()
     }
 
     fn failed(&self, i: usize, error: &UpstreamError) {
-        let backoff = self.selector.borrow_mut().failed(i, std::time::Instant::now());
+        let backoff = self
+            .selector
+            .borrow_mut()
+            .failed(i, std::time::Instant::now());
         let slot = &self.slots[i];
         let level = match error {
             UpstreamError::Auth(_) => Level::Error,
@@ -240,7 +247,10 @@ impl Resolver {
         // an upstream in backoff gets at most one connect per BACKOFF_BASE.
         let last = *slot.last_connect.borrow();
         if let Some(t) = last {
-            let in_backoff = !self.selector.borrow().is_ready(i, std::time::Instant::now());
+            let in_backoff = !self
+                .selector
+                .borrow()
+                .is_ready(i, std::time::Instant::now());
             if t >= waited_since || (in_backoff && t.elapsed() < BACKOFF_BASE) {
                 return Err(UpstreamError::Backoff);
             }

@@ -30,7 +30,8 @@ pub async fn serve(listener: Acceptor, ctx: Rc<Context>) {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
-                ctx.log.event(Level::Warn, "tcp accept failed", &[("error", &e)]);
+                ctx.log
+                    .event(Level::Warn, "tcp accept failed", &[("error", &e)]);
                 // Out of descriptors and the like: do not spin.
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
@@ -39,16 +40,28 @@ pub async fn serve(listener: Acceptor, ctx: Rc<Context>) {
         if clients.get() >= ctx.config.max_tcp_clients {
             // Closing at once is the defined answer at the cap (RFC 7766
             // §6.2.2 lets a server close connections it cannot serve).
-            ctx.log.event(Level::Debug, "tcp client limit reached, closing", &[("client", &peer)]);
+            ctx.log.event(
+                Level::Debug,
+                "tcp client limit reached, closing",
+                &[("client", &peer)],
+            );
             drop(stream);
             continue;
         }
         clients.set(clients.get() + 1);
         let (ctx, clients) = (ctx.clone(), clients.clone());
         tokio::task::spawn_local(async move {
-            ctx.log.event(Level::Debug, "connected by", &[("client", &peer), ("proto", &"tcp")]);
+            ctx.log.event(
+                Level::Debug,
+                "connected by",
+                &[("client", &peer), ("proto", &"tcp")],
+            );
             let reason = client(stream, peer, &ctx).await;
-            ctx.log.event(Level::Debug, "client closed", &[("client", &peer), ("reason", &reason)]);
+            ctx.log.event(
+                Level::Debug,
+                "client closed",
+                &[("client", &peer), ("reason", &reason)],
+            );
             clients.set(clients.get() - 1);
         });
     }
@@ -125,7 +138,10 @@ fn queue(tx: &mpsc::UnboundedSender<Vec<u8>>, answer: Option<Vec<u8>>) {
     }
 }
 
-async fn write_answers(mut wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
+async fn write_answers(
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+) {
     let mut batch = Vec::with_capacity(8 * 1024);
     while let Some(first) = rx.recv().await {
         batch.clear();

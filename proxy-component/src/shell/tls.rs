@@ -174,7 +174,9 @@ impl ServerCertVerifier for PinnedVerifier {
         let chain = self
             .verify_chain(end_entity, intermediates, server_name, now)
             .map_err(refuse)?;
-        self.pins.check(&chain).map_err(|e| refuse(AuthError::Pin(e)))?;
+        self.pins
+            .check(&chain)
+            .map_err(|e| refuse(AuthError::Pin(e)))?;
         Ok(ServerCertVerified::assertion())
     }
 

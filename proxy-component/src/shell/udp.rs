@@ -38,14 +38,16 @@ pub async fn serve(sock: UdpSocket, ctx: Rc<Context>) {
             Ok(r) => r,
             Err(e) => {
                 // ICMP errors from earlier sends surface here; keep serving.
-                ctx.log.event(Level::Debug, "udp receive error", &[("error", &e)]);
+                ctx.log
+                    .event(Level::Debug, "udp receive error", &[("error", &e)]);
                 continue;
             }
         };
         let packet = &buf[..n];
         let reply = |rcode| message::synthesize_response(packet, rcode);
         if !ctx.acl.allows(peer.ip()) {
-            ctx.log.event(Level::Debug, "refused client", &[("client", &peer)]);
+            ctx.log
+                .event(Level::Debug, "refused client", &[("client", &peer)]);
             send(&sock, reply(Rcode::Refused), peer).await;
             continue;
         }

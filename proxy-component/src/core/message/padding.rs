@@ -55,10 +55,8 @@ pub fn pad_query(msg: &mut Vec<u8>, block: usize) -> Result<Padding, MessageErro
         Some(opt) => {
             let fill = fill_len(msg.len() + OPTION_HEADER_LEN, block);
             let added = OPTION_HEADER_LEN + fill;
-            let (Some(fill), Ok(rdlen)) = (
-                fits_u16(msg.len() + added).then_some(fill),
-                u16::try_from(opt.rdata.len() + added),
-            ) else {
+            let rdlen = u16::try_from(opt.rdata.len() + added);
+            let (Ok(rdlen), true) = (rdlen, fits_u16(msg.len() + added)) else {
                 return Ok(Padding::Skipped);
             };
             let option = padding_option(fill);
