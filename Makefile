@@ -10,6 +10,7 @@ WASM       := $(TARGET_DIR)/wasm32-wasip2/release/proxy-component.wasm
 HOST       := $(TARGET_DIR)/release/dnsproxy
 CONFIG     ?= settings.ini
 BENCH_PORT ?= 5399
+NATIVE_PORT ?= 5398
 BENCH_ARGS ?=
 
 .PHONY: setup build-component build-host run-host test lint spec bench clean
@@ -25,7 +26,7 @@ build-component: setup
 # the binary so start-up takes milliseconds.
 build-host: build-component
 	$(CARGO) build --release -p dnsproxy -p proxy-component
-	$(HOST) precompile
+	$(HOST) precompile --out $(TARGET_DIR)/release/
 
 run-host: build-host
 	$(HOST) --config $(CONFIG)
@@ -44,8 +45,11 @@ lint: setup
 spec: build-host
 	$(CARGO) test --release -p spec-tests
 
+# `native` is the same shell built natively (no sandbox): the ratio of their
+# CPU per query is what the WASI component costs.
 bench: build-host
 	../shared/bench/peers.sh $(BENCH_ARGS) \
+	  --extra native=$(NATIVE_PORT)='$(CURDIR)/$(TARGET_DIR)/release/proxy-component' \
 	  --extra dnsproxy=$(BENCH_PORT)='env LOCAL_HOST=127.0.0.1 LOCAL_PORT=$(BENCH_PORT) TLS_HOST=$${PB_UPSTREAM%:*} TLS_PORT=$${PB_UPSTREAM##*:} TLS_HOSTNAME=$$PB_TLS_NAME TLS_CA_FILE=$$PB_CA_FILE SPKI=$$PB_SPKI_PIN LOG_LEVEL=warn $(CURDIR)/$(HOST) --config /dev/null'
 
 clean:
