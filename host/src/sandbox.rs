@@ -138,8 +138,8 @@ pub fn wit_config(config: &Config) -> Result<wit_config::ProxyConfig> {
             .allow_networks
             .iter()
             .map(|n| wit_types::IpNetwork {
-                address: wit_ip(n.addr),
-                prefix_len: n.prefix_len,
+                address: wit_ip(n.addr()),
+                prefix_len: n.prefix_len(),
             })
             .collect(),
         upstreams,

@@ -20,7 +20,6 @@
 pub mod defaults;
 mod error;
 mod ini;
-mod ipnet;
 mod keys;
 mod layers;
 mod upstreams;
@@ -33,8 +32,8 @@ use std::time::Duration;
 
 use crate::cli;
 
+pub use dnsproxy_core::core::acl::IpNet;
 pub use error::{ConfigError, ConfigFileSource, Expected, FilePos, ListLen, MissingScope, Origin};
-pub use ipnet::IpNet;
 pub use keys::{Key, Section};
 
 use defaults::{DurationLimits, IntLimits};
