@@ -453,23 +453,29 @@ fn socket_policy_refuses_everything_not_configured_inside_the_component() {
     }
 }
 
-#[test]
-fn spki_tool_prints_the_fixture_pins_of_a_live_chain() {
-    let unbound = Unbound::start(Chain::DotTest);
-    let out = std::process::Command::new(Proxy::binary())
+/// `dnsproxy spki` against a live unbound serving `chain`, trusting the test root.
+fn spki_against(chain: Chain) -> std::process::Output {
+    let unbound = Unbound::start(chain);
+    let port = unbound.port().to_string();
+    std::process::Command::new(Proxy::binary())
         .args([
             "spki",
             "--host",
             "127.0.0.1",
             "--port",
-            &unbound.port().to_string(),
+            &port,
             "--name",
             "dot.test",
         ])
         .arg("--ca-file")
         .arg(fixture("pki/root.pem"))
         .output()
-        .expect("run spki");
+        .expect("run spki")
+}
+
+#[test]
+fn spki_tool_prints_the_fixture_pins_of_a_live_chain() {
+    let out = spki_against(Chain::DotTest);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -484,21 +490,7 @@ fn spki_tool_prints_the_fixture_pins_of_a_live_chain() {
 
 #[test]
 fn spki_tool_reports_an_unverified_chain() {
-    let unbound = Unbound::start(Chain::Evil);
-    let out = std::process::Command::new(Proxy::binary())
-        .args([
-            "spki",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &unbound.port().to_string(),
-            "--name",
-            "dot.test",
-        ])
-        .arg("--ca-file")
-        .arg(fixture("pki/root.pem"))
-        .output()
-        .expect("run spki");
+    let out = spki_against(Chain::Evil);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());
     assert!(stdout.contains("NOT verified"), "{stdout}");
