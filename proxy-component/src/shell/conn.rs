@@ -242,3 +242,165 @@ fn dispatch(deframer: &mut Deframer, shared: &Shared) -> Result<(), ()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The connection against an upstream played by the test over an
+    //! in-memory stream, for the orders and failures a real resolver does
+    //! not produce on demand (the end-to-end tests cover the happy path).
+
+    use std::future::Future;
+
+    use tokio::io::DuplexStream;
+
+    use super::*;
+
+    fn run<F: Future>(f: F) -> F::Output {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        tokio::task::LocalSet::new().block_on(&rt, f)
+    }
+
+    fn timeouts(stall_ms: u64) -> ConnTimeouts {
+        ConnTimeouts {
+            idle: Duration::from_secs(30),
+            stall: Duration::from_millis(stall_ms),
+        }
+    }
+
+    /// A pseudo query: a header with `id`, then one byte that tags it.
+    fn query(id: u16, tag: u8) -> Vec<u8> {
+        let mut q = vec![0u8; 12];
+        q[..2].copy_from_slice(&id.to_be_bytes());
+        q.push(tag);
+        q
+    }
+
+    async fn read_frames(upstream: &mut DuplexStream, n: usize) -> Vec<Vec<u8>> {
+        let mut deframer = Deframer::new(MAX_MESSAGE_LEN);
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while out.len() < n {
+            let got = upstream.read(&mut buf).await.unwrap();
+            assert!(got > 0, "connection closed early");
+            deframer.push(&buf[..got]);
+            while let Some(m) = deframer.next_message().unwrap() {
+                out.push(m);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn rfc7766_answers_out_of_order_reach_their_callers() {
+        run(async {
+            let (ours, mut upstream) = tokio::io::duplex(64 * 1024);
+            let conn = Conn::spawn(ours, 16, timeouts(5_000));
+            // Three clients that all chose ID 7.
+            let calls: Vec<_> = (1..=3u8)
+                .map(|tag| {
+                    let conn = conn.clone();
+                    tokio::task::spawn_local(async move { conn.exchange(&query(7, tag)).await })
+                })
+                .collect();
+            let sent = read_frames(&mut upstream, 3).await;
+            let mut ids: Vec<u16> = sent.iter().map(|m| message::id(m).unwrap()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            assert_eq!(ids.len(), 3, "each query has its own ID on the connection");
+            let mut answers = Vec::new();
+            for m in sent.iter().rev() {
+                frame_into(&mut answers, m);
+            }
+            upstream.write_all(&answers).await.unwrap();
+            for (tag, call) in (1..=3u8).zip(calls) {
+                let answer = call.await.unwrap().unwrap();
+                assert_eq!(answer[12], tag, "caller {tag} got its own answer");
+            }
+        });
+    }
+
+    #[test]
+    fn stalled_connection_fails_queries_in_flight_and_dies() {
+        run(async {
+            let (ours, mut upstream) = tokio::io::duplex(64 * 1024);
+            let conn = Conn::spawn(ours, 16, timeouts(100));
+            let call = {
+                let conn = conn.clone();
+                tokio::task::spawn_local(async move { conn.exchange(&query(1, 1)).await })
+            };
+            read_frames(&mut upstream, 1).await;
+            let started = Instant::now();
+            let result = call.await.unwrap();
+            assert!(matches!(result, Err(ConnError::Lost(_))), "{result:?}");
+            assert!(started.elapsed() < Duration::from_secs(2));
+            assert!(!conn.is_alive());
+            assert!(conn.close_reason().unwrap().starts_with("stalled"));
+        });
+    }
+
+    #[test]
+    fn abandoned_query_frees_its_id() {
+        run(async {
+            let (ours, mut upstream) = tokio::io::duplex(64 * 1024);
+            let conn = Conn::spawn(ours, 1, timeouts(5_000));
+            let first =
+                tokio::time::timeout(Duration::from_millis(50), conn.exchange(&query(1, 1))).await;
+            assert!(first.is_err(), "no answer: the caller gives up");
+            let second = {
+                let conn = conn.clone();
+                tokio::task::spawn_local(async move { conn.exchange(&query(2, 2)).await })
+            };
+            let sent = read_frames(&mut upstream, 2).await;
+            let mut answer = Vec::new();
+            frame_into(&mut answer, &sent[1]);
+            upstream.write_all(&answer).await.unwrap();
+            let answer = second.await.unwrap().expect("the only slot was freed");
+            assert_eq!(answer[12], 2);
+        });
+    }
+
+    #[test]
+    fn late_answer_to_an_abandoned_query_is_dropped() {
+        run(async {
+            let (ours, mut upstream) = tokio::io::duplex(64 * 1024);
+            let conn = Conn::spawn(ours, 16, timeouts(5_000));
+            let _ =
+                tokio::time::timeout(Duration::from_millis(50), conn.exchange(&query(1, 1))).await;
+            let sent = read_frames(&mut upstream, 1).await;
+            let second = {
+                let conn = conn.clone();
+                tokio::task::spawn_local(async move { conn.exchange(&query(2, 2)).await })
+            };
+            let both = read_frames(&mut upstream, 1).await;
+            let mut answers = Vec::new();
+            frame_into(&mut answers, &sent[0]);
+            frame_into(&mut answers, &both[0]);
+            upstream.write_all(&answers).await.unwrap();
+            assert_eq!(second.await.unwrap().unwrap()[12], 2);
+            assert!(conn.is_alive());
+        });
+    }
+
+    #[test]
+    fn upstream_close_fails_queries_in_flight_with_lost() {
+        run(async {
+            let (ours, mut upstream) = tokio::io::duplex(64 * 1024);
+            let conn = Conn::spawn(ours, 16, timeouts(5_000));
+            let call = {
+                let conn = conn.clone();
+                tokio::task::spawn_local(async move { conn.exchange(&query(1, 1)).await })
+            };
+            read_frames(&mut upstream, 1).await;
+            drop(upstream);
+            assert!(matches!(call.await.unwrap(), Err(ConnError::Lost(_))));
+            assert_eq!(conn.close_reason(), Some("closed by upstream"));
+            assert!(matches!(
+                conn.exchange(&query(3, 3)).await,
+                Err(ConnError::Lost(_))
+            ));
+        });
+    }
+}
