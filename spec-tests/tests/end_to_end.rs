@@ -512,3 +512,21 @@ fn spki_tool_prints_pins_of_a_pem_file() {
     );
     insta::assert_snapshot!(stable);
 }
+
+#[test]
+fn upstream_without_chacha20_is_served_with_aes_gcm() {
+    // The component offers ChaCha20 first (software AES is slow in wasm);
+    // a server that only does AES-GCM must still be served over TLS.
+    let unbound = Unbound::start_with(
+        Chain::DotTest,
+        "tls-ciphersuites: \"TLS_AES_128_GCM_SHA256\"\ntls-ciphers: \"ECDHE-ECDSA-AES128-GCM-SHA256\"\n",
+    );
+    let proxy = proxy_for(&unbound, &[("LOG_LEVEL", "debug")]);
+    assert_a(&dns::query_udp(proxy.addr(), zone::A_NAME, RecordType::A));
+    assert_a(&dns::query_tcp(proxy.addr(), zone::A_NAME, RecordType::A));
+    assert!(
+        proxy.log().contains("retrying with all cipher suites"),
+        "the ChaCha20-only handshake was refused and retried:\n{}",
+        proxy.log()
+    );
+}

@@ -72,7 +72,10 @@ impl UpstreamError {
 
 struct Slot {
     config: UpstreamConfig,
-    tls: Arc<ClientConfig>,
+    /// TLS configurations in the order to try them (see
+    /// [`tls::client_configs`]); `tls_choice` is the first that has not failed.
+    tls: Vec<Arc<ClientConfig>>,
+    tls_choice: std::cell::Cell<usize>,
     name: ServerName<'static>,
     conn: RefCell<Option<Conn>>,
     /// Serialises connects so a burst of queries opens one connection.
@@ -127,12 +130,13 @@ impl Resolver {
                 None => None,
             };
             let verifier = PinnedVerifier::new(anchors, up.pins.clone());
-            let tls = tls::client_config(verifier).map_err(|e| fail(e.into()))?;
+            let tls = tls::client_configs(verifier).map_err(|e| fail(e.into()))?;
             let name = ServerName::try_from(up.auth_name.clone())
                 .map_err(|e| fail(SetupErrorKind::Name(e.to_string())))?;
             slots.push(Slot {
                 config: up.clone(),
                 tls,
+                tls_choice: std::cell::Cell::new(0),
                 name,
                 conn: RefCell::new(None),
                 connecting: tokio::sync::Mutex::new(()),
@@ -206,9 +210,11 @@ impl Resolver {
             .borrow_mut()
             .failed(i, std::time::Instant::now());
         let slot = &self.slots[i];
-        let level = match error {
-            UpstreamError::Auth(_) => Level::Error,
-            _ => Level::Warn,
+        // Authentication failures need the operator (fix the config or the
+        // server); the rest are transient and the next upstream serves.
+        let (level, message) = match error {
+            UpstreamError::Auth(_) => (Level::Error, "upstream refused"),
+            _ => (Level::Warn, "upstream failed"),
         };
         let check = error.check();
         let mut fields: Vec<(&str, &dyn std::fmt::Display)> = vec![
@@ -224,7 +230,7 @@ impl Resolver {
         }
         let retry = format!("{}s", backoff.as_secs());
         fields.push(("retry_in", &retry));
-        self.log.event(level, "upstream refused", &fields);
+        self.log.event(level, message, &fields);
     }
 
     async fn exchange(&self, i: usize, wire: &[u8]) -> Result<Vec<u8>, UpstreamError> {
@@ -265,16 +271,34 @@ impl Resolver {
                 &[("upstream", &slot.config.name), ("reason", &reason)],
             );
         }
-        let tcp = TcpStream::connect(slot.config.addr)
-            .await
-            .map_err(UpstreamError::Connect)?;
-        let tls = TlsConnector::from(slot.tls.clone())
-            .connect(slot.name.clone(), tcp)
-            .await
-            .map_err(|e| match AuthError::from_handshake(&e) {
-                Some(auth) => UpstreamError::Auth(auth.clone()),
-                None => UpstreamError::Handshake(e),
-            })?;
+        let tls = loop {
+            let choice = slot.tls_choice.get();
+            let tcp = TcpStream::connect(slot.config.addr)
+                .await
+                .map_err(UpstreamError::Connect)?;
+            let handshake = TlsConnector::from(slot.tls[choice].clone())
+                .connect(slot.name.clone(), tcp)
+                .await;
+            match handshake {
+                Ok(tls) => break tls,
+                Err(e) => {
+                    if let Some(auth) = AuthError::from_handshake(&e) {
+                        return Err(UpstreamError::Auth(auth.clone()));
+                    }
+                    if choice + 1 >= slot.tls.len() {
+                        return Err(UpstreamError::Handshake(e));
+                    }
+                    // The server may not offer the preferred suites: use the
+                    // next configuration from now on.
+                    self.log.event(
+                        Level::Debug,
+                        "upstream handshake failed; retrying with all cipher suites",
+                        &[("upstream", &slot.config.name), ("error", &e)],
+                    );
+                    slot.tls_choice.set(choice + 1);
+                }
+            }
+        };
         self.log.event(
             Level::Debug,
             "upstream connected",
