@@ -136,13 +136,7 @@ pub async fn from_server(args: &SpkiArgs) -> Result<(String, bool)> {
         inner: PinnedVerifier::new(anchors, Default::default()),
         seen: Mutex::new(None),
     });
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .dangerous()
-    .with_custom_certificate_verifier(recording.clone())
-    .with_no_client_auth();
+    let config = tls::client_config(tls::provider(), recording.clone())?;
     let server_name =
         ServerName::try_from(name.to_owned()).context("--name is not a valid DNS name")?;
     let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
@@ -151,7 +145,7 @@ pub async fn from_server(args: &SpkiArgs) -> Result<(String, bool)> {
         .with_context(|| format!("{addr}: connect failed"))?;
     let handshake = tokio::time::timeout(
         Duration::from_secs(5),
-        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(server_name, tcp),
+        tokio_rustls::TlsConnector::from(config).connect(server_name, tcp),
     )
     .await
     .with_context(|| format!("{addr}: TLS handshake timed out"))?;

@@ -27,9 +27,6 @@ use crate::shell::conn::{Conn, ConnError, ConnTimeouts};
 use crate::shell::log::{Level, Log};
 use crate::shell::tls::{self, AuthError, PinnedVerifier, TrustError};
 
-/// RFC 8467 §4.1: queries are padded to a multiple of 128 octets.
-pub const QUERY_PADDING_BLOCK: usize = 128;
-
 /// Why one upstream attempt failed. The variant names the check, so the log
 /// says what to fix (stubby #46: "no valid transports" helps nobody).
 #[non_exhaustive]
@@ -163,7 +160,7 @@ impl Resolver {
         let deadline = Instant::now() + self.query_timeout;
         let mut wire = query.to_vec();
         let padding =
-            message::pad_query(&mut wire, QUERY_PADDING_BLOCK).unwrap_or(Padding::Skipped);
+            message::pad_query(&mut wire, message::QUERY_PADDING_BLOCK).unwrap_or(Padding::Skipped);
         let order = self.selector.borrow().order(std::time::Instant::now());
         'upstreams: for i in order {
             let mut resent = false;

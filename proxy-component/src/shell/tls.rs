@@ -203,7 +203,8 @@ impl ServerCertVerifier for PinnedVerifier {
     }
 }
 
-fn provider() -> CryptoProvider {
+/// The crypto provider (ring) for upstream TLS.
+pub fn provider() -> CryptoProvider {
     rustls::crypto::ring::default_provider()
 }
 
@@ -245,14 +246,16 @@ pub fn client_configs(verifier: PinnedVerifier) -> Result<Vec<Arc<ClientConfig>>
     Ok(configs)
 }
 
-fn client_config(
+/// A client configuration with `provider`'s suites, `verifier`, no client
+/// auth and no session resumption (see [`client_configs`]).
+pub fn client_config(
     provider: CryptoProvider,
-    verifier: Arc<PinnedVerifier>,
+    verifier: Arc<dyn ServerCertVerifier>,
 ) -> Result<Arc<ClientConfig>, TrustError> {
     let mut config = ClientConfig::builder_with_provider(Arc::new(provider))
         .with_safe_default_protocol_versions()?
-        // rustls calls any custom verifier "dangerous"; ours is stricter than
-        // the default one (it adds pins), never weaker.
+        // rustls calls any custom verifier "dangerous"; ours verify the
+        // chain like the default one and add pins, never weaker.
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
