@@ -264,15 +264,21 @@ mod tests {
     use super::*;
     use crate::engine;
 
+    /// The engine and the component built into this binary, compiled.
+    fn embedded_component() -> (Engine, Component) {
+        let engine = engine::engine().expect("engine");
+        let wasm = engine::embedded_wasm().expect("the component is embedded (make build-host)");
+        let component = Component::new(&engine, wasm).expect("the embedded component compiles");
+        (engine, component)
+    }
+
     /// Every import of the shipped component, versions stripped. A new
     /// import (a new capability the component asks for) changes this
     /// snapshot and so needs a reviewed decision; the host still grants
     /// only what `wasi_ctx` and the socket policy allow.
     #[test]
     fn component_imports_are_allow_listed() {
-        let engine = engine::engine().expect("engine");
-        let wasm = engine::embedded_wasm().expect("the component is embedded (make build-host)");
-        let component = Component::new(&engine, wasm).expect("the embedded component compiles");
+        let (engine, component) = embedded_component();
         let mut names: Vec<String> = imports(&engine, &component)
             .into_iter()
             .map(|n| n.split('@').next().unwrap_or_default().to_owned())
@@ -303,9 +309,7 @@ mod tests {
     /// The component links against exactly the world the host provides.
     #[test]
     fn embedded_component_instantiates_against_the_proxy_world() {
-        let engine = engine::engine().expect("engine");
-        let wasm = engine::embedded_wasm().expect("the component is embedded (make build-host)");
-        let component = Component::new(&engine, wasm).expect("compiles");
+        let (engine, component) = embedded_component();
         let linker = linker(&engine).expect("linker");
         linker
             .instantiate_pre(&component)

@@ -278,6 +278,16 @@ mod tests {
         q
     }
 
+    /// Sends `query(id, tag)` on `conn` from a task of its own.
+    fn spawn_exchange(
+        conn: &Conn,
+        id: u16,
+        tag: u8,
+    ) -> tokio::task::JoinHandle<Result<Vec<u8>, ConnError>> {
+        let conn = conn.clone();
+        tokio::task::spawn_local(async move { conn.exchange(&query(id, tag)).await })
+    }
+
     async fn read_frames(upstream: &mut DuplexStream, n: usize) -> Vec<Vec<u8>> {
         let mut deframer = Deframer::new(MAX_MESSAGE_LEN);
         let mut out = Vec::new();
@@ -299,12 +309,7 @@ mod tests {
             let (ours, mut upstream) = tokio::io::duplex(64 * 1024);
             let conn = Conn::spawn(ours, 16, timeouts(5_000));
             // Three clients that all chose ID 7.
-            let calls: Vec<_> = (1..=3u8)
-                .map(|tag| {
-                    let conn = conn.clone();
-                    tokio::task::spawn_local(async move { conn.exchange(&query(7, tag)).await })
-                })
-                .collect();
+            let calls: Vec<_> = (1..=3u8).map(|tag| spawn_exchange(&conn, 7, tag)).collect();
             let sent = read_frames(&mut upstream, 3).await;
             let mut ids: Vec<u16> = sent.iter().map(|m| message::id(m).unwrap()).collect();
             ids.sort_unstable();
@@ -327,10 +332,7 @@ mod tests {
         run(async {
             let (ours, mut upstream) = tokio::io::duplex(64 * 1024);
             let conn = Conn::spawn(ours, 16, timeouts(100));
-            let call = {
-                let conn = conn.clone();
-                tokio::task::spawn_local(async move { conn.exchange(&query(1, 1)).await })
-            };
+            let call = spawn_exchange(&conn, 1, 1);
             read_frames(&mut upstream, 1).await;
             let started = Instant::now();
             let result = call.await.unwrap();
@@ -349,10 +351,7 @@ mod tests {
             let first =
                 tokio::time::timeout(Duration::from_millis(50), conn.exchange(&query(1, 1))).await;
             assert!(first.is_err(), "no answer: the caller gives up");
-            let second = {
-                let conn = conn.clone();
-                tokio::task::spawn_local(async move { conn.exchange(&query(2, 2)).await })
-            };
+            let second = spawn_exchange(&conn, 2, 2);
             let sent = read_frames(&mut upstream, 2).await;
             let mut answer = Vec::new();
             frame_into(&mut answer, &sent[1]);
@@ -370,10 +369,7 @@ mod tests {
             let _ =
                 tokio::time::timeout(Duration::from_millis(50), conn.exchange(&query(1, 1))).await;
             let sent = read_frames(&mut upstream, 1).await;
-            let second = {
-                let conn = conn.clone();
-                tokio::task::spawn_local(async move { conn.exchange(&query(2, 2)).await })
-            };
+            let second = spawn_exchange(&conn, 2, 2);
             let both = read_frames(&mut upstream, 1).await;
             let mut answers = Vec::new();
             frame_into(&mut answers, &sent[0]);
@@ -389,10 +385,7 @@ mod tests {
         run(async {
             let (ours, mut upstream) = tokio::io::duplex(64 * 1024);
             let conn = Conn::spawn(ours, 16, timeouts(5_000));
-            let call = {
-                let conn = conn.clone();
-                tokio::task::spawn_local(async move { conn.exchange(&query(1, 1)).await })
-            };
+            let call = spawn_exchange(&conn, 1, 1);
             read_frames(&mut upstream, 1).await;
             drop(upstream);
             assert!(matches!(call.await.unwrap(), Err(ConnError::Lost(_))));
