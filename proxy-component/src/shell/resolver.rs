@@ -27,6 +27,10 @@ use crate::shell::conn::{Conn, ConnError, ConnTimeouts};
 use crate::shell::log::{Level, Log};
 use crate::shell::tls::{self, AuthError, PinnedVerifier, TrustError};
 
+/// How many times a query whose connection closed under it is sent again
+/// on a fresh connection to the same upstream before that upstream counts
+/// as failed for it.
+const MAX_RESENDS: u32 = 4;
 /// Why one upstream attempt failed. The variant names the check, so the log
 /// says what to fix (stubby #46: "no valid transports" helps nobody).
 #[non_exhaustive]
@@ -163,7 +167,7 @@ impl Resolver {
             message::pad_query(&mut wire, message::QUERY_PADDING_BLOCK).unwrap_or(Padding::Skipped);
         let order = self.selector.borrow().order(std::time::Instant::now());
         'upstreams: for i in order {
-            let mut resent = false;
+            let mut resends = 0;
             loop {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
@@ -186,8 +190,12 @@ impl Resolver {
                         return answer;
                     }
                     Ok(_) => self.failed(i, &UpstreamError::Mismatch),
-                    Err(UpstreamError::Conn(ConnError::Lost(_))) if !resent => {
-                        resent = true;
+                    // The connection closed under the query: servers close
+                    // after N queries or when idle (RFC 7766 §6.2.3), which
+                    // says nothing of the upstream's health. Send it again on
+                    // a new connection, a few times, within the deadline.
+                    Err(UpstreamError::Conn(ConnError::Lost(_))) if resends < MAX_RESENDS => {
+                        resends += 1;
                         continue;
                     }
                     Err(UpstreamError::Backoff) => {}
@@ -214,12 +222,13 @@ impl Resolver {
             _ => (Level::Warn, "upstream failed"),
         };
         let check = error.check();
-        let mut fields: Vec<(&str, &dyn std::fmt::Display)> = vec![
-            ("upstream", &slot.config.name),
-            ("addr", &slot.config.addr),
-            ("check", &check),
-            ("error", error),
-        ];
+        let mut fields: Vec<(&str, &dyn std::fmt::Display)> = vec![("upstream", &slot.config.name)];
+        // An upstream without a section name is named by its address already.
+        if slot.config.name != slot.config.addr.to_string() {
+            fields.push(("addr", &slot.config.addr));
+        }
+        fields.push(("check", &check));
+        fields.push(("error", error));
         let presented;
         if let UpstreamError::Auth(AuthError::Pin(m)) = error {
             presented = DisplayPins(&m.presented).to_string();

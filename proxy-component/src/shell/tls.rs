@@ -23,10 +23,10 @@ use crate::core::pins::{Pin, PinMismatch, PinSet};
 pub enum AuthError {
     /// The chain does not lead to a trusted root (unknown issuer, expired,
     /// bad signature, wrong key usage): the CA check.
-    #[error("CA check failed: {0}")]
+    #[error("CA check failed: {}", Explain(.0))]
     Chain(webpki::Error),
     /// The chain is trusted but not for `auth_name`: the name check.
-    #[error("name check failed: certificate is not valid for {name}: {error}")]
+    #[error("name check failed: the certificate is not valid for {name}{}", Explain(.error))]
     Name {
         /// The name that was expected.
         name: String,
@@ -34,8 +34,77 @@ pub enum AuthError {
         error: webpki::Error,
     },
     /// The chain is trusted and named right but carries no pinned key.
-    #[error("pin check failed: {0}")]
+    #[error("pin check failed: no configured pin matches a key of the verified chain")]
     Pin(PinMismatch),
+}
+
+/// A webpki error in words an operator can act on; variants without a
+/// better phrase fall back to webpki's name for them.
+struct Explain<'a>(&'a webpki::Error);
+
+impl fmt::Display for Explain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            webpki::Error::UnknownIssuer => {
+                f.write_str("the chain does not lead to a trusted root (unknown issuer)")
+            }
+            webpki::Error::CertExpired { not_after, .. } => {
+                write!(
+                    f,
+                    "the certificate expired at {}",
+                    UtcDate(not_after.as_secs())
+                )
+            }
+            webpki::Error::CertNotValidYet { not_before, .. } => write!(
+                f,
+                "the certificate is not valid before {}",
+                UtcDate(not_before.as_secs())
+            ),
+            webpki::Error::CertNotValidForName(ctx) => {
+                // webpki renders each name as `DnsName("x")` or `IpAddress(..)`.
+                let names: Vec<&str> = ctx
+                    .presented
+                    .iter()
+                    .map(|n| {
+                        n.strip_prefix("DnsName(\"")
+                            .and_then(|n| n.strip_suffix("\")"))
+                            .unwrap_or(n)
+                    })
+                    .collect();
+                write!(f, ": it names {}", names.join(", "))
+            }
+            webpki::Error::InvalidSignatureForPublicKey => {
+                f.write_str("a signature in the chain does not verify")
+            }
+            other => write!(f, "{other:?}"),
+        }
+    }
+}
+
+/// Seconds since 1970 as `YYYY-MM-DD hh:mm:ss UTC` (proleptic Gregorian).
+struct UtcDate(u64);
+
+impl fmt::Display for UtcDate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (days, secs) = (self.0 / 86_400, self.0 % 86_400);
+        // Howard Hinnant's civil_from_days, for days >= 0.
+        let z = days + 719_468;
+        let era = z / 146_097;
+        let doe = z % 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + u64::from(month <= 2);
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+            secs / 3600,
+            secs % 3600 / 60,
+            secs % 60
+        )
+    }
 }
 
 impl AuthError {
@@ -261,4 +330,22 @@ pub fn client_config(
         .with_no_client_auth();
     config.resumption = Resumption::disabled();
     Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UtcDate;
+
+    #[test]
+    fn utc_dates_render_like_a_calendar() {
+        for (secs, text) in [
+            (0, "1970-01-01 00:00:00 UTC"),
+            (978_307_200, "2001-01-01 00:00:00 UTC"),
+            (951_827_696, "2000-02-29 12:34:56 UTC"),
+            (1_795_686_000, "2026-11-26 09:40:00 UTC"),
+            (4_891_363_200, "2125-01-01 00:00:00 UTC"),
+        ] {
+            assert_eq!(UtcDate(secs).to_string(), text, "{secs}");
+        }
+    }
 }
