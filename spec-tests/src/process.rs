@@ -28,14 +28,6 @@ impl LogBuf {
             .push_str(s);
     }
 
-    pub(crate) fn count(&self, needle: &str) -> usize {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .matches(needle)
-            .count()
-    }
-
     /// Appends everything `reader` produces, on a background thread.
     fn capture(&self, mut reader: impl Read + Send + 'static) {
         let buf = self.clone();

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
+use crate::container::Resolver;
 use crate::paths::{fixture, free_port, workspace_root};
 use crate::process::{LogBuf, Running, wait_until};
-use crate::unbound::Unbound;
 
 /// The log word that tells the proxy's sockets are bound (`INFO ... serving listen=...`).
 const READY_WORD: &str = "serving";
@@ -33,11 +33,20 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// The binary under test: `$DNSPROXY_BIN`, else `<workspace>/target/release/dnsproxy`.
+    /// The binary under test: `$DNSPROXY_BIN`, else `dnsproxy` in the directory of the
+    /// test's own build (`target/<triple>/release/`, where `make build-host` puts it),
+    /// else `<workspace>/target/x86_64-unknown-linux-musl/release/dnsproxy`.
     pub fn binary() -> PathBuf {
-        match std::env::var_os("DNSPROXY_BIN") {
-            Some(p) if !p.is_empty() => PathBuf::from(p),
-            _ => workspace_root().join("target/release/dnsproxy"),
+        if let Some(p) = std::env::var_os("DNSPROXY_BIN").filter(|p| !p.is_empty()) {
+            return PathBuf::from(p);
+        }
+        // The test executable lives in `<profile dir>/deps/`.
+        let beside_tests = std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.parent()?.join("dnsproxy")));
+        match beside_tests {
+            Some(p) if p.is_file() => p,
+            _ => workspace_root().join("target/x86_64-unknown-linux-musl/release/dnsproxy"),
         }
     }
 
@@ -204,19 +213,53 @@ impl Drop for Proxy {
     }
 }
 
-/// The proxy's upstream settings for one fixture resolver: `TLS_HOST=127.0.0.1`,
-/// `TLS_PORT=<its port>`, `TLS_HOSTNAME=dot.test`, `TLS_CA_FILE=fixtures/pki/root.pem`.
+/// The proxy's upstream settings for one resolver: `TLS_HOST=127.0.0.1`,
+/// `TLS_PORT=<its published port>`, `TLS_HOSTNAME=dot.test`, `TLS_CA_FILE=fixtures/pki/root.pem`.
 /// Append `SPKI`, `LOG_LEVEL`, ... as needed and pass to [`Proxy::start`].
-pub fn upstream_env(unbound: &Unbound) -> Vec<(String, String)> {
+pub fn upstream_env(resolver: &(impl Resolver + ?Sized)) -> Vec<(String, String)> {
+    let addr = resolver.addr();
     vec![
-        ("TLS_HOST".into(), "127.0.0.1".into()),
-        ("TLS_PORT".into(), unbound.port().to_string()),
+        ("TLS_HOST".into(), addr.ip().to_string()),
+        ("TLS_PORT".into(), addr.port().to_string()),
         ("TLS_HOSTNAME".into(), "dot.test".into()),
         (
             "TLS_CA_FILE".into(),
             fixture("pki/root.pem").display().to_string(),
         ),
     ]
+}
+
+/// The proxy's settings for several upstreams, tried in order (see [`upstream_env`]),
+/// then `extra` settings (each replacing the one of the same key).
+pub fn upstreams_env(upstreams: &[&dyn Resolver], extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let join = |f: &dyn Fn(SocketAddr) -> String| {
+        upstreams
+            .iter()
+            .map(|u| f(u.addr()))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut env = vec![
+        ("TLS_HOST".to_string(), join(&|a| a.ip().to_string())),
+        ("TLS_PORT".to_string(), join(&|a| a.port().to_string())),
+        ("TLS_HOSTNAME".to_string(), "dot.test".to_string()),
+        (
+            "TLS_CA_FILE".to_string(),
+            fixture("pki/root.pem").display().to_string(),
+        ),
+    ];
+    for (k, v) in extra {
+        env.retain(|(key, _)| key != k);
+        env.push(((*k).to_owned(), (*v).to_owned()));
+    }
+    env
+}
+
+impl Proxy {
+    /// Starts the proxy in front of `upstreams` (in order) with `extra` settings.
+    pub fn in_front_of(upstreams: &[&dyn Resolver], extra: &[(&str, &str)]) -> Self {
+        Self::start(&upstreams_env(upstreams, extra), &[])
+    }
 }
 
 /// [`Proxy::binary`], or a panic saying how to build it.

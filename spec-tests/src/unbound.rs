@@ -1,20 +1,19 @@
-//! A real DoT resolver (Debian's unbound) serving the fixture zone.
+//! A real third-party DoT resolver, Debian's unbound, in a container, serving the
+//! fixture zone with the fixture PKI.
 
 use std::fmt::Write as _;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
-use crate::paths::{fixture, free_port};
-use crate::process::{LogBuf, Running, wait_until};
+use crate::container::{DOT_PORT, Resolver as _, ResolverContainer, Spec, impl_resolver};
+use crate::docker::Network;
+use crate::images::unbound_image;
+use crate::paths::fixture;
 
-/// Path of the unbound binary (Debian package `unbound`).
-const UNBOUND: &str = "/usr/sbin/unbound";
+/// Where the container's configuration goes (the image's entrypoint reads it).
+const CONFIG_PATH: &str = "/etc/unbound/unbound.conf";
 /// The log line unbound prints (at verbosity 1) once it serves.
 const READY_LINE: &str = "start of service";
-/// How long unbound may take to start.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Which fixture certificate chain (from `fixtures/pki/`) the resolver presents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,22 +77,19 @@ impl Chain {
     }
 }
 
-/// A running unbound that serves DNS-over-TLS on `127.0.0.1:<free port>` with the zone
-/// in `fixtures/zone/dot.test.conf` (see [`crate::zone`]), no DNSSEC validation and no
-/// recursion (names outside `dot.test.` are REFUSED).
+/// Debian's unbound in a container (see [`crate::images::unbound_image`]) serving
+/// DNS-over-TLS with the zone in `fixtures/zone/dot.test.conf` (see [`crate::zone`]),
+/// no DNSSEC validation and no recursion (names outside `dot.test.` are REFUSED),
+/// published on `127.0.0.1:<port>` (TCP for DoT, UDP for plain DNS on the same port).
 ///
-/// Dropping it kills the process it started (by PID) and removes its temp directory.
+/// Dropping it removes the container (printing its logs first if the test failed).
 pub struct Unbound {
     chain: Chain,
-    port: u16,
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    log: LogBuf,
-    child: Option<Running>,
+    inner: ResolverContainer,
 }
 
 impl Unbound {
-    /// Starts unbound presenting `chain` and waits (up to 10 s) until it serves.
+    /// Starts unbound presenting `chain` and waits (up to 20 s) until it serves.
     /// Panics with unbound's output if it does not start.
     pub fn start(chain: Chain) -> Self {
         Self::start_with(chain, "")
@@ -102,142 +98,81 @@ impl Unbound {
     /// Like [`Unbound::start`], with extra lines appended to the `server:` clause
     /// (e.g. `"tcp-idle-timeout: 500\n"`).
     pub fn start_with(chain: Chain, extra_server_config: &str) -> Self {
-        assert!(
-            Path::new(UNBOUND).exists(),
-            "{UNBOUND} not found: install Debian's `unbound` package"
-        );
-        let dir = tempfile::Builder::new()
-            .prefix("spec-unbound-")
-            .tempdir()
-            .expect("create a temp dir for unbound");
-        let port = free_port();
-        let config = dir.path().join("unbound.conf");
-        let text = config_text(chain, port, dir.path(), extra_server_config);
-        std::fs::write(&config, text).expect("write unbound.conf");
-        let mut me = Self {
-            chain,
-            port,
-            dir,
-            config,
-            log: LogBuf::default(),
-            child: None,
-        };
-        me.start_again();
-        me
+        Self::start_full(chain, extra_server_config, Vec::new(), None)
     }
 
-    /// The DoT address (`127.0.0.1:<port>`).
-    pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    /// The most general start: extra `server:` lines, extra files placed in the
+    /// container (path, contents: e.g. another chain under `/pki/`), and a
+    /// user-defined network to join.
+    pub fn start_full(
+        chain: Chain,
+        extra_server_config: &str,
+        files: Vec<(String, Vec<u8>)>,
+        network: Option<&Network>,
+    ) -> Self {
+        let mut files = files;
+        files.push((
+            CONFIG_PATH.to_string(),
+            config_text(chain, extra_server_config).into_bytes(),
+        ));
+        let inner = ResolverContainer::start(Spec {
+            image: unbound_image(),
+            cmd: Vec::new(),
+            files,
+            ready_line: READY_LINE,
+            network: network.map(|n| n.name().to_string()),
+            what: "unbound",
+            udp: true,
+        });
+        Self { chain, inner }
     }
 
-    /// The DoT port.
+    /// The DoT port on 127.0.0.1.
     pub fn port(&self) -> u16 {
-        self.port
+        self.addr().port()
+    }
+
+    /// Its address on the network given to [`Unbound::start_full`].
+    pub fn network_addr(&self) -> Option<SocketAddr> {
+        self.inner.network_addr()
     }
 
     /// The chain this resolver presents.
     pub fn chain(&self) -> Chain {
         self.chain
     }
-
-    /// The generated `unbound.conf`.
-    pub fn config_path(&self) -> &Path {
-        &self.config
-    }
-
-    /// Everything unbound has printed so far (across restarts).
-    pub fn log(&self) -> String {
-        self.log.get()
-    }
-
-    /// The PID of the running unbound, if running.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Running::pid)
-    }
-
-    /// Stops unbound (SIGTERM, then SIGKILL after 3 s): a dead upstream. Idempotent.
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.terminate(Duration::from_secs(3));
-        }
-    }
-
-    /// Starts unbound again on the same port with the same config (after [`Unbound::stop`]);
-    /// does nothing if it is running. Panics with its output if it does not start.
-    pub fn start_again(&mut self) {
-        if self.child.is_some() {
-            return;
-        }
-        let ready_before = self.log.count(READY_LINE);
-        let mut cmd = Command::new(UNBOUND);
-        cmd.arg("-d")
-            .arg("-c")
-            .arg(&self.config)
-            .current_dir(self.dir.path());
-        let mut child =
-            Running::spawn(cmd, &self.log).unwrap_or_else(|e| panic!("cannot run {UNBOUND}: {e}"));
-        let log = self.log.clone();
-        let mut exited = None;
-        let ready = wait_until(START_TIMEOUT, || {
-            exited = child.try_status();
-            exited.is_some() || log.count(READY_LINE) > ready_before
-        });
-        if !ready || exited.is_some() {
-            child.kill();
-            panic!(
-                "unbound ({:?}) did not start on {} within {START_TIMEOUT:?} (exit: {exited:?}); \
-                 config {}; output:\n{}",
-                self.chain,
-                self.addr(),
-                self.config.display(),
-                self.log.get()
-            );
-        }
-        self.child = Some(child);
-    }
 }
 
-impl Drop for Unbound {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill();
-        }
-    }
-}
+impl_resolver!(Unbound);
 
 /// The generated unbound configuration.
-fn config_text(chain: Chain, port: u16, dir: &Path, extra: &str) -> String {
+fn config_text(chain: Chain, extra: &str) -> String {
     let mut s = String::new();
-    let q = |p: &Path| format!("\"{}\"", p.display());
     // Writing into a String cannot fail.
     let _ = write!(
         s,
         "server:\n\
-         \x20 interface: 127.0.0.1@{port}\n\
-         \x20 tls-port: {port}\n\
-         \x20 tls-service-key: {key}\n\
-         \x20 tls-service-pem: {pem}\n\
+         \x20 interface: 0.0.0.0@{DOT_PORT}\n\
+         \x20 tls-port: {DOT_PORT}\n\
+         \x20 tls-service-key: \"/pki/{leaf}.key\"\n\
+         \x20 tls-service-pem: \"/pki/{leaf}.chain.pem\"\n\
          \x20 do-daemonize: no\n\
          \x20 username: \"\"\n\
          \x20 chroot: \"\"\n\
          \x20 use-syslog: no\n\
          \x20 logfile: \"\"\n\
          \x20 verbosity: 1\n\
-         \x20 directory: {dir}\n\
+         \x20 directory: \"/etc/unbound\"\n\
          \x20 pidfile: \"\"\n\
          \x20 do-ip6: no\n\
          \x20 num-threads: 1\n\
          \x20 so-reuseport: no\n\
          \x20 interface-automatic: no\n\
          \x20 incoming-num-tcp: 100\n\
-         \x20 access-control: 127.0.0.0/8 allow\n\
+         \x20 access-control: 0.0.0.0/0 allow\n\
          \x20 module-config: \"iterator\"\n\
-         \x20 include: {zone}\n",
-        key = q(&chain.key_path()),
-        pem = q(&chain.chain_path()),
-        dir = q(dir),
-        zone = q(&fixture("zone/dot.test.conf")),
+         \x20 include: \"/etc/unbound/dot.test.conf\"\n",
+        leaf = chain.leaf_name(),
     );
     for line in extra.lines().filter(|l| !l.trim().is_empty()) {
         let _ = writeln!(s, "  {}", line.trim());
