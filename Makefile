@@ -1,19 +1,32 @@
 # dnsproxy: build, run and test.
 #
 #   make run-host      build and run the proxy natively with ./settings.ini
+#   make build         build the container image dnsproxy:latest (FROM scratch)
+#   make run           run it in the background as container `dnsproxy`
+#                      (LOCAL_PORT=53, EXTRA_VARS="-e TLS_HOST=..."); make stop, make logs
 #   make test          every test: unit, property, snapshot and end to end
 #   make bench         dnsproxy beside stubby, dnsdist, unbound and kresd
 
 CARGO      ?= cargo
 TARGET_DIR ?= target
+# The native build is static (musl): the same binary serves the host, the
+# tests and the container image.
+NATIVE_TARGET ?= x86_64-unknown-linux-musl
 WASM       := $(TARGET_DIR)/wasm32-wasip2/release/proxy-component.wasm
-HOST       := $(TARGET_DIR)/release/dnsproxy
+NATIVE_DIR := $(TARGET_DIR)/$(NATIVE_TARGET)/release
+HOST       := $(NATIVE_DIR)/dnsproxy
+IMAGE      ?= dnsproxy:latest
+IMAGE_DIR  := $(TARGET_DIR)/image
+CONTAINER  ?= dnsproxy
+LOCAL_PORT ?= 53
+EXTRA_VARS ?=
 CONFIG     ?= settings.ini
 BENCH_PORT ?= 5399
 NATIVE_PORT ?= 5398
 BENCH_ARGS ?=
 
-.PHONY: setup build-component build-host run-host test lint spec bench clean
+.PHONY: setup build-component build-host run-host test unit lint spec docker-check bench \
+	bench-container build run stop logs validate-k8s clean
 
 setup:
 	scripts/setup.sh
@@ -25,32 +38,101 @@ build-component: setup
 # The host embeds the component; `precompile` leaves its AOT artefact beside
 # the binary so start-up takes milliseconds.
 build-host: build-component
-	$(CARGO) build --release -p dnsproxy -p proxy-component
-	$(HOST) precompile --out $(TARGET_DIR)/release/
+	$(CARGO) build --release --target $(NATIVE_TARGET) -p dnsproxy -p proxy-component
+	$(HOST) precompile --out $(NATIVE_DIR)/
 
 run-host: build-host
 	$(HOST) --config $(CONFIG)
 
-# Tests use the release profile: it shares the one wasmtime build with the
-# binary the end-to-end tests start.
-test: build-host lint
-	$(CARGO) test --release --workspace
+# The image: FROM scratch with the static binary, its AOT artefact and the
+# default settings.ini, nothing else. The build context is $(IMAGE_DIR), so
+# only those files are sent to the Docker daemon; nothing is pulled.
+build: build-host
+	rm -rf $(IMAGE_DIR)
+	mkdir -p $(IMAGE_DIR)
+	install -m 0755 $(HOST) $(IMAGE_DIR)/dnsproxy
+	strip --strip-debug $(IMAGE_DIR)/dnsproxy
+	$(IMAGE_DIR)/dnsproxy precompile --out $(IMAGE_DIR)/ >/dev/null
+	chmod 0644 $(IMAGE_DIR)/dnsproxy-*.cwasm
+	install -m 0644 settings.ini $(IMAGE_DIR)/settings.ini
+	docker build --pull=false -f Dockerfile -t $(IMAGE) $(IMAGE_DIR)
+
+# `make run LOCAL_PORT=5353 EXTRA_VARS="-e TLS_HOST=8.8.8.8 -e SPKI=..."`:
+# UDP and TCP on the host's LOCAL_PORT (all interfaces; PUBLISH_HOST=127.0.0.1
+# for this machine only) go to port 53 in the container. EXTRA_VARS goes to
+# `docker run` as is. The container is kept after it exits so `make logs`
+# shows why; `make stop` removes it.
+PUBLISH_HOST ?=
+PUBLISH := $(if $(PUBLISH_HOST),$(PUBLISH_HOST):)$(LOCAL_PORT)
+run:
+	@docker image inspect $(IMAGE) >/dev/null 2>&1 || { echo "make run: no image $(IMAGE); run make build first" >&2; exit 1; }
+	docker run -d --name $(CONTAINER) --pull never \
+	  --read-only --cap-drop ALL --security-opt no-new-privileges \
+	  -p $(PUBLISH):53/udp -p $(PUBLISH):53/tcp $(EXTRA_VARS) $(IMAGE)
+
+stop:
+	docker stop $(CONTAINER)
+	docker rm $(CONTAINER)
+
+logs:
+	docker logs -f $(CONTAINER)
+
+# Every test: lint, the unit and property tests of each crate, the spec
+# suite (containers), and the Kubernetes manifests. Tests use the release
+# profile and the static target: one wasmtime build serves the binary, the
+# image and the tests.
+test: lint unit spec validate-k8s
+
+unit: build-host
+	$(CARGO) test --release --target $(NATIVE_TARGET) --workspace --exclude spec-tests
 
 lint: setup
 	$(CARGO) fmt --all --check
-	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --release --target $(NATIVE_TARGET) --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --release --target wasm32-wasip2 -p proxy-component -p policy-probe -- -D warnings
 
-# The black-box conformance suite (grows into the container harness).
-spec: build-host
-	$(CARGO) test --release -p spec-tests
+# The black-box conformance suite: the real binary (and the real image)
+# against DoT resolvers in containers (spec-tests/). The harness builds its
+# resolver images itself; it needs the static fixture resolver and the image.
+# Containers and networks it leaves behind (an interrupted run) are removed
+# afterwards, whatever the result. SPEC_ARGS go to the test binaries
+# (e.g. SPEC_ARGS=pinning:: to run one group).
+SPEC_ARGS ?=
+spec: docker-check build
+	$(CARGO) build --release --target $(NATIVE_TARGET) -p dot-fixture
+	status=0; $(CARGO) test --release --target $(NATIVE_TARGET) -p spec-tests -- $(SPEC_ARGS) || status=$$?; \
+	  docker ps -aq --filter label=dnsproxy-spec | xargs -r docker rm -f >/dev/null; \
+	  docker network ls -q --filter label=dnsproxy-spec | xargs -r docker network rm >/dev/null; \
+	  exit $$status
+
+docker-check:
+	@docker version --format '{{.Server.Version}}' >/dev/null 2>&1 || { \
+	  echo "make: the spec-tests harness and the image need a running Docker Engine, and none answers (docker version failed)" >&2; exit 1; }
 
 # `native` is the same shell built natively (no sandbox): the ratio of their
 # CPU per query is what the WASI component costs.
+BENCH_HOST_CMD = env LOCAL_HOST=127.0.0.1 LOCAL_PORT=$(BENCH_PORT) TLS_HOST=$${PB_UPSTREAM%:*} TLS_PORT=$${PB_UPSTREAM\#\#*:} TLS_HOSTNAME=$$PB_TLS_NAME TLS_CA_FILE=$$PB_CA_FILE SPKI=$$PB_SPKI_PIN LOG_LEVEL=warn $(CURDIR)/$(HOST) --config /dev/null
 bench: build-host
 	../shared/bench/peers.sh $(BENCH_ARGS) \
-	  --extra native=$(NATIVE_PORT)='$(CURDIR)/$(TARGET_DIR)/release/proxy-component' \
-	  --extra dnsproxy=$(BENCH_PORT)='env LOCAL_HOST=127.0.0.1 LOCAL_PORT=$(BENCH_PORT) TLS_HOST=$${PB_UPSTREAM%:*} TLS_PORT=$${PB_UPSTREAM##*:} TLS_HOSTNAME=$$PB_TLS_NAME TLS_CA_FILE=$$PB_CA_FILE SPKI=$$PB_SPKI_PIN LOG_LEVEL=warn $(CURDIR)/$(HOST) --config /dev/null'
+	  --extra native=$(NATIVE_PORT)='$(CURDIR)/$(NATIVE_DIR)/proxy-component' \
+	  --extra dnsproxy=$(BENCH_PORT)='$(BENCH_HOST_CMD)'
+
+# The image beside the same binary run on the host, in one run. The container
+# uses the host's network (--network host): the benchmark's upstream listens on
+# 127.0.0.1, and a published port would add Docker's userland proxy to what is
+# measured. Everything else is as `make run` has it (read-only, no
+# capabilities, user 65532, the image's settings.ini under the env overrides).
+# docker run stays in the foreground and forwards peers.sh's SIGTERM to it.
+BENCH_CONTAINER_PORT ?= 5397
+bench-container: build
+	../shared/bench/peers.sh $(BENCH_ARGS) \
+	  --extra dnsproxy=$(BENCH_PORT)='$(BENCH_HOST_CMD)' \
+	  --extra container=$(BENCH_CONTAINER_PORT)='exec docker run --rm --name $(CONTAINER)-bench --pull never --network host --read-only --cap-drop ALL --security-opt no-new-privileges -v $$PB_CA_FILE:/bench/ca.pem:ro -e LOCAL_HOST=127.0.0.1 -e LOCAL_PORT=$(BENCH_CONTAINER_PORT) -e TLS_HOST=$${PB_UPSTREAM%:*} -e TLS_PORT=$${PB_UPSTREAM##*:} -e TLS_HOSTNAME=$$PB_TLS_NAME -e TLS_CA_FILE=/bench/ca.pem -e SPKI=$$PB_SPKI_PIN -e LOG_LEVEL=warn $(IMAGE)'
+
+# The Kubernetes manifests (deploy/kubernetes) against the Kubernetes schemas,
+# offline (installs kubernetes-validate from PyPI if missing).
+validate-k8s:
+	scripts/validate-k8s.sh
 
 clean:
 	$(CARGO) clean

@@ -27,8 +27,22 @@ fn main() {
     std::fs::write(out.join("component.rs"), code).expect("OUT_DIR is writable");
 }
 
+/// The cargo target directory: OUT_DIR is `<target>/<profile>/build/<pkg>-<hash>/out`,
+/// or `<target>/<triple>/<profile>/build/...` when `--target` is given (the static
+/// musl build).
 fn target_dir(out: &Path) -> PathBuf {
-    out.ancestors()
-        .nth(4)
-        .map_or_else(|| PathBuf::from("target"), Path::to_path_buf)
+    let Some(above_profile) = out.ancestors().nth(4) else {
+        return PathBuf::from("target");
+    };
+    let triple = std::env::var("TARGET").unwrap_or_default();
+    match above_profile.parent() {
+        Some(parent)
+            if above_profile
+                .file_name()
+                .is_some_and(|n| n == triple.as_str()) =>
+        {
+            parent.to_path_buf()
+        }
+        _ => above_profile.to_path_buf(),
+    }
 }

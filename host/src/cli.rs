@@ -1,13 +1,16 @@
-//! The command line: `dnsproxy [run] [OPTIONS]`, `dnsproxy spki ...` and the
-//! hidden `dnsproxy precompile --out PATH`.
+//! The command line: `dnsproxy [run] [OPTIONS]`, `dnsproxy spki ...`,
+//! `dnsproxy health [--ready]` and the hidden `dnsproxy precompile --out PATH`.
 //!
 //! Run flags are plain strings on purpose: the config module validates every
 //! layer (file, env, flags) the same way and reports errors in the same form.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
+
+use crate::health::{QueryName, parse_name};
 
 /// Top-level help, after the option list.
 const AFTER_HELP: &str = "\
@@ -70,6 +73,8 @@ pub enum Command {
     Run(RunArgs),
     /// Print the SPKI pins of a resolver's certificate chain, for `spki =`
     Spki(SpkiArgs),
+    /// Check that a running proxy answers (liveness) or reaches an upstream (--ready)
+    Health(HealthArgs),
     /// Write the ahead-of-time compiled proxy component to a file
     #[command(hide = true)]
     Precompile(PrecompileArgs),
@@ -190,6 +195,63 @@ pub struct SpkiArgs {
     pub pem: Option<PathBuf>,
 }
 
+/// Flags of `health`: where the proxy listens comes from the same layers as
+/// for `run` (the file, LOCAL_HOST/LOCAL_PORT, these flags).
+#[derive(Debug, Clone, Args)]
+#[command(after_help = "\
+Reads the configuration like `run` (--config, environment variables, the listen flags) \
+and queries the proxy's listen address (127.0.0.1 or ::1 for a wildcard). Live: a query \
+the proxy answers itself (OPCODE STATUS, NOTIMP) must be answered over UDP and over TCP; \
+no upstream is involved. Ready (--ready): live, and a real query must get an answer \
+other than SERVFAIL, i.e. the proxy reached an upstream. Exits 0 when healthy, 1 with \
+one line on stderr saying what failed, 64 on bad configuration.
+
+Examples (Kubernetes exec probes):
+  dnsproxy health --config /etc/dnsproxy/settings.ini
+  dnsproxy health --ready --config /etc/dnsproxy/settings.ini --timeout 3s")]
+pub struct HealthArgs {
+    /// Config file, as for run [default: ./settings.ini if it exists]
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Address the proxy answers on, as for run [env: LOCAL_HOST] [default: 0.0.0.0]
+    #[arg(long, value_name = "IP")]
+    pub local_host: Option<String>,
+
+    /// Port the proxy answers on, as for run [env: LOCAL_PORT] [default: 53]
+    #[arg(long, value_name = "PORT")]
+    pub local_port: Option<String>,
+
+    /// Also require an answer from an upstream (readiness)
+    #[arg(long)]
+    pub ready: bool,
+
+    /// Name queried (type NS) with --ready
+    #[arg(long, value_name = "DNS_NAME", default_value = ".", value_parser = parse_name)]
+    pub name: QueryName,
+
+    /// Deadline of the whole check, 100ms to 60s
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_timeout)]
+    pub timeout: Duration,
+}
+
+impl HealthArgs {
+    /// The run flags these stand for, to load the configuration as `run` does.
+    pub fn run_args(&self) -> RunArgs {
+        RunArgs {
+            config: self.config.clone(),
+            local_host: self.local_host.clone(),
+            local_port: self.local_port.clone(),
+            ..RunArgs::default()
+        }
+    }
+}
+
+/// `health --timeout`: a duration as the settings take them, 100ms to 60s.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    crate::config::parse_duration(text, Duration::from_millis(100), Duration::from_secs(60))
+}
+
 /// Flags of `precompile`.
 #[derive(Debug, Clone, Args)]
 pub struct PrecompileArgs {
@@ -303,6 +365,66 @@ mod tests {
             &["spki", "--pem", "x", "--name", "a"],
             &["spki", "--host", "dns.google", "--name", "dns.google"],
             &["spki", "--host", "1.1.1.1", "--name", "a", "--port", "0"],
+        ] {
+            assert!(try_parse(argv).is_err(), "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn health_help_text() {
+        insta::assert_snapshot!("health_help", help(&["health", "--help"]));
+    }
+
+    #[test]
+    fn health_defaults_to_liveness_within_2s() {
+        let Ok(Command::Health(args)) = try_parse(&["health"]) else {
+            panic!("expected health");
+        };
+        assert!(!args.ready);
+        assert_eq!(args.timeout, Duration::from_secs(2));
+        assert_eq!(args.name.to_string(), ".");
+        assert!(args.config.is_none() && args.local_host.is_none() && args.local_port.is_none());
+    }
+
+    #[test]
+    fn health_takes_the_listen_flags_like_run() {
+        let Ok(Command::Health(args)) = try_parse(&[
+            "health",
+            "--config",
+            "/etc/dnsproxy/settings.ini",
+            "--local-host",
+            "::",
+            "--local-port",
+            "5353",
+            "--ready",
+            "--name",
+            "example.org",
+            "--timeout",
+            "1500ms",
+        ]) else {
+            panic!("expected health");
+        };
+        assert!(args.ready);
+        assert_eq!(args.timeout, Duration::from_millis(1500));
+        assert_eq!(args.name.to_string(), "example.org");
+        let run = args.run_args();
+        assert_eq!(
+            run.config,
+            Some(PathBuf::from("/etc/dnsproxy/settings.ini"))
+        );
+        assert_eq!(run.local_host.as_deref(), Some("::"));
+        assert_eq!(run.local_port.as_deref(), Some("5353"));
+        assert!(run.tls_host.is_none() && run.component.is_none());
+    }
+
+    #[test]
+    fn health_rejects_bad_timeouts_names_and_other_run_flags() {
+        for argv in [
+            &["health", "--timeout", "0"][..],
+            &["health", "--timeout", "61s"],
+            &["health", "--timeout", "soon"],
+            &["health", "--name", "a..b"],
+            &["health", "--tls-host", "1.1.1.1"],
         ] {
             assert!(try_parse(argv).is_err(), "{argv:?}");
         }

@@ -83,8 +83,10 @@ pub fn load_embedded(engine: &Engine) -> Result<Component> {
                     tracing::debug!(path = %path.display(), "loaded precompiled component");
                     return Ok(c);
                 }
+                // E.g. compiled on a CPU with other features (an image
+                // built elsewhere): compile instead, as if it were absent.
                 Err(e) => {
-                    tracing::debug!(path = %path.display(), error = %e, "precompiled component unusable")
+                    tracing::info!(path = %path.display(), error = format!("{e:#}"), "precompiled component unusable, compiling it")
                 }
             }
         }
@@ -94,11 +96,23 @@ pub fn load_embedded(engine: &Engine) -> Result<Component> {
         .precompile_component(wasm)
         .map_err(anyhow::Error::from)
         .context("compiling the component")?;
-    tracing::info!(elapsed = ?started.elapsed(), "compiled the component (cached for next start)");
-    if let Some(path) = cached
-        && let Err(e) = store_atomically(&path, &bytes)
-    {
-        tracing::debug!(path = %path.display(), error = %e, "cannot cache the compiled component");
+    let elapsed = started.elapsed();
+    match cached.map(|path| (store_atomically(&path, &bytes), path)) {
+        Some((Ok(()), path)) => {
+            tracing::info!(?elapsed, cached = %path.display(), "compiled the component");
+        }
+        // A read-only file system (a container) or no home: compile at
+        // every start.
+        Some((Err(e), path)) => tracing::info!(
+            ?elapsed,
+            not_cached = format!("{}: {e:#}", path.display()),
+            "compiled the component"
+        ),
+        None => tracing::info!(
+            ?elapsed,
+            not_cached = "neither XDG_CACHE_HOME nor HOME is set",
+            "compiled the component"
+        ),
     }
     load_bytes(engine, &bytes)
 }

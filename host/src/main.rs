@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod health;
 pub mod policy;
 pub mod sandbox;
 pub mod spki;
@@ -23,11 +24,17 @@ use crate::cli::{Command, PrecompileArgs, RunArgs, SpkiArgs};
 use crate::config::{Config, EXIT_CONFIG};
 use crate::policy::SocketPolicy;
 
+/// The allocator: musl's is slow under threads (see Cargo.toml).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let command = cli::parse().into_command();
     match command {
         Command::Run(args) => run(&args),
         Command::Spki(args) => spki(&args),
+        Command::Health(args) => health::run(&args),
         Command::Precompile(args) => precompile(&args),
     }
 }

@@ -140,6 +140,18 @@ pub fn load(
     })
 }
 
+/// Parses a duration as every setting takes them (`4s`, `1500ms`, `1.5s`, a
+/// number of seconds), within `min..=max`; for flags that are not settings
+/// (`health --timeout`). The error says what was expected.
+pub fn parse_duration(text: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let limits = DurationLimits {
+        default: min,
+        min,
+        max,
+    };
+    values::duration(text, limits).map_err(|e| format!("expected {e}"))
+}
+
 /// Validates every layer's winning value.
 fn resolve(layers: &Layers<'_>) -> Result<Config, ConfigError> {
     let local_host = scalar(
