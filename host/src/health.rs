@@ -28,7 +28,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use dnsproxy_core::core::acl::Acl;
-use dnsproxy_core::core::message::{self, HEADER_LEN, Rcode};
+use dnsproxy_core::core::message::{self, HEADER_LEN, QR, RCODE_MASK, RD, Rcode};
 
 use crate::cli::HealthArgs;
 use crate::config::{self, EXIT_CONFIG};
@@ -40,10 +40,6 @@ const PROBE_OPCODE: u8 = 2;
 const QTYPE_NS: u16 = 2;
 /// QCLASS IN (RFC 1035 §3.2.4).
 const QCLASS_IN: u16 = 1;
-/// Header flags: QR, RD (third octet); RCODE (fourth octet, low bits).
-const QR: u8 = 0x80;
-const RD: u8 = 0x01;
-const RCODE_MASK: u8 = 0x0F;
 
 /// A query name given with `--name`: as typed, and in wire format.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -29,7 +29,7 @@ pub fn fixture_image() -> &'static str {
     static IMAGE: OnceLock<String> = OnceLock::new();
     IMAGE.get_or_init(|| {
         docker::require();
-        let bin = build_fixture_binary();
+        let bin = fixture_binary();
         let dockerfile = fixture("dot-resolver/Dockerfile");
         let pki = pki_files();
         let mut inputs = vec![bin.clone(), dockerfile.clone()];
@@ -88,7 +88,7 @@ pub fn unbound_image() -> &'static str {
 
 /// The static fixture resolver binary, built by `make spec` (the harness does not run
 /// cargo itself: a running `cargo test` may hold the build directory's lock).
-fn build_fixture_binary() -> PathBuf {
+fn fixture_binary() -> PathBuf {
     let bin = match std::env::var_os("DOT_FIXTURE_BIN") {
         Some(p) if !p.is_empty() => PathBuf::from(p),
         _ => target_dir()

@@ -262,6 +262,23 @@ impl Proxy {
     }
 }
 
+/// Runs `dnsproxy spki` against a live DoT server at `addr` for the name
+/// `dot.test`, trusting the fixture root.
+pub fn run_spki(addr: SocketAddr) -> std::process::Output {
+    Command::new(binary_checked())
+        .args([
+            "spki",
+            "--host",
+            &addr.ip().to_string(),
+            "--port",
+            &addr.port().to_string(),
+        ])
+        .args(["--name", "dot.test", "--ca-file"])
+        .arg(fixture("pki/root.pem"))
+        .output()
+        .expect("run dnsproxy spki")
+}
+
 /// [`Proxy::binary`], or a panic saying how to build it.
 fn binary_checked() -> PathBuf {
     let bin = Proxy::binary();

@@ -11,7 +11,7 @@ use hickory_proto::rr::RecordType;
 use spec_tests::dns::{self, QueryBuilder};
 use spec_tests::proxy::{Proxy, upstream_env};
 use spec_tests::unbound::{Chain, Unbound};
-use spec_tests::{fixture, free_port, pin, zone};
+use spec_tests::{Resolver as _, fixture, free_port, pin, zone};
 
 fn with(mut env: Vec<(String, String)>, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     for (k, v) in extra {
@@ -336,21 +336,7 @@ fn socket_policy_refuses_everything_not_configured_inside_the_component() {
 /// `dnsproxy spki` against a live unbound serving `chain`, trusting the test root.
 fn spki_against(chain: Chain) -> std::process::Output {
     let unbound = Unbound::start(chain);
-    let port = unbound.port().to_string();
-    std::process::Command::new(Proxy::binary())
-        .args([
-            "spki",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port,
-            "--name",
-            "dot.test",
-        ])
-        .arg("--ca-file")
-        .arg(fixture("pki/root.pem"))
-        .output()
-        .expect("run spki")
+    spec_tests::proxy::run_spki(unbound.addr())
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
 use spec_tests::proxy::Proxy;
-use spec_tests::{Chain, FixtureResolver, Misbehave, Resolver, Unbound, dns, fixture, pin, zone};
+use spec_tests::{Chain, FixtureResolver, Misbehave, Resolver, Unbound, dns, pin, zone};
 
 /// `text` with each of `replace` (from, to) substituted, the workspace path as
 /// `<root>`, tracing's timestamp column dropped and `ready_in=<duration>` elided.
@@ -60,20 +60,7 @@ fn start_up_and_shutdown_log() {
 
 fn spki(resolver: &dyn Resolver) -> String {
     let port = resolver.addr().port().to_string();
-    let out = std::process::Command::new(Proxy::binary())
-        .args([
-            "spki",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port,
-            "--name",
-            "dot.test",
-        ])
-        .arg("--ca-file")
-        .arg(fixture("pki/root.pem"))
-        .output()
-        .expect("run dnsproxy spki");
+    let out = spec_tests::proxy::run_spki(resolver.addr());
     let text = format!(
         "{}{}exit: {:?}",
         String::from_utf8_lossy(&out.stdout),

@@ -34,14 +34,16 @@ pub const HEADER_LEN: usize = 12;
 /// fragmentation on common paths.
 pub const EDNS_UDP_PAYLOAD: u16 = 1232;
 
-/// Header flag bits of the third octet (RFC 1035 §4.1.1).
-const QR: u8 = 0x80;
+/// Header flag bits of the third octet (RFC 1035 §4.1.1): QR.
+pub const QR: u8 = 0x80;
 const OPCODE_MASK: u8 = 0x78;
 const TC: u8 = 0x02;
-const RD: u8 = 0x01;
+/// Header flag bits of the third octet (RFC 1035 §4.1.1): RD.
+pub const RD: u8 = 0x01;
 /// Header flag bits of the fourth octet (RFC 1035 §4.1.1).
 const RA: u8 = 0x80;
-const RCODE_MASK: u8 = 0x0F;
+/// The RCODE bits of the fourth octet (RFC 1035 §4.1.1).
+pub const RCODE_MASK: u8 = 0x0F;
 
 /// Offsets of QDCOUNT, ANCOUNT, NSCOUNT and ARCOUNT (RFC 1035 §4.1.1).
 const QDCOUNT: usize = 4;
