@@ -10,6 +10,10 @@ mod component;
 #[cfg(not(target_os = "wasi"))]
 mod native;
 
+#[cfg(not(target_os = "wasi"))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     #[cfg(target_os = "wasi")]
     component::main();
