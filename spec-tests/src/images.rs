@@ -210,11 +210,13 @@ fn import_unbound(tag: &str, files: &[PathBuf]) {
     );
 }
 
-/// A short hash of the paths and contents of `inputs` (an image tag).
+/// A short hash of the paths and contents of `inputs` (an image tag). Paths in
+/// the workspace count relative to it, so every checkout shares the images.
 fn content_hash(inputs: &[PathBuf]) -> String {
+    let root = workspace_root();
     let mut h = DefaultHasher::new();
     for p in inputs {
-        p.hash(&mut h);
+        p.strip_prefix(&root).unwrap_or(p).hash(&mut h);
         std::fs::read(p)
             .unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
             .hash(&mut h);
