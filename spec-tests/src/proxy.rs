@@ -216,17 +216,20 @@ impl Drop for Proxy {
 /// The proxy's upstream settings for one resolver: `TLS_HOST=127.0.0.1`,
 /// `TLS_PORT=<its published port>`, `TLS_HOSTNAME=dot.test`, `TLS_CA_FILE=fixtures/pki/root.pem`.
 /// Append `SPKI`, `LOG_LEVEL`, ... as needed and pass to [`Proxy::start`].
-pub fn upstream_env(resolver: &(impl Resolver + ?Sized)) -> Vec<(String, String)> {
-    let addr = resolver.addr();
-    vec![
-        ("TLS_HOST".into(), addr.ip().to_string()),
-        ("TLS_PORT".into(), addr.port().to_string()),
-        ("TLS_HOSTNAME".into(), "dot.test".into()),
-        (
-            "TLS_CA_FILE".into(),
-            fixture("pki/root.pem").display().to_string(),
-        ),
-    ]
+pub fn upstream_env(resolver: &dyn Resolver) -> Vec<(String, String)> {
+    upstreams_env(&[resolver], &[])
+}
+
+/// `env` with each of `extra` set, replacing a setting of the same key.
+pub fn with_settings(
+    mut env: Vec<(String, String)>,
+    extra: &[(&str, &str)],
+) -> Vec<(String, String)> {
+    for (k, v) in extra {
+        env.retain(|(key, _)| key != k);
+        env.push(((*k).to_owned(), (*v).to_owned()));
+    }
+    env
 }
 
 /// The proxy's settings for several upstreams, tried in order (see [`upstream_env`]),
@@ -239,7 +242,7 @@ pub fn upstreams_env(upstreams: &[&dyn Resolver], extra: &[(&str, &str)]) -> Vec
             .collect::<Vec<_>>()
             .join(",")
     };
-    let mut env = vec![
+    let env = vec![
         ("TLS_HOST".to_string(), join(&|a| a.ip().to_string())),
         ("TLS_PORT".to_string(), join(&|a| a.port().to_string())),
         ("TLS_HOSTNAME".to_string(), "dot.test".to_string()),
@@ -248,11 +251,7 @@ pub fn upstreams_env(upstreams: &[&dyn Resolver], extra: &[(&str, &str)]) -> Vec
             fixture("pki/root.pem").display().to_string(),
         ),
     ];
-    for (k, v) in extra {
-        env.retain(|(key, _)| key != k);
-        env.push(((*k).to_owned(), (*v).to_owned()));
-    }
-    env
+    with_settings(env, extra)
 }
 
 impl Proxy {

@@ -13,16 +13,8 @@ use spec_tests::proxy::{Proxy, upstream_env};
 use spec_tests::unbound::{Chain, Unbound};
 use spec_tests::{Resolver as _, fixture, free_port, pin, zone};
 
-fn with(mut env: Vec<(String, String)>, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    for (k, v) in extra {
-        env.retain(|(key, _)| key != k);
-        env.push(((*k).to_owned(), (*v).to_owned()));
-    }
-    env
-}
-
 fn proxy_for(unbound: &Unbound, extra: &[(&str, &str)]) -> Proxy {
-    Proxy::start(&with(upstream_env(unbound), extra), &[])
+    Proxy::in_front_of(&[unbound], extra)
 }
 
 fn assert_a(msg: &Message) {

@@ -7,20 +7,12 @@
 
 use std::time::{Duration, Instant};
 
-use spec_tests::proxy::{Proxy, upstream_env};
+use spec_tests::proxy::{Proxy, upstream_env, with_settings as with};
 use spec_tests::unbound::{Chain, Unbound};
 use spec_tests::{free_port, zone};
 
 /// How long a probe process may run before the test gives up on it.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
-
-fn with(mut env: Vec<(String, String)>, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    for (k, v) in extra {
-        env.retain(|(key, _)| key != k);
-        env.push(((*k).to_owned(), (*v).to_owned()));
-    }
-    env
-}
 
 /// The proxy's environment with its listen address made explicit, so the
 /// probe reads the same settings.
