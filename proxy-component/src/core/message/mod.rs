@@ -11,7 +11,7 @@ mod name;
 mod padding;
 mod query;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 mod truncate;
 mod walk;
 
