@@ -238,7 +238,10 @@ mod tests {
         let mut shares = Shares::new(8);
         let q = query_bytes("example.com");
         let d = admit(Transport::Udp, A, true, &q, &mut shares);
-        assert!(matches!(d, Decision::Forward(ref query, _) if query.id == 0x4242), "{d:?}");
+        assert!(
+            matches!(d, Decision::Forward(ref query, _) if query.id == 0x4242),
+            "{d:?}"
+        );
         assert_eq!(shares.used(), 1);
     }
 
@@ -246,7 +249,10 @@ mod tests {
     fn outsiders_get_nothing_on_udp_and_a_close_on_tcp() {
         let mut shares = Shares::new(8);
         let q = query_bytes("example.com");
-        assert_eq!(admit(Transport::Udp, A, false, &q, &mut shares), Decision::Drop);
+        assert_eq!(
+            admit(Transport::Udp, A, false, &q, &mut shares),
+            Decision::Drop
+        );
         assert_eq!(
             admit(Transport::Tcp, A, false, &q, &mut shares),
             Decision::Close(CloseReason::NotAllowed)
@@ -259,7 +265,10 @@ mod tests {
         let mut shares = Shares::new(8);
         let r = response_of(query_bytes("example.com"));
         for allowed in [true, false] {
-            assert_eq!(admit(Transport::Udp, A, allowed, &r, &mut shares), Decision::Drop);
+            assert_eq!(
+                admit(Transport::Udp, A, allowed, &r, &mut shares),
+                Decision::Drop
+            );
             assert!(matches!(
                 admit(Transport::Tcp, A, allowed, &r, &mut shares),
                 Decision::Close(_)
@@ -270,7 +279,10 @@ mod tests {
     #[test]
     fn shorter_than_a_header_is_dropped() {
         let mut shares = Shares::new(8);
-        assert_eq!(admit(Transport::Udp, A, true, &[0; 11], &mut shares), Decision::Drop);
+        assert_eq!(
+            admit(Transport::Udp, A, true, &[0; 11], &mut shares),
+            Decision::Drop
+        );
     }
 
     #[test]
@@ -295,7 +307,10 @@ mod tests {
         let mut shares = Shares::new(8);
         let mut q = query_bytes("example.com");
         q.resize(MAX_QUERY_LEN + 1, 0);
-        assert_eq!(admit(Transport::Udp, A, true, &q, &mut shares), Decision::Drop);
+        assert_eq!(
+            admit(Transport::Udp, A, true, &q, &mut shares),
+            Decision::Drop
+        );
         assert_eq!(
             admit(Transport::Tcp, A, true, &q, &mut shares),
             Decision::Close(CloseReason::TooLong)

@@ -149,9 +149,21 @@ mod tests {
     fn upstreams_are_tried_in_order_each_within_the_upstream_timeout() {
         let t0 = Instant::now();
         let mut a = attempts(vec![1, 0], t0);
-        assert_eq!(a.next(t0), Next::Try { upstream: 1, budget: U });
+        assert_eq!(
+            a.next(t0),
+            Next::Try {
+                upstream: 1,
+                budget: U
+            }
+        );
         a.record(Outcome::TimedOut);
-        assert_eq!(a.next(t0 + U), Next::Try { upstream: 0, budget: U });
+        assert_eq!(
+            a.next(t0 + U),
+            Next::Try {
+                upstream: 0,
+                budget: U
+            }
+        );
         a.record(Outcome::NoConnection);
         assert_eq!(a.next(t0 + U), Next::GiveUp);
     }
@@ -162,7 +174,10 @@ mod tests {
         let a = attempts(vec![0], t0);
         assert_eq!(
             a.next(t0 + Duration::from_secs(3)),
-            Next::Try { upstream: 0, budget: Duration::from_secs(1) }
+            Next::Try {
+                upstream: 0,
+                budget: Duration::from_secs(1)
+            }
         );
         assert_eq!(a.next(t0 + Q), Next::GiveUp);
     }

@@ -214,7 +214,12 @@ impl ClientConn {
 
     /// A query's answer (or a SERVFAIL in its place) is ready: `len` bytes
     /// to write. `Err` closes the connection instead.
-    pub fn on_answer(&mut self, now: Instant, len: usize, budget: &mut Budget) -> Result<(), Close> {
+    pub fn on_answer(
+        &mut self,
+        now: Instant,
+        len: usize,
+        budget: &mut Budget,
+    ) -> Result<(), Close> {
         let was = self.held_back();
         self.inflight = self.inflight.saturating_sub(1);
         let queued = self.queue(now, len, budget);
@@ -549,7 +554,10 @@ mod tests {
         behind.on_forwarded();
         behind.on_answer(t0, 1000, &mut budget).unwrap();
         assert!(!current.may_read(&budget), "budget spent: nobody reads");
-        assert_eq!(behind.on_answer(t0, 10, &mut budget), Err(Close::BudgetSpent));
+        assert_eq!(
+            behind.on_answer(t0, 10, &mut budget),
+            Err(Close::BudgetSpent)
+        );
         // A client that keeps up still gets its answer.
         current.on_forwarded();
         assert_eq!(current.on_answer(t0, 10, &mut budget), Ok(()));
@@ -571,7 +579,7 @@ mod tests {
     fn eviction_takes_from_the_source_with_most_connections_idle_and_oldest_first() {
         let t0 = Instant::now();
         let cands = [
-            cand(1, 1, 90, true, t0),  // oldest overall, but its source has one
+            cand(1, 1, 90, true, t0), // oldest overall, but its source has one
             cand(2, 2, 10, true, t0),
             cand(3, 2, 50, false, t0), // older but busy
             cand(4, 2, 20, true, t0),  // the oldest idle of the biggest source
