@@ -26,7 +26,7 @@ NATIVE_PORT ?= 5398
 BENCH_ARGS ?=
 
 .PHONY: setup build-component build-host run-host test unit lint spec docker-check bench \
-	bench-container build run stop logs validate-k8s clean
+	bench-container bench-idle build run stop logs validate-k8s clean
 
 setup:
 	scripts/setup.sh
@@ -128,6 +128,13 @@ bench-container: build
 	../shared/bench/peers.sh $(BENCH_ARGS) \
 	  --extra dnsproxy=$(BENCH_PORT)='$(BENCH_HOST_CMD)' \
 	  --extra container=$(BENCH_CONTAINER_PORT)='exec docker run --rm --name $(CONTAINER)-bench --pull never --network host --read-only --cap-drop ALL --security-opt no-new-privileges -v $$PB_CA_FILE:/bench/ca.pem:ro -e LOCAL_HOST=127.0.0.1 -e LOCAL_PORT=$(BENCH_CONTAINER_PORT) -e TLS_HOST=$${PB_UPSTREAM%:*} -e TLS_PORT=$${PB_UPSTREAM##*:} -e TLS_HOSTNAME=$$PB_TLS_NAME -e TLS_CA_FILE=/bench/ca.pem -e SPKI=$$PB_SPKI_PIN -e LOG_LEVEL=warn $(IMAGE)'
+
+# What idle TCP clients cost: the proxy's RSS, and UDP and TCP qps beside
+# 0, 1,000 and 10,000 connected idle clients (IDLE_COUNTS).
+IDLE_COUNTS ?= 0 1000 10000
+bench-idle: build-host
+	$(CARGO) build --release --target $(NATIVE_TARGET) -p dot-fixture
+	scripts/idle-clients.sh $(HOST) $(NATIVE_DIR)/dot-fixture $(IDLE_COUNTS)
 
 # The Kubernetes manifests (deploy/kubernetes) against the Kubernetes schemas,
 # offline (installs kubernetes-validate from PyPI if missing).

@@ -96,7 +96,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "PORT", help_heading = LOCAL)]
     pub local_port: Option<String>,
 
-    /// Client networks allowed to query, comma-separated CIDRs or addresses; others get REFUSED
+    /// Client networks allowed to query, comma-separated CIDRs or addresses; others get no answer
     /// [env: ALLOW_NETWORKS] [default: loopback and private ranges]
     #[arg(long, value_name = "NETS", help_heading = LOCAL)]
     pub allow_networks: Option<String>,
@@ -142,13 +142,20 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", help_heading = TUNABLES)]
     pub upstream_idle_timeout: Option<String>,
 
-    /// Concurrent client TCP connections, 1 to 65535 [env: MAX_TCP_CLIENTS] [default: 256]
+    /// Concurrent client TCP connections, 1 to 65535; at the limit the stalest connection makes
+    /// room for a new one [env: MAX_TCP_CLIENTS] [default: 2048]
     #[arg(long, value_name = "N", help_heading = TUNABLES)]
     pub max_tcp_clients: Option<String>,
 
-    /// Queries in flight over all clients, 1 to 65536 [env: MAX_INFLIGHT] [default: 2048]
+    /// Queries in flight over all clients, 1 to 65536; one source may hold a quarter of them once
+    /// half are in use [env: MAX_INFLIGHT] [default: 2048]
     #[arg(long, value_name = "N", help_heading = TUNABLES)]
     pub max_inflight: Option<String>,
+
+    /// Largest UDP answer to a client in bytes, 512 to 4096; larger answers are truncated with TC=1
+    /// [env: MAX_UDP_SIZE] [default: 1232]
+    #[arg(long, value_name = "BYTES", help_heading = TUNABLES)]
+    pub max_udp_size: Option<String>,
 
     /// error, warn, info, debug or trace [env: LOG_LEVEL] [default: info]
     #[arg(long, value_name = "LEVEL", help_heading = TUNABLES)]

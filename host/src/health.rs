@@ -9,9 +9,10 @@
 //! - **live** (default): a query with OPCODE STATUS over UDP and over TCP.
 //!   The proxy answers any OPCODE other than QUERY itself (NOTIMP, RFC 1035
 //!   §4.1.1) without asking an upstream, so this never fails because an
-//!   upstream is down. Any answer with our ID counts: a REFUSED answer (the
-//!   probe's address outside `allow_networks`, or `max_inflight` reached)
-//!   still shows that the proxy serves.
+//!   upstream is down. Any answer with our ID counts: a REFUSED answer
+//!   (`max_inflight` reached) still shows that the proxy serves. The proxy
+//!   answers nothing to addresses outside `allow_networks`, so a probe from
+//!   such an address fails at once, saying so.
 //! - **ready** (`--ready`): live, then a real query (`--name`, type NS) over
 //!   UDP that must come back with an RCODE other than SERVFAIL. The proxy
 //!   answers SERVFAIL only when no upstream answered, so any other RCODE
@@ -341,18 +342,21 @@ pub fn run(args: &HealthArgs) -> ExitCode {
     };
     let to = target(config.listen);
     let deadline = Instant::now() + args.timeout;
-    let result = check_live(to, deadline, args.timeout).and_then(|rcodes| {
+    // The probe's source address is the target's (both are local). The
+    // proxy does not answer addresses outside allow_networks at all, so say
+    // that at once rather than wait for a timeout.
+    let allowed = Acl::new(config.allow_networks.clone()).allows(to.ip());
+    let live = if allowed {
+        check_live(to, deadline, args.timeout)
+    } else {
+        Err(Failure(format!(
+            "the proxy does not answer this probe: allow_networks must include {}",
+            to.ip()
+        )))
+    };
+    let result = live.and_then(|rcodes| {
         if !args.ready {
             return Ok(format!("live: {to} answers over UDP and TCP"));
-        }
-        // The probe's source address is the target's (both are local), so
-        // the proxy's own REFUSED would be indistinguishable from an
-        // upstream's: rule it out first.
-        if !Acl::new(config.allow_networks.clone()).allows(to.ip()) {
-            return Err(Failure(format!(
-                "not ready: the proxy refuses this probe: allow_networks must include {}",
-                to.ip()
-            )));
         }
         if rcodes.contains(&u8::from(Rcode::Refused)) {
             return Err(Failure(format!(

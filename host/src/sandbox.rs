@@ -152,6 +152,9 @@ pub fn wit_config(config: &Config) -> Result<wit_config::ProxyConfig> {
         limits: wit_config::Limits {
             max_tcp_clients: config.max_tcp_clients,
             max_inflight: config.max_inflight,
+            max_udp_size: config.max_udp_size,
+            client_buffer_budget: u32::try_from(dnsproxy_core::shell::config::CLIENT_BUFFER_BUDGET)
+                .unwrap_or(u32::MAX),
         },
         log_level: match config.log_level {
             LogLevel::Error => wit_log::Level::Error,

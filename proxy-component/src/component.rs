@@ -106,6 +106,8 @@ fn convert(c: config::ProxyConfig) -> Result<ProxyConfig, String> {
         upstream_idle_timeout: ms(c.timeouts.upstream_idle_ms),
         max_tcp_clients: c.limits.max_tcp_clients as usize,
         max_inflight: c.limits.max_inflight as usize,
+        max_udp_size: usize::from(c.limits.max_udp_size),
+        client_buffer_budget: c.limits.client_buffer_budget as usize,
         log_level: from_wit_level(c.log_level),
     })
 }

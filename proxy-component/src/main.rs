@@ -9,6 +9,8 @@
 mod component;
 #[cfg(not(target_os = "wasi"))]
 mod native;
+#[cfg(wasi_libc_udp_leak)]
+mod wasi_libc_udp_leak;
 
 #[cfg(not(target_os = "wasi"))]
 #[global_allocator]

@@ -49,8 +49,10 @@ fn config() -> Result<ProxyConfig, String> {
         upstream_timeout: Duration::from_millis(1500),
         tcp_idle_timeout: Duration::from_secs(10),
         upstream_idle_timeout: Duration::from_secs(30),
-        max_tcp_clients: 256,
+        max_tcp_clients: 2048,
         max_inflight: 2048,
+        max_udp_size: usize::from(dnsproxy_core::core::message::EDNS_UDP_PAYLOAD),
+        client_buffer_budget: dnsproxy_core::shell::config::CLIENT_BUFFER_BUDGET,
         log_level: Level::Info,
     })
 }

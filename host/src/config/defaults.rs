@@ -73,11 +73,24 @@ pub const UPSTREAM_IDLE_TIMEOUT: DurationLimits = DurationLimits {
 };
 
 /// `max_tcp_clients`: concurrent client TCP connections (RFC 7766 §6.2.2: limit
-/// them so one client cannot exhaust the server).
+/// them so one client cannot exhaust the server). At the limit a new client
+/// is still served: the stalest connection of the source holding the most
+/// connections is closed for it. An idle connection costs a few KiB, so the
+/// default serves thousands.
 pub const MAX_TCP_CLIENTS: IntLimits = IntLimits {
-    default: 256,
+    default: 2048,
     min: 1,
     max: 65535,
+};
+
+/// `max_udp_size`: the largest UDP answer sent to a client; larger ones are
+/// truncated with TC=1 so the client retries over TCP (RFC 6891 §6.2.5). 1232
+/// bytes avoids IP fragmentation on common paths (DNS Flag Day 2020; unbound's
+/// default); 512 is the RFC 1035 floor.
+pub const MAX_UDP_SIZE: IntLimits = IntLimits {
+    default: 1232,
+    min: 512,
+    max: 4096,
 };
 
 /// `max_inflight`: queries forwarded and not yet answered, over all clients.

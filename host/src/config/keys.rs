@@ -53,12 +53,13 @@ pub enum Key {
     UpstreamIdleTimeout,
     MaxTcpClients,
     MaxInflight,
+    MaxUdpSize,
     LogLevel,
 }
 
 impl Key {
     /// Every key, in documentation order.
-    pub const ALL: [Key; 15] = [
+    pub const ALL: [Key; 16] = [
         Self::LocalHost,
         Self::LocalPort,
         Self::AllowNetworks,
@@ -73,6 +74,7 @@ impl Key {
         Self::UpstreamIdleTimeout,
         Self::MaxTcpClients,
         Self::MaxInflight,
+        Self::MaxUdpSize,
         Self::LogLevel,
     ];
 
@@ -103,6 +105,7 @@ impl Key {
             Self::UpstreamIdleTimeout => "upstream_idle_timeout",
             Self::MaxTcpClients => "max_tcp_clients",
             Self::MaxInflight => "max_inflight",
+            Self::MaxUdpSize => "max_udp_size",
             Self::LogLevel => "log_level",
         }
     }
@@ -124,6 +127,7 @@ impl Key {
             Self::UpstreamIdleTimeout => "UPSTREAM_IDLE_TIMEOUT",
             Self::MaxTcpClients => "MAX_TCP_CLIENTS",
             Self::MaxInflight => "MAX_INFLIGHT",
+            Self::MaxUdpSize => "MAX_UDP_SIZE",
             Self::LogLevel => "LOG_LEVEL",
         }
     }
@@ -145,6 +149,7 @@ impl Key {
             Self::UpstreamIdleTimeout => "--upstream-idle-timeout",
             Self::MaxTcpClients => "--max-tcp-clients",
             Self::MaxInflight => "--max-inflight",
+            Self::MaxUdpSize => "--max-udp-size",
             Self::LogLevel => "--log-level",
         }
     }
@@ -162,6 +167,7 @@ impl Key {
             | Self::UpstreamIdleTimeout
             | Self::MaxTcpClients
             | Self::MaxInflight
+            | Self::MaxUdpSize
             | Self::LogLevel => Section::Proxy,
         }
     }
@@ -188,6 +194,7 @@ impl Key {
             Self::UpstreamIdleTimeout => &args.upstream_idle_timeout,
             Self::MaxTcpClients => &args.max_tcp_clients,
             Self::MaxInflight => &args.max_inflight,
+            Self::MaxUdpSize => &args.max_udp_size,
             Self::LogLevel => &args.log_level,
         };
         value.as_deref()

@@ -50,7 +50,7 @@ pub const DEFAULT_CONFIG_FILE: &str = "settings.ini";
 pub struct Config {
     /// Where to answer clients, UDP and TCP (`local_host`, `local_port`).
     pub listen: SocketAddr,
-    /// Clients allowed to query; others get REFUSED (`allow_networks`).
+    /// Clients allowed to query; others get no answer (`allow_networks`).
     pub allow_networks: Vec<IpNet>,
     /// DoT resolvers in priority order; never empty.
     pub upstreams: Vec<Upstream>,
@@ -67,6 +67,8 @@ pub struct Config {
     pub max_tcp_clients: u32,
     /// Queries in flight over all clients.
     pub max_inflight: u32,
+    /// The largest UDP answer to a client.
+    pub max_udp_size: u16,
     /// Log verbosity of the host.
     pub log_level: LogLevel,
 }
@@ -194,6 +196,9 @@ fn resolve(layers: &Layers<'_>) -> Result<Config, ConfigError> {
         .value,
         max_tcp_clients: integer(layers, Key::MaxTcpClients, defaults::MAX_TCP_CLIENTS)?,
         max_inflight: integer(layers, Key::MaxInflight, defaults::MAX_INFLIGHT)?,
+        // The limits keep it within u16 (at most 4096).
+        max_udp_size: u16::try_from(integer(layers, Key::MaxUdpSize, defaults::MAX_UDP_SIZE)?)
+            .unwrap_or(u16::MAX),
         log_level: scalar(layers, Key::LogLevel, LogLevel::Info, values::log_level)?.value,
     })
 }

@@ -149,7 +149,8 @@ fn defaults_apply_when_no_layer_sets_a_key() {
     assert_eq!(config.upstream_timeout, Duration::from_millis(1500));
     assert_eq!(config.tcp_idle_timeout, Duration::from_secs(10));
     assert_eq!(config.upstream_idle_timeout, Duration::from_secs(30));
-    assert_eq!(config.max_tcp_clients, 256);
+    assert_eq!(config.max_tcp_clients, 2048);
+    assert_eq!(config.max_udp_size, 1232);
     assert_eq!(config.max_inflight, 2048);
     assert_eq!(config.log_level, LogLevel::Info);
 }
@@ -310,6 +311,11 @@ fn every_key_follows_ini_then_env_then_flags() {
             Key::MaxInflight,
             [("10", "10"), ("65536", "65536"), ("20", "20")],
             |c| c.max_inflight.to_string(),
+        ),
+        case(
+            Key::MaxUdpSize,
+            [("512", "512"), ("4096", "4096"), ("1400", "1400")],
+            |c| c.max_udp_size.to_string(),
         ),
         case(
             Key::LogLevel,

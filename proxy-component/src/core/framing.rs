@@ -108,6 +108,17 @@ impl Deframer {
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.start
     }
+
+    /// Whether the next frame has started and is not complete yet: the peer
+    /// owes bytes. False when nothing is held, or when a complete message
+    /// waits to be taken.
+    pub fn holds_partial_frame(&self) -> bool {
+        match &self.buf[self.start..] {
+            [] => false,
+            [_] => true,
+            [hi, lo, body @ ..] => body.len() < usize::from(u16::from_be_bytes([*hi, *lo])),
+        }
+    }
 }
 
 /// Appends the two-byte big-endian length of `msg` and `msg` itself to `out`
@@ -264,5 +275,19 @@ mod tests {
             })
         );
         assert_eq!(out, [1]);
+    }
+
+    #[test]
+    fn partial_frame_is_told_apart_from_a_waiting_message() {
+        let mut d = Deframer::new(MAX_MESSAGE_LEN);
+        assert!(!d.holds_partial_frame());
+        d.push(&[0]);
+        assert!(d.holds_partial_frame());
+        d.push(&[3, 1, 2]);
+        assert!(d.holds_partial_frame());
+        d.push(&[3]);
+        assert!(!d.holds_partial_frame(), "a complete message waits");
+        assert_eq!(d.next_message().unwrap(), Some(vec![1, 2, 3]));
+        assert!(!d.holds_partial_frame());
     }
 }

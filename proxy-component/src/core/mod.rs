@@ -4,6 +4,9 @@
 //! bytes in and out and asks these modules what to do with them.
 
 pub mod acl;
+pub mod admission;
+pub mod attempt;
+pub mod client_conn;
 pub mod framing;
 pub mod inflight;
 pub mod message;

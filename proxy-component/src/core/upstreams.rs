@@ -1,6 +1,16 @@
 //! Upstream selection for high availability: priority order, with failed
 //! upstreams put in exponential backoff and retried once it expires.
 //!
+//! Failures are counted per event, not per query: a connection that breaks
+//! or stalls is one failure of its upstream whatever number of queries it
+//! carried, so fifty queries lost at once do not escalate the backoff fifty
+//! steps. Events are identified by the connection attempt they belong to (a
+//! number that grows per upstream, see [`Selector::failed`]).
+//!
+//! When every upstream is in backoff, queries still go to the one that
+//! failed least recently: a blackout would turn a brief outage of all
+//! upstreams into a longer one.
+//!
 //! Pure state over an injected clock (`now`), so the policy is tested without
 //! sockets or sleeps.
 
@@ -15,6 +25,9 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
 struct Health {
     consecutive_failures: u32,
     retry_at: Option<Instant>,
+    last_failure: Option<Instant>,
+    /// The newest event already counted (see [`Selector::failed`]).
+    last_event: Option<u64>,
 }
 
 /// Health of each upstream, indexed by priority (0 = most preferred).
@@ -32,15 +45,25 @@ impl Selector {
     }
 
     /// The order in which a query tries the upstreams at `now`: those not in
-    /// backoff by priority, then those in backoff, soonest retry first. Every
-    /// upstream is listed, so when all have failed recently a query still
-    /// tries them rather than failing without trying.
+    /// backoff by priority, then those in backoff, least recently failed
+    /// first. Every upstream is listed, so when all have failed recently a
+    /// query still tries them rather than failing without trying.
     pub fn order(&self, now: Instant) -> Vec<usize> {
         let (mut ready, mut waiting): (Vec<usize>, Vec<usize>) =
             (0..self.health.len()).partition(|&i| self.is_ready(i, now));
-        waiting.sort_by_key(|&i| self.health[i].retry_at);
+        waiting.sort_by_key(|&i| self.health[i].last_failure);
         ready.append(&mut waiting);
         ready
+    }
+
+    /// Whether a new connection to upstream `i` may be opened at `now`: it
+    /// is out of backoff, or every upstream is in backoff and `i` failed
+    /// least recently (no blackout). The shell still opens at most one
+    /// connection to an upstream at a time.
+    pub fn may_connect(&self, i: usize, now: Instant) -> bool {
+        self.is_ready(i, now)
+            || (!(0..self.health.len()).any(|j| self.is_ready(j, now))
+                && self.order(now).first() == Some(&i))
     }
 
     /// True if upstream `i` is not in backoff at `now`.
@@ -48,21 +71,34 @@ impl Selector {
         self.health[i].retry_at.is_none_or(|t| t <= now)
     }
 
-    /// Upstream `i` answered: it is healthy again.
+    /// Upstream `i` answered: it is healthy again. The events already
+    /// counted stay counted.
     pub fn succeeded(&mut self, i: usize) {
-        self.health[i] = Health::default();
+        let h = &mut self.health[i];
+        h.consecutive_failures = 0;
+        h.retry_at = None;
     }
 
-    /// Upstream `i` failed (connect, handshake, authentication, deadline).
-    /// Returns the backoff it is now in: 1 s, doubling per consecutive
-    /// failure, capped at [`BACKOFF_MAX`].
-    pub fn failed(&mut self, i: usize, now: Instant) -> Duration {
+    /// Upstream `i` failed (connect, handshake, authentication, a stalled
+    /// or broken connection) in `event`: the number of the connection
+    /// attempt the failure belongs to, growing per upstream. Each event is
+    /// counted once, and an event older than one already counted is not
+    /// counted at all (queries on an old connection reporting late).
+    ///
+    /// Returns the backoff it is now in when the failure was counted: 1 s,
+    /// doubling per consecutive failure, capped at [`BACKOFF_MAX`].
+    pub fn failed(&mut self, i: usize, event: u64, now: Instant) -> Option<Duration> {
         let h = &mut self.health[i];
+        if h.last_event.is_some_and(|last| event <= last) {
+            return None;
+        }
+        h.last_event = Some(event);
         h.consecutive_failures = h.consecutive_failures.saturating_add(1);
         let exp = h.consecutive_failures.saturating_sub(1).min(16);
         let backoff = BACKOFF_BASE.saturating_mul(1 << exp).min(BACKOFF_MAX);
         h.retry_at = Some(now + backoff);
-        backoff
+        h.last_failure = Some(now);
+        Some(backoff)
     }
 
     /// Consecutive failures of upstream `i` (0 when healthy).
@@ -85,7 +121,7 @@ mod tests {
     fn failed_upstream_goes_last_until_its_backoff_expires() {
         let t0 = Instant::now();
         let mut s = Selector::new(3);
-        assert_eq!(s.failed(0, t0), BACKOFF_BASE);
+        assert_eq!(s.failed(0, 1, t0), Some(BACKOFF_BASE));
         assert_eq!(s.order(t0), vec![1, 2, 0]);
         assert_eq!(s.order(t0 + BACKOFF_BASE), vec![0, 1, 2]);
     }
@@ -94,20 +130,47 @@ mod tests {
     fn backoff_doubles_and_is_capped() {
         let t0 = Instant::now();
         let mut s = Selector::new(1);
-        let got: Vec<u64> = (0..9).map(|_| s.failed(0, t0).as_secs()).collect();
+        let got: Vec<u64> = (1..10)
+            .filter_map(|event| s.failed(0, event, t0))
+            .map(|b| b.as_secs())
+            .collect();
         assert_eq!(got, vec![1, 2, 4, 8, 16, 32, 60, 60, 60]);
         s.succeeded(0);
         assert_eq!(s.failures(0), 0);
-        assert_eq!(s.failed(0, t0), BACKOFF_BASE);
+        assert_eq!(s.failed(0, 10, t0), Some(BACKOFF_BASE));
     }
 
     #[test]
-    fn all_in_backoff_are_still_listed_soonest_first() {
+    fn all_in_backoff_are_listed_least_recently_failed_first_and_that_one_may_connect() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_millis(10);
+        let mut s = Selector::new(2);
+        s.failed(1, 1, t0);
+        s.failed(0, 1, t1);
+        assert_eq!(s.order(t1), vec![1, 0]);
+        assert!(s.may_connect(1, t1), "no blackout");
+        assert!(!s.may_connect(0, t1));
+    }
+
+    #[test]
+    fn an_upstream_in_backoff_may_not_connect_while_another_is_ready() {
         let t0 = Instant::now();
         let mut s = Selector::new(2);
-        s.failed(0, t0);
-        s.failed(0, t0);
-        s.failed(1, t0);
-        assert_eq!(s.order(t0), vec![1, 0]);
+        s.failed(0, 1, t0);
+        assert!(!s.may_connect(0, t0));
+        assert!(s.may_connect(1, t0));
+        assert!(s.may_connect(0, t0 + BACKOFF_BASE));
+    }
+
+    #[test]
+    fn fifty_queries_lost_in_one_event_count_as_one_failure() {
+        let t0 = Instant::now();
+        let mut s = Selector::new(1);
+        let counted = (0..50).filter(|_| s.failed(0, 7, t0).is_some()).count();
+        assert_eq!(counted, 1);
+        assert_eq!(s.failures(0), 1);
+        // A late report from an older connection is not counted either.
+        assert_eq!(s.failed(0, 6, t0), None);
+        assert_eq!(s.failed(0, 8, t0), Some(2 * BACKOFF_BASE));
     }
 }

@@ -8,6 +8,13 @@ use crate::core::acl::Acl;
 use crate::core::pins::PinSet;
 use crate::shell::log::Level;
 
+/// Bytes of client answers the proxy holds for writing, over all TCP
+/// clients: 32 MiB. With each client stopped from reading at 64 KiB of
+/// unwritten answers, this is what 512 clients that all stop reading can
+/// hold at once; past it no client is read from and a client that is behind
+/// is closed (see [`crate::core::client_conn`]).
+pub const CLIENT_BUFFER_BUDGET: usize = 32 << 20;
+
 /// Everything the proxy needs to serve.
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
@@ -29,6 +36,11 @@ pub struct ProxyConfig {
     pub max_tcp_clients: usize,
     /// Client queries in flight, over UDP and TCP together.
     pub max_inflight: usize,
+    /// The largest UDP answer sent to a client (RFC 6891 §6.2.5); larger
+    /// ones are truncated with TC=1.
+    pub max_udp_size: usize,
+    /// Bytes of client answers waiting to be written, over all TCP clients.
+    pub client_buffer_budget: usize,
     /// Events below this level are not emitted.
     pub log_level: Level,
 }

@@ -48,6 +48,10 @@ struct Shared {
     /// Closed by the reader on shutdown.
     close: Notify,
     close_reason: Cell<Option<&'static str>>,
+    /// Whether any answer came back on this connection: a connection closed
+    /// after answering is a server's choice (RFC 7766 §6.2.3), one closed
+    /// before is a failure.
+    answered: Cell<bool>,
 }
 
 /// Timeouts of a connection.
@@ -81,6 +85,7 @@ impl Conn {
             wake: Notify::new(),
             close: Notify::new(),
             close_reason: Cell::new(None),
+            answered: Cell::new(false),
         });
         let (rd, wr) = tokio::io::split(stream);
         let (to_writer, from_callers) = mpsc::unbounded_channel();
@@ -129,6 +134,11 @@ impl Conn {
     /// Why the connection closed, once it has.
     pub fn close_reason(&self) -> Option<&'static str> {
         self.shared.close_reason.get()
+    }
+
+    /// Whether the connection has delivered at least one answer.
+    pub fn made_progress(&self) -> bool {
+        self.shared.answered.get()
     }
 }
 
@@ -234,6 +244,7 @@ fn dispatch(deframer: &mut Deframer, shared: &Shared) -> Result<(), ()> {
                 };
                 // An unknown ID is a late answer to an abandoned query: drop it.
                 if let Some(reply) = shared.inflight.borrow_mut().remove(id) {
+                    shared.answered.set(true);
                     let _ = reply.send(answer);
                 }
             }

@@ -10,10 +10,13 @@ pub mod tcp;
 pub mod tls;
 pub mod udp;
 
-use std::cell::Cell;
+use std::cell::RefCell;
+use std::net::IpAddr;
 use std::rc::Rc;
 
 use crate::core::acl::Acl;
+use crate::core::admission::{self, Decision, Permit, Shares, Transport};
+use crate::core::client_conn::Budget;
 use crate::shell::config::ProxyConfig;
 use crate::shell::log::{Level, Log};
 use crate::shell::resolver::{Resolver, SetupError};
@@ -47,27 +50,50 @@ pub struct Context {
     pub config: ProxyConfig,
     /// Events.
     pub log: Log,
-    inflight: Cell<usize>,
+    /// In-flight slots and per-source shares.
+    shares: RefCell<Shares>,
+    /// Bytes of client answers waiting to be written.
+    pub budget: RefCell<Budget>,
 }
 
-/// A slot of the global in-flight budget, released on drop.
-pub struct InflightPermit(Rc<Context>);
+/// A query's in-flight slot, given back on drop.
+pub struct InflightPermit {
+    ctx: Rc<Context>,
+    permit: Option<Permit>,
+}
 
 impl Drop for InflightPermit {
     fn drop(&mut self) {
-        self.0.inflight.set(self.0.inflight.get() - 1);
+        if let Some(p) = self.permit.take() {
+            self.ctx.shares.borrow_mut().release(p);
+        }
     }
 }
 
+/// What to do with a client message; a forwarded query carries its slot.
+pub enum Admitted {
+    /// Forward it.
+    Forward(crate::core::message::Query, InflightPermit),
+    /// Anything else, as [`admission::admit`] decided.
+    Other(Decision),
+}
+
 impl Context {
-    /// Takes a slot of the in-flight budget; `None` at the cap (the query is
-    /// then answered REFUSED rather than queued behind everyone else).
-    pub fn try_admit(self: &Rc<Self>) -> Option<InflightPermit> {
-        let n = self.inflight.get();
-        (n < self.config.max_inflight).then(|| {
-            self.inflight.set(n + 1);
-            InflightPermit(self.clone())
-        })
+    /// Runs [`admission::admit`] for a message from `peer`.
+    pub fn admit(self: &Rc<Self>, transport: Transport, peer: IpAddr, msg: &[u8]) -> Admitted {
+        let allowed = self.acl.allows(peer);
+        let decision =
+            admission::admit(transport, peer, allowed, msg, &mut self.shares.borrow_mut());
+        match decision {
+            Decision::Forward(q, permit) => Admitted::Forward(
+                q,
+                InflightPermit {
+                    ctx: self.clone(),
+                    permit: Some(permit),
+                },
+            ),
+            other => Admitted::Other(other),
+        }
     }
 }
 
@@ -100,9 +126,10 @@ pub async fn serve(config: ProxyConfig, log: Log) -> Result<(), ServeError> {
     let ctx = Rc::new(Context {
         resolver,
         acl: config.acl.clone(),
+        shares: RefCell::new(Shares::new(config.max_inflight)),
+        budget: RefCell::new(Budget::new(config.client_buffer_budget)),
         config,
         log,
-        inflight: Cell::new(0),
     });
     let udp_task = tokio::task::spawn_local(udp::serve(udp, ctx.clone()));
     tcp::serve(tcp, ctx).await;

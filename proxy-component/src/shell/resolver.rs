@@ -2,13 +2,12 @@
 //! backoff), keeps one persistent pipelined connection per upstream, pads the
 //! query (RFC 8467), enforces the deadlines and restores the client's ID.
 //!
-//! Every query ends in an answer or SERVFAIL within `query_timeout`. One
-//! upstream gets at most `upstream_timeout` before the next is tried, so a
-//! hung upstream (TCP open, no answers) costs one attempt, not the query. A
-//! query whose connection breaks under it is resent once on a new
-//! connection; after that the next upstream is tried.
+//! Every query ends in an answer or SERVFAIL within `query_timeout`; the
+//! attempt policy (order, per-attempt time, resends, when to give up) is the
+//! core's [`Attempts`], and failures are counted once per connection event
+//! by the core's [`Selector`].
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 use tokio_rustls::TlsConnector;
 
+use crate::core::attempt::{Attempts, Next, Outcome};
 use crate::core::message::{self, Padding, Query, Rcode};
 use crate::core::pins::DisplayPins;
 use crate::core::upstreams::{BACKOFF_BASE, Selector};
@@ -27,10 +27,6 @@ use crate::shell::conn::{Conn, ConnError, ConnTimeouts};
 use crate::shell::log::{Level, Log};
 use crate::shell::tls::{self, AuthError, PinnedVerifier, TrustError};
 
-/// How many times a query whose connection closed under it is sent again
-/// on a fresh connection to the same upstream before that upstream counts
-/// as failed for it.
-const MAX_RESENDS: u32 = 4;
 /// Why one upstream attempt failed. The variant names the check, so the log
 /// says what to fix (stubby #46: "no valid transports" helps nobody).
 #[non_exhaustive]
@@ -76,12 +72,27 @@ struct Slot {
     /// TLS configurations in the order to try them (see
     /// [`tls::client_configs`]); `tls_choice` is the first that has not failed.
     tls: Vec<Arc<ClientConfig>>,
-    tls_choice: std::cell::Cell<usize>,
+    tls_choice: Cell<usize>,
     name: ServerName<'static>,
     conn: RefCell<Option<Conn>>,
     /// Serialises connects so a burst of queries opens one connection.
     connecting: tokio::sync::Mutex<()>,
     last_connect: RefCell<Option<Instant>>,
+    /// Connection attempts so far: the event number of failures on the
+    /// current (or last) connection.
+    generation: Cell<u64>,
+}
+
+/// How an exchange on an upstream ended without an answer.
+enum Exchange {
+    /// No connection could be had.
+    Failed(UpstreamError),
+    /// The connection closed with the query in flight.
+    Lost {
+        /// Whether that connection had answered anything.
+        progress: bool,
+        error: UpstreamError,
+    },
 }
 
 /// Sends queries to the upstreams.
@@ -137,11 +148,12 @@ impl Resolver {
             slots.push(Slot {
                 config: up.clone(),
                 tls,
-                tls_choice: std::cell::Cell::new(0),
+                tls_choice: Cell::new(0),
                 name,
                 conn: RefCell::new(None),
                 connecting: tokio::sync::Mutex::new(()),
                 last_connect: RefCell::new(None),
+                generation: Cell::new(0),
             });
         }
         Ok(Self {
@@ -159,61 +171,66 @@ impl Resolver {
     }
 
     /// Answers one client query: the upstream's answer with the client's ID,
-    /// or a SERVFAIL when no upstream answered within the deadline.
+    /// or a SERVFAIL when no upstream answered within the deadline. Which
+    /// upstream, for how long, and whether to send again is the core's
+    /// [`Attempts`]; this only performs the attempts.
     pub async fn resolve(&self, query: &[u8], q: &Query) -> Vec<u8> {
-        let deadline = Instant::now() + self.query_timeout;
         let mut wire = query.to_vec();
         let padding =
             message::pad_query(&mut wire, message::QUERY_PADDING_BLOCK).unwrap_or(Padding::Skipped);
-        let order = self.selector.borrow().order(std::time::Instant::now());
-        'upstreams: for i in order {
-            let mut resends = 0;
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break 'upstreams;
-                }
-                let budget = left.min(self.upstream_timeout);
-                let result = match timeout(budget, self.exchange(i, &wire)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(UpstreamError::Timeout(budget)),
-                };
-                match result {
-                    Ok(mut answer) if message::answers_question(query, q, &answer) => {
-                        self.selector.borrow_mut().succeeded(i);
-                        message::set_id(&mut answer, q.id);
-                        if matches!(padding, Padding::AddedOpt)
-                            && message::strip_opt(&mut answer).is_err()
-                        {
-                            break;
-                        }
-                        return answer;
+        let now = std::time::Instant::now();
+        let order = self.selector.borrow().order(now);
+        let mut attempts = Attempts::new(order, now, self.query_timeout, self.upstream_timeout);
+        while let Next::Try {
+            upstream: i,
+            budget,
+        } = attempts.next(std::time::Instant::now())
+        {
+            let result = timeout(budget, self.exchange(i, &wire)).await;
+            // The event a failure belongs to: the connection (attempt) the
+            // query was on, or being connected, when it ended.
+            let event = self.slots[i].generation.get();
+            let (outcome, error) = match result {
+                Ok(Ok(mut answer)) if message::answers_question(query, q, &answer) => {
+                    self.selector.borrow_mut().succeeded(i);
+                    message::set_id(&mut answer, q.id);
+                    if matches!(padding, Padding::AddedOpt)
+                        && message::strip_opt(&mut answer).is_err()
+                    {
+                        break;
                     }
-                    Ok(_) => self.failed(i, &UpstreamError::Mismatch),
-                    // The connection closed under the query: servers close
-                    // after N queries or when idle (RFC 7766 §6.2.3), which
-                    // says nothing of the upstream's health. Send it again on
-                    // a new connection, a few times, within the deadline.
-                    Err(UpstreamError::Conn(ConnError::Lost(_))) if resends < MAX_RESENDS => {
-                        resends += 1;
-                        continue;
-                    }
-                    Err(UpstreamError::Backoff) => {}
-                    Err(e) => self.failed(i, &e),
+                    return answer;
                 }
-                break;
+                Ok(Ok(_)) => (Outcome::Mismatch, UpstreamError::Mismatch),
+                Ok(Err(Exchange::Lost { progress, error })) => (Outcome::Lost { progress }, error),
+                // Skipped, not failed: nothing was tried.
+                Ok(Err(Exchange::Failed(UpstreamError::Backoff))) => {
+                    attempts.record(Outcome::NoConnection);
+                    continue;
+                }
+                Ok(Err(Exchange::Failed(e))) => (Outcome::NoConnection, e),
+                Err(_) => (Outcome::TimedOut, UpstreamError::Timeout(budget)),
+            };
+            if outcome.is_failure() {
+                self.failed(i, event, &error);
             }
+            attempts.record(outcome);
         }
         self.log
             .event(Level::Debug, "query failed on every upstream", &[]);
         message::synthesize_response(query, Rcode::ServFail).unwrap_or_default()
     }
 
-    fn failed(&self, i: usize, error: &UpstreamError) {
-        let backoff = self
+    /// Counts a failure of upstream `i` in `event` and logs it, once per
+    /// event (see [`Selector::failed`]).
+    fn failed(&self, i: usize, event: u64, error: &UpstreamError) {
+        let Some(backoff) = self
             .selector
             .borrow_mut()
-            .failed(i, std::time::Instant::now());
+            .failed(i, event, std::time::Instant::now())
+        else {
+            return;
+        };
         let slot = &self.slots[i];
         // Authentication failures need the operator (fix the config or the
         // server); the rest are transient and the next upstream serves.
@@ -239,9 +256,12 @@ impl Resolver {
         self.log.event(level, message, &fields);
     }
 
-    async fn exchange(&self, i: usize, wire: &[u8]) -> Result<Vec<u8>, UpstreamError> {
-        let conn = self.connection(i).await?;
-        Ok(conn.exchange(wire).await?)
+    async fn exchange(&self, i: usize, wire: &[u8]) -> Result<Vec<u8>, Exchange> {
+        let conn = self.connection(i).await.map_err(Exchange::Failed)?;
+        conn.exchange(wire).await.map_err(|e| Exchange::Lost {
+            progress: conn.made_progress(),
+            error: e.into(),
+        })
     }
 
     /// The live connection to upstream `i`, connecting if there is none.
@@ -255,19 +275,23 @@ impl Resolver {
         if let Some(c) = slot.conn.borrow().as_ref().filter(|c| c.is_alive()) {
             return Ok(c.clone());
         }
-        // A connect that ran (and failed) while we waited is our answer too;
-        // an upstream in backoff gets at most one connect per BACKOFF_BASE.
+        // A connect that ran (and failed) while we waited is our answer too.
+        // An upstream in backoff is connected to only when the selector
+        // allows it (every upstream in backoff: the least recently failed,
+        // so there is no blackout), and then at most once per BACKOFF_BASE.
         let last = *slot.last_connect.borrow();
         if let Some(t) = last {
-            let in_backoff = !self
-                .selector
-                .borrow()
-                .is_ready(i, std::time::Instant::now());
-            if t >= waited_since || (in_backoff && t.elapsed() < BACKOFF_BASE) {
+            let now = std::time::Instant::now();
+            let (ready, allowed) = {
+                let selector = self.selector.borrow();
+                (selector.is_ready(i, now), selector.may_connect(i, now))
+            };
+            if t >= waited_since || !allowed || (!ready && t.elapsed() < BACKOFF_BASE) {
                 return Err(UpstreamError::Backoff);
             }
         }
         *slot.last_connect.borrow_mut() = Some(Instant::now());
+        slot.generation.set(slot.generation.get() + 1);
         let old = slot.conn.borrow_mut().take();
         if let Some(old) = old {
             let reason = old.close_reason().unwrap_or("unknown");

@@ -1,31 +1,96 @@
 //! The TCP listener (RFC 7766). A client may pipeline many queries on one
 //! connection; they are resolved concurrently and answered as they complete,
-//! in any order (RFC 7766 §6.2.1.1). Idle connections are closed
-//! (§6.2.3), connections are capped, and each connection has a bound on its
-//! queries in flight: at that bound the proxy stops reading from it, which
-//! slows that client alone.
+//! in any order (RFC 7766 §6.2.1.1).
+//!
+//! Every decision is the core's: [`Context::admit`] says what a message
+//! gets, [`ClientConn`] when to stop reading, when to wake up and when to
+//! close, [`choose_victim`] which connection makes room at
+//! `max_tcp_clients`. This file only moves bytes: it waits for readiness and
+//! reads into one scratch buffer shared by all connections, so an idle
+//! connection holds no read buffer, and it writes answers from one buffer per
+//! connection whose size the core bounds.
 
-use std::cell::Cell;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
-use crate::core::framing::{Deframer, MAX_MESSAGE_LEN, frame_into};
-use crate::core::message::{self, QueryError, Rcode};
-use crate::shell::Context;
+use crate::core::admission::{Decision, MAX_QUERY_LEN, SourceKey, Transport};
+use crate::core::client_conn::{Candidate, ClientConn, ClientLimits, choose_victim};
+use crate::core::framing::{Deframer, frame_into};
+use crate::core::message;
 use crate::shell::accept::Acceptor;
 use crate::shell::log::Level;
+use crate::shell::{Admitted, Context};
 
-/// Queries one TCP client may have in flight before we stop reading.
-pub const PER_CLIENT_INFLIGHT: usize = 128;
+/// Bytes read per readiness event, into the scratch buffer.
+const READ_CHUNK: usize = 4096;
+
+/// One client connection as the listener and its query tasks see it.
+struct Client {
+    peer: SocketAddr,
+    state: RefCell<ClientConn>,
+    out: RefCell<OutBuf>,
+    /// Wakes the connection's task: an answer is queued, or it was evicted.
+    wake: Notify,
+}
+
+/// Framed answers not yet accepted by the socket.
+#[derive(Default)]
+struct OutBuf {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl OutBuf {
+    fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+            // Give a large buffer back once drained: memory is the budget
+            // (the README counts at most 4 KiB kept per idle client).
+            if self.buf.capacity() > 4 * 1024 {
+                self.buf = Vec::new();
+            }
+        }
+    }
+}
+
+impl Client {
+    /// Queues an answer or reply, if the core lets it; wakes the task either
+    /// way (a refusal closes the connection).
+    fn queue(&self, ctx: &Context, msg: &[u8], answer: bool) {
+        let len = msg.len() + 2;
+        let now = Instant::now().into_std();
+        let mut budget = ctx.budget.borrow_mut();
+        let mut state = self.state.borrow_mut();
+        let accepted = if answer {
+            state.on_answer(now, len, &mut budget)
+        } else {
+            state.on_reply(now, len, &mut budget)
+        };
+        if accepted.is_ok() {
+            frame_into(&mut self.out.borrow_mut().buf, msg);
+        }
+        self.wake.notify_one();
+    }
+}
 
 /// Accepts clients until the listener fails.
 pub async fn serve(listener: Acceptor, ctx: Rc<Context>) {
-    let clients = Rc::new(Cell::new(0usize));
+    let clients: Rc<RefCell<HashMap<u64, Rc<Client>>>> = Rc::default();
+    let scratch = Rc::new(RefCell::new(vec![0u8; READ_CHUNK]));
+    let limits = ClientLimits::with_idle_timeout(ctx.config.tcp_idle_timeout);
+    let mut next_id = 0u64;
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -37,124 +102,205 @@ pub async fn serve(listener: Acceptor, ctx: Rc<Context>) {
                 continue;
             }
         };
-        if clients.get() >= ctx.config.max_tcp_clients {
-            // Closing at once is the defined answer at the cap (RFC 7766
-            // §6.2.2 lets a server close connections it cannot serve).
-            ctx.log.event(
-                Level::Debug,
-                "tcp client limit reached, closing",
-                &[("client", &peer)],
-            );
-            drop(stream);
-            continue;
-        }
-        clients.set(clients.get() + 1);
-        let (ctx, clients) = (ctx.clone(), clients.clone());
+        make_room(&clients.borrow(), ctx.config.max_tcp_clients, &ctx);
+        next_id += 1;
+        let id = next_id;
+        let client = Rc::new(Client {
+            peer,
+            state: RefCell::new(ClientConn::new(Instant::now().into_std(), limits)),
+            out: RefCell::default(),
+            wake: Notify::new(),
+        });
+        clients.borrow_mut().insert(id, client.clone());
+        let (ctx, clients, scratch) = (ctx.clone(), clients.clone(), scratch.clone());
         tokio::task::spawn_local(async move {
             ctx.log.event(
                 Level::Debug,
                 "connected by",
                 &[("client", &peer), ("proto", &"tcp")],
             );
-            let reason = client(stream, peer, &ctx).await;
+            let reason = serve_client(&stream, &client, &ctx, &scratch).await;
+            client
+                .state
+                .borrow_mut()
+                .release(&mut ctx.budget.borrow_mut());
+            clients.borrow_mut().remove(&id);
             ctx.log.event(
                 Level::Debug,
                 "client closed",
                 &[("client", &peer), ("reason", &reason)],
             );
-            clients.set(clients.get() - 1);
         });
     }
 }
 
-async fn client(stream: TcpStream, peer: SocketAddr, ctx: &Rc<Context>) -> &'static str {
-    let allowed = ctx.acl.allows(peer.ip());
-    let (mut rd, wr) = stream.into_split();
-    let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
-    let writer = tokio::task::spawn_local(write_answers(wr, rx));
-    let slots = Arc::new(Semaphore::new(PER_CLIENT_INFLIGHT));
-    let mut deframer = Deframer::new(MAX_MESSAGE_LEN);
-    let mut buf = vec![0u8; 16 * 1024];
-    let idle = ctx.config.tcp_idle_timeout;
-    let reason = 'conn: loop {
-        let read = tokio::time::timeout(idle, rd.read(&mut buf)).await;
-        let n = match read {
-            Err(_) if slots.available_permits() == PER_CLIENT_INFLIGHT => break "idle",
-            Err(_) => continue, // answers still pending: not idle
-            Ok(Err(_)) => break "read error",
-            Ok(Ok(0)) => break "closed by client",
-            Ok(Ok(n)) => n,
+/// At `max_tcp_clients`, evicts the connection the core chooses (RFC 7766
+/// §6.2.3 lets a server close idle connections under pressure); the new
+/// client is then served at once.
+fn make_room(clients: &HashMap<u64, Rc<Client>>, max: usize, ctx: &Context) {
+    if clients.len() < max {
+        return;
+    }
+    let open: Vec<Candidate<u64>> = clients
+        .iter()
+        .filter_map(|(&id, c)| {
+            let state = c.state.borrow();
+            state.closed().is_none().then(|| Candidate {
+                id,
+                source: SourceKey::of(c.peer.ip()),
+                last_activity: state.last_activity(),
+                idle: state.is_idle(),
+            })
+        })
+        .collect();
+    if open.len() < max {
+        return;
+    }
+    if let Some(victim) = choose_victim(&open).and_then(|id| clients.get(&id)) {
+        ctx.log.event(
+            Level::Debug,
+            "tcp client limit reached, evicting",
+            &[("client", &victim.peer)],
+        );
+        victim.state.borrow_mut().evict();
+        victim.wake.notify_one();
+    }
+}
+
+/// Serves one connection until the core closes it or the client leaves;
+/// returns why, for the log.
+async fn serve_client(
+    stream: &TcpStream,
+    client: &Rc<Client>,
+    ctx: &Rc<Context>,
+    scratch: &RefCell<Vec<u8>>,
+) -> &'static str {
+    let mut deframer = Deframer::new(MAX_QUERY_LEN);
+    // The client half-closed: answer what it sent, then close.
+    let mut eof = false;
+    loop {
+        if let Some(why) = take_queries(&mut deframer, client, ctx, false) {
+            return why;
+        }
+        let (may_read, deadline, done) = {
+            let state = client.state.borrow();
+            if let Some(close) = state.closed() {
+                return close.as_str();
+            }
+            let may_read = !eof && state.may_read(&ctx.budget.borrow());
+            let done = eof && state.inflight() == 0 && state.backlog() == 0;
+            (may_read, state.deadline().map(Instant::from_std), done)
         };
-        deframer.push(&buf[..n]);
-        loop {
-            let msg = match deframer.next_message() {
-                Ok(Some(m)) => m,
-                Ok(None) => break,
-                Err(_) => break 'conn "bad frame",
-            };
-            let reply = |rcode| message::synthesize_response(&msg, rcode);
-            if !allowed {
-                queue(&tx, reply(Rcode::Refused));
-                continue;
-            }
-            let q = match message::parse_query(&msg) {
-                Ok(q) => q,
-                Err(QueryError::FormErr(_)) => {
-                    queue(&tx, reply(Rcode::FormErr));
-                    continue;
-                }
-                Err(QueryError::NotImp) => {
-                    queue(&tx, reply(Rcode::NotImp));
-                    continue;
-                }
-                // Not a query at all (a response, or shorter than a header).
-                Err(_) => break 'conn "not a query",
-            };
-            let Some(permit) = ctx.try_admit() else {
-                queue(&tx, reply(Rcode::Refused));
-                continue;
-            };
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                break 'conn "closed";
-            };
-            let (tx, ctx) = (tx.clone(), ctx.clone());
-            tokio::task::spawn_local(async move {
-                let answer = ctx.resolver.resolve(&msg, &q).await;
-                queue(&tx, Some(answer));
-                drop((permit, slot));
-            });
+        if done {
+            return "closed by client";
         }
-    };
-    // Answers still being resolved are written before the connection closes;
-    // the writer ends when the last sender is gone.
-    drop(tx);
-    let _ = writer.await;
-    reason
-}
-
-fn queue(tx: &mpsc::UnboundedSender<Vec<u8>>, answer: Option<Vec<u8>>) {
-    if let Some(answer) = answer {
-        let _ = tx.send(answer);
+        let has_out = !client.out.borrow().pending().is_empty();
+        tokio::select! {
+            () = client.wake.notified() => {}
+            ready = stream.readable(), if may_read => {
+                if ready.is_err() {
+                    return "read error";
+                }
+                let read = {
+                    let mut buf = scratch.borrow_mut();
+                    match stream.try_read(&mut buf) {
+                        Ok(n) => {
+                            deframer.push(&buf[..n]);
+                            Ok(n)
+                        }
+                        Err(e) => Err(e),
+                    }
+                };
+                match read {
+                    Ok(0) => eof = true,
+                    Ok(_) => {
+                        if let Some(why) = take_queries(&mut deframer, client, ctx, true) {
+                            return why;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return "read error",
+                }
+            }
+            ready = stream.writable(), if has_out => {
+                if ready.is_err() {
+                    return "write error";
+                }
+                let written = stream.try_write(client.out.borrow().pending());
+                match written {
+                    Ok(n) => {
+                        client.out.borrow_mut().consume(n);
+                        client.state.borrow_mut().on_written(
+                            Instant::now().into_std(),
+                            n,
+                            &mut ctx.budget.borrow_mut(),
+                        );
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return "write error",
+                }
+            }
+            () = sleep_until_or_never(deadline) => {
+                let now = Instant::now().into_std();
+                if let Some(close) = client.state.borrow_mut().on_timer(now) {
+                    return close.as_str();
+                }
+            }
+        }
     }
 }
 
-async fn write_answers(
-    mut wr: tokio::net::tcp::OwnedWriteHalf,
-    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
-) {
-    let mut batch = Vec::with_capacity(8 * 1024);
-    while let Some(first) = rx.recv().await {
-        batch.clear();
-        frame_into(&mut batch, &first);
-        while batch.len() < 64 * 1024 {
-            match rx.try_recv() {
-                Ok(more) => frame_into(&mut batch, &more),
-                Err(_) => break,
+/// Takes the complete queries the deframer holds, as far as the core lets
+/// the connection take more, and starts a task for each forwarded one; tells
+/// the core what was read when `just_read` (or when messages were taken).
+/// `Some` closes the connection.
+fn take_queries(
+    deframer: &mut Deframer,
+    client: &Rc<Client>,
+    ctx: &Rc<Context>,
+    just_read: bool,
+) -> Option<&'static str> {
+    let mut messages = 0;
+    while client.state.borrow().may_take_query() {
+        let msg = match deframer.next_message() {
+            Ok(Some(m)) => m,
+            Ok(None) => break,
+            Err(_) => return Some("bad frame"),
+        };
+        messages += 1;
+        match ctx.admit(Transport::Tcp, client.peer.ip(), &msg) {
+            Admitted::Forward(q, permit) => {
+                client.state.borrow_mut().on_forwarded();
+                let (client, ctx) = (client.clone(), ctx.clone());
+                tokio::task::spawn_local(async move {
+                    let answer = ctx.resolver.resolve(&msg, &q).await;
+                    drop(permit);
+                    client.queue(&ctx, &answer, true);
+                });
             }
-        }
-        if wr.write_all(&batch).await.is_err() {
-            return;
+            Admitted::Other(Decision::Reply(rcode)) => {
+                if let Some(reply) = message::synthesize_response(&msg, rcode) {
+                    client.queue(ctx, &reply, false);
+                }
+            }
+            Admitted::Other(Decision::Close(why)) => return Some(why.as_str()),
+            Admitted::Other(_) => {}
         }
     }
-    let _ = wr.shutdown().await;
+    if just_read || messages > 0 {
+        client.state.borrow_mut().on_read(
+            Instant::now().into_std(),
+            messages,
+            deframer.holds_partial_frame(),
+        );
+    }
+    None
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_or_never(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }

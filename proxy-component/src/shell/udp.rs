@@ -7,9 +7,10 @@ use std::rc::Rc;
 
 use tokio::net::UdpSocket;
 
-use crate::core::message::{self, QueryError, Rcode};
-use crate::shell::Context;
+use crate::core::admission::{Decision, Transport};
+use crate::core::message::{self, Rcode};
 use crate::shell::log::Level;
+use crate::shell::{Admitted, Context};
 
 /// Receive buffer asked of the OS, so a burst is queued, not dropped.
 pub const RECV_BUFFER: usize = 4 * 1024 * 1024;
@@ -30,6 +31,10 @@ fn set_recv_buffer(sock: &std::net::UdpSocket) {
 }
 
 /// Serves UDP clients until the socket fails.
+///
+/// What each datagram gets is [`Context::admit`]'s decision; a forwarded
+/// query's answer is truncated (TC=1) to what the client advertised, and
+/// never larger than `max_udp_size` (RFC 6891 §6.2.5; DNS Flag Day 2020).
 pub async fn serve(sock: UdpSocket, ctx: Rc<Context>) {
     let sock = Rc::new(sock);
     let mut buf = vec![0u8; 65_535];
@@ -44,39 +49,26 @@ pub async fn serve(sock: UdpSocket, ctx: Rc<Context>) {
             }
         };
         let packet = &buf[..n];
-        let reply = |rcode| message::synthesize_response(packet, rcode);
-        if !ctx.acl.allows(peer.ip()) {
-            ctx.log
-                .event(Level::Debug, "refused client", &[("client", &peer)]);
-            send(&sock, reply(Rcode::Refused), peer).await;
-            continue;
-        }
-        let q = match message::parse_query(packet) {
-            Ok(q) => q,
-            Err(QueryError::FormErr(_)) => {
-                send(&sock, reply(Rcode::FormErr), peer).await;
+        let (q, permit) = match ctx.admit(Transport::Udp, peer.ip(), packet) {
+            Admitted::Forward(q, permit) => (q, permit),
+            Admitted::Other(Decision::Reply(rcode)) => {
+                send(&sock, message::synthesize_response(packet, rcode), peer).await;
                 continue;
             }
-            Err(QueryError::NotImp) => {
-                send(&sock, reply(Rcode::NotImp), peer).await;
-                continue;
-            }
-            Err(_) => continue,
-        };
-        let Some(permit) = ctx.try_admit() else {
-            send(&sock, reply(Rcode::Refused), peer).await;
-            continue;
+            Admitted::Other(_) => continue,
         };
         let query = packet.to_vec();
         let (sock, ctx) = (sock.clone(), ctx.clone());
         tokio::task::spawn_local(async move {
             let answer = ctx.resolver.resolve(&query, &q).await;
-            let limit = message::client_udp_limit(&q);
+            let limit = message::client_udp_limit(&q).min(ctx.config.max_udp_size);
             let out = match message::truncate_for_udp(&answer, limit) {
                 Ok(None) => Some(answer),
                 Ok(Some(truncated)) => Some(truncated),
                 Err(_) => message::synthesize_response(&query, Rcode::ServFail),
             };
+            // The slot is held until the answer is sent: answers waiting on
+            // a full socket stay counted, so they cannot pile up unbounded.
             send(&sock, out, peer).await;
             drop(permit);
         });

@@ -11,7 +11,7 @@ mod name;
 mod padding;
 mod query;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 mod truncate;
 mod walk;
 
@@ -170,8 +170,9 @@ pub enum MessageError {
         offset: usize,
     },
     /// A compression pointer that does not point strictly before the labels it
-    /// ends, points into the header, or continues a chain too long to be real
-    /// (RFC 1035 §4.1.4: pointers refer to a *prior* occurrence of a name).
+    /// ends, points to labels that run into them, points into the header, or
+    /// continues a chain too long to be real (RFC 1035 §4.1.4: pointers refer
+    /// to a *prior* occurrence of a name).
     /// This is what catches pointer loops.
     #[error("bad compression pointer at offset {offset}")]
     BadPointer {

@@ -15,8 +15,12 @@ const MAX_POINTER_HOPS: u8 = 127;
 ///
 /// Loops are impossible by construction: every pointer must point strictly
 /// before the start of the run of labels it ends (RFC 1035 §4.1.4: a pointer
-/// refers to a *prior* occurrence of a name), and never into the header, so
-/// the read position strictly decreases at each hop. Hops are also capped.
+/// refers to a *prior* occurrence of a name), and never into the header, and
+/// the run it points to must end before that start too, so each run lies
+/// wholly before the one that pointed to it. Hops are also capped. (A run
+/// that crossed into the name pointing to it would make the name depend on
+/// bytes after it: a truncated copy of a message could then no longer be
+/// read.)
 /// Yields each non-root label; ends after the root label or at the first
 /// error, after which [`Labels::end`] tells where the name's own bytes end.
 #[derive(Debug, Clone)]
@@ -25,6 +29,11 @@ pub(super) struct Labels<'a> {
     pos: usize,
     /// Where the current run of labels started: pointers must point before it.
     run_start: usize,
+    /// Where the current run must end: the start of the run whose pointer
+    /// led here (no limit for the name's own bytes).
+    limit: usize,
+    /// Offset of the pointer that led to the current run, for errors.
+    pointer_at: usize,
     /// End of the name's bytes at its own position: after the root label, or
     /// after the first pointer.
     end: Option<usize>,
@@ -40,6 +49,8 @@ impl<'a> Labels<'a> {
             msg,
             pos,
             run_start: pos,
+            limit: usize::MAX,
+            pointer_at: pos,
             end: None,
             wire_len: 0,
             hops: 0,
@@ -71,6 +82,11 @@ impl<'a> Iterator for Labels<'a> {
             match len_byte & 0xC0 {
                 0x00 => {
                     let len = usize::from(len_byte);
+                    if at + 1 + len > self.limit {
+                        return self.fail(MessageError::BadPointer {
+                            offset: self.pointer_at,
+                        });
+                    }
                     self.wire_len += 1 + len;
                     if self.wire_len > MAX_NAME_LEN {
                         return self.fail(MessageError::NameTooLong { offset: at });
@@ -89,6 +105,11 @@ impl<'a> Iterator for Labels<'a> {
                     return Some(Ok(label));
                 }
                 0xC0 => {
+                    if at + 2 > self.limit {
+                        return self.fail(MessageError::BadPointer {
+                            offset: self.pointer_at,
+                        });
+                    }
                     let Some(&low) = self.msg.get(at + 1) else {
                         return self.fail(MessageError::Truncated {
                             section: self.section,
@@ -103,6 +124,8 @@ impl<'a> Iterator for Labels<'a> {
                         return self.fail(MessageError::BadPointer { offset: at });
                     }
                     self.end.get_or_insert(at + 2);
+                    self.limit = self.run_start;
+                    self.pointer_at = at;
                     self.pos = target;
                     self.run_start = target;
                 }
@@ -217,6 +240,20 @@ mod tests {
             skip_name(&m, 16, Section::Answer),
             Err(MessageError::BadPointer { offset: 14 })
         );
+    }
+
+    #[test]
+    fn rfc1035_pointer_to_a_name_running_into_the_pointing_name_is_rejected() {
+        // 12: a root. 13: the labels "xy\x01" then a root at 17, which is
+        // inside the name at 16: label "\x00", then a pointer to 13.
+        let m = msg(b"\x00\x03xy\x01\x00\xC0\x0D");
+        assert_eq!(
+            skip_name(&m, 16, Section::Answer),
+            Err(MessageError::BadPointer { offset: 18 })
+        );
+        // The same labels ending before the pointing name are a prior name.
+        let m = msg(b"\x00\x02xy\x00\x01\x00\xC0\x0D");
+        assert_eq!(skip_name(&m, 17, Section::Answer), Ok(21));
     }
 
     #[test]

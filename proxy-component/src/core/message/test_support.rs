@@ -5,7 +5,7 @@ use hickory_proto::rr::{Name, RecordType};
 
 /// A query with ID 0x4242 and RD=1 for `name`/`rtype`, with an OPT of
 /// `(payload, dnssec_ok)` if given, encoded by hickory-proto.
-pub(super) fn query_bytes(name: &str, rtype: RecordType, edns: Option<(u16, bool)>) -> Vec<u8> {
+pub(crate) fn query_bytes(name: &str, rtype: RecordType, edns: Option<(u16, bool)>) -> Vec<u8> {
     let mut m = Message::new();
     m.set_id(0x4242)
         .set_message_type(MessageType::Query)
@@ -24,7 +24,7 @@ pub(super) fn query_bytes(name: &str, rtype: RecordType, edns: Option<(u16, bool
 }
 
 /// Parses with hickory-proto, failing the test if it does not parse.
-pub(super) fn parse(msg: &[u8]) -> Message {
+pub(crate) fn parse(msg: &[u8]) -> Message {
     match Message::from_vec(msg) {
         Ok(m) => m,
         Err(e) => panic!("hickory rejects {msg:02x?}: {e}"),

@@ -1,0 +1,619 @@
+//! One client TCP connection's timers and buffers, as a state machine fed
+//! events and `now` (RFC 7766 §6.2.3, §6.2.4).
+//!
+//! The shell reports what happened (bytes read, a query forwarded, an answer
+//! ready, bytes written) and asks three things: may it read, when must it
+//! wake up, and must it close. Every wait has a deadline and every buffer a
+//! bound:
+//!
+//! - **Idle**: nothing in flight, nothing to write, no partial frame: closed
+//!   after `idle_timeout` (RFC 7766 §6.2.3). Only complete messages count as
+//!   activity, so a client dribbling bytes cannot keep a slot forever.
+//! - **Frame completion**: a frame that has started must be complete within
+//!   [`ClientLimits::frame_timeout`]. A client sending one byte every few
+//!   seconds is closed, whatever the idle timeout. The clock runs only while
+//!   the proxy reads: a client is never blamed for the proxy's backpressure.
+//! - **Write progress**: answers waiting to be written and no byte accepted by
+//!   the socket for [`ClientLimits::write_timeout`]: the client does not read
+//!   (zero window), and is closed.
+//! - **Backpressure**: at [`ClientLimits::max_inflight`] queries in flight, or
+//!   [`ClientLimits::backlog_soft`] bytes of unwritten answers, or with the
+//!   global [`Budget`] spent, the proxy stops reading from the client; TCP
+//!   flow control then slows it down, and nobody else.
+//! - **Hard bound**: an answer that would take the client's unwritten bytes
+//!   past [`ClientLimits::backlog_hard`], or the global budget past its limit
+//!   while the client is already behind, closes the connection instead of
+//!   being queued.
+
+use std::time::{Duration, Instant};
+
+/// Per-connection limits. The defaults are what the README documents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Close after this long with nothing going on (`tcp_idle_timeout`).
+    pub idle_timeout: Duration,
+    /// A started frame must be complete within this.
+    pub frame_timeout: Duration,
+    /// Unwritten answers and no write progress for this long: close.
+    pub write_timeout: Duration,
+    /// Queries in flight at which reading stops.
+    pub max_inflight: usize,
+    /// Unwritten answer bytes at which reading stops.
+    pub backlog_soft: usize,
+    /// Unwritten answer bytes past which the connection is closed.
+    pub backlog_hard: usize,
+}
+
+impl ClientLimits {
+    /// A started frame gets 2 s: a query fits in one segment, and even a
+    /// split one completes within a round trip (dnsdist's default TCP read
+    /// timeout is the same).
+    pub const FRAME_TIMEOUT: Duration = Duration::from_secs(2);
+    /// A client that accepts no byte of its answers for 5 s is gone or
+    /// hostile.
+    pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Pipelined queries one client may have in flight.
+    pub const MAX_INFLIGHT: usize = 64;
+    /// 64 KiB: room for a full-size answer, or hundreds of ordinary ones.
+    pub const BACKLOG_SOFT: usize = 64 * 1024;
+    /// Soft bound plus answers to what is already in flight, at most one
+    /// maximum-size message more.
+    pub const BACKLOG_HARD: usize = 2 * 64 * 1024 + 2;
+
+    /// The default limits with the configured idle timeout.
+    pub fn with_idle_timeout(idle_timeout: Duration) -> Self {
+        Self {
+            idle_timeout,
+            frame_timeout: Self::FRAME_TIMEOUT,
+            write_timeout: Self::WRITE_TIMEOUT,
+            max_inflight: Self::MAX_INFLIGHT,
+            backlog_soft: Self::BACKLOG_SOFT,
+            backlog_hard: Self::BACKLOG_HARD,
+        }
+    }
+}
+
+/// Bytes of client answers held for writing, over all connections.
+///
+/// WebAssembly memory never shrinks, so this bounds the peak: when it is
+/// spent, no client is read from until answers drain, and a client that is
+/// behind is closed rather than given more.
+#[derive(Debug)]
+pub struct Budget {
+    limit: usize,
+    used: usize,
+}
+
+impl Budget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self { limit, used: 0 }
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> usize {
+        self.used
+    }
+
+    /// The configured limit.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    fn spent(&self) -> bool {
+        self.used >= self.limit
+    }
+}
+
+/// Why a client connection is closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Close {
+    /// Nothing happened for the idle timeout.
+    Idle,
+    /// A frame was started and not completed in time.
+    FrameTimeout,
+    /// Answers waited and the client read none of them in time.
+    WriteStalled,
+    /// The client's unwritten answers passed the hard bound.
+    BacklogFull,
+    /// The global budget is spent and this client is behind.
+    BudgetSpent,
+    /// Evicted to make room for a new client at `max_tcp_clients`.
+    Evicted,
+}
+
+impl Close {
+    /// For logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::FrameTimeout => "frame not completed in time",
+            Self::WriteStalled => "not reading its answers",
+            Self::BacklogFull => "too many unread answers",
+            Self::BudgetSpent => "buffer budget spent while behind",
+            Self::Evicted => "evicted for a new client at max_tcp_clients",
+        }
+    }
+}
+
+/// The state of one client connection.
+#[derive(Debug)]
+pub struct ClientConn {
+    limits: ClientLimits,
+    /// The last complete message in either direction.
+    last_activity: Instant,
+    /// When the frame now being received started, if one is partial.
+    frame_started: Option<Instant>,
+    inflight: usize,
+    backlog: usize,
+    /// When the socket last accepted bytes, or the backlog went from empty
+    /// to non-empty.
+    write_progress: Instant,
+    closed: Option<Close>,
+}
+
+impl ClientConn {
+    /// A connection accepted at `now`.
+    pub fn new(now: Instant, limits: ClientLimits) -> Self {
+        Self {
+            limits,
+            last_activity: now,
+            frame_started: None,
+            inflight: 0,
+            backlog: 0,
+            write_progress: now,
+            closed: None,
+        }
+    }
+
+    /// Whether the shell may read more from the client.
+    pub fn may_read(&self, budget: &Budget) -> bool {
+        self.closed.is_none()
+            && self.inflight < self.limits.max_inflight
+            && self.backlog < self.limits.backlog_soft
+            && !budget.spent()
+    }
+
+    /// Whether another complete query may be taken from what was read.
+    pub fn may_take_query(&self) -> bool {
+        self.closed.is_none() && self.inflight < self.limits.max_inflight
+    }
+
+    /// Bytes were read; `partial` says whether a frame is now incomplete,
+    /// `messages` how many complete ones they finished.
+    pub fn on_read(&mut self, now: Instant, messages: usize, partial: bool) {
+        if messages > 0 {
+            self.last_activity = now;
+        }
+        self.frame_started = match (partial, messages, self.frame_started) {
+            (false, _, _) => None,
+            // The old partial frame completed and a new one began.
+            (true, 1.., _) => Some(now),
+            (true, 0, started) => Some(started.unwrap_or(now)),
+        };
+    }
+
+    /// A query was forwarded upstream.
+    pub fn on_forwarded(&mut self) {
+        self.inflight += 1;
+    }
+
+    /// Whether the connection itself holds reading back (its own caps; the
+    /// global budget is the shell's to check with [`may_read`](Self::may_read)).
+    fn held_back(&self) -> bool {
+        self.inflight >= self.limits.max_inflight || self.backlog >= self.limits.backlog_soft
+    }
+
+    /// Restarts the frame clock if a cap that held reading back was lifted
+    /// at `now`.
+    fn resumed(&mut self, was_held_back: bool, now: Instant) {
+        if was_held_back && !self.held_back() && self.frame_started.is_some() {
+            self.frame_started = Some(now);
+        }
+    }
+
+    /// A query's answer (or a SERVFAIL in its place) is ready: `len` bytes
+    /// to write. `Err` closes the connection instead.
+    pub fn on_answer(
+        &mut self,
+        now: Instant,
+        len: usize,
+        budget: &mut Budget,
+    ) -> Result<(), Close> {
+        let was = self.held_back();
+        self.inflight = self.inflight.saturating_sub(1);
+        let queued = self.queue(now, len, budget);
+        self.resumed(was, now);
+        queued
+    }
+
+    /// A reply the proxy makes itself (FORMERR, NOTIMP, REFUSED) is ready.
+    pub fn on_reply(&mut self, now: Instant, len: usize, budget: &mut Budget) -> Result<(), Close> {
+        self.queue(now, len, budget)
+    }
+
+    fn queue(&mut self, now: Instant, len: usize, budget: &mut Budget) -> Result<(), Close> {
+        if let Some(c) = self.closed {
+            return Err(c);
+        }
+        let behind = self.backlog > 0;
+        let refuse = if self.backlog + len > self.limits.backlog_hard {
+            Some(Close::BacklogFull)
+        } else if behind && budget.used + len > budget.limit {
+            Some(Close::BudgetSpent)
+        } else {
+            None
+        };
+        if let Some(c) = refuse {
+            self.closed = Some(c);
+            return Err(c);
+        }
+        if !behind {
+            self.write_progress = now;
+        }
+        self.backlog += len;
+        budget.used += len;
+        self.last_activity = now;
+        Ok(())
+    }
+
+    /// The socket accepted `n` bytes of the backlog.
+    pub fn on_written(&mut self, now: Instant, n: usize, budget: &mut Budget) {
+        let was = self.held_back();
+        let n = n.min(self.backlog);
+        self.backlog -= n;
+        budget.used = budget.used.saturating_sub(n);
+        if n > 0 {
+            self.write_progress = now;
+            self.last_activity = now;
+        }
+        self.resumed(was, now);
+    }
+
+    /// Gives the unwritten bytes back to the budget; call once, when the
+    /// connection ends.
+    pub fn release(&mut self, budget: &mut Budget) {
+        budget.used = budget.used.saturating_sub(self.backlog);
+        self.backlog = 0;
+    }
+
+    /// Marks the connection evicted; the shell closes it on its next turn.
+    pub fn evict(&mut self) {
+        self.closed.get_or_insert(Close::Evicted);
+    }
+
+    /// When the shell must call [`on_timer`](Self::on_timer) next, unless
+    /// something else happens first. `None`: nothing to time (queries are in
+    /// flight, and each has its own deadline upstream); wait for an event.
+    pub fn deadline(&self) -> Option<Instant> {
+        let mut at = Vec::with_capacity(3);
+        if let Some(started) = self.frame_started.filter(|_| !self.held_back()) {
+            at.push(started + self.limits.frame_timeout);
+        }
+        if self.backlog > 0 {
+            at.push(self.write_progress + self.limits.write_timeout);
+        }
+        if self.is_idle() {
+            at.push(self.last_activity + self.limits.idle_timeout);
+        }
+        at.into_iter().min()
+    }
+
+    /// Checks the timers at `now`; `Some` closes the connection.
+    pub fn on_timer(&mut self, now: Instant) -> Option<Close> {
+        if self.closed.is_none() {
+            let expired = |t: Instant, d: Duration| now >= t + d;
+            self.closed = if !self.held_back()
+                && self
+                    .frame_started
+                    .is_some_and(|t| expired(t, self.limits.frame_timeout))
+            {
+                Some(Close::FrameTimeout)
+            } else if self.backlog > 0 && expired(self.write_progress, self.limits.write_timeout) {
+                Some(Close::WriteStalled)
+            } else if self.is_idle() && expired(self.last_activity, self.limits.idle_timeout) {
+                Some(Close::Idle)
+            } else {
+                None
+            };
+        }
+        self.closed
+    }
+
+    /// Why it must close, if it must.
+    pub fn closed(&self) -> Option<Close> {
+        self.closed
+    }
+
+    /// Nothing in flight, nothing to write, no partial frame.
+    pub fn is_idle(&self) -> bool {
+        self.inflight == 0 && self.backlog == 0 && self.frame_started.is_none()
+    }
+
+    /// The last complete message in either direction (for eviction).
+    pub fn last_activity(&self) -> Instant {
+        self.last_activity
+    }
+
+    /// Unwritten answer bytes.
+    pub fn backlog(&self) -> usize {
+        self.backlog
+    }
+
+    /// Queries in flight.
+    pub fn inflight(&self) -> usize {
+        self.inflight
+    }
+}
+
+/// What the eviction choice needs to know of one connection.
+#[derive(Clone, Copy, Debug)]
+pub struct Candidate<K> {
+    /// The shell's handle for it.
+    pub id: K,
+    /// Its client's source (see [`crate::core::admission::SourceKey`]).
+    pub source: crate::core::admission::SourceKey,
+    /// [`ClientConn::last_activity`].
+    pub last_activity: Instant,
+    /// [`ClientConn::is_idle`].
+    pub idle: bool,
+}
+
+/// At `max_tcp_clients`, the connection to close so a new client is served.
+///
+/// unbound and RFC 7766 §6.2.3 shorten idle timeouts under pressure; we go
+/// one step further and make room at once: from the source holding the most
+/// connections (so one client opening thousands evicts its own), the idle
+/// connection with the oldest activity, else its oldest busy one. `None` only
+/// when there is no connection at all.
+pub fn choose_victim<K: Copy>(candidates: &[Candidate<K>]) -> Option<K> {
+    let mut counts = std::collections::HashMap::new();
+    for c in candidates {
+        *counts.entry(c.source).or_insert(0usize) += 1;
+    }
+    let top = counts.values().copied().max()?;
+    candidates
+        .iter()
+        .filter(|c| counts[&c.source] == top)
+        // Idle before busy, then oldest activity first.
+        .min_by_key(|c| (!c.idle, c.last_activity))
+        .map(|c| c.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::core::admission::SourceKey;
+
+    const IDLE: Duration = Duration::from_secs(10);
+
+    fn conn(t0: Instant) -> ClientConn {
+        ClientConn::new(t0, ClientLimits::with_idle_timeout(IDLE))
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn rfc7766_idle_connection_closes_after_the_idle_timeout() {
+        let t0 = Instant::now();
+        let mut c = conn(t0);
+        assert_eq!(c.deadline(), Some(t0 + IDLE));
+        assert_eq!(c.on_timer(t0 + IDLE - secs(1)), None);
+        assert_eq!(c.on_timer(t0 + IDLE), Some(Close::Idle));
+    }
+
+    #[test]
+    fn a_client_trickling_bytes_is_closed_by_the_frame_deadline() {
+        let t0 = Instant::now();
+        let mut c = conn(t0);
+        // One byte every 1.5 s never completes a frame.
+        for i in 0..3 {
+            let now = t0 + Duration::from_millis(1500 * i);
+            c.on_read(now, 0, true);
+            if let Some(close) = c.on_timer(now) {
+                assert_eq!(close, Close::FrameTimeout);
+                return;
+            }
+        }
+        assert_eq!(c.on_timer(t0 + secs(3)), Some(Close::FrameTimeout));
+    }
+
+    #[test]
+    fn bytes_of_an_incomplete_frame_do_not_restart_the_idle_timer() {
+        let t0 = Instant::now();
+        let mut c = conn(t0);
+        c.on_read(t0 + secs(9), 0, true);
+        // The frame deadline (2 s after it started) comes first.
+        assert_eq!(c.deadline(), Some(t0 + secs(11)));
+        assert_eq!(c.on_timer(t0 + secs(11)), Some(Close::FrameTimeout));
+    }
+
+    #[test]
+    fn a_connection_waiting_only_on_upstream_answers_has_nothing_to_time() {
+        let t0 = Instant::now();
+        let mut c = conn(t0);
+        c.on_read(t0, 1, false);
+        c.on_forwarded();
+        // Even past the idle timeout: the answer (or SERVFAIL) will come.
+        assert_eq!(c.deadline(), None);
+        assert_eq!(c.on_timer(t0 + IDLE * 3), None);
+    }
+
+    #[test]
+    fn complete_queries_keep_a_connection_open() {
+        let t0 = Instant::now();
+        let mut c = conn(t0);
+        let mut budget = Budget::new(1 << 20);
+        for i in 1..5 {
+            let now = t0 + secs(8 * i);
+            c.on_read(now, 1, false);
+            c.on_forwarded();
+            c.on_answer(now, 100, &mut budget).unwrap();
+            c.on_written(now, 100, &mut budget);
+            assert_eq!(c.on_timer(now), None);
+        }
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_stops_being_read_and_is_closed() {
+        let t0 = Instant::now();
+        let mut c = conn(t0);
+        let mut budget = Budget::new(1 << 20);
+        let mut now = t0;
+        while c.may_read(&budget) {
+            c.on_read(now, 1, false);
+            c.on_forwarded();
+            c.on_answer(now, 4000, &mut budget).unwrap();
+            now += Duration::from_millis(10);
+        }
+        assert!(c.backlog() >= ClientLimits::BACKLOG_SOFT);
+        // Nothing is written for the write timeout: closed.
+        assert_eq!(c.on_timer(now + secs(4)), None);
+        assert_eq!(
+            c.on_timer(t0 + ClientLimits::WRITE_TIMEOUT + secs(1)),
+            Some(Close::WriteStalled)
+        );
+        c.release(&mut budget);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn slow_but_steady_writes_are_progress() {
+        let t0 = Instant::now();
+        let mut c = conn(t0);
+        let mut budget = Budget::new(1 << 20);
+        c.on_forwarded();
+        c.on_answer(t0, 60_000, &mut budget).unwrap();
+        for i in 1..20 {
+            let now = t0 + secs(3 * i);
+            c.on_written(now, 1000, &mut budget);
+            assert_eq!(c.on_timer(now), None, "progress every 3 s");
+        }
+    }
+
+    #[test]
+    fn reading_stops_at_the_inflight_cap_and_resumes_when_answered() {
+        let t0 = Instant::now();
+        let mut c = conn(t0);
+        let mut budget = Budget::new(1 << 20);
+        for _ in 0..ClientLimits::MAX_INFLIGHT {
+            assert!(c.may_take_query());
+            c.on_forwarded();
+        }
+        assert!(!c.may_read(&budget));
+        assert!(!c.may_take_query());
+        c.on_answer(t0, 50, &mut budget).unwrap();
+        c.on_written(t0, 50, &mut budget);
+        assert!(c.may_read(&budget));
+    }
+
+    #[test]
+    fn the_frame_clock_stops_while_the_proxy_holds_reading_back() {
+        let t0 = Instant::now();
+        let mut c = conn(t0);
+        let mut budget = Budget::new(1 << 20);
+        for _ in 0..ClientLimits::MAX_INFLIGHT {
+            c.on_forwarded();
+        }
+        c.on_read(t0, 1, true);
+        assert_eq!(c.on_timer(t0 + secs(5)), None, "not the client's fault");
+        let t1 = t0 + secs(6);
+        c.on_answer(t1, 10, &mut budget).unwrap();
+        assert_eq!(c.on_timer(t1 + secs(1)), None);
+        assert_eq!(c.on_timer(t1 + secs(2)), Some(Close::FrameTimeout));
+    }
+
+    #[test]
+    fn answers_past_the_hard_bound_close_the_connection() {
+        let t0 = Instant::now();
+        let mut c = conn(t0);
+        let mut budget = Budget::new(1 << 30);
+        c.on_forwarded();
+        c.on_forwarded();
+        c.on_forwarded();
+        c.on_answer(t0, 65_537, &mut budget).unwrap();
+        c.on_answer(t0, 65_537, &mut budget).unwrap();
+        assert_eq!(c.on_answer(t0, 10, &mut budget), Err(Close::BacklogFull));
+        assert_eq!(c.closed(), Some(Close::BacklogFull));
+    }
+
+    #[test]
+    fn with_the_budget_spent_nobody_reads_and_a_client_behind_is_closed() {
+        let t0 = Instant::now();
+        let mut budget = Budget::new(1000);
+        let mut behind = conn(t0);
+        let mut current = conn(t0);
+        behind.on_forwarded();
+        behind.on_forwarded();
+        behind.on_answer(t0, 1000, &mut budget).unwrap();
+        assert!(!current.may_read(&budget), "budget spent: nobody reads");
+        assert_eq!(
+            behind.on_answer(t0, 10, &mut budget),
+            Err(Close::BudgetSpent)
+        );
+        // A client that keeps up still gets its answer.
+        current.on_forwarded();
+        assert_eq!(current.on_answer(t0, 10, &mut budget), Ok(()));
+        behind.release(&mut budget);
+        current.on_written(t0, 10, &mut budget);
+        assert_eq!(budget.used(), 0);
+    }
+
+    fn cand(id: u32, src: u8, age: u64, idle: bool, t0: Instant) -> Candidate<u32> {
+        Candidate {
+            id,
+            source: SourceKey::of(IpAddr::V4(Ipv4Addr::new(10, 0, 0, src))),
+            last_activity: t0 + secs(100 - age),
+            idle,
+        }
+    }
+
+    #[test]
+    fn eviction_takes_from_the_source_with_most_connections_idle_and_oldest_first() {
+        let t0 = Instant::now();
+        let cands = [
+            cand(1, 1, 90, true, t0), // oldest overall, but its source has one
+            cand(2, 2, 10, true, t0),
+            cand(3, 2, 50, false, t0), // older but busy
+            cand(4, 2, 20, true, t0),  // the oldest idle of the biggest source
+        ];
+        assert_eq!(choose_victim(&cands), Some(4));
+        assert_eq!(choose_victim::<u32>(&[]), None);
+    }
+
+    proptest! {
+        /// Whatever happens, the budget returns to zero once every
+        /// connection has released, and a closed connection stays closed.
+        #[test]
+        fn budget_is_conserved(events in proptest::collection::vec((0usize..3, 0u8..5, 1usize..70_000), 0..200)) {
+            let t0 = Instant::now();
+            let mut budget = Budget::new(200_000);
+            let mut conns: Vec<ClientConn> = (0..3).map(|_| conn(t0)).collect();
+            for (i, (c, kind, n)) in events.into_iter().enumerate() {
+                let now = t0 + Duration::from_millis(i as u64 * 300);
+                let conn = &mut conns[c];
+                let was_closed = conn.closed();
+                match kind {
+                    0 => conn.on_forwarded(),
+                    1 => { let _ = conn.on_answer(now, n, &mut budget); }
+                    2 => conn.on_written(now, n, &mut budget),
+                    3 => conn.on_read(now, n % 3, n % 2 == 0),
+                    _ => { let _ = conn.on_timer(now); }
+                }
+                if was_closed.is_some() { prop_assert_eq!(conn.closed(), was_closed); }
+                let held: usize = conns.iter().map(ClientConn::backlog).sum();
+                prop_assert_eq!(held, budget.used());
+                for c in &conns { prop_assert!(c.backlog() <= ClientLimits::BACKLOG_HARD); }
+            }
+            for c in &mut conns { c.release(&mut budget); }
+            prop_assert_eq!(budget.used(), 0);
+        }
+    }
+}

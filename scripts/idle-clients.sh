@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# `make bench-idle`: what idle TCP clients cost. wasi:io/poll builds one
+# future per registered socket on every wake-up of the component, so its
+# cost grows with the number of open connections; this measures how much.
+#
+# Starts the fixture DoT resolver and dnsproxy (max_tcp_clients raised to
+# fit), then for each count of idle clients (default 0, 1000, 10000): opens
+# them (each sent one query and read its answer, then stays connected and
+# silent), reads the proxy's RSS, and runs dnsperf for IDLE_SECONDS over UDP
+# and over TCP beside them. Prints one table row per count. Everything it
+# starts it stops; traffic stays on 127.0.0.1.
+#
+# usage: scripts/idle-clients.sh DNSPROXY DOT_FIXTURE [COUNTS...]
+set -euo pipefail
+proxy_bin=$1 fixture_bin=$2
+shift 2
+counts=("${@:-0 1000 10000}")
+read -r -a counts <<<"${counts[*]}"
+here=$(cd "$(dirname "$0")/.." && pwd)
+seconds=${IDLE_SECONDS:-10}
+port=${IDLE_PORT:-5396}
+upstream_port=${IDLE_UPSTREAM_PORT:-18953}
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+command -v dnsperf >/dev/null || {
+    echo "bench-idle: installing dnsperf" >&2
+    apt-get install -y -qq dnsperf >/dev/null
+}
+
+"$fixture_bin" --listen "127.0.0.1:$upstream_port" \
+    --chain "$here/fixtures/pki/dot-test.chain.pem" --key "$here/fixtures/pki/dot-test.key" \
+    >"$work/fixture.log" 2>&1 &
+pids+=($!)
+env LOCAL_HOST=127.0.0.1 LOCAL_PORT="$port" TLS_HOST=127.0.0.1 TLS_PORT="$upstream_port" \
+    TLS_HOSTNAME=dot.test TLS_CA_FILE="$here/fixtures/pki/root.pem" LOG_LEVEL=warn \
+    MAX_TCP_CLIENTS=20000 TCP_IDLE_TIMEOUT=300s "$proxy_bin" --config /dev/null >"$work/proxy.log" 2>&1 &
+proxy=$!
+pids+=("$proxy")
+for _ in $(seq 1 100); do
+    dig +time=1 +tries=1 @127.0.0.1 -p "$port" a.dot.test >/dev/null 2>&1 && break
+    sleep 0.1
+done
+for _ in $(seq 1 200); do echo "a.dot.test A"; done >"$work/queries"
+
+rss_mb() { awk '/VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$proxy/status"; }
+qps() { # dnsperf's "Queries per second" for one run
+    dnsperf -s 127.0.0.1 -p "$port" -d "$work/queries" -c 20 -l "$seconds" -m "$1" 2>/dev/null |
+        awk '/Queries per second/ { printf "%.0f", $4 }'
+}
+
+printf '| idle TCP clients | proxy RSS MB | UDP qps beside them | TCP qps beside them |\n'
+printf '|---|---|---|---|\n'
+for n in "${counts[@]}"; do
+    python3 - "$port" "$n" "$work/idle-$n.ready" 2>"$work/idle-$n.err" <<'EOF' &
+import resource, selectors, socket, struct, sys, time
+port, n, ready = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+q = struct.pack('>HHHHHH', 1, 0x0100, 1, 0, 0, 0) + b'\x01a\x03dot\x04test\x00\x00\x01\x00\x01'
+frame = struct.pack('>H', len(q)) + q
+# In batches of 500, so the proxy handles many events per wake-up.
+socks, sel = [], selectors.DefaultSelector()
+for start in range(0, n, 500):
+    batch = []
+    for _ in range(min(500, n - start)):
+        s = socket.create_connection(('127.0.0.1', port), timeout=30)
+        s.sendall(frame)
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ)
+        batch.append(s)
+    left, deadline = len(batch), time.time() + 120
+    while left and time.time() < deadline:
+        for key, _ in sel.select(timeout=1):
+            key.fileobj.recv(512)
+            sel.unregister(key.fileobj)
+            left -= 1
+    if left:
+        sys.exit(f'{left} of a batch of {len(batch)} got no answer at {start + len(batch)} clients')
+    socks += batch
+open(ready, 'w').close()
+time.sleep(3600)
+EOF
+    idle=$!
+    pids+=("$idle")
+    for _ in $(seq 1 6000); do [ -e "$work/idle-$n.ready" ] || ! kill -0 "$idle" 2>/dev/null && break; sleep 0.1; done
+    [ -e "$work/idle-$n.ready" ] || { echo "bench-idle: could not open $n idle clients: $(tail -n 1 "$work/idle-$n.err")" >&2; exit 1; }
+    rss=$(rss_mb)
+    udp=$(qps udp)
+    tcp=$(qps tcp)
+    printf '| %s | %s | %s | %s |\n' "$n" "$rss" "$udp" "$tcp"
+    kill "$idle"
+    wait "$idle" 2>/dev/null || true
+    sleep 1
+done
