@@ -143,3 +143,11 @@ validate-k8s:
 
 clean:
 	$(CARGO) clean
+
+# A soak benchmark, not a test: the real binary under mixed UDP and TCP load with
+# upstream restarts and hostile clients for SOAK_MINUTES (default 30), printing
+# RSS every 10 s, then answered % and SERVFAIL % (scripts/soak.sh).
+SOAK_MINUTES ?= 30
+.PHONY: soak
+soak: build-host
+	SOAK_MINUTES=$(SOAK_MINUTES) DNSPROXY_BIN=$(CURDIR)/$(HOST) scripts/soak.sh

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use testcontainers::core::{ContainerPort, WaitFor};
 use testcontainers::runners::SyncRunner;
-use testcontainers::{Container, CopyTargetOptions, GenericImage, ImageExt};
+use testcontainers::{Container, ContainerRequest, CopyTargetOptions, GenericImage, ImageExt};
 
 use crate::docker::{self, LABEL};
 use crate::paths::free_port;
@@ -97,7 +97,34 @@ impl ResolverContainer {
     /// does not start.
     pub(crate) fn start(spec: Spec) -> Self {
         docker::require();
-        let port = free_port();
+        // The host port is picked before Docker binds it; if another process takes it
+        // in between, Docker says so and the container is started on a new port.
+        const ATTEMPTS: usize = 5;
+        for attempt in 1..=ATTEMPTS {
+            let port = free_port();
+            match Self::request(&spec, port).start() {
+                Ok(container) => {
+                    return Self {
+                        container,
+                        port,
+                        spec_what: spec.what,
+                        ready_line: spec.ready_line,
+                        network: spec.network,
+                    };
+                }
+                Err(e) if attempt < ATTEMPTS && port_taken(&e.to_string()) => continue,
+                Err(e) => panic!(
+                    "{} ({}) did not start: {e}\n(containers labelled {LABEL} are removed by \
+                     `make spec`; `docker logs` of a leftover one may tell more)",
+                    spec.what, spec.image
+                ),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    /// The container request for `spec`, its DoT port published on `127.0.0.1:port`.
+    fn request(spec: &Spec, port: u16) -> ContainerRequest<GenericImage> {
         let (name, tag) = spec
             .image
             .split_once(':')
@@ -123,20 +150,7 @@ impl ResolverContainer {
         if let Some(net) = &spec.network {
             req = req.with_network(net.clone());
         }
-        let container = req.start().unwrap_or_else(|e| {
-            panic!(
-                "{} ({}) did not start: {e}\n(containers labelled {LABEL} are removed by \
-                 `make spec`; `docker logs` of a leftover one may tell more)",
-                spec.what, spec.image
-            )
-        });
-        Self {
-            container,
-            port,
-            spec_what: spec.what,
-            ready_line: spec.ready_line,
-            network: spec.network,
-        }
+        req
     }
 
     /// `127.0.0.1:<published port>`: where the proxy on this host reaches it.
@@ -216,4 +230,10 @@ impl Drop for ResolverContainer {
             );
         }
     }
+}
+
+/// Whether Docker's error says the host port was taken meanwhile.
+fn port_taken(error: &str) -> bool {
+    let error = error.to_lowercase();
+    error.contains("port is already allocated") || error.contains("address already in use")
 }

@@ -1,7 +1,7 @@
 //! Plain DNS clients (UDP and TCP, std sockets with timeouts) and message helpers.
 
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -127,23 +127,16 @@ pub fn exchange_udp(addr: SocketAddr, msg: &Message, timeout: Duration) -> io::R
     let sock = UdpSocket::bind(local_for(addr))?;
     sock.connect(addr)?;
     sock.send(&encode(msg))?;
-    let deadline = Instant::now() + timeout;
-    let mut buf = vec![0u8; 65535];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(
+    recv_answer(&sock, msg.id(), timeout).map_err(|e| {
+        if e.kind() == io::ErrorKind::TimedOut {
+            io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!("no UDP answer from {addr} within {timeout:?}"),
-            ));
+            )
+        } else {
+            e
         }
-        sock.set_read_timeout(Some(left))?;
-        let n = sock.recv(&mut buf)?;
-        match Message::from_vec(&buf[..n]) {
-            Ok(answer) if answer.id() == msg.id() => return Ok(answer),
-            _ => continue,
-        }
-    }
+    })
 }
 
 /// A loopback address of the same family as `addr`, port 0.
@@ -186,6 +179,77 @@ pub fn connect_tcp(addr: SocketAddr) -> io::Result<TcpStream> {
     s.set_write_timeout(Some(DEFAULT_TIMEOUT))?;
     s.set_nodelay(true)?;
     Ok(s)
+}
+
+/// How a TCP client socket is set up before it connects (see [`connect_tcp_with`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcpOptions {
+    /// Local address to bind (port 0), e.g. `127.0.0.2` to be another source than
+    /// `127.0.0.1`; `None` lets the kernel choose.
+    pub from: Option<IpAddr>,
+    /// `SO_RCVBUF` in bytes: a small one makes a client that never reads advertise a
+    /// zero window soon.
+    pub recv_buffer: Option<usize>,
+}
+
+/// Like [`connect_tcp`], with the socket set up as `opts` says before connecting.
+pub fn connect_tcp_with(addr: SocketAddr, opts: TcpOptions) -> io::Result<TcpStream> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+    if let Some(bytes) = opts.recv_buffer {
+        socket.set_recv_buffer_size(bytes)?;
+    }
+    if let Some(ip) = opts.from {
+        socket.bind(&SocketAddr::new(ip, 0).into())?;
+    }
+    socket.connect_timeout(&addr.into(), DEFAULT_TIMEOUT)?;
+    let s: TcpStream = socket.into();
+    s.set_read_timeout(Some(DEFAULT_TIMEOUT))?;
+    s.set_write_timeout(Some(DEFAULT_TIMEOUT))?;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+/// A UDP socket bound to `ip` (port 0), to send from a chosen loopback source
+/// (e.g. `127.0.0.2`) with `send_to`.
+pub fn udp_socket_from(ip: IpAddr) -> io::Result<UdpSocket> {
+    UdpSocket::bind(SocketAddr::new(ip, 0))
+}
+
+/// Sends `msg` over UDP from `ip` (an ephemeral port) and returns the first answer with
+/// its ID within `timeout` (others are skipped), like [`exchange_udp`].
+pub fn exchange_udp_from(
+    ip: IpAddr,
+    addr: SocketAddr,
+    msg: &Message,
+    timeout: Duration,
+) -> io::Result<Message> {
+    let sock = udp_socket_from(ip)?;
+    sock.connect(addr)?;
+    sock.send(&encode(msg))?;
+    recv_answer(&sock, msg.id(), timeout)
+}
+
+/// Reads datagrams from a connected `sock` until one parses as a message with `id`,
+/// for up to `timeout`.
+pub fn recv_answer(sock: &UdpSocket, id: u16, timeout: Duration) -> io::Result<Message> {
+    let deadline = Instant::now() + timeout;
+    let mut buf = vec![0u8; 65535];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no UDP answer with ID {id} within {timeout:?}"),
+            ));
+        }
+        sock.set_read_timeout(Some(left))?;
+        let n = sock.recv(&mut buf)?;
+        match Message::from_vec(&buf[..n]) {
+            Ok(answer) if answer.id() == id => return Ok(answer),
+            _ => continue,
+        }
+    }
 }
 
 /// Writes one message with its 2-byte length prefix (one write call).

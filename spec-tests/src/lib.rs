@@ -12,8 +12,10 @@
 //!     ([`Misbehave`]).
 //! - [`Proxy`]: the real `dnsproxy` host binary, configured through environment
 //!   variables, with its log captured.
-//! - DNS clients: plain UDP/TCP ([`query_udp`], [`query_tcp`], [`tcp_exchange`], ...) and a
-//!   direct DoT client ([`query_dot`]) usable as an oracle that bypasses the proxy.
+//! - DNS clients: plain UDP/TCP ([`query_udp`], [`query_tcp`], [`tcp_exchange`], ...,
+//!   from a chosen loopback source with [`connect_tcp_with`] and [`udp_socket_from`]), a
+//!   direct DoT client ([`query_dot`]) usable as an oracle that bypasses the proxy, and a
+//!   bounded UDP load generator ([`load::UdpLoad`]).
 //! - Fixture paths and SPKI pins ([`fixture`], [`pin`]); pins are read from
 //!   `fixtures/pki/pins.txt` (computed by openssl), never recomputed here.
 
@@ -23,6 +25,7 @@ pub mod docker;
 mod dot;
 pub mod fixture_resolver;
 pub mod images;
+pub mod load;
 mod paths;
 mod process;
 pub mod proxy;
@@ -31,14 +34,15 @@ pub mod zone;
 
 pub use container::Resolver;
 pub use dns::{
-    DEFAULT_TIMEOUT, QueryBuilder, a_records, aaaa_records, connect_tcp, decode, encode,
-    exchange_udp, next_id, query, query_tcp, query_udp, query_udp_raw, query_udp_raw_timeout,
-    read_framed, tcp_exchange, txt_strings, write_framed,
+    DEFAULT_TIMEOUT, QueryBuilder, TcpOptions, a_records, aaaa_records, connect_tcp,
+    connect_tcp_with, decode, encode, exchange_udp, exchange_udp_from, next_id, query, query_tcp,
+    query_udp, query_udp_raw, query_udp_raw_timeout, read_framed, recv_answer, tcp_exchange,
+    txt_strings, udp_socket_from, write_framed,
 };
 pub use docker::Network;
 pub use dot::{DotStream, dot_connect, dot_exchange, query_dot};
 pub use fixture_resolver::{FixtureResolver, Misbehave};
-pub use paths::{fixture, free_port, pin, pins, workspace_root};
+pub use paths::{ClosedPort, fixture, free_port, pin, pins, workspace_root};
 pub use proxy::{Proxy, upstream_env};
 pub use unbound::{Chain, Unbound};
 

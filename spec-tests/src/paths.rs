@@ -1,8 +1,9 @@
 //! Workspace paths, fixture files, SPKI pins and free loopback ports.
 
-use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 /// The cargo workspace root (the parent of the `spec-tests` crate).
 pub fn workspace_root() -> PathBuf {
@@ -48,20 +49,73 @@ pub fn pin(name: &str) -> String {
         .unwrap_or_else(|| panic!("no pin named {name:?} in fixtures/pki/pins.txt"))
 }
 
-/// A port on 127.0.0.1 that was free for both TCP and UDP a moment ago.
+/// A port on 127.0.0.1 that was free for both TCP and UDP a moment ago, and that no
+/// other caller in this test process has been given.
 ///
 /// Binds `127.0.0.1:0` for TCP, checks UDP can bind the same port, then releases both.
-/// Another process may still grab it before the caller binds it; that race is accepted.
+/// Tests in one process run in parallel, and the kernel may hand a just-released port
+/// to the next `bind(0)`: a process-wide set of the ports given out keeps two tests of
+/// one process from ever getting the same port. Another process may still grab it
+/// before the caller binds it, so whoever binds it must retry with a new port when it
+/// is taken (as [`crate::Proxy::start`] and the resolver containers do).
 pub fn free_port() -> u16 {
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     for _ in 0..100 {
         let tcp = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0 (TCP)");
         let port = tcp
             .local_addr()
             .expect("local address of a bound TCP listener")
             .port();
-        if UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+        if UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+            && GIVEN
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(port)
+        {
             return port;
         }
     }
     panic!("no port on 127.0.0.1 free for both TCP and UDP after 100 attempts");
+}
+
+/// A TCP port on 127.0.0.1 where nothing listens, held for as long as this lives:
+/// a socket is bound to it but never listens, so connections to it are refused (RST)
+/// and no other process can take the port meanwhile. A dead upstream without the
+/// race of "find a free port, release it, hope nobody takes it".
+#[derive(Debug)]
+pub struct ClosedPort {
+    _socket: socket2::Socket,
+    port: u16,
+}
+
+impl ClosedPort {
+    /// Binds a fresh one. Panics if the socket cannot be created or bound.
+    pub fn new() -> Self {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("create a TCP socket");
+        socket
+            .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+            .expect("bind 127.0.0.1:0 (TCP)");
+        let port = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .expect("local address of a bound TCP socket")
+            .port();
+        Self {
+            _socket: socket,
+            port,
+        }
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Default for ClosedPort {
+    fn default() -> Self {
+        Self::new()
+    }
 }

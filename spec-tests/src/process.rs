@@ -2,6 +2,7 @@
 
 use std::io::Read;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -11,18 +12,28 @@ const POLL: Duration = Duration::from_millis(20);
 
 /// Text captured from a child's stdout and stderr (interleaved as it arrives).
 #[derive(Clone, Default)]
-pub(crate) struct LogBuf(Arc<Mutex<String>>);
+pub(crate) struct LogBuf {
+    text: Arc<Mutex<String>>,
+    /// Capture threads still reading (their stream is not at its end yet).
+    open: Arc<AtomicUsize>,
+}
 
 impl LogBuf {
     pub(crate) fn get(&self) -> String {
-        self.0
+        self.text
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
+    /// Waits up to `timeout` until every captured stream has reached its end (the
+    /// child closed it, e.g. by exiting), so [`LogBuf::get`] has all it wrote.
+    pub(crate) fn wait_drained(&self, timeout: Duration) -> bool {
+        wait_until(timeout, || self.open.load(Ordering::Acquire) == 0)
+    }
+
     fn push(&self, s: &str) {
-        self.0
+        self.text
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push_str(s);
@@ -31,6 +42,7 @@ impl LogBuf {
     /// Appends everything `reader` produces, on a background thread.
     fn capture(&self, mut reader: impl Read + Send + 'static) {
         let buf = self.clone();
+        self.open.fetch_add(1, Ordering::AcqRel);
         thread::spawn(move || {
             let mut chunk = [0u8; 4096];
             loop {
@@ -39,6 +51,7 @@ impl LogBuf {
                     Ok(n) => buf.push(&String::from_utf8_lossy(&chunk[..n])),
                 }
             }
+            buf.open.fetch_sub(1, Ordering::AcqRel);
         });
     }
 }

@@ -29,6 +29,8 @@ pub struct Proxy {
     child: Running,
     addr: SocketAddr,
     log: LogBuf,
+    /// Whether the harness picked `LOCAL_PORT` (and may pick another one).
+    port_chosen: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -58,23 +60,35 @@ impl Proxy {
     }
 
     /// Like [`Proxy::start`] with an explicit binary (used to test this harness).
+    ///
+    /// When the harness picked `LOCAL_PORT` and another process took that port
+    /// between the pick and the proxy's bind (the proxy exits saying the address is in
+    /// use), it starts again on a new port, up to 5 times.
     pub fn start_binary(
         bin: &Path,
         envs: &[(impl AsRef<str>, impl AsRef<str>)],
         args: &[&str],
     ) -> Self {
-        let mut me = Self::spawn(bin, envs, args);
-        let log = me.log.clone();
-        let child = &mut me.child;
-        let mut exited = None;
-        let ready = wait_until(START_TIMEOUT, || {
-            exited = child.try_status();
-            exited.is_some() || log.get().contains(READY_WORD)
-        });
-        if exited.is_some() || !ready {
+        const ATTEMPTS: usize = 5;
+        for attempt in 1..=ATTEMPTS {
+            let mut me = Self::spawn(bin, envs, args);
+            let log = me.log.clone();
+            let child = &mut me.child;
+            let mut exited = None;
+            let ready = wait_until(START_TIMEOUT, || {
+                exited = child.try_status();
+                exited.is_some() || log.get().contains(READY_WORD)
+            });
+            if exited.is_none() && ready {
+                return me;
+            }
             me.child.kill();
             // Let the capture threads drain what the process wrote last.
-            std::thread::sleep(Duration::from_millis(50));
+            me.log.wait_drained(TERM_GRACE);
+            let port_taken = me.port_chosen && me.log.get().to_lowercase().contains("in use");
+            if exited.is_some() && port_taken && attempt < ATTEMPTS {
+                continue;
+            }
             panic!(
                 "dnsproxy ({}) {} ; log:\n{}",
                 bin.display(),
@@ -85,7 +99,7 @@ impl Proxy {
                 me.log.get()
             );
         }
-        me
+        unreachable!("the last attempt returns or panics")
     }
 
     /// Runs [`Proxy::binary`] expecting it to exit (e.g. on bad config) and returns its
@@ -111,8 +125,8 @@ impl Proxy {
             me.child.kill();
             None
         });
-        // Output pipes close at exit; give the capture threads a moment to drain them.
-        std::thread::sleep(Duration::from_millis(50));
+        // Output pipes close at exit; wait for the capture threads to read their ends.
+        me.log.wait_drained(TERM_GRACE);
         (status.and_then(|s| s.code()), me.log.get())
     }
 
@@ -137,7 +151,8 @@ impl Proxy {
         if get(&vars, "LOCAL_HOST").is_none() {
             vars.push(("LOCAL_HOST".into(), "127.0.0.1".into()));
         }
-        if get(&vars, "LOCAL_PORT").is_none() {
+        let port_chosen = get(&vars, "LOCAL_PORT").is_none();
+        if port_chosen {
             vars.push(("LOCAL_PORT".into(), free_port().to_string()));
         }
         if get(&vars, "LOG_LEVEL").is_none() {
@@ -171,6 +186,7 @@ impl Proxy {
             child,
             addr: SocketAddr::new(ip, port),
             log,
+            port_chosen,
             _dir: dir,
         }
     }
@@ -189,6 +205,36 @@ impl Proxy {
     /// Everything the proxy has written to stdout and stderr so far.
     pub fn log(&self) -> String {
         self.log.get()
+    }
+
+    /// How many lines of the log so far contain `substr`.
+    pub fn log_lines_with(&self, substr: &str) -> usize {
+        self.log
+            .get()
+            .lines()
+            .filter(|l| l.contains(substr))
+            .count()
+    }
+
+    /// The proxy's resident set size in KiB (`VmRSS` of `/proc/<pid>/status`).
+    /// Panics if the process is gone or the file cannot be read.
+    pub fn rss_kib(&self) -> u64 {
+        let path = format!("/proc/{}/status", self.pid());
+        let status = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {path} (has the proxy exited?): {e}"));
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmRSS line in {path}:\n{status}"))
+    }
+
+    /// How many file descriptors the proxy has open (entries of `/proc/<pid>/fd`).
+    pub fn open_fds(&self) -> usize {
+        let path = format!("/proc/{}/fd", self.pid());
+        std::fs::read_dir(&path)
+            .unwrap_or_else(|e| panic!("cannot list {path}: {e}"))
+            .count()
     }
 
     /// Waits up to `timeout` for `substr` to appear in the log; returns whether it did.

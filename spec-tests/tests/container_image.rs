@@ -29,33 +29,45 @@ fn image_resolves_over_udp_and_tcp_through_a_resolver_on_a_user_defined_network(
     let net = Network::new("image");
     let unbound = Unbound::start_full(Chain::DotTest, "", Vec::new(), Some(&net));
     let upstream = unbound.network_addr().expect("an address on the network");
-    let port = free_port();
-    let proxy = image()
-        .with_wait_for(WaitFor::message_on_stderr("serving"))
-        .with_network(net.name())
-        .with_env_var("TLS_HOST", upstream.ip().to_string())
-        .with_env_var("TLS_PORT", upstream.port().to_string())
-        .with_env_var("TLS_HOSTNAME", "dot.test")
-        .with_env_var("TLS_CA_FILE", "/pki/root.pem")
-        .with_env_var("SPKI", pin("intermediate"))
-        .with_env_var("LOG_LEVEL", "debug")
-        .with_mount(
-            Mount::bind_mount(
-                fixture("pki/root.pem").display().to_string(),
-                "/pki/root.pem",
+    // The host port is picked before Docker binds it: if another process takes it
+    // in between, Docker says so and the container starts on another port.
+    let start = |port: u16| {
+        image()
+            .with_wait_for(WaitFor::message_on_stderr("serving"))
+            .with_network(net.name())
+            .with_env_var("TLS_HOST", upstream.ip().to_string())
+            .with_env_var("TLS_PORT", upstream.port().to_string())
+            .with_env_var("TLS_HOSTNAME", "dot.test")
+            .with_env_var("TLS_CA_FILE", "/pki/root.pem")
+            .with_env_var("SPKI", pin("intermediate"))
+            .with_env_var("LOG_LEVEL", "debug")
+            .with_mount(
+                Mount::bind_mount(
+                    fixture("pki/root.pem").display().to_string(),
+                    "/pki/root.pem",
+                )
+                .with_access_mode(AccessMode::ReadOnly),
             )
-            .with_access_mode(AccessMode::ReadOnly),
-        )
-        .with_mapped_port(port, ContainerPort::Udp(53))
-        .with_mapped_port(port, ContainerPort::Tcp(53))
-        .with_host_config_modifier(docker::publish_on_loopback)
-        .with_readonly_rootfs(true)
-        .with_cap_drop("ALL")
-        .with_security_opt("no-new-privileges")
-        .with_label(LABEL, "1")
-        .with_startup_timeout(Duration::from_secs(30))
-        .start()
-        .expect("the dnsproxy image starts");
+            .with_mapped_port(port, ContainerPort::Udp(53))
+            .with_mapped_port(port, ContainerPort::Tcp(53))
+            .with_host_config_modifier(docker::publish_on_loopback)
+            .with_readonly_rootfs(true)
+            .with_cap_drop("ALL")
+            .with_security_opt("no-new-privileges")
+            .with_label(LABEL, "1")
+            .with_startup_timeout(Duration::from_secs(30))
+            .start()
+    };
+    let (proxy, port) = (1..=5)
+        .find_map(|attempt| {
+            let port = free_port();
+            match start(port) {
+                Ok(proxy) => Some((proxy, port)),
+                Err(e) if attempt < 5 && e.to_string().contains("already") => None,
+                Err(e) => panic!("the dnsproxy image did not start: {e}"),
+            }
+        })
+        .expect("the last attempt starts or panics");
     let logs = || {
         let mut out = proxy.stdout_to_vec().unwrap_or_default();
         out.extend(proxy.stderr_to_vec().unwrap_or_default());

@@ -2,8 +2,8 @@
 //! Debian's unbound serving DNS-over-TLS on loopback with the fixture PKI.
 //! Every test talks to the proxy only over the network.
 
-use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::io::{ErrorKind, Read as _, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, MessageType, ResponseCode};
@@ -11,7 +11,7 @@ use hickory_proto::rr::RecordType;
 use spec_tests::dns::{self, QueryBuilder};
 use spec_tests::proxy::{Proxy, upstream_env};
 use spec_tests::unbound::{Chain, Unbound};
-use spec_tests::{Resolver as _, fixture, free_port, pin, zone};
+use spec_tests::{ClosedPort, Resolver as _, fixture, pin, zone};
 
 fn proxy_for(unbound: &Unbound, extra: &[(&str, &str)]) -> Proxy {
     Proxy::in_front_of(&[unbound], extra)
@@ -122,8 +122,8 @@ fn small_answer_without_edns_has_no_opt_record() {
 #[test]
 fn second_upstream_serves_when_the_first_is_dead() {
     let unbound = Unbound::start(Chain::DotTest);
-    let dead = free_port();
-    let ports = format!("{dead},{}", unbound.port());
+    let dead = ClosedPort::new();
+    let ports = format!("{},{}", dead.port(), unbound.port());
     let proxy = proxy_for(&unbound, &[("TLS_HOST", "127.0.0.1"), ("TLS_PORT", &ports)]);
     for _ in 0..3 {
         assert_a(&dns::query_udp(proxy.addr(), zone::A_NAME, RecordType::A));
@@ -209,13 +209,53 @@ fn malformed_input_gets_formerr_or_is_dropped_and_the_proxy_keeps_serving() {
 }
 
 #[test]
-fn clients_outside_allow_networks_are_refused() {
+fn clients_outside_allow_networks_get_no_answer_at_all() {
+    // 127.0.0.1 is outside; 127.0.0.2 is inside and shows the proxy serves.
+    let inside = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
     let unbound = Unbound::start(Chain::DotTest);
-    let proxy = proxy_for(&unbound, &[("ALLOW_NETWORKS", "10.0.0.0/8")]);
-    let a = dns::query_udp(proxy.addr(), zone::A_NAME, RecordType::A);
-    assert_eq!(a.response_code(), ResponseCode::Refused);
-    let a = dns::query_tcp(proxy.addr(), zone::A_NAME, RecordType::A);
-    assert_eq!(a.response_code(), ResponseCode::Refused);
+    let proxy = proxy_for(&unbound, &[("ALLOW_NETWORKS", "127.0.0.2/32")]);
+    // UDP: the outsider's query is dropped before the component sees it. The
+    // insider's query, sent after it, is answered; by then the outsider's has
+    // been read, so a reply to it would already be there.
+    let outsider = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    outsider.connect(proxy.addr()).expect("connect");
+    let q = dns::query(zone::A_NAME, RecordType::A);
+    outsider.send(&dns::encode(&q)).expect("send");
+    let a = dns::exchange_udp_from(inside, proxy.addr(), &q, dns::DEFAULT_TIMEOUT)
+        .expect("the insider is answered");
+    assert_a(&a);
+    outsider
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let mut buf = [0u8; 512];
+    let got = outsider.recv(&mut buf);
+    assert!(
+        got.is_err(),
+        "an outsider got a UDP answer: {:?}",
+        got.map(|n| dns::decode(&buf[..n]))
+    );
+    // TCP: the accept is refused with a RST; no answer, no hang.
+    let mut s = dns::connect_tcp(proxy.addr()).expect("connect (the kernel accepts)");
+    let _ = dns::write_framed(&mut s, &dns::encode(&q));
+    s.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    match s.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("an outsider got {n} bytes over TCP"),
+        Err(e) => assert!(
+            !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+            "an outsider's TCP connection was held open, not reset: {e}"
+        ),
+    }
+    let mut s = dns::connect_tcp_with(
+        proxy.addr(),
+        dns::TcpOptions {
+            from: Some(inside),
+            ..dns::TcpOptions::default()
+        },
+    )
+    .expect("connect from inside");
+    assert_a(&dns::tcp_exchange(&mut s, &[q]).remove(0));
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use spec_tests::proxy::{Proxy, upstream_env, with_settings as with};
 use spec_tests::unbound::{Chain, Unbound};
-use spec_tests::{free_port, zone};
+use spec_tests::{ClosedPort, free_port, zone};
 
 /// How long a probe process may run before the test gives up on it.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -65,10 +65,10 @@ fn live_and_ready_pass_with_a_working_upstream() {
 
 #[test]
 fn live_passes_and_ready_fails_when_the_only_upstream_is_dead() {
-    let dead = free_port().to_string();
+    let dead = ClosedPort::new();
     let env = vec![
         ("TLS_HOST".to_owned(), "127.0.0.1".to_owned()),
-        ("TLS_PORT".to_owned(), dead),
+        ("TLS_PORT".to_owned(), dead.port().to_string()),
         ("TLS_HOSTNAME".to_owned(), "dot.test".to_owned()),
         ("QUERY_TIMEOUT".to_owned(), "1s".to_owned()),
     ];
@@ -159,21 +159,31 @@ fn a_wildcard_listen_address_is_probed_on_loopback() {
 }
 
 #[test]
-fn ready_fails_when_allow_networks_refuses_the_probe_but_live_passes() {
+fn live_and_ready_fail_at_once_when_allow_networks_excludes_the_probe() {
+    // The proxy answers nothing to addresses outside allow_networks (not even
+    // REFUSED), so the probe from 127.0.0.1 could only time out: it says why
+    // instead, at once, for liveness and readiness alike.
     let unbound = Unbound::start(Chain::DotTest);
     let env = with(upstream_env(&unbound), &[("ALLOW_NETWORKS", "10.0.0.0/8")]);
     let proxy = Proxy::start(&env, &[]);
     let env = env_of(&proxy, env);
-
-    let (code, log) = health(&env, &[]);
-    assert_eq!(code, Some(0), "REFUSED is still an answer: {log}");
-    let (code, log) = health(&env, &["--ready"]);
-    assert_eq!(code, Some(1), "{log}");
-    assert_one_line(&log);
-    assert!(
-        log.contains("allow_networks must include 127.0.0.1"),
-        "{log}"
-    );
+    for args in [&[][..], &["--ready"]] {
+        let started = Instant::now();
+        let (code, log) = health(&env, args);
+        assert_eq!(code, Some(1), "{args:?}: {log}");
+        assert_one_line(&log);
+        assert_eq!(
+            log.trim(),
+            "dnsproxy health: the proxy does not answer this probe: allow_networks must \
+             include 127.0.0.1",
+            "{args:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{args:?}: took {:?}, not at once",
+            started.elapsed()
+        );
+    }
 }
 
 #[test]

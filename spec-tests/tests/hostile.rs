@@ -1,0 +1,708 @@
+//! Hostile clients: the attacks a DNS server on a network meets, against the real
+//! binary, with the bounds it promises.
+//!
+//! - TCP clients that pipeline queries with large answers and never read: the proxy
+//!   stops reading from a client whose unwritten answers reach 64 KiB or who has 64
+//!   queries in flight, and closes a client whose answers make no write progress for
+//!   5 s. Memory stays bounded and fresh clients are served.
+//! - Clients outside `allow_networks` get nothing at all (the host refuses their TCP
+//!   accept with a RST and drops their datagrams before the component sees them).
+//! - Hundreds of zero-window clients, a byte-at-a-time trickler (a started frame must
+//!   complete within 2 s), responses (QR=1) sent as queries (never answered: no
+//!   REFUSED ping-pong), a thousand connections at once and eviction of the stalest
+//!   connection of the busiest source at `max_tcp_clients`.
+//! - An upstream closing after every few answers under load (every query answered,
+//!   no backoff), UDP answers capped at `max_udp_size`, and fair shares of
+//!   `max_inflight` between sources (at most a quarter each).
+//!
+//! Memory is the proxy process's `VmRSS` (`/proc/<pid>/status`); server-side state
+//! (connections held) is its open file descriptors (`/proc/<pid>/fd`). Every wait is
+//! on a condition with a deadline. The tests run one at a time (a process-wide lock):
+//! the timing bounds they check must not depend on what a sibling test loads the
+//! machine with.
+
+use std::io::{self, Read as _, Write as _};
+use std::net::{IpAddr, Ipv4Addr, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::RecordType;
+use spec_tests::dns::{self, QueryBuilder, TcpOptions};
+use spec_tests::load::UdpLoad;
+use spec_tests::proxy::Proxy;
+use spec_tests::{Chain, FixtureResolver, Misbehave, zone};
+
+/// The loopback source the proxies of these tests trust when they must also have
+/// an outsider: `127.0.0.1` is then outside `allow_networks`.
+const INSIDE: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+/// The outsider of those tests (and the default source of every other client).
+const OUTSIDE: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// `allow_networks` that trusts [`INSIDE`] only.
+const ONLY_INSIDE: (&str, &str) = ("ALLOW_NETWORKS", "127.0.0.2/32");
+
+/// One test at a time (see the module comment).
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes; whether it held.
+fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A fresh TCP client from `from` (default source if `None`) asks for `a.dot.test`
+/// and must get its answer within `within`; returns how long it took.
+fn fresh_tcp_client_served(proxy: &Proxy, from: Option<IpAddr>, within: Duration) -> Duration {
+    let started = Instant::now();
+    let result = (|| -> io::Result<Message> {
+        let mut s = dns::connect_tcp_with(
+            proxy.addr(),
+            TcpOptions {
+                from,
+                ..TcpOptions::default()
+            },
+        )?;
+        s.set_read_timeout(Some(within))?;
+        let q = dns::query(zone::A_NAME, RecordType::A);
+        dns::write_framed(&mut s, &dns::encode(&q))?;
+        let answer = dns::decode(&dns::read_framed(&mut s)?);
+        assert_eq!(answer.id(), q.id());
+        Ok(answer)
+    })();
+    let took = started.elapsed();
+    match result {
+        Ok(a) => {
+            assert_eq!(
+                dns::a_records(&a),
+                [zone::A_ADDR],
+                "{:?}; log:\n{}",
+                a.response_code(),
+                proxy.log()
+            );
+            assert!(
+                took <= within,
+                "a fresh TCP client was served after {took:?} (bound {within:?})"
+            );
+        }
+        Err(e) => panic!(
+            "a fresh TCP client was not served within {within:?} ({e} after {took:?}); log:\n{}",
+            proxy.log()
+        ),
+    }
+    took
+}
+
+/// A fresh UDP client from `from` is answered within `within`.
+fn fresh_udp_client_served(proxy: &Proxy, from: IpAddr, within: Duration) {
+    let q = dns::query(zone::A_NAME, RecordType::A);
+    let a = dns::exchange_udp_from(from, proxy.addr(), &q, within).unwrap_or_else(|e| {
+        panic!(
+            "a fresh UDP client from {from} was not answered: {e}; log:\n{}",
+            proxy.log()
+        )
+    });
+    assert_eq!(
+        dns::a_records(&a),
+        [zone::A_ADDR],
+        "{:?}",
+        a.response_code()
+    );
+}
+
+/// One length-prefixed query in wire format.
+fn framed(q: &Message) -> Vec<u8> {
+    let bytes = dns::encode(q);
+    let mut out = u16::try_from(bytes.len())
+        .expect("a query is small")
+        .to_be_bytes()
+        .to_vec();
+    out.extend_from_slice(&bytes);
+    out
+}
+
+/// Writes `frame` over and over (as large writes) until a write makes no progress
+/// for 200 ms (the proxy stopped reading and the kernel buffers are full), an error
+/// (the proxy closed or reset the connection), or `max_frames`. Returns the number
+/// of frames written in full.
+fn pipeline_until_blocked(s: &mut TcpStream, frame: &[u8], max_frames: usize) -> usize {
+    const BATCH: usize = 64;
+    let batch: Vec<u8> = frame.repeat(BATCH);
+    s.set_write_timeout(Some(Duration::from_millis(200)))
+        .expect("set a write timeout");
+    let mut written = 0;
+    while written < max_frames {
+        match s.write(&batch) {
+            Ok(n) if n == batch.len() => written += BATCH,
+            Ok(n) => {
+                written += n / frame.len();
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    written
+}
+
+/// Whether the peer has closed or reset `s`: reads (draining what is there) until
+/// end of stream or an error other than a timeout, for up to `within`.
+fn closed_by_peer(s: &mut TcpStream, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        s.set_read_timeout(Some(left)).expect("set a read timeout");
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// A query message with QR=1: what a resolver sends back, or what an attacker
+/// sends a server to make it answer another server (ping-pong).
+fn response_bytes(rcode: ResponseCode) -> Vec<u8> {
+    let mut bytes = dns::encode(&dns::query(zone::A_NAME, RecordType::A));
+    bytes[2] |= 0x80; // QR
+    bytes[3] = (bytes[3] & 0xf0) | rcode.low();
+    bytes
+}
+
+/// Every datagram waiting on `sock` (non-blocking; `linger` for late ones).
+fn datagrams_waiting(sock: &UdpSocket, linger: Duration) -> Vec<Vec<u8>> {
+    sock.set_read_timeout(Some(linger)).expect("set a timeout");
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 65535];
+    while let Ok(n) = sock.recv(&mut buf) {
+        out.push(buf[..n].to_vec());
+    }
+    out
+}
+
+/// Raises this process's soft limit of open files to its hard limit when it is
+/// below `needed` (with `prlimit`; the tests need no unsafe code for it).
+fn ensure_open_files(needed: u64) {
+    let limits = std::fs::read_to_string("/proc/self/limits").expect("read /proc/self/limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let (soft, hard) = (fields[3], fields[4]);
+    if soft.parse::<u64>().is_ok_and(|s| s >= needed) {
+        return;
+    }
+    let status = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &std::process::id().to_string(),
+            &format!("--nofile={hard}:{hard}"),
+        ])
+        .status()
+        .expect("run prlimit");
+    assert!(
+        status.success(),
+        "prlimit could not raise the open-files limit"
+    );
+}
+
+const KIB: u64 = 1;
+const MIB: u64 = 1024 * KIB;
+
+#[test]
+fn tcp_clients_pipelining_big_answers_without_reading_are_bounded_and_closed() {
+    let _serial = serial();
+    let resolver = FixtureResolver::start(Chain::DotTest, Misbehave::None);
+    let proxy = Proxy::in_front_of(&[&resolver], &[]);
+    fresh_tcp_client_served(&proxy, None, Duration::from_secs(2));
+    let fds_before = proxy.open_fds();
+    let rss_before = proxy.rss_kib();
+
+    // 4 clients pipeline queries whose answers are ~8.5 KB each and never read.
+    let frame = framed(&dns::query(zone::BIG_NAME, RecordType::TXT));
+    let started = Instant::now();
+    let mut attackers: Vec<TcpStream> = (0..4)
+        .map(|_| dns::connect_tcp(proxy.addr()).expect("connect"))
+        .collect();
+    let mut written = Vec::new();
+    for s in &mut attackers {
+        written.push(pipeline_until_blocked(s, &frame, 20_000));
+    }
+    // Everyone else is still served meanwhile.
+    fresh_tcp_client_served(&proxy, None, Duration::from_secs(2));
+    fresh_udp_client_served(&proxy, OUTSIDE, Duration::from_secs(2));
+    let rss_during = proxy.rss_kib();
+
+    // The non-readers are closed (no write progress for 5 s): the proxy holds no
+    // more descriptors than before they came.
+    let closed = wait_until(Duration::from_secs(12), || proxy.open_fds() <= fds_before);
+    let took = started.elapsed();
+    let rss_after = proxy.rss_kib();
+    eprintln!(
+        "non-readers: queries written {written:?}; RSS {rss_before} KiB before, \
+         {rss_during} KiB during, {rss_after} KiB after; closed after {took:?}"
+    );
+    assert!(
+        closed,
+        "the proxy still holds {} descriptors (had {fds_before}) {took:?} after 4 \
+         non-readers came; log:\n{}",
+        proxy.open_fds(),
+        proxy.log()
+    );
+    for s in &mut attackers {
+        assert!(
+            closed_by_peer(s, Duration::from_secs(2)),
+            "a non-reader's connection is still open on the client side"
+        );
+    }
+    let grew = rss_during.max(rss_after).saturating_sub(rss_before);
+    assert!(
+        grew < 40 * MIB,
+        "RSS grew by {grew} KiB with 4 non-reading clients"
+    );
+    fresh_tcp_client_served(&proxy, None, Duration::from_secs(2));
+}
+
+#[test]
+fn outsiders_streaming_queries_get_nothing_and_cost_no_memory() {
+    let _serial = serial();
+    let resolver = FixtureResolver::start(Chain::DotTest, Misbehave::None);
+    let proxy = Proxy::in_front_of(&[&resolver], &[ONLY_INSIDE]);
+    fresh_tcp_client_served(&proxy, Some(INSIDE), Duration::from_secs(2));
+    fresh_udp_client_served(&proxy, INSIDE, Duration::from_secs(2));
+    let rss_before = proxy.rss_kib();
+
+    // TCP: connection after connection, each streaming framed queries, never
+    // answered: the accept is refused with a RST, or nothing comes back.
+    let frame = framed(&dns::query(zone::BIG_NAME, RecordType::TXT));
+    let mut frames = 0;
+    for _ in 0..20 {
+        let Ok(mut s) = dns::connect_tcp(proxy.addr()) else {
+            continue; // refused outright: fine
+        };
+        frames += pipeline_until_blocked(&mut s, &frame, 2_000);
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        let mut buf = [0u8; 512];
+        if let Ok(n) = s.read(&mut buf) {
+            assert_eq!(n, 0, "an outsider got {n} bytes back over TCP");
+        }
+    }
+
+    // UDP: a flood of queries from outside, then one from inside: when the inside
+    // one is answered, every outside datagram before it has been read (and dropped).
+    let outsider = dns::udp_socket_from(OUTSIDE).expect("bind");
+    outsider.connect(proxy.addr()).expect("connect");
+    let q = dns::encode(&dns::query(zone::A_NAME, RecordType::A));
+    for _ in 0..2_000 {
+        outsider.send(&q).expect("send");
+    }
+    fresh_udp_client_served(&proxy, INSIDE, Duration::from_secs(2));
+    let got = datagrams_waiting(&outsider, Duration::from_millis(300));
+    assert!(
+        got.is_empty(),
+        "an outsider got {} UDP answers, e.g. {:?}",
+        got.len(),
+        dns::decode(&got[0])
+    );
+
+    let grew = proxy.rss_kib().saturating_sub(rss_before);
+    eprintln!("outsiders: {frames} TCP frames and 2000 datagrams; RSS grew {grew} KiB");
+    assert!(grew < 4 * MIB, "RSS grew by {grew} KiB for outsiders");
+    fresh_tcp_client_served(&proxy, Some(INSIDE), Duration::from_secs(2));
+}
+
+#[test]
+fn three_hundred_zero_window_clients_do_not_delay_a_fresh_client() {
+    let _serial = serial();
+    ensure_open_files(1_024);
+    let resolver = FixtureResolver::start(Chain::DotTest, Misbehave::None);
+    let proxy = Proxy::in_front_of(&[&resolver], &[]);
+    fresh_tcp_client_served(&proxy, None, Duration::from_secs(2));
+    let fds_before = proxy.open_fds();
+
+    // Each sends 10 queries with ~8.5 KB answers into a tiny receive window and
+    // never reads.
+    let burst = framed(&dns::query(zone::BIG_NAME, RecordType::TXT)).repeat(10);
+    let opts = TcpOptions {
+        from: None,
+        recv_buffer: Some(4096),
+    };
+    let stalled: Vec<TcpStream> = (0..300)
+        .map(|i| {
+            let mut s = dns::connect_tcp_with(proxy.addr(), opts)
+                .unwrap_or_else(|e| panic!("client {i}: {e}"));
+            s.write_all(&burst).expect("write");
+            s
+        })
+        .collect();
+    // Wait until the proxy holds all 300 (it accepted them).
+    assert!(
+        wait_until(Duration::from_secs(10), || proxy.open_fds()
+            >= fds_before + 300),
+        "the proxy holds {} descriptors, {fds_before} before 300 clients; log:\n{}",
+        proxy.open_fds(),
+        proxy.log()
+    );
+    let took: Vec<Duration> = (0..3)
+        .map(|_| fresh_tcp_client_served(&proxy, None, Duration::from_secs(1)))
+        .collect();
+    eprintln!("zero-window clients: fresh clients served in {took:?}");
+    drop(stalled);
+}
+
+#[test]
+fn a_client_trickling_one_byte_every_1500ms_is_closed_by_the_frame_deadline() {
+    let _serial = serial();
+    let resolver = FixtureResolver::start(Chain::DotTest, Misbehave::None);
+    // The idle timeout (10 s by default) is far longer than the gaps: only the
+    // frame-completion deadline (2 s) can close this client.
+    let proxy = Proxy::in_front_of(&[&resolver], &[]);
+    let frame = framed(&dns::query(zone::A_NAME, RecordType::A));
+    let mut s = dns::connect_tcp(proxy.addr()).expect("connect");
+    let started = Instant::now();
+    let mut closed_after = None;
+    for byte in frame.iter().take(5) {
+        if s.write_all(std::slice::from_ref(byte)).is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        // Reading paces the trickle: 1.5 s between bytes unless the proxy closes.
+        if closed_by_peer(&mut s, Duration::from_millis(1500)) {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+    }
+    let took = closed_after.unwrap_or_else(|| {
+        panic!(
+            "a trickling client was still open {:?} after its first byte; log:\n{}",
+            started.elapsed(),
+            proxy.log()
+        )
+    });
+    eprintln!("trickle: closed {took:?} after the first byte");
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_millis(3500),
+        "closed {took:?} after the first byte (deadline 2 s)"
+    );
+    fresh_tcp_client_served(&proxy, None, Duration::from_secs(2));
+}
+
+#[test]
+fn udp_responses_sent_as_queries_are_never_answered_inside_or_outside() {
+    let _serial = serial();
+    let resolver = FixtureResolver::start(Chain::DotTest, Misbehave::None);
+    let proxy = Proxy::in_front_of(&[&resolver], &[ONLY_INSIDE]);
+    let responses = [
+        response_bytes(ResponseCode::NoError),
+        response_bytes(ResponseCode::Refused),
+        response_bytes(ResponseCode::ServFail),
+    ];
+    let inside = dns::udp_socket_from(INSIDE).expect("bind");
+    inside.connect(proxy.addr()).expect("connect");
+    let outside = dns::udp_socket_from(OUTSIDE).expect("bind");
+    outside.connect(proxy.addr()).expect("connect");
+    for r in &responses {
+        inside.send(r).expect("send");
+        outside.send(r).expect("send");
+    }
+    // A normal query right after, from inside, is answered, and is the only
+    // thing that comes back (a reply to a QR=1 message would be made locally,
+    // so it would come first).
+    let q = dns::query(zone::A_NAME, RecordType::A);
+    inside.send(&dns::encode(&q)).expect("send");
+    inside
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    let mut buf = vec![0u8; 4096];
+    let n = inside.recv(&mut buf).unwrap_or_else(|e| {
+        panic!(
+            "the query after the responses was not answered: {e}; log:\n{}",
+            proxy.log()
+        )
+    });
+    let first = dns::decode(&buf[..n]);
+    assert_eq!(
+        first.id(),
+        q.id(),
+        "a QR=1 message was answered from inside: {first:?}"
+    );
+    assert_eq!(dns::a_records(&first), [zone::A_ADDR]);
+    let late = datagrams_waiting(&inside, Duration::from_millis(300));
+    assert!(late.is_empty(), "inside got {} more datagrams", late.len());
+    let out = datagrams_waiting(&outside, Duration::from_millis(10));
+    assert!(out.is_empty(), "outside got {} datagrams", out.len());
+}
+
+#[test]
+fn a_thousand_tcp_clients_at_once_are_all_served() {
+    let _serial = serial();
+    ensure_open_files(2_500);
+    let resolver = FixtureResolver::start(Chain::DotTest, Misbehave::None);
+    let proxy = Proxy::in_front_of(&[&resolver], &[]);
+    let started = Instant::now();
+    let mut clients: Vec<TcpStream> = (0..1_000)
+        .map(|i| {
+            dns::connect_tcp(proxy.addr())
+                .unwrap_or_else(|e| panic!("client {i} could not connect: {e}"))
+        })
+        .collect();
+    let connected = started.elapsed();
+    let queries: Vec<Message> = clients
+        .iter_mut()
+        .map(|s| {
+            let q = dns::query(zone::A_NAME, RecordType::A);
+            dns::write_framed(s, &dns::encode(&q)).expect("write a query");
+            q
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for (i, (s, q)) in clients.iter_mut().zip(&queries).enumerate() {
+        match dns::read_framed(s) {
+            Ok(bytes) => {
+                let a = dns::decode(&bytes);
+                if a.id() != q.id() || dns::a_records(&a) != [zone::A_ADDR] {
+                    failed.push(format!("{i}: {:?}", a.response_code()));
+                }
+            }
+            Err(e) => failed.push(format!("{i}: {e}")),
+        }
+    }
+    eprintln!(
+        "1000 clients: connected in {connected:?}, all answered after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of 1000 clients not served, e.g. {:?}; log:\n{}",
+        failed.len(),
+        &failed[..failed.len().min(5)],
+        proxy.log()
+    );
+}
+
+#[test]
+fn at_max_tcp_clients_the_stalest_connection_of_the_busiest_source_makes_room() {
+    let _serial = serial();
+    let resolver = FixtureResolver::start(Chain::DotTest, Misbehave::None);
+    let proxy = Proxy::in_front_of(&[&resolver], &[("MAX_TCP_CLIENTS", "50")]);
+    // 50 clients from 127.0.0.1, each served once, in order, then idle: the first
+    // is the stalest.
+    let mut held: Vec<TcpStream> = (0..50)
+        .map(|i| {
+            let mut s = dns::connect_tcp(proxy.addr()).expect("connect");
+            let q = dns::query(zone::A_NAME, RecordType::A);
+            let a = dns::tcp_exchange(&mut s, std::slice::from_ref(&q));
+            assert_eq!(dns::a_records(&a[0]), [zone::A_ADDR], "client {i}");
+            s
+        })
+        .collect();
+    // A 51st client, from another source, is served within a few seconds.
+    let took = fresh_tcp_client_served(
+        &proxy,
+        Some(Ipv4Addr::new(127, 0, 0, 3).into()),
+        Duration::from_secs(3),
+    );
+    eprintln!("max_tcp_clients=50: the 51st client was served in {took:?}");
+    assert!(
+        closed_by_peer(&mut held[0], Duration::from_secs(2)),
+        "the stalest connection (the first of 127.0.0.1's 50) was not the one evicted"
+    );
+    // Only the stalest had to go: the next stalest and the newest still serve.
+    for i in [1, 49] {
+        let q = dns::query(zone::A_NAME, RecordType::A);
+        let a = dns::tcp_exchange(&mut held[i], std::slice::from_ref(&q));
+        assert_eq!(dns::a_records(&a[0]), [zone::A_ADDR], "client {i}");
+    }
+}
+
+#[test]
+fn upstream_closing_after_every_5_answers_with_50_in_flight_answers_all_without_backoff() {
+    let _serial = serial();
+    let resolver = FixtureResolver::start(Chain::DotTest, Misbehave::CloseAfter(5));
+    let proxy = Proxy::in_front_of(&[&resolver], &[]);
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.connect(proxy.addr()).expect("connect");
+    let queries: Vec<Message> = (1..=50u16)
+        .map(|id| {
+            QueryBuilder::new(zone::A_NAME, RecordType::A)
+                .id(id)
+                .build()
+        })
+        .collect();
+    for q in &queries {
+        sock.send(&dns::encode(q)).expect("send");
+    }
+    let mut answered = [false; 50];
+    let mut rcodes = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(6);
+    let mut buf = vec![0u8; 4096];
+    while answered.iter().any(|a| !a) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        sock.set_read_timeout(Some(left)).expect("timeout");
+        let Ok(n) = sock.recv(&mut buf) else { break };
+        let a = dns::decode(&buf[..n]);
+        let i = usize::from(a.id()) - 1;
+        if a.response_code() == ResponseCode::NoError && dns::a_records(&a) == [zone::A_ADDR] {
+            answered[i] = true;
+        } else {
+            rcodes.push((a.id(), a.response_code()));
+        }
+    }
+    let missing = answered.iter().filter(|a| !**a).count();
+    let conns = resolver.accepted_connections();
+    eprintln!("close-after-5: {conns} upstream connections, {missing} unanswered, {rcodes:?}");
+    assert!(
+        missing == 0 && rcodes.is_empty(),
+        "{missing} of 50 queries not answered; other answers: {rcodes:?}; log:\n{}",
+        proxy.log()
+    );
+    assert!(
+        conns >= 10,
+        "the upstream closed after 5 answers, so 50 answers need 10 connections: {conns}"
+    );
+    assert_eq!(
+        proxy.log_lines_with("upstream failed"),
+        0,
+        "closing after N answers is normal, not a failure to back off from:\n{}",
+        proxy.log()
+    );
+}
+
+#[test]
+fn udp_answers_are_capped_at_max_udp_size_whatever_the_client_advertises() {
+    let _serial = serial();
+    let resolver = FixtureResolver::start(Chain::DotTest, Misbehave::None);
+    for (setting, cap) in [(None, 1232usize), (Some("1024"), 1024)] {
+        let extra: Vec<(&str, &str)> = setting.map(|v| ("MAX_UDP_SIZE", v)).into_iter().collect();
+        let proxy = Proxy::in_front_of(&[&resolver], &extra);
+        // ~8.5 KB in full: over any cap.
+        let q = QueryBuilder::new(zone::BIG_NAME, RecordType::TXT)
+            .edns(4096)
+            .build();
+        let raw = dns::query_udp_raw(proxy.addr(), &dns::encode(&q))
+            .unwrap_or_else(|| panic!("no UDP answer; log:\n{}", proxy.log()));
+        let a = dns::decode(&raw);
+        assert_eq!((a.id(), a.queries()), (q.id(), q.queries()));
+        assert!(
+            raw.len() <= cap,
+            "{} bytes for a client advertising 4096 with max_udp_size {cap} ({setting:?})",
+            raw.len()
+        );
+        assert!(a.truncated(), "TC=1 when the answer was cut ({setting:?})");
+        assert!(a.extensions().is_some(), "EDNS in, EDNS out");
+    }
+}
+
+#[test]
+fn udp_answer_that_fits_max_udp_size_without_upstream_padding_is_not_truncated() {
+    let _serial = serial();
+    let resolver = FixtureResolver::start(Chain::DotTest, Misbehave::None);
+    let proxy = Proxy::in_front_of(&[&resolver], &[]);
+    // medium.dot.test TXT is ~1.1 KB; the upstream pads its answer to 1404 bytes
+    // (RFC 8467 blocks of 468) because the proxy padded the query on the encrypted
+    // hop. Padding is for that hop only (RFC 7830 §3: a responder pads only when the
+    // query was padded, and this client's was not): with it removed the answer fits
+    // the default max_udp_size of 1232 and needs no TCP retry.
+    let q = QueryBuilder::new(zone::MEDIUM_NAME, RecordType::TXT)
+        .edns(4096)
+        .build();
+    let raw = dns::query_udp_raw(proxy.addr(), &dns::encode(&q))
+        .unwrap_or_else(|| panic!("no UDP answer; log:\n{}", proxy.log()));
+    let a = dns::decode(&raw);
+    assert!(raw.len() <= 1232, "{} bytes", raw.len());
+    assert!(
+        !a.truncated(),
+        "a {}-record answer that fits 1232 bytes unpadded was truncated ({} bytes sent)",
+        zone::MEDIUM_COUNT,
+        raw.len()
+    );
+    let mut got = dns::txt_strings(&a);
+    got.sort();
+    assert_eq!(got, zone::medium_txt());
+}
+
+#[test]
+fn a_source_flooding_a_slow_upstream_cannot_starve_another_source() {
+    let _serial = serial();
+    let resolver = FixtureResolver::start(Chain::DotTest, Misbehave::DelayMs(800));
+    // 64 in flight over all; a source may hold 16.
+    let proxy = Proxy::in_front_of(&[&resolver], &[("MAX_INFLIGHT", "64")]);
+    let addr = proxy.addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            // Never reads; bounded in count and time.
+            let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+            sock.connect(addr).expect("connect");
+            let q = dns::encode(&dns::query(zone::A_NAME, RecordType::A));
+            let started = Instant::now();
+            let mut sent = 0u32;
+            while !stop.load(Ordering::Relaxed)
+                && sent < 50_000
+                && started.elapsed() < Duration::from_secs(15)
+            {
+                let _ = sock.send(&q);
+                sent += 1;
+                if sent.is_multiple_of(100) {
+                    thread::sleep(Duration::from_millis(2)); // pace: ~50k/s at most
+                }
+            }
+            sent
+        })
+    };
+    // Wait until the flood holds all it may: a query from its source is refused.
+    let full = wait_until(Duration::from_secs(3), || {
+        let q = dns::query(zone::A_NAME, RecordType::A);
+        dns::exchange_udp(addr, &q, Duration::from_secs(2))
+            .is_ok_and(|a| a.response_code() == ResponseCode::Refused)
+    });
+    eprintln!("fair shares: the flooding source was refused: {full}");
+    let other = UdpLoad {
+        to: addr,
+        from: INSIDE,
+        query: dns::encode(&dns::query(zone::A_NAME, RecordType::A)),
+        sockets: 2,
+        window: 4,
+        total: 16,
+        time_limit: Duration::from_secs(10),
+    }
+    .run();
+    stop.store(true, Ordering::Relaxed);
+    let flooded = flood.join().expect("the flood thread");
+    eprintln!("fair shares: the flood sent {flooded}; the other source got {other:?}");
+    assert_eq!(
+        (other.sent, other.noerror),
+        (16, 16),
+        "the other source was starved: {other:?}; log:\n{}",
+        proxy.log()
+    );
+}
