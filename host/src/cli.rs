@@ -5,12 +5,13 @@
 //! layer (file, env, flags) the same way and reports errors in the same form.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
 
-use crate::health::{QueryName, parse_name};
+use crate::config::{self, Key};
+use crate::query_name::{QueryName, parse_name};
 
 /// Top-level help, after the option list.
 const AFTER_HELP: &str = "\
@@ -256,7 +257,7 @@ impl HealthArgs {
 
 /// `health --timeout`: a duration as the settings take them, 100ms to 60s.
 fn parse_timeout(text: &str) -> Result<Duration, String> {
-    crate::config::parse_duration(text, Duration::from_millis(100), Duration::from_secs(60))
+    config::parse_duration(text, Duration::from_millis(100), Duration::from_secs(60))
 }
 
 /// Flags of `precompile`.
@@ -269,6 +270,34 @@ pub struct PrecompileArgs {
     /// Compile this .wasm component instead of the embedded one (for tests)
     #[arg(long, value_name = "PATH", hide = true)]
     pub component: Option<PathBuf>,
+}
+
+impl config::Flags for RunArgs {
+    fn config_file(&self) -> Option<&Path> {
+        self.config.as_deref()
+    }
+
+    fn value(&self, key: Key) -> Option<&str> {
+        let value = match key {
+            Key::LocalHost => &self.local_host,
+            Key::LocalPort => &self.local_port,
+            Key::AllowNetworks => &self.allow_networks,
+            Key::TlsHost => &self.tls_host,
+            Key::TlsPort => &self.tls_port,
+            Key::TlsHostname => &self.tls_hostname,
+            Key::Spki => &self.spki,
+            Key::TlsCaFile => &self.tls_ca_file,
+            Key::QueryTimeout => &self.query_timeout,
+            Key::UpstreamTimeout => &self.upstream_timeout,
+            Key::TcpIdleTimeout => &self.tcp_idle_timeout,
+            Key::UpstreamIdleTimeout => &self.upstream_idle_timeout,
+            Key::MaxTcpClients => &self.max_tcp_clients,
+            Key::MaxInflight => &self.max_inflight,
+            Key::MaxUdpSize => &self.max_udp_size,
+            Key::LogLevel => &self.log_level,
+        };
+        value.as_deref()
+    }
 }
 
 #[cfg(test)]

@@ -33,6 +33,7 @@ use dnsproxy_core::core::message::{self, HEADER_LEN, QR, RCODE_MASK, RD, Rcode};
 
 use crate::cli::HealthArgs;
 use crate::config::{self, EXIT_CONFIG};
+use crate::query_name::QueryName;
 
 /// OPCODE of the liveness probe: STATUS (RFC 1035 §4.1.1), which the proxy
 /// does not implement and so answers itself.
@@ -41,62 +42,6 @@ const PROBE_OPCODE: u8 = 2;
 const QTYPE_NS: u16 = 2;
 /// QCLASS IN (RFC 1035 §3.2.4).
 const QCLASS_IN: u16 = 1;
-
-/// A query name given with `--name`: as typed, and in wire format.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueryName {
-    text: String,
-    wire: Vec<u8>,
-}
-
-impl QueryName {
-    /// The root, `.`.
-    pub fn root() -> Self {
-        Self {
-            text: ".".to_owned(),
-            wire: vec![0],
-        }
-    }
-}
-
-impl fmt::Display for QueryName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
-    }
-}
-
-/// Parses `--name`: a DNS name of ASCII labels (`.`, `example.com`,
-/// `example.com.`); labels of 1 to 63 octets, 255 octets in all (RFC 1035
-/// §2.3.4).
-pub fn parse_name(text: &str) -> Result<QueryName, String> {
-    let bad = |why: &str| Err(format!("{why} (expected a DNS name like . or example.com)"));
-    if text == "." {
-        return Ok(QueryName::root());
-    }
-    let trimmed = text.strip_suffix('.').unwrap_or(text);
-    let mut wire = Vec::with_capacity(trimmed.len() + 2);
-    for label in trimmed.split('.') {
-        if label.is_empty() {
-            return bad("empty label");
-        }
-        if !label.is_ascii() || label.bytes().any(|b| b.is_ascii_whitespace() || b == b'\\') {
-            return bad("not a plain ASCII name");
-        }
-        match u8::try_from(label.len()) {
-            Ok(len @ 1..=63) => wire.push(len),
-            _ => return bad("label longer than 63 octets"),
-        }
-        wire.extend_from_slice(label.as_bytes());
-    }
-    wire.push(0);
-    if wire.len() > 255 {
-        return bad("name longer than 255 octets");
-    }
-    Ok(QueryName {
-        text: text.to_owned(),
-        wire,
-    })
-}
 
 /// The address to query for a listen address: the wildcard addresses
 /// (`0.0.0.0`, `::`) become the loopback address of their family.
@@ -111,12 +56,12 @@ pub fn target(listen: SocketAddr) -> SocketAddr {
 
 /// A query with one question: `id`, `opcode`, RD=1, no EDNS.
 pub fn build_query(id: u16, opcode: u8, name: &QueryName, qtype: u16) -> Vec<u8> {
-    let mut q = Vec::with_capacity(HEADER_LEN + name.wire.len() + 4);
+    let mut q = Vec::with_capacity(HEADER_LEN + name.wire().len() + 4);
     q.extend_from_slice(&id.to_be_bytes());
     q.push(((opcode & 0x0F) << 3) | RD);
     q.push(0);
     q.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]); // QDCOUNT=1, no records
-    q.extend_from_slice(&name.wire);
+    q.extend_from_slice(name.wire());
     q.extend_from_slice(&qtype.to_be_bytes());
     q.extend_from_slice(&QCLASS_IN.to_be_bytes());
     q
@@ -398,38 +343,6 @@ mod tests {
     }
 
     #[test]
-    fn names_are_encoded_in_wire_format() {
-        assert_eq!(parse_name(".").unwrap().wire, vec![0]);
-        let wire = b"\x07example\x03com\x00".to_vec();
-        assert_eq!(parse_name("example.com").unwrap().wire, wire);
-        assert_eq!(parse_name("example.com.").unwrap().wire, wire);
-        assert_eq!(
-            parse_name("example.com.").unwrap().to_string(),
-            "example.com."
-        );
-    }
-
-    #[test]
-    fn rfc1035_bad_names_are_rejected() {
-        let long_label = "a".repeat(64);
-        let long_name = ["a".repeat(63).as_str(); 4].join(".");
-        for bad in [
-            "",
-            "..",
-            "a..b",
-            ".a",
-            "a b",
-            "é.com",
-            long_label.as_str(),
-            long_name.as_str(),
-        ] {
-            assert!(parse_name(bad).is_err(), "{bad:?}");
-        }
-        assert!(parse_name(&"a".repeat(63)).is_ok());
-        assert!(parse_name(&["a".repeat(63).as_str(); 3].join(".")).is_ok());
-    }
-
-    #[test]
     fn probe_query_has_opcode_status_and_the_proxy_would_answer_notimp() {
         let q = build_query(0xBEEF, PROBE_OPCODE, &QueryName::root(), QTYPE_NS);
         assert_eq!(&q[..2], &[0xBE, 0xEF]);
@@ -449,7 +362,7 @@ mod tests {
 
     #[test]
     fn readiness_query_is_a_valid_query() {
-        let name = parse_name("example.org").unwrap();
+        let name = crate::query_name::parse_name("example.org").unwrap();
         let q = build_query(7, 0, &name, QTYPE_NS);
         let parsed = message::parse_query(&q).unwrap();
         assert_eq!(parsed.id, 7);

@@ -3,8 +3,6 @@
 
 use std::fmt;
 
-use crate::cli::RunArgs;
-
 /// A section of settings.ini that holds settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Section {
@@ -175,29 +173,6 @@ impl Key {
     /// The key for an ini key name that is already lower case.
     pub(super) fn from_name(name: &str) -> Option<Key> {
         Self::ALL.into_iter().find(|key| key.name() == name)
-    }
-
-    /// The value of this key's flag, if it was given.
-    pub(super) fn flag_value(self, args: &RunArgs) -> Option<&str> {
-        let value = match self {
-            Self::LocalHost => &args.local_host,
-            Self::LocalPort => &args.local_port,
-            Self::AllowNetworks => &args.allow_networks,
-            Self::TlsHost => &args.tls_host,
-            Self::TlsPort => &args.tls_port,
-            Self::TlsHostname => &args.tls_hostname,
-            Self::Spki => &args.spki,
-            Self::TlsCaFile => &args.tls_ca_file,
-            Self::QueryTimeout => &args.query_timeout,
-            Self::UpstreamTimeout => &args.upstream_timeout,
-            Self::TcpIdleTimeout => &args.tcp_idle_timeout,
-            Self::UpstreamIdleTimeout => &args.upstream_idle_timeout,
-            Self::MaxTcpClients => &args.max_tcp_clients,
-            Self::MaxInflight => &args.max_inflight,
-            Self::MaxUdpSize => &args.max_udp_size,
-            Self::LogLevel => &args.log_level,
-        };
-        value.as_deref()
     }
 }
 

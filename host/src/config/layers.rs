@@ -4,8 +4,6 @@
 use std::io;
 use std::path::Path;
 
-use crate::cli::RunArgs;
-
 use super::error::{ConfigError, ConfigFileSource, Origin};
 use super::ini::{Ini, IniSection};
 use super::keys::{Key, Section};
@@ -155,7 +153,7 @@ pub(super) struct Layers<'a> {
     /// The environment (injected, so tests can fake it).
     pub(super) env: &'a dyn Fn(&str) -> Option<String>,
     /// The command-line flags.
-    pub(super) flags: &'a RunArgs,
+    pub(super) flags: &'a dyn super::Flags,
 }
 
 impl Layers<'_> {
@@ -168,7 +166,7 @@ impl Layers<'_> {
 
     /// The value of `key` from the flags or the environment only.
     pub(super) fn above_file(&self, key: Key) -> Option<Setting> {
-        if let Some(value) = key.flag_value(self.flags) {
+        if let Some(value) = self.flags.value(key) {
             return Some(Setting {
                 value: value.trim().to_owned(),
                 origin: Origin::Flag(key),

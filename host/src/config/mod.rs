@@ -30,8 +30,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cli;
-
 pub use dnsproxy_core::core::acl::IpNet;
 pub use error::{ConfigError, ConfigFileSource, Expected, FilePos, ListLen, MissingScope, Origin};
 pub use keys::{Key, Section};
@@ -128,13 +126,23 @@ impl fmt::Display for LogLevel {
     }
 }
 
+/// The command line as the configuration reads it: the config file it
+/// names and the value given to each key's flag. The CLI's arguments
+/// implement it, so this module never depends on how flags are parsed.
+pub trait Flags {
+    /// `--config PATH`, if given.
+    fn config_file(&self) -> Option<&Path>;
+    /// The value given to `key`'s flag, if it was given.
+    fn value(&self, key: Key) -> Option<&str>;
+}
+
 /// Builds the configuration from all layers. `env` looks up an environment
 /// variable (`&|name| std::env::var(name).ok()` in the binary); tests inject it.
 pub fn load(
-    flags: &cli::RunArgs,
+    flags: &dyn Flags,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
-    let file = ConfigFile::load(flags.config.as_deref(), Path::new(DEFAULT_CONFIG_FILE))?;
+    let file = ConfigFile::load(flags.config_file(), Path::new(DEFAULT_CONFIG_FILE))?;
     resolve(&Layers {
         file: file.as_ref(),
         env,
