@@ -352,6 +352,7 @@ fn three_hundred_zero_window_clients_do_not_delay_a_fresh_client() {
         from: None,
         recv_buffer: Some(4096),
     };
+    let started = Instant::now();
     let stalled: Vec<TcpStream> = (0..300)
         .map(|i| {
             let mut s = dns::connect_tcp_with(proxy.addr(), opts)
@@ -360,18 +361,22 @@ fn three_hundred_zero_window_clients_do_not_delay_a_fresh_client() {
             s
         })
         .collect();
-    // Wait until the proxy holds all 300 (it accepted them).
-    assert!(
-        wait_until(Duration::from_secs(10), || proxy.open_fds()
-            >= fds_before + 300),
-        "the proxy holds {} descriptors, {fds_before} before 300 clients; log:\n{}",
-        proxy.open_fds(),
-        proxy.log()
-    );
+    let connected = started.elapsed();
+    // The proxy closes a client whose answers make no progress for 5 s, so the
+    // check runs while the attack is on: most of the 300 are still held.
     let took: Vec<Duration> = (0..3)
         .map(|_| fresh_tcp_client_served(&proxy, None, Duration::from_secs(1)))
         .collect();
-    eprintln!("zero-window clients: fresh clients served in {took:?}");
+    let held = proxy.open_fds().saturating_sub(fds_before);
+    eprintln!(
+        "zero-window clients: 300 connected in {connected:?}; {held} held while fresh \
+         clients were served in {took:?}"
+    );
+    assert!(
+        held >= 200,
+        "the proxy held only {held} of the 300 stalled clients when the fresh ones were \
+         served (connected in {connected:?}): the check ran after the attack"
+    );
     drop(stalled);
 }
 
