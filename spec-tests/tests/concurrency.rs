@@ -3,7 +3,7 @@
 //! upstream connection and matches answers that come back in any order), and the
 //! upstream connections stay few: the fixture resolver counts the ones it accepts.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::thread;
 
 use hickory_proto::op::{Message, ResponseCode};
@@ -41,14 +41,22 @@ fn check(query: &Message, answer: &Message) {
     }
 }
 
+/// The loopback source of client `c`: each its own address (127.0.1.x), as many
+/// clients are. From one address they would be one source, which may hold only a
+/// quarter of `max_inflight` once half of it is in use.
+fn source(c: usize) -> IpAddr {
+    let c = u8::try_from(c % 250).expect("c % 250 fits in a byte");
+    IpAddr::V4(Ipv4Addr::new(127, 0, 1, c + 1))
+}
+
 /// `clients` UDP clients, each sending `per_client` queries with IDs 1..=per_client
-/// (the same IDs in every client), all at once.
+/// (the same IDs in every client), all at once, each from its own source.
 fn udp_clients(addr: SocketAddr, clients: usize, per_client: u16) {
     let handles: Vec<_> = (0..clients)
         .map(|c| {
             thread::spawn(move || {
                 let (name, rtype) = NAMES[c % NAMES.len()];
-                let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+                let sock = dns::udp_socket_from(source(c)).expect("bind");
                 sock.set_read_timeout(Some(dns::DEFAULT_TIMEOUT))
                     .expect("timeout");
                 let queries: Vec<Message> = (1..=per_client)
@@ -84,7 +92,8 @@ fn udp_clients(addr: SocketAddr, clients: usize, per_client: u16) {
     }
 }
 
-/// `clients` TCP clients, each pipelining `per_client` queries with IDs 1..=per_client.
+/// `clients` TCP clients, each pipelining `per_client` queries with IDs 1..=per_client,
+/// each from its own source.
 fn tcp_clients(addr: SocketAddr, clients: usize, per_client: u16) {
     let handles: Vec<_> = (0..clients)
         .map(|c| {
@@ -93,7 +102,12 @@ fn tcp_clients(addr: SocketAddr, clients: usize, per_client: u16) {
                 let queries: Vec<Message> = (1..=per_client)
                     .map(|id| QueryBuilder::new(name, rtype).id(id).build())
                     .collect();
-                let mut stream = dns::connect_tcp(addr).expect("connect");
+                let from = Some(source(c + 100));
+                let opts = dns::TcpOptions {
+                    from,
+                    ..dns::TcpOptions::default()
+                };
+                let mut stream = dns::connect_tcp_with(addr, opts).expect("connect");
                 for answer in dns::tcp_exchange(&mut stream, &queries) {
                     check(&queries[usize::from(answer.id()) - 1], &answer);
                 }
