@@ -40,6 +40,10 @@ use spec_tests::{Chain, FixtureResolver, Misbehave, zone};
 const INSIDE: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 /// The outsider of those tests (and the default source of every other client).
 const OUTSIDE: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// A client that is not the attacker: another source than `127.0.0.1`, which the
+/// attackers use. (Behind the attackers' own address a client shares their quarter
+/// of `max_inflight` and may be refused while their burst is in flight.)
+const BYSTANDER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
 /// `allow_networks` that trusts [`INSIDE`] only.
 const ONLY_INSIDE: (&str, &str) = ("ALLOW_NETWORKS", "127.0.0.2/32");
 
@@ -230,20 +234,58 @@ fn ensure_open_files(needed: u64) {
     );
 }
 
-const KIB: u64 = 1;
-const MIB: u64 = 1024 * KIB;
+/// KiB in a MiB (RSS figures are in KiB).
+const MIB: u64 = 1024;
+
+/// The largest `VmRSS` of a process, sampled every 10 ms on a thread from
+/// [`PeakRss::start`] to [`PeakRss::stop`]: an attack's memory may be gone by the
+/// time it is over.
+struct PeakRss {
+    stop: Arc<AtomicBool>,
+    thread: thread::JoinHandle<u64>,
+}
+
+impl PeakRss {
+    fn start(proxy: &Proxy) -> Self {
+        let path = format!("/proc/{}/status", proxy.pid());
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = thread::spawn(move || {
+            let mut peak = 0;
+            while !flag.load(Ordering::Relaxed) {
+                let rss = std::fs::read_to_string(&path).ok().and_then(|status| {
+                    status
+                        .lines()
+                        .find_map(|l| l.strip_prefix("VmRSS:"))
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                });
+                peak = peak.max(rss.unwrap_or(0));
+                thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        });
+        Self { stop, thread }
+    }
+
+    /// The peak in KiB.
+    fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("the RSS sampler")
+    }
+}
 
 #[test]
 fn tcp_clients_pipelining_big_answers_without_reading_are_bounded_and_closed() {
     let _serial = serial();
     let resolver = FixtureResolver::start(Chain::DotTest, Misbehave::None);
     let proxy = Proxy::in_front_of(&[&resolver], &[]);
-    fresh_tcp_client_served(&proxy, None, Duration::from_secs(2));
+    fresh_tcp_client_served(&proxy, Some(BYSTANDER), Duration::from_secs(2));
     let fds_before = proxy.open_fds();
     let rss_before = proxy.rss_kib();
 
     // 4 clients pipeline queries whose answers are ~8.5 KB each and never read.
     let frame = framed(&dns::query(zone::BIG_NAME, RecordType::TXT));
+    let peak = PeakRss::start(&proxy);
     let started = Instant::now();
     let mut attackers: Vec<TcpStream> = (0..4)
         .map(|_| dns::connect_tcp(proxy.addr()).expect("connect"))
@@ -253,8 +295,8 @@ fn tcp_clients_pipelining_big_answers_without_reading_are_bounded_and_closed() {
         written.push(pipeline_until_blocked(s, &frame, 20_000));
     }
     // Everyone else is still served meanwhile.
-    fresh_tcp_client_served(&proxy, None, Duration::from_secs(2));
-    fresh_udp_client_served(&proxy, OUTSIDE, Duration::from_secs(2));
+    fresh_tcp_client_served(&proxy, Some(BYSTANDER), Duration::from_secs(2));
+    fresh_udp_client_served(&proxy, BYSTANDER, Duration::from_secs(2));
     let rss_during = proxy.rss_kib();
 
     // The non-readers are closed (no write progress for 5 s): the proxy holds no
@@ -262,9 +304,11 @@ fn tcp_clients_pipelining_big_answers_without_reading_are_bounded_and_closed() {
     let closed = wait_until(Duration::from_secs(12), || proxy.open_fds() <= fds_before);
     let took = started.elapsed();
     let rss_after = proxy.rss_kib();
+    let rss_peak = peak.stop();
     eprintln!(
         "non-readers: queries written {written:?}; RSS {rss_before} KiB before, \
-         {rss_during} KiB during, {rss_after} KiB after; closed after {took:?}"
+         {rss_during} KiB during, {rss_peak} KiB at most, {rss_after} KiB after; closed \
+         after {took:?}"
     );
     assert!(
         closed,
@@ -279,12 +323,52 @@ fn tcp_clients_pipelining_big_answers_without_reading_are_bounded_and_closed() {
             "a non-reader's connection is still open on the client side"
         );
     }
-    let grew = rss_during.max(rss_after).saturating_sub(rss_before);
+    let grew = rss_peak
+        .max(rss_during)
+        .max(rss_after)
+        .saturating_sub(rss_before);
     assert!(
         grew < 40 * MIB,
         "RSS grew by {grew} KiB with 4 non-reading clients"
     );
-    fresh_tcp_client_served(&proxy, None, Duration::from_secs(2));
+    fresh_tcp_client_served(&proxy, Some(BYSTANDER), Duration::from_secs(2));
+}
+
+#[test]
+fn a_tcp_client_whose_answers_stop_making_progress_is_closed_after_5_s() {
+    let _serial = serial();
+    let resolver = FixtureResolver::start(Chain::DotTest, Misbehave::None);
+    // An idle timeout far beyond the write-progress timeout: only the latter may
+    // close it.
+    let proxy = Proxy::in_front_of(&[&resolver], &[("TCP_IDLE_TIMEOUT", "60s")]);
+    fresh_tcp_client_served(&proxy, Some(BYSTANDER), Duration::from_secs(2));
+    let fds_before = proxy.open_fds();
+    // ~1.4 KB answers: 64 in flight stay under the hard backlog, so the proxy keeps
+    // writing until the kernel buffers on both sides are full (megabytes), then
+    // holds up to 64 KiB and stops reading.
+    let frame = framed(&dns::query(zone::MEDIUM_NAME, RecordType::TXT));
+    let mut s = dns::connect_tcp(proxy.addr()).expect("connect");
+    let written = pipeline_until_blocked(&mut s, &frame, 200_000);
+    let stalled = Instant::now();
+    let closed = wait_until(Duration::from_secs(12), || proxy.open_fds() <= fds_before);
+    eprintln!(
+        "write progress: {written} queries written; closed {:?} after the client's \
+         writes stalled",
+        stalled.elapsed()
+    );
+    assert!(
+        closed,
+        "a client whose answers made no progress was still held {:?} after its writes \
+         stalled ({} descriptors, {fds_before} before); log:\n{}",
+        stalled.elapsed(),
+        proxy.open_fds(),
+        proxy.log()
+    );
+    assert!(
+        closed_by_peer(&mut s, Duration::from_secs(5)),
+        "closed on the client side too"
+    );
+    fresh_tcp_client_served(&proxy, Some(BYSTANDER), Duration::from_secs(2));
 }
 
 #[test]
@@ -337,11 +421,13 @@ fn outsiders_streaming_queries_get_nothing_and_cost_no_memory() {
 }
 
 #[test]
-fn three_hundred_zero_window_clients_do_not_delay_a_fresh_client() {
+fn three_hundred_zero_window_clients_do_not_delay_a_fresh_client_and_are_closed() {
     let _serial = serial();
     ensure_open_files(1_024);
     let resolver = FixtureResolver::start(Chain::DotTest, Misbehave::None);
-    let proxy = Proxy::in_front_of(&[&resolver], &[]);
+    // An idle timeout far beyond the write-progress timeout (5 s): only the latter
+    // may close them.
+    let proxy = Proxy::in_front_of(&[&resolver], &[("TCP_IDLE_TIMEOUT", "60s")]);
     fresh_tcp_client_served(&proxy, None, Duration::from_secs(2));
     let fds_before = proxy.open_fds();
 
@@ -365,7 +451,7 @@ fn three_hundred_zero_window_clients_do_not_delay_a_fresh_client() {
     // The proxy closes a client whose answers make no progress for 5 s, so the
     // check runs while the attack is on: most of the 300 are still held.
     let took: Vec<Duration> = (0..3)
-        .map(|_| fresh_tcp_client_served(&proxy, None, Duration::from_secs(1)))
+        .map(|_| fresh_tcp_client_served(&proxy, Some(BYSTANDER), Duration::from_secs(1)))
         .collect();
     let held = proxy.open_fds().saturating_sub(fds_before);
     eprintln!(
@@ -376,6 +462,21 @@ fn three_hundred_zero_window_clients_do_not_delay_a_fresh_client() {
         held >= 200,
         "the proxy held only {held} of the 300 stalled clients when the fresh ones were \
          served (connected in {connected:?}): the check ran after the attack"
+    );
+    // Their answers make no progress: each is closed 5 s after it stalled (the
+    // bound leaves room for the 300 to be served first and for a loaded machine).
+    let closed = wait_until(Duration::from_secs(12), || {
+        proxy.open_fds() <= fds_before + 2
+    });
+    eprintln!(
+        "zero-window clients: closed {:?} after the first connected",
+        started.elapsed()
+    );
+    assert!(
+        closed,
+        "{} descriptors still held {:?} after 300 clients stalled ({fds_before} before)",
+        proxy.open_fds(),
+        started.elapsed()
     );
     drop(stalled);
 }
@@ -527,11 +628,7 @@ fn at_max_tcp_clients_the_stalest_connection_of_the_busiest_source_makes_room() 
         })
         .collect();
     // A 51st client, from another source, is served within a few seconds.
-    let took = fresh_tcp_client_served(
-        &proxy,
-        Some(Ipv4Addr::new(127, 0, 0, 3).into()),
-        Duration::from_secs(3),
-    );
+    let took = fresh_tcp_client_served(&proxy, Some(BYSTANDER), Duration::from_secs(3));
     eprintln!("max_tcp_clients=50: the 51st client was served in {took:?}");
     assert!(
         closed_by_peer(&mut held[0], Duration::from_secs(2)),
