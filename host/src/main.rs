@@ -104,7 +104,7 @@ async fn serve(config: Config, args: &RunArgs) -> Result<i32> {
         "dnsproxy {} starting",
         env!("CARGO_PKG_VERSION")
     );
-    let policy = SocketPolicy::new(config.listen, config.upstreams.iter().map(|u| u.addr));
+    let policy = SocketPolicy::from_config(&config);
     let proxy = tokio::spawn(async move { sandbox::run(engine, component, &config, policy).await });
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

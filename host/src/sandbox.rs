@@ -172,13 +172,9 @@ fn wasi_ctx(policy: SocketPolicy) -> WasiCtx {
         .allow_tcp(true)
         .allow_udp(true)
         .allow_ip_name_lookup(false)
-        .socket_addr_check(move |addr, use_| {
-            let allowed = policy.allows(addr, use_);
-            if !allowed {
-                tracing::warn!(%addr, ?use_, "sandbox refused a socket operation");
-            }
-            Box::pin(async move { allowed })
-        })
+        // Called per datagram: the decision is made (and a refusal counted)
+        // right here, the future only carries it.
+        .socket_addr_check(move |addr, use_| Box::pin(std::future::ready(policy.check(addr, use_))))
         .build()
 }
 
