@@ -22,11 +22,14 @@ mod embedded {
     include!(concat!(env!("OUT_DIR"), "/component.rs"));
 }
 
-/// The engine every component instance runs on.
+/// The engine every component instance runs on. Epoch interruption lets
+/// the watchdog stop an instance stuck in a loop (see [`crate::watchdog`]);
+/// it changes the compiled code, and so the artefact name.
 pub fn engine() -> Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    config.epoch_interruption(true);
     Ok(Engine::new(&config)?)
 }
 

@@ -13,6 +13,7 @@ pub mod health;
 pub mod policy;
 pub mod sandbox;
 pub mod spki;
+pub mod watchdog;
 
 use std::process::ExitCode;
 
