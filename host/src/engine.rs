@@ -9,11 +9,24 @@
 //! hash covers the component bytes and the engine's compilation settings, so
 //! a stale or foreign file is never picked; wasmtime also re-checks its
 //! version and settings when loading.
+//!
+//! An artefact is native code that runs outside the sandbox, so a file is
+//! used only if nobody but root or the running user can have written it: a
+//! regular file (opened without following symlinks) owned by one of them and
+//! not writable by group or others. Anything else is ignored with an info
+//! line and the component is compiled in memory. Artefacts are written under
+//! a fresh temporary name (`O_CREAT|O_EXCL|O_NOFOLLOW`) and renamed into
+//! place, so neither a planted symlink nor a half-written file is ever read.
 
+use std::fs::File;
 use std::hash::{Hash, Hasher};
+use std::io::{Read as _, Write as _};
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine};
 
@@ -22,11 +35,21 @@ mod embedded {
     include!(concat!(env!("OUT_DIR"), "/component.rs"));
 }
 
-/// The engine every component instance runs on.
+/// Mode of an artefact written by `precompile` (beside the executable, in
+/// an image): readable by the unprivileged user the image runs as.
+const SHARED_MODE: u32 = 0o644;
+/// Mode of an artefact in the per-user cache, and of that cache directory.
+const PRIVATE_MODE: u32 = 0o600;
+const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// The engine every component instance runs on. Epoch interruption lets
+/// the watchdog stop an instance stuck in a loop (see [`crate::watchdog`]);
+/// it changes the compiled code, and so the artefact name.
 pub fn engine() -> Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    config.epoch_interruption(true);
     Ok(Engine::new(&config)?)
 }
 
@@ -50,15 +73,86 @@ pub fn artefact_name(engine: &Engine, wasm: &[u8]) -> String {
     format!("dnsproxy-{:016x}.cwasm", h.finish())
 }
 
-/// Loads a precompiled artefact.
-fn load_cwasm(engine: &Engine, path: &Path) -> Result<Component> {
-    // SAFETY: `deserialize_file` runs native code from the file. Only files
-    // we wrote ourselves are passed here: beside our own executable, or in
-    // the user's private cache directory, named by the hash of the exact
-    // component and engine settings; wasmtime validates the header, version
-    // and settings before use.
+/// Why an artefact on disk is not used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Untrusted {
+    /// There is no such file (the common case: not precompiled).
+    #[error("not found")]
+    Missing,
+    /// A symbolic link: whoever can write its directory chose the target.
+    #[error("is a symbolic link")]
+    Symlink,
+    /// A directory, FIFO, device, ...
+    #[error("is not a regular file")]
+    NotRegular,
+    /// Owned by someone who is neither root nor the running user.
+    #[error("is owned by uid {owner}, neither root nor the running user ({me})")]
+    Owner {
+        /// The file's owner.
+        owner: u32,
+        /// The running user.
+        me: u32,
+    },
+    /// Writable by users other than its owner.
+    #[error("is writable by group or others (mode {0:o})")]
+    Writable(u32),
+    /// It could not be opened or read.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Whether a file with this owner and mode may hold native code run by
+/// user `me`. Root-owned files are trusted (an image's files are root's,
+/// read by an unprivileged user).
+fn trusted(is_file: bool, owner: u32, mode: u32, me: u32) -> Result<(), Untrusted> {
+    if !is_file {
+        return Err(Untrusted::NotRegular);
+    }
+    if owner != 0 && owner != me {
+        return Err(Untrusted::Owner { owner, me });
+    }
+    if mode & 0o022 != 0 {
+        return Err(Untrusted::Writable(mode & 0o7777));
+    }
+    Ok(())
+}
+
+/// Reads an artefact if it is trusted (see [`trusted`]). The checks are made
+/// on the open file, and the bytes read from it, so the file cannot be
+/// swapped between check and use.
+pub fn read_trusted(path: &Path) -> Result<Vec<u8>, Untrusted> {
+    // NONBLOCK: opening a FIFO planted in place of the file must not hang
+    // the start; it is refused below as not a regular file.
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    let fd = match rustix::fs::open(path, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::LOOP) => return Err(Untrusted::Symlink),
+        Err(Errno::NOENT) => return Err(Untrusted::Missing),
+        Err(e) => return Err(Untrusted::Io(e.into())),
+    };
+    let mut file = File::from(fd);
+    let meta = file.metadata()?;
+    trusted(
+        meta.file_type().is_file(),
+        meta.uid(),
+        meta.mode(),
+        rustix::process::geteuid().as_raw(),
+    )?;
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Loads a trusted artefact's bytes.
+fn load_cwasm(engine: &Engine, bytes: &[u8]) -> Result<Component> {
+    // SAFETY: `deserialize` runs native code from these bytes. They come
+    // from a file that only root or the running user can have written
+    // (`read_trusted`), named by the hash of the exact component and engine
+    // settings; wasmtime validates the header, version and settings before
+    // use.
     #[allow(unsafe_code)]
-    Ok(unsafe { Component::deserialize_file(engine, path) }?)
+    Ok(unsafe { Component::deserialize(engine, bytes) }?)
 }
 
 fn user_cache_dir() -> Option<PathBuf> {
@@ -77,17 +171,23 @@ pub fn load_embedded(engine: &Engine) -> Result<Component> {
         .and_then(|p| p.parent().map(|d| d.join(&name)));
     let cached = user_cache_dir().map(|d| d.join(&name));
     for path in beside_exe.iter().chain(cached.iter()) {
-        if path.is_file() {
-            match load_cwasm(engine, path) {
-                Ok(c) => {
-                    tracing::debug!(path = %path.display(), "loaded precompiled component");
-                    return Ok(c);
-                }
-                // E.g. compiled on a CPU with other features (an image
-                // built elsewhere): compile instead, as if it were absent.
-                Err(e) => {
-                    tracing::info!(path = %path.display(), error = format!("{e:#}"), "precompiled component unusable, compiling it")
-                }
+        let bytes = match read_trusted(path) {
+            Ok(bytes) => bytes,
+            Err(Untrusted::Missing) => continue,
+            Err(why) => {
+                tracing::info!(path = %path.display(), %why, "ignoring the precompiled component");
+                continue;
+            }
+        };
+        match load_cwasm(engine, &bytes) {
+            Ok(c) => {
+                tracing::debug!(path = %path.display(), "loaded precompiled component");
+                return Ok(c);
+            }
+            // E.g. compiled on a CPU with other features (an image
+            // built elsewhere): compile instead, as if it were absent.
+            Err(e) => {
+                tracing::info!(path = %path.display(), error = format!("{e:#}"), "precompiled component unusable, compiling it")
             }
         }
     }
@@ -97,7 +197,7 @@ pub fn load_embedded(engine: &Engine) -> Result<Component> {
         .map_err(anyhow::Error::from)
         .context("compiling the component")?;
     let elapsed = started.elapsed();
-    match cached.map(|path| (store_atomically(&path, &bytes), path)) {
+    match cached.map(|path| (store_private(&path, &bytes), path)) {
         Some((Ok(()), path)) => {
             tracing::info!(?elapsed, cached = %path.display(), "compiled the component");
         }
@@ -145,15 +245,217 @@ pub fn precompile(engine: &Engine, dir: Option<&Path>) -> Result<PathBuf> {
     };
     let path = dir.join(artefact_name(engine, wasm));
     let bytes = engine.precompile_component(wasm)?;
-    store_atomically(&path, &bytes)?;
+    write_artefact(&path, &bytes)?;
     Ok(path)
 }
 
-fn store_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes an artefact for everyone to read (`precompile`), atomically.
+pub fn write_artefact(path: &Path, bytes: &[u8]) -> Result<()> {
+    store_atomically(path, bytes, SHARED_MODE)
+}
+
+/// Writes an artefact into the per-user cache, creating it private.
+fn store_private(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().context("no parent directory")?;
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR_MODE)
+        .create(dir)?;
+    store_atomically(path, bytes, PRIVATE_MODE)
+}
+
+/// Writes `bytes` to a new file beside `path` (a fresh name, `O_EXCL`, never
+/// through a symlink), then renames it over `path`: readers see the old file
+/// or the complete new one, and a file or link planted at either name is
+/// never written through.
+fn store_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let dir = path.parent().context("no parent directory")?;
+    let name = path
+        .file_name()
+        .context("no file name")?
+        .to_string_lossy()
+        .into_owned();
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    for attempt in 0..16 {
+        let tmp = dir.join(format!(".{name}.{}.{attempt}.tmp", std::process::id()));
+        let fd = match rustix::fs::open(&tmp, flags, Mode::from_raw_mode(mode)) {
+            Ok(fd) => fd,
+            // A leftover of a crashed run, or something planted: another name.
+            Err(Errno::EXIST) => continue,
+            Err(e) => {
+                return Err(std::io::Error::from(e))
+                    .with_context(|| format!("creating {}", tmp.display()));
+            }
+        };
+        let written = (|| -> std::io::Result<()> {
+            // The exact mode, whatever the umask.
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+            let mut file = File::from(fd);
+            file.write_all(bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, path)
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e).with_context(|| format!("writing {}", path.display()));
+        }
+        return Ok(());
+    }
+    bail!("no free temporary name beside {}", path.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// The smallest valid component: the preamble alone.
+    const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\x00\x01\x00";
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let dir =
+                std::env::temp_dir().join(format!("dnsproxy-engine-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn artefact(engine: &Engine) -> Vec<u8> {
+        engine.precompile_component(EMPTY_COMPONENT).unwrap()
+    }
+
+    fn set_mode(path: &Path, mode: u32) {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn an_artefact_we_wrote_loads() {
+        let engine = engine().unwrap();
+        let dir = TempDir::new();
+        let path = dir.0.join("cache/dnsproxy/a.cwasm");
+        store_private(&path, &artefact(&engine)).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.mode() & 0o777, PRIVATE_MODE);
+        let dir_mode = std::fs::metadata(path.parent().unwrap()).unwrap().mode();
+        assert_eq!(dir_mode & 0o777, PRIVATE_DIR_MODE);
+        let bytes = read_trusted(&path).unwrap();
+        load_cwasm(&engine, &bytes).unwrap();
+    }
+
+    #[test]
+    fn precompile_writes_a_world_readable_artefact_whatever_the_umask() {
+        let engine = engine().unwrap();
+        let dir = TempDir::new();
+        let path = dir.0.join("a.cwasm");
+        write_artefact(&path, &artefact(&engine)).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().mode() & 0o777,
+            SHARED_MODE
+        );
+        assert!(read_trusted(&path).is_ok());
+    }
+
+    #[test]
+    fn a_group_or_world_writable_artefact_is_refused() {
+        let engine = engine().unwrap();
+        let dir = TempDir::new();
+        let path = dir.0.join("a.cwasm");
+        write_artefact(&path, &artefact(&engine)).unwrap();
+        for mode in [0o664, 0o646, 0o666] {
+            set_mode(&path, mode);
+            assert!(
+                matches!(read_trusted(&path), Err(Untrusted::Writable(m)) if m == mode),
+                "{mode:o}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_symlinked_artefact_is_refused_even_to_a_good_file() {
+        let engine = engine().unwrap();
+        let dir = TempDir::new();
+        let good = dir.0.join("good.cwasm");
+        write_artefact(&good, &artefact(&engine)).unwrap();
+        let link = dir.0.join("link.cwasm");
+        std::os::unix::fs::symlink(&good, &link).unwrap();
+        assert!(matches!(read_trusted(&link), Err(Untrusted::Symlink)));
+    }
+
+    #[test]
+    fn a_fifo_in_place_of_the_artefact_is_refused_without_blocking() {
+        let dir = TempDir::new();
+        let path = dir.0.join("fifo.cwasm");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        assert!(matches!(read_trusted(&path), Err(Untrusted::NotRegular)));
+    }
+
+    #[test]
+    fn a_missing_artefact_is_just_missing() {
+        let dir = TempDir::new();
+        assert!(matches!(
+            read_trusted(&dir.0.join("none.cwasm")),
+            Err(Untrusted::Missing)
+        ));
+    }
+
+    #[test]
+    fn ownership_rules_trust_root_and_the_running_user_only() {
+        // The image: root-owned 0644 files, run as user 65532.
+        assert!(trusted(true, 0, 0o100644, 65532).is_ok());
+        assert!(trusted(true, 65532, 0o100600, 65532).is_ok());
+        assert!(trusted(true, 0, 0o100444, 0).is_ok());
+        assert!(matches!(
+            trusted(true, 1000, 0o100644, 65532),
+            Err(Untrusted::Owner {
+                owner: 1000,
+                me: 65532
+            })
+        ));
+        assert!(matches!(
+            trusted(true, 65532, 0o100644, 0),
+            Err(Untrusted::Owner { .. })
+        ));
+        assert!(matches!(
+            trusted(false, 0, 0o040755, 0),
+            Err(Untrusted::NotRegular)
+        ));
+    }
+
+    #[test]
+    fn writing_never_follows_a_symlink_planted_at_the_artefact_name() {
+        let engine = engine().unwrap();
+        let dir = TempDir::new();
+        let victim = dir.0.join("victim");
+        std::fs::write(&victim, b"keep me").unwrap();
+        let path = dir.0.join("a.cwasm");
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        // And at the first temporary name, too.
+        let tmp = dir.0.join(format!(".a.cwasm.{}.0.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        write_artefact(&path, &artefact(&engine)).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+        assert!(std::fs::symlink_metadata(&path).unwrap().is_file());
+        assert!(read_trusted(&path).is_ok());
+    }
 }

@@ -2,9 +2,10 @@
 //! WASI 0.2 component inside wasmtime, with only the sockets it needs.
 //!
 //! The host parses the command line, layers the configuration (defaults,
-//! settings.ini, environment, flags), grants the component its listen address
-//! and upstreams, renders its log events, restarts it if it traps, and stops
-//! it on SIGTERM/SIGINT. It never sees a DNS payload.
+//! settings.ini, environment, flags), grants the component its listen address,
+//! its clients and its upstreams, renders its log events, bounds its CPU and
+//! memory, restarts it if it traps, and stops it on SIGTERM/SIGINT. It never
+//! sees a DNS payload.
 
 pub mod cli;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod policy;
 pub mod query_name;
 pub mod sandbox;
 pub mod spki;
+pub mod watchdog;
 
 use std::process::ExitCode;
 
@@ -50,6 +52,34 @@ fn init_logging(level: &str) {
         .init();
 }
 
+/// Raises the soft limit of open files to the hard limit: every client TCP
+/// connection is a file descriptor, and the common soft default (1024) is
+/// short of the thousand-plus simultaneous clients the proxy serves.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current == limit.maximum {
+        tracing::debug!(open_files = ?limit.current, "open files limit already at its maximum");
+        return;
+    }
+    let raised = rustix::process::Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::debug!(
+            from = ?limit.current,
+            to = ?limit.maximum,
+            "raised the open files limit"
+        ),
+        Err(e) => tracing::warn!(
+            current = ?limit.current,
+            error = %e,
+            "cannot raise the open files limit"
+        ),
+    }
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -67,6 +97,7 @@ fn run(args: &RunArgs) -> ExitCode {
         }
     };
     init_logging(config.log_level.as_str());
+    raise_open_files_limit();
     match runtime().and_then(|rt| rt.block_on(serve(config, args))) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
@@ -105,7 +136,7 @@ async fn serve(config: Config, args: &RunArgs) -> Result<i32> {
         "dnsproxy {} starting",
         env!("CARGO_PKG_VERSION")
     );
-    let policy = SocketPolicy::new(config.listen, config.upstreams.iter().map(|u| u.addr));
+    let policy = SocketPolicy::from_config(&config);
     let proxy = tokio::spawn(async move { sandbox::run(engine, component, &config, policy).await });
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -148,14 +179,14 @@ fn precompile(args: &PrecompileArgs) -> ExitCode {
     let result = engine::engine().and_then(|engine| match &args.component {
         Some(wasm) => {
             let bytes = engine.precompile_component(&std::fs::read(wasm)?)?;
-            std::fs::write(&args.out, bytes)?;
+            engine::write_artefact(&args.out, &bytes)?;
             Ok(args.out.clone())
         }
         // A directory gets the name the host looks for beside itself.
         None if args.out.is_dir() => engine::precompile(&engine, Some(&args.out)),
         None => {
             let bytes = engine.precompile_component(engine::embedded_wasm()?)?;
-            std::fs::write(&args.out, bytes)?;
+            engine::write_artefact(&args.out, &bytes)?;
             Ok(args.out.clone())
         }
     });

@@ -1,17 +1,20 @@
 //! Runs the proxy component: links exactly the `proxy` world, grants it its
 //! sockets (see [`crate::policy`]) and nothing else, hands it the validated
-//! configuration and renders its log events.
+//! configuration, renders its log events, bounds its memory and CPU (see
+//! [`crate::watchdog`]) and restarts it when it traps.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::config::{Config, LogLevel};
 use crate::policy::SocketPolicy;
+use crate::policy::refusals::LOG_EVERY;
+use crate::watchdog::{Life, Next, Restarts, Stuck, Ticker, Verdict, Watchdog};
 
 /// Host bindings of the `proxy` world (generated from `wit/world.wit`).
 mod bindings {
@@ -30,6 +33,7 @@ use bindings::Proxy;
 use bindings::dnsproxy::proxy::config as wit_config;
 use bindings::dnsproxy::proxy::log as wit_log;
 use bindings::dnsproxy::proxy::types as wit_types;
+use bindings::dnsproxy::proxy::watchdog as wit_watchdog;
 
 /// Memory one component instance may use.
 pub const MEMORY_LIMIT: usize = 512 << 20;
@@ -40,6 +44,8 @@ pub struct State {
     table: ResourceTable,
     limits: StoreLimits,
     config: wit_config::ProxyConfig,
+    /// Calls of `watchdog.heartbeat` so far.
+    heartbeats: u64,
 }
 
 impl WasiView for State {
@@ -52,6 +58,12 @@ impl WasiView for State {
 }
 
 impl wit_types::Host for State {}
+
+impl wit_watchdog::Host for State {
+    fn heartbeat(&mut self) {
+        self.heartbeats += 1;
+    }
+}
 
 impl wit_config::Host for State {
     fn get(&mut self) -> wit_config::ProxyConfig {
@@ -78,13 +90,14 @@ impl wit_log::Host for State {
     }
 }
 
-/// The linker for the `proxy` world: WASI (p2) plus our two interfaces.
+/// The linker for the `proxy` world: WASI (p2) plus our own interfaces.
 pub fn linker(engine: &Engine) -> Result<Linker<State>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wit_types::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     wit_config::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     wit_log::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    wit_watchdog::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     Ok(linker)
 }
 
@@ -175,53 +188,77 @@ fn wasi_ctx(policy: SocketPolicy) -> WasiCtx {
         .allow_tcp(true)
         .allow_udp(true)
         .allow_ip_name_lookup(false)
-        .socket_addr_check(move |addr, use_| {
-            let allowed = policy.allows(addr, use_);
-            if !allowed {
-                tracing::warn!(%addr, ?use_, "sandbox refused a socket operation");
-            }
-            Box::pin(async move { allowed })
-        })
+        // Called per datagram: the decision is made (and a refusal counted)
+        // right here, the future only carries it.
+        .socket_addr_check(move |addr, use_| Box::pin(std::future::ready(policy.check(addr, use_))))
         .build()
 }
 
-/// How the component stopped.
+/// How an instance stopped.
 #[derive(Debug)]
 pub enum Outcome {
     /// It returned or called exit with this code.
     Exited(i32),
+    /// It trapped (or failed to instantiate) after living `life`.
+    Trapped {
+        /// The trap.
+        error: anyhow::Error,
+        /// How far it got.
+        life: Life,
+    },
 }
 
-/// Runs one instance until it returns.
+/// Runs one instance until it returns or traps.
 async fn run_once(
     engine: &Engine,
     linker: &Linker<State>,
     component: &Component,
     config: &wit_config::ProxyConfig,
     policy: &SocketPolicy,
-) -> Result<Outcome> {
+) -> Outcome {
     let state = State {
         wasi: wasi_ctx(policy.clone()),
         table: ResourceTable::new(),
         limits: StoreLimitsBuilder::new().memory_size(MEMORY_LIMIT).build(),
         config: config.clone(),
+        heartbeats: 0,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);
-    let proxy = Proxy::instantiate_async(&mut store, component, linker).await?;
-    match proxy.wasi_cli_run().call_run(&mut store).await {
-        Ok(Ok(())) => Ok(Outcome::Exited(0)),
-        Ok(Err(())) => Ok(Outcome::Exited(1)),
+    let mut watchdog = Watchdog::default();
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |ctx| match watchdog.on_tick(ctx.data().heartbeats) {
+        // Yielding lets the host's other tasks (signals, the log flush) run
+        // on this worker even while the instance is busy.
+        Verdict::Continue => Ok(UpdateDeadline::Yield(1)),
+        Verdict::Stuck(ticks) => Err(Stuck::new(ticks).into()),
+    });
+    let started = Instant::now();
+    let result = match Proxy::instantiate_async(&mut store, component, linker).await {
+        Ok(proxy) => proxy.wasi_cli_run().call_run(&mut store).await,
+        Err(e) => Err(e),
+    };
+    let error = match result {
+        Ok(Ok(())) => return Outcome::Exited(0),
+        Ok(Err(())) => return Outcome::Exited(1),
         Err(e) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
-            Some(exit) => Ok(Outcome::Exited(exit.0)),
-            None => Err(e.into()),
+            Some(exit) => return Outcome::Exited(exit.0),
+            None => anyhow::Error::from(e),
+        },
+    };
+    Outcome::Trapped {
+        error,
+        life: Life {
+            heartbeats: store.data().heartbeats,
+            uptime: started.elapsed(),
         },
     }
 }
 
 /// Runs the component, restarting it after a trap (with a log line, never
-/// silently). Returns the exit code when the component exits by itself, or
-/// an error when it keeps trapping.
+/// silently; see [`Restarts`] for the backoff). Returns the exit code when the
+/// component exits by itself, or an error when it keeps trapping before it
+/// ever served.
 pub async fn run(
     engine: Engine,
     component: Component,
@@ -230,26 +267,69 @@ pub async fn run(
 ) -> Result<i32> {
     let linker = linker(&engine)?;
     let wit = wit_config(config)?;
-    let mut recent_traps: Vec<Instant> = Vec::new();
-    loop {
-        match run_once(&engine, &linker, &component, &wit, &policy).await {
-            Ok(Outcome::Exited(code)) => return Ok(code),
-            Err(trap) => {
-                let now = Instant::now();
-                recent_traps.retain(|t| now.duration_since(*t) < Duration::from_secs(60));
-                recent_traps.push(now);
+    let _ticker = Ticker::start(engine.clone())?;
+    // Reports the tail of a burst of refusals that ended within LOG_EVERY.
+    let _flush = AbortOnDrop({
+        let policy = policy.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(LOG_EVERY);
+            loop {
+                every.tick().await;
+                policy.refusals().flush();
+            }
+        })
+    });
+    let mut restarts = Restarts::default();
+    let mut traps = 0u32;
+    let code = loop {
+        let (error, life) = match run_once(&engine, &linker, &component, &wit, &policy).await {
+            Outcome::Exited(code) => break code,
+            Outcome::Trapped { error, life } => (error, life),
+        };
+        traps += 1;
+        let stuck = error.downcast_ref::<Stuck>().is_some();
+        let what = if stuck {
+            "the proxy component was stuck in a loop and was stopped"
+        } else {
+            "the proxy component trapped"
+        };
+        // The cause first, on one line; where in the component, when known.
+        let cause = error.root_cause().to_string();
+        let backtrace = error
+            .downcast_ref::<wasmtime::WasmBacktrace>()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        match restarts.after_trap(life) {
+            Next::RestartAfter(delay) => {
                 tracing::error!(
-                    error = format!("{trap:#}"),
-                    "the proxy component trapped; restarting it"
+                    error = cause,
+                    uptime = ?life.uptime,
+                    served = life.served(),
+                    traps,
+                    restart_in = ?delay,
+                    backtrace,
+                    "{what}; restarting it"
                 );
-                if recent_traps.len() >= 5 {
-                    bail!(
-                        "the proxy component trapped 5 times within a minute; giving up: {trap:#}"
-                    );
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(delay).await;
+            }
+            Next::GiveUp => {
+                tracing::debug!(backtrace, "where the component was");
+                bail!(
+                    "{what} {traps} times in a row before it ever served (a broken build or \
+                     configuration?); giving up: {cause}"
+                );
             }
         }
+    };
+    Ok(code)
+}
+
+/// A task that ends with the scope that started it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

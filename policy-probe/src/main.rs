@@ -66,6 +66,11 @@ mod probe {
         report("udp-bind-other-port", UdpSocket::bind(other_port));
         report("tcp-listen-other-port", TcpListener::bind(other_port));
         report("udp-bind-wildcard", UdpSocket::bind("0.0.0.0:0"));
+        // Nobody asked the listen socket anything: no reply is owed.
+        report(
+            "udp-send-unsolicited",
+            UdpSocket::bind(listen).and_then(|s| s.send_to(b"probe", upstream)),
+        );
         report("tcp-connect-upstream", TcpStream::connect(upstream));
         report(
             "tcp-connect-other-port",

@@ -139,7 +139,22 @@ pub(crate) fn main() {
         Err(e) => fatal("cannot start the runtime", &e),
     };
     let local = tokio::task::LocalSet::new();
-    if let Err(e) = local.block_on(&runtime, dnsproxy_core::shell::serve(config, log)) {
+    let serve = async move {
+        // Spawned before anything else, so it runs before any client task.
+        // The host traps an instance that runs ~1 s of wasm without a
+        // heartbeat (a stuck loop), so it must beat while the loop turns;
+        // waiting for traffic does not count against it.
+        tokio::task::spawn_local(async {
+            let mut every = tokio::time::interval(std::time::Duration::from_millis(100));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                every.tick().await;
+                dnsproxy::proxy::watchdog::heartbeat();
+            }
+        });
+        dnsproxy_core::shell::serve(config, log).await
+    };
+    if let Err(e) = local.block_on(&runtime, serve) {
         fatal("cannot serve", &e);
     }
 }

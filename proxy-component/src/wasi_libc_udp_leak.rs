@@ -3,23 +3,31 @@
 //! wasi-libc (wasm32-wasip2, as shipped with rustc 1.95) receives each datagram
 //! with `incoming-datagram-stream.receive(1)`; the host allocates the returned
 //! list and, for every datagram, its payload through the component's
-//! `cabi_realloc` (malloc). After copying the payload out, `recvfrom` calls the
+//! `cabi_realloc`. After copying the payload out, `recvfrom` calls the
 //! generated `udp_list_incoming_datagram_free`, which frees the list but calls
 //! a `udp_incoming_datagram_free` whose body forgot the `data` field: the
-//! wit-bindgen C generator registers no destructor for a `list<u8>` whose C type
-//! (`wasip2_list_u8_t`) was already defined by another interface, and silently
-//! emits nothing for it. Each datagram leaked its length rounded up to malloc's
-//! 8-byte chunks plus 4 bytes of header (48 bytes for a 40-byte query), until
+//! wit-bindgen C generator registers no destructor for a `list<u8>` whose C
+//! type (`wasip2_list_u8_t`) another interface defined first, and silently
+//! emits nothing for it. Each datagram leaked its length plus malloc's 4-byte
+//! header, rounded up to 16 (48 bytes for a 40-byte query, 240 for 225), until
 //! the instance hit its memory limit and trapped.
 //!
-//! `build.rs` links with `--wrap=udp_list_incoming_datagram_free`, so wasi-libc's
-//! call lands in [`__wrap_udp_list_incoming_datagram_free`], which frees each
-//! payload, clears the field, and hands the list to the original. Clearing the
-//! field keeps this safe if a regenerated wasi-libc frees `data` in
-//! `udp_incoming_datagram_free` (its list free skips empty lists); a wasi-libc
-//! that frees the payload in `recvfrom` itself would need this removed, which
-//! is why `build.rs` applies it to known toolchains only. Remove this module
-//! and the build script once the toolchain's wasi-libc is fixed.
+//! `build.rs` links with `--wrap=udp_list_incoming_datagram_free`, so
+//! wasi-libc's call lands in [`__wrap_udp_list_incoming_datagram_free`], which
+//! frees each payload, clears the field, and hands the list to the original.
+//! Clearing the field keeps this safe if a regenerated wasi-libc frees `data`
+//! in `udp_incoming_datagram_free` (its list free skips empty lists); a
+//! wasi-libc that frees the payload in `recvfrom` itself would need this
+//! removed, which is why `build.rs` applies it to known toolchains only.
+//! Remove this module and the build script once the toolchain's wasi-libc is
+//! fixed.
+//!
+//! `free` is the right release: the exported `cabi_realloc` on wasip2 is Rust
+//! std's (it overrides wasi-libc's weak one; wit-bindgen 0.46 defines none for
+//! `target_env = "p2"`) and allocates with the global allocator, `System`,
+//! which is wasi-libc's malloc; wasi-libc frees the list with `free` on the
+//! same assumption. A `#[global_allocator]` not backed by malloc would break
+//! both.
 
 // The wrapper is called by C with C's types; there is no safe way to write it.
 #![allow(unsafe_code)]
@@ -57,8 +65,8 @@ const _: () = assert!(size_of::<IncomingDatagram>() == 40);
 unsafe extern "C" {
     /// The original, reached through the linker's `--wrap`.
     fn __real_udp_list_incoming_datagram_free(list: *mut IncomingDatagramList);
-    /// wasi-libc's allocator, which the host's `cabi_realloc` calls allocate
-    /// from and which already frees the list itself.
+    /// wasi-libc's allocator, behind `System`: the payloads come from it, and
+    /// the original frees the list with it.
     fn free(ptr: *mut c_void);
 }
 
@@ -74,8 +82,8 @@ unsafe extern "C" fn __wrap_udp_list_incoming_datagram_free(list: *mut IncomingD
     // SAFETY: per the contract above, `list` and its `len` elements are valid,
     // exclusively ours, and each non-empty payload is a live malloc allocation
     // that nothing else frees (the leak being fixed). An empty payload is not
-    // an allocation (wit-bindgen's `cabi_realloc` returns a dangling pointer
-    // for size 0), exactly as the generated `wasip2_list_u8_free` treats it.
+    // an allocation (`cabi_realloc` returns the alignment as a dangling
+    // pointer for size 0), as the generated `wasip2_list_u8_free` assumes too.
     unsafe {
         let datagrams = &mut *list;
         for i in 0..datagrams.len {

@@ -207,8 +207,9 @@ pub enum MessageError {
         /// Offset of the record.
         offset: usize,
     },
-    /// A compression pointer refers into the OPT RR that was to be removed, so
-    /// removing it would change the name (RFC 1035 §4.1.4).
+    /// A compression pointer refers into the OPT RR that was to be removed (or
+    /// padded), or to labels that run into it, so the edit would change the
+    /// name (RFC 1035 §4.1.4).
     #[error("compression pointer at offset {offset} points into the OPT record")]
     PointerIntoOpt {
         /// Offset of the pointer.

@@ -182,6 +182,20 @@ pub(super) fn own_pointer(msg: &[u8], mut pos: usize) -> Option<usize> {
     }
 }
 
+/// The end of the run of labels at `pos` (in a valid name): just past the root
+/// label or the pointer that ends it.
+pub(super) fn run_end(msg: &[u8], mut pos: usize) -> Option<usize> {
+    loop {
+        let len = *msg.get(pos)?;
+        match len & 0xC0 {
+            0x00 if len == 0 => return Some(pos + 1),
+            0x00 => pos += 1 + usize::from(len),
+            0xC0 => return Some(pos + 2),
+            _ => return None,
+        }
+    }
+}
+
 /// The target of the compression pointer at `pos`.
 pub(super) fn pointer_target(msg: &[u8], pos: usize) -> Option<usize> {
     let hi = msg.get(pos)?;

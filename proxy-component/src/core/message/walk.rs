@@ -4,7 +4,7 @@
 
 use std::ops::Range;
 
-use super::name::{own_pointer, pointer_target, skip_name};
+use super::name::{own_pointer, pointer_target, run_end, skip_name};
 use super::{EDNS_UDP_PAYLOAD, HEADER_LEN, MessageError, Section, counts};
 
 /// RFC 6891 §6.1.1.
@@ -285,7 +285,9 @@ pub(super) fn name_pointers(
 /// Replaces `msg[range]` with `with`, keeping valid the compression pointers of
 /// the records that follow it up to `records_end` (RFC 1035 §4.1.4): those
 /// pointing past the edit move with it. Returns `Ok(false)`, leaving `msg`
-/// untouched, if a moved pointer would no longer fit in 14 bits.
+/// untouched, if a moved pointer would no longer fit in 14 bits, and an error
+/// if one points into the edited bytes or to labels running into them (the
+/// name would change).
 pub(super) fn splice_records(
     msg: &mut Vec<u8>,
     range: Range<usize>,
@@ -298,6 +300,11 @@ pub(super) fn splice_records(
     for at in name_pointers(msg, range.end, records_end)? {
         let target = pointer_target(msg, at).ok_or(MessageError::BadPointer { offset: at })?;
         if target < range.start {
+            // Its labels must end before the edit too. Runs reached through
+            // further pointers lie before this one (see `name::Labels`).
+            if run_end(msg, target).is_none_or(|end| end > range.start) {
+                return Err(MessageError::PointerIntoOpt { offset: at });
+            }
             continue;
         }
         if target < range.end {
@@ -407,6 +414,31 @@ mod tests {
         assert_eq!(&m[12..23], b"\x01a\x07example\x00");
         assert_eq!(&m[37..39], &[0xC0, 12]);
         assert_eq!(&m[49..51], &[0xC0, 14]);
+    }
+
+    #[test]
+    fn splice_refuses_a_pointer_to_labels_running_into_the_removed_bytes() {
+        let mut m = vec![0; 12];
+        m[11] = 3;
+        // 12: a TXT record whose one RDATA byte, at 23, reads as a label of
+        // length 1 holding the OPT's root owner (24), then a root at 25 (the
+        // OPT's type). 24: the OPT. 35: a record owned by a pointer to 23.
+        m.extend_from_slice(&[0, 0, 16, 0, 1, 0, 0, 0, 0, 0, 1, 1]);
+        m.extend_from_slice(&[0, 0, 41, 0x10, 0, 0, 0, 0, 0, 0, 0]);
+        m.extend_from_slice(&[0xC0, 23, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0]);
+        let end = m.len();
+        walk(&m).expect("valid");
+        let before = m.clone();
+        assert_eq!(
+            splice_records(&mut m, 24..35, &[], end),
+            Err(MessageError::PointerIntoOpt { offset: 35 })
+        );
+        // Inserting where the labels cross is refused too.
+        assert_eq!(
+            splice_records(&mut m, 24..24, &[0; 4], end),
+            Err(MessageError::PointerIntoOpt { offset: 35 })
+        );
+        assert_eq!(m, before);
     }
 
     #[test]

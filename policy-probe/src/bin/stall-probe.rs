@@ -1,0 +1,40 @@
+//! A test guest for the restart policy: run by the real host in place of the
+//! proxy component (`dnsproxy --component stall-probe.wasm`), it logs
+//! `probe serving`, calls `watchdog.heartbeat` every 100 ms for half a second
+//! like a healthy event loop, then logs `probe spinning` and spins forever,
+//! like a component a crafted query sent into an endless loop. The host must
+//! trap it and restart it with a backoff, and never give up on it.
+
+#[cfg(target_os = "wasi")]
+mod probe {
+    use std::time::Duration;
+
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "host-services",
+        // The vendored WASI 0.2.12 WIT gates wasi:clocks/timezone behind
+        // this feature; without it the package does not resolve.
+        features: ["clocks-timezone"],
+    });
+
+    use dnsproxy::proxy::{log, watchdog};
+
+    pub(crate) fn main() {
+        log::emit(log::Level::Info, "probe serving", &[]);
+        for _ in 0..5 {
+            watchdog::heartbeat();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        log::emit(log::Level::Info, "probe spinning", &[]);
+        let mut n = 0u64;
+        loop {
+            // black_box: the loop must really run, not be folded away.
+            n = std::hint::black_box(n.wrapping_add(1));
+        }
+    }
+}
+
+fn main() {
+    #[cfg(target_os = "wasi")]
+    probe::main();
+}
