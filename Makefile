@@ -6,6 +6,8 @@
 #                      (LOCAL_PORT=53, EXTRA_VARS="-e TLS_HOST=..."); make stop, make logs
 #   make test          every test: unit, property, snapshot and end to end
 #   make bench         dnsproxy beside stubby, dnsdist, unbound and kresd
+#   make fuzz          coverage-guided fuzzing of the core and the ini reader
+#                      (FUZZ_SECONDS per target, default 60; fuzz/README.md)
 
 CARGO      ?= cargo
 TARGET_DIR ?= target
@@ -26,7 +28,7 @@ NATIVE_PORT ?= 5398
 BENCH_ARGS ?=
 
 .PHONY: setup build-component build-host run-host test unit lint spec docker-check bench \
-	bench-container bench-idle build run stop logs validate-k8s clean
+	bench-container bench-idle build run stop logs validate-k8s fuzz fuzz-seed clean
 
 setup:
 	scripts/setup.sh
@@ -140,6 +142,20 @@ bench-idle: build-host
 # offline (installs kubernetes-validate from PyPI if missing).
 validate-k8s:
 	scripts/validate-k8s.sh
+
+# Fuzzing (fuzz/README.md): each target for FUZZ_SECONDS, one at a time under
+# nice, with libFuzzer via cargo-fuzz on the stable toolchain (installed if
+# missing); new inputs go into fuzz/corpus/<target>, which is then minimised.
+# FUZZ_TARGETS picks targets (default: all). `make unit` replays the corpora.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh $(FUZZ_TARGETS)
+
+# Writes the seed inputs (fuzz/corpus/<target>/seed-*): real DNS messages
+# encoded by hickory-proto, and settings.ini.
+fuzz-seed:
+	$(CARGO) run --release --target $(NATIVE_TARGET) -p fuzz-checks --example seed_corpora -- fuzz/corpus
 
 clean:
 	$(CARGO) clean

@@ -13,6 +13,7 @@
 //!
 //! Deliberate differences: no `%` interpolation (values are taken literally),
 //! no `[DEFAULT]` section (it is an ordinary section, for the caller to judge),
+//! section names are trimmed (configparser keeps the spaces of `[ NAME ]`),
 //! text after a header's `]` is an error unless it is a comment, and a leading
 //! UTF-8 byte order mark is skipped. Which sections and keys exist is for the
 //! caller to check; this crate only knows the syntax.

@@ -59,11 +59,15 @@ pub fn pad_query(msg: &mut Vec<u8>, block: usize) -> Result<Padding, MessageErro
             let (Ok(rdlen), true) = (rdlen, fits_u16(msg.len() + added)) else {
                 return Ok(Padding::Skipped);
             };
-            let option = padding_option(fill);
-            if !splice_records(msg, opt.range.end..opt.range.end, &option, layout.end)? {
+            // The whole OPT is replaced, RDLENGTH included, so that a pointer
+            // into any byte of it is refused rather than left reading changed bytes.
+            let mut padded = msg[opt.range.clone()].to_vec();
+            let rdlen_at = opt.rdata.start - 2 - opt.range.start;
+            padded[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
+            padded.extend_from_slice(&padding_option(fill));
+            if !splice_records(msg, opt.range, &padded, layout.end)? {
                 return Ok(Padding::Skipped);
             }
-            write_u16(msg, opt.rdata.start - 2, rdlen);
             Ok(Padding::Padded)
         }
         None => {
@@ -380,6 +384,24 @@ mod tests {
         let after = parse(&q);
         assert_eq!(after.additionals(), before.additionals());
         assert!(padding_of(&after).is_some());
+    }
+
+    #[test]
+    fn rfc1035_padding_refuses_a_pointer_into_the_opt_it_rewrites() {
+        let mut q = query_bytes("example.com.", RecordType::A, Some((1232, false)));
+        // A record owned by a pointer to the OPT's RDLENGTH low byte (0: a
+        // root), which padding rewrites.
+        let rdlen_low = u8::try_from(q.len() - 1).expect("short query");
+        let record = q.len();
+        q.extend_from_slice(&[0xC0, rdlen_low, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0]);
+        q[11] = 2;
+        parse_query(&q).expect("valid");
+        let before = q.clone();
+        assert_eq!(
+            pad_query(&mut q, QUERY_PADDING_BLOCK),
+            Err(MessageError::PointerIntoOpt { offset: record })
+        );
+        assert_eq!(q, before);
     }
 
     #[test]

@@ -1,0 +1,285 @@
+//! Writes the seed inputs of every fuzz target into `<dir>/<target>/seed-*`
+//! (`make fuzz-seed` puts them in `fuzz/corpus/`): real DNS messages encoded
+//! by hickory-proto, in each target's input format, and the repository's
+//! settings.ini. Fuzzing and corpus minimisation then keep those that reach
+//! code no other input reaches.
+//!
+//! Usage: `cargo run -p fuzz-checks --example seed_corpora -- DIR`
+
+use std::fs;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::rr::rdata::opt::EdnsOption;
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, SOA, TXT};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+fn main() {
+    let dir = PathBuf::from(std::env::args().nth(1).expect("usage: seed_corpora DIR"));
+    let queries = queries();
+    let responses = responses();
+
+    for (name, q) in &queries {
+        write(&dir, "query", name, q);
+        write(
+            &dir,
+            "padding",
+            &format!("{name}-128"),
+            &[&[128], q.as_slice()].concat(),
+        );
+        write(
+            &dir,
+            "padding",
+            &format!("{name}-468"),
+            &[&[255], q.as_slice()].concat(),
+        );
+    }
+    for (name, r) in &responses {
+        write(&dir, "padding", name, &[&[128], r.as_slice()].concat());
+        for limit in [512u16, 1232] {
+            let input = [&limit.to_be_bytes(), r.as_slice()].concat();
+            write(&dir, "truncate", &format!("{name}-{limit}"), &input);
+        }
+    }
+    for ((qname, q), (rname, r)) in queries.iter().zip(&responses) {
+        let len = u16::try_from(q.len()).expect("small query");
+        let input = [&len.to_be_bytes(), q.as_slice(), r.as_slice()].concat();
+        write(&dir, "answer", &format!("{qname}-{rname}"), &input);
+    }
+    let q = &queries[0].1;
+    let len = u16::try_from(q.len()).expect("small query");
+    let mut reply = q.clone();
+    reply[2] |= 0x80;
+    let input = [&len.to_be_bytes(), q.as_slice(), &reply].concat();
+    write(&dir, "answer", "query-echoed", &input);
+
+    // Deframer: the messages framed back to back, fed in a few chunk sizes.
+    let mut stream = Vec::new();
+    for m in queries.iter().chain(&responses).map(|(_, m)| m) {
+        let len = u16::try_from(m.len()).expect("small message");
+        stream.extend_from_slice(&len.to_be_bytes());
+        stream.extend_from_slice(m);
+    }
+    let framed = |cap: u16, sizes: &[u8], repeat: u8, stream: &[u8]| {
+        let n = u8::try_from(sizes.len()).expect("few sizes");
+        [&cap.to_be_bytes(), &[n, repeat], sizes, stream].concat()
+    };
+    write(
+        &dir,
+        "deframer",
+        "stream",
+        &framed(u16::MAX, &[], 0, &stream),
+    );
+    write(
+        &dir,
+        "deframer",
+        "chunks",
+        &framed(4096, &[1, 7, 0, 200], 3, &stream),
+    );
+    write(
+        &dir,
+        "deframer",
+        "too-large",
+        &framed(512, &[3], 0, &stream),
+    );
+    let zero = [&stream[..40], &[0, 0], &stream[40..]].concat();
+    write(
+        &dir,
+        "deframer",
+        "zero-length",
+        &framed(u16::MAX, &[2, 5], 0, &zero),
+    );
+    let half = &stream[..stream.len() - 9];
+    write(
+        &dir,
+        "deframer",
+        "half-frame",
+        &framed(u16::MAX, &[64], 7, half),
+    );
+
+    let settings = Path::new(env!("CARGO_MANIFEST_DIR")).join("../settings.ini");
+    write(
+        &dir,
+        "ini",
+        "settings",
+        &fs::read(settings).expect("settings.ini"),
+    );
+    let ini_seeds: [(&str, &str); 4] = [
+        (
+            "syntax",
+            "\u{feff}# c\n; c\n\n[LOCAL_SERVER]\n  Local_Host =  \nlocal_port: 53\n[TLS_SERVER]\nSPKI=a=b\r\n",
+        ),
+        (
+            "continuation",
+            "[S]\nnets = 10.0.0.0/8,\n  # note\n    192.168.0.0/16\n\nnext = 1\n[TLS_SERVER quad9] # x\n",
+        ),
+        ("duplicates", "[S]\nkey = 1\nKEY = 2\n[S]\n"),
+        ("malformed", "key = 1\n[A] junk\n[]\n[A\njust words\n= v\n"),
+    ];
+    for (name, text) in ini_seeds {
+        write(&dir, "ini", name, text.as_bytes());
+    }
+}
+
+fn write(dir: &Path, target: &str, name: &str, data: &[u8]) {
+    let dir = dir.join(target);
+    fs::create_dir_all(&dir).expect("corpus directory");
+    fs::write(dir.join(format!("seed-{name}")), data).expect("seed written");
+}
+
+fn name(s: &str) -> Name {
+    Name::from_ascii(s).expect("valid name")
+}
+
+fn message(id: u16, kind: MessageType, qname: &str, qtype: RecordType) -> Message {
+    let mut m = Message::new();
+    m.set_id(id)
+        .set_message_type(kind)
+        .set_op_code(OpCode::Query)
+        .set_recursion_desired(true);
+    m.add_query(Query::query(name(qname), qtype));
+    m
+}
+
+fn edns(payload: u16, dnssec_ok: bool, options: Vec<EdnsOption>) -> Edns {
+    let mut e = Edns::new();
+    e.set_max_payload(payload).set_dnssec_ok(dnssec_ok);
+    for o in options {
+        e.options_mut().insert(o);
+    }
+    e
+}
+
+fn encode(m: &Message) -> Vec<u8> {
+    m.to_vec().expect("hickory-proto encodes")
+}
+
+/// Client queries: plain, EDNS with DO, cookie, padding, signed, long name.
+fn queries() -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let m = message(
+        0x4242,
+        MessageType::Query,
+        "www.example.com.",
+        RecordType::A,
+    );
+    out.push(("plain".into(), encode(&m)));
+
+    let mut m = message(7, MessageType::Query, "Example.ORG.", RecordType::AAAA);
+    m.set_edns(edns(4096, true, vec![]));
+    out.push(("edns-do".into(), encode(&m)));
+
+    let mut m = message(8, MessageType::Query, "mail.example.net.", RecordType::MX);
+    let cookie = EdnsOption::Unknown(10, vec![9; 8]);
+    m.set_edns(edns(1232, false, vec![cookie]));
+    out.push(("cookie".into(), encode(&m)));
+
+    let mut m = message(9, MessageType::Query, "a.b.", RecordType::TXT);
+    m.set_edns(edns(
+        1232,
+        false,
+        vec![EdnsOption::Unknown(12, vec![0; 40])],
+    ));
+    out.push(("padded".into(), encode(&m)));
+
+    // A TSIG record after the OPT: never padded.
+    let mut q = encode(&message(
+        10,
+        MessageType::Query,
+        "example.com.",
+        RecordType::SOA,
+    ));
+    q.extend_from_slice(&[0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, 0]);
+    q.extend_from_slice(&[
+        3, b'k', b'e', b'y', 0, 0, 250, 0, 255, 0, 0, 0, 0, 0, 2, 0xAB, 0xCD,
+    ]);
+    q[11] = 2;
+    out.push(("tsig".into(), q));
+
+    let x63 = "x".repeat(63);
+    let long = format!("{x63}.{x63}.{x63}.{}.", "y".repeat(61));
+    let m = message(11, MessageType::Query, &long, RecordType::A);
+    out.push(("name-255".into(), encode(&m)));
+    out
+}
+
+/// Upstream responses: many answers (for truncation), an OPT with padding, an
+/// OPT before other additional records (compression pointers after it), and
+/// common record types whose RDATA holds compressed names.
+fn responses() -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut m = message(
+        0x4242,
+        MessageType::Response,
+        "www.example.com.",
+        RecordType::A,
+    );
+    for i in 0..60 {
+        let a = RData::A(A(Ipv4Addr::new(192, 0, 2, i)));
+        m.add_answer(Record::from_rdata(name("www.example.com."), 300, a));
+    }
+    let txt = RData::TXT(TXT::new(vec!["x".repeat(100)]));
+    m.add_name_server(Record::from_rdata(name("example.com."), 300, txt));
+    m.set_edns(edns(
+        1232,
+        true,
+        vec![EdnsOption::Unknown(12, vec![0; 300])],
+    ));
+    out.push(("many-answers".into(), encode(&m)));
+
+    let mut m = message(7, MessageType::Response, "example.org.", RecordType::AAAA);
+    let aaaa = RData::AAAA(AAAA(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)));
+    m.add_answer(Record::from_rdata(name("example.org."), 60, aaaa));
+    m.set_edns(edns(4096, true, vec![EdnsOption::Unknown(10, vec![1; 24])]));
+    out.push(("edns-cookie".into(), encode(&m)));
+
+    let mut m = message(
+        8,
+        MessageType::Response,
+        "mail.example.net.",
+        RecordType::MX,
+    );
+    let mx = RData::MX(MX::new(10, name("mx.example.net.")));
+    m.add_answer(Record::from_rdata(name("mail.example.net."), 60, mx));
+    let cname = RData::CNAME(CNAME(name("mx.example.net.")));
+    m.add_answer(Record::from_rdata(name("alias.example.net."), 60, cname));
+    let soa = SOA::new(
+        name("ns.example.net."),
+        name("hostmaster.example.net."),
+        1,
+        3600,
+        600,
+        86400,
+        60,
+    );
+    m.add_name_server(Record::from_rdata(
+        name("example.net."),
+        60,
+        RData::SOA(soa),
+    ));
+    out.push(("compressed-rdata".into(), encode(&m)));
+
+    // Additional: [OPT], ns2 A, and an MX owned by a pointer to ns2 (after
+    // the OPT) whose exchange points there too.
+    let mut m = message(9, MessageType::Response, "example.com.", RecordType::NS);
+    let ns = RData::NS(NS(name("ns1.example.com.")));
+    m.add_answer(Record::from_rdata(name("example.com."), 60, ns));
+    m.set_edns(edns(1232, false, vec![]));
+    let mut r = encode(&m);
+    let ns2 = u8::try_from(r.len()).expect("short message");
+    r.extend_from_slice(b"\x03ns2\xC0\x0C");
+    r.extend_from_slice(&[0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 2]);
+    r.extend_from_slice(&[0xC0, ns2, 0, 15, 0, 1, 0, 0, 0, 60, 0, 4, 0, 10, 0xC0, ns2]);
+    r[11] = 3;
+    out.push(("opt-in-the-middle".into(), r));
+
+    let mut m = message(10, MessageType::Response, "EXAMPLE.com.", RecordType::SOA);
+    m.set_edns(edns(512, false, vec![]));
+    out.push(("other-case".into(), encode(&m)));
+
+    let mut m = message(11, MessageType::Response, "nx.example.", RecordType::A);
+    m.set_response_code(hickory_proto::op::ResponseCode::NXDomain);
+    out.push(("nxdomain".into(), encode(&m)));
+    out
+}
