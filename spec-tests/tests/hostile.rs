@@ -425,9 +425,7 @@ fn three_hundred_zero_window_clients_do_not_delay_a_fresh_client_and_are_closed(
     let _serial = serial();
     ensure_open_files(1_024);
     let resolver = FixtureResolver::start(Chain::DotTest, Misbehave::None);
-    // An idle timeout far beyond the write-progress timeout (5 s): only the latter
-    // may close them.
-    let proxy = Proxy::in_front_of(&[&resolver], &[("TCP_IDLE_TIMEOUT", "60s")]);
+    let proxy = Proxy::in_front_of(&[&resolver], &[]);
     fresh_tcp_client_served(&proxy, None, Duration::from_secs(2));
     let fds_before = proxy.open_fds();
 
@@ -463,9 +461,11 @@ fn three_hundred_zero_window_clients_do_not_delay_a_fresh_client_and_are_closed(
         "the proxy held only {held} of the 300 stalled clients when the fresh ones were \
          served (connected in {connected:?}): the check ran after the attack"
     );
-    // Their answers make no progress: each is closed 5 s after it stalled (the
-    // bound leaves room for the 300 to be served first and for a loaded machine).
-    let closed = wait_until(Duration::from_secs(12), || {
+    // They are closed within the idle timeout (10 s). Their ~85 KB of answers fit
+    // in the kernel's socket buffers, so the proxy has nothing left to write and
+    // they count as idle; the write-progress timeout (5 s) is for a client whose
+    // answers wait in the proxy (the next test).
+    let closed = wait_until(Duration::from_secs(15), || {
         proxy.open_fds() <= fds_before + 2
     });
     eprintln!(
