@@ -43,6 +43,7 @@ pub use docker::Network;
 pub use dot::{DotStream, dot_connect, dot_exchange, query_dot};
 pub use fixture_resolver::{FixtureResolver, Misbehave};
 pub use paths::{ClosedPort, fixture, free_port, pin, pins, workspace_root};
+pub use process::wait_until;
 pub use proxy::{Proxy, upstream_env};
 pub use unbound::{Chain, Unbound};
 

@@ -134,8 +134,9 @@ impl Running {
     }
 }
 
-/// Polls until `cond` holds or `timeout` passes; returns whether it held.
-pub(crate) fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+/// Polls `cond` every 20 ms until it holds or `timeout` passes; returns
+/// whether it held. Tests wait on conditions with this, never on fixed sleeps.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if cond() {

@@ -33,7 +33,7 @@ use hickory_proto::rr::RecordType;
 use spec_tests::dns::{self, QueryBuilder, TcpOptions};
 use spec_tests::load::UdpLoad;
 use spec_tests::proxy::Proxy;
-use spec_tests::{Chain, FixtureResolver, Misbehave, zone};
+use spec_tests::{Chain, FixtureResolver, Misbehave, wait_until, zone};
 
 /// The loopback source the proxies of these tests trust when they must also have
 /// an outsider: `127.0.0.1` is then outside `allow_networks`.
@@ -51,20 +51,6 @@ const ONLY_INSIDE: (&str, &str) = ("ALLOW_NETWORKS", "127.0.0.2/32");
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Polls `cond` every 20 ms until it holds or `timeout` passes; whether it held.
-fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// A fresh TCP client from `from` (default source if `None`) asks for `a.dot.test`
