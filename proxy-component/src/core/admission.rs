@@ -200,14 +200,6 @@ impl Shares {
     pub fn used(&self) -> usize {
         self.used
     }
-
-    /// Slots held by the source of `ip`.
-    pub fn held_by(&self, ip: IpAddr) -> usize {
-        self.per_source
-            .get(&SourceKey::of(ip))
-            .copied()
-            .unwrap_or(0)
-    }
 }
 
 #[cfg(test)]

@@ -95,11 +95,6 @@ impl Budget {
         self.used
     }
 
-    /// The configured limit.
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
-
     fn spent(&self) -> bool {
         self.used >= self.limit
     }
