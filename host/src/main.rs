@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod health;
+pub mod linger;
 pub mod policy;
 pub mod query_name;
 pub mod sandbox;

@@ -1,4 +1,5 @@
-//! Runs the proxy component: links exactly the `proxy` world, grants it its
+//! Runs the proxy component: links exactly the `proxy` world (with a closed
+//! stream's destructor that never blocks it, see [`crate::linger`]), grants it its
 //! sockets (see [`crate::policy`]) and nothing else, hands it the validated
 //! configuration, renders its log events, bounds its memory and CPU (see
 //! [`crate::watchdog`]) and restarts it when it traps.
@@ -94,6 +95,7 @@ impl wit_log::Host for State {
 pub fn linker(engine: &Engine) -> Result<Linker<State>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    crate::linger::shadow_output_stream_drop(&mut linker)?;
     wit_types::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     wit_config::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     wit_log::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
