@@ -11,4 +11,5 @@ pub mod framing;
 pub mod inflight;
 pub mod message;
 pub mod pins;
+pub mod upstream_conn;
 pub mod upstreams;

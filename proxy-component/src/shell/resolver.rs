@@ -21,9 +21,10 @@ use tokio_rustls::TlsConnector;
 use crate::core::attempt::{Attempts, Next, Outcome};
 use crate::core::message::{self, Padding, Query, Rcode};
 use crate::core::pins::DisplayPins;
+use crate::core::upstream_conn::UpstreamTimeouts;
 use crate::core::upstreams::{BACKOFF_BASE, Selector};
 use crate::shell::config::{ProxyConfig, UpstreamConfig};
-use crate::shell::conn::{Conn, ConnError, ConnTimeouts};
+use crate::shell::conn::{Conn, ConnError};
 use crate::shell::log::{Level, Log};
 use crate::shell::tls::{self, AuthError, PinnedVerifier, TrustError};
 
@@ -101,7 +102,7 @@ pub struct Resolver {
     selector: RefCell<Selector>,
     query_timeout: Duration,
     upstream_timeout: Duration,
-    conn_timeouts: ConnTimeouts,
+    conn_timeouts: UpstreamTimeouts,
     conn_capacity: usize,
     log: Log,
 }
@@ -161,7 +162,7 @@ impl Resolver {
             slots,
             query_timeout: config.query_timeout,
             upstream_timeout: config.upstream_timeout,
-            conn_timeouts: ConnTimeouts {
+            conn_timeouts: UpstreamTimeouts {
                 idle: config.upstream_idle_timeout,
                 stall: config.upstream_timeout,
             },
@@ -294,7 +295,7 @@ impl Resolver {
         slot.generation.set(slot.generation.get() + 1);
         let old = slot.conn.borrow_mut().take();
         if let Some(old) = old {
-            let reason = old.close_reason().unwrap_or("unknown");
+            let reason = old.close_reason().map_or("unknown", |c| c.as_str());
             self.log.event(
                 Level::Debug,
                 "upstream connection closed",
