@@ -7,6 +7,7 @@ pub mod acl;
 pub mod admission;
 pub mod attempt;
 pub mod client_conn;
+pub mod connect;
 pub mod framing;
 pub mod inflight;
 pub mod message;
