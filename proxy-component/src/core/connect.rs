@@ -8,8 +8,11 @@
 //!   backoff and it failed least recently: no blackout), and then at most
 //!   once per [`BACKOFF_BASE`], so queries arriving in a burst at a dead
 //!   upstream do not each open a connection (unbound #47: reconnect storms).
-//!   A query that waited while another's attempt ran takes that attempt as
-//!   its own: if it left no live connection, the query does not start one.
+//!   Queries that waited for a failed attempt do not retry it themselves:
+//!   the shell counts the failure in the selector before the next query
+//!   gets its connect lock, and the upstream is then in backoff. A
+//!   connection that was opened and closed by the server while they waited
+//!   is no failure, and they open a new one.
 //! - **Which TLS configuration**: the shell has a list, preferred first (see
 //!   `shell::tls::client_configs`: ChaCha20 suites only in the component,
 //!   where software AES is slow, then every suite). A handshake that fails
@@ -67,23 +70,14 @@ impl ConnectPolicy {
     }
 
     /// Whether upstream `upstream` (with this policy) may start a connection
-    /// attempt at `now`, for a query that began waiting for the shell's
-    /// connect lock at `waited_since`, given the selector's view of every
-    /// upstream. An attempt that started while the query waited (and left
-    /// no live connection) is its answer too.
-    pub fn may_start(
-        &self,
-        selector: &Selector,
-        upstream: usize,
-        waited_since: Instant,
-        now: Instant,
-    ) -> bool {
-        let Some(last) = self.last_start else {
+    /// attempt at `now`, given the selector's view of every upstream (with
+    /// the failures of earlier attempts already counted).
+    pub fn may_start(&self, selector: &Selector, upstream: usize, now: Instant) -> bool {
+        if selector.is_ready(upstream, now) {
             return true;
-        };
-        last < waited_since
-            && selector.may_connect(upstream, now)
-            && (selector.is_ready(upstream, now) || now >= last + BACKOFF_BASE)
+        }
+        selector.may_connect(upstream, now)
+            && self.last_start.is_none_or(|t| now >= t + BACKOFF_BASE)
     }
 
     /// An attempt starts at `now`.
@@ -115,10 +109,9 @@ mod tests {
 
     use super::*;
 
-    /// Whether upstream 0 may connect at `now` for a query that did not
-    /// wait for another's attempt.
+    /// Whether upstream 0 may connect at `now`.
     fn may(p: &ConnectPolicy, selector: &Selector, now: Instant) -> bool {
-        p.may_start(selector, 0, now, now)
+        p.may_start(selector, 0, now)
     }
 
     #[test]
@@ -163,6 +156,38 @@ mod tests {
         p.start(t2);
         assert!(!may(&p, &selector, t2 + Duration::from_millis(999)));
         assert!(may(&p, &selector, t2 + BACKOFF_BASE));
+    }
+
+    #[test]
+    fn rfc7766_a_connection_the_server_closed_while_a_query_waited_is_no_reason_to_give_up() {
+        // A query waits for the connect lock; the query ahead of it opens a
+        // connection, which the server answers on and closes (its choice,
+        // RFC 7766 §6.2.3) before the waiting query gets the lock. Nothing
+        // failed: the waiting query connects again rather than being sent
+        // to the next upstream (or, with one upstream, answered SERVFAIL).
+        let t0 = Instant::now();
+        let selector = Selector::new(1);
+        let mut p = ConnectPolicy::new(1);
+        // The query began waiting at t0; the attempt ahead started after.
+        p.start(t0 + Duration::from_millis(5));
+        assert!(may(&p, &selector, t0 + Duration::from_millis(50)));
+    }
+
+    #[test]
+    fn a_query_that_waited_for_a_failed_attempt_does_not_start_another() {
+        // The query began waiting at t0; the attempt ahead of it started
+        // after and failed, and the shell counted the failure before the
+        // query got the lock.
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_millis(5);
+        let t2 = t0 + Duration::from_millis(50);
+        for upstreams in [1, 2] {
+            let mut selector = Selector::new(upstreams);
+            let mut p = ConnectPolicy::new(1);
+            p.start(t1);
+            selector.failed(0, 1, t2);
+            assert!(!may(&p, &selector, t2), "{upstreams} upstreams");
+        }
     }
 
     #[test]

@@ -271,16 +271,18 @@ impl Resolver {
         if let Some(c) = slot.conn.borrow().as_ref().filter(|c| c.is_alive()) {
             return Ok(c.clone());
         }
-        let waited_since = std::time::Instant::now();
         let _one_at_a_time = slot.connecting.lock().await;
         if let Some(c) = slot.conn.borrow().as_ref().filter(|c| c.is_alive()) {
             return Ok(c.clone());
         }
+        // A failed attempt of a query ahead of us is already counted in the
+        // selector: `resolve` counts it in the same turn as the lock is
+        // released, before this task runs again.
         let now = std::time::Instant::now();
-        let may_start =
-            slot.policy
-                .borrow()
-                .may_start(&self.selector.borrow(), i, waited_since, now);
+        let may_start = slot
+            .policy
+            .borrow()
+            .may_start(&self.selector.borrow(), i, now);
         if !may_start {
             return Err(UpstreamError::Backoff);
         }
