@@ -4,8 +4,9 @@
 //!
 //! Every query ends in an answer or SERVFAIL within `query_timeout`; the
 //! attempt policy (order, per-attempt time, resends, when to give up) is the
-//! core's [`Attempts`], and failures are counted once per connection event
-//! by the core's [`Selector`].
+//! core's [`Attempts`], failures are counted once per connection event by
+//! the core's [`Selector`], and when to connect and with which TLS
+//! configuration is the core's [`ConnectPolicy`].
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
