@@ -5,15 +5,14 @@
 //! one unique on this connection) and hand the bytes to the writer task, which
 //! coalesces everything queued into one TLS write: WASI 0.2 has no
 //! TCP_NODELAY, so small separate writes would stall on Nagle. The reader task
-//! matches answers by ID in any order. The connection dies on EOF, a read or
-//! write error, a framing error, when it has been idle for the idle timeout,
-//! or when queries are outstanding and nothing has arrived for the stall
-//! timeout (a half-open connection); every query still in flight then gets
-//! [`ConnError::Lost`] so the caller can resend it.
+//! matches answers by ID in any order. When the connection closes (EOF, a
+//! read or write error, a framing error, or the core's [`UpstreamConn`]
+//! timers: idle, stalled) every query still in flight gets
+//! [`ConnError::Lost`] so the caller can resend it. This file only moves
+//! bytes and reports events to the core.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -22,6 +21,7 @@ use tokio::time::Instant;
 use crate::core::framing::{Deframer, MAX_MESSAGE_LEN, frame_into};
 use crate::core::inflight::{CounterIds, InFlight};
 use crate::core::message;
+use crate::core::upstream_conn::{Close, UpstreamConn, UpstreamTimeouts};
 
 /// Why a query on a connection got no answer.
 #[non_exhaustive]
@@ -39,29 +39,31 @@ type Reply = oneshot::Sender<Vec<u8>>;
 
 struct Shared {
     inflight: RefCell<InFlight<Reply>>,
-    alive: Cell<bool>,
-    /// When the reader last made progress, or the connection last went from
-    /// idle to busy: the stall clock runs from here.
-    last_progress: Cell<Instant>,
+    /// The timers and the close reason: the core decides.
+    state: RefCell<UpstreamConn>,
     /// Wakes the reader so it re-evaluates its deadline.
     wake: Notify,
     /// Closed by the reader on shutdown.
     close: Notify,
-    close_reason: Cell<Option<&'static str>>,
-    /// Whether any answer came back on this connection: a connection closed
-    /// after answering is a server's choice (RFC 7766 §6.2.3), one closed
-    /// before is a failure.
-    answered: Cell<bool>,
 }
 
-/// Timeouts of a connection.
-#[derive(Clone, Copy, Debug)]
-pub struct ConnTimeouts {
-    /// Close after this long with nothing in flight.
-    pub idle: Duration,
-    /// Declare the connection dead after this long with queries in flight and
-    /// no bytes received.
-    pub stall: Duration,
+impl Shared {
+    /// Reports an event from outside the reader, and wakes the reader if
+    /// its deadline moved earlier (or the connection closed: `None` sorts
+    /// first); otherwise it sleeps on until the old deadline and asks again.
+    fn report(&self, event: impl FnOnce(&mut UpstreamConn)) {
+        let mut state = self.state.borrow_mut();
+        let before = state.deadline();
+        event(&mut state);
+        if state.deadline() < before {
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// The clock the core is fed.
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
 }
 
 /// A handle to a live connection; clones share it.
@@ -74,29 +76,27 @@ pub struct Conn {
 impl Conn {
     /// Starts the reader and writer tasks over an established stream. Must be
     /// called inside a `LocalSet`.
-    pub fn spawn<S>(stream: S, capacity: usize, timeouts: ConnTimeouts) -> Self
+    pub fn spawn<S>(stream: S, capacity: usize, timeouts: UpstreamTimeouts) -> Self
     where
         S: AsyncRead + AsyncWrite + Unpin + 'static,
     {
         let shared = Rc::new(Shared {
             inflight: RefCell::new(InFlight::new(capacity, CounterIds::new(0))),
-            alive: Cell::new(true),
-            last_progress: Cell::new(Instant::now()),
+            state: RefCell::new(UpstreamConn::new(now(), timeouts)),
             wake: Notify::new(),
             close: Notify::new(),
-            close_reason: Cell::new(None),
-            answered: Cell::new(false),
         });
         let (rd, wr) = tokio::io::split(stream);
         let (to_writer, from_callers) = mpsc::unbounded_channel();
         tokio::task::spawn_local(write_loop(wr, from_callers, shared.clone()));
-        tokio::task::spawn_local(read_loop(rd, shared.clone(), timeouts));
+        tokio::task::spawn_local(read_loop(rd, shared.clone()));
         Self { shared, to_writer }
     }
 
-    /// False once the connection has died; a dead connection is replaced.
+    /// False once the connection has closed; a closed connection is
+    /// replaced.
     pub fn is_alive(&self) -> bool {
-        self.shared.alive.get()
+        self.shared.state.borrow().closed().is_none()
     }
 
     /// Sends one query (its ID is rewritten here) and waits for the answer,
@@ -107,14 +107,13 @@ impl Conn {
             return Err(ConnError::Lost("closed"));
         }
         let (tx, rx) = oneshot::channel();
-        let wire_id = {
-            let mut inflight = self.shared.inflight.borrow_mut();
-            if inflight.is_empty() {
-                self.shared.last_progress.set(Instant::now());
-                self.shared.wake.notify_one();
-            }
-            inflight.insert(tx).map_err(|_| ConnError::Full)?
-        };
+        let wire_id = self
+            .shared
+            .inflight
+            .borrow_mut()
+            .insert(tx)
+            .map_err(|_| ConnError::Full)?;
+        self.shared.report(|s| s.on_sent(now()));
         let mut pending = Pending {
             shared: &self.shared,
             wire_id,
@@ -132,13 +131,13 @@ impl Conn {
     }
 
     /// Why the connection closed, once it has.
-    pub fn close_reason(&self) -> Option<&'static str> {
-        self.shared.close_reason.get()
+    pub fn close_reason(&self) -> Option<Close> {
+        self.shared.state.borrow().closed()
     }
 
     /// Whether the connection has delivered at least one answer.
     pub fn made_progress(&self) -> bool {
-        self.shared.answered.get()
+        self.shared.state.borrow().answered()
     }
 }
 
@@ -157,6 +156,7 @@ impl Drop for Pending<'_> {
         let mut inflight = self.shared.inflight.borrow_mut();
         if inflight.get(self.wire_id).is_some_and(|tx| tx.is_closed()) {
             inflight.remove(self.wire_id);
+            self.shared.report(|s| s.on_abandoned(now()));
         }
     }
 }
@@ -167,12 +167,14 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     shared: Rc<Shared>,
 ) {
     let mut batch = Vec::with_capacity(16 * 1024);
-    loop {
+    let ended = loop {
         let first = tokio::select! {
             m = from_callers.recv() => m,
-            () = shared.close.notified() => None,
+            () = shared.close.notified() => break None,
         };
-        let Some(first) = first else { break };
+        let Some(first) = first else {
+            break Some(Close::Dropped);
+        };
         batch.clear();
         batch.extend_from_slice(&first);
         // Coalesce whatever else is already queued into the same write.
@@ -183,56 +185,58 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             }
         }
         if wr.write_all(&batch).await.is_err() || wr.flush().await.is_err() {
-            break;
+            break Some(Close::WriteFailed);
         }
+    };
+    if let Some(why) = ended {
+        shared.report(|s| s.close(why));
     }
-    shared.alive.set(false);
-    shared.wake.notify_one();
     let _ = wr.shutdown().await;
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, shared: Rc<Shared>, timeouts: ConnTimeouts) {
+async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, shared: Rc<Shared>) {
     let mut deframer = Deframer::new(MAX_MESSAGE_LEN);
     let mut buf = vec![0u8; 32 * 1024];
-    let mut last_busy = Instant::now();
-    let reason: &'static str = loop {
-        if !shared.alive.get() {
-            break "write failed";
-        }
-        let busy = !shared.inflight.borrow().is_empty();
-        if busy {
-            last_busy = Instant::now();
-        }
-        let deadline = if busy {
-            shared.last_progress.get() + timeouts.stall
-        } else {
-            last_busy + timeouts.idle
+    let why = loop {
+        let deadline = {
+            let state = shared.state.borrow();
+            if let Some(why) = state.closed() {
+                break why;
+            }
+            state.deadline().map(Instant::from_std)
         };
         tokio::select! {
             read = rd.read(&mut buf) => match read {
-                Ok(0) => break "closed by upstream",
-                Err(_) => break "read error",
+                Ok(0) => break Close::ClosedByUpstream,
+                Err(_) => break Close::ReadFailed,
                 Ok(n) => {
-                    shared.last_progress.set(Instant::now());
+                    shared.state.borrow_mut().on_received(now());
                     deframer.push(&buf[..n]);
                     if dispatch(&mut deframer, &shared).is_err() {
-                        break "bad frame from upstream";
+                        break Close::BadFrame;
                     }
                 }
             },
-            () = tokio::time::sleep_until(deadline) => {
-                if Instant::now() >= deadline {
-                    break if busy { "stalled: no answer within the upstream timeout" } else { "idle" };
+            () = sleep_until_or_never(deadline) => {
+                if let Some(why) = shared.state.borrow_mut().poll(now()) {
+                    break why;
                 }
             }
             () = shared.wake.notified() => {}
         }
     };
-    shared.alive.set(false);
+    shared.state.borrow_mut().close(why);
     shared.close.notify_one();
     // Dropping the senders fails every query still in flight with `Lost`.
-    shared.close_reason.set(Some(reason));
     drop(shared.inflight.borrow_mut().drain());
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_or_never(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn dispatch(deframer: &mut Deframer, shared: &Shared) -> Result<(), ()> {
@@ -243,8 +247,9 @@ fn dispatch(deframer: &mut Deframer, shared: &Shared) -> Result<(), ()> {
                     return Err(());
                 };
                 // An unknown ID is a late answer to an abandoned query: drop it.
-                if let Some(reply) = shared.inflight.borrow_mut().remove(id) {
-                    shared.answered.set(true);
+                let reply = shared.inflight.borrow_mut().remove(id);
+                if let Some(reply) = reply {
+                    shared.state.borrow_mut().on_answered(now());
                     let _ = reply.send(answer);
                 }
             }
@@ -261,6 +266,7 @@ mod tests {
     //! not produce on demand (the end-to-end tests cover the happy path).
 
     use std::future::Future;
+    use std::time::Duration;
 
     use tokio::io::DuplexStream;
 
@@ -274,11 +280,41 @@ mod tests {
         tokio::task::LocalSet::new().block_on(&rt, f)
     }
 
-    fn timeouts(stall_ms: u64) -> ConnTimeouts {
-        ConnTimeouts {
+    fn timeouts(stall_ms: u64) -> UpstreamTimeouts {
+        UpstreamTimeouts {
             idle: Duration::from_secs(30),
             stall: Duration::from_millis(stall_ms),
         }
+    }
+
+    #[test]
+    fn rfc7766_idle_connection_is_closed_after_its_last_answer() {
+        run(async {
+            let (ours, mut upstream) = tokio::io::duplex(64 * 1024);
+            let idle = Duration::from_millis(200);
+            let conn = Conn::spawn(
+                ours,
+                16,
+                UpstreamTimeouts {
+                    idle,
+                    ..timeouts(5_000)
+                },
+            );
+            let call = spawn_exchange(&conn, 1, 1);
+            let sent = read_frames(&mut upstream, 1).await;
+            let mut answer = Vec::new();
+            frame_into(&mut answer, &sent[0]);
+            upstream.write_all(&answer).await.unwrap();
+            call.await.unwrap().unwrap();
+            let answered = Instant::now();
+            // The server sees the close as EOF.
+            let mut rest = Vec::new();
+            upstream.read_to_end(&mut rest).await.unwrap();
+            assert!(answered.elapsed() >= idle - Duration::from_millis(20));
+            assert!(answered.elapsed() < Duration::from_secs(2));
+            assert_eq!(conn.close_reason(), Some(Close::Idle));
+            assert!(conn.made_progress());
+        });
     }
 
     /// A pseudo query: a header with `id`, then one byte that tags it.
@@ -350,7 +386,7 @@ mod tests {
             assert!(matches!(result, Err(ConnError::Lost(_))), "{result:?}");
             assert!(started.elapsed() < Duration::from_secs(2));
             assert!(!conn.is_alive());
-            assert!(conn.close_reason().unwrap().starts_with("stalled"));
+            assert_eq!(conn.close_reason(), Some(Close::Stalled));
         });
     }
 
@@ -400,7 +436,7 @@ mod tests {
             read_frames(&mut upstream, 1).await;
             drop(upstream);
             assert!(matches!(call.await.unwrap(), Err(ConnError::Lost(_))));
-            assert_eq!(conn.close_reason(), Some("closed by upstream"));
+            assert_eq!(conn.close_reason(), Some(Close::ClosedByUpstream));
             assert!(matches!(
                 conn.exchange(&query(3, 3)).await,
                 Err(ConnError::Lost(_))

@@ -4,8 +4,9 @@
 //!
 //! Every query ends in an answer or SERVFAIL within `query_timeout`; the
 //! attempt policy (order, per-attempt time, resends, when to give up) is the
-//! core's [`Attempts`], and failures are counted once per connection event
-//! by the core's [`Selector`].
+//! core's [`Attempts`], failures are counted once per connection event by
+//! the core's [`Selector`], and when to connect and with which TLS
+//! configuration is the core's [`ConnectPolicy`].
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -15,15 +16,17 @@ use std::time::Duration;
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
-use tokio::time::{Instant, timeout};
+use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
 
 use crate::core::attempt::{Attempts, Next, Outcome};
+use crate::core::connect::{AfterHandshake, ConnectPolicy, HandshakeFailure};
 use crate::core::message::{self, Padding, Query, Rcode};
 use crate::core::pins::DisplayPins;
-use crate::core::upstreams::{BACKOFF_BASE, Selector};
+use crate::core::upstream_conn::UpstreamTimeouts;
+use crate::core::upstreams::Selector;
 use crate::shell::config::{ProxyConfig, UpstreamConfig};
-use crate::shell::conn::{Conn, ConnError, ConnTimeouts};
+use crate::shell::conn::{Conn, ConnError};
 use crate::shell::log::{Level, Log};
 use crate::shell::tls::{self, AuthError, PinnedVerifier, TrustError};
 
@@ -70,14 +73,14 @@ impl UpstreamError {
 struct Slot {
     config: UpstreamConfig,
     /// TLS configurations in the order to try them (see
-    /// [`tls::client_configs`]); `tls_choice` is the first that has not failed.
+    /// [`tls::client_configs`]); the policy says which one is next.
     tls: Vec<Arc<ClientConfig>>,
-    tls_choice: Cell<usize>,
     name: ServerName<'static>,
     conn: RefCell<Option<Conn>>,
     /// Serialises connects so a burst of queries opens one connection.
     connecting: tokio::sync::Mutex<()>,
-    last_connect: RefCell<Option<Instant>>,
+    /// When to connect and with which TLS configuration: the core decides.
+    policy: RefCell<ConnectPolicy>,
     /// Connection attempts so far: the event number of failures on the
     /// current (or last) connection.
     generation: Cell<u64>,
@@ -101,7 +104,7 @@ pub struct Resolver {
     selector: RefCell<Selector>,
     query_timeout: Duration,
     upstream_timeout: Duration,
-    conn_timeouts: ConnTimeouts,
+    conn_timeouts: UpstreamTimeouts,
     conn_capacity: usize,
     log: Log,
 }
@@ -147,12 +150,11 @@ impl Resolver {
                 .map_err(|e| fail(SetupErrorKind::Name(e.to_string())))?;
             slots.push(Slot {
                 config: up.clone(),
+                policy: RefCell::new(ConnectPolicy::new(tls.len())),
                 tls,
-                tls_choice: Cell::new(0),
                 name,
                 conn: RefCell::new(None),
                 connecting: tokio::sync::Mutex::new(()),
-                last_connect: RefCell::new(None),
                 generation: Cell::new(0),
             });
         }
@@ -161,7 +163,7 @@ impl Resolver {
             slots,
             query_timeout: config.query_timeout,
             upstream_timeout: config.upstream_timeout,
-            conn_timeouts: ConnTimeouts {
+            conn_timeouts: UpstreamTimeouts {
                 idle: config.upstream_idle_timeout,
                 stall: config.upstream_timeout,
             },
@@ -270,31 +272,26 @@ impl Resolver {
         if let Some(c) = slot.conn.borrow().as_ref().filter(|c| c.is_alive()) {
             return Ok(c.clone());
         }
-        let waited_since = Instant::now();
         let _one_at_a_time = slot.connecting.lock().await;
         if let Some(c) = slot.conn.borrow().as_ref().filter(|c| c.is_alive()) {
             return Ok(c.clone());
         }
-        // A connect that ran (and failed) while we waited is our answer too.
-        // An upstream in backoff is connected to only when the selector
-        // allows it (every upstream in backoff: the least recently failed,
-        // so there is no blackout), and then at most once per BACKOFF_BASE.
-        let last = *slot.last_connect.borrow();
-        if let Some(t) = last {
-            let now = std::time::Instant::now();
-            let (ready, allowed) = {
-                let selector = self.selector.borrow();
-                (selector.is_ready(i, now), selector.may_connect(i, now))
-            };
-            if t >= waited_since || !allowed || (!ready && t.elapsed() < BACKOFF_BASE) {
-                return Err(UpstreamError::Backoff);
-            }
+        // A failed attempt of a query ahead of us is already counted in the
+        // selector: `resolve` counts it in the same turn as the lock is
+        // released, before this task runs again.
+        let now = std::time::Instant::now();
+        let may_start = slot
+            .policy
+            .borrow()
+            .may_start(&self.selector.borrow(), i, now);
+        if !may_start {
+            return Err(UpstreamError::Backoff);
         }
-        *slot.last_connect.borrow_mut() = Some(Instant::now());
+        slot.policy.borrow_mut().start(now);
         slot.generation.set(slot.generation.get() + 1);
         let old = slot.conn.borrow_mut().take();
         if let Some(old) = old {
-            let reason = old.close_reason().unwrap_or("unknown");
+            let reason = old.close_reason().map_or("unknown", |c| c.as_str());
             self.log.event(
                 Level::Debug,
                 "upstream connection closed",
@@ -302,30 +299,34 @@ impl Resolver {
             );
         }
         let tls = loop {
-            let choice = slot.tls_choice.get();
+            let config = slot.policy.borrow().config();
             let tcp = TcpStream::connect(slot.config.addr)
                 .await
                 .map_err(UpstreamError::Connect)?;
-            let handshake = TlsConnector::from(slot.tls[choice].clone())
+            let handshake = TlsConnector::from(slot.tls[config].clone())
                 .connect(slot.name.clone(), tcp)
                 .await;
-            match handshake {
+            let e = match handshake {
                 Ok(tls) => break tls,
-                Err(e) => {
-                    if let Some(auth) = AuthError::from_handshake(&e) {
-                        return Err(UpstreamError::Auth(auth.clone()));
-                    }
-                    if choice + 1 >= slot.tls.len() {
-                        return Err(UpstreamError::Handshake(e));
-                    }
-                    // The server may not offer the preferred suites: use the
-                    // next configuration from now on.
-                    self.log.event(
-                        Level::Debug,
-                        "upstream handshake failed; retrying with all cipher suites",
-                        &[("upstream", &slot.config.name), ("error", &e)],
-                    );
-                    slot.tls_choice.set(choice + 1);
+                Err(e) => e,
+            };
+            let auth = AuthError::from_handshake(&e);
+            let failure = match auth {
+                Some(_) => HandshakeFailure::Authentication,
+                None => HandshakeFailure::Other,
+            };
+            match slot.policy.borrow_mut().handshake_failed(failure) {
+                // The server may not offer the preferred suites.
+                AfterHandshake::Retry => self.log.event(
+                    Level::Debug,
+                    "upstream handshake failed; retrying with all cipher suites",
+                    &[("upstream", &slot.config.name), ("error", &e)],
+                ),
+                AfterHandshake::GiveUp => {
+                    return Err(match auth {
+                        Some(auth) => UpstreamError::Auth(auth.clone()),
+                        None => UpstreamError::Handshake(e),
+                    });
                 }
             }
         };

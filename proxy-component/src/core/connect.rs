@@ -1,0 +1,228 @@
+//! Connecting to one upstream: when a new connection attempt may start, and
+//! with which TLS configuration. A state machine fed `now` and outcomes; the
+//! shell performs the TCP connect and the handshake.
+//!
+//! - **When**: an upstream out of backoff is connected to whenever it has no
+//!   live connection (the shell opens one at a time). One in backoff is
+//!   connected to only when the [`Selector`] allows it (every upstream is in
+//!   backoff and it failed least recently: no blackout), and then at most
+//!   once per [`BACKOFF_BASE`], so queries arriving in a burst at a dead
+//!   upstream do not each open a connection (unbound #47: reconnect storms).
+//!   Queries that waited for a failed attempt do not retry it themselves:
+//!   the shell counts the failure in the selector before the next query
+//!   gets its connect lock, and the upstream is then in backoff. A
+//!   connection that was opened and closed by the server while they waited
+//!   is no failure, and they open a new one.
+//! - **Which TLS configuration**: the shell has a list, preferred first (see
+//!   `shell::tls::client_configs`: ChaCha20 suites only in the component,
+//!   where software AES is slow, then every suite). A handshake that fails
+//!   for another reason than authentication is retried with the next one, and
+//!   that one is used from then on: the server may not offer the preferred
+//!   suites (ChaCha20 is a SHOULD in RFC 8446 §9.1).
+//! - **Authentication failures** (CA, name, pin) are the same with every
+//!   configuration (they share one verifier) and need the operator: never
+//!   retried with another configuration, never a weaker fallback (the
+//!   strict privacy profile of RFC 8310).
+
+use std::time::Instant;
+
+use super::upstreams::{BACKOFF_BASE, Selector};
+
+/// How a TLS handshake failed, as far as the policy cares. The shell
+/// classifies the library's error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// The server's certificate was refused (CA, name or pin).
+    Authentication,
+    /// Anything else: an alert, a protocol error, the connection dropped.
+    Other,
+}
+
+/// What to do after a failed handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterHandshake {
+    /// Connect again and handshake with the next configuration, now
+    /// [`ConnectPolicy::config`].
+    Retry,
+    /// The attempt failed; report the error.
+    GiveUp,
+}
+
+/// The connect policy of one upstream.
+#[derive(Clone, Debug)]
+pub struct ConnectPolicy {
+    /// How many TLS configurations the shell has (at least one).
+    configs: usize,
+    /// The one the next handshake uses: the first that has not failed.
+    config: usize,
+    /// When the last attempt started.
+    last_start: Option<Instant>,
+}
+
+impl ConnectPolicy {
+    /// A policy over `configs` TLS configurations, preferred first.
+    pub fn new(configs: usize) -> Self {
+        Self {
+            configs: configs.max(1),
+            config: 0,
+            last_start: None,
+        }
+    }
+
+    /// Whether upstream `upstream` (with this policy) may start a connection
+    /// attempt at `now`, given the selector's view of every upstream (with
+    /// the failures of earlier attempts already counted).
+    pub fn may_start(&self, selector: &Selector, upstream: usize, now: Instant) -> bool {
+        if selector.is_ready(upstream, now) {
+            return true;
+        }
+        selector.may_connect(upstream, now)
+            && self.last_start.is_none_or(|t| now >= t + BACKOFF_BASE)
+    }
+
+    /// An attempt starts at `now`.
+    pub fn start(&mut self, now: Instant) {
+        self.last_start = Some(now);
+    }
+
+    /// The TLS configuration the next handshake uses.
+    pub fn config(&self) -> usize {
+        self.config
+    }
+
+    /// The handshake with [`config`](Self::config) failed.
+    pub fn handshake_failed(&mut self, failure: HandshakeFailure) -> AfterHandshake {
+        match failure {
+            HandshakeFailure::Authentication => AfterHandshake::GiveUp,
+            HandshakeFailure::Other if self.config + 1 < self.configs => {
+                self.config += 1;
+                AfterHandshake::Retry
+            }
+            HandshakeFailure::Other => AfterHandshake::GiveUp,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Whether upstream 0 may connect at `now`.
+    fn may(p: &ConnectPolicy, selector: &Selector, now: Instant) -> bool {
+        p.may_start(selector, 0, now)
+    }
+
+    #[test]
+    fn a_healthy_upstream_may_connect_whenever_it_has_no_connection() {
+        let t0 = Instant::now();
+        let selector = Selector::new(2);
+        let mut p = ConnectPolicy::new(1);
+        assert!(may(&p, &selector, t0));
+        p.start(t0);
+        // The connection closed soon after (the server's choice): connect
+        // again.
+        assert!(may(&p, &selector, t0 + Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn an_upstream_in_backoff_waits_while_another_is_ready() {
+        let t0 = Instant::now();
+        let mut selector = Selector::new(2);
+        let mut p = ConnectPolicy::new(1);
+        p.start(t0);
+        selector.failed(0, 1, t0);
+        assert!(!may(&p, &selector, t0 + Duration::from_millis(900)));
+        assert!(may(&p, &selector, t0 + BACKOFF_BASE));
+    }
+
+    #[test]
+    fn with_every_upstream_in_backoff_the_least_recently_failed_connects_once_per_backoff_base() {
+        let t0 = Instant::now();
+        let mut selector = Selector::new(1);
+        let mut p = ConnectPolicy::new(1);
+        p.start(t0);
+        // Eight failures in a row: 60 s of backoff, yet no blackout.
+        for event in 1..=8 {
+            selector.failed(0, event, t0);
+        }
+        // The queries that waited for the failed attempt do not connect
+        // again at once: reconnect storms are the top complaint (unbound #47).
+        let t1 = t0 + Duration::from_millis(10);
+        assert!(!may(&p, &selector, t1));
+        let t2 = t0 + BACKOFF_BASE;
+        assert!(may(&p, &selector, t2));
+        p.start(t2);
+        assert!(!may(&p, &selector, t2 + Duration::from_millis(999)));
+        assert!(may(&p, &selector, t2 + BACKOFF_BASE));
+    }
+
+    #[test]
+    fn rfc7766_a_connection_the_server_closed_while_a_query_waited_is_no_reason_to_give_up() {
+        // A query waits for the connect lock; the query ahead of it opens a
+        // connection, which the server answers on and closes (its choice,
+        // RFC 7766 §6.2.3) before the waiting query gets the lock. Nothing
+        // failed: the waiting query connects again rather than being sent
+        // to the next upstream (or, with one upstream, answered SERVFAIL).
+        let t0 = Instant::now();
+        let selector = Selector::new(1);
+        let mut p = ConnectPolicy::new(1);
+        // The query began waiting at t0; the attempt ahead started after.
+        p.start(t0 + Duration::from_millis(5));
+        assert!(may(&p, &selector, t0 + Duration::from_millis(50)));
+    }
+
+    #[test]
+    fn a_query_that_waited_for_a_failed_attempt_does_not_start_another() {
+        // The query began waiting at t0; the attempt ahead of it started
+        // after and failed, and the shell counted the failure before the
+        // query got the lock.
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_millis(5);
+        let t2 = t0 + Duration::from_millis(50);
+        for upstreams in [1, 2] {
+            let mut selector = Selector::new(upstreams);
+            let mut p = ConnectPolicy::new(1);
+            p.start(t1);
+            selector.failed(0, 1, t2);
+            assert!(!may(&p, &selector, t2), "{upstreams} upstreams");
+        }
+    }
+
+    #[test]
+    fn a_handshake_failure_falls_back_to_every_suite_and_stays_there() {
+        let mut p = ConnectPolicy::new(2);
+        assert_eq!(p.config(), 0);
+        assert_eq!(
+            p.handshake_failed(HandshakeFailure::Other),
+            AfterHandshake::Retry
+        );
+        assert_eq!(p.config(), 1);
+        assert_eq!(
+            p.handshake_failed(HandshakeFailure::Other),
+            AfterHandshake::GiveUp
+        );
+        assert_eq!(p.config(), 1, "the fallback is kept for the next attempt");
+    }
+
+    #[test]
+    fn rfc8310_an_authentication_failure_is_never_retried_with_other_suites() {
+        let mut p = ConnectPolicy::new(2);
+        assert_eq!(
+            p.handshake_failed(HandshakeFailure::Authentication),
+            AfterHandshake::GiveUp
+        );
+        assert_eq!(p.config(), 0);
+    }
+
+    #[test]
+    fn with_one_configuration_a_failed_handshake_gives_up() {
+        let mut p = ConnectPolicy::new(1);
+        assert_eq!(
+            p.handshake_failed(HandshakeFailure::Other),
+            AfterHandshake::GiveUp
+        );
+        assert_eq!(p.config(), 0);
+    }
+}

@@ -1,0 +1,414 @@
+//! One upstream connection's timers, as a state machine fed events and
+//! `now` (RFC 7766 §6.2.3, RFC 7858 §3.4).
+//!
+//! The shell reports what happened (a query sent, bytes received, an answer
+//! matched, a query its caller gave up on, the transport ending) and asks two
+//! things: when must it wake up, and must the connection close.
+//!
+//! - **Idle**: no query in flight for [`UpstreamTimeouts::idle`]: closed, so
+//!   an unused connection does not hold a slot on the server (RFC 7766
+//!   §6.2.3). Connections are otherwise kept and reused (RFC 7858 §3.4).
+//! - **Stall**: the server owes answers and has sent no byte for
+//!   [`UpstreamTimeouts::stall`]: the connection is half-open or the server
+//!   hung (dnsproxy #527), and is closed so its queries can be sent again on
+//!   a new one. A query whose caller gave up is still owed (the server never
+//!   answered it): a server that swallows queries one at a time is detected
+//!   as well, not only one that swallows many at once. The stall clock starts
+//!   when a query is sent with nothing in flight, and restarts with every
+//!   byte received.
+//! - **Answered**: whether any answer came back. A connection closed after
+//!   answering is the server's choice (RFC 7766 §6.2.3: servers close
+//!   connections by their own policy), and its lost queries are sent again;
+//!   one closed before is a failure of the upstream (see
+//!   [`super::attempt::Outcome::Lost`]).
+
+use std::time::{Duration, Instant};
+
+/// The timers of an upstream connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpstreamTimeouts {
+    /// Close after this long with nothing in flight
+    /// (`upstream_idle_timeout`).
+    pub idle: Duration,
+    /// Close after this long owing answers with no byte received
+    /// (`upstream_timeout`: the time an upstream gets before the next is
+    /// tried).
+    pub stall: Duration,
+}
+
+/// Why an upstream connection closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Close {
+    /// Nothing was in flight for the idle timeout.
+    Idle,
+    /// Answers were owed and no byte came for the stall timeout.
+    Stalled,
+    /// The server closed the connection.
+    ClosedByUpstream,
+    /// Reading failed.
+    ReadFailed,
+    /// Writing failed.
+    WriteFailed,
+    /// The server sent a frame that is not a DNS message.
+    BadFrame,
+    /// The proxy no longer holds the connection.
+    Dropped,
+}
+
+impl Close {
+    /// For logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Stalled => "stalled: no answer within the upstream timeout",
+            Self::ClosedByUpstream => "closed by upstream",
+            Self::ReadFailed => "read error",
+            Self::WriteFailed => "write failed",
+            Self::BadFrame => "bad frame from upstream",
+            Self::Dropped => "no longer used",
+        }
+    }
+}
+
+/// The state of one upstream connection.
+#[derive(Clone, Debug)]
+pub struct UpstreamConn {
+    timeouts: UpstreamTimeouts,
+    /// Queries sent and neither answered nor given up on.
+    inflight: usize,
+    /// When the stall clock started; `None` while the server owes nothing.
+    owed_since: Option<Instant>,
+    /// When the last query in flight left, or the connection opened; `None`
+    /// while queries are in flight.
+    idle_since: Option<Instant>,
+    answered: bool,
+    closed: Option<Close>,
+}
+
+impl UpstreamConn {
+    /// A connection established at `now`.
+    pub fn new(now: Instant, timeouts: UpstreamTimeouts) -> Self {
+        Self {
+            timeouts,
+            inflight: 0,
+            owed_since: None,
+            idle_since: Some(now),
+            answered: false,
+            closed: None,
+        }
+    }
+
+    /// A query was registered and handed to the writer.
+    pub fn on_sent(&mut self, now: Instant) {
+        if self.inflight == 0 {
+            self.owed_since = Some(now);
+            self.idle_since = None;
+        }
+        self.inflight += 1;
+    }
+
+    /// Bytes arrived from the server: progress, whatever they complete.
+    pub fn on_received(&mut self, now: Instant) {
+        // With nothing in flight, late bytes answer queries given up on:
+        // the server has caught up.
+        self.owed_since = (self.inflight > 0).then_some(now);
+    }
+
+    /// An answer matched a query in flight (call after
+    /// [`on_received`](Self::on_received) for the bytes that completed it).
+    pub fn on_answered(&mut self, now: Instant) {
+        self.answered = true;
+        if self.left(now) {
+            self.owed_since = None;
+        }
+    }
+
+    /// A query in flight was given up on by its caller; the server still
+    /// owes its answer (see the module docs).
+    pub fn on_abandoned(&mut self, now: Instant) {
+        self.left(now);
+    }
+
+    /// A query left the table; true if it was the last one.
+    fn left(&mut self, now: Instant) -> bool {
+        self.inflight = self.inflight.saturating_sub(1);
+        let last = self.inflight == 0;
+        if last {
+            self.idle_since = Some(now);
+        }
+        last
+    }
+
+    /// The transport ended, or the shell gave up on it. The first reason
+    /// given stays.
+    pub fn close(&mut self, why: Close) {
+        self.closed.get_or_insert(why);
+    }
+
+    /// When the shell must call [`poll`](Self::poll) next, unless something
+    /// else happens first; `None` once closed.
+    pub fn deadline(&self) -> Option<Instant> {
+        if self.closed.is_some() {
+            return None;
+        }
+        let stall = self.owed_since.map(|t| t + self.timeouts.stall);
+        let idle = self.idle_since.map(|t| t + self.timeouts.idle);
+        stall.into_iter().chain(idle).min()
+    }
+
+    /// Checks the timers at `now`; `Some` closes the connection (and stays).
+    pub fn poll(&mut self, now: Instant) -> Option<Close> {
+        if self.closed.is_none() {
+            let expired =
+                |since: Option<Instant>, after: Duration| since.is_some_and(|t| now >= t + after);
+            if expired(self.owed_since, self.timeouts.stall) {
+                self.closed = Some(Close::Stalled);
+            } else if expired(self.idle_since, self.timeouts.idle) {
+                self.closed = Some(Close::Idle);
+            }
+        }
+        self.closed
+    }
+
+    /// Why it closed, if it has.
+    pub fn closed(&self) -> Option<Close> {
+        self.closed
+    }
+
+    /// Whether the connection has delivered at least one answer.
+    pub fn answered(&self) -> bool {
+        self.answered
+    }
+
+    /// Queries in flight.
+    pub fn inflight(&self) -> usize {
+        self.inflight
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const IDLE: Duration = Duration::from_secs(30);
+    const STALL: Duration = Duration::from_millis(1500);
+
+    fn conn(t0: Instant) -> UpstreamConn {
+        UpstreamConn::new(
+            t0,
+            UpstreamTimeouts {
+                idle: IDLE,
+                stall: STALL,
+            },
+        )
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn rfc7766_an_unused_connection_closes_after_the_idle_timeout() {
+        let t0 = Instant::now();
+        let mut c = conn(t0);
+        assert_eq!(c.deadline(), Some(t0 + IDLE));
+        assert_eq!(c.poll(t0 + IDLE - ms(1)), None);
+        assert_eq!(c.poll(t0 + IDLE), Some(Close::Idle));
+        assert_eq!(c.deadline(), None);
+    }
+
+    #[test]
+    fn the_idle_timeout_runs_from_the_last_answer() {
+        let t0 = Instant::now();
+        let mut c = conn(t0);
+        let t1 = t0 + ms(20_000);
+        c.on_sent(t1);
+        c.on_sent(t1);
+        let t2 = t1 + ms(100);
+        c.on_received(t2);
+        c.on_answered(t2);
+        c.on_answered(t2);
+        assert_eq!(c.deadline(), Some(t2 + IDLE));
+        assert_eq!(c.poll(t0 + IDLE), None, "busy in between: not idle");
+        assert_eq!(c.poll(t2 + IDLE), Some(Close::Idle));
+    }
+
+    #[test]
+    fn queries_in_flight_keep_a_connection_from_idling() {
+        let t0 = Instant::now();
+        let mut c = conn(t0);
+        c.on_sent(t0);
+        // Bytes keep coming (a large answer, slowly), so it is not stalled
+        // either.
+        for i in 1..=30 {
+            let now = t0 + ms(1000 * i);
+            c.on_received(now);
+            assert_eq!(c.poll(now), None);
+        }
+        assert!(c.deadline().unwrap() < t0 + ms(30_000) + IDLE);
+    }
+
+    #[test]
+    fn a_half_open_connection_is_closed_as_stalled() {
+        let t0 = Instant::now();
+        let mut c = conn(t0);
+        let t1 = t0 + ms(5);
+        c.on_sent(t1);
+        assert_eq!(c.deadline(), Some(t1 + STALL));
+        assert_eq!(c.poll(t1 + STALL - ms(1)), None);
+        assert_eq!(c.poll(t1 + STALL), Some(Close::Stalled));
+        assert!(!c.answered());
+    }
+
+    #[test]
+    fn the_stall_clock_restarts_with_every_byte_received() {
+        let t0 = Instant::now();
+        let mut c = conn(t0);
+        c.on_sent(t0);
+        c.on_sent(t0);
+        c.on_received(t0 + ms(1000));
+        c.on_answered(t0 + ms(1000));
+        // One answer is still owed; the clock runs from the last byte.
+        assert_eq!(c.deadline(), Some(t0 + ms(1000) + STALL));
+        assert_eq!(c.poll(t0 + STALL), None);
+        assert_eq!(c.poll(t0 + ms(1000) + STALL), Some(Close::Stalled));
+        assert!(c.answered());
+    }
+
+    #[test]
+    fn more_queries_on_a_busy_connection_do_not_restart_the_stall_clock() {
+        let t0 = Instant::now();
+        let mut c = conn(t0);
+        c.on_sent(t0);
+        for i in 1..15 {
+            c.on_sent(t0 + ms(100 * i));
+        }
+        assert_eq!(c.poll(t0 + STALL), Some(Close::Stalled));
+    }
+
+    #[test]
+    fn a_query_given_up_on_is_still_owed_by_the_server() {
+        let t0 = Instant::now();
+        let mut c = conn(t0);
+        c.on_sent(t0);
+        // Its caller's deadline came first.
+        c.on_abandoned(t0 + ms(1000));
+        assert_eq!(c.inflight(), 0);
+        assert_eq!(c.deadline(), Some(t0 + STALL));
+        assert_eq!(c.poll(t0 + STALL), Some(Close::Stalled));
+    }
+
+    #[test]
+    fn a_late_answer_to_a_query_given_up_on_clears_the_debt() {
+        let t0 = Instant::now();
+        let mut c = conn(t0);
+        c.on_sent(t0);
+        c.on_abandoned(t0 + ms(1000));
+        // The late answer arrives and is dropped (unknown ID): no
+        // `on_answered`, but the server has caught up.
+        c.on_received(t0 + ms(1200));
+        assert_eq!(c.deadline(), Some(t0 + ms(1000) + IDLE));
+        assert_eq!(c.poll(t0 + STALL), None);
+        assert!(!c.answered());
+    }
+
+    #[test]
+    fn a_new_query_after_all_were_given_up_on_restarts_the_stall_clock() {
+        let t0 = Instant::now();
+        let mut c = conn(t0);
+        c.on_sent(t0);
+        c.on_abandoned(t0 + ms(500));
+        let t1 = t0 + ms(700);
+        c.on_sent(t1);
+        assert_eq!(c.poll(t0 + STALL), None);
+        assert_eq!(c.poll(t1 + STALL), Some(Close::Stalled));
+    }
+
+    #[test]
+    fn the_first_reason_to_close_stays() {
+        let t0 = Instant::now();
+        let mut c = conn(t0);
+        c.on_sent(t0);
+        c.close(Close::ClosedByUpstream);
+        c.close(Close::WriteFailed);
+        assert_eq!(c.poll(t0 + STALL), Some(Close::ClosedByUpstream));
+        assert_eq!(c.deadline(), None);
+    }
+
+    /// An event of the property test: what happened, and when (ms after the
+    /// previous one).
+    #[derive(Clone, Copy, Debug)]
+    enum Event {
+        Sent,
+        Received,
+        Answered,
+        Abandoned,
+        Closed,
+    }
+
+    fn event() -> impl Strategy<Value = (Event, u64)> {
+        let kind = prop_oneof![
+            4 => Just(Event::Sent),
+            3 => Just(Event::Received),
+            3 => Just(Event::Answered),
+            2 => Just(Event::Abandoned),
+            1 => Just(Event::Closed),
+        ];
+        // Mostly gaps within the stall timeout, so connections live long
+        // enough to go through many states; now and then one past the idle
+        // timeout.
+        let gap = prop_oneof![8 => 0u64..1600, 1 => 0u64..40_000];
+        (kind, gap)
+    }
+
+    proptest! {
+        /// Whatever happens, the connection closes exactly at its deadline
+        /// and never before; a closed connection stays closed for the same
+        /// reason; and queries in flight always have a stall deadline (a
+        /// dead upstream is always detected).
+        #[test]
+        fn closes_exactly_at_its_deadline(events in proptest::collection::vec(event(), 0..100)) {
+            let t0 = Instant::now();
+            let mut c = conn(t0);
+            let mut now = t0;
+            let mut inflight = 0usize;
+            for (e, gap) in events {
+                let next = now + ms(gap);
+                // Nothing happens between `now` and `next`: the timers alone
+                // decide there.
+                let was = c.closed();
+                match c.deadline().filter(|&at| at <= next) {
+                    Some(at) => {
+                        prop_assert!(at > now, "a deadline already passed");
+                        prop_assert_eq!(c.clone().poll(at - Duration::from_nanos(1)), None);
+                        prop_assert!(c.poll(at).is_some());
+                    }
+                    None => prop_assert_eq!(c.poll(next), was),
+                }
+                if was.is_some() {
+                    prop_assert_eq!(c.closed(), was);
+                }
+                now = next;
+                match e {
+                    Event::Sent => { c.on_sent(now); inflight += 1; }
+                    Event::Received => c.on_received(now),
+                    Event::Answered if inflight > 0 => {
+                        c.on_received(now);
+                        c.on_answered(now);
+                        inflight -= 1;
+                    }
+                    Event::Abandoned if inflight > 0 => { c.on_abandoned(now); inflight -= 1; }
+                    Event::Closed => c.close(Close::ClosedByUpstream),
+                    Event::Answered | Event::Abandoned => {}
+                }
+                prop_assert_eq!(c.inflight(), inflight);
+                if c.closed().is_none() {
+                    let stall = c.deadline().is_some_and(|d| d <= now + STALL);
+                    prop_assert!(inflight == 0 || stall, "queries in flight without a stall deadline");
+                }
+            }
+        }
+    }
+}
