@@ -25,7 +25,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Command, PrecompileArgs, RunArgs, SpkiArgs};
-use crate::config::{Config, EXIT_CONFIG};
+use crate::config::{EXIT_CONFIG, ProxyConfig};
 use crate::policy::SocketPolicy;
 
 /// The allocator: musl's is slow under threads (see Cargo.toml).
@@ -108,7 +108,7 @@ fn run(args: &RunArgs) -> ExitCode {
     }
 }
 
-async fn serve(config: Config, args: &RunArgs) -> Result<i32> {
+async fn serve(config: ProxyConfig, args: &RunArgs) -> Result<i32> {
     let started = std::time::Instant::now();
     let engine = engine::engine()?;
     let component = match &args.component {
@@ -119,15 +119,15 @@ async fn serve(config: Config, args: &RunArgs) -> Result<i32> {
         .upstreams
         .iter()
         .map(|u| {
-            let pins = if u.spki.is_empty() {
+            let pins = if u.pins.is_empty() {
                 "CA only".to_owned()
             } else {
-                format!("{} pins", u.spki.len())
+                format!("{} pins", u.pins.pins().len())
             };
             let ca =
                 u.ca.as_ref()
                     .map_or("web roots".to_owned(), |c| c.path.display().to_string());
-            format!("{}={}#{} ({ca}, {pins})", u.name, u.addr, u.tls_hostname)
+            format!("{}={}#{} ({ca}, {pins})", u.name, u.addr, u.auth_name)
         })
         .collect();
     tracing::info!(

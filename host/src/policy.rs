@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use dnsproxy_core::core::acl::{Acl, IpNet};
 use wasmtime_wasi::sockets::SocketAddrUse;
 
-use crate::config::Config;
+use crate::config::ProxyConfig;
 pub use grants::MAX_GRANTS;
 use grants::{Grants, Received};
 use refusals::{Refusal, Refusals};
@@ -74,7 +74,7 @@ impl SocketPolicy {
 
     /// The policy for a validated configuration: replies are granted for
     /// `query_timeout` plus [`REPLY_MARGIN`].
-    pub fn from_config(config: &Config) -> Self {
+    pub fn from_config(config: &ProxyConfig) -> Self {
         Self::new(
             config.listen,
             config.upstreams.iter().map(|u| u.addr),

@@ -12,7 +12,7 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::config::{Config, LogLevel};
+use crate::config::{Level, ProxyConfig, UpstreamConfig};
 use crate::policy::SocketPolicy;
 use crate::policy::refusals::LOG_EVERY;
 use crate::watchdog::{Life, Next, Restarts, Stuck, Ticker, Verdict, Watchdog};
@@ -81,12 +81,12 @@ impl wit_log::Host for State {
             line.push('=');
             line.push_str(&f.value);
         }
-        match level {
-            wit_log::Level::Error => tracing::error!(target: "dnsproxy::component", "{line}"),
-            wit_log::Level::Warn => tracing::warn!(target: "dnsproxy::component", "{line}"),
-            wit_log::Level::Info => tracing::info!(target: "dnsproxy::component", "{line}"),
-            wit_log::Level::Debug => tracing::debug!(target: "dnsproxy::component", "{line}"),
-            wit_log::Level::Trace => tracing::trace!(target: "dnsproxy::component", "{line}"),
+        match level_from_wit(level) {
+            Level::Error => tracing::error!(target: "dnsproxy::component", "{line}"),
+            Level::Warn => tracing::warn!(target: "dnsproxy::component", "{line}"),
+            Level::Info => tracing::info!(target: "dnsproxy::component", "{line}"),
+            Level::Debug => tracing::debug!(target: "dnsproxy::component", "{line}"),
+            Level::Trace => tracing::trace!(target: "dnsproxy::component", "{line}"),
         }
     }
 }
@@ -123,34 +123,82 @@ fn wit_socket(addr: SocketAddr) -> wit_types::SocketAddress {
     }
 }
 
+/// Milliseconds of a validated duration; the config bounds keep every one
+/// far below `u32::MAX` ms (49 days).
 fn ms(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
-/// The configuration as the component receives it.
-pub fn wit_config(config: &Config) -> Result<wit_config::ProxyConfig> {
-    let mut upstreams = Vec::with_capacity(config.upstreams.len());
-    for u in &config.upstreams {
-        let mut pins = Vec::with_capacity(u.spki.len());
-        for p in &u.spki {
-            pins.push(
-                dnsproxy_core::core::pins::Pin::from_base64(p)?
-                    .digest()
-                    .to_vec(),
-            );
-        }
-        upstreams.push(wit_config::Upstream {
-            name: u.name.clone(),
-            address: wit_socket(u.addr),
-            auth_name: u.tls_hostname.clone(),
-            spki_pins: pins,
-            ca_pem: u.ca.as_ref().map(|c| c.pem.clone()),
-        });
+/// A validated count as the WIT's `u32`; the config bounds keep every one
+/// within it.
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn level_from_wit(level: wit_log::Level) -> Level {
+    match level {
+        wit_log::Level::Error => Level::Error,
+        wit_log::Level::Warn => Level::Warn,
+        wit_log::Level::Info => Level::Info,
+        wit_log::Level::Debug => Level::Debug,
+        wit_log::Level::Trace => Level::Trace,
     }
-    Ok(wit_config::ProxyConfig {
-        listen: wit_socket(config.listen),
-        allow_networks: config
-            .allow_networks
+}
+
+fn wit_level(level: Level) -> wit_log::Level {
+    match level {
+        Level::Error => wit_log::Level::Error,
+        Level::Warn => wit_log::Level::Warn,
+        Level::Info => wit_log::Level::Info,
+        Level::Debug => wit_log::Level::Debug,
+        Level::Trace => wit_log::Level::Trace,
+    }
+}
+
+/// The configuration as the component receives it: the one place the host
+/// writes the WIT `config` record (the component reads it in one place too,
+/// `component::from_wit`). Every field is destructured, so a field added to
+/// [`ProxyConfig`] must be handled here.
+pub fn wit_config(config: &ProxyConfig) -> wit_config::ProxyConfig {
+    let ProxyConfig {
+        listen,
+        allow_networks,
+        upstreams,
+        query_timeout,
+        upstream_timeout,
+        tcp_idle_timeout,
+        upstream_idle_timeout,
+        max_tcp_clients,
+        max_inflight,
+        max_udp_size,
+        client_buffer_budget,
+        log_level,
+    } = config;
+    let upstreams = upstreams
+        .iter()
+        .map(|u| {
+            let UpstreamConfig {
+                name,
+                addr,
+                auth_name,
+                pins,
+                ca,
+            } = u;
+            wit_config::Upstream {
+                name: name.clone(),
+                address: wit_socket(*addr),
+                auth_name: auth_name.clone(),
+                spki_pins: pins.pins().iter().map(|p| p.digest().to_vec()).collect(),
+                ca: ca.as_ref().map(|c| wit_config::CaBundle {
+                    path: c.path.display().to_string(),
+                    pem: c.pem.clone(),
+                }),
+            }
+        })
+        .collect();
+    wit_config::ProxyConfig {
+        listen: wit_socket(*listen),
+        allow_networks: allow_networks
             .iter()
             .map(|n| wit_types::IpNetwork {
                 address: wit_ip(n.addr()),
@@ -159,26 +207,20 @@ pub fn wit_config(config: &Config) -> Result<wit_config::ProxyConfig> {
             .collect(),
         upstreams,
         timeouts: wit_config::Timeouts {
-            query_ms: ms(config.query_timeout),
-            upstream_ms: ms(config.upstream_timeout),
-            tcp_idle_ms: ms(config.tcp_idle_timeout),
-            upstream_idle_ms: ms(config.upstream_idle_timeout),
+            query_ms: ms(*query_timeout),
+            upstream_ms: ms(*upstream_timeout),
+            tcp_idle_ms: ms(*tcp_idle_timeout),
+            upstream_idle_ms: ms(*upstream_idle_timeout),
         },
         limits: wit_config::Limits {
-            max_tcp_clients: config.max_tcp_clients,
-            max_inflight: config.max_inflight,
-            max_udp_size: config.max_udp_size,
-            client_buffer_budget: u32::try_from(dnsproxy_core::shell::config::CLIENT_BUFFER_BUDGET)
-                .unwrap_or(u32::MAX),
+            max_tcp_clients: count(*max_tcp_clients),
+            max_inflight: count(*max_inflight),
+            // max_udp_size is at most 4096 (config::defaults::MAX_UDP_SIZE).
+            max_udp_size: u16::try_from(*max_udp_size).unwrap_or(u16::MAX),
+            client_buffer_budget: count(*client_buffer_budget),
         },
-        log_level: match config.log_level {
-            LogLevel::Error => wit_log::Level::Error,
-            LogLevel::Warn => wit_log::Level::Warn,
-            LogLevel::Info => wit_log::Level::Info,
-            LogLevel::Debug => wit_log::Level::Debug,
-            LogLevel::Trace => wit_log::Level::Trace,
-        },
-    })
+        log_level: wit_level(*log_level),
+    }
 }
 
 /// The WASI context: sockets per the policy, stderr for panics, and nothing
@@ -264,11 +306,11 @@ async fn run_once(
 pub async fn run(
     engine: Engine,
     component: Component,
-    config: &Config,
+    config: &ProxyConfig,
     policy: SocketPolicy,
 ) -> Result<i32> {
     let linker = linker(&engine)?;
-    let wit = wit_config(config)?;
+    let wit = wit_config(config);
     let _ticker = Ticker::start(engine.clone())?;
     // Reports the tail of a burst of refusals that ended within LOG_EVERY.
     let _flush = AbortOnDrop({
@@ -389,6 +431,127 @@ mod tests {
             !names.iter().any(|n| n.starts_with("wasi:http/")),
             "no HTTP"
         );
+    }
+
+    /// Every setting reaches the record, each in its own field: pins as
+    /// their raw digests, durations in milliseconds, the bundle with its
+    /// path. Distinct values per field, so a swapped or dropped field fails.
+    #[test]
+    fn wit_record_carries_every_setting() {
+        use dnsproxy_core::core::pins::{Pin, PinSet};
+
+        use crate::config::{CaBundle, IpNet};
+
+        let pin = Pin::of_spki(b"an spki");
+        let config = ProxyConfig {
+            listen: "[::1]:5353".parse().unwrap(),
+            allow_networks: vec![
+                IpNet::new("10.0.0.0".parse().unwrap(), 8).unwrap(),
+                IpNet::new("fd00::".parse().unwrap(), 8).unwrap(),
+            ],
+            upstreams: vec![
+                UpstreamConfig {
+                    name: "quad9".into(),
+                    addr: "9.9.9.9:853".parse().unwrap(),
+                    auth_name: "dns.quad9.net".into(),
+                    pins: PinSet::new(vec![pin]),
+                    ca: Some(CaBundle {
+                        path: "/etc/dnsproxy/ca.pem".into(),
+                        pem: "-----BEGIN CERTIFICATE-----\n".into(),
+                    }),
+                },
+                UpstreamConfig {
+                    name: "[2620:fe::fe]:8853".into(),
+                    addr: "[2620:fe::fe]:8853".parse().unwrap(),
+                    auth_name: "dns9.quad9.net".into(),
+                    pins: PinSet::default(),
+                    ca: None,
+                },
+            ],
+            query_timeout: Duration::from_secs(4),
+            upstream_timeout: Duration::from_millis(1500),
+            tcp_idle_timeout: Duration::from_secs(10),
+            upstream_idle_timeout: Duration::from_secs(30),
+            max_tcp_clients: 300,
+            max_inflight: 65536,
+            max_udp_size: 1400,
+            client_buffer_budget: 1 << 20,
+            log_level: Level::Debug,
+        };
+        let wit = wit_config(&config);
+        assert!(matches!(
+            wit.listen,
+            wit_types::SocketAddress {
+                ip: wit_types::IpAddress::Ipv6((0, 0, 0, 0, 0, 0, 0, 1)),
+                port: 5353
+            }
+        ));
+        let nets: Vec<_> = wit
+            .allow_networks
+            .iter()
+            .map(|n| (&n.address, n.prefix_len))
+            .collect();
+        assert!(matches!(
+            nets[..],
+            [
+                (wit_types::IpAddress::Ipv4((10, 0, 0, 0)), 8),
+                (wit_types::IpAddress::Ipv6((0xfd00, 0, 0, 0, 0, 0, 0, 0)), 8)
+            ]
+        ));
+        let [quad9, second] = &wit.upstreams[..] else {
+            panic!("two upstreams, got {}", wit.upstreams.len());
+        };
+        assert_eq!(
+            (quad9.name.as_str(), quad9.auth_name.as_str()),
+            ("quad9", "dns.quad9.net")
+        );
+        assert!(matches!(
+            quad9.address,
+            wit_types::SocketAddress {
+                ip: wit_types::IpAddress::Ipv4((9, 9, 9, 9)),
+                port: 853
+            }
+        ));
+        assert_eq!(quad9.spki_pins, [pin.digest().to_vec()]);
+        let ca = quad9.ca.as_ref().expect("quad9 has a bundle");
+        assert_eq!(
+            (ca.path.as_str(), ca.pem.as_str()),
+            ("/etc/dnsproxy/ca.pem", "-----BEGIN CERTIFICATE-----\n")
+        );
+        assert_eq!(second.auth_name, "dns9.quad9.net");
+        assert!(matches!(
+            second.address,
+            wit_types::SocketAddress {
+                ip: wit_types::IpAddress::Ipv6((0x2620, 0xfe, 0, 0, 0, 0, 0, 0xfe)),
+                port: 8853
+            }
+        ));
+        assert!(second.spki_pins.is_empty() && second.ca.is_none());
+        let t = &wit.timeouts;
+        assert_eq!(
+            (t.query_ms, t.upstream_ms, t.tcp_idle_ms, t.upstream_idle_ms),
+            (4000, 1500, 10_000, 30_000)
+        );
+        let l = &wit.limits;
+        assert_eq!(
+            (
+                l.max_tcp_clients,
+                l.max_inflight,
+                l.max_udp_size,
+                l.client_buffer_budget
+            ),
+            (300, 65536, 1400, 1 << 20)
+        );
+        assert!(matches!(wit.log_level, wit_log::Level::Debug));
+    }
+
+    /// Each level crosses the boundary and comes back (as a log event) as
+    /// itself.
+    #[test]
+    fn log_levels_round_trip_through_the_wit() {
+        for level in Level::ALL {
+            assert_eq!(level_from_wit(wit_level(level)), level);
+        }
     }
 
     /// The component links against exactly the world the host provides.

@@ -1,12 +1,15 @@
-//! Glue between the WIT world and the shell.
+//! Glue between the WIT world and the shell. The one place the component
+//! reads the WIT `config` record: [`from_wit`]. Its counterpart on the host is
+//! `sandbox::wit_config`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
-use dnsproxy_core::core::acl::{Acl, IpNet};
-use dnsproxy_core::core::pins::{Pin, PinSet};
-use dnsproxy_core::shell::config::{ProxyConfig, UpstreamConfig};
+use dnsproxy_core::core::acl::{BadPrefix, IpNet};
+use dnsproxy_core::core::pins::{BadPin, Pin, PinSet};
+use dnsproxy_core::shell::config::{CaBundle, ProxyConfig, UpstreamConfig};
 use dnsproxy_core::shell::log::{Level, Log, Sink};
 
 wit_bindgen::generate!({
@@ -70,45 +73,100 @@ fn ms(v: u32) -> Duration {
     Duration::from_millis(u64::from(v))
 }
 
-/// The host validated everything; a value that still does not fit is a
-/// host bug, reported as such.
-fn convert(c: config::ProxyConfig) -> Result<ProxyConfig, String> {
-    let mut nets = Vec::with_capacity(c.allow_networks.len());
-    for n in c.allow_networks {
-        nets.push(IpNet::new(ip(n.address), n.prefix_len).map_err(|e| e.to_string())?);
-    }
-    let mut upstreams = Vec::with_capacity(c.upstreams.len());
-    for u in c.upstreams {
-        let pins = u
-            .spki_pins
-            .iter()
-            .map(|p| Pin::from_digest(p))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("upstream {}: {e}", u.name))?;
-        upstreams.push(UpstreamConfig {
-            name: u.name,
-            addr: socket(u.address),
-            auth_name: u.auth_name,
-            pins: PinSet::new(pins),
-            ca_pem: u.ca_pem,
-        });
-    }
+/// A record the host should not have sent: the host validates everything,
+/// so each of these is a host bug, reported as such.
+#[derive(Debug, thiserror::Error)]
+enum WitConfigError {
+    /// An allowed network with host bits beyond its address.
+    #[error("allow network: {0}")]
+    Network(#[from] BadPrefix),
+    /// A pin that is not a 32-byte digest.
+    #[error("upstream {upstream}: {error}")]
+    Pin {
+        /// Which upstream.
+        upstream: String,
+        /// What is wrong with it.
+        error: BadPin,
+    },
+    /// The upstream list is empty.
+    #[error("no upstream configured")]
+    NoUpstream,
+}
+
+/// The configuration the host handed over, as the shell takes it. Every
+/// field of the record is destructured, so a field added to the WIT must be
+/// handled here.
+fn from_wit(c: config::ProxyConfig) -> Result<ProxyConfig, WitConfigError> {
+    let config::ProxyConfig {
+        listen,
+        allow_networks,
+        upstreams,
+        timeouts:
+            config::Timeouts {
+                query_ms,
+                upstream_ms,
+                tcp_idle_ms,
+                upstream_idle_ms,
+            },
+        limits:
+            config::Limits {
+                max_tcp_clients,
+                max_inflight,
+                max_udp_size,
+                client_buffer_budget,
+            },
+        log_level,
+    } = c;
+    let allow_networks = allow_networks
+        .into_iter()
+        .map(|n| IpNet::new(ip(n.address), n.prefix_len))
+        .collect::<Result<Vec<_>, _>>()?;
+    let upstreams = upstreams
+        .into_iter()
+        .map(|u| {
+            let config::Upstream {
+                name,
+                address,
+                auth_name,
+                spki_pins,
+                ca,
+            } = u;
+            let pins = spki_pins
+                .iter()
+                .map(|p| Pin::from_digest(p))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|error| WitConfigError::Pin {
+                    upstream: name.clone(),
+                    error,
+                })?;
+            Ok(UpstreamConfig {
+                name,
+                addr: socket(address),
+                auth_name,
+                pins: PinSet::new(pins),
+                ca: ca.map(|c| CaBundle {
+                    path: PathBuf::from(c.path),
+                    pem: c.pem,
+                }),
+            })
+        })
+        .collect::<Result<Vec<_>, WitConfigError>>()?;
     if upstreams.is_empty() {
-        return Err("no upstream configured".into());
+        return Err(WitConfigError::NoUpstream);
     }
     Ok(ProxyConfig {
-        listen: socket(c.listen),
-        acl: Acl::new(nets),
+        listen: socket(listen),
+        allow_networks,
         upstreams,
-        query_timeout: ms(c.timeouts.query_ms),
-        upstream_timeout: ms(c.timeouts.upstream_ms),
-        tcp_idle_timeout: ms(c.timeouts.tcp_idle_ms),
-        upstream_idle_timeout: ms(c.timeouts.upstream_idle_ms),
-        max_tcp_clients: c.limits.max_tcp_clients as usize,
-        max_inflight: c.limits.max_inflight as usize,
-        max_udp_size: usize::from(c.limits.max_udp_size),
-        client_buffer_budget: c.limits.client_buffer_budget as usize,
-        log_level: from_wit_level(c.log_level),
+        query_timeout: ms(query_ms),
+        upstream_timeout: ms(upstream_ms),
+        tcp_idle_timeout: ms(tcp_idle_ms),
+        upstream_idle_timeout: ms(upstream_idle_ms),
+        max_tcp_clients: max_tcp_clients as usize,
+        max_inflight: max_inflight as usize,
+        max_udp_size: usize::from(max_udp_size),
+        client_buffer_budget: client_buffer_budget as usize,
+        log_level: from_wit_level(log_level),
     })
 }
 
@@ -126,7 +184,7 @@ fn fatal(message: &str, error: &dyn std::fmt::Display) -> ! {
 }
 
 pub(crate) fn main() {
-    let config = match convert(config::get()) {
+    let config = match from_wit(config::get()) {
         Ok(c) => c,
         Err(e) => fatal("invalid configuration from the host", &e),
     };

@@ -8,9 +8,9 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use dnsproxy_core::core::acl::{Acl, IpNet};
+use dnsproxy_core::core::acl::IpNet;
 use dnsproxy_core::core::pins::{Pin, PinSet};
-use dnsproxy_core::shell::config::{ProxyConfig, UpstreamConfig};
+use dnsproxy_core::shell::config::{CaBundle, ProxyConfig, UpstreamConfig};
 use dnsproxy_core::shell::log::{Level, Log, StderrSink};
 
 fn var(name: &str) -> Result<String, String> {
@@ -24,8 +24,11 @@ fn config() -> Result<ProxyConfig, String> {
     let addr: SocketAddr = var("PB_UPSTREAM")?
         .parse()
         .map_err(|e| format!("PB_UPSTREAM: {e}"))?;
-    let ca_pem = match std::env::var("PB_CA_FILE") {
-        Ok(path) => Some(std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?),
+    let ca = match std::env::var("PB_CA_FILE") {
+        Ok(path) => Some(CaBundle {
+            pem: std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?,
+            path: path.into(),
+        }),
         Err(_) => None,
     };
     let pins = match std::env::var("PB_SPKI_PIN") {
@@ -37,13 +40,13 @@ fn config() -> Result<ProxyConfig, String> {
     let loopback = IpNet::new([127, 0, 0, 0].into(), 8).map_err(|e| e.to_string())?;
     Ok(ProxyConfig {
         listen,
-        acl: Acl::new(vec![loopback]),
+        allow_networks: vec![loopback],
         upstreams: vec![UpstreamConfig {
             name: addr.to_string(),
             addr,
             auth_name: var("PB_TLS_NAME")?,
             pins: PinSet::new(pins),
-            ca_pem,
+            ca,
         }],
         query_timeout: Duration::from_secs(4),
         upstream_timeout: Duration::from_millis(1500),

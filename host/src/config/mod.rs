@@ -25,12 +25,13 @@ mod layers;
 mod upstreams;
 mod values;
 
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 pub use dnsproxy_core::core::acl::IpNet;
+pub use dnsproxy_core::shell::config::{CaBundle, ProxyConfig, UpstreamConfig};
+pub use dnsproxy_core::shell::log::Level;
 pub use error::{ConfigError, ConfigFileSource, Expected, FilePos, ListLen, MissingScope, Origin};
 pub use keys::{Key, Section};
 
@@ -43,89 +44,6 @@ pub const EXIT_CONFIG: i32 = 64;
 /// The config file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "settings.ini";
 
-/// The validated configuration the proxy runs with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
-    /// Where to answer clients, UDP and TCP (`local_host`, `local_port`).
-    pub listen: SocketAddr,
-    /// Clients allowed to query; others get no answer (`allow_networks`).
-    pub allow_networks: Vec<IpNet>,
-    /// DoT resolvers in priority order; never empty.
-    pub upstreams: Vec<Upstream>,
-    /// Deadline of every client query.
-    pub query_timeout: Duration,
-    /// Time one upstream gets before the next is tried; at most `query_timeout`
-    /// (when no layer sets it, the default is capped at `query_timeout`).
-    pub upstream_timeout: Duration,
-    /// Idle client TCP connections are closed after this (RFC 7766 §6.2.3).
-    pub tcp_idle_timeout: Duration,
-    /// Idle upstream TLS connections are closed after this.
-    pub upstream_idle_timeout: Duration,
-    /// Concurrent client TCP connections.
-    pub max_tcp_clients: u32,
-    /// Queries in flight over all clients.
-    pub max_inflight: u32,
-    /// The largest UDP answer to a client.
-    pub max_udp_size: u16,
-    /// Log verbosity of the host.
-    pub log_level: LogLevel,
-}
-
-/// One DNS-over-TLS resolver.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upstream {
-    /// For logs: the name of its `[TLS_SERVER <name>]` section (`name#2` for the
-    /// second address of a list there), else its `ip:port`.
-    pub name: String,
-    /// Where to connect.
-    pub addr: SocketAddr,
-    /// Name verified in the certificate and sent as SNI.
-    pub tls_hostname: String,
-    /// Base64 SHA-256 SPKI pins (validated); empty = CA validation only.
-    pub spki: Vec<String>,
-    /// Roots to trust instead of the built-in web roots.
-    pub ca: Option<CaBundle>,
-}
-
-/// A PEM bundle of trusted roots, read at start-up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CaBundle {
-    /// The file as configured, for messages.
-    pub path: PathBuf,
-    /// Its contents; holds at least one `-----BEGIN CERTIFICATE-----`.
-    pub pem: String,
-}
-
-/// Log verbosity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[allow(missing_docs)] // the names are the levels
-pub enum LogLevel {
-    Error,
-    Warn,
-    Info,
-    Debug,
-    Trace,
-}
-
-impl LogLevel {
-    /// The lower-case name, as `tracing` filters spell it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Error => "error",
-            Self::Warn => "warn",
-            Self::Info => "info",
-            Self::Debug => "debug",
-            Self::Trace => "trace",
-        }
-    }
-}
-
-impl fmt::Display for LogLevel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// The command line as the configuration reads it: the config file it
 /// names and the value given to each key's flag. The CLI's arguments
 /// implement it, so this module never depends on how flags are parsed.
@@ -136,12 +54,14 @@ pub trait Flags {
     fn value(&self, key: Key) -> Option<&str>;
 }
 
-/// Builds the configuration from all layers. `env` looks up an environment
-/// variable (`&|name| std::env::var(name).ok()` in the binary); tests inject it.
+/// Builds the configuration from all layers: the one typed configuration
+/// the component, the socket policy and `health` all take. `env` looks up an
+/// environment variable (`&|name| std::env::var(name).ok()` in the binary);
+/// tests inject it.
 pub fn load(
     flags: &dyn Flags,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Config, ConfigError> {
+) -> Result<ProxyConfig, ConfigError> {
     let file = ConfigFile::load(flags.config_file(), Path::new(DEFAULT_CONFIG_FILE))?;
     resolve(&Layers {
         file: file.as_ref(),
@@ -163,7 +83,7 @@ pub fn parse_duration(text: &str, min: Duration, max: Duration) -> Result<Durati
 }
 
 /// Validates every layer's winning value.
-fn resolve(layers: &Layers<'_>) -> Result<Config, ConfigError> {
+fn resolve(layers: &Layers<'_>) -> Result<ProxyConfig, ConfigError> {
     let local_host = scalar(
         layers,
         Key::LocalHost,
@@ -189,7 +109,7 @@ fn resolve(layers: &Layers<'_>) -> Result<Config, ConfigError> {
             },
         });
     }
-    Ok(Config {
+    Ok(ProxyConfig {
         listen: SocketAddr::new(local_host.value, local_port.value),
         allow_networks,
         upstreams,
@@ -204,10 +124,9 @@ fn resolve(layers: &Layers<'_>) -> Result<Config, ConfigError> {
         .value,
         max_tcp_clients: integer(layers, Key::MaxTcpClients, defaults::MAX_TCP_CLIENTS)?,
         max_inflight: integer(layers, Key::MaxInflight, defaults::MAX_INFLIGHT)?,
-        // The limits keep it within u16 (at most 4096).
-        max_udp_size: u16::try_from(integer(layers, Key::MaxUdpSize, defaults::MAX_UDP_SIZE)?)
-            .unwrap_or(u16::MAX),
-        log_level: scalar(layers, Key::LogLevel, LogLevel::Info, values::log_level)?.value,
+        max_udp_size: integer(layers, Key::MaxUdpSize, defaults::MAX_UDP_SIZE)?,
+        client_buffer_budget: dnsproxy_core::shell::config::CLIENT_BUFFER_BUDGET,
+        log_level: scalar(layers, Key::LogLevel, Level::Info, values::log_level)?.value,
     })
 }
 
@@ -255,8 +174,10 @@ fn duration(
     scalar(layers, key, limits.default, |t| values::duration(t, limits))
 }
 
-fn integer(layers: &Layers<'_>, key: Key, limits: IntLimits) -> Result<u32, ConfigError> {
-    scalar(layers, key, limits.default, |t| values::integer(t, limits)).map(|r| r.value)
+/// An integer setting, as the count the proxy uses (a `u32` fits a `usize`
+/// on every target the proxy builds for).
+fn integer(layers: &Layers<'_>, key: Key, limits: IntLimits) -> Result<usize, ConfigError> {
+    scalar(layers, key, limits.default, |t| values::integer(t, limits)).map(|r| r.value as usize)
 }
 
 /// `allow_networks`: comma-separated networks, the default when unset. Empty is

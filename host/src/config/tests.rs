@@ -1,9 +1,11 @@
 //! Layering, upstream assembly and error-line tests for `load`.
 
 use std::fs;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use clap::Parser as _;
+use dnsproxy_core::core::pins::{Pin, PinSet};
 
 use super::*;
 use crate::cli::{Cli, Command, RunArgs};
@@ -57,7 +59,7 @@ fn load_in(
     ini: Option<&str>,
     env: &[(&str, &str)],
     argv: &[&str],
-) -> Result<Config, Box<Failure>> {
+) -> Result<ProxyConfig, Box<Failure>> {
     let cli = Cli::try_parse_from(std::iter::once("dnsproxy").chain(argv.iter().copied()))
         .expect("valid flags");
     let Command::Run(mut flags) = cli.into_command() else {
@@ -92,22 +94,22 @@ fn load_with(
     ini: Option<&str>,
     env: &[(&str, &str)],
     argv: &[&str],
-) -> Result<Config, Box<Failure>> {
+) -> Result<ProxyConfig, Box<Failure>> {
     load_in(&TempDir::new(), ini, env, argv)
 }
 
-fn ok(result: Result<Config, Box<Failure>>) -> Config {
+fn ok(result: Result<ProxyConfig, Box<Failure>>) -> ProxyConfig {
     result.unwrap_or_else(|f| panic!("unexpected error: {}", f.line))
 }
 
-fn err(result: Result<Config, Box<Failure>>) -> Failure {
+fn err(result: Result<ProxyConfig, Box<Failure>>) -> Failure {
     match result {
         Ok(config) => panic!("expected an error, got {config:?}"),
         Err(failure) => *failure,
     }
 }
 
-fn addrs(config: &Config) -> Vec<String> {
+fn addrs(config: &ProxyConfig) -> Vec<String> {
     config
         .upstreams
         .iter()
@@ -115,8 +117,18 @@ fn addrs(config: &Config) -> Vec<String> {
         .collect()
 }
 
-fn names(config: &Config) -> Vec<&str> {
+fn names(config: &ProxyConfig) -> Vec<&str> {
     config.upstreams.iter().map(|u| u.name.as_str()).collect()
+}
+
+/// An upstream's pins in the base64 form `spki =` takes.
+fn spki(upstream: &UpstreamConfig) -> Vec<String> {
+    upstream
+        .pins
+        .pins()
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 #[test]
@@ -137,11 +149,11 @@ fn defaults_apply_when_no_layer_sets_a_key() {
     );
     assert_eq!(
         config.upstreams,
-        [Upstream {
+        [UpstreamConfig {
             name: "192.0.2.1:853".into(),
             addr: "192.0.2.1:853".parse().expect("addr"),
-            tls_hostname: "dns.example".into(),
-            spki: vec![],
+            auth_name: "dns.example".into(),
+            pins: PinSet::default(),
             ca: None,
         }]
     );
@@ -152,7 +164,7 @@ fn defaults_apply_when_no_layer_sets_a_key() {
     assert_eq!(config.max_tcp_clients, 2048);
     assert_eq!(config.max_udp_size, 1232);
     assert_eq!(config.max_inflight, 2048);
-    assert_eq!(config.log_level, LogLevel::Info);
+    assert_eq!(config.log_level, Level::Info);
 }
 
 #[test]
@@ -164,21 +176,21 @@ fn empty_values_mean_the_default() {
     let config = ok(load_with(Some(&ini), &[], &[]));
     assert_eq!(config.listen, "0.0.0.0:53".parse().expect("addr"));
     assert_eq!(addrs(&config), ["192.0.2.1:853"]);
-    assert_eq!(config.upstreams[0].spki, Vec::<String>::new());
+    assert_eq!(config.upstreams[0].pins, PinSet::default());
     assert_eq!(config.upstreams[0].ca, None);
     assert_eq!(config.query_timeout, defaults::QUERY_TIMEOUT.default);
-    assert_eq!(config.max_inflight, defaults::MAX_INFLIGHT.default);
-    assert_eq!(config.log_level, LogLevel::Info);
+    assert_eq!(config.max_inflight, defaults::MAX_INFLIGHT.default as usize);
+    assert_eq!(config.log_level, Level::Info);
 }
 
-/// One key: three values (ini, env, flag) and how each shows in the Config.
+/// One key: three values (ini, env, flag) and how each shows in the ProxyConfig.
 struct Case {
     key: Key,
     values: [(String, String); 3],
-    show: fn(&Config) -> String,
+    show: fn(&ProxyConfig) -> String,
 }
 
-fn case(key: Key, values: [(&str, &str); 3], show: fn(&Config) -> String) -> Case {
+fn case(key: Key, values: [(&str, &str); 3], show: fn(&ProxyConfig) -> String) -> Case {
     Case {
         key,
         values: values.map(|(given, shown)| (given.to_owned(), shown.to_owned())),
@@ -260,7 +272,7 @@ fn every_key_follows_ini_then_env_then_flags() {
                 ("b.example", "b.example"),
                 ("c.example", "c.example"),
             ],
-            |c| c.upstreams[0].tls_hostname.clone(),
+            |c| c.upstreams[0].auth_name.clone(),
         ),
         case(
             Key::Spki,
@@ -269,7 +281,7 @@ fn every_key_follows_ini_then_env_then_flags() {
                 (PIN_B, PIN_B),
                 (&format!("{PIN_A},{PIN_B}"), &format!("{PIN_A} {PIN_B}")),
             ],
-            |c| c.upstreams[0].spki.join(" "),
+            |c| spki(&c.upstreams[0]).join(" "),
         ),
         case(
             Key::TlsCaFile,
@@ -380,7 +392,7 @@ fn single_values_apply_to_every_upstream_of_a_list() {
         config
             .upstreams
             .iter()
-            .all(|u| u.tls_hostname == "one.one.one.one" && u.spki == [PIN_A])
+            .all(|u| u.auth_name == "one.one.one.one" && spki(u) == [PIN_A])
     );
 }
 
@@ -398,7 +410,7 @@ fn lists_align_by_position() {
     let got: Vec<(String, &str)> = config
         .upstreams
         .iter()
-        .map(|u| (u.addr.to_string(), u.tls_hostname.as_str()))
+        .map(|u| (u.addr.to_string(), u.auth_name.as_str()))
         .collect();
     assert_eq!(
         got,
@@ -475,9 +487,9 @@ fn named_sections_follow_the_plain_section_in_file_order() {
             "8.8.4.4:8853"
         ]
     );
-    let spki: Vec<Vec<String>> = config.upstreams.iter().map(|u| u.spki.clone()).collect();
+    let pins: Vec<Vec<String>> = config.upstreams.iter().map(spki).collect();
     assert_eq!(
-        spki,
+        pins,
         [
             vec![PIN_A.to_owned()],
             vec![PIN_A.to_owned()],
@@ -555,11 +567,11 @@ fn env_upstream_keys_replace_every_upstream_from_the_file() {
     ));
     assert_eq!(
         config.upstreams,
-        [Upstream {
+        [UpstreamConfig {
             name: "9.9.9.9:853".into(),
             addr: "9.9.9.9:853".parse().expect("addr"),
-            tls_hostname: "cloudflare-dns.com".into(),
-            spki: vec![PIN_A.into()],
+            auth_name: "cloudflare-dns.com".into(),
+            pins: PinSet::new(vec![Pin::from_base64(PIN_A).expect("pin")]),
             ca: None,
         }]
     );
@@ -573,7 +585,7 @@ fn env_pins_alone_replace_the_file_list_and_keep_the_plain_hosts() {
         &[],
     ));
     assert_eq!(addrs(&config), ["1.1.1.1:853", "1.0.0.1:853"]);
-    assert!(config.upstreams.iter().all(|u| u.spki == [PIN_B]));
+    assert!(config.upstreams.iter().all(|u| spki(u) == [PIN_B]));
 }
 
 #[test]
@@ -584,7 +596,7 @@ fn empty_env_spki_turns_pinning_off() {
         &[],
     ));
     assert_eq!(addrs(&config), ["1.1.1.1:853", "1.0.0.1:853"]);
-    assert!(config.upstreams.iter().all(|u| u.spki.is_empty()));
+    assert!(config.upstreams.iter().all(|u| u.pins.is_empty()));
 }
 
 #[test]
@@ -595,7 +607,7 @@ fn flag_upstream_keys_replace_the_file_list_too() {
         &["--tls-host", "8.8.8.8", "--tls-hostname", "dns.google"],
     ));
     assert_eq!(names(&config), ["8.8.8.8:853"]);
-    assert_eq!(config.upstreams[0].tls_hostname, "dns.google");
+    assert_eq!(config.upstreams[0].auth_name, "dns.google");
 }
 
 #[test]

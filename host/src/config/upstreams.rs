@@ -25,7 +25,9 @@
 
 use std::net::SocketAddr;
 
-use super::Upstream;
+use dnsproxy_core::core::pins::PinSet;
+
+use super::UpstreamConfig;
 use super::defaults;
 use super::error::{ConfigError, Expected, ListLen, MissingScope, Origin};
 use super::keys::Key;
@@ -46,7 +48,7 @@ struct Definition<'a> {
 }
 
 /// All upstreams, in priority order; never empty.
-pub(super) fn upstreams(layers: &Layers<'_>) -> Result<Vec<Upstream>, ConfigError> {
+pub(super) fn upstreams(layers: &Layers<'_>) -> Result<Vec<UpstreamConfig>, ConfigError> {
     let mut all = Vec::new();
     for definition in definitions(layers) {
         all.extend(build(definition)?);
@@ -98,7 +100,7 @@ fn definitions<'a>(layers: &Layers<'a>) -> Vec<Definition<'a>> {
 }
 
 /// The upstreams of one definition.
-fn build(def: Definition<'_>) -> Result<Vec<Upstream>, ConfigError> {
+fn build(def: Definition<'_>) -> Result<Vec<UpstreamConfig>, ConfigError> {
     let missing = |key| ConfigError::Missing {
         key,
         scope: def.scope.clone(),
@@ -136,9 +138,9 @@ fn build(def: Definition<'_>) -> Result<Vec<Upstream>, ConfigError> {
         }
     }
 
-    let spki = match def.spki.as_ref().filter(|s| !s.value.is_empty()) {
-        Some(spki) => list(Key::Spki, spki, values::pin)?,
-        None => Vec::new(),
+    let pins = match def.spki.as_ref().filter(|s| !s.value.is_empty()) {
+        Some(spki) => PinSet::new(list(Key::Spki, spki, values::pin)?),
+        None => PinSet::default(),
     };
     let ca = match def.ca_file.as_ref().filter(|s| !s.value.is_empty()) {
         Some(ca) => Some(
@@ -157,11 +159,11 @@ fn build(def: Definition<'_>) -> Result<Vec<Upstream>, ConfigError> {
                 Some(name) if count == 1 => name.to_owned(),
                 Some(name) => format!("{name}#{}", i + 1),
             };
-            Upstream {
+            UpstreamConfig {
                 name,
                 addr,
-                tls_hostname: names[pick(names.len(), i)].clone(),
-                spki: spki.clone(),
+                auth_name: names[pick(names.len(), i)].clone(),
+                pins: pins.clone(),
                 ca: ca.clone(),
             }
         })

@@ -5,13 +5,12 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+use dnsproxy_core::core::pins::Pin;
 use rustls_pki_types::DnsName;
 
 use super::defaults::{DurationLimits, IntLimits};
 use super::error::Expected;
-use super::{CaBundle, LogLevel};
+use super::{CaBundle, Level};
 
 /// A port from 1 to 65535.
 pub(super) fn port(text: &str) -> Result<u16, Expected> {
@@ -52,12 +51,9 @@ pub(super) fn dns_name(text: &str) -> Result<String, Expected> {
 }
 
 /// An SPKI pin: base64 (RFC 4648 §4, padded, as in RFC 7469 §2.4) of a SHA-256
-/// digest.
-pub(super) fn pin(text: &str) -> Result<String, Expected> {
-    match STANDARD.decode(text) {
-        Ok(digest) if digest.len() == 32 => Ok(text.to_owned()),
-        _ => Err(Expected::Pin),
-    }
+/// digest, decoded here once so nothing downstream parses it again.
+pub(super) fn pin(text: &str) -> Result<Pin, Expected> {
+    Pin::from_base64(text).map_err(|_| Expected::Pin)
 }
 
 /// `4s`, `1500ms`, `1.5s`, or a bare number of seconds, within `limits`.
@@ -95,15 +91,8 @@ pub(super) fn integer(text: &str, limits: IntLimits) -> Result<u32, Expected> {
 }
 
 /// A log level name, any case.
-pub(super) fn log_level(text: &str) -> Result<LogLevel, Expected> {
-    match text.to_ascii_lowercase().as_str() {
-        "error" => Ok(LogLevel::Error),
-        "warn" => Ok(LogLevel::Warn),
-        "info" => Ok(LogLevel::Info),
-        "debug" => Ok(LogLevel::Debug),
-        "trace" => Ok(LogLevel::Trace),
-        _ => Err(Expected::LogLevel),
-    }
+pub(super) fn log_level(text: &str) -> Result<Level, Expected> {
+    Level::from_name(text).ok_or(Expected::LogLevel)
 }
 
 /// `tls_ca_file`: reads the bundle now, so a bad path fails at start-up and
@@ -236,7 +225,7 @@ mod tests {
         assert!(integer("0", defaults::MAX_INFLIGHT).is_err());
         assert!(integer("65536", defaults::MAX_TCP_CLIENTS).is_err());
         assert!(integer("1k", defaults::MAX_TCP_CLIENTS).is_err());
-        assert_eq!(log_level("DEBUG").ok(), Some(LogLevel::Debug));
+        assert_eq!(log_level("DEBUG").ok(), Some(Level::Debug));
         assert!(log_level("verbose").is_err());
     }
 }

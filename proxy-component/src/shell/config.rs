@@ -1,10 +1,16 @@
-//! The component's view of its configuration, already validated by the host
-//! (or built by the native benchmark runner).
+//! The proxy's configuration: one typed shape for everything that produces or
+//! reads it. The host's config layer (settings.ini, environment, flags)
+//! validates into it, hands it to the component through the WIT `config`
+//! interface (one conversion on each side) and probes with it (`dnsproxy
+//! health`); the native benchmark build fills it in from its own variables.
+//! Values arrive here already validated: pins decoded, bundles read, limits
+//! within their bounds.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::core::acl::Acl;
+use crate::core::acl::IpNet;
 use crate::core::pins::PinSet;
 use crate::shell::log::Level;
 
@@ -16,21 +22,22 @@ use crate::shell::log::Level;
 pub const CLIENT_BUFFER_BUDGET: usize = 32 << 20;
 
 /// Everything the proxy needs to serve.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProxyConfig {
-    /// UDP and TCP listen address.
+    /// UDP and TCP listen address (`local_host`, `local_port`).
     pub listen: SocketAddr,
-    /// Clients allowed to query; others get REFUSED.
-    pub acl: Acl,
+    /// Clients allowed to query; others get no answer (`allow_networks`).
+    pub allow_networks: Vec<IpNet>,
     /// Upstreams in priority order (at least one).
     pub upstreams: Vec<UpstreamConfig>,
     /// Deadline of every client query, end to end.
     pub query_timeout: Duration,
-    /// Time one upstream gets before the next is tried.
+    /// Time one upstream gets before the next is tried; at most
+    /// `query_timeout`.
     pub upstream_timeout: Duration,
     /// Idle client TCP connections are closed after this (RFC 7766 §6.2.3).
     pub tcp_idle_timeout: Duration,
-    /// Idle upstream connections are closed after this.
+    /// Idle upstream connections are closed after this (RFC 7858 §3.4).
     pub upstream_idle_timeout: Duration,
     /// Concurrent client TCP connections.
     pub max_tcp_clients: usize,
@@ -41,21 +48,33 @@ pub struct ProxyConfig {
     pub max_udp_size: usize,
     /// Bytes of client answers waiting to be written, over all TCP clients.
     pub client_buffer_budget: usize,
-    /// Events below this level are not emitted.
+    /// Events below this level are not emitted (the host's log filter too).
     pub log_level: Level,
 }
 
-/// One DNS-over-TLS upstream.
-#[derive(Clone, Debug)]
+/// One DNS-over-TLS upstream (RFC 7858).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UpstreamConfig {
-    /// Label used in logs.
+    /// Label used in logs: the name of its `[TLS_SERVER <name>]` section
+    /// (`name#2` for the second address of a list there), else its
+    /// `ip:port`.
     pub name: String,
     /// Address and port to connect to.
     pub addr: SocketAddr,
-    /// Name verified in the certificate and sent as SNI.
+    /// Name verified in the certificate and sent as SNI (`tls_hostname`).
     pub auth_name: String,
-    /// Pins; empty = CA validation only.
+    /// SPKI pins (RFC 7469 §2.4), decoded; empty = CA validation only.
     pub pins: PinSet,
-    /// PEM bundle to trust instead of the built-in web roots.
-    pub ca_pem: Option<String>,
+    /// Roots to trust instead of the built-in web roots (`tls_ca_file`).
+    pub ca: Option<CaBundle>,
+}
+
+/// A PEM bundle of trusted roots, read by whoever built the configuration
+/// (the component never opens a file).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaBundle {
+    /// The file it was read from, for messages.
+    pub path: PathBuf,
+    /// Its contents; holds at least one `-----BEGIN CERTIFICATE-----`.
+    pub pem: String,
 }

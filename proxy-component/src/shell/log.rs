@@ -5,8 +5,10 @@
 use std::fmt::{self, Display};
 use std::rc::Rc;
 
-/// Severity, most severe first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// Severity, most severe first. The one log level of the project: the
+/// `log_level` setting, the host's log filter and the WIT `log.level` all
+/// spell it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Level {
     /// Something is broken and needs the operator.
     Error,
@@ -20,15 +22,38 @@ pub enum Level {
     Trace,
 }
 
+impl Level {
+    /// Every level, most severe first.
+    pub const ALL: [Level; 5] = [
+        Level::Error,
+        Level::Warn,
+        Level::Info,
+        Level::Debug,
+        Level::Trace,
+    ];
+
+    /// The lower-case name, as `log_level` and `tracing` filters spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Error => "error",
+            Level::Warn => "warn",
+            Level::Info => "info",
+            Level::Debug => "debug",
+            Level::Trace => "trace",
+        }
+    }
+
+    /// The level named `name`, in any case.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|l| l.as_str().eq_ignore_ascii_case(name))
+    }
+}
+
 impl Display for Level {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Level::Error => "ERROR",
-            Level::Warn => "WARN",
-            Level::Info => "INFO",
-            Level::Debug => "DEBUG",
-            Level::Trace => "TRACE",
-        })
+        f.write_str(self.as_str())
     }
 }
 
@@ -44,7 +69,7 @@ pub struct StderrSink;
 
 impl Sink for StderrSink {
     fn emit(&self, level: Level, message: &str, fields: &[(&str, String)]) {
-        let mut line = format!("{level:>5} {message}");
+        let mut line = format!("{:>5} {message}", level.as_str().to_ascii_uppercase());
         for (k, v) in fields {
             line.push_str(&format!(" {k}={v}"));
         }
@@ -85,5 +110,32 @@ impl fmt::Debug for Log {
         f.debug_struct("Log")
             .field("max", &self.max)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn level_names_round_trip_in_any_case() {
+        for level in Level::ALL {
+            assert_eq!(Level::from_name(level.as_str()), Some(level));
+            assert_eq!(
+                Level::from_name(&level.as_str().to_ascii_uppercase()),
+                Some(level)
+            );
+            assert_eq!(level.to_string(), level.as_str());
+        }
+        assert_eq!(Level::from_name("Trace"), Some(Level::Trace));
+        assert_eq!(Level::from_name("verbose"), None);
+        assert_eq!(Level::from_name(""), None);
+    }
+
+    #[test]
+    fn more_verbose_levels_sort_later() {
+        assert!(Level::ALL.windows(2).all(|w| w[0] < w[1]));
+        assert!(Log::new(Level::Info, Rc::new(StderrSink)).enabled(Level::Warn));
+        assert!(!Log::new(Level::Info, Rc::new(StderrSink)).enabled(Level::Debug));
     }
 }

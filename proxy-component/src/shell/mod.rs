@@ -125,7 +125,7 @@ pub async fn serve(config: ProxyConfig, log: Log) -> Result<(), ServeError> {
     );
     let ctx = Rc::new(Context {
         resolver,
-        acl: config.acl.clone(),
+        acl: Acl::new(config.allow_networks.clone()),
         shares: RefCell::new(Shares::new(config.max_inflight)),
         budget: RefCell::new(Budget::new(config.client_buffer_budget)),
         config,

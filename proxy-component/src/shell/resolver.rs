@@ -140,8 +140,8 @@ impl Resolver {
                 upstream: up.name.clone(),
                 error,
             };
-            let anchors = match &up.ca_pem {
-                Some(pem) => Some(tls::anchors_from_pem(pem).map_err(|e| fail(e.into()))?),
+            let anchors = match &up.ca {
+                Some(ca) => Some(tls::anchors_from_pem(&ca.pem).map_err(|e| fail(e.into()))?),
                 None => None,
             };
             let verifier = PinnedVerifier::new(anchors, up.pins.clone());
