@@ -16,7 +16,7 @@ use dnsproxy_core::core::framing::{Deframer, MAX_MESSAGE_LEN, frame_into};
 use dnsproxy_core::core::inflight::{CounterIds, Full, IdSource, InFlight};
 use dnsproxy_core::core::message::{
     HEADER_LEN, Padding, QUERY_PADDING_BLOCK, Rcode, id, pad_query, parse_query, set_id, strip_opt,
-    synthesize_response, truncate_for_udp,
+    strip_padding, synthesize_response, truncate_for_udp,
 };
 
 /// Fixed seed: every run explores the same cases, so a failure in CI
@@ -471,6 +471,36 @@ proptest! {
             prop_assert_eq!(u16::from_be_bytes([resp[10], resp[11]]), 0);
             prop_assert_eq!(stripped.answers(), r.answers());
             prop_assert_eq!(stripped.queries(), original.queries());
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// RFC 7830 §1, RFC 8467 §4.1: for a plain-DNS client the upstream's
+    /// padding goes and nothing else changes: the OPT stays with its fields
+    /// and other options, the records are intact, and the message shrinks by
+    /// exactly the Padding option.
+    #[test]
+    fn rfc7830_removing_upstream_padding_changes_nothing_else(spec in response_spec()) {
+        let resp = build_response(&spec);
+        let original = parse(&resp)?;
+        let mut out = resp.clone();
+        strip_padding(&mut out).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let padding = spec.edns.as_ref().and_then(|e| e.padding).map_or(0, |len| 4 + len);
+        prop_assert_eq!(out.len(), resp.len() - padding);
+        let m = parse(&out)?;
+        prop_assert_eq!(m.header(), original.header());
+        prop_assert_eq!(m.queries(), original.queries());
+        prop_assert_eq!(m.answers(), original.answers());
+        prop_assert_eq!(m.name_servers(), original.name_servers());
+        prop_assert_eq!(m.extensions().is_some(), spec.edns.is_some());
+        if let (Some(got), Some(want)) = (m.extensions(), &spec.edns) {
+            prop_assert_eq!(got.max_payload(), want.payload);
+            prop_assert_eq!(got.flags().dnssec_ok, want.dnssec_ok);
+            prop_assert!(got.options().get(EdnsCode::Padding).is_none());
+            prop_assert_eq!(got.options().get(EdnsCode::Cookie).is_some(), want.cookie);
         }
     }
 }

@@ -194,9 +194,13 @@ impl Resolver {
                 Ok(Ok(mut answer)) if message::answers_question(query, q, &answer) => {
                     self.selector.borrow_mut().succeeded(i);
                     message::set_id(&mut answer, q.id);
-                    if matches!(padding, Padding::AddedOpt)
-                        && message::strip_opt(&mut answer).is_err()
-                    {
+                    // The client is on plain DNS: the OPT the proxy added
+                    // goes, and so does the upstream's padding (RFC 7830 §1).
+                    let fitted = match padding {
+                        Padding::AddedOpt => message::strip_opt(&mut answer),
+                        _ => message::strip_padding(&mut answer),
+                    };
+                    if fitted.is_err() {
                         break;
                     }
                     return answer;

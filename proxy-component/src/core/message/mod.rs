@@ -4,8 +4,9 @@
 //! record); it never builds a message tree. Everything it does not own in a
 //! response (answers, DNSSEC records, AD/CD/DO bits) passes through untouched:
 //! the only rewrites are the ID ([`set_id`]), UDP truncation
-//! ([`truncate_for_udp`]), query padding ([`pad_query`]) and removal of an OPT
-//! the proxy added itself ([`strip_opt`]).
+//! ([`truncate_for_udp`]), query padding ([`pad_query`]), removal of an OPT
+//! the proxy added itself ([`strip_opt`]) and removal of the upstream's
+//! padding for plain-DNS clients ([`strip_padding`]).
 
 mod name;
 mod padding;
@@ -19,7 +20,7 @@ use std::fmt;
 
 use thiserror::Error;
 
-pub use padding::{Padding, QUERY_PADDING_BLOCK, pad_query, strip_opt};
+pub use padding::{Padding, QUERY_PADDING_BLOCK, pad_query, strip_opt, strip_padding};
 pub use query::{
     Opt, Query, QueryError, Rcode, answers_question, client_udp_limit, parse_query,
     synthesize_response,

@@ -1,7 +1,10 @@
-//! EDNS(0) padding of queries (RFC 7830, RFC 8467) and removal of an OPT RR
-//! the proxy added itself (RFC 6891 §7).
+//! EDNS(0) padding of queries (RFC 7830, RFC 8467), removal of an OPT RR
+//! the proxy added itself (RFC 6891 §7), and removal of the upstream's
+//! padding before a response goes to a plain-DNS client.
 
-use super::walk::{OPT_RR_LEN, OPTION_PADDING, splice_records, walk, write_opt};
+use super::walk::{
+    OPT_RR_LEN, OPTION_PADDING, opt_without_padding, splice_records, walk, write_opt,
+};
 use super::{ARCOUNT, MessageError, counts, write_u16};
 use crate::core::framing::MAX_MESSAGE_LEN;
 
@@ -103,6 +106,29 @@ pub fn strip_opt(resp: &mut Vec<u8>) -> Result<(), MessageError> {
     Ok(())
 }
 
+/// Removes the Padding options (RFC 7830 §3) from a response's OPT RR,
+/// keeping the OPT and its other options, before it goes to a client over
+/// plain UDP or TCP. Padding only hides message sizes on an encrypted hop
+/// (RFC 7830 §1, RFC 8467 §4.1): the upstream pads its answer because the
+/// proxy padded the query on the TLS hop, and passing that on only makes a
+/// UDP answer bigger, so it is truncated when it would have fit.
+///
+/// `Ok` and untouched if there is no OPT or it has no padding. Records after
+/// the OPT keep valid compression pointers; one pointing into the OPT is an
+/// `Err` (the message is then untouched), as for [`strip_opt`].
+pub fn strip_padding(resp: &mut Vec<u8>) -> Result<(), MessageError> {
+    let layout = walk(resp)?;
+    let Some(opt) = layout.opt.filter(|opt| opt.has_padding) else {
+        return Ok(());
+    };
+    let unpadded = opt_without_padding(resp, &opt);
+    // Removal only moves pointers backwards, so they always still fit. The
+    // whole OPT is replaced, as in `pad_query`, so a pointer into any byte
+    // of it is refused rather than left reading changed bytes.
+    splice_records(resp, opt.range, &unpadded, layout.end)?;
+    Ok(())
+}
+
 /// Padding octets needed so that `len` plus them is a multiple of `block`.
 fn fill_len(len: usize, block: usize) -> usize {
     (block - len % block) % block
@@ -127,11 +153,11 @@ mod tests {
 
     use hickory_proto::op::{Edns, Message, MessageType};
     use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
-    use hickory_proto::rr::rdata::{A, NS};
+    use hickory_proto::rr::rdata::{A, NS, TXT};
     use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-    use super::super::parse_query;
     use super::super::test_support::{parse, query_bytes};
+    use super::super::{parse_query, truncate_for_udp};
     use super::*;
 
     fn name(s: &str) -> Name {
@@ -336,6 +362,11 @@ mod tests {
     /// A response whose OPT is not the last record: a record after it is owned
     /// by a compression pointer into a record that also follows it.
     fn response_with_opt_in_the_middle() -> Vec<u8> {
+        response_with_padded_opt_in_the_middle(None)
+    }
+
+    /// The same, its OPT carrying a Padding option of `padding` octets.
+    fn response_with_padded_opt_in_the_middle(padding: Option<usize>) -> Vec<u8> {
         let mut r = Message::new();
         r.set_id(9).set_message_type(MessageType::Response);
         r.add_query(hickory_proto::op::Query::query(
@@ -349,6 +380,10 @@ mod tests {
         ));
         let mut edns = Edns::new();
         edns.set_max_payload(1232);
+        if let Some(len) = padding {
+            edns.options_mut()
+                .insert(EdnsOption::Unknown(12, vec![0; len]));
+        }
         r.set_edns(edns);
         let mut resp = r.to_vec().expect("encodes");
         // Additional: [OPT], then ns2.example.com A, then an MX owned by a
@@ -409,5 +444,165 @@ mod tests {
         let mut resp = response_with_opt_in_the_middle();
         resp.truncate(resp.len() - 1);
         assert!(strip_opt(&mut resp).is_err());
+    }
+
+    /// A response to `name` TXT with `answers` and an OPT (payload 1232, DO,
+    /// a cookie) padded with `padding` octets, as an upstream sends it.
+    fn padded_response(answers: &[&str], padding: Option<usize>) -> Message {
+        let mut r = Message::new();
+        r.set_id(3)
+            .set_message_type(MessageType::Response)
+            .set_recursion_desired(true)
+            .set_recursion_available(true);
+        r.add_query(hickory_proto::op::Query::query(
+            name("medium.example."),
+            RecordType::TXT,
+        ));
+        for text in answers {
+            r.add_answer(Record::from_rdata(
+                name("medium.example."),
+                60,
+                RData::TXT(TXT::new(vec![(*text).to_owned()])),
+            ));
+        }
+        let mut edns = Edns::new();
+        edns.set_max_payload(1232).set_dnssec_ok(true);
+        edns.options_mut()
+            .insert(EdnsOption::Unknown(10, vec![7; 16]));
+        if let Some(len) = padding {
+            edns.options_mut()
+                .insert(EdnsOption::Unknown(12, vec![0; len]));
+        }
+        r.set_edns(edns);
+        r
+    }
+
+    #[test]
+    fn rfc7830_upstream_padding_is_removed_and_the_opt_kept() {
+        let r = padded_response(&["a", "b"], Some(300));
+        let mut resp = r.to_vec().expect("encodes");
+        let before = resp.len();
+        strip_padding(&mut resp).expect("valid");
+        assert_eq!(resp.len(), before - 4 - 300);
+        let m = parse(&resp);
+        let edns = m.extensions().as_ref().expect("OPT kept");
+        assert_eq!(padding_of(&m), None);
+        assert_eq!(
+            edns.options().get(EdnsCode::Cookie),
+            Some(&EdnsOption::Unknown(10, vec![7; 16]))
+        );
+        assert_eq!(edns.max_payload(), 1232);
+        assert!(edns.flags().dnssec_ok);
+        assert_eq!(m.answers(), r.answers());
+        assert_eq!(m.queries(), r.queries());
+        assert_eq!(u16::from_be_bytes([resp[10], resp[11]]), 1);
+        // Stripping again is a no-op.
+        let stripped = resp.clone();
+        strip_padding(&mut resp).expect("valid");
+        assert_eq!(resp, stripped);
+    }
+
+    #[test]
+    fn rfc7830_response_without_padding_is_untouched() {
+        let mut with_opt = padded_response(&["a"], None).to_vec().expect("encodes");
+        let before = with_opt.clone();
+        strip_padding(&mut with_opt).expect("valid");
+        assert_eq!(with_opt, before);
+
+        let mut no_opt = with_opt;
+        strip_opt(&mut no_opt).expect("valid");
+        let before = no_opt.clone();
+        strip_padding(&mut no_opt).expect("valid");
+        assert_eq!(no_opt, before);
+    }
+
+    #[test]
+    fn rfc7830_every_padding_option_is_removed() {
+        // The OPT is the last record: append padding, a cookie and padding
+        // again to its RDATA by hand (hickory keeps one option per code).
+        let mut resp = padded_response(&["a"], None).to_vec().expect("encodes");
+        let rdlen_at = resp.len() - 2 - (4 + 16);
+        let extra = [
+            &[0, 12, 0, 3, 0, 0, 0][..],
+            &[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8],
+            &[0, 12, 0, 0],
+        ]
+        .concat();
+        resp.extend_from_slice(&extra);
+        let rdlen = u16::from_be_bytes([resp[rdlen_at], resp[rdlen_at + 1]]);
+        let rdlen = rdlen + u16::try_from(extra.len()).expect("short");
+        resp[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
+        parse(&resp);
+        let before = resp.len();
+        strip_padding(&mut resp).expect("valid");
+        assert_eq!(resp.len(), before - 7 - 4);
+        // The options that are not padding stay, in order.
+        assert_eq!(
+            resp[rdlen_at + 2..],
+            [
+                &[0, 10, 0, 16][..],
+                &[7; 16],
+                &[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]
+            ]
+            .concat()
+        );
+        assert_eq!(padding_of(&parse(&resp)), None);
+    }
+
+    #[test]
+    fn rfc1035_strip_padding_keeps_later_compression_pointers_valid() {
+        let mut resp = response_with_padded_opt_in_the_middle(Some(40));
+        let before = parse(&resp);
+        assert_eq!(padding_of(&before), Some(40));
+        strip_padding(&mut resp).expect("valid");
+        let after = parse(&resp);
+        assert!(after.extensions().is_some());
+        assert_eq!(padding_of(&after), None);
+        assert_eq!(after.additionals(), before.additionals());
+        assert_eq!(after.additionals()[1].name(), &name("ns2.example.com."));
+        assert_eq!(after.answers(), before.answers());
+    }
+
+    #[test]
+    fn rfc8467_answer_that_fits_unpadded_is_not_truncated_for_udp() {
+        // About 1.1 KB of answers, padded by the upstream to a multiple of
+        // 468 (RFC 8467 §4.1): 1404 bytes, over the 1232 a UDP client takes.
+        let texts: Vec<String> = (0..10).map(|i| format!("{i:0>90}")).collect();
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let unpadded = padded_response(&texts, None)
+            .to_vec()
+            .expect("encodes")
+            .len();
+        assert!((1000..1232).contains(&unpadded), "{unpadded}");
+        let fill = 1404 - unpadded - 4;
+        let mut resp = padded_response(&texts, Some(fill))
+            .to_vec()
+            .expect("encodes");
+        assert_eq!(resp.len(), 1404);
+        strip_padding(&mut resp).expect("valid");
+        assert_eq!(resp.len(), unpadded);
+        assert_eq!(truncate_for_udp(&resp, 1232), Ok(None));
+    }
+
+    #[test]
+    fn strip_padding_refuses_a_pointer_into_the_opt_and_malformed_input() {
+        // A record after the OPT owned by a pointer to the OPT's root owner.
+        let mut resp = padded_response(&["a"], Some(8)).to_vec().expect("encodes");
+        let opt_at = u8::try_from(resp.len() - 11 - (4 + 16) - (4 + 8)).expect("short");
+        let record = resp.len();
+        resp.extend_from_slice(&[0xC0, opt_at, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0]);
+        resp[11] = 2;
+        walk(&resp).expect("valid");
+        let before = resp.clone();
+        assert_eq!(
+            strip_padding(&mut resp),
+            Err(MessageError::PointerIntoOpt { offset: record })
+        );
+        assert_eq!(resp, before);
+
+        resp.truncate(resp.len() - 1);
+        let before = resp.clone();
+        assert!(strip_padding(&mut resp).is_err());
+        assert_eq!(resp, before);
     }
 }

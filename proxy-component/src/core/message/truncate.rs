@@ -1,7 +1,7 @@
 //! Cutting a response down for a UDP client (RFC 1035 §4.2.1, RFC 2181 §9,
 //! RFC 6891 §7).
 
-use super::walk::{OPTION_PADDING, OptRr, options, walk};
+use super::walk::{opt_without_padding, walk};
 use super::{ANCOUNT, ARCOUNT, HEADER_LEN, MessageError, NSCOUNT, QDCOUNT, TC, write_u16};
 
 /// No UDP limit is below what any client can take (RFC 1035 §2.3.4).
@@ -58,23 +58,6 @@ pub fn truncate_for_udp(resp: &[u8], limit: usize) -> Result<Option<Vec<u8>>, Me
         out.extend_from_slice(&opt);
     }
     Ok(Some(out))
-}
-
-/// The bytes of an OPT RR with its Padding options left out. The OPT was
-/// validated by the walk, so its options tile its RDATA.
-fn opt_without_padding(msg: &[u8], opt: &OptRr) -> Vec<u8> {
-    let rdlen_at = opt.rdata.start - 2;
-    let mut out = msg[opt.range.start..rdlen_at].to_vec();
-    let mut rdata = Vec::with_capacity(opt.rdata.len());
-    for (code, range) in options(msg, opt.rdata.clone()).flatten() {
-        if code != OPTION_PADDING {
-            rdata.extend_from_slice(&msg[range]);
-        }
-    }
-    // Fits: it is no longer than the original RDATA.
-    out.extend_from_slice(&u16::try_from(rdata.len()).unwrap_or(0).to_be_bytes());
-    out.extend_from_slice(&rdata);
-    out
 }
 
 #[cfg(test)]

@@ -148,6 +148,23 @@ pub(super) fn write_opt(out: &mut Vec<u8>, dnssec_ok: bool, padding: Option<u16>
     }
 }
 
+/// The bytes of an OPT RR with its Padding options left out. The OPT was
+/// validated by the walk, so its options tile its RDATA.
+pub(super) fn opt_without_padding(msg: &[u8], opt: &OptRr) -> Vec<u8> {
+    let rdlen_at = opt.rdata.start - 2;
+    let mut out = msg[opt.range.start..rdlen_at].to_vec();
+    let mut rdata = Vec::with_capacity(opt.rdata.len());
+    for (code, range) in options(msg, opt.rdata.clone()).flatten() {
+        if code != OPTION_PADDING {
+            rdata.extend_from_slice(&msg[range]);
+        }
+    }
+    // Fits: it is no longer than the original RDATA.
+    out.extend_from_slice(&u16::try_from(rdata.len()).unwrap_or(0).to_be_bytes());
+    out.extend_from_slice(&rdata);
+    out
+}
+
 /// Where everything lies in a message that parses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Layout {
