@@ -1,9 +1,11 @@
-//! EDNS(0) padding of queries (RFC 7830, RFC 8467), removal of an OPT RR
-//! the proxy added itself (RFC 6891 §7), and removal of the upstream's
-//! padding before a response goes to a plain-DNS client.
+//! EDNS(0) padding of queries for the encrypted hop (RFC 7830, RFC 8467),
+//! and making the response fit for a plain-DNS client: removal of an OPT RR
+//! the proxy added itself (RFC 6891 §7), or of the upstream's padding.
 
+use super::query::Query;
+use super::response::Response;
 use super::walk::{
-    OPT_RR_LEN, OPTION_PADDING, opt_without_padding, splice_records, walk, write_opt,
+    Layout, OPT_RR_LEN, OPTION_PADDING, opt_without_padding, splice_records, write_opt,
 };
 use super::{ARCOUNT, MessageError, counts, write_u16};
 use crate::core::framing::MAX_MESSAGE_LEN;
@@ -14,7 +16,7 @@ const OPTION_HEADER_LEN: usize = 4;
 /// The block size RFC 8467 §4.1 recommends for queries.
 pub const QUERY_PADDING_BLOCK: usize = 128;
 
-/// What [`pad_query`] did.
+/// What [`Query::padded`] did.
 #[must_use]
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,38 +24,46 @@ pub enum Padding {
     /// A Padding option was added to the query's OPT RR.
     Padded,
     /// The query had no OPT: one holding the padding was appended. The
-    /// response's OPT must be removed with [`strip_opt`] before the client
-    /// sees it (RFC 6891 §7).
+    /// response's OPT must be removed before the client sees it (RFC 6891
+    /// §7): [`Response::fit_for_client`] does.
     AddedOpt,
     /// The query already carried a Padding option; it was left as is.
     AlreadyPadded,
     /// Not padded, message untouched: it is signed (TSIG or SIG(0) must stay
     /// last and covers the bytes), `block` is 0, or the padded message would
-    /// not fit in 65535 bytes or break a compression pointer.
+    /// not fit in 65535 bytes or break a compression pointer (a record after
+    /// the OPT pointing into it, or with RDATA too short for its names).
     Skipped,
 }
 
-/// Pads a query in place to a multiple of `block` bytes (RFC 7830, RFC 8467
-/// §4.1 block-length padding; use [`QUERY_PADDING_BLOCK`]).
-///
-/// With an OPT RR, a Padding option (code 12, zero octets, RFC 7830 §3) is
-/// appended to it; one that already has padding is left alone. Without one,
-/// an OPT RR (root owner, payload [`EDNS_UDP_PAYLOAD`](super::EDNS_UDP_PAYLOAD),
-/// extended RCODE 0, version 0, DO 0) holding the padding is appended and
-/// ARCOUNT incremented. Records after the OPT keep valid compression pointers.
-/// Malformed input, including bytes after the last record, is an `Err` and is
-/// left untouched.
-pub fn pad_query(msg: &mut Vec<u8>, block: usize) -> Result<Padding, MessageError> {
-    let layout = walk(msg)?;
-    if layout.end < msg.len() {
-        return Err(MessageError::TrailingBytes {
-            len: msg.len() - layout.end,
-        });
+impl Query {
+    /// The copy of the query sent upstream, padded to a multiple of `block`
+    /// bytes (RFC 7830, RFC 8467 §4.1 block-length padding; use
+    /// [`QUERY_PADDING_BLOCK`]), and what padding did.
+    ///
+    /// With an OPT RR, a Padding option (code 12, zero octets, RFC 7830 §3)
+    /// is appended to it; one that already has padding is left alone.
+    /// Without one, an OPT RR (root owner, payload
+    /// [`EDNS_UDP_PAYLOAD`](super::EDNS_UDP_PAYLOAD), extended RCODE 0,
+    /// version 0, DO 0) holding the padding is appended and ARCOUNT
+    /// incremented. Records after the OPT keep valid compression pointers.
+    pub fn padded(&self, block: usize) -> (Vec<u8>, Padding) {
+        let mut wire = self.bytes().to_vec();
+        // An error leaves the copy untouched: it goes unpadded.
+        let padding = pad(&mut wire, &self.layout, block).unwrap_or(Padding::Skipped);
+        (wire, padding)
     }
+}
+
+/// Pads `msg`, laid out by `layout`, in place (see [`Query::padded`]). A
+/// record after the OPT pointing into it, or with RDATA too short for the
+/// names of its type (which the walk does not read), is an `Err`, and `msg`
+/// is left untouched.
+fn pad(msg: &mut Vec<u8>, layout: &Layout, block: usize) -> Result<Padding, MessageError> {
     if layout.signed || block == 0 {
         return Ok(Padding::Skipped);
     }
-    match layout.opt {
+    match &layout.opt {
         Some(opt) if opt.has_padding => Ok(Padding::AlreadyPadded),
         Some(opt) => {
             let fill = fill_len(msg.len() + OPTION_HEADER_LEN, block);
@@ -68,7 +78,7 @@ pub fn pad_query(msg: &mut Vec<u8>, block: usize) -> Result<Padding, MessageErro
             let rdlen_at = opt.rdata.start - 2 - opt.range.start;
             padded[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
             padded.extend_from_slice(&padding_option(fill));
-            if !splice_records(msg, opt.range, &padded, layout.end)? {
+            if !splice_records(msg, opt.range.clone(), &padded, layout.end)? {
                 return Ok(Padding::Skipped);
             }
             Ok(Padding::Padded)
@@ -88,45 +98,44 @@ pub fn pad_query(msg: &mut Vec<u8>, block: usize) -> Result<Padding, MessageErro
     }
 }
 
-/// Removes the OPT RR from a response's additional section and decrements
-/// ARCOUNT, for a client whose query had none (RFC 6891 §7). `Ok` if there
-/// is none. Records after the OPT keep valid compression pointers. The OPT's
-/// extended RCODE bits are lost with it; a client without EDNS could not read
-/// them anyway.
-pub fn strip_opt(resp: &mut Vec<u8>) -> Result<(), MessageError> {
-    let layout = walk(resp)?;
-    let Some(opt) = layout.opt else {
-        return Ok(());
-    };
-    // Removal only moves pointers backwards, so they always still fit.
-    splice_records(resp, opt.range, &[], layout.end)?;
-    // The OPT was counted in ARCOUNT, so it is at least 1.
-    let arcount = counts(resp).map_or(0, |c| c[3].saturating_sub(1));
-    write_u16(resp, ARCOUNT, arcount);
-    Ok(())
-}
-
-/// Removes the Padding options (RFC 7830 §3) from a response's OPT RR,
-/// keeping the OPT and its other options, before it goes to a client over
-/// plain UDP or TCP. Padding only hides message sizes on an encrypted hop
-/// (RFC 7830 §1, RFC 8467 §4.1): the upstream pads its answer because the
-/// proxy padded the query on the TLS hop, and passing that on only makes a
-/// UDP answer bigger, so it is truncated when it would have fit.
-///
-/// `Ok` and untouched if there is no OPT or it has no padding. Records after
-/// the OPT keep valid compression pointers; one pointing into the OPT is an
-/// `Err` (the message is then untouched), as for [`strip_opt`].
-pub fn strip_padding(resp: &mut Vec<u8>) -> Result<(), MessageError> {
-    let layout = walk(resp)?;
-    let Some(opt) = layout.opt.filter(|opt| opt.has_padding) else {
-        return Ok(());
-    };
-    let unpadded = opt_without_padding(resp, &opt);
-    // Removal only moves pointers backwards, so they always still fit. The
-    // whole OPT is replaced, as in `pad_query`, so a pointer into any byte
-    // of it is refused rather than left reading changed bytes.
-    splice_records(resp, opt.range, &unpadded, layout.end)?;
-    Ok(())
+impl Response {
+    /// Makes the response fit for a client on plain UDP or TCP, given what
+    /// padding did to its query ([`Query::padded`]):
+    ///
+    /// - [`Padding::AddedOpt`]: the client sent no OPT, so the response's OPT
+    ///   RR goes and ARCOUNT is decremented (RFC 6891 §7). Its extended RCODE
+    ///   bits are lost with it; a client without EDNS could not read them.
+    /// - otherwise its Padding options go, the OPT and its other options
+    ///   stay. Padding only hides message sizes on the encrypted hop (RFC
+    ///   7830 §1, RFC 8467 §4.1): the upstream pads its answer because the
+    ///   query was padded there, and passing that on only makes a UDP answer
+    ///   bigger, so it would be truncated where it fits.
+    ///
+    /// Without an OPT, or without padding in it, nothing changes. Records
+    /// after the OPT keep valid compression pointers; one pointing into the
+    /// OPT (or RDATA too short for the names of its type) is an `Err`, and the
+    /// response is then untouched. The layout is updated with the edit, not
+    /// walked again.
+    pub fn fit_for_client(&mut self, padding: Padding) -> Result<(), MessageError> {
+        let Some(opt) = &self.layout.opt else {
+            return Ok(());
+        };
+        if padding == Padding::AddedOpt {
+            // Removal only moves pointers backwards, so they always still fit.
+            self.layout.replace_opt(&mut self.bytes, &[], false)?;
+            // The OPT was counted in ARCOUNT, so it is at least 1.
+            let arcount = counts(&self.bytes).map_or(0, |c| c[3].saturating_sub(1));
+            write_u16(&mut self.bytes, ARCOUNT, arcount);
+        } else if opt.has_padding {
+            let unpadded = opt_without_padding(&self.bytes, opt);
+            // Shrinking only moves pointers backwards, so they always still
+            // fit. The whole OPT is replaced, as when padding, so a pointer
+            // into any byte of it is refused rather than left reading changed
+            // bytes.
+            self.layout.replace_opt(&mut self.bytes, &unpadded, false)?;
+        }
+        Ok(())
+    }
 }
 
 /// Padding octets needed so that `len` plus them is a multiple of `block`.
@@ -156,8 +165,10 @@ mod tests {
     use hickory_proto::rr::rdata::{A, NS, TXT};
     use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-    use super::super::test_support::{parse, query_bytes};
-    use super::super::{parse_query, truncate_for_udp};
+    use super::super::test_support::{
+        pad_query, parse, query_bytes, strip_opt, strip_padding, truncate_for_udp,
+    };
+    use super::super::{Query, walk::walk};
     use super::*;
 
     fn name(s: &str) -> Name {
@@ -193,9 +204,9 @@ mod tests {
         assert_eq!(u16::from_be_bytes([q[10], q[11]]), 1);
         // Still a query the proxy accepts.
         assert!(
-            parse_query(&q)
+            Query::parse(&q)
                 .expect("valid")
-                .opt
+                .opt()
                 .expect("OPT")
                 .has_padding
         );
@@ -285,7 +296,7 @@ mod tests {
             q.extend_from_slice(&rtype.to_be_bytes());
             q.extend_from_slice(&[0, 255, 0, 0, 0, 0, 0, 2, 0xAB, 0xCD]);
             q[11] = 2;
-            parse_query(&q).expect("valid");
+            Query::parse(&q).expect("valid");
             let before = q.clone();
             assert_eq!(pad_query(&mut q, QUERY_PADDING_BLOCK), Ok(Padding::Skipped));
             assert_eq!(q, before);
@@ -427,15 +438,12 @@ mod tests {
         // A record owned by a pointer to the OPT's RDLENGTH low byte (0: a
         // root), which padding rewrites.
         let rdlen_low = u8::try_from(q.len() - 1).expect("short query");
-        let record = q.len();
         q.extend_from_slice(&[0xC0, rdlen_low, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0]);
         q[11] = 2;
-        parse_query(&q).expect("valid");
+        Query::parse(&q).expect("valid");
         let before = q.clone();
-        assert_eq!(
-            pad_query(&mut q, QUERY_PADDING_BLOCK),
-            Err(MessageError::PointerIntoOpt { offset: record })
-        );
+        // Skipped, and the query goes unpadded.
+        assert_eq!(pad_query(&mut q, QUERY_PADDING_BLOCK), Ok(Padding::Skipped));
         assert_eq!(q, before);
     }
 
