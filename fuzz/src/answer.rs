@@ -1,20 +1,22 @@
 //! The match of an upstream answer to the client's question
-//! (`answers_question`).
+//! (`Response::answers`).
 //!
 //! Input: `[len_hi, len_lo, query (len bytes), response..]`. Inputs whose
-//! query the proxy would not accept are skipped: the function is only ever
+//! query the proxy would not accept are skipped: the method is only ever
 //! called with an accepted one.
 //!
 //! Checked against hickory-proto reading the response's header and first
 //! question: a match is never claimed where hickory-proto sees another
-//! question, no question, QDCOUNT != 1 or a query (QR=0); and where the
-//! response's QNAME is plain labels (no compression), the verdicts agree
-//! exactly (QNAME compared ASCII case-insensitively, RFC 4343; QTYPE and
-//! QCLASS exactly). With a compression pointer the core is stricter than
-//! hickory-proto (it rejects pointers into the header), so only the first
-//! half holds there.
+//! question, no question, QDCOUNT != 1 or a query (QR=0), nor for a response
+//! the core's walk rejects; and where the response parses and its QNAME is
+//! plain labels (no compression), the verdicts agree exactly (QNAME compared
+//! ASCII case-insensitively, RFC 4343; QTYPE and QCLASS exactly). With a
+//! compression pointer the core is stricter than hickory-proto (it rejects
+//! pointers into the header), and hickory-proto reads only the question
+//! where the core walks the whole response, so only the first half holds
+//! there.
 
-use dnsproxy_core::core::message::{answers_question, parse_query};
+use dnsproxy_core::core::message::{Query as ClientQuery, Response};
 use hickory_proto::op::{Header, MessageType, Query};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
@@ -27,15 +29,16 @@ pub fn check(data: &[u8]) {
     };
     let split = usize::from(u16::from_be_bytes([hi, lo])).min(rest.len());
     let (query, resp) = rest.split_at(split);
-    let Ok(q) = parse_query(query) else {
+    let Ok(q) = ClientQuery::parse(query) else {
         return;
     };
-    let got = answers_question(query, &q, resp);
-    let want = reference(&query[q.question.clone()], resp);
+    let parsed = Response::parse(resp.to_vec());
+    let got = parsed.as_ref().is_ok_and(|r| r.answers(&q));
+    let want = reference(q.question(), resp);
     if got {
         assert!(want, "claims a match hickory-proto does not see");
     }
-    if plain_qname(resp) {
+    if parsed.is_ok() && plain_qname(resp) {
         assert_eq!(got, want, "verdict differs from hickory-proto's");
     }
 }

@@ -1,28 +1,34 @@
-//! EDNS(0) padding of queries (`pad_query`, RFC 7830, RFC 8467) and removal
-//! of an OPT RR (`strip_opt`, RFC 6891 §7).
+//! EDNS(0) padding of queries (`Query::padded`, RFC 7830, RFC 8467) and
+//! making a response fit for a plain-DNS client (`Response::fit_for_client`):
+//! removal of the OPT RR the proxy added (RFC 6891 §7) or of the upstream's
+//! padding.
 //!
 //! Input: `[block, message..]`; the block size is the byte (0 to 254), or 468
-//! (RFC 8467's response block) for 255. The message goes through `pad_query`
-//! and, separately, through `strip_opt`.
+//! (RFC 8467's response block) for 255. The message goes through
+//! `Query::padded` if the proxy accepts it as a query and, separately, through
+//! `fit_for_client` both ways if the core's walk accepts it as a response.
 //!
-//! Checked for padding: an error or a skip leaves the message untouched; a
-//! padded message is a multiple of the block, grew by the option (4 octets)
-//! or the OPT (15) plus fewer than `block` zero octets, fits in 65535 bytes,
-//! still parses, is not padded twice; the OPT added to a query without one is
-//! exactly [root, OPT, 1232, 0, 0, DO=0, Padding] and `strip_opt` gives back
-//! the original bytes; and for every padded message, stripping its OPT gives
-//! the same bytes as stripping the original's (padding changes nothing else,
-//! compression pointers included). Checked for stripping: an error leaves the
-//! message untouched; the result has no OPT (a second strip changes nothing),
-//! ARCOUNT is one less exactly when an OPT went, and where hickory-proto reads
-//! the message it reads the result with the same header, questions and records
-//! (for the few types with names in RDATA that hickory-proto and the core
-//! treat differently, all but the RDATA).
+//! Checked for padding: a skip leaves the copy as the query was; a padded
+//! message is a multiple of the block, grew by the option (4 octets) or the
+//! OPT (15) plus fewer than `block` zero octets, fits in 65535 bytes, still
+//! parses, is not padded twice; the OPT added to a query without one is
+//! exactly [root, OPT, 1232, 0, 0, DO=0, Padding] and removing it gives back
+//! the original bytes; and for every padded message, removing its OPT gives
+//! the same bytes as removing the original's (padding changes nothing else,
+//! compression pointers included). Checked for both ways of fitting: an
+//! error leaves the response untouched; the layout the view keeps is the one
+//! a fresh walk of the result finds; a second pass changes nothing. Removing
+//! the OPT: the result has none, ARCOUNT is one less exactly when an OPT
+//! went. Removing padding: the OPT stays with its fields, its options but
+//! Padding stay in order, ARCOUNT is unchanged. Either way, where
+//! hickory-proto reads the message it reads the result with the same header,
+//! questions and records (for the few types with names in RDATA that
+//! hickory-proto and the core treat differently, all but the RDATA).
 
-use dnsproxy_core::core::message::{Padding, pad_query, strip_opt};
+use dnsproxy_core::core::message::{MessageError, Padding, Query, Response};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
-use crate::wire::{HEADER_LEN, be16, hickory, layout};
+use crate::wire::{HEADER_LEN, OPTION_PADDING, be16, hickory, layout, opt_options};
 
 /// Checks one input; panics if an invariant does not hold.
 pub fn check(data: &[u8]) {
@@ -31,16 +37,40 @@ pub fn check(data: &[u8]) {
     };
     let block = if b == u8::MAX { 468 } else { usize::from(b) };
     check_pad(msg, block);
-    check_strip(msg);
+    check_fit(msg, Padding::AddedOpt);
+    check_fit(msg, Padding::Padded);
+}
+
+/// `msg` through `Response::fit_for_client` for a query that was padded
+/// that way: `None` if the walk rejects it as a response.
+fn fit(msg: &[u8], padding: Padding) -> Option<Result<Vec<u8>, MessageError>> {
+    let mut view = Response::parse(msg.to_vec()).ok()?;
+    let before = view.clone();
+    Some(match view.fit_for_client(padding) {
+        Ok(()) => {
+            assert_eq!(
+                Response::parse(view.bytes().to_vec()).as_ref(),
+                Ok(&view),
+                "the layout kept differs from the walk of the result"
+            );
+            Ok(view.into_bytes())
+        }
+        Err(e) => {
+            assert_eq!(view, before, "an error changed the response");
+            Err(e)
+        }
+    })
 }
 
 fn check_pad(msg: &[u8], block: usize) {
-    let mut padded = msg.to_vec();
-    let result = pad_query(&mut padded, block);
+    let Ok(query) = Query::parse(msg) else {
+        return;
+    };
+    let (padded, result) = query.padded(block);
     let overhead = match result {
-        Ok(Padding::Padded) => 4,
-        Ok(Padding::AddedOpt) => 15,
-        Ok(_) | Err(_) => {
+        Padding::Padded => 4,
+        Padding::AddedOpt => 15,
+        _ => {
             assert_eq!(padded, msg, "{result:?} changed the message");
             return;
         }
@@ -54,15 +84,14 @@ fn check_pad(msg: &[u8], block: usize) {
         "grew by {grown}"
     );
 
-    let again = padded.clone();
+    let again = Query::parse(&padded).expect("the padded query still parses");
     assert_eq!(
-        pad_query(&mut padded, block),
-        Ok(Padding::AlreadyPadded),
+        again.padded(block),
+        (padded.clone(), Padding::AlreadyPadded),
         "padded twice"
     );
-    assert_eq!(padded, again);
 
-    if result == Ok(Padding::AddedOpt) {
+    if result == Padding::AddedOpt {
         let fill = grown - overhead;
         let arcount = be16(msg, 10).expect("header") + 1;
         assert_eq!(padded[10..12], arcount.to_be_bytes());
@@ -77,41 +106,68 @@ fn check_pad(msg: &[u8], block: usize) {
         want.extend_from_slice(&fill16.to_be_bytes());
         want.resize(want.len() + fill, 0);
         assert_eq!(opt, want, "the added OPT");
-        let mut stripped = padded.clone();
-        strip_opt(&mut stripped).expect("the core reads its own OPT");
-        assert_eq!(stripped, msg, "strip_opt does not undo the added OPT");
+        let stripped = fit(&padded, Padding::AddedOpt).expect("the core reads its own OPT");
+        assert_eq!(
+            stripped.as_deref(),
+            Ok(msg),
+            "removing the added OPT does not undo it"
+        );
     }
 
     // Padding only touched the OPT: without it, both are the same message.
-    let mut orig = msg.to_vec();
-    let mut new = padded.clone();
-    match (strip_opt(&mut orig), strip_opt(&mut new)) {
-        (Ok(()), Ok(())) => assert_eq!(new, orig, "padding changed more than the OPT"),
+    let walked = "an accepted query walks";
+    match (
+        fit(msg, Padding::AddedOpt).expect(walked),
+        fit(&padded, Padding::AddedOpt).expect(walked),
+    ) {
+        (Ok(orig), Ok(new)) => assert_eq!(new, orig, "padding changed more than the OPT"),
         // A record after the OPT pointing into it: that OPT cannot be removed
         // from either (the error's offset moved with the padding).
         (Err(_), Err(_)) => {}
-        (a, b) => panic!("strip_opt: {a:?} on the query, {b:?} once padded"),
+        (a, b) => panic!("removing the OPT: {a:?} on the query, {b:?} once padded"),
     }
 }
 
-fn check_strip(msg: &[u8]) {
-    let mut stripped = msg.to_vec();
-    if strip_opt(&mut stripped).is_err() {
-        assert_eq!(stripped, msg, "an error changed the message");
+fn check_fit(msg: &[u8], padding: Padding) {
+    let Some(Ok(fitted)) = fit(msg, padding) else {
         return;
-    }
-    let once = stripped.clone();
-    strip_opt(&mut stripped).expect("the result still parses");
-    assert_eq!(stripped, once, "a second OPT was stripped");
+    };
+    let twice = fit(&fitted, padding).expect("the result still parses");
+    assert_eq!(twice.as_ref(), Ok(&fitted), "a second pass changed it");
 
-    let had_opt = layout(msg).and_then(|l| l.opt().map(|rr| rr.range.len()));
+    let before = layout(msg).expect("the core walked it");
+    let after = layout(&fitted).expect("the core walked its result");
     let arcount = |m: &[u8]| be16(m, 10).expect("header");
-    match had_opt {
-        None => assert_eq!(stripped, msg, "changed a message without OPT"),
-        Some(opt_len) => {
-            assert_eq!(arcount(&stripped) + 1, arcount(msg));
-            assert_eq!(stripped.len() + opt_len, msg.len());
-            assert!(layout(&stripped).is_some_and(|l| l.opt().is_none()));
+    match (before.opt(), padding) {
+        (None, _) => assert_eq!(fitted, msg, "changed a message without OPT"),
+        (Some(rr), Padding::AddedOpt) => {
+            assert_eq!(arcount(&fitted) + 1, arcount(msg));
+            assert_eq!(fitted.len() + rr.range.len(), msg.len());
+            assert!(after.opt().is_none());
+        }
+        (Some(rr), _) => {
+            let options = opt_options(msg, rr.rdata.clone()).expect("the core checked the options");
+            let kept: Vec<&[u8]> = options
+                .iter()
+                .filter(|(code, _)| *code != OPTION_PADDING)
+                .map(|(_, bytes)| *bytes)
+                .collect();
+            let new = after.opt().expect("the OPT stays");
+            let new_options = opt_options(&fitted, new.rdata.clone()).expect("tiled");
+            let new_kept: Vec<&[u8]> = new_options.iter().map(|(_, bytes)| *bytes).collect();
+            assert_eq!(new_kept, kept, "the other options, in order");
+            assert_eq!(
+                fitted[new.range.start..new.rdata.start - 2],
+                msg[rr.range.start..rr.rdata.start - 2],
+                "owner and fixed fields"
+            );
+            let dropped: usize = options
+                .iter()
+                .filter(|(code, _)| *code == OPTION_PADDING)
+                .map(|(_, bytes)| bytes.len())
+                .sum();
+            assert_eq!(fitted.len() + dropped, msg.len());
+            assert_eq!(arcount(&fitted), arcount(msg));
         }
     }
 
@@ -121,13 +177,20 @@ fn check_strip(msg: &[u8]) {
     if unchecked_rdata_pointer(msg) {
         // The core leaves names in RDATA it does not edit unchecked, and
         // treats SVCB and HTTPS RDATA as opaque. A pointer there into the
-        // header (malformed: RFC 1035 §4.1.4) reads ARCOUNT, which stripping
-        // changes; one in SVCB/HTTPS (malformed: RFC 9460 §2.2) can read the
-        // bytes that move. hickory-proto follows both.
+        // header (malformed: RFC 1035 §4.1.4) reads ARCOUNT, which removing
+        // the OPT changes; one in SVCB/HTTPS (malformed: RFC 9460 §2.2) can
+        // read the bytes that move. hickory-proto follows both.
         return;
     }
-    let after = hickory(&stripped).expect("hickory-proto reads the stripped message");
-    assert!(after.extensions().is_none());
+    let after = hickory(&fitted).expect("hickory-proto reads the result");
+    if padding == Padding::AddedOpt {
+        assert!(after.extensions().is_none());
+    } else if let (Some(a), Some(b)) = (after.extensions(), before.extensions()) {
+        assert_eq!(a.max_payload(), b.max_payload());
+        assert_eq!(a.flags(), b.flags());
+        assert_eq!(a.version(), b.version());
+        assert_eq!(a.rcode_high(), b.rcode_high());
+    }
     assert_eq!(after.id(), before.id());
     assert_eq!(after.message_type(), before.message_type());
     assert_eq!(after.op_code(), before.op_code());

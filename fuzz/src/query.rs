@@ -1,5 +1,5 @@
-//! Client query admission (`parse_query`, `client_udp_limit`) and the replies
-//! the proxy makes up itself (`synthesize_response`).
+//! Client query admission (`Query::parse`, `Query::udp_limit`) and the replies
+//! the proxy makes up itself (`synthesize_response`, `Query::reply`).
 //!
 //! Input: a client query, as it arrives.
 //!
@@ -13,12 +13,12 @@
 //! and RD, QR=1, RA=1, its RCODE, no other flag, no answer or authority, at
 //! most the question and an empty OPT (DO copied) and nothing else; it is well
 //! formed (hickory-proto and the core's own walk read it); for an accepted
-//! query it echoes the question and the OPT presence and passes the proxy's
-//! own answer check.
+//! query it echoes the question and the OPT presence, passes the proxy's
+//! own answer check, and is what `Query::reply` builds, with the layout a
+//! walk of it finds.
 
 use dnsproxy_core::core::message::{
-    MessageError, QueryError, Rcode, answers_question, client_udp_limit, parse_query, strip_opt,
-    synthesize_response,
+    MessageError, Query, QueryError, Rcode, Response, synthesize_response,
 };
 
 use crate::wire::{HEADER_LEN, OPCODE_MASK, OPTION_PADDING, QR, RA, RD, TYPE_OPT, be16, hickory};
@@ -35,7 +35,7 @@ const RCODES: [Rcode; 6] = [
 
 /// Checks one input; panics if an invariant does not hold.
 pub fn check(msg: &[u8]) {
-    let parsed = parse_query(msg);
+    let parsed = Query::parse(msg);
     check_verdict(msg, &parsed);
     if let Ok(q) = &parsed {
         check_fields(msg, q);
@@ -46,7 +46,7 @@ pub fn check(msg: &[u8]) {
 }
 
 /// The verdict the header alone decides.
-fn check_verdict(msg: &[u8], parsed: &Result<dnsproxy_core::core::message::Query, QueryError>) {
+fn check_verdict(msg: &[u8], parsed: &Result<Query, QueryError>) {
     let Some(h) = msg.first_chunk::<HEADER_LEN>() else {
         let len = msg.len();
         assert_eq!(
@@ -77,14 +77,13 @@ fn check_verdict(msg: &[u8], parsed: &Result<dnsproxy_core::core::message::Query
 }
 
 /// An accepted query's fields are what its bytes say.
-fn check_fields(msg: &[u8], q: &dnsproxy_core::core::message::Query) {
-    assert_eq!(Some(q.id), be16(msg, 0));
-    assert_eq!(q.opcode, 0);
-    assert_eq!(q.rd, msg[2] & RD != 0);
+fn check_fields(msg: &[u8], q: &Query) {
+    assert_eq!(q.bytes(), msg);
+    assert_eq!(Some(q.id()), be16(msg, 0));
+    assert_eq!(q.rd(), msg[2] & RD != 0);
 
     // The question: plain labels (nothing precedes it to point to), a root
     // label, QTYPE and QCLASS.
-    assert_eq!(q.question.start, HEADER_LEN);
     let mut pos = HEADER_LEN;
     while msg[pos] != 0 {
         assert!(msg[pos] <= 63, "label length {:#x} at {pos}", msg[pos]);
@@ -92,14 +91,16 @@ fn check_fields(msg: &[u8], q: &dnsproxy_core::core::message::Query) {
     }
     let name_len = pos + 1 - HEADER_LEN;
     assert!(name_len <= 255, "{name_len}-octet QNAME");
-    assert_eq!(q.question.end, pos + 1 + 4);
+    let question_end = pos + 1 + 4;
+    assert_eq!(q.question(), &msg[HEADER_LEN..question_end]);
 
-    let limit = client_udp_limit(q);
-    match &q.opt {
+    let limit = q.udp_limit();
+    match q.opt() {
         None => assert_eq!(limit, 512),
         Some(opt) => {
             let r = opt.range.clone();
-            assert!(q.question.end <= r.start && r.end <= msg.len(), "{r:?}");
+            assert!(question_end <= r.start && r.end <= msg.len(), "{r:?}");
+            assert_eq!(opt.rdata, r.start + 11..r.end);
             assert_eq!(msg[r.start], 0, "OPT owner is the root");
             assert_eq!(be16(msg, r.start + 1), Some(TYPE_OPT));
             assert_eq!(be16(msg, r.start + 3), Some(opt.udp_payload));
@@ -116,11 +117,11 @@ fn check_fields(msg: &[u8], q: &dnsproxy_core::core::message::Query) {
     if let Some(m) = hickory(msg) {
         assert_eq!(m.queries().len(), 1);
         let hq = &m.queries()[0];
-        let end = q.question.end;
+        let end = question_end;
         assert_eq!(Some(u16::from(hq.query_type())), be16(msg, end - 4));
         assert_eq!(Some(u16::from(hq.query_class())), be16(msg, end - 2));
-        assert_eq!(m.extensions().is_some(), q.opt.is_some());
-        if let (Some(edns), Some(opt)) = (m.extensions(), &q.opt) {
+        assert_eq!(m.extensions().is_some(), q.opt().is_some());
+        if let (Some(edns), Some(opt)) = (m.extensions(), q.opt()) {
             assert_eq!(edns.max_payload(), opt.udp_payload.max(512));
             assert_eq!(edns.flags().dnssec_ok, opt.dnssec_ok);
         }
@@ -128,7 +129,7 @@ fn check_fields(msg: &[u8], q: &dnsproxy_core::core::message::Query) {
 }
 
 /// A reply the proxy makes up (FORMERR, SERVFAIL, REFUSED, ...).
-fn check_reply(msg: &[u8], q: Option<&dnsproxy_core::core::message::Query>, rcode: Rcode) {
+fn check_reply(msg: &[u8], q: Option<&Query>, rcode: Rcode) {
     let Some(reply) = synthesize_response(msg, rcode) else {
         assert!(
             msg.len() < HEADER_LEN,
@@ -163,18 +164,15 @@ fn check_reply(msg: &[u8], q: Option<&dnsproxy_core::core::message::Query>, rcod
         assert_eq!(opt[7] & 0x7F, 0);
         assert_eq!(opt[8..], [0, 0, 0]);
     }
-    strip_opt(&mut reply.clone()).expect("the core reads its own reply");
+    let view = Response::parse(reply.clone()).expect("the core reads its own reply");
     let m = hickory(&reply).expect("hickory-proto reads the reply");
     assert_eq!(u16::from(m.response_code()), u16::from(u8::from(rcode)));
 
     if let Some(q) = q {
         assert_eq!(qd, 1);
-        assert_eq!(
-            reply[HEADER_LEN..HEADER_LEN + question_len],
-            msg[q.question.clone()]
-        );
-        assert_eq!(ar == 1, q.opt.is_some());
-        if let Some(opt) = &q.opt {
+        assert_eq!(reply[HEADER_LEN..HEADER_LEN + question_len], *q.question());
+        assert_eq!(ar == 1, q.opt().is_some());
+        if let Some(opt) = q.opt() {
             assert_eq!(
                 reply[reply.len() - 4] & 0x80 != 0,
                 opt.dnssec_ok,
@@ -182,11 +180,12 @@ fn check_reply(msg: &[u8], q: Option<&dnsproxy_core::core::message::Query>, rcod
             );
         }
         assert!(
-            answers_question(msg, q, &reply),
+            view.answers(q),
             "the proxy's own reply does not answer its question"
         );
+        assert_eq!(q.reply(rcode), view, "Query::reply differs, or its layout");
         assert!(matches!(
-            parse_query(&reply),
+            Query::parse(&reply),
             Err(QueryError::Drop(MessageError::NotAQuery))
         ));
     }

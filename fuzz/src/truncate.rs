@@ -1,18 +1,20 @@
-//! Truncation of a response for a UDP client (`truncate_for_udp`, RFC 1035
-//! §4.2.1, RFC 2181 §9, RFC 6891 §7).
+//! Truncation of a response for a UDP client (`Response::truncate_for_udp`,
+//! RFC 1035 §4.2.1, RFC 2181 §9, RFC 6891 §7).
 //!
-//! Input: `[limit_hi, limit_lo, response..]`.
+//! Input: `[limit_hi, limit_lo, response..]`. Responses the core's walk
+//! rejects (`Response::parse`) are skipped: the client gets SERVFAIL for
+//! them, nothing is truncated.
 //!
 //! Checked: a response within the limit (never below 512) is sent as is; a
-//! larger one either is an error, exactly when the core's walk rejects it
-//! (`strip_opt` fails the same way), or becomes exactly what a model built here
-//! says: the header with TC=1 and ANCOUNT=NSCOUNT=0, the question section if
-//! it fits, the response's OPT without its Padding options if that fits too
-//! (ARCOUNT 1, else 0). The result is within the limit, needs no further
-//! truncation, is read back by the core and, where hickory-proto reads the
-//! response, by hickory-proto with the same questions and EDNS fields.
+//! larger one becomes exactly what a model built here says: the header with
+//! TC=1 and ANCOUNT=NSCOUNT=0, the question section if it fits, the
+//! response's OPT without its Padding options if that fits too (ARCOUNT 1,
+//! else 0). The result is within the limit, needs no further truncation, its
+//! layout (kept, not walked again) is the one the core's walk finds in it,
+//! and where hickory-proto reads the response, hickory-proto reads the result
+//! with the same questions and EDNS fields.
 
-use dnsproxy_core::core::message::{strip_opt, truncate_for_udp};
+use dnsproxy_core::core::message::Response;
 
 use crate::wire::{HEADER_LEN, OPTION_PADDING, TC, hickory, layout, opt_options};
 
@@ -23,25 +25,20 @@ pub fn check(data: &[u8]) {
     };
     let limit = usize::from(u16::from_be_bytes([hi, lo]));
     let effective = limit.max(512);
-    let out = match truncate_for_udp(resp, limit) {
-        Ok(None) => {
-            assert!(
-                resp.len() <= effective,
-                "{}-byte response sent as is",
-                resp.len()
-            );
-            return;
-        }
-        Err(e) => {
-            assert!(
-                resp.len() > effective,
-                "{e} for a response within the limit"
-            );
-            assert_eq!(strip_opt(&mut resp.to_vec()), Err(e), "the walks disagree");
-            return;
-        }
-        Ok(Some(out)) => out,
+    let Ok(view) = Response::parse(resp.to_vec()) else {
+        return;
     };
+    let mut cut = view.clone();
+    if !cut.truncate_for_udp(limit) {
+        assert!(
+            resp.len() <= effective,
+            "{}-byte response sent as is",
+            resp.len()
+        );
+        assert_eq!(cut, view, "changed but not truncated");
+        return;
+    }
+    let out = cut.bytes().to_vec();
     assert!(resp.len() > effective);
     assert!(
         out.len() <= effective,
@@ -50,11 +47,11 @@ pub fn check(data: &[u8]) {
     );
     assert_eq!(out, model(resp, effective), "differs from the model");
     assert_eq!(
-        truncate_for_udp(&out, limit),
-        Ok(None),
-        "needs truncating again"
+        Response::parse(out.clone()).as_ref(),
+        Ok(&cut),
+        "the layout kept differs from the walk of the result"
     );
-    strip_opt(&mut out.clone()).expect("the core reads its own output");
+    assert!(!cut.truncate_for_udp(limit), "needs truncating again");
 
     let Some(full) = hickory(resp) else {
         return;

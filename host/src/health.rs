@@ -29,7 +29,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use dnsproxy_core::core::acl::Acl;
-use dnsproxy_core::core::message::{self, HEADER_LEN, QR, RCODE_MASK, RD, Rcode};
+use dnsproxy_core::core::message::{HEADER_LEN, QR, Query, RCODE_MASK, RD, Rcode, Response};
 
 use crate::cli::HealthArgs;
 use crate::config::{self, EXIT_CONFIG};
@@ -261,13 +261,18 @@ pub fn check_upstream(
     let answer = exchange_udp(to, &query, deadline)
         .map_err(|e| describe(&e, &what, Transport::Udp, to, timeout))
         .map_err(|Failure(f)| Failure(format!("not ready: {f}")))?;
-    let parsed = message::parse_query(&query).map_err(|e| Failure(e.to_string()))?;
-    if !message::answers_question(&query, &parsed, &answer) {
+    let parsed = Query::parse(&query).map_err(|e| Failure(e.to_string()))?;
+    let answer = Response::parse(answer).map_err(|e| {
+        Failure(format!(
+            "not ready: the answer{what} from {to} over UDP is malformed: {e}"
+        ))
+    })?;
+    if !answer.answers(&parsed) {
         return Err(Failure(format!(
             "not ready: the answer{what} from {to} over UDP carries another question"
         )));
     }
-    match response_rcode(id, &answer) {
+    match response_rcode(id, answer.bytes()) {
         Some(rcode) if rcode == u8::from(Rcode::ServFail) => Err(Failure(format!(
             "not ready: {to} answered SERVFAIL{what} over UDP: no upstream answered"
         ))),
@@ -330,6 +335,8 @@ pub fn run(args: &HealthArgs) -> ExitCode {
 mod tests {
     use std::net::TcpListener;
 
+    use dnsproxy_core::core::message;
+
     use super::*;
 
     #[test]
@@ -349,7 +356,7 @@ mod tests {
         assert_eq!((q[2] >> 3) & 0x0F, 2);
         assert_eq!(q[2] & QR, 0);
         assert_eq!(
-            message::parse_query(&q),
+            Query::parse(&q),
             Err(message::QueryError::NotImp),
             "the component answers this query itself"
         );
@@ -364,12 +371,12 @@ mod tests {
     fn readiness_query_is_a_valid_query() {
         let name = crate::query_name::parse_name("example.org").unwrap();
         let q = build_query(7, 0, &name, QTYPE_NS);
-        let parsed = message::parse_query(&q).unwrap();
-        assert_eq!(parsed.id, 7);
-        assert!(parsed.rd);
-        assert!(parsed.opt.is_none());
+        let parsed = Query::parse(&q).unwrap();
+        assert_eq!(parsed.id(), 7);
+        assert!(parsed.rd());
+        assert!(parsed.opt().is_none());
         let reply = message::synthesize_response(&q, Rcode::ServFail).unwrap();
-        assert!(message::answers_question(&q, &parsed, &reply));
+        assert!(Response::parse(reply.clone()).unwrap().answers(&parsed));
         assert_eq!(response_rcode(7, &reply), Some(2));
     }
 

@@ -15,8 +15,8 @@ use proptest::test_runner::RngSeed;
 use dnsproxy_core::core::framing::{Deframer, MAX_MESSAGE_LEN, frame_into};
 use dnsproxy_core::core::inflight::{CounterIds, Full, IdSource, InFlight};
 use dnsproxy_core::core::message::{
-    HEADER_LEN, Padding, QUERY_PADDING_BLOCK, Rcode, id, pad_query, parse_query, set_id, strip_opt,
-    synthesize_response, truncate_for_udp,
+    self, HEADER_LEN, Padding, QUERY_PADDING_BLOCK, Rcode, Response, id, set_id,
+    synthesize_response,
 };
 
 /// Fixed seed: every run explores the same cases, so a failure in CI
@@ -32,6 +32,18 @@ fn config() -> ProptestConfig {
 
 fn parse(msg: &[u8]) -> Result<Message, TestCaseError> {
     Message::from_vec(msg).map_err(|e| TestCaseError::fail(format!("hickory rejects: {e}")))
+}
+
+fn fail(e: impl std::fmt::Display) -> TestCaseError {
+    TestCaseError::fail(e.to_string())
+}
+
+/// The layout a response view keeps through its edits is the one a fresh
+/// walk of its bytes finds.
+fn assert_layout_kept(r: &Response) -> Result<(), TestCaseError> {
+    let walked = Response::parse(r.bytes().to_vec());
+    prop_assert_eq!(walked.as_ref(), Ok(r));
+    Ok(())
 }
 
 // ---------------------------------------------------------------- generators
@@ -364,9 +376,14 @@ proptest! {
     ) {
         let resp = build_response(&spec);
         let original = parse(&resp)?;
-        match truncate_for_udp(&resp, limit).map_err(|e| TestCaseError::fail(e.to_string()))? {
-            None => prop_assert!(resp.len() <= limit),
-            Some(out) => {
+        let mut view = Response::parse(resp.clone()).map_err(fail)?;
+        if !view.truncate_for_udp(limit) {
+            prop_assert!(resp.len() <= limit);
+            prop_assert_eq!(view.bytes(), &resp[..]);
+        } else {
+            {
+                assert_layout_kept(&view)?;
+                let out = view.into_bytes();
                 prop_assert!(resp.len() > limit);
                 prop_assert!(out.len() <= limit, "{} > {}", out.len(), limit);
                 let m = parse(&out)?;
@@ -402,12 +419,21 @@ proptest! {
             let i = at.index(resp.len());
             resp[i] = byte;
         }
-        if let Ok(Some(out)) = truncate_for_udp(&resp, limit) {
-            prop_assert!(out.len() <= limit);
+        if let Ok(view) = Response::parse(resp.clone()) {
+            let mut cut = view.clone();
+            if cut.truncate_for_udp(limit) {
+                prop_assert!(cut.bytes().len() <= limit);
+            }
+            for padding in [Padding::AddedOpt, Padding::Padded] {
+                let mut fit = view.clone();
+                if fit.fit_for_client(padding).is_ok() {
+                    assert_layout_kept(&fit)?;
+                }
+            }
         }
-        let _ = strip_opt(&mut resp.clone());
-        let _ = pad_query(&mut resp.clone(), QUERY_PADDING_BLOCK);
-        let _ = parse_query(&resp);
+        if let Ok(q) = message::Query::parse(&resp) {
+            let _ = q.padded(QUERY_PADDING_BLOCK);
+        }
     }
 }
 
@@ -425,11 +451,10 @@ proptest! {
         answers in prop::collection::vec(rdata(), 0..10),
         upstream_padding in 0usize..468,
     ) {
-        let mut q = build_query(&spec);
-        let unpadded_len = q.len();
-        let original = parse(&q)?;
-        let outcome = pad_query(&mut q, QUERY_PADDING_BLOCK)
-            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let unpadded = build_query(&spec);
+        let unpadded_len = unpadded.len();
+        let original = parse(&unpadded)?;
+        let (q, outcome) = message::Query::parse(&unpadded).map_err(fail)?.padded(QUERY_PADDING_BLOCK);
         prop_assert_eq!(
             outcome,
             if spec.edns.is_some() { Padding::Padded } else { Padding::AddedOpt }
@@ -450,8 +475,8 @@ proptest! {
             prop_assert_eq!(edns.flags().dnssec_ok, want.dnssec_ok);
             prop_assert_eq!(edns.options().get(EdnsCode::Cookie).is_some(), want.cookie);
         }
-        let parsed = parse_query(&q).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        prop_assert!(parsed.opt.is_some_and(|o| o.has_padding));
+        let parsed = message::Query::parse(&q).map_err(fail)?;
+        prop_assert!(parsed.opt().is_some_and(|o| o.has_padding));
 
         if outcome == Padding::AddedOpt {
             // The upstream echoes an OPT, padded to its own block size.
@@ -464,13 +489,47 @@ proptest! {
                 e.options_mut().remove(EdnsCode::Padding);
                 e.options_mut().insert(EdnsOption::Unknown(12, vec![0; upstream_padding]));
             }
-            let mut resp = r.to_vec().expect("encodes");
-            strip_opt(&mut resp).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let mut view = Response::parse(r.to_vec().expect("encodes")).map_err(fail)?;
+            view.fit_for_client(outcome).map_err(fail)?;
+            assert_layout_kept(&view)?;
+            let resp = view.into_bytes();
             let stripped = parse(&resp)?;
             prop_assert!(stripped.extensions().is_none());
             prop_assert_eq!(u16::from_be_bytes([resp[10], resp[11]]), 0);
             prop_assert_eq!(stripped.answers(), r.answers());
             prop_assert_eq!(stripped.queries(), original.queries());
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// RFC 7830 §1, RFC 8467 §4.1: for a plain-DNS client the upstream's
+    /// padding goes and nothing else changes: the OPT stays with its fields
+    /// and other options, the records are intact, and the message shrinks by
+    /// exactly the Padding option.
+    #[test]
+    fn rfc7830_removing_upstream_padding_changes_nothing_else(spec in response_spec()) {
+        let resp = build_response(&spec);
+        let original = parse(&resp)?;
+        let mut view = Response::parse(resp.clone()).map_err(fail)?;
+        view.fit_for_client(Padding::Padded).map_err(fail)?;
+        assert_layout_kept(&view)?;
+        let out = view.into_bytes();
+        let padding = spec.edns.as_ref().and_then(|e| e.padding).map_or(0, |len| 4 + len);
+        prop_assert_eq!(out.len(), resp.len() - padding);
+        let m = parse(&out)?;
+        prop_assert_eq!(m.header(), original.header());
+        prop_assert_eq!(m.queries(), original.queries());
+        prop_assert_eq!(m.answers(), original.answers());
+        prop_assert_eq!(m.name_servers(), original.name_servers());
+        prop_assert_eq!(m.extensions().is_some(), spec.edns.is_some());
+        if let (Some(got), Some(want)) = (m.extensions(), &spec.edns) {
+            prop_assert_eq!(got.max_payload(), want.payload);
+            prop_assert_eq!(got.flags().dnssec_ok, want.dnssec_ok);
+            prop_assert!(got.options().get(EdnsCode::Padding).is_none());
+            prop_assert_eq!(got.options().get(EdnsCode::Cookie).is_some(), want.cookie);
         }
     }
 }

@@ -709,9 +709,6 @@ fn udp_answers_are_capped_at_max_udp_size_whatever_the_client_advertises() {
 }
 
 #[test]
-#[ignore = "open defect (issue #8): the upstream's RFC 8467 padding is passed on to \
-            plain-DNS clients, pushing a 1.1 KB answer past max_udp_size (1404 bytes) \
-            so it is truncated; the Padding option must be stripped for them"]
 fn udp_answer_that_fits_max_udp_size_without_upstream_padding_is_not_truncated() {
     let _serial = serial();
     let resolver = FixtureResolver::start(Chain::DotTest, Misbehave::None);

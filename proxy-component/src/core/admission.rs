@@ -28,7 +28,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use crate::core::message::{self, Query, QueryError, Rcode};
+use crate::core::message::{Query, QueryError, Rcode};
 
 /// The longest client query the proxy forwards. Real queries are a few
 /// hundred bytes even with EDNS options (cookies, padding to 128 bytes);
@@ -48,7 +48,8 @@ pub enum Transport {
 /// What the shell does with a client message.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// Forward the query upstream; the permit holds its in-flight slot.
+    /// Forward the query upstream; it carries its bytes and layout from the
+    /// one parse admission made, and the permit holds its in-flight slot.
     Forward(Query, Permit),
     /// Answer at once with a reply made from the query and this RCODE.
     Reply(Rcode),
@@ -98,7 +99,7 @@ pub fn admit(
     if msg.len() > MAX_QUERY_LEN {
         return quiet(CloseReason::TooLong);
     }
-    let query = match message::parse_query(msg) {
+    let query = match Query::parse(msg) {
         Ok(q) => q,
         Err(QueryError::FormErr(_)) => return Decision::Reply(Rcode::FormErr),
         Err(QueryError::NotImp) => return Decision::Reply(Rcode::NotImp),
@@ -221,7 +222,7 @@ mod tests {
     const B: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
 
     fn response_of(mut q: Vec<u8>) -> Vec<u8> {
-        q[2] |= message::QR;
+        q[2] |= crate::core::message::QR;
         q
     }
 
@@ -231,7 +232,7 @@ mod tests {
         let q = query_bytes("example.com");
         let d = admit(Transport::Udp, A, true, &q, &mut shares);
         assert!(
-            matches!(d, Decision::Forward(ref query, _) if query.id == 0x4242),
+            matches!(d, Decision::Forward(ref query, _) if query.id() == 0x4242),
             "{d:?}"
         );
         assert_eq!(shares.used(), 1);

@@ -72,7 +72,7 @@ impl Drop for InflightPermit {
 
 /// What to do with a client message; a forwarded query carries its slot.
 pub enum Admitted {
-    /// Forward it.
+    /// Forward it: the query (its bytes and layout) and its slot.
     Forward(crate::core::message::Query, InflightPermit),
     /// Anything else, as [`admission::admit`] decided.
     Other(Decision),

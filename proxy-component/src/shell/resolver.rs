@@ -21,7 +21,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::core::attempt::{Attempts, Next, Outcome};
 use crate::core::connect::{AfterHandshake, ConnectPolicy, HandshakeFailure};
-use crate::core::message::{self, Padding, Query, Rcode};
+use crate::core::message::{self, MessageError, Query, Rcode, Response};
 use crate::core::pins::DisplayPins;
 use crate::core::upstream_conn::UpstreamTimeouts;
 use crate::core::upstreams::Selector;
@@ -53,6 +53,9 @@ pub enum UpstreamError {
     /// The answer does not match the question.
     #[error("answer does not match the question")]
     Mismatch,
+    /// The answer is not a well-formed DNS message (RFC 1035 §4.1).
+    #[error("malformed answer: {0}")]
+    Malformed(MessageError),
     /// Recently failed; waiting for its backoff before connecting again.
     #[error("in backoff after a recent failure")]
     Backoff,
@@ -64,7 +67,7 @@ impl UpstreamError {
         match self {
             UpstreamError::Auth(a) => a.check(),
             UpstreamError::Handshake(_) => "TLS",
-            UpstreamError::Mismatch => "protocol",
+            UpstreamError::Mismatch | UpstreamError::Malformed(_) => "protocol",
             _ => "network",
         }
     }
@@ -173,13 +176,11 @@ impl Resolver {
     }
 
     /// Answers one client query: the upstream's answer with the client's ID,
-    /// or a SERVFAIL when no upstream answered within the deadline. Which
-    /// upstream, for how long, and whether to send again is the core's
-    /// [`Attempts`]; this only performs the attempts.
-    pub async fn resolve(&self, query: &[u8], q: &Query) -> Vec<u8> {
-        let mut wire = query.to_vec();
-        let padding =
-            message::pad_query(&mut wire, message::QUERY_PADDING_BLOCK).unwrap_or(Padding::Skipped);
+    /// fit for a plain-DNS client, or a SERVFAIL when no upstream answered
+    /// within the deadline. Which upstream, for how long, and whether to send
+    /// again is the core's [`Attempts`]; this only performs the attempts.
+    pub async fn resolve(&self, query: &Query) -> Response {
+        let (wire, padding) = query.padded(message::QUERY_PADDING_BLOCK);
         let now = std::time::Instant::now();
         let order = self.selector.borrow().order(now);
         let mut attempts = Attempts::new(order, now, self.query_timeout, self.upstream_timeout);
@@ -192,18 +193,20 @@ impl Resolver {
             // The event a failure belongs to: the connection (attempt) the
             // query was on, or being connected, when it ended.
             let event = self.slots[i].generation.get();
-            let (outcome, error) = match result {
-                Ok(Ok(mut answer)) if message::answers_question(query, q, &answer) => {
+            let (outcome, error) = match result.map(|r| r.map(Response::parse)) {
+                Ok(Ok(Ok(mut answer))) if answer.answers(query) => {
                     self.selector.borrow_mut().succeeded(i);
-                    message::set_id(&mut answer, q.id);
-                    if matches!(padding, Padding::AddedOpt)
-                        && message::strip_opt(&mut answer).is_err()
-                    {
+                    answer.set_id(query.id());
+                    // The client is on plain DNS: the OPT the proxy added
+                    // goes, and so does the upstream's padding (RFC 7830 §1).
+                    if answer.fit_for_client(padding).is_err() {
                         break;
                     }
                     return answer;
                 }
-                Ok(Ok(_)) => (Outcome::Mismatch, UpstreamError::Mismatch),
+                Ok(Ok(Ok(_))) => (Outcome::Mismatch, UpstreamError::Mismatch),
+                // An answer that does not parse answers nothing either.
+                Ok(Ok(Err(e))) => (Outcome::Mismatch, UpstreamError::Malformed(e)),
                 Ok(Err(Exchange::Lost { progress, error })) => (Outcome::Lost { progress }, error),
                 // Skipped, not failed: nothing was tried.
                 Ok(Err(Exchange::Failed(UpstreamError::Backoff))) => {
@@ -220,7 +223,7 @@ impl Resolver {
         }
         self.log
             .event(Level::Debug, "query failed on every upstream", &[]);
-        message::synthesize_response(query, Rcode::ServFail).unwrap_or_default()
+        query.reply(Rcode::ServFail)
     }
 
     /// Counts a failure of upstream `i` in `event` and logs it, once per

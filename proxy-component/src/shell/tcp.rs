@@ -273,9 +273,9 @@ fn take_queries(
                 client.state.borrow_mut().on_forwarded();
                 let (client, ctx) = (client.clone(), ctx.clone());
                 tokio::task::spawn_local(async move {
-                    let answer = ctx.resolver.resolve(&msg, &q).await;
+                    let answer = ctx.resolver.resolve(&q).await;
                     drop(permit);
-                    client.queue(&ctx, &answer, true);
+                    client.queue(&ctx, answer.bytes(), true);
                 });
             }
             Admitted::Other(Decision::Reply(rcode)) => {

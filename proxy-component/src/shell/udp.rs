@@ -8,7 +8,7 @@ use std::rc::Rc;
 use tokio::net::UdpSocket;
 
 use crate::core::admission::{Decision, Transport};
-use crate::core::message::{self, Rcode};
+use crate::core::message;
 use crate::shell::log::Level;
 use crate::shell::{Admitted, Context};
 
@@ -57,19 +57,13 @@ pub async fn serve(sock: UdpSocket, ctx: Rc<Context>) {
             }
             Admitted::Other(_) => continue,
         };
-        let query = packet.to_vec();
         let (sock, ctx) = (sock.clone(), ctx.clone());
         tokio::task::spawn_local(async move {
-            let answer = ctx.resolver.resolve(&query, &q).await;
-            let limit = message::client_udp_limit(&q).min(ctx.config.max_udp_size);
-            let out = match message::truncate_for_udp(&answer, limit) {
-                Ok(None) => Some(answer),
-                Ok(Some(truncated)) => Some(truncated),
-                Err(_) => message::synthesize_response(&query, Rcode::ServFail),
-            };
+            let mut answer = ctx.resolver.resolve(&q).await;
+            answer.truncate_for_udp(q.udp_limit().min(ctx.config.max_udp_size));
             // The slot is held until the answer is sent: answers waiting on
             // a full socket stay counted, so they cannot pile up unbounded.
-            send(&sock, out, peer).await;
+            send(&sock, Some(answer.into_bytes()), peer).await;
             drop(permit);
         });
     }

@@ -1,15 +1,35 @@
 //! Lazy DNS message handling over borrowed bytes (RFC 1035 §4.1).
 //!
-//! The proxy reads the header and only what it needs (the question, the OPT
-//! record); it never builds a message tree. Everything it does not own in a
-//! response (answers, DNSSEC records, AD/CD/DO bits) passes through untouched:
-//! the only rewrites are the ID ([`set_id`]), UDP truncation
-//! ([`truncate_for_udp`]), query padding ([`pad_query`]) and removal of an OPT
-//! the proxy added itself ([`strip_opt`]).
+//! A message is walked once, when it arrives: a client query by
+//! [`Query::parse`] (at admission), an upstream answer by [`Response::parse`].
+//! Each view owns its bytes and the layout that walk found (the question,
+//! the OPT RR, where the records end), and everything done with the message
+//! afterwards is a method that reads that layout: the client's UDP limit,
+//! the padded copy sent upstream and the reply the proxy makes up itself on
+//! [`Query`]; the match to the question, the ID, making the answer fit for a
+//! plain-DNS client and UDP truncation on [`Response`]. An edit updates the
+//! layout rather than walking the message again. A message that did not parse
+//! still gets its FORMERR or NOTIMP reply from the raw bytes
+//! ([`synthesize_response`]).
+//!
+//! The proxy reads the header and only what it needs (names, to find where
+//! records end, and the OPT record); it never builds a message tree.
+//! Everything it does not own in a response (answers, DNSSEC records, unknown
+//! types, AD/CD/DO bits) passes through byte for byte: the only rewrites are
+//! the ID, UDP truncation, query padding and the removal of an OPT the proxy
+//! added itself or of the upstream's padding.
+//!
+//! The walker is hand-written, not a maintained DNS crate, on purpose: it is
+//! lazy and works over the borrowed bytes, keeps records of unknown types
+//! exactly as sent (RFC 3597), and needs no allocation per record, where a
+//! crate's message tree would decode and re-encode every record of every
+//! answer. hickory-proto, an independent implementation, is what the tests,
+//! property tests and fuzz checks compare it against.
 
 mod name;
 mod padding;
 mod query;
+mod response;
 #[cfg(test)]
 pub(crate) mod test_support;
 mod truncate;
@@ -19,12 +39,10 @@ use std::fmt;
 
 use thiserror::Error;
 
-pub use padding::{Padding, QUERY_PADDING_BLOCK, pad_query, strip_opt};
-pub use query::{
-    Opt, Query, QueryError, Rcode, answers_question, client_udp_limit, parse_query,
-    synthesize_response,
-};
-pub use truncate::truncate_for_udp;
+pub use padding::{Padding, QUERY_PADDING_BLOCK};
+pub use query::{Query, QueryError, Rcode, synthesize_response};
+pub use response::Response;
+pub use walk::Opt;
 
 /// Size of the fixed header (RFC 1035 §4.1.1).
 pub const HEADER_LEN: usize = 12;
@@ -123,7 +141,7 @@ impl fmt::Display for Section {
 }
 
 /// A malformed or unsupported message. Offsets are from the start of the
-/// message. [`parse_query`] wraps these in [`QueryError`] to say what the
+/// message. [`Query::parse`] wraps these in [`QueryError`] to say what the
 /// client gets; for upstream responses any of them means SERVFAIL.
 #[non_exhaustive]
 #[derive(Clone, Debug, Error, PartialEq, Eq)]

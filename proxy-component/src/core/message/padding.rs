@@ -1,7 +1,12 @@
-//! EDNS(0) padding of queries (RFC 7830, RFC 8467) and removal of an OPT RR
-//! the proxy added itself (RFC 6891 §7).
+//! EDNS(0) padding of queries for the encrypted hop (RFC 7830, RFC 8467),
+//! and making the response fit for a plain-DNS client: removal of an OPT RR
+//! the proxy added itself (RFC 6891 §7), or of the upstream's padding.
 
-use super::walk::{OPT_RR_LEN, OPTION_PADDING, splice_records, walk, write_opt};
+use super::query::Query;
+use super::response::Response;
+use super::walk::{
+    Layout, OPT_RR_LEN, OPTION_PADDING, opt_without_padding, splice_records, write_opt,
+};
 use super::{ARCOUNT, MessageError, counts, write_u16};
 use crate::core::framing::MAX_MESSAGE_LEN;
 
@@ -11,7 +16,7 @@ const OPTION_HEADER_LEN: usize = 4;
 /// The block size RFC 8467 §4.1 recommends for queries.
 pub const QUERY_PADDING_BLOCK: usize = 128;
 
-/// What [`pad_query`] did.
+/// What [`Query::padded`] did.
 #[must_use]
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,38 +24,46 @@ pub enum Padding {
     /// A Padding option was added to the query's OPT RR.
     Padded,
     /// The query had no OPT: one holding the padding was appended. The
-    /// response's OPT must be removed with [`strip_opt`] before the client
-    /// sees it (RFC 6891 §7).
+    /// response's OPT must be removed before the client sees it (RFC 6891
+    /// §7): [`Response::fit_for_client`] does.
     AddedOpt,
     /// The query already carried a Padding option; it was left as is.
     AlreadyPadded,
     /// Not padded, message untouched: it is signed (TSIG or SIG(0) must stay
     /// last and covers the bytes), `block` is 0, or the padded message would
-    /// not fit in 65535 bytes or break a compression pointer.
+    /// not fit in 65535 bytes or break a compression pointer (a record after
+    /// the OPT pointing into it, or with RDATA too short for its names).
     Skipped,
 }
 
-/// Pads a query in place to a multiple of `block` bytes (RFC 7830, RFC 8467
-/// §4.1 block-length padding; use [`QUERY_PADDING_BLOCK`]).
-///
-/// With an OPT RR, a Padding option (code 12, zero octets, RFC 7830 §3) is
-/// appended to it; one that already has padding is left alone. Without one,
-/// an OPT RR (root owner, payload [`EDNS_UDP_PAYLOAD`](super::EDNS_UDP_PAYLOAD),
-/// extended RCODE 0, version 0, DO 0) holding the padding is appended and
-/// ARCOUNT incremented. Records after the OPT keep valid compression pointers.
-/// Malformed input, including bytes after the last record, is an `Err` and is
-/// left untouched.
-pub fn pad_query(msg: &mut Vec<u8>, block: usize) -> Result<Padding, MessageError> {
-    let layout = walk(msg)?;
-    if layout.end < msg.len() {
-        return Err(MessageError::TrailingBytes {
-            len: msg.len() - layout.end,
-        });
+impl Query {
+    /// The copy of the query sent upstream, padded to a multiple of `block`
+    /// bytes (RFC 7830, RFC 8467 §4.1 block-length padding; use
+    /// [`QUERY_PADDING_BLOCK`]), and what padding did.
+    ///
+    /// With an OPT RR, a Padding option (code 12, zero octets, RFC 7830 §3)
+    /// is appended to it; one that already has padding is left alone.
+    /// Without one, an OPT RR (root owner, payload
+    /// [`EDNS_UDP_PAYLOAD`](super::EDNS_UDP_PAYLOAD), extended RCODE 0,
+    /// version 0, DO 0) holding the padding is appended and ARCOUNT
+    /// incremented. Records after the OPT keep valid compression pointers.
+    pub fn padded(&self, block: usize) -> (Vec<u8>, Padding) {
+        let mut wire = self.bytes().to_vec();
+        // An error leaves the copy untouched: it goes unpadded.
+        let padding = pad(&mut wire, &self.layout, block).unwrap_or(Padding::Skipped);
+        (wire, padding)
     }
+}
+
+/// Pads `msg`, laid out by `layout`, in place (see [`Query::padded`]). A
+/// record after the OPT pointing into it, or with RDATA too short for the
+/// names of its type (which the walk does not read), is an `Err`, and `msg`
+/// is left untouched.
+fn pad(msg: &mut Vec<u8>, layout: &Layout, block: usize) -> Result<Padding, MessageError> {
     if layout.signed || block == 0 {
         return Ok(Padding::Skipped);
     }
-    match layout.opt {
+    match &layout.opt {
         Some(opt) if opt.has_padding => Ok(Padding::AlreadyPadded),
         Some(opt) => {
             let fill = fill_len(msg.len() + OPTION_HEADER_LEN, block);
@@ -65,7 +78,7 @@ pub fn pad_query(msg: &mut Vec<u8>, block: usize) -> Result<Padding, MessageErro
             let rdlen_at = opt.rdata.start - 2 - opt.range.start;
             padded[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
             padded.extend_from_slice(&padding_option(fill));
-            if !splice_records(msg, opt.range, &padded, layout.end)? {
+            if !splice_records(msg, opt.range.clone(), &padded, layout.end)? {
                 return Ok(Padding::Skipped);
             }
             Ok(Padding::Padded)
@@ -85,22 +98,44 @@ pub fn pad_query(msg: &mut Vec<u8>, block: usize) -> Result<Padding, MessageErro
     }
 }
 
-/// Removes the OPT RR from a response's additional section and decrements
-/// ARCOUNT, for a client whose query had none (RFC 6891 §7). `Ok` if there
-/// is none. Records after the OPT keep valid compression pointers. The OPT's
-/// extended RCODE bits are lost with it; a client without EDNS could not read
-/// them anyway.
-pub fn strip_opt(resp: &mut Vec<u8>) -> Result<(), MessageError> {
-    let layout = walk(resp)?;
-    let Some(opt) = layout.opt else {
-        return Ok(());
-    };
-    // Removal only moves pointers backwards, so they always still fit.
-    splice_records(resp, opt.range, &[], layout.end)?;
-    // The OPT was counted in ARCOUNT, so it is at least 1.
-    let arcount = counts(resp).map_or(0, |c| c[3].saturating_sub(1));
-    write_u16(resp, ARCOUNT, arcount);
-    Ok(())
+impl Response {
+    /// Makes the response fit for a client on plain UDP or TCP, given what
+    /// padding did to its query ([`Query::padded`]):
+    ///
+    /// - [`Padding::AddedOpt`]: the client sent no OPT, so the response's OPT
+    ///   RR goes and ARCOUNT is decremented (RFC 6891 §7). Its extended RCODE
+    ///   bits are lost with it; a client without EDNS could not read them.
+    /// - otherwise its Padding options go, the OPT and its other options
+    ///   stay. Padding only hides message sizes on the encrypted hop (RFC
+    ///   7830 §1, RFC 8467 §4.1): the upstream pads its answer because the
+    ///   query was padded there, and passing that on only makes a UDP answer
+    ///   bigger, so it would be truncated where it fits.
+    ///
+    /// Without an OPT, or without padding in it, nothing changes. Records
+    /// after the OPT keep valid compression pointers; one pointing into the
+    /// OPT (or RDATA too short for the names of its type) is an `Err`, and the
+    /// response is then untouched. The layout is updated with the edit, not
+    /// walked again.
+    pub fn fit_for_client(&mut self, padding: Padding) -> Result<(), MessageError> {
+        let Some(opt) = &self.layout.opt else {
+            return Ok(());
+        };
+        if padding == Padding::AddedOpt {
+            // Removal only moves pointers backwards, so they always still fit.
+            self.layout.replace_opt(&mut self.bytes, &[], false)?;
+            // The OPT was counted in ARCOUNT, so it is at least 1.
+            let arcount = counts(&self.bytes).map_or(0, |c| c[3].saturating_sub(1));
+            write_u16(&mut self.bytes, ARCOUNT, arcount);
+        } else if opt.has_padding {
+            let unpadded = opt_without_padding(&self.bytes, opt);
+            // Shrinking only moves pointers backwards, so they always still
+            // fit. The whole OPT is replaced, as when padding, so a pointer
+            // into any byte of it is refused rather than left reading changed
+            // bytes.
+            self.layout.replace_opt(&mut self.bytes, &unpadded, false)?;
+        }
+        Ok(())
+    }
 }
 
 /// Padding octets needed so that `len` plus them is a multiple of `block`.
@@ -127,11 +162,13 @@ mod tests {
 
     use hickory_proto::op::{Edns, Message, MessageType};
     use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
-    use hickory_proto::rr::rdata::{A, NS};
+    use hickory_proto::rr::rdata::{A, NS, TXT};
     use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-    use super::super::parse_query;
-    use super::super::test_support::{parse, query_bytes};
+    use super::super::test_support::{
+        pad_query, parse, query_bytes, strip_opt, strip_padding, truncate_for_udp,
+    };
+    use super::super::{Query, walk::walk};
     use super::*;
 
     fn name(s: &str) -> Name {
@@ -167,9 +204,9 @@ mod tests {
         assert_eq!(u16::from_be_bytes([q[10], q[11]]), 1);
         // Still a query the proxy accepts.
         assert!(
-            parse_query(&q)
+            Query::parse(&q)
                 .expect("valid")
-                .opt
+                .opt()
                 .expect("OPT")
                 .has_padding
         );
@@ -259,7 +296,7 @@ mod tests {
             q.extend_from_slice(&rtype.to_be_bytes());
             q.extend_from_slice(&[0, 255, 0, 0, 0, 0, 0, 2, 0xAB, 0xCD]);
             q[11] = 2;
-            parse_query(&q).expect("valid");
+            Query::parse(&q).expect("valid");
             let before = q.clone();
             assert_eq!(pad_query(&mut q, QUERY_PADDING_BLOCK), Ok(Padding::Skipped));
             assert_eq!(q, before);
@@ -336,6 +373,11 @@ mod tests {
     /// A response whose OPT is not the last record: a record after it is owned
     /// by a compression pointer into a record that also follows it.
     fn response_with_opt_in_the_middle() -> Vec<u8> {
+        response_with_padded_opt_in_the_middle(None)
+    }
+
+    /// The same, its OPT carrying a Padding option of `padding` octets.
+    fn response_with_padded_opt_in_the_middle(padding: Option<usize>) -> Vec<u8> {
         let mut r = Message::new();
         r.set_id(9).set_message_type(MessageType::Response);
         r.add_query(hickory_proto::op::Query::query(
@@ -349,6 +391,10 @@ mod tests {
         ));
         let mut edns = Edns::new();
         edns.set_max_payload(1232);
+        if let Some(len) = padding {
+            edns.options_mut()
+                .insert(EdnsOption::Unknown(12, vec![0; len]));
+        }
         r.set_edns(edns);
         let mut resp = r.to_vec().expect("encodes");
         // Additional: [OPT], then ns2.example.com A, then an MX owned by a
@@ -392,15 +438,12 @@ mod tests {
         // A record owned by a pointer to the OPT's RDLENGTH low byte (0: a
         // root), which padding rewrites.
         let rdlen_low = u8::try_from(q.len() - 1).expect("short query");
-        let record = q.len();
         q.extend_from_slice(&[0xC0, rdlen_low, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0]);
         q[11] = 2;
-        parse_query(&q).expect("valid");
+        Query::parse(&q).expect("valid");
         let before = q.clone();
-        assert_eq!(
-            pad_query(&mut q, QUERY_PADDING_BLOCK),
-            Err(MessageError::PointerIntoOpt { offset: record })
-        );
+        // Skipped, and the query goes unpadded.
+        assert_eq!(pad_query(&mut q, QUERY_PADDING_BLOCK), Ok(Padding::Skipped));
         assert_eq!(q, before);
     }
 
@@ -409,5 +452,165 @@ mod tests {
         let mut resp = response_with_opt_in_the_middle();
         resp.truncate(resp.len() - 1);
         assert!(strip_opt(&mut resp).is_err());
+    }
+
+    /// A response to `name` TXT with `answers` and an OPT (payload 1232, DO,
+    /// a cookie) padded with `padding` octets, as an upstream sends it.
+    fn padded_response(answers: &[&str], padding: Option<usize>) -> Message {
+        let mut r = Message::new();
+        r.set_id(3)
+            .set_message_type(MessageType::Response)
+            .set_recursion_desired(true)
+            .set_recursion_available(true);
+        r.add_query(hickory_proto::op::Query::query(
+            name("medium.example."),
+            RecordType::TXT,
+        ));
+        for text in answers {
+            r.add_answer(Record::from_rdata(
+                name("medium.example."),
+                60,
+                RData::TXT(TXT::new(vec![(*text).to_owned()])),
+            ));
+        }
+        let mut edns = Edns::new();
+        edns.set_max_payload(1232).set_dnssec_ok(true);
+        edns.options_mut()
+            .insert(EdnsOption::Unknown(10, vec![7; 16]));
+        if let Some(len) = padding {
+            edns.options_mut()
+                .insert(EdnsOption::Unknown(12, vec![0; len]));
+        }
+        r.set_edns(edns);
+        r
+    }
+
+    #[test]
+    fn rfc7830_upstream_padding_is_removed_and_the_opt_kept() {
+        let r = padded_response(&["a", "b"], Some(300));
+        let mut resp = r.to_vec().expect("encodes");
+        let before = resp.len();
+        strip_padding(&mut resp).expect("valid");
+        assert_eq!(resp.len(), before - 4 - 300);
+        let m = parse(&resp);
+        let edns = m.extensions().as_ref().expect("OPT kept");
+        assert_eq!(padding_of(&m), None);
+        assert_eq!(
+            edns.options().get(EdnsCode::Cookie),
+            Some(&EdnsOption::Unknown(10, vec![7; 16]))
+        );
+        assert_eq!(edns.max_payload(), 1232);
+        assert!(edns.flags().dnssec_ok);
+        assert_eq!(m.answers(), r.answers());
+        assert_eq!(m.queries(), r.queries());
+        assert_eq!(u16::from_be_bytes([resp[10], resp[11]]), 1);
+        // Stripping again is a no-op.
+        let stripped = resp.clone();
+        strip_padding(&mut resp).expect("valid");
+        assert_eq!(resp, stripped);
+    }
+
+    #[test]
+    fn rfc7830_response_without_padding_is_untouched() {
+        let mut with_opt = padded_response(&["a"], None).to_vec().expect("encodes");
+        let before = with_opt.clone();
+        strip_padding(&mut with_opt).expect("valid");
+        assert_eq!(with_opt, before);
+
+        let mut no_opt = with_opt;
+        strip_opt(&mut no_opt).expect("valid");
+        let before = no_opt.clone();
+        strip_padding(&mut no_opt).expect("valid");
+        assert_eq!(no_opt, before);
+    }
+
+    #[test]
+    fn rfc7830_every_padding_option_is_removed() {
+        // The OPT is the last record: append padding, a cookie and padding
+        // again to its RDATA by hand (hickory keeps one option per code).
+        let mut resp = padded_response(&["a"], None).to_vec().expect("encodes");
+        let rdlen_at = resp.len() - 2 - (4 + 16);
+        let extra = [
+            &[0, 12, 0, 3, 0, 0, 0][..],
+            &[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8],
+            &[0, 12, 0, 0],
+        ]
+        .concat();
+        resp.extend_from_slice(&extra);
+        let rdlen = u16::from_be_bytes([resp[rdlen_at], resp[rdlen_at + 1]]);
+        let rdlen = rdlen + u16::try_from(extra.len()).expect("short");
+        resp[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
+        parse(&resp);
+        let before = resp.len();
+        strip_padding(&mut resp).expect("valid");
+        assert_eq!(resp.len(), before - 7 - 4);
+        // The options that are not padding stay, in order.
+        assert_eq!(
+            resp[rdlen_at + 2..],
+            [
+                &[0, 10, 0, 16][..],
+                &[7; 16],
+                &[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]
+            ]
+            .concat()
+        );
+        assert_eq!(padding_of(&parse(&resp)), None);
+    }
+
+    #[test]
+    fn rfc1035_strip_padding_keeps_later_compression_pointers_valid() {
+        let mut resp = response_with_padded_opt_in_the_middle(Some(40));
+        let before = parse(&resp);
+        assert_eq!(padding_of(&before), Some(40));
+        strip_padding(&mut resp).expect("valid");
+        let after = parse(&resp);
+        assert!(after.extensions().is_some());
+        assert_eq!(padding_of(&after), None);
+        assert_eq!(after.additionals(), before.additionals());
+        assert_eq!(after.additionals()[1].name(), &name("ns2.example.com."));
+        assert_eq!(after.answers(), before.answers());
+    }
+
+    #[test]
+    fn rfc8467_answer_that_fits_unpadded_is_not_truncated_for_udp() {
+        // About 1.1 KB of answers, padded by the upstream to a multiple of
+        // 468 (RFC 8467 §4.1): 1404 bytes, over the 1232 a UDP client takes.
+        let texts: Vec<String> = (0..10).map(|i| format!("{i:0>90}")).collect();
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let unpadded = padded_response(&texts, None)
+            .to_vec()
+            .expect("encodes")
+            .len();
+        assert!((1000..1232).contains(&unpadded), "{unpadded}");
+        let fill = 1404 - unpadded - 4;
+        let mut resp = padded_response(&texts, Some(fill))
+            .to_vec()
+            .expect("encodes");
+        assert_eq!(resp.len(), 1404);
+        strip_padding(&mut resp).expect("valid");
+        assert_eq!(resp.len(), unpadded);
+        assert_eq!(truncate_for_udp(&resp, 1232), Ok(None));
+    }
+
+    #[test]
+    fn strip_padding_refuses_a_pointer_into_the_opt_and_malformed_input() {
+        // A record after the OPT owned by a pointer to the OPT's root owner.
+        let mut resp = padded_response(&["a"], Some(8)).to_vec().expect("encodes");
+        let opt_at = u8::try_from(resp.len() - 11 - (4 + 16) - (4 + 8)).expect("short");
+        let record = resp.len();
+        resp.extend_from_slice(&[0xC0, opt_at, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0]);
+        resp[11] = 2;
+        walk(&resp).expect("valid");
+        let before = resp.clone();
+        assert_eq!(
+            strip_padding(&mut resp),
+            Err(MessageError::PointerIntoOpt { offset: record })
+        );
+        assert_eq!(resp, before);
+
+        resp.truncate(resp.len() - 1);
+        let before = resp.clone();
+        assert!(strip_padding(&mut resp).is_err());
+        assert_eq!(resp, before);
     }
 }

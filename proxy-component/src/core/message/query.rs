@@ -1,59 +1,26 @@
-//! Client queries: the checks the proxy makes and the fields it needs (RFC
-//! 1035 §4.1, RFC 6891 §6), the replies it makes up itself, and the match of
-//! an upstream answer to its question.
-
-use std::ops::Range;
+//! Client queries: the checks the proxy makes, the view of an accepted query
+//! it carries along (RFC 1035 §4.1, RFC 6891 §6), and the replies it makes up
+//! itself.
 
 use thiserror::Error;
 
-use super::name::{names_equal, skip_name};
-use super::walk::{OptRr, Partial, scan, walk, write_opt};
+use super::response::Response;
+use super::walk::{Layout, Opt, Partial, scan, walk, write_opt};
 use super::{
-    HEADER_LEN, MessageError, OPCODE_MASK, QDCOUNT, QR, RA, RD, Section, header, read_u16,
+    EDNS_UDP_PAYLOAD, HEADER_LEN, MessageError, OPCODE_MASK, QDCOUNT, QR, RA, RD, header, read_u16,
 };
 
 /// RFC 1035 §2.3.4 / RFC 6891 §6.2.3: what any UDP client can take.
 const MIN_UDP_PAYLOAD: usize = 512;
 
-/// What the proxy needs from a client query. Ranges index the query bytes it
-/// was parsed from.
+/// A client query the proxy accepted: its bytes and where everything lies
+/// in them (RFC 1035 §4.1), from the one walk [`Query::parse`] makes. What
+/// the proxy does with the query (pad it, answer it itself, match the answer
+/// to it, size the UDP reply) reads this layout; nothing walks it again.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Query {
-    /// The client's ID (RFC 1035 §4.1.1), restored on the answer.
-    pub id: u16,
-    /// The OPCODE (RFC 1035 §4.1.1); always 0 (QUERY) once parsed.
-    pub opcode: u8,
-    /// Recursion Desired (RFC 1035 §4.1.1).
-    pub rd: bool,
-    /// The bytes of the single question: QNAME, QTYPE, QCLASS (RFC 1035
-    /// §4.1.2). QNAME holds no compression pointer: nothing precedes it.
-    pub question: Range<usize>,
-    /// The OPT pseudo-RR, if the client speaks EDNS (RFC 6891 §6.1).
-    pub opt: Option<Opt>,
-}
-
-/// The OPT pseudo-RR of a query (RFC 6891 §6.1.2, §6.1.3).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Opt {
-    /// The requestor's UDP payload size (the CLASS field, RFC 6891 §6.2.3).
-    pub udp_payload: u16,
-    /// DNSSEC OK (RFC 3225 §3, RFC 6891 §6.1.4).
-    pub dnssec_ok: bool,
-    /// The bytes of the whole OPT RR.
-    pub range: Range<usize>,
-    /// Whether it carries a Padding option (RFC 7830 §3).
-    pub has_padding: bool,
-}
-
-impl From<OptRr> for Opt {
-    fn from(opt: OptRr) -> Self {
-        Self {
-            udp_payload: opt.udp_payload,
-            dnssec_ok: opt.dnssec_ok,
-            range: opt.range,
-            has_padding: opt.has_padding,
-        }
-    }
+    pub(super) bytes: Vec<u8>,
+    pub(super) layout: Layout,
 }
 
 /// Why a client query is not forwarded, classified by what the client gets.
@@ -96,59 +63,115 @@ impl From<Rcode> for u8 {
     }
 }
 
-/// Checks a client query and extracts what the proxy needs.
-///
-/// Errors classify the reply: a message shorter than the header or with QR=1
-/// is dropped (no reply); OPCODE != QUERY gets NOTIMP; a header-valid but
-/// otherwise malformed query gets FORMERR. That covers QDCOUNT != 1 (RFC 9619
-/// §3), bad names (RFC 1035 §4.1.4), sections shorter than their counts,
-/// several OPT RRs (RFC 6891 §6.1.1) and bytes after the last record.
-pub fn parse_query(msg: &[u8]) -> Result<Query, QueryError> {
-    let h = header(msg).ok_or(QueryError::Drop(MessageError::TooShort { len: msg.len() }))?;
-    if h[2] & QR != 0 {
-        return Err(QueryError::Drop(MessageError::NotAQuery));
-    }
-    let opcode = (h[2] & OPCODE_MASK) >> 3;
-    if opcode != 0 {
-        return Err(QueryError::NotImp);
-    }
-    match read_u16(msg, QDCOUNT) {
-        Some(1) => {}
-        Some(0) => return Err(QueryError::FormErr(MessageError::NoQuestion)),
-        count => {
-            return Err(QueryError::FormErr(MessageError::MultipleQuestions {
-                count: count.unwrap_or(0),
+impl Query {
+    /// Checks a client query and keeps a copy of it with its layout.
+    ///
+    /// Errors classify the reply: a message shorter than the header or with
+    /// QR=1 is dropped (no reply); OPCODE != QUERY gets NOTIMP; a header-valid
+    /// but otherwise malformed query gets FORMERR. That covers QDCOUNT != 1
+    /// (RFC 9619 §3), bad names (RFC 1035 §4.1.4), sections shorter than their
+    /// counts, several OPT RRs (RFC 6891 §6.1.1) and bytes after the last
+    /// record.
+    pub fn parse(msg: &[u8]) -> Result<Self, QueryError> {
+        let h = header(msg).ok_or(QueryError::Drop(MessageError::TooShort { len: msg.len() }))?;
+        if h[2] & QR != 0 {
+            return Err(QueryError::Drop(MessageError::NotAQuery));
+        }
+        if h[2] & OPCODE_MASK != 0 {
+            return Err(QueryError::NotImp);
+        }
+        match read_u16(msg, QDCOUNT) {
+            Some(1) => {}
+            Some(0) => return Err(QueryError::FormErr(MessageError::NoQuestion)),
+            count => {
+                return Err(QueryError::FormErr(MessageError::MultipleQuestions {
+                    count: count.unwrap_or(0),
+                }));
+            }
+        }
+        let layout = walk(msg).map_err(QueryError::FormErr)?;
+        if layout.end < msg.len() {
+            return Err(QueryError::FormErr(MessageError::TrailingBytes {
+                len: msg.len() - layout.end,
             }));
         }
+        Ok(Self {
+            bytes: msg.to_vec(),
+            layout,
+        })
     }
-    let layout = walk(msg).map_err(QueryError::FormErr)?;
-    if layout.end < msg.len() {
-        return Err(QueryError::FormErr(MessageError::TrailingBytes {
-            len: msg.len() - layout.end,
-        }));
-    }
-    Ok(Query {
-        id: u16::from_be_bytes([h[0], h[1]]),
-        opcode,
-        rd: h[2] & RD != 0,
-        question: HEADER_LEN..layout.question_end,
-        opt: layout.opt.map(Opt::from),
-    })
-}
 
-/// The largest UDP reply the client can take (RFC 6891 §6.2.3, §6.2.5): 512
-/// bytes without OPT, else its advertised payload size but never less than 512.
-pub fn client_udp_limit(q: &Query) -> usize {
-    q.opt.as_ref().map_or(MIN_UDP_PAYLOAD, |opt| {
-        usize::from(opt.udp_payload).max(MIN_UDP_PAYLOAD)
-    })
+    /// The query as the client sent it.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The client's ID (RFC 1035 §4.1.1), restored on the answer.
+    pub fn id(&self) -> u16 {
+        // Indexing cannot fail: a parsed query has a 12-byte header.
+        u16::from_be_bytes([self.bytes[0], self.bytes[1]])
+    }
+
+    /// Recursion Desired (RFC 1035 §4.1.1).
+    pub fn rd(&self) -> bool {
+        // As above: the header is there.
+        self.bytes[2] & RD != 0
+    }
+
+    /// The single question: QNAME, QTYPE, QCLASS (RFC 1035 §4.1.2), right
+    /// after the header. QNAME holds no compression pointer: nothing precedes
+    /// it.
+    pub fn question(&self) -> &[u8] {
+        &self.bytes[HEADER_LEN..self.layout.question_end]
+    }
+
+    /// The OPT pseudo-RR, if the client speaks EDNS (RFC 6891 §6.1).
+    pub fn opt(&self) -> Option<&Opt> {
+        self.layout.opt.as_ref()
+    }
+
+    /// The largest UDP reply the client can take (RFC 6891 §6.2.3, §6.2.5):
+    /// 512 bytes without OPT, else its advertised payload size but never less
+    /// than 512.
+    pub fn udp_limit(&self) -> usize {
+        self.opt().map_or(MIN_UDP_PAYLOAD, |opt| {
+            usize::from(opt.udp_payload).max(MIN_UDP_PAYLOAD)
+        })
+    }
+
+    /// The reply the proxy answers itself (SERVFAIL when no upstream
+    /// answered), as [`synthesize_response`] builds it, but from the layout
+    /// already known: the question is echoed, and an OPT RR (DO copied) is
+    /// added iff the query had one.
+    pub fn reply(&self, rcode: Rcode) -> Response {
+        // A parsed query has a header; the fallback is never used.
+        let header = self.bytes.first_chunk().unwrap_or(&[0; HEADER_LEN]);
+        let dnssec_ok = self.opt().map(|opt| opt.dnssec_ok);
+        let bytes = reply_bytes(header, self.question(), dnssec_ok, rcode);
+        let question_end = self.layout.question_end;
+        let end = bytes.len();
+        let layout = Layout {
+            question_end,
+            end,
+            opt: dnssec_ok.map(|dnssec_ok| Opt {
+                range: question_end..end,
+                rdata: end..end,
+                udp_payload: EDNS_UDP_PAYLOAD,
+                dnssec_ok,
+                has_padding: false,
+            }),
+            signed: false,
+        };
+        Response { bytes, layout }
+    }
 }
 
 /// Builds a reply the proxy answers itself (FORMERR, SERVFAIL, REFUSED,
-/// NOTIMP): QR=1, the query's ID, OPCODE and RD, RA=1, all other flags 0; the
-/// question echoed when QDCOUNT=1 and it parses, else QDCOUNT=0; and an OPT RR
-/// (payload [`EDNS_UDP_PAYLOAD`](super::EDNS_UDP_PAYLOAD), no options, DO
-/// copied) iff the query had one before any malformation (RFC 6891 §7).
+/// NOTIMP) from the bytes of a message that did not necessarily parse: QR=1,
+/// the query's ID, OPCODE and RD, RA=1, all other flags 0; the question echoed
+/// when QDCOUNT=1 and it parses, else QDCOUNT=0; and an OPT RR (payload
+/// [`EDNS_UDP_PAYLOAD`], no options, DO copied) iff the query had one before
+/// any malformation (RFC 6891 §7).
 ///
 /// Never panics; `None` for input shorter than the header, which has no ID
 /// to answer to.
@@ -161,48 +184,38 @@ pub fn synthesize_response(query: &[u8], rcode: Rcode) -> Option<Vec<u8>> {
         (Some(1), Some(end)) => query.get(HEADER_LEN..end).unwrap_or_default(),
         _ => &[],
     };
+    let dnssec_ok = partial.opt.map(|opt| opt.dnssec_ok);
+    Some(reply_bytes(h, question, dnssec_ok, rcode))
+}
+
+/// The reply both of the above describe; `dnssec_ok` is the DO bit of the
+/// query's OPT, `None` without one.
+fn reply_bytes(
+    h: &[u8; HEADER_LEN],
+    question: &[u8],
+    dnssec_ok: Option<bool>,
+    rcode: Rcode,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + question.len() + 11);
     out.extend_from_slice(&h[..2]);
     out.push(QR | (h[2] & (OPCODE_MASK | RD)));
     out.push(RA | u8::from(rcode));
     out.extend_from_slice(&u16::from(!question.is_empty()).to_be_bytes());
     out.extend_from_slice(&[0, 0, 0, 0]);
-    out.extend_from_slice(&u16::from(partial.opt.is_some()).to_be_bytes());
+    out.extend_from_slice(&u16::from(dnssec_ok.is_some()).to_be_bytes());
     out.extend_from_slice(question);
-    if let Some(opt) = partial.opt {
-        write_opt(&mut out, opt.dnssec_ok, None);
+    if let Some(dnssec_ok) = dnssec_ok {
+        write_opt(&mut out, dnssec_ok, None);
     }
-    Some(out)
-}
-
-/// True if `resp` is a response (QR=1) with exactly one question equal to
-/// the query's: QNAME compared ASCII case-insensitively (RFC 4343 §3), QTYPE
-/// and QCLASS exactly. `q` must come from [`parse_query`] on `query`.
-/// Anything malformed is a mismatch.
-pub fn answers_question(query: &[u8], q: &Query, resp: &[u8]) -> bool {
-    let Some(h) = header(resp) else {
-        return false;
-    };
-    if h[2] & QR == 0 || read_u16(resp, QDCOUNT) != Some(1) {
-        return false;
-    }
-    let Ok(name_end) = skip_name(resp, HEADER_LEN, Section::Question) else {
-        return false;
-    };
-    let want = q
-        .question
-        .end
-        .checked_sub(4)
-        .and_then(|at| query.get(at..q.question.end));
-    let got = resp.get(name_end..name_end + 4);
-    want.is_some() && want == got && names_equal(query, q.question.start, resp, HEADER_LEN)
+    out
 }
 
 #[cfg(test)]
 mod tests {
-    use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+    use hickory_proto::op::{MessageType, OpCode, ResponseCode};
     use hickory_proto::rr::{Name, RecordType};
 
+    use super::super::Section;
     use super::super::test_support::{parse, query_bytes};
     use super::*;
 
@@ -215,7 +228,7 @@ mod tests {
         let q = query_bytes("example.com.", RecordType::A, None);
         for len in 0..HEADER_LEN {
             assert_eq!(
-                parse_query(&q[..len]),
+                Query::parse(&q[..len]),
                 Err(QueryError::Drop(MessageError::TooShort { len }))
             );
         }
@@ -226,7 +239,7 @@ mod tests {
         let mut q = query_bytes("example.com.", RecordType::A, None);
         q[2] |= QR;
         assert_eq!(
-            parse_query(&q),
+            Query::parse(&q),
             Err(QueryError::Drop(MessageError::NotAQuery))
         );
     }
@@ -236,7 +249,7 @@ mod tests {
         for opcode in [1u8, 2, 4, 5, 15] {
             let mut q = query_bytes("example.com.", RecordType::A, None);
             q[2] |= opcode << 3;
-            assert_eq!(parse_query(&q), Err(QueryError::NotImp), "opcode {opcode}");
+            assert_eq!(Query::parse(&q), Err(QueryError::NotImp), "opcode {opcode}");
         }
     }
 
@@ -245,7 +258,7 @@ mod tests {
         let mut q = query_bytes("example.com.", RecordType::A, None);
         q.truncate(HEADER_LEN);
         q[5] = 0;
-        assert_eq!(parse_query(&q), formerr(MessageError::NoQuestion));
+        assert_eq!(Query::parse(&q), formerr(MessageError::NoQuestion));
     }
 
     #[test]
@@ -255,7 +268,7 @@ mod tests {
         q.extend_from_slice(&question);
         q[5] = 2;
         assert_eq!(
-            parse_query(&q),
+            Query::parse(&q),
             formerr(MessageError::MultipleQuestions { count: 2 })
         );
     }
@@ -265,7 +278,7 @@ mod tests {
         let mut q = query_bytes("example.com.", RecordType::A, None);
         q.splice(HEADER_LEN.., [0xC0, 0x0C, 0, 1, 0, 1]);
         assert_eq!(
-            parse_query(&q),
+            Query::parse(&q),
             formerr(MessageError::BadPointer { offset: 12 })
         );
     }
@@ -278,7 +291,7 @@ mod tests {
         body.extend([0, 0, 1, 0, 1]);
         q.splice(HEADER_LEN.., body);
         assert_eq!(
-            parse_query(&q),
+            Query::parse(&q),
             formerr(MessageError::BadLabel { offset: 12 })
         );
     }
@@ -294,7 +307,7 @@ mod tests {
         body.extend([0, 0, 1, 0, 1]);
         q.splice(HEADER_LEN.., body);
         assert_eq!(
-            parse_query(&q),
+            Query::parse(&q),
             formerr(MessageError::NameTooLong {
                 offset: HEADER_LEN + 4 * 61
             })
@@ -306,13 +319,13 @@ mod tests {
         let q = query_bytes("example.com.", RecordType::A, Some((1232, false)));
         let question_end = HEADER_LEN + 13 + 4;
         assert_eq!(
-            parse_query(&q[..question_end - 1]),
+            Query::parse(&q[..question_end - 1]),
             formerr(MessageError::Truncated {
                 section: Section::Question
             })
         );
         assert_eq!(
-            parse_query(&q[..q.len() - 1]),
+            Query::parse(&q[..q.len() - 1]),
             formerr(MessageError::Truncated {
                 section: Section::Additional
             })
@@ -324,7 +337,7 @@ mod tests {
         let mut q = query_bytes("example.com.", RecordType::A, None);
         q.extend_from_slice(&[0, 0, 0]);
         assert_eq!(
-            parse_query(&q),
+            Query::parse(&q),
             formerr(MessageError::TrailingBytes { len: 3 })
         );
     }
@@ -335,26 +348,29 @@ mod tests {
         let opt = q[q.len() - 11..].to_vec();
         q.extend_from_slice(&opt);
         q[11] = 2;
-        assert_eq!(parse_query(&q), formerr(MessageError::MultipleOpt));
+        assert_eq!(Query::parse(&q), formerr(MessageError::MultipleOpt));
     }
 
     #[test]
     fn rfc1035_valid_query_fields_are_extracted() {
         let q = query_bytes("Example.COM.", RecordType::AAAA, Some((4096, true)));
-        let parsed = parse_query(&q).expect("valid query");
-        assert_eq!(parsed.id, 0x4242);
-        assert_eq!(parsed.opcode, 0);
-        assert!(parsed.rd);
-        assert_eq!(parsed.question, HEADER_LEN..HEADER_LEN + 13 + 4);
-        assert_eq!(
-            &q[parsed.question.end - 4..parsed.question.end],
-            &[0, 28, 0, 1]
-        );
-        let opt = parsed.opt.expect("has OPT");
+        let parsed = Query::parse(&q).expect("valid query");
+        assert_eq!(parsed.bytes(), q);
+        assert_eq!(parsed.id(), 0x4242);
+        assert!(parsed.rd());
+        let question_end = HEADER_LEN + 13 + 4;
+        assert_eq!(parsed.question(), &q[HEADER_LEN..question_end]);
+        assert_eq!(parsed.question()[13..], [0, 28, 0, 1]);
+        let opt = parsed.opt().expect("has OPT");
         assert_eq!(opt.udp_payload, 4096);
         assert!(opt.dnssec_ok);
         assert!(!opt.has_padding);
-        assert_eq!(opt.range, parsed.question.end..q.len());
+        assert_eq!(opt.range, question_end..q.len());
+        assert_eq!(opt.rdata, q.len()..q.len());
+
+        let mut no_rd = q.clone();
+        no_rd[2] &= !RD;
+        assert!(!Query::parse(&no_rd).expect("valid").rd());
     }
 
     #[test]
@@ -366,7 +382,7 @@ mod tests {
                 let at = q.len() - 11 + 3;
                 q[at..at + 2].copy_from_slice(&payload.to_be_bytes());
             }
-            client_udp_limit(&parse_query(&q).expect("valid"))
+            Query::parse(&q).expect("valid").udp_limit()
         };
         assert_eq!(limit(None), 512);
         assert_eq!(limit(Some(0)), 512);
@@ -465,60 +481,18 @@ mod tests {
     }
 
     #[test]
-    fn rfc4343_answer_with_other_case_matches_question() {
-        let q = query_bytes("www.Example.com.", RecordType::A, None);
-        let parsed = parse_query(&q).expect("valid");
-        let mut resp = Message::new();
-        resp.set_id(1).set_message_type(MessageType::Response);
-        resp.add_query(hickory_proto::op::Query::query(
-            Name::from_ascii("WWW.example.COM.").expect("name"),
-            RecordType::A,
-        ));
-        let resp = resp.to_vec().expect("encodes");
-        assert!(answers_question(&q, &parsed, &resp));
-    }
-
-    #[test]
-    fn answer_to_another_question_does_not_match() {
-        let q = query_bytes("www.example.com.", RecordType::A, None);
-        let parsed = parse_query(&q).expect("valid");
-        let answer = |name: &str, rtype, response: bool| {
-            let mut m = Message::new();
-            m.set_message_type(if response {
-                MessageType::Response
-            } else {
-                MessageType::Query
-            });
-            m.add_query(hickory_proto::op::Query::query(
-                Name::from_ascii(name).expect("name"),
-                rtype,
-            ));
-            m.to_vec().expect("encodes")
-        };
-        assert!(answers_question(
-            &q,
-            &parsed,
-            &answer("www.example.com.", RecordType::A, true)
-        ));
-        assert!(!answers_question(
-            &q,
-            &parsed,
-            &answer("www.example.com.", RecordType::AAAA, true)
-        ));
-        assert!(!answers_question(
-            &q,
-            &parsed,
-            &answer("ww.example.com.", RecordType::A, true)
-        ));
-        assert!(!answers_question(
-            &q,
-            &parsed,
-            &answer("www.example.com.", RecordType::A, false)
-        ));
-        let mut no_question = answer("www.example.com.", RecordType::A, true);
-        no_question.truncate(HEADER_LEN);
-        no_question[5] = 0;
-        assert!(!answers_question(&q, &parsed, &no_question));
-        assert!(!answers_question(&q, &parsed, &[0x80; 5]));
+    fn reply_to_a_parsed_query_is_the_synthesized_reply_with_its_layout() {
+        for edns in [None, Some((4096, true)), Some((1232, false))] {
+            let q = query_bytes("www.example.org.", RecordType::TXT, edns);
+            let parsed = Query::parse(&q).expect("valid");
+            for rcode in [Rcode::ServFail, Rcode::Refused] {
+                let reply = parsed.reply(rcode);
+                let bytes = synthesize_response(&q, rcode).expect("has header");
+                assert_eq!(reply.bytes(), bytes);
+                // The layout it was built with is the one a walk finds.
+                assert_eq!(Response::parse(bytes), Ok(reply.clone()));
+                assert!(reply.answers(&parsed));
+            }
+        }
     }
 }

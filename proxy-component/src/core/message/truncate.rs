@@ -1,80 +1,86 @@
 //! Cutting a response down for a UDP client (RFC 1035 §4.2.1, RFC 2181 §9,
 //! RFC 6891 §7).
 
-use super::walk::{OPTION_PADDING, OptRr, options, walk};
-use super::{ANCOUNT, ARCOUNT, HEADER_LEN, MessageError, NSCOUNT, QDCOUNT, TC, write_u16};
+use super::response::Response;
+use super::walk::{Layout, Opt, opt_without_padding};
+use super::{ANCOUNT, ARCOUNT, HEADER_LEN, NSCOUNT, QDCOUNT, TC, write_u16};
 
 /// No UDP limit is below what any client can take (RFC 1035 §2.3.4).
 const MIN_LIMIT: usize = 512;
 
-/// Fits a response into a UDP client's `limit` ([`client_udp_limit`]).
-///
-/// If `resp.len() <= limit`, returns `None`: send it as is. Otherwise builds a
-/// truncated reply the client will retry over TCP (RFC 7766 §5): the same
-/// header with TC=1 and ANCOUNT=NSCOUNT=0, the question section as is, and the
-/// response's OPT RR (ARCOUNT=1) if it had one, else ARCOUNT=0 (RFC 6891 §7:
-/// the OPT carries the extended RCODE and DO). RFC 2181 §9 allows dropping
-/// whole sections this way; partial RRsets are never sent.
-///
-/// The kept OPT loses its Padding options (RFC 7830 §3): they were sized for
-/// the full message, so they only cost room. If header, question and OPT do not
-/// fit, the OPT is dropped, then the question, so the result always fits with
-/// TC=1. A `limit` below 512 is treated as 512.
-///
-/// Compression pointers are validated while skipping records: a pointer must
-/// point strictly backwards, so loops and long chains are errors, not hangs.
-/// A malformed response is an `Err` (the client gets SERVFAIL).
-///
-/// [`client_udp_limit`]: super::client_udp_limit
-pub fn truncate_for_udp(resp: &[u8], limit: usize) -> Result<Option<Vec<u8>>, MessageError> {
-    let limit = limit.max(MIN_LIMIT);
-    if resp.len() <= limit {
-        return Ok(None);
-    }
-    let layout = walk(resp)?;
-    // The question keeps its offset, so its compression pointers (which can
-    // only point into earlier questions) stay valid.
-    let question = &resp[HEADER_LEN..layout.question_end];
-    let opt = layout.opt.map(|opt| opt_without_padding(resp, &opt));
-    let opt_len = opt.as_ref().map_or(0, Vec::len);
-    let (keep_question, keep_opt) = if HEADER_LEN + question.len() + opt_len <= limit {
-        (true, opt.is_some())
-    } else {
-        (HEADER_LEN + question.len() <= limit, false)
-    };
-
-    let mut out = Vec::with_capacity(HEADER_LEN + question.len() + opt_len);
-    out.extend_from_slice(&resp[..HEADER_LEN]);
-    out[2] |= TC;
-    write_u16(&mut out, ANCOUNT, 0);
-    write_u16(&mut out, NSCOUNT, 0);
-    write_u16(&mut out, ARCOUNT, u16::from(keep_opt));
-    if keep_question {
-        out.extend_from_slice(question);
-    } else {
-        write_u16(&mut out, QDCOUNT, 0);
-    }
-    if let Some(opt) = opt.filter(|_| keep_opt) {
-        out.extend_from_slice(&opt);
-    }
-    Ok(Some(out))
-}
-
-/// The bytes of an OPT RR with its Padding options left out. The OPT was
-/// validated by the walk, so its options tile its RDATA.
-fn opt_without_padding(msg: &[u8], opt: &OptRr) -> Vec<u8> {
-    let rdlen_at = opt.rdata.start - 2;
-    let mut out = msg[opt.range.start..rdlen_at].to_vec();
-    let mut rdata = Vec::with_capacity(opt.rdata.len());
-    for (code, range) in options(msg, opt.rdata.clone()).flatten() {
-        if code != OPTION_PADDING {
-            rdata.extend_from_slice(&msg[range]);
+impl Response {
+    /// Fits the response into a UDP client's `limit` ([`Query::udp_limit`]);
+    /// returns whether it had to be truncated.
+    ///
+    /// If it is at most `limit` bytes, it is sent as is. Otherwise it becomes
+    /// a truncated reply the client will retry over TCP (RFC 7766 §5): the
+    /// same header with TC=1 and ANCOUNT=NSCOUNT=0, the question section as
+    /// is, and the response's OPT RR (ARCOUNT=1) if it had one, else ARCOUNT=0
+    /// (RFC 6891 §7: the OPT carries the extended RCODE and DO). RFC 2181 §9
+    /// allows dropping whole sections this way; partial RRsets are never sent.
+    ///
+    /// The kept OPT loses its Padding options (RFC 7830 §3): they were sized
+    /// for the full message, so they only cost room. If header, question and
+    /// OPT do not fit, the OPT is dropped, then the question, so the result
+    /// always fits with TC=1. A `limit` below 512 is treated as 512.
+    ///
+    /// The question and the OPT are where the walk of [`Response::parse`]
+    /// found them; the new layout follows from what is kept.
+    ///
+    /// [`Query::udp_limit`]: super::Query::udp_limit
+    pub fn truncate_for_udp(&mut self, limit: usize) -> bool {
+        let limit = limit.max(MIN_LIMIT);
+        if self.bytes.len() <= limit {
+            return false;
         }
+        let (resp, layout) = (&self.bytes, &self.layout);
+        // The question keeps its offset, so its compression pointers (which
+        // can only point into earlier questions) stay valid.
+        let question = &resp[HEADER_LEN..layout.question_end];
+        let opt = layout
+            .opt
+            .as_ref()
+            .map(|opt| (opt, opt_without_padding(resp, opt)));
+        let opt_len = opt.as_ref().map_or(0, |(_, bytes)| bytes.len());
+        let (keep_question, keep_opt) = if HEADER_LEN + question.len() + opt_len <= limit {
+            (true, opt.is_some())
+        } else {
+            (HEADER_LEN + question.len() <= limit, false)
+        };
+
+        let mut out = Vec::with_capacity(HEADER_LEN + question.len() + opt_len);
+        out.extend_from_slice(&resp[..HEADER_LEN]);
+        out[2] |= TC;
+        write_u16(&mut out, ANCOUNT, 0);
+        write_u16(&mut out, NSCOUNT, 0);
+        write_u16(&mut out, ARCOUNT, u16::from(keep_opt));
+        if keep_question {
+            out.extend_from_slice(question);
+        } else {
+            write_u16(&mut out, QDCOUNT, 0);
+        }
+        let question_end = out.len();
+        let opt = opt.filter(|_| keep_opt).map(|(opt, bytes)| {
+            out.extend_from_slice(&bytes);
+            let end = out.len();
+            // Owner and fixed fields are kept, so RDATA starts as far in.
+            let rdata_start = question_end + (opt.rdata.start - opt.range.start);
+            Opt {
+                range: question_end..end,
+                rdata: rdata_start..end,
+                has_padding: false,
+                ..opt.clone()
+            }
+        });
+        self.layout = Layout {
+            question_end,
+            end: out.len(),
+            opt,
+            signed: false,
+        };
+        self.bytes = out;
+        true
     }
-    // Fits: it is no longer than the original RDATA.
-    out.extend_from_slice(&u16::try_from(rdata.len()).unwrap_or(0).to_be_bytes());
-    out.extend_from_slice(&rdata);
-    out
 }
 
 #[cfg(test)]
@@ -86,7 +92,8 @@ mod tests {
     use hickory_proto::rr::rdata::{A, TXT};
     use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-    use super::super::test_support::parse;
+    use super::super::MessageError;
+    use super::super::test_support::{parse, truncate_for_udp};
     use super::*;
 
     /// QR=1, RD=1.

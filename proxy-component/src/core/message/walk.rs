@@ -71,19 +71,25 @@ pub(super) fn skip_question(msg: &[u8], pos: usize) -> Result<usize, MessageErro
     Ok(end)
 }
 
-/// The OPT pseudo-RR (RFC 6891 §6.1.2, §6.1.3).
+/// The OPT pseudo-RR of a message (RFC 6891 §6.1.2, §6.1.3). Ranges index
+/// the bytes of the message it was found in.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct OptRr {
-    pub(super) range: Range<usize>,
-    pub(super) rdata: Range<usize>,
-    pub(super) udp_payload: u16,
-    pub(super) dnssec_ok: bool,
-    pub(super) has_padding: bool,
+pub struct Opt {
+    /// The bytes of the whole OPT RR.
+    pub range: Range<usize>,
+    /// The bytes of its RDATA: the options (RFC 6891 §6.1.2).
+    pub rdata: Range<usize>,
+    /// The requestor's UDP payload size (the CLASS field, RFC 6891 §6.2.3).
+    pub udp_payload: u16,
+    /// DNSSEC OK (RFC 3225 §3, RFC 6891 §6.1.4).
+    pub dnssec_ok: bool,
+    /// Whether it carries a Padding option (RFC 7830 §3).
+    pub has_padding: bool,
 }
 
 /// Decodes an RR of type OPT: its owner must be the root (RFC 6891 §6.1.2) and
 /// its options must tile the RDATA exactly.
-fn parse_opt(msg: &[u8], rr: &Rr) -> Result<OptRr, MessageError> {
+fn parse_opt(msg: &[u8], rr: &Rr) -> Result<Opt, MessageError> {
     if msg.get(rr.start) != Some(&0) {
         return Err(MessageError::OptNotRoot { offset: rr.start });
     }
@@ -92,7 +98,7 @@ fn parse_opt(msg: &[u8], rr: &Rr) -> Result<OptRr, MessageError> {
         let (code, _) = option?;
         has_padding |= code == OPTION_PADDING;
     }
-    Ok(OptRr {
+    Ok(Opt {
         range: rr.start..rr.end(),
         rdata: rr.rdata.clone(),
         udp_payload: rr.class,
@@ -148,6 +154,23 @@ pub(super) fn write_opt(out: &mut Vec<u8>, dnssec_ok: bool, padding: Option<u16>
     }
 }
 
+/// The bytes of an OPT RR with its Padding options left out. The OPT was
+/// validated by the walk, so its options tile its RDATA.
+pub(super) fn opt_without_padding(msg: &[u8], opt: &Opt) -> Vec<u8> {
+    let rdlen_at = opt.rdata.start - 2;
+    let mut out = msg[opt.range.start..rdlen_at].to_vec();
+    let mut rdata = Vec::with_capacity(opt.rdata.len());
+    for (code, range) in options(msg, opt.rdata.clone()).flatten() {
+        if code != OPTION_PADDING {
+            rdata.extend_from_slice(&msg[range]);
+        }
+    }
+    // Fits: it is no longer than the original RDATA.
+    out.extend_from_slice(&u16::try_from(rdata.len()).unwrap_or(0).to_be_bytes());
+    out.extend_from_slice(&rdata);
+    out
+}
+
 /// Where everything lies in a message that parses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Layout {
@@ -156,16 +179,52 @@ pub(super) struct Layout {
     /// End of the last record; bytes after it are not counted by the header.
     pub(super) end: usize,
     /// The OPT RR in the additional section.
-    pub(super) opt: Option<OptRr>,
+    pub(super) opt: Option<Opt>,
     /// A TSIG or SIG(0) record is present in the additional section.
     pub(super) signed: bool,
+}
+
+impl Layout {
+    /// Replaces the OPT RR of `msg` (laid out by `self`) with `with`, an OPT RR
+    /// with the same owner and fixed fields whose options may differ, or with
+    /// nothing to remove it; then updates the layout to match, so no second
+    /// walk is needed: only the OPT and the records after it move, and
+    /// nothing after the OPT is recorded but where the records end.
+    /// `has_padding` says whether `with` holds a Padding option.
+    ///
+    /// Compression pointers of the records after the OPT are kept valid (see
+    /// [`splice_records`]); `Ok(false)` and `Err` as there, with `msg` and the
+    /// layout untouched. Without an OPT nothing changes. ARCOUNT is the
+    /// caller's.
+    pub(super) fn replace_opt(
+        &mut self,
+        msg: &mut Vec<u8>,
+        with: &[u8],
+        has_padding: bool,
+    ) -> Result<bool, MessageError> {
+        let Some(opt) = self.opt.clone() else {
+            return Ok(true);
+        };
+        if !splice_records(msg, opt.range.clone(), with, self.end)? {
+            return Ok(false);
+        }
+        self.end = self.end - opt.range.len() + with.len();
+        let end = opt.range.start + with.len();
+        self.opt = (!with.is_empty()).then_some(Opt {
+            range: opt.range.start..end,
+            rdata: opt.rdata.start..end,
+            has_padding,
+            ..opt
+        });
+        Ok(true)
+    }
 }
 
 /// What [`scan`] found before it hit an error.
 #[derive(Debug, Default)]
 pub(super) struct Partial {
     pub(super) question_end: Option<usize>,
-    pub(super) opt: Option<OptRr>,
+    pub(super) opt: Option<Opt>,
 }
 
 /// Walks the whole message.

@@ -1,0 +1,168 @@
+//! Upstream responses: the view the proxy carries from the upstream to the
+//! client, parsed once (RFC 1035 §4.1), and the match of an answer to its
+//! question.
+//!
+//! What is done to a response before the client sees it are methods on the
+//! view, each reading the layout of the one walk and keeping it correct after
+//! an edit: [`Response::set_id`], [`Response::fit_for_client`] (in
+//! `padding.rs`) and [`Response::truncate_for_udp`] (in `truncate.rs`).
+
+use super::name::names_equal;
+use super::query::Query;
+use super::walk::{Layout, Opt, walk};
+use super::{HEADER_LEN, MessageError, QDCOUNT, QR, header, read_u16};
+
+/// A response and where everything lies in it.
+///
+/// Everything the proxy does not own (answers, DNSSEC records, unknown
+/// types, AD/CD/DO bits) stays byte for byte as the upstream sent it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    pub(super) bytes: Vec<u8>,
+    pub(super) layout: Layout,
+}
+
+impl Response {
+    /// Walks a response once (RFC 1035 §4.1): names, including compression
+    /// pointers (RFC 1035 §4.1.4), every record's bounds, and the OPT RR (RFC
+    /// 6891 §6.1). Bytes after the last record are kept and not looked at.
+    /// Malformed input is an `Err`: nothing the proxy could pass on safely
+    /// (the client gets SERVFAIL).
+    pub fn parse(bytes: Vec<u8>) -> Result<Self, MessageError> {
+        let layout = walk(&bytes)?;
+        Ok(Self { bytes, layout })
+    }
+
+    /// The message as it is now.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The message, to send.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    /// Its OPT RR, if it has one (RFC 6891 §6.1).
+    pub fn opt(&self) -> Option<&Opt> {
+        self.layout.opt.as_ref()
+    }
+
+    /// True if this is a response (QR=1) with exactly one question equal to
+    /// the query's: QNAME compared ASCII case-insensitively (RFC 4343 §3),
+    /// QTYPE and QCLASS exactly.
+    pub fn answers(&self, query: &Query) -> bool {
+        let Some(h) = header(&self.bytes) else {
+            return false;
+        };
+        if h[2] & QR == 0 || read_u16(&self.bytes, QDCOUNT) != Some(1) {
+            return false;
+        }
+        let theirs = type_and_class(&self.bytes, self.layout.question_end);
+        let ours = type_and_class(query.bytes(), HEADER_LEN + query.question().len());
+        theirs.is_some()
+            && theirs == ours
+            && names_equal(query.bytes(), HEADER_LEN, &self.bytes, HEADER_LEN)
+    }
+
+    /// Sets the ID (RFC 1035 §4.1.1): the client's, in place of the one the
+    /// upstream connection used.
+    pub fn set_id(&mut self, id: u16) {
+        super::set_id(&mut self.bytes, id);
+    }
+}
+
+/// QTYPE and QCLASS of a single question ending at `question_end`.
+fn type_and_class(msg: &[u8], question_end: usize) -> Option<&[u8]> {
+    msg.get(question_end.checked_sub(4)?..question_end)
+}
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::op::{Message, MessageType};
+    use hickory_proto::rr::{Name, RecordType};
+
+    use super::super::test_support::query_bytes;
+    use super::*;
+
+    fn response(name: &str, rtype: RecordType, response: bool) -> Vec<u8> {
+        let mut m = Message::new();
+        m.set_id(1).set_message_type(if response {
+            MessageType::Response
+        } else {
+            MessageType::Query
+        });
+        m.add_query(hickory_proto::op::Query::query(
+            Name::from_ascii(name).expect("name"),
+            rtype,
+        ));
+        m.to_vec().expect("encodes")
+    }
+
+    fn answers(query: &Query, resp: Vec<u8>) -> bool {
+        Response::parse(resp).expect("valid").answers(query)
+    }
+
+    #[test]
+    fn rfc4343_answer_with_other_case_matches_question() {
+        let q = Query::parse(&query_bytes("www.Example.com.", RecordType::A, None)).expect("valid");
+        assert!(answers(
+            &q,
+            response("WWW.example.COM.", RecordType::A, true)
+        ));
+    }
+
+    #[test]
+    fn answer_to_another_question_does_not_match() {
+        let q = Query::parse(&query_bytes("www.example.com.", RecordType::A, None)).expect("valid");
+        assert!(answers(
+            &q,
+            response("www.example.com.", RecordType::A, true)
+        ));
+        assert!(!answers(
+            &q,
+            response("www.example.com.", RecordType::AAAA, true)
+        ));
+        assert!(!answers(
+            &q,
+            response("ww.example.com.", RecordType::A, true)
+        ));
+        assert!(!answers(
+            &q,
+            response("www.example.com.", RecordType::A, false)
+        ));
+        let mut no_question = response("www.example.com.", RecordType::A, true);
+        no_question.truncate(HEADER_LEN);
+        no_question[5] = 0;
+        assert!(!answers(&q, no_question));
+        let mut two = response("www.example.com.", RecordType::A, true);
+        let question = two[HEADER_LEN..].to_vec();
+        two.extend_from_slice(&question);
+        two[5] = 2;
+        assert!(!answers(&q, two));
+    }
+
+    #[test]
+    fn rfc1035_malformed_response_does_not_parse() {
+        assert_eq!(
+            Response::parse(vec![0x80; 5]),
+            Err(MessageError::TooShort { len: 5 })
+        );
+        let mut resp = response("www.example.com.", RecordType::A, true);
+        resp[7] = 1; // ANCOUNT, with no answer there
+        assert!(matches!(
+            Response::parse(resp),
+            Err(MessageError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn set_id_rewrites_only_the_id() {
+        let resp = response("www.example.com.", RecordType::A, true);
+        let mut r = Response::parse(resp.clone()).expect("valid");
+        r.set_id(0xBEEF);
+        assert_eq!(r.bytes()[..2], [0xBE, 0xEF]);
+        assert_eq!(r.bytes()[2..], resp[2..]);
+        assert_eq!(Response::parse(r.bytes().to_vec()), Ok(r));
+    }
+}
