@@ -35,6 +35,53 @@ fn main() {
             &[&[255], q.as_slice()].concat(),
         );
     }
+    // Admission: `[flags, slots, mask, address.., message]`: every query from
+    // an allowed IPv4 source over UDP and an allowed IPv6 one over TCP, then
+    // one of each other decision.
+    let v4 = [192, 0, 2, 1];
+    let v6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).octets();
+    for (name, q) in &queries {
+        let udp = [&[0b010, 0x07, 0], &v4[..], q].concat();
+        write(&dir, "admission", &format!("{name}-udp"), &udp);
+        let tcp = [&[0b111, 0x07, 0], &v6[..], q].concat();
+        write(&dir, "admission", &format!("{name}-tcp-v6"), &tcp);
+    }
+    let q = &queries[0].1;
+    let admission =
+        |flags: u8, slots: u8, msg: &[u8]| [&[flags, slots, 0xFF], &v4[..], msg].concat();
+    write(
+        &dir,
+        "admission",
+        "outsider-tcp",
+        &admission(0b001, 0x07, q),
+    );
+    // Two slots, both taken by the source: REFUSED.
+    write(&dir, "admission", "no-room", &admission(0b010, 0x21, q));
+    let mut response = q.clone();
+    response[2] |= 0x80;
+    write(
+        &dir,
+        "admission",
+        "response",
+        &admission(0b011, 0x07, &response),
+    );
+    let mut status = q.clone();
+    status[2] |= 2 << 3;
+    write(
+        &dir,
+        "admission",
+        "opcode-status",
+        &admission(0b010, 0x07, &status),
+    );
+    let mut long = q.clone();
+    long.resize(4097, 0);
+    write(
+        &dir,
+        "admission",
+        "too-long",
+        &admission(0b011, 0x07, &long),
+    );
+
     for (name, r) in &responses {
         write(&dir, "padding", name, &[&[128], r.as_slice()].concat());
         for limit in [512u16, 1232] {

@@ -13,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod answer;
 pub mod deframer;
 pub mod ini;
@@ -34,4 +35,5 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("truncate", truncate::check),
     ("padding", padding::check),
     ("ini", ini::check),
+    ("admission", admission::check),
 ];

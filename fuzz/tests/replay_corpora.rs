@@ -74,6 +74,11 @@ fn ini_corpus_keeps_reader_invariants() {
     replay("ini");
 }
 
+#[test]
+fn admission_corpus_keeps_edge_invariants() {
+    replay("admission");
+}
+
 /// The fuzz targets, the checks and the corpora name the same targets, so a
 /// new target cannot go without its replay.
 #[test]
@@ -97,5 +102,5 @@ fn every_fuzz_target_has_checks_and_a_corpus() {
     assert_eq!(stems("libfuzzer/fuzz_targets", Some("rs")), checks);
     assert_eq!(stems("corpus", None), checks);
     // One replay test per target, above.
-    assert_eq!(checks.len(), 6);
+    assert_eq!(checks.len(), 7);
 }

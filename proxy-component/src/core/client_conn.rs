@@ -24,8 +24,21 @@
 //!   past [`ClientLimits::backlog_hard`], or the global budget past its limit
 //!   while the client is already behind, closes the connection instead of
 //!   being queued.
+//! - **Fair shares of the budget**: once half of the [`Budget`] is in use, a
+//!   source (see [`SourceKey`]) holding a quarter of it or more is not read
+//!   from, and an answer that would take it past its quarter closes the
+//!   connection it is for if that connection is already behind. So clients
+//!   that stop reading, however many connections they open from one address,
+//!   hold at most half the budget (plus one answer per connection that was
+//!   keeping up when it came), and the others keep being read and answered
+//!   (the in-flight [`Shares`](crate::core::admission::Shares) have the same
+//!   shape). Only when several sources fill their shares is the budget
+//!   spent; then a client that is behind is closed whatever its source.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+use crate::core::admission::SourceKey;
 
 /// Per-connection limits. The defaults are what the README documents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,21 +86,30 @@ impl ClientLimits {
     }
 }
 
-/// Bytes of client answers held for writing, over all connections.
+/// Bytes of client answers held for writing, over all connections, and the
+/// share of it each source holds.
 ///
 /// WebAssembly memory never shrinks, so this bounds the peak: when it is
 /// spent, no client is read from until answers drain, and a client that is
-/// behind is closed rather than given more.
+/// behind is closed rather than given more. A source may fill it freely
+/// while less than half is in use; beyond that it may hold at most a quarter
+/// (see the module docs), so one source that stops reading spends at most
+/// half of it and never stops the proxy from reading everyone else.
 #[derive(Debug)]
 pub struct Budget {
     limit: usize,
     used: usize,
+    per_source: HashMap<SourceKey, usize>,
 }
 
 impl Budget {
     /// A budget of `limit` bytes.
     pub fn new(limit: usize) -> Self {
-        Self { limit, used: 0 }
+        Self {
+            limit,
+            used: 0,
+            per_source: HashMap::new(),
+        }
     }
 
     /// Bytes held now.
@@ -95,8 +117,43 @@ impl Budget {
         self.used
     }
 
+    /// The most one source may hold while half of the budget is in use.
+    fn source_cap(&self) -> usize {
+        (self.limit / 4).max(1)
+    }
+
     fn spent(&self) -> bool {
         self.used >= self.limit
+    }
+
+    /// Half or more in use: sources are held to their share.
+    fn contended(&self) -> bool {
+        self.used * 2 >= self.limit
+    }
+
+    fn held_by(&self, source: SourceKey) -> usize {
+        self.per_source.get(&source).copied().unwrap_or(0)
+    }
+
+    /// Whether `source` holds its share or more while the budget is
+    /// contended.
+    fn over_share(&self, source: SourceKey) -> bool {
+        self.contended() && self.held_by(source) >= self.source_cap()
+    }
+
+    fn take(&mut self, source: SourceKey, n: usize) {
+        self.used += n;
+        *self.per_source.entry(source).or_insert(0) += n;
+    }
+
+    fn give_back(&mut self, source: SourceKey, n: usize) {
+        self.used = self.used.saturating_sub(n);
+        if let Some(held) = self.per_source.get_mut(&source) {
+            *held = held.saturating_sub(n);
+            if *held == 0 {
+                self.per_source.remove(&source);
+            }
+        }
     }
 }
 
@@ -113,6 +170,9 @@ pub enum Close {
     BacklogFull,
     /// The global budget is spent and this client is behind.
     BudgetSpent,
+    /// Half the global budget is in use, this client's source holds its
+    /// share, and this client is behind.
+    ShareSpent,
     /// Evicted to make room for a new client at `max_tcp_clients`.
     Evicted,
 }
@@ -126,6 +186,7 @@ impl Close {
             Self::WriteStalled => "not reading its answers",
             Self::BacklogFull => "too many unread answers",
             Self::BudgetSpent => "buffer budget spent while behind",
+            Self::ShareSpent => "its source's share of the buffer budget spent while behind",
             Self::Evicted => "evicted for a new client at max_tcp_clients",
         }
     }
@@ -135,6 +196,8 @@ impl Close {
 #[derive(Debug)]
 pub struct ClientConn {
     limits: ClientLimits,
+    /// Whose share of the [`Budget`] its unwritten answers count against.
+    source: SourceKey,
     /// The last complete message in either direction.
     last_activity: Instant,
     /// When the frame now being received started, if one is partial.
@@ -148,10 +211,11 @@ pub struct ClientConn {
 }
 
 impl ClientConn {
-    /// A connection accepted at `now`.
-    pub fn new(now: Instant, limits: ClientLimits) -> Self {
+    /// A connection from `source` accepted at `now`.
+    pub fn new(now: Instant, limits: ClientLimits, source: SourceKey) -> Self {
         Self {
             limits,
+            source,
             last_activity: now,
             frame_started: None,
             inflight: 0,
@@ -167,6 +231,7 @@ impl ClientConn {
             && self.inflight < self.limits.max_inflight
             && self.backlog < self.limits.backlog_soft
             && !budget.spent()
+            && !budget.over_share(self.source)
     }
 
     /// Whether another complete query may be taken from what was read.
@@ -232,10 +297,17 @@ impl ClientConn {
             return Err(c);
         }
         let behind = self.backlog > 0;
+        // A client that keeps up always gets its answer; one that is behind
+        // is closed rather than let past the bounds.
         let refuse = if self.backlog + len > self.limits.backlog_hard {
             Some(Close::BacklogFull)
         } else if behind && budget.used + len > budget.limit {
             Some(Close::BudgetSpent)
+        } else if behind
+            && budget.contended()
+            && budget.held_by(self.source) + len > budget.source_cap()
+        {
+            Some(Close::ShareSpent)
         } else {
             None
         };
@@ -247,7 +319,7 @@ impl ClientConn {
             self.write_progress = now;
         }
         self.backlog += len;
-        budget.used += len;
+        budget.take(self.source, len);
         self.last_activity = now;
         Ok(())
     }
@@ -257,7 +329,7 @@ impl ClientConn {
         let was = self.held_back();
         let n = n.min(self.backlog);
         self.backlog -= n;
-        budget.used = budget.used.saturating_sub(n);
+        budget.give_back(self.source, n);
         if n > 0 {
             self.write_progress = now;
             self.last_activity = now;
@@ -268,7 +340,7 @@ impl ClientConn {
     /// Gives the unwritten bytes back to the budget; call once, when the
     /// connection ends.
     pub fn release(&mut self, budget: &mut Budget) {
-        budget.used = budget.used.saturating_sub(self.backlog);
+        budget.give_back(self.source, self.backlog);
         self.backlog = 0;
     }
 
@@ -346,8 +418,8 @@ impl ClientConn {
 pub struct Candidate<K> {
     /// The shell's handle for it.
     pub id: K,
-    /// Its client's source (see [`crate::core::admission::SourceKey`]).
-    pub source: crate::core::admission::SourceKey,
+    /// Its client's source.
+    pub source: SourceKey,
     /// [`ClientConn::last_activity`].
     pub last_activity: Instant,
     /// [`ClientConn::is_idle`].
@@ -382,12 +454,19 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::core::admission::SourceKey;
 
     const IDLE: Duration = Duration::from_secs(10);
 
+    /// The source of [`conn`]'s connections.
+    const A: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+    const B: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
+
     fn conn(t0: Instant) -> ClientConn {
-        ClientConn::new(t0, ClientLimits::with_idle_timeout(IDLE))
+        conn_from(t0, A)
+    }
+
+    fn conn_from(t0: Instant, ip: IpAddr) -> ClientConn {
+        ClientConn::new(t0, ClientLimits::with_idle_timeout(IDLE), SourceKey::of(ip))
     }
 
     fn secs(s: u64) -> Duration {
@@ -561,6 +640,91 @@ mod tests {
         assert_eq!(budget.used(), 0);
     }
 
+    #[test]
+    fn once_half_the_budget_is_used_a_source_holding_its_quarter_is_not_read() {
+        let t0 = Instant::now();
+        let mut budget = Budget::new(1000);
+        let mut flooder = conn_from(t0, A);
+        let other_of_a = conn_from(t0, A);
+        let b = conn_from(t0, B);
+        flooder.on_forwarded();
+        flooder.on_answer(t0, 499, &mut budget).unwrap();
+        assert!(
+            other_of_a.may_read(&budget),
+            "under half in use: no share is enforced"
+        );
+        flooder.on_forwarded();
+        flooder.on_answer(t0, 1, &mut budget).unwrap();
+        // Half in use, and A holds more than its quarter (250): none of A's
+        // connections is read, B's is.
+        assert!(!flooder.may_read(&budget));
+        assert!(!other_of_a.may_read(&budget));
+        assert!(b.may_read(&budget));
+        // Once less than half is in use, A is read again.
+        flooder.on_written(t0, 1, &mut budget);
+        assert!(flooder.may_read(&budget));
+        assert!(other_of_a.may_read(&budget));
+    }
+
+    #[test]
+    fn a_source_alone_fills_half_the_budget_then_its_connection_behind_is_closed() {
+        let t0 = Instant::now();
+        let mut budget = Budget::new(1000);
+        let mut a = conn_from(t0, A);
+        let mut b = conn_from(t0, B);
+        for _ in 0..5 {
+            a.on_forwarded();
+            a.on_answer(t0, 100, &mut budget).unwrap();
+        }
+        assert_eq!(budget.used(), 500);
+        // A is behind, half is in use and another 100 would take it past its
+        // quarter: closed, not queued.
+        a.on_forwarded();
+        assert_eq!(a.on_answer(t0, 100, &mut budget), Err(Close::ShareSpent));
+        assert_eq!(a.closed(), Some(Close::ShareSpent));
+        assert_eq!(budget.used(), 500);
+        // B is read and answered, also while behind, up to its own quarter.
+        for _ in 0..2 {
+            assert!(b.may_read(&budget));
+            b.on_read(t0, 1, false);
+            b.on_forwarded();
+            b.on_answer(t0, 100, &mut budget).unwrap();
+        }
+        b.on_forwarded();
+        assert_eq!(b.on_answer(t0, 100, &mut budget), Err(Close::ShareSpent));
+        a.release(&mut budget);
+        b.release(&mut budget);
+        assert_eq!(budget.used(), 0);
+        assert!(budget.per_source.is_empty());
+    }
+
+    #[test]
+    fn a_source_within_its_share_gets_answers_until_the_whole_budget_is_spent() {
+        let t0 = Instant::now();
+        let mut budget = Budget::new(1000);
+        let mut a = conn_from(t0, A);
+        let mut b = conn_from(t0, B);
+        let mut c = conn_from(t0, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 3)));
+        a.on_forwarded();
+        a.on_answer(t0, 500, &mut budget).unwrap();
+        b.on_forwarded();
+        b.on_forwarded();
+        b.on_answer(t0, 200, &mut budget).unwrap();
+        // B is behind, within its quarter once this is queued: it is.
+        b.on_answer(t0, 50, &mut budget).unwrap();
+        c.on_forwarded();
+        c.on_forwarded();
+        c.on_answer(t0, 240, &mut budget).unwrap();
+        assert_eq!(budget.used(), 990);
+        // C is within its share, but the budget itself would be overrun: a
+        // client that is behind is closed whatever its source.
+        assert_eq!(c.on_answer(t0, 20, &mut budget), Err(Close::BudgetSpent));
+        for x in [&mut a, &mut b, &mut c] {
+            x.release(&mut budget);
+        }
+        assert_eq!(budget.used(), 0);
+    }
+
     fn cand(id: u32, src: u8, age: u64, idle: bool, t0: Instant) -> Candidate<u32> {
         Candidate {
             id,
@@ -590,7 +754,8 @@ mod tests {
         fn budget_is_conserved(events in proptest::collection::vec((0usize..3, 0u8..5, 1usize..70_000), 0..200)) {
             let t0 = Instant::now();
             let mut budget = Budget::new(200_000);
-            let mut conns: Vec<ClientConn> = (0..3).map(|_| conn(t0)).collect();
+            // Two connections from A, one from B.
+            let mut conns = vec![conn_from(t0, A), conn_from(t0, A), conn_from(t0, B)];
             for (i, (c, kind, n)) in events.into_iter().enumerate() {
                 let now = t0 + Duration::from_millis(i as u64 * 300);
                 let conn = &mut conns[c];
@@ -605,10 +770,42 @@ mod tests {
                 if was_closed.is_some() { prop_assert_eq!(conn.closed(), was_closed); }
                 let held: usize = conns.iter().map(ClientConn::backlog).sum();
                 prop_assert_eq!(held, budget.used());
+                prop_assert_eq!(conns[0].backlog() + conns[1].backlog(), budget.held_by(SourceKey::of(A)));
+                prop_assert_eq!(conns[2].backlog(), budget.held_by(SourceKey::of(B)));
                 for c in &conns { prop_assert!(c.backlog() <= ClientLimits::BACKLOG_HARD); }
             }
             for c in &mut conns { c.release(&mut budget); }
             prop_assert_eq!(budget.used(), 0);
+            prop_assert!(budget.per_source.is_empty());
+        }
+
+        /// However many connections one source opens and whatever answers
+        /// they get, if it never reads them it holds at most half the budget
+        /// plus one answer per connection (each may queue one while not
+        /// behind), and a client from another source that reads its answers
+        /// is always read from and always answered.
+        #[test]
+        fn a_source_that_never_reads_cannot_starve_another(
+            events in proptest::collection::vec((0usize..8, 1usize..9_000), 0..400),
+        ) {
+            const LIMIT: usize = 1 << 20;
+            const FLOODERS: usize = 8;
+            let t0 = Instant::now();
+            let mut budget = Budget::new(LIMIT);
+            let mut flooders: Vec<ClientConn> = (0..FLOODERS).map(|_| conn_from(t0, A)).collect();
+            let mut reader = conn_from(t0, B);
+            for (i, (c, len)) in events.into_iter().enumerate() {
+                let now = t0 + Duration::from_millis(i as u64);
+                let f = &mut flooders[c];
+                f.on_forwarded();
+                let _ = f.on_answer(now, len, &mut budget);
+                prop_assert!(budget.held_by(SourceKey::of(A)) <= LIMIT / 2 + (FLOODERS + 1) * 9_000);
+                prop_assert!(reader.may_read(&budget), "B is not read with A holding {}", budget.used());
+                reader.on_read(now, 1, false);
+                reader.on_forwarded();
+                prop_assert_eq!(reader.on_answer(now, len, &mut budget), Ok(()));
+                reader.on_written(now, len, &mut budget);
+            }
         }
     }
 }

@@ -18,7 +18,8 @@ use crate::shell::log::Level;
 /// clients: 32 MiB. With each client stopped from reading at 64 KiB of
 /// unwritten answers, this is what 512 clients that all stop reading can
 /// hold at once; past it no client is read from and a client that is behind
-/// is closed (see [`crate::core::client_conn`]).
+/// is closed. Once half of it is in use, one source may hold at most a
+/// quarter (see [`crate::core::client_conn`]).
 pub const CLIENT_BUFFER_BUDGET: usize = 32 << 20;
 
 /// Everything the proxy needs to serve.

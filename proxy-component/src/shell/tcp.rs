@@ -107,7 +107,11 @@ pub async fn serve(listener: Acceptor, ctx: Rc<Context>) {
         let id = next_id;
         let client = Rc::new(Client {
             peer,
-            state: RefCell::new(ClientConn::new(Instant::now().into_std(), limits)),
+            state: RefCell::new(ClientConn::new(
+                Instant::now().into_std(),
+                limits,
+                SourceKey::of(peer.ip()),
+            )),
             out: RefCell::default(),
             wake: Notify::new(),
         });
