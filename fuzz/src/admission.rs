@@ -26,7 +26,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use dnsproxy_core::core::admission::{
     CloseReason, Decision, MAX_QUERY_LEN, Shares, Transport, admit,
 };
-use dnsproxy_core::core::message::{QueryError, Rcode, parse_query, synthesize_response};
+use dnsproxy_core::core::message::{Query, QueryError, Rcode, synthesize_response};
 
 use crate::wire::{HEADER_LEN, OPCODE_MASK, QR, be16};
 
@@ -99,14 +99,18 @@ pub fn check(data: &[u8]) {
     let header = msg.first_chunk::<HEADER_LEN>();
     let is_response = header.is_some_and(|h| h[2] & QR != 0);
     match decision {
-        Decision::Forward(_, permit) => {
+        Decision::Forward(query, permit) => {
             assert!(allowed, "an outsider's query was forwarded");
             assert!(
                 msg.len() <= MAX_QUERY_LEN,
                 "{}-byte query forwarded",
                 msg.len()
             );
-            assert!(parse_query(msg).is_ok(), "a forwarded query does not parse");
+            assert_eq!(
+                query.bytes(),
+                msg,
+                "the forwarded query carries its own bytes"
+            );
             assert_eq!(shares.used(), used + 1, "a forwarded query takes one slot");
             shares.release(permit);
             assert_eq!(shares.used(), used, "release gives the slot back");
@@ -153,7 +157,7 @@ fn model(transport: Transport, allowed: bool, msg: &[u8], room: bool) -> Expecte
     if h[2] & OPCODE_MASK != 0 {
         return Expected::Reply(Rcode::NotImp);
     }
-    match parse_query(msg) {
+    match Query::parse(msg) {
         Ok(_) if room => Expected::Forward,
         Ok(_) => Expected::Reply(Rcode::Refused),
         Err(QueryError::FormErr(_)) => Expected::Reply(Rcode::FormErr),
