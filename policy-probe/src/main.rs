@@ -9,16 +9,8 @@ mod probe {
     use std::io::ErrorKind;
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 
-    wit_bindgen::generate!({
-        path: "../wit",
-        world: "host-services",
-        // The vendored WASI 0.2.12 WIT gates wasi:clocks/timezone behind
-        // this feature; without it the package does not resolve.
-        features: ["clocks-timezone"],
-    });
-
-    use dnsproxy::proxy::types::{IpAddress, SocketAddress};
-    use dnsproxy::proxy::{config, log};
+    use policy_probe::bindings::dnsproxy::proxy::types::{IpAddress, SocketAddress};
+    use policy_probe::bindings::dnsproxy::proxy::{config, log};
 
     fn socket(a: &SocketAddress) -> SocketAddr {
         let ip: IpAddr = match a.ip {

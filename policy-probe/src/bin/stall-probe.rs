@@ -9,15 +9,7 @@
 mod probe {
     use std::time::Duration;
 
-    wit_bindgen::generate!({
-        path: "../wit",
-        world: "host-services",
-        // The vendored WASI 0.2.12 WIT gates wasi:clocks/timezone behind
-        // this feature; without it the package does not resolve.
-        features: ["clocks-timezone"],
-    });
-
-    use dnsproxy::proxy::{log, watchdog};
+    use policy_probe::bindings::dnsproxy::proxy::{log, watchdog};
 
     pub(crate) fn main() {
         log::emit(log::Level::Info, "probe serving", &[]);
@@ -25,12 +17,7 @@ mod probe {
             watchdog::heartbeat();
             std::thread::sleep(Duration::from_millis(100));
         }
-        log::emit(log::Level::Info, "probe spinning", &[]);
-        let mut n = 0u64;
-        loop {
-            // black_box: the loop must really run, not be folded away.
-            n = std::hint::black_box(n.wrapping_add(1));
-        }
+        policy_probe::spin_forever();
     }
 }
 
