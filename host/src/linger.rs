@@ -17,7 +17,8 @@
 //! (the client sees a reset if it left bytes unread). At most
 //! [`MAX_LINGERING`] streams linger at a time; past that a stream is dropped
 //! at once, so closing cannot be turned into unbounded host memory (each
-//! lingering stream holds at most one write of 64 KiB).
+//! lingering stream holds at most one write: 64 KiB as wasmtime-wasi allows,
+//! 16 KiB as the component writes).
 
 use std::future::Future;
 use std::sync::Arc;

@@ -30,6 +30,14 @@ use crate::shell::{Admitted, Context};
 /// Bytes read per readiness event, into the scratch buffer.
 const READ_CHUNK: usize = 4096;
 
+/// The most handed to the host per write. What the host has taken sits in
+/// host memory, outside the component's budget, until the kernel accepts
+/// it: wasmtime-wasi lets one write of up to 64 KiB wait per stream, so a
+/// client with a zero window could park 64 KiB there, 128 MiB over 2,048
+/// clients. 16 KiB keeps that part at a quarter (the README's memory
+/// table) and still moves a full-size answer in a few calls.
+const WRITE_CHUNK: usize = 16 * 1024;
+
 /// One client connection as the listener and its query tasks see it.
 struct Client {
     peer: SocketAddr,
@@ -230,7 +238,11 @@ async fn serve_client(
                 if ready.is_err() {
                     return "write error";
                 }
-                let written = stream.try_write(client.out.borrow().pending());
+                let written = {
+                    let out = client.out.borrow();
+                    let pending = out.pending();
+                    stream.try_write(&pending[..pending.len().min(WRITE_CHUNK)])
+                };
                 match written {
                     Ok(n) => {
                         client.out.borrow_mut().consume(n);
