@@ -158,6 +158,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "BYTES", help_heading = TUNABLES)]
     pub max_udp_size: Option<String>,
 
+    /// MiB of answers held for TCP clients that have not read them, over all clients, 1 to 256;
+    /// at it no client is read from until answers drain [env: CLIENT_BUFFER_MIB] [default: 32]
+    #[arg(long, value_name = "MIB", help_heading = TUNABLES)]
+    pub client_buffer_mib: Option<String>,
+
     /// error, warn, info, debug or trace [env: LOG_LEVEL] [default: info]
     #[arg(long, value_name = "LEVEL", help_heading = TUNABLES)]
     pub log_level: Option<String>,
@@ -294,6 +299,7 @@ impl config::Flags for RunArgs {
             Key::MaxTcpClients => &self.max_tcp_clients,
             Key::MaxInflight => &self.max_inflight,
             Key::MaxUdpSize => &self.max_udp_size,
+            Key::ClientBufferMib => &self.client_buffer_mib,
             Key::LogLevel => &self.log_level,
         };
         value.as_deref()

@@ -52,12 +52,13 @@ pub enum Key {
     MaxTcpClients,
     MaxInflight,
     MaxUdpSize,
+    ClientBufferMib,
     LogLevel,
 }
 
 impl Key {
     /// Every key, in documentation order.
-    pub const ALL: [Key; 16] = [
+    pub const ALL: [Key; 17] = [
         Self::LocalHost,
         Self::LocalPort,
         Self::AllowNetworks,
@@ -73,6 +74,7 @@ impl Key {
         Self::MaxTcpClients,
         Self::MaxInflight,
         Self::MaxUdpSize,
+        Self::ClientBufferMib,
         Self::LogLevel,
     ];
 
@@ -104,6 +106,7 @@ impl Key {
             Self::MaxTcpClients => "max_tcp_clients",
             Self::MaxInflight => "max_inflight",
             Self::MaxUdpSize => "max_udp_size",
+            Self::ClientBufferMib => "client_buffer_mib",
             Self::LogLevel => "log_level",
         }
     }
@@ -126,6 +129,7 @@ impl Key {
             Self::MaxTcpClients => "MAX_TCP_CLIENTS",
             Self::MaxInflight => "MAX_INFLIGHT",
             Self::MaxUdpSize => "MAX_UDP_SIZE",
+            Self::ClientBufferMib => "CLIENT_BUFFER_MIB",
             Self::LogLevel => "LOG_LEVEL",
         }
     }
@@ -148,6 +152,7 @@ impl Key {
             Self::MaxTcpClients => "--max-tcp-clients",
             Self::MaxInflight => "--max-inflight",
             Self::MaxUdpSize => "--max-udp-size",
+            Self::ClientBufferMib => "--client-buffer-mib",
             Self::LogLevel => "--log-level",
         }
     }
@@ -166,6 +171,7 @@ impl Key {
             | Self::MaxTcpClients
             | Self::MaxInflight
             | Self::MaxUdpSize
+            | Self::ClientBufferMib
             | Self::LogLevel => Section::Proxy,
         }
     }

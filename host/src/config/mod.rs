@@ -125,7 +125,8 @@ fn resolve(layers: &Layers<'_>) -> Result<ProxyConfig, ConfigError> {
         max_tcp_clients: integer(layers, Key::MaxTcpClients, defaults::MAX_TCP_CLIENTS)?,
         max_inflight: integer(layers, Key::MaxInflight, defaults::MAX_INFLIGHT)?,
         max_udp_size: integer(layers, Key::MaxUdpSize, defaults::MAX_UDP_SIZE)?,
-        client_buffer_budget: dnsproxy_core::shell::config::CLIENT_BUFFER_BUDGET,
+        client_buffer_budget: integer(layers, Key::ClientBufferMib, defaults::CLIENT_BUFFER_MIB)?
+            << 20,
         log_level: scalar(layers, Key::LogLevel, Level::Info, values::log_level)?.value,
     })
 }

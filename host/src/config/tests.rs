@@ -164,6 +164,7 @@ fn defaults_apply_when_no_layer_sets_a_key() {
     assert_eq!(config.max_tcp_clients, 2048);
     assert_eq!(config.max_udp_size, 1232);
     assert_eq!(config.max_inflight, 2048);
+    assert_eq!(config.client_buffer_budget, 32 << 20);
     assert_eq!(config.log_level, Level::Info);
 }
 
@@ -328,6 +329,11 @@ fn every_key_follows_ini_then_env_then_flags() {
             Key::MaxUdpSize,
             [("512", "512"), ("4096", "4096"), ("1400", "1400")],
             |c| c.max_udp_size.to_string(),
+        ),
+        case(
+            Key::ClientBufferMib,
+            [("1", "1048576"), ("256", "268435456"), ("8", "8388608")],
+            |c| c.client_buffer_budget.to_string(),
         ),
         case(
             Key::LogLevel,
