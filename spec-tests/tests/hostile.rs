@@ -327,6 +327,78 @@ fn tcp_clients_pipelining_big_answers_without_reading_are_bounded_and_others_ser
     fresh_tcp_client_served(&proxy, Some(BYSTANDER), Duration::from_secs(2));
 }
 
+/// Why the proxy closed a client, as it logs it at debug (`Close::as_str` in
+/// `core/client_conn.rs`): its source held its share of the client buffer budget,
+/// or the whole budget was spent.
+const SHARE_SPENT: &str = "reason=its source's share of the buffer budget spent while behind";
+const BUDGET_SPENT: &str = "reason=buffer budget spent while behind";
+
+#[test]
+fn non_reading_tcp_clients_of_one_source_hold_at_most_half_the_buffer_budget() {
+    let _serial = serial();
+    let resolver = FixtureResolver::start(Chain::DotTest, Misbehave::None);
+    // A 2 MiB budget: contended at 1 MiB, a source's share 512 KiB. Room for the
+    // whole attack in flight (a source alone may take half of max_inflight), so
+    // every query gets its big answer rather than REFUSED. At debug the proxy logs
+    // why it closed each client.
+    let proxy = Proxy::in_front_of(
+        &[&resolver],
+        &[
+            ("CLIENT_BUFFER_MIB", "2"),
+            ("MAX_INFLIGHT", "65536"),
+            ("LOG_LEVEL", "debug"),
+        ],
+    );
+    fresh_tcp_client_served(&proxy, Some(BYSTANDER), Duration::from_secs(2));
+
+    // 60 clients from one source each send 20 queries with ~8.6 KB answers in one
+    // write and never read: ~172 KB of answers each. The kernel takes ~85-105 KB of
+    // them per connection (measured with `ss`: Send-Q of the proxy's sockets), the
+    // host one write of 16 KiB; the component is left with ~50 KB or more per
+    // client, ~3 MB over all, more than the whole budget. Without shares the source
+    // would spend it; with them it stops at half: once 1 MiB is in use its clients
+    // are no longer read and those behind are closed at their next answer, and only
+    // clients that were keeping up get one answer more (60 x 8.6 KB < 1 MiB).
+    let burst = framed(&dns::query(zone::BIG_NAME, RecordType::TXT)).repeat(20);
+    let opts = TcpOptions {
+        from: Some(INSIDE),
+        recv_buffer: Some(4096),
+        max_segment: Some(536),
+    };
+    let started = Instant::now();
+    let attackers = connect_and_send(&proxy, 60, opts, &burst);
+    let filled = wait_until(Duration::from_secs(4), || {
+        proxy.log_lines_with(SHARE_SPENT) > 0
+    });
+    let filled_after = started.elapsed();
+    // Another source is read and answered at once, again and again, while the
+    // attackers still hold what they were given (5 s before the write-progress
+    // close).
+    let took: Vec<Duration> = (0..3)
+        .map(|_| fresh_tcp_client_served(&proxy, Some(BYSTANDER), Duration::from_secs(2)))
+        .collect();
+    let (share_closes, budget_closes) = (
+        proxy.log_lines_with(SHARE_SPENT),
+        proxy.log_lines_with(BUDGET_SPENT),
+    );
+    eprintln!(
+        "budget shares: share reached: {filled} after {filled_after:?}; \
+         {share_closes} clients closed at their source's share, {budget_closes} with \
+         the budget spent; the other source was served in {took:?}"
+    );
+    assert!(
+        filled,
+        "60 non-reading clients of one source never reached its share of the 2 MiB \
+         buffer budget within {filled_after:?}; log:\n{}",
+        proxy.log()
+    );
+    assert_eq!(
+        budget_closes, 0,
+        "one source spent the whole buffer budget: its share did not hold"
+    );
+    drop(attackers);
+}
+
 /// wasmtime-wasi's own `output-stream` destructor waits for the stream's pending
 /// write, so closing this client used to stop the whole component until the client
 /// read or left (host/src/linger.rs); the fd stayed open and nobody was served.
