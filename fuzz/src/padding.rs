@@ -25,6 +25,8 @@
 //! questions and records (for the few types with names in RDATA that
 //! hickory-proto and the core treat differently, all but the RDATA).
 
+use std::ops::Range;
+
 use dnsproxy_core::core::message::{MessageError, Padding, Query, Response};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
@@ -174,12 +176,14 @@ fn check_fit(msg: &[u8], padding: Padding) {
     let Some(before) = hickory(msg) else {
         return;
     };
-    if unchecked_rdata_pointer(msg) {
+    if unchecked_rdata_pointer(msg) || pointer_into_a_label(msg) {
         // The core leaves names in RDATA it does not edit unchecked, and
         // treats SVCB and HTTPS RDATA as opaque. A pointer there into the
         // header (malformed: RFC 1035 §4.1.4) reads ARCOUNT, which removing
         // the OPT changes; one in SVCB/HTTPS (malformed: RFC 9460 §2.2) can
-        // read the bytes that move. hickory-proto follows both.
+        // read the bytes that move. hickory-proto follows both. A pointer
+        // into the middle of a label can read a pointer of another name as
+        // label bytes; see `pointer_into_a_label`.
         return;
     }
     let after = hickory(&fitted).expect("hickory-proto reads the result");
@@ -240,6 +244,92 @@ fn unchecked_rdata_pointer(msg: &[u8]) -> bool {
                 w[0] & 0xC0 == 0xC0 && (opaque || target < HEADER_LEN)
             })
     })
+}
+
+/// Where the names of RDATA start, for the types whose RDATA holds names at
+/// fixed places: the offset of the first name, and whether a second follows
+/// it (SOA, MINFO, RP, PX).
+fn rdata_names(rtype: u16) -> Option<(usize, bool)> {
+    match rtype {
+        // NS, MD, MF, CNAME, MB, MG, MR, PTR, NXT, DNAME.
+        2 | 3 | 4 | 5 | 7 | 8 | 9 | 12 | 30 | 39 => Some((0, false)),
+        // SOA, MINFO, RP.
+        6 | 14 | 17 => Some((0, true)),
+        // MX, AFSDB, RT, KX.
+        15 | 18 | 21 | 36 => Some((2, false)),
+        // PX.
+        26 => Some((2, true)),
+        // SRV.
+        33 => Some((6, false)),
+        _ => None,
+    }
+}
+
+/// Whether a compression pointer lands inside a label instead of at the start
+/// of one (malformed: RFC 1035 §4.1.4 has a pointer point to a prior occurrence
+/// of a name). The bytes it then reads as a label can be a real pointer of
+/// another name, which the core rightly rewrites when the name it points to
+/// moves: one byte string is two things at once, and no edit keeps both
+/// (found by this target: an MX exchange pointing into its own owner's first
+/// label, across the owner's pointer). Labels are those of the question names,
+/// the owner names and the RDATA names at fixed places ([`rdata_names`]);
+/// pointers those ending these names and, for the other types hickory-proto
+/// reads names from, any two bytes of the RDATA that read as one.
+fn pointer_into_a_label(msg: &[u8]) -> bool {
+    let Some(layout) = layout(msg) else {
+        return true;
+    };
+    /// Walks the name at `pos`: its labels and its pointer; returns its end.
+    fn walk(
+        msg: &[u8],
+        mut pos: usize,
+        labels: &mut Vec<Range<usize>>,
+        targets: &mut Vec<usize>,
+    ) -> Option<usize> {
+        loop {
+            let len = *msg.get(pos)?;
+            if len & 0xC0 == 0xC0 {
+                targets.push(usize::from(be16(msg, pos)? & 0x3FFF));
+                return Some(pos + 2);
+            }
+            if len == 0 {
+                return Some(pos + 1);
+            }
+            labels.push(pos + 1..pos + 1 + usize::from(len));
+            pos += 1 + usize::from(len);
+        }
+    }
+    let (mut labels, mut targets) = (Vec::new(), Vec::new());
+    let mut walk = |pos| walk(msg, pos, &mut labels, &mut targets);
+    let mut unwalked = Vec::new();
+    let mut pos = HEADER_LEN;
+    while pos < layout.question_end {
+        match walk(pos) {
+            Some(end) => pos = end + 4,
+            None => return true,
+        }
+    }
+    for (_, rr) in &layout.records {
+        walk(rr.range.start);
+        match rdata_names(rr.rtype) {
+            Some((at, second)) => {
+                if let Some(end) = walk(rr.rdata.start + at).filter(|_| second) {
+                    walk(end);
+                }
+            }
+            None if NAME_TYPES.contains(&rr.rtype) => {
+                unwalked.extend(msg[rr.rdata.clone()].windows(2).filter_map(|w| {
+                    (w[0] & 0xC0 == 0xC0)
+                        .then(|| usize::from(u16::from_be_bytes([w[0] & 0x3F, w[1]])))
+                }));
+            }
+            None => {}
+        }
+    }
+    targets
+        .iter()
+        .chain(&unwalked)
+        .any(|t| labels.iter().any(|label| label.contains(t)))
 }
 
 /// A record's fields, its RDATA left out for the types above.
