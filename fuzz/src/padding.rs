@@ -25,7 +25,7 @@
 //! questions and records (for the few types with names in RDATA that
 //! hickory-proto and the core treat differently, all but the RDATA).
 
-use std::ops::Range;
+use std::collections::HashSet;
 
 use dnsproxy_core::core::message::{MessageError, Padding, Query, Response};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
@@ -176,14 +176,14 @@ fn check_fit(msg: &[u8], padding: Padding) {
     let Some(before) = hickory(msg) else {
         return;
     };
-    if unchecked_rdata_pointer(msg) || pointer_into_a_label(msg) {
+    if unchecked_rdata_pointer(msg) || pointer_off_a_label(msg) {
         // The core leaves names in RDATA it does not edit unchecked, and
         // treats SVCB and HTTPS RDATA as opaque. A pointer there into the
         // header (malformed: RFC 1035 §4.1.4) reads ARCOUNT, which removing
         // the OPT changes; one in SVCB/HTTPS (malformed: RFC 9460 §2.2) can
         // read the bytes that move. hickory-proto follows both. A pointer
-        // into the middle of a label can read a pointer of another name as
-        // label bytes; see `pointer_into_a_label`.
+        // anywhere but at a label can read a pointer of another name as label
+        // bytes; see `pointer_off_a_label`.
         return;
     }
     let after = hickory(&fitted).expect("hickory-proto reads the result");
@@ -265,29 +265,31 @@ fn rdata_names(rtype: u16) -> Option<(usize, bool)> {
     }
 }
 
-/// Whether a compression pointer lands inside a label instead of at the start
-/// of one (malformed: RFC 1035 §4.1.4 has a pointer point to a prior occurrence
-/// of a name). The bytes it then reads as a label can be a real pointer of
-/// another name, which the core rightly rewrites when the name it points to
-/// moves: one byte string is two things at once, and no edit keeps both
-/// (found by this target: an MX exchange pointing into its own owner's first
-/// label, across the owner's pointer). Labels are those of the question names,
-/// the owner names and the RDATA names at fixed places ([`rdata_names`]);
-/// pointers those ending these names and, for the other types hickory-proto
-/// reads names from, any two bytes of the RDATA that read as one.
-fn pointer_into_a_label(msg: &[u8]) -> bool {
-    let Some(layout) = layout(msg) else {
-        return true;
-    };
-    /// Walks the name at `pos`: its labels and its pointer; returns its end.
+/// Whether a compression pointer lands anywhere but at the start of a label
+/// (or the root, or another pointer) of a name the message holds: inside a
+/// label, or in a record's fixed fields or other RDATA. That is malformed (RFC
+/// 1035 4.1.4: a pointer points to a prior occurrence of a name), and the bytes
+/// such a pointer reads as labels can hold a real pointer of another name,
+/// which the core rightly rewrites when the name it points to moves: one byte
+/// string is two things at once, and no edit keeps both. Found by this target
+/// twice: an MX exchange pointing into its owner's first label, across the
+/// owner's pointer; an owner name pointing into other records' fixed fields.
+/// Names are the question names, the owner names and the RDATA names at fixed
+/// places ([`rdata_names`]); pointers those ending these names and, for the
+/// other types hickory-proto reads names from, any two bytes of the RDATA that
+/// read as one.
+fn pointer_off_a_label(msg: &[u8]) -> bool {
+    /// Walks the name at `pos`, noting where each label, the root or the
+    /// pointer starts and where the pointer points; returns the name's end.
     fn walk(
         msg: &[u8],
         mut pos: usize,
-        labels: &mut Vec<Range<usize>>,
+        starts: &mut HashSet<usize>,
         targets: &mut Vec<usize>,
     ) -> Option<usize> {
         loop {
             let len = *msg.get(pos)?;
+            starts.insert(pos);
             if len & 0xC0 == 0xC0 {
                 targets.push(usize::from(be16(msg, pos)? & 0x3FFF));
                 return Some(pos + 2);
@@ -295,12 +297,14 @@ fn pointer_into_a_label(msg: &[u8]) -> bool {
             if len == 0 {
                 return Some(pos + 1);
             }
-            labels.push(pos + 1..pos + 1 + usize::from(len));
             pos += 1 + usize::from(len);
         }
     }
-    let (mut labels, mut targets) = (Vec::new(), Vec::new());
-    let mut walk = |pos| walk(msg, pos, &mut labels, &mut targets);
+    let Some(layout) = layout(msg) else {
+        return true;
+    };
+    let (mut starts, mut targets) = (HashSet::new(), Vec::new());
+    let mut walk = |pos| walk(msg, pos, &mut starts, &mut targets);
     let mut unwalked = Vec::new();
     let mut pos = HEADER_LEN;
     while pos < layout.question_end {
@@ -326,10 +330,7 @@ fn pointer_into_a_label(msg: &[u8]) -> bool {
             None => {}
         }
     }
-    targets
-        .iter()
-        .chain(&unwalked)
-        .any(|t| labels.iter().any(|label| label.contains(t)))
+    targets.iter().chain(&unwalked).any(|t| !starts.contains(t))
 }
 
 /// A record's fields, its RDATA left out for the types above.
