@@ -592,6 +592,24 @@ mod tests {
         assert_eq!(truncate_for_udp(&resp, 1232), Ok(None));
     }
 
+    /// Found by the `padding` fuzz target: an owner name points at the second
+    /// byte of a pointer (off a label start: RFC 1035 §4.1.4), so its labels
+    /// run over pointers that removing the OPT moves. Rewriting them would
+    /// change that name's label lengths and leave a message the walk rejects.
+    #[test]
+    fn removing_the_opt_refuses_a_name_that_runs_over_a_moving_pointer() {
+        let input = include_bytes!(
+            "../../../../fuzz/regressions/padding/name-through-moved-pointer-runs-over-another"
+        );
+        let msg = input[1..].to_vec(); // the fuzz input's first byte is the block size
+        let mut view = Response::parse(msg.clone()).expect("the walk accepts it");
+        assert_eq!(
+            view.fit_for_client(Padding::AddedOpt),
+            Err(MessageError::BadPointer { offset: 148 })
+        );
+        assert_eq!(view.bytes(), &msg[..], "left untouched");
+    }
+
     #[test]
     fn strip_padding_refuses_a_pointer_into_the_opt_and_malformed_input() {
         // A record after the OPT owned by a pointer to the OPT's root owner.

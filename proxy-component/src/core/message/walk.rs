@@ -355,7 +355,7 @@ pub(super) fn splice_records(
 ) -> Result<bool, MessageError> {
     let removed = range.len();
     let inserted = with.len();
-    let mut moved = Vec::new();
+    let mut moving = Vec::new();
     for at in name_pointers(msg, range.end, records_end)? {
         let target = pointer_target(msg, at).ok_or(MessageError::BadPointer { offset: at })?;
         if target < range.start {
@@ -369,6 +369,21 @@ pub(super) fn splice_records(
         if target < range.end {
             return Err(MessageError::PointerIntoOpt { offset: at });
         }
+        moving.push((at, target));
+    }
+    // A name read through a pointer that moves must not run over a moving
+    // pointer as label bytes, which a pointer landing off a label start
+    // (malformed: RFC 1035 §4.1.4) can make it do: rewriting that pointer
+    // would change the name, or leave the message unreadable.
+    let starts: Vec<usize> = moving.iter().map(|&(at, _)| at).collect();
+    if let Some(&(at, _)) = moving
+        .iter()
+        .find(|&&(_, target)| runs_over(msg, target, &starts))
+    {
+        return Err(MessageError::BadPointer { offset: at });
+    }
+    let mut moved = Vec::with_capacity(moving.len());
+    for (at, target) in moving {
         let new_target = target - removed + inserted;
         let Ok(new_target) = u16::try_from(new_target) else {
             return Ok(false);
@@ -383,6 +398,34 @@ pub(super) fn splice_records(
         msg[at..at + 2].copy_from_slice(&(0xC000 | target).to_be_bytes());
     }
     Ok(true)
+}
+
+/// Whether the name at `pos` reads a byte of one of the pointers starting at
+/// `pointers` as a label or label length before it ends; the pointer that
+/// ends it is read as a pointer, and does not count.
+fn runs_over(msg: &[u8], mut pos: usize, pointers: &[usize]) -> bool {
+    let overlaps = |from: usize, to: usize| pointers.iter().any(|&p| p + 2 > from && p < to);
+    loop {
+        let Some(&len) = msg.get(pos) else {
+            return true;
+        };
+        match len & 0xC0 {
+            0x00 if len == 0 => return overlaps(pos, pos + 1),
+            0x00 => {
+                let next = pos + 1 + usize::from(len);
+                if overlaps(pos, next) {
+                    return true;
+                }
+                pos = next;
+            }
+            0xC0 => {
+                return pointers
+                    .iter()
+                    .any(|&p| p != pos && p + 2 > pos && p < pos + 2);
+            }
+            _ => return true,
+        }
+    }
 }
 
 #[cfg(test)]
