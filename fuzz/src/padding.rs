@@ -322,10 +322,12 @@ fn pointer_off_a_label(msg: &[u8]) -> bool {
                 }
             }
             None if NAME_TYPES.contains(&rr.rtype) => {
-                unwalked.extend(msg[rr.rdata.clone()].windows(2).filter_map(|w| {
-                    (w[0] & 0xC0 == 0xC0)
-                        .then(|| usize::from(u16::from_be_bytes([w[0] & 0x3F, w[1]])))
-                }));
+                unwalked.extend(
+                    msg[rr.rdata.clone()]
+                        .windows(2)
+                        .filter(|w| w[0] & 0xC0 == 0xC0)
+                        .map(|w| usize::from(u16::from_be_bytes([w[0] & 0x3F, w[1]]))),
+                );
             }
             None => {}
         }
