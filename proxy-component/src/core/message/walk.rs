@@ -403,29 +403,14 @@ pub(super) fn splice_records(
 /// Whether the name at `pos` reads a byte of one of the pointers starting at
 /// `pointers` as a label or label length before it ends; the pointer that
 /// ends it is read as a pointer, and does not count.
-fn runs_over(msg: &[u8], mut pos: usize, pointers: &[usize]) -> bool {
-    let overlaps = |from: usize, to: usize| pointers.iter().any(|&p| p + 2 > from && p < to);
-    loop {
-        let Some(&len) = msg.get(pos) else {
-            return true;
-        };
-        match len & 0xC0 {
-            0x00 if len == 0 => return overlaps(pos, pos + 1),
-            0x00 => {
-                let next = pos + 1 + usize::from(len);
-                if overlaps(pos, next) {
-                    return true;
-                }
-                pos = next;
-            }
-            0xC0 => {
-                return pointers
-                    .iter()
-                    .any(|&p| p != pos && p + 2 > pos && p < pos + 2);
-            }
-            _ => return true,
-        }
-    }
+fn runs_over(msg: &[u8], pos: usize, pointers: &[usize]) -> bool {
+    let Some(end) = run_end(msg, pos) else {
+        return true;
+    };
+    let own = own_pointer(msg, pos);
+    pointers
+        .iter()
+        .any(|&p| Some(p) != own && p + 2 > pos && p < end)
 }
 
 #[cfg(test)]
