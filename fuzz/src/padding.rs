@@ -239,11 +239,17 @@ fn unchecked_rdata_pointer(msg: &[u8]) -> bool {
     layout.records.iter().any(|(_, rr)| {
         let opaque = OPAQUE_TYPES_WITH_NAMES.contains(&rr.rtype);
         NAME_TYPES.contains(&rr.rtype)
-            && msg[rr.rdata.clone()].windows(2).any(|w| {
-                let target = usize::from(u16::from_be_bytes([w[0] & 0x3F, w[1]]));
-                w[0] & 0xC0 == 0xC0 && (opaque || target < HEADER_LEN)
-            })
+            && pointer_like_targets(&msg[rr.rdata.clone()]).any(|t| opaque || t < HEADER_LEN)
     })
+}
+
+/// The targets of every two bytes of `rdata` that read as a compression
+/// pointer, wherever they lie (conservatively: labels and other fields too).
+fn pointer_like_targets(rdata: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    rdata
+        .windows(2)
+        .filter(|w| w[0] & 0xC0 == 0xC0)
+        .map(|w| usize::from(u16::from_be_bytes([w[0] & 0x3F, w[1]])))
 }
 
 /// Where the names of RDATA start, for the types whose RDATA holds names at
@@ -322,12 +328,7 @@ fn pointer_off_a_label(msg: &[u8]) -> bool {
                 }
             }
             None if NAME_TYPES.contains(&rr.rtype) => {
-                unwalked.extend(
-                    msg[rr.rdata.clone()]
-                        .windows(2)
-                        .filter(|w| w[0] & 0xC0 == 0xC0)
-                        .map(|w| usize::from(u16::from_be_bytes([w[0] & 0x3F, w[1]]))),
-                );
+                unwalked.extend(pointer_like_targets(&msg[rr.rdata.clone()]));
             }
             None => {}
         }
