@@ -96,8 +96,8 @@ pub const MAX_UDP_SIZE: IntLimits = IntLimits {
 /// `client_buffer_mib`: answers held for TCP clients that have not taken them
 /// yet, over all connections, in MiB (the component's `Budget`). The default
 /// is the component's own; at the most, 256 MiB, the component's worst case
-/// at the other limits' maximums still fits under the store's memory limit
-/// (`sandbox::MEMORY_LIMIT`, 512 MiB; the README's memory table).
+/// with the other limits at their defaults still fits under the store's
+/// memory limit (`sandbox::MEMORY_LIMIT`, 512 MiB; the README's memory table).
 pub const CLIENT_BUFFER_MIB: IntLimits = IntLimits {
     default: (dnsproxy_core::shell::config::CLIENT_BUFFER_BUDGET >> 20) as u32,
     min: 1,
