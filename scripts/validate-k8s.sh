@@ -24,6 +24,14 @@
 #   keys of the repository's settings.ini and listens on the containerPort.
 #   Running the settings through dnsproxy itself is not done: the binary has
 #   no config-check subcommand yet.
+# - Custom resources (the Prometheus Operator's ServiceMonitor) have no schema
+#   in kubernetes-validate: they are validated against the schema vendored in
+#   scripts/k8s-schemas/ (jsonschema, strict), and a ServiceMonitor must select
+#   a Service of these manifests that has the ports it scrapes. The metrics
+#   containerPort must match METRICS_LISTEN (pod env) or metrics_listen.
+# - Grafana dashboards (*.json under DIR) must parse, and every metric their
+#   queries use must be one dnsproxy exports (METRICS below: the exporter's
+#   names, as in the README's metrics table).
 #
 # Exit status: 0 when everything passes, 1 otherwise.
 set -euo pipefail
@@ -60,18 +68,51 @@ if ! have_kv "$PYTHON"; then
 	fi
 fi
 
-exec "$PYTHON" - "$DIR" "$K8S_MIN" settings.ini <<'PY'
+exec "$PYTHON" - "$DIR" "$K8S_MIN" settings.ini scripts/k8s-schemas <<'PY'
 import configparser
 import json
 import os
+import re
 import sys
 
+import jsonschema
 import yaml
 from kubernetes_validate import utils as kv
 from kubernetes_validate.version import __version__ as kv_version
 
-root, k8s_min, reference_ini = sys.argv[1], sys.argv[2], sys.argv[3]
+root, k8s_min, reference_ini, crd_dir = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 errors = []
+
+# The metrics dnsproxy exports (name -> type), the contract between the
+# exporter, `dnsproxy top` and the dashboard.
+METRICS = {
+    "dnsproxy_build_info": "gauge",
+    "dnsproxy_component_restarts_total": "counter",
+    "dnsproxy_queries_total": "counter",
+    "dnsproxy_answer_duration_seconds": "histogram",
+    "dnsproxy_inflight": "gauge",
+    "dnsproxy_tcp_clients": "gauge",
+    "dnsproxy_refusals_total": "counter",
+    "dnsproxy_drops_total": "counter",
+    "dnsproxy_truncated_total": "counter",
+    "dnsproxy_upstream_queries_total": "counter",
+    "dnsproxy_upstream_responses_total": "counter",
+    "dnsproxy_upstream_rtt_seconds": "histogram",
+    "dnsproxy_upstream_failures_total": "counter",
+    "dnsproxy_upstream_up": "gauge",
+    "dnsproxy_upstream_connections": "gauge",
+    "dnsproxy_upstream_certificate_not_after_seconds": "gauge",
+    "dnsproxy_upstream_pin_warning": "gauge",
+}
+
+# Vendored schemas of custom resources: (apiVersion, kind) -> JSON schema.
+CRD_SCHEMAS = {}
+for name in sorted(os.listdir(crd_dir)):
+    if name.endswith(".json"):
+        with open(os.path.join(crd_dir, name)) as f:
+            sch = json.load(f)
+        api = sch["properties"]["apiVersion"]["const"]
+        CRD_SCHEMAS[(api, sch["properties"]["kind"]["const"])] = sch
 
 
 def err(where, msg):
@@ -136,6 +177,12 @@ for path in manifests:
             err(path, "not a Kubernetes resource (apiVersion, kind, metadata)")
             continue
         what = f"{res['kind']}/{res['metadata'].get('name')}"
+        crd = CRD_SCHEMAS.get((res["apiVersion"], res["kind"]))
+        if crd is not None:
+            for e in sorted(jsonschema.Draft7Validator(crd).iter_errors(res), key=str):
+                at = ".".join(str(p) for p in e.absolute_path) or "(top)"
+                err(path, f"{what}: {at}: {e.message} (scripts/k8s-schemas)")
+            continue
         failed = {}  # message -> the Kubernetes minors it fails on
         for v in versions:
             try:
@@ -196,7 +243,7 @@ ref.read(reference_ini)
 ref_keys = {s: set(ref[s]) for s in ref.sections()}
 
 
-def check_settings(where, text, ports):
+def check_settings(where, text, ports, metrics_ports, metrics_env):
     ini = configparser.ConfigParser(interpolation=None, strict=True)
     try:
         ini.read_string(text)
@@ -214,6 +261,16 @@ def check_settings(where, text, ports):
     for p in ports:
         if str(p) != port:
             err(where, f"settings.ini local_port {port} but the containerPort is {p}")
+    # The metrics listener: the pod's METRICS_LISTEN, else metrics_listen of
+    # any section; a `metrics` containerPort needs one on the same port.
+    listen = metrics_env
+    if listen is None:
+        listen = next((ini[s]["metrics_listen"] for s in ini.sections()
+                       if "metrics_listen" in ini[s]), "")
+    listen_port = listen.rsplit(":", 1)[-1] if ":" in listen else ""
+    for p in metrics_ports:
+        if str(p) != listen_port:
+            err(where, f"metrics containerPort {p} but METRICS_LISTEN/metrics_listen is {listen!r}")
 
 
 def matches(selector, labels):
@@ -235,11 +292,17 @@ def check_variant(kpath, paths):
     by_kind = lambda kind: [(p, r) for p, r in res if r["kind"] == kind]
     namespaces = {r["metadata"]["name"] for _, r in by_kind("Namespace")}
     names = lambda kind: {r["metadata"]["name"] for _, r in by_kind(kind)}
+    workloads = by_kind("DaemonSet") + by_kind("Deployment")
+    # An add-on without workloads (monitoring/) goes into the namespace a
+    # variant created; a variant must create its own.
+    known = namespaces if workloads else namespaces | all_namespaces
     for p, r in res:
         ns = r["metadata"].get("namespace")
-        if r["kind"] != "Namespace" and ns not in namespaces:
-            err(kpath, f"{p}: namespace {ns!r} is not created by this kustomization")
-    workloads = by_kind("DaemonSet") + by_kind("Deployment")
+        if r["kind"] != "Namespace" and ns not in known:
+            err(kpath, f"{p}: namespace {ns!r} is not created by this kustomization"
+                       + ("" if workloads else " nor by any other here"))
+    for p, r in by_kind("ServiceMonitor"):
+        check_service_monitor(f"{kpath}: {p}: ServiceMonitor/{r['metadata']['name']}", r)
     if not workloads:
         return
     with_workloads.add(kpath)
@@ -291,13 +354,23 @@ def check_variant(kpath, paths):
             for m in c.get("volumeMounts", []):
                 if m["name"] in cms and not m.get("readOnly"):
                     err(cw, f"volume {m['name']} must be mounted read-only")
-            ports = sorted({str(pt["containerPort"]) for pt in c.get("ports", [])})
+            ports = sorted({str(pt["containerPort"]) for pt in c.get("ports", [])
+                            if pt.get("name", "").startswith("dns")})
+            metrics_ports = sorted({str(pt["containerPort"]) for pt in c.get("ports", [])
+                                    if pt.get("name") == "metrics"})
+            metrics_env = next((e.get("value", "") for e in c.get("env", [])
+                                if e.get("name") == "METRICS_LISTEN"), None)
+            unnamed = [pt["containerPort"] for pt in c.get("ports", [])
+                       if not pt.get("name", "").startswith("dns") and pt.get("name") != "metrics"]
+            if unnamed:
+                err(cw, f"container ports {unnamed} are neither dns* nor metrics")
             for vol, cm in cms.items():
                 found = [r for _, r in by_kind("ConfigMap") if r["metadata"]["name"] == cm]
                 if not found:
                     err(cw, f"config map {cm!r} is not in this kustomization")
                 elif "settings.ini" in found[0].get("data", {}):
-                    check_settings(f"{cw}: ConfigMap/{cm}", found[0]["data"]["settings.ini"], ports)
+                    check_settings(f"{cw}: ConfigMap/{cm}", found[0]["data"]["settings.ini"], ports,
+                                   metrics_ports, metrics_env)
     for kind in ("Service", "PodDisruptionBudget"):
         for p, r in by_kind(kind):
             where = f"{kpath}: {p}: {kind}/{r['metadata']['name']}"
@@ -317,8 +390,65 @@ def check_variant(kpath, paths):
                         err(where, f"port {sp.get('name')}: no {proto} container port {tp!r}")
 
 
+all_namespaces = {r["metadata"]["name"] for rs in docs.values() for r in rs
+                  if isinstance(r, dict) and r.get("kind") == "Namespace"}
+all_services = [r for rs in docs.values() for r in rs
+                if isinstance(r, dict) and r.get("kind") == "Service"]
+
+
+def check_service_monitor(where, sm):
+    spec = sm.get("spec", {})
+    sel = spec.get("selector", {}).get("matchLabels", {})
+    ns_names = spec.get("namespaceSelector", {}).get("matchNames") or [sm["metadata"].get("namespace")]
+    services = [s for s in all_services if s["metadata"].get("namespace") in ns_names
+                and matches(sel, s["metadata"].get("labels", {}))]
+    if not services:
+        err(where, "selector matches no Service of these manifests")
+    for ep in spec.get("endpoints", []):
+        for svc in services:
+            if ep.get("port") not in {sp.get("name") for sp in svc["spec"].get("ports", [])}:
+                err(where, f"Service/{svc['metadata']['name']} has no port named {ep.get('port')!r}")
+
+
+def check_dashboard(path):
+    try:
+        with open(path) as f:
+            dash = json.load(f)
+    except Exception as e:
+        err(path, f"JSON: {e}")
+        return 0
+    exprs = []
+
+    def walk(panels):
+        for panel in panels:
+            walk(panel.get("panels", []))
+            for t in panel.get("targets", []):
+                if not t.get("expr"):
+                    err(path, f"panel {panel.get('title')!r}: a target without expr")
+                exprs.append((panel.get("title"), t.get("expr", "")))
+
+    walk(dash.get("panels", []))
+    for v in dash.get("templating", {}).get("list", []):
+        q = v.get("query")
+        exprs.append((f"variable {v.get('name')}", q.get("query", "") if isinstance(q, dict) else q or ""))
+    ids = [p.get("id") for p in dash.get("panels", [])]
+    if len(ids) != len(set(ids)):
+        err(path, "panel ids are not unique")
+    for title, expr in exprs:
+        for name in re.findall(r"\bdnsproxy_[a-z0-9_]+", expr):
+            base = re.sub(r"_(bucket|sum|count)$", "", name)
+            if METRICS.get(name) == "histogram":
+                err(path, f"{title}: {name} is a histogram: query {name}_bucket, _sum or _count")
+            elif name not in METRICS and METRICS.get(base) != "histogram":
+                err(path, f"{title}: {name} is not a metric dnsproxy exports")
+    return len(exprs)
+
+
 for kpath in kustomizations:
     check_variant(kpath, render(kpath))
+
+dashboards = sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs if f.endswith(".json"))
+dashboard_queries = {path: check_dashboard(path) for path in dashboards}
 
 n_res = sum(len(d) for d in docs.values())
 if errors:
@@ -332,6 +462,8 @@ for path in manifests:
 for kpath in kustomizations:
     print(f"ok   {kpath}: " + ("references, security context, probes, settings.ini"
                              if kpath in with_workloads else "references"))
+for path, n in dashboard_queries.items():
+    print(f"ok   {path}: {n} queries, every metric one dnsproxy exports")
 print(f"validate-k8s: {n_res} resources in {len(manifests)} files and {len(kustomizations)} "
       f"kustomizations valid (kubernetes-validate {kv_version}, strict schemas of Kubernetes "
       + ", ".join(minor(v) for v in versions) + ")")
