@@ -4,7 +4,10 @@
 //!
 //! Lookup order for the embedded component: `dnsproxy-<hash>.cwasm` beside
 //! the executable (written by `dnsproxy precompile`, which `make build-host`
-//! runs), then the per-user cache (`$XDG_CACHE_HOME/dnsproxy` or
+//! runs), then in `lib/dnsproxy/` of the installation prefix (`/usr/bin/dnsproxy`
+//! looks in `/usr/lib/dnsproxy/`, where `make install` puts it: a system
+//! service with a read-only file system and no home has no cache to write),
+//! then the per-user cache (`$XDG_CACHE_HOME/dnsproxy` or
 //! `~/.cache/dnsproxy`), then compile (and store in the per-user cache). The
 //! hash covers the component bytes and the engine's compilation settings, so
 //! a stale or foreign file is never picked; wasmtime also re-checks its
@@ -155,6 +158,20 @@ fn load_cwasm(engine: &Engine, bytes: &[u8]) -> Result<Component> {
     Ok(unsafe { Component::deserialize(engine, bytes) }?)
 }
 
+/// Where precompiled artefacts are installed for the executable at `exe`:
+/// beside it, and in `<prefix>/lib/dnsproxy` for `<prefix>/bin/dnsproxy`
+/// (`make install`).
+fn installed_dirs(exe: &Path) -> Vec<PathBuf> {
+    let Some(dir) = exe.parent() else {
+        return Vec::new();
+    };
+    let mut dirs = vec![dir.to_path_buf()];
+    if let Some(prefix) = dir.parent() {
+        dirs.push(prefix.join("lib").join("dnsproxy"));
+    }
+    dirs
+}
+
 fn user_cache_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
@@ -166,12 +183,14 @@ fn user_cache_dir() -> Option<PathBuf> {
 pub fn load_embedded(engine: &Engine) -> Result<Component> {
     let wasm = embedded_wasm()?;
     let name = artefact_name(engine, wasm);
-    let beside_exe = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(|d| d.join(&name)));
+    let installed = std::env::current_exe()
+        .map(|exe| installed_dirs(&exe))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| d.join(&name));
     let cached = user_cache_dir().map(|d| d.join(&name));
-    for path in beside_exe.iter().chain(cached.iter()) {
-        let bytes = match read_trusted(path) {
+    for path in installed.chain(cached.iter().cloned()) {
+        let bytes = match read_trusted(&path) {
             Ok(bytes) => bytes,
             Err(Untrusted::Missing) => continue,
             Err(why) => {
@@ -417,6 +436,26 @@ mod tests {
             read_trusted(&dir.0.join("none.cwasm")),
             Err(Untrusted::Missing)
         ));
+    }
+
+    #[test]
+    fn installed_artefacts_are_looked_for_beside_the_binary_then_in_the_prefix_lib() {
+        assert_eq!(
+            installed_dirs(Path::new("/usr/bin/dnsproxy")),
+            [
+                PathBuf::from("/usr/bin"),
+                PathBuf::from("/usr/lib/dnsproxy")
+            ]
+        );
+        assert_eq!(
+            installed_dirs(Path::new("/opt/dns/bin/dnsproxy")),
+            [
+                PathBuf::from("/opt/dns/bin"),
+                PathBuf::from("/opt/dns/lib/dnsproxy")
+            ]
+        );
+        // A binary at the root has no prefix above it.
+        assert_eq!(installed_dirs(Path::new("/dnsproxy")), [PathBuf::from("/")]);
     }
 
     #[test]
