@@ -1,5 +1,6 @@
 //! The command line: `dnsproxy [run] [OPTIONS]`, `dnsproxy spki ...`,
-//! `dnsproxy health [--ready]` and the hidden `dnsproxy precompile --out PATH`.
+//! `dnsproxy health [--ready]` and the hidden `dnsproxy precompile --out PATH`
+//! and `dnsproxy generate completions|man` (see [`crate::generate`]).
 //!
 //! Run flags are plain strings on purpose: the config module validates every
 //! layer (file, env, flags) the same way and reports errors in the same form.
@@ -79,6 +80,9 @@ pub enum Command {
     /// Write the ahead-of-time compiled proxy component to a file
     #[command(hide = true)]
     Precompile(PrecompileArgs),
+    /// Write shell completions or the man pages (make install)
+    #[command(hide = true)]
+    Generate(crate::generate::GenerateArgs),
 }
 
 /// Flags of `run`: one per settings.ini key, each overriding the file and the

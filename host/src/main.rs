@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod generate;
 pub mod health;
 pub mod linger;
 pub mod policy;
@@ -40,6 +41,7 @@ fn main() -> ExitCode {
         Command::Spki(args) => spki(&args),
         Command::Health(args) => health::run(&args),
         Command::Precompile(args) => precompile(&args),
+        Command::Generate(args) => generate::run(&args),
     }
 }
 
