@@ -5,7 +5,7 @@
 #   make run           run it in the background as container `dnsproxy`
 #                      (LOCAL_PORT=53, EXTRA_VARS="-e TLS_HOST=..."); make stop, make logs
 #   make test          every test: unit, property, snapshot and end to end
-#   make bench         dnsproxy beside stubby, dnsdist, unbound and kresd
+#   make bench         dnsproxy beside stubby, dnsdist, unbound and kresd (bench/)
 #   make fuzz          coverage-guided fuzzing of the core and the ini reader
 #                      (FUZZ_SECONDS per target, default 60; fuzz/README.md)
 
@@ -115,7 +115,7 @@ docker-check:
 # CPU per query is what the WASI component costs.
 BENCH_HOST_CMD = env LOCAL_HOST=127.0.0.1 LOCAL_PORT=$(BENCH_PORT) TLS_HOST=$${PB_UPSTREAM%:*} TLS_PORT=$${PB_UPSTREAM\#\#*:} TLS_HOSTNAME=$$PB_TLS_NAME TLS_CA_FILE=$$PB_CA_FILE SPKI=$$PB_SPKI_PIN LOG_LEVEL=warn $(CURDIR)/$(HOST) --config /dev/null
 bench: build-host
-	../shared/bench/peers.sh $(BENCH_ARGS) \
+	bench/peers.sh $(BENCH_ARGS) \
 	  --extra native=$(NATIVE_PORT)='$(CURDIR)/$(NATIVE_DIR)/proxy-component' \
 	  --extra dnsproxy=$(BENCH_PORT)='$(BENCH_HOST_CMD)'
 
@@ -127,7 +127,7 @@ bench: build-host
 # docker run stays in the foreground and forwards peers.sh's SIGTERM to it.
 BENCH_CONTAINER_PORT ?= 5397
 bench-container: build
-	../shared/bench/peers.sh $(BENCH_ARGS) \
+	bench/peers.sh $(BENCH_ARGS) \
 	  --extra dnsproxy=$(BENCH_PORT)='$(BENCH_HOST_CMD)' \
 	  --extra container=$(BENCH_CONTAINER_PORT)='exec docker run --rm --name $(CONTAINER)-bench --pull never --network host --read-only --cap-drop ALL --security-opt no-new-privileges -v $$PB_CA_FILE:/bench/ca.pem:ro -e LOCAL_HOST=127.0.0.1 -e LOCAL_PORT=$(BENCH_CONTAINER_PORT) -e TLS_HOST=$${PB_UPSTREAM%:*} -e TLS_PORT=$${PB_UPSTREAM##*:} -e TLS_HOSTNAME=$$PB_TLS_NAME -e TLS_CA_FILE=/bench/ca.pem -e SPKI=$$PB_SPKI_PIN -e LOG_LEVEL=warn $(IMAGE)'
 
