@@ -22,8 +22,11 @@
 #   target ports, the security context and probes the deployment promises,
 #   and that the settings.ini in each ConfigMap parses, uses only sections and
 #   keys of the repository's settings.ini and listens on the containerPort.
-#   Running the settings through dnsproxy itself is not done: the binary has
-#   no config-check subcommand yet.
+# - Runs each ConfigMap's settings.ini through `dnsproxy check` (every value
+#   validated as the proxy would at start, with an empty environment), using
+#   $DNSPROXY_BIN or target/x86_64-unknown-linux-musl/release/dnsproxy (`make
+#   build-host`; `make test` builds it first). Without a binary that step is
+#   skipped with a note, unless REQUIRE_DNSPROXY_CHECK=1.
 # - Custom resources (the Prometheus Operator's ServiceMonitor) have no schema
 #   in kubernetes-validate: they are validated against the schema vendored in
 #   scripts/k8s-schemas/ (jsonschema, strict), and a ServiceMonitor must select
@@ -68,12 +71,17 @@ if ! have_kv "$PYTHON"; then
 	fi
 fi
 
+DNSPROXY_BIN=${DNSPROXY_BIN:-target/x86_64-unknown-linux-musl/release/dnsproxy}
+export DNSPROXY_BIN REQUIRE_DNSPROXY_CHECK=${REQUIRE_DNSPROXY_CHECK:-0}
+
 exec "$PYTHON" - "$DIR" "$K8S_MIN" settings.ini scripts/k8s-schemas <<'PY'
 import configparser
 import json
 import os
 import re
+import subprocess
 import sys
+import tempfile
 
 import jsonschema
 import yaml
@@ -243,7 +251,7 @@ ref.read(reference_ini)
 ref_keys = {s: set(ref[s]) for s in ref.sections()}
 
 
-def check_settings(where, text, ports, metrics_ports, metrics_env):
+def check_settings(where, text, ports, metrics_ports, metrics_env, env):
     ini = configparser.ConfigParser(interpolation=None, strict=True)
     try:
         ini.read_string(text)
@@ -271,6 +279,29 @@ def check_settings(where, text, ports, metrics_ports, metrics_env):
     for p in metrics_ports:
         if str(p) != listen_port:
             err(where, f"metrics containerPort {p} but METRICS_LISTEN/metrics_listen is {listen!r}")
+    dnsproxy_check(where, text, env)
+
+
+dnsproxy_bin = os.path.abspath(os.environ["DNSPROXY_BIN"])
+dnsproxy_checked = []
+
+
+def dnsproxy_check(where, text, env):
+    """`dnsproxy check` on the settings and the container's literal env values."""
+    if not os.access(dnsproxy_bin, os.X_OK):
+        return
+    with tempfile.TemporaryDirectory(prefix="validate-k8s-") as tmp:
+        path = os.path.join(tmp, "settings.ini")
+        with open(path, "w") as f:
+            f.write(text)
+        # Only what the pod sets: none of this machine's variables.
+        run = subprocess.run([dnsproxy_bin, "check", "--config", path], cwd=tmp, env=env,
+                             capture_output=True, text=True, timeout=30)
+    if run.returncode != 0:
+        err(where, f"dnsproxy check exited {run.returncode}: "
+            + (run.stderr.strip() or run.stdout.strip()).replace(path, "settings.ini"))
+    else:
+        dnsproxy_checked.append(where)
 
 
 def matches(selector, labels):
@@ -369,8 +400,9 @@ def check_variant(kpath, paths):
                 if not found:
                     err(cw, f"config map {cm!r} is not in this kustomization")
                 elif "settings.ini" in found[0].get("data", {}):
+                    env = {e["name"]: e["value"] for e in c.get("env", []) if "value" in e}
                     check_settings(f"{cw}: ConfigMap/{cm}", found[0]["data"]["settings.ini"], ports,
-                                   metrics_ports, metrics_env)
+                                   metrics_ports, metrics_env, env)
     for kind in ("Service", "PodDisruptionBudget"):
         for p, r in by_kind(kind):
             where = f"{kpath}: {p}: {kind}/{r['metadata']['name']}"
@@ -451,6 +483,8 @@ dashboards = sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs
 dashboard_queries = {path: check_dashboard(path) for path in dashboards}
 
 n_res = sum(len(d) for d in docs.values())
+if not os.access(dnsproxy_bin, os.X_OK) and os.environ["REQUIRE_DNSPROXY_CHECK"] == "1":
+    err(dnsproxy_bin, "no dnsproxy binary for `dnsproxy check` (make build-host)")
 if errors:
     for e in dict.fromkeys(errors):
         print(f"ERROR {e}")
@@ -464,6 +498,10 @@ for kpath in kustomizations:
                              if kpath in with_workloads else "references"))
 for path, n in dashboard_queries.items():
     print(f"ok   {path}: {n} queries, every metric one dnsproxy exports")
+if dnsproxy_checked:
+    print(f"ok   dnsproxy check: {len(dnsproxy_checked)} container(s)' settings.ini")
+else:
+    print(f"note dnsproxy check skipped: no binary at {dnsproxy_bin} (make build-host)")
 print(f"validate-k8s: {n_res} resources in {len(manifests)} files and {len(kustomizations)} "
       f"kustomizations valid (kubernetes-validate {kv_version}, strict schemas of Kubernetes "
       + ", ".join(minor(v) for v in versions) + ")")

@@ -1,6 +1,7 @@
-//! The command line: `dnsproxy [run] [OPTIONS]`, `dnsproxy spki ...`,
-//! `dnsproxy health [--ready]` and the hidden `dnsproxy precompile --out PATH`
-//! and `dnsproxy generate completions|man` (see [`crate::generate`]).
+//! The command line: `dnsproxy [run] [OPTIONS]`, `dnsproxy check [OPTIONS]`,
+//! `dnsproxy spki ...`, `dnsproxy health [--ready]` and the hidden
+//! `dnsproxy precompile --out PATH` and `dnsproxy generate completions|man`
+//! (see [`crate::generate`]).
 //!
 //! Run flags are plain strings on purpose: the config module validates every
 //! layer (file, env, flags) the same way and reports errors in the same form.
@@ -18,15 +19,30 @@ use crate::query_name::{QueryName, parse_name};
 const AFTER_HELP: &str = "\
 Settings are layered, later wins: built-in defaults, then the config file, then \
 environment variables named like the keys in capitals (TLS_HOST, QUERY_TIMEOUT, ...), \
-then these flags. Setting any of TLS_HOST, TLS_PORT, TLS_HOSTNAME, SPKI or TLS_CA_FILE \
-in the environment or as a flag replaces every upstream of the file; keys left unset \
-come from [TLS_SERVER] of the file. Durations take 4s, 1500ms, 1.5s or a number of \
-seconds. Bad configuration exits with status 64 and one line saying what is wrong.
+then these flags. TLS_HOST in the environment or as a flag replaces every upstream of \
+the file: its TLS_PORT, TLS_HOSTNAME, SPKI and TLS_CA_FILE come from the same layer or \
+above, never from the file. Without TLS_HOST, those four apply to every upstream of the \
+file. An upstream without TLS_HOSTNAME is verified by its IP address (the certificate \
+must carry it). Durations take 4s, 1500ms, 1.5s or a number of seconds. Bad \
+configuration exits with status 64 and one line saying what is wrong (see `dnsproxy check`).
 
 Examples:
   dnsproxy --config /etc/dnsproxy/settings.ini
   dnsproxy --tls-host 9.9.9.9,149.112.112.112 --tls-hostname dns.quad9.net
+  dnsproxy --tls-host 8.8.8.8 --spki <pin from `dnsproxy spki --host 8.8.8.8`>
   dnsproxy spki --host 9.9.9.9 --name dns.quad9.net";
+
+/// `check --help`, after the option list.
+const CHECK_AFTER_HELP: &str = "\
+Takes the same config file, environment variables and flags as run, validates every value \
+(CA bundles included) and prints one line per setting: key, value, and where the value \
+came from (default, FILE:LINE, env VAR or flag --FLAG), one block per upstream, then \
+\"config OK\". Binds nothing and connects nowhere. Exits 0 when the configuration is \
+valid, 64 with one line saying what is wrong otherwise.
+
+Examples:
+  dnsproxy check --config /etc/dnsproxy/settings.ini
+  TLS_HOST=8.8.8.8 dnsproxy check";
 
 /// Help heading of the `[LOCAL_SERVER]` flags.
 const LOCAL: &str = "Local server [LOCAL_SERVER]";
@@ -73,6 +89,10 @@ pub enum Command {
     /// Run the proxy (the default)
     #[command(after_help = AFTER_HELP)]
     Run(RunArgs),
+    /// Validate the configuration as `run` would, without binding or connecting, and print
+    /// each effective setting with where it came from
+    #[command(after_help = CHECK_AFTER_HELP)]
+    Check(RunArgs),
     /// Print the SPKI pins of a resolver's certificate chain, for `spki =`
     Spki(SpkiArgs),
     /// Check that a running proxy answers (liveness) or reaches an upstream (--ready)
@@ -114,8 +134,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "PORTS", help_heading = UPSTREAMS)]
     pub tls_port: Option<String>,
 
-    /// Name(s) verified in the certificate and sent as SNI, one for all or one per host [env:
-    /// TLS_HOSTNAME]
+    /// Name(s) verified in the certificate and sent as SNI, one for all or one per host; none:
+    /// verified by IP address [env: TLS_HOSTNAME]
     #[arg(long, value_name = "NAMES", help_heading = UPSTREAMS)]
     pub tls_hostname: Option<String>,
 
@@ -176,7 +196,7 @@ pub struct RunArgs {
     pub component: Option<PathBuf>,
 }
 
-/// Flags of `spki`: a live resolver (`--host` and `--name`) or a PEM file.
+/// Flags of `spki`: a live resolver (`--host`, optionally `--name`) or a PEM file.
 #[derive(Debug, Clone, Args)]
 #[command(
     group(ArgGroup::new("source").required(true).args(["host", "pem"])),
@@ -187,7 +207,7 @@ pub struct RunArgs {
 )]
 pub struct SpkiArgs {
     /// Resolver IP address to connect to
-    #[arg(long, value_name = "IP", requires = "name")]
+    #[arg(long, value_name = "IP")]
     pub host: Option<IpAddr>,
 
     /// Resolver port
@@ -199,7 +219,8 @@ pub struct SpkiArgs {
     )]
     pub port: u16,
 
-    /// Name to verify in the certificate and send as SNI (the tls_hostname)
+    /// Name to verify in the certificate and send as SNI (the tls_hostname); without it the
+    /// certificate must carry the IP address
     #[arg(long, value_name = "DNS_NAME", requires = "host")]
     pub name: Option<String>,
 
@@ -404,7 +425,6 @@ mod tests {
     fn spki_rejects_incomplete_or_mixed_sources() {
         for argv in [
             &["spki"][..],
-            &["spki", "--host", "1.1.1.1"],
             &["spki", "--name", "one.one"],
             &["spki", "--pem", "x", "--host", "1.1.1.1", "--name", "a"],
             &["spki", "--pem", "x", "--port", "853"],

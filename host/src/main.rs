@@ -7,6 +7,7 @@
 //! memory, restarts it if it traps, and stops it on SIGTERM/SIGINT. It never
 //! sees a DNS payload.
 
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod engine;
@@ -38,6 +39,7 @@ fn main() -> ExitCode {
     let command = cli::parse().into_command();
     match command {
         Command::Run(args) => run(&args),
+        Command::Check(args) => check::run(&args),
         Command::Spki(args) => spki(&args),
         Command::Health(args) => health::run(&args),
         Command::Precompile(args) => precompile(&args),
@@ -121,15 +123,15 @@ async fn serve(config: ProxyConfig, args: &RunArgs) -> Result<i32> {
         .upstreams
         .iter()
         .map(|u| {
-            let pins = if u.pins.is_empty() {
-                "CA only".to_owned()
-            } else {
-                format!("{} pins", u.pins.pins().len())
+            let pins = match u.pins.pins().len() {
+                0 => "CA only".to_owned(),
+                1 => "1 pin".to_owned(),
+                n => format!("{n} pins"),
             };
             let ca =
                 u.ca.as_ref()
                     .map_or("web roots".to_owned(), |c| c.path.display().to_string());
-            format!("{}={}#{} ({ca}, {pins})", u.name, u.addr, u.auth_name)
+            format!("{} ({}, {ca}, {pins})", u.label(), u.auth_name.describe())
         })
         .collect();
     tracing::info!(

@@ -12,7 +12,7 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::config::{Level, ProxyConfig, UpstreamConfig};
+use crate::config::{AuthName, Level, ProxyConfig, UpstreamConfig};
 use crate::policy::SocketPolicy;
 use crate::policy::refusals::LOG_EVERY;
 use crate::watchdog::{Life, Next, Restarts, Stuck, Ticker, Verdict, Watchdog};
@@ -187,7 +187,10 @@ pub fn wit_config(config: &ProxyConfig) -> wit_config::ProxyConfig {
             wit_config::Upstream {
                 name: name.clone(),
                 address: wit_socket(*addr),
-                auth_name: auth_name.clone(),
+                auth_name: match auth_name {
+                    AuthName::Dns(name) => wit_config::AuthName::DnsName(name.clone()),
+                    AuthName::Ip(ip) => wit_config::AuthName::IpAddress(wit_ip(*ip)),
+                },
                 spki_pins: pins.pins().iter().map(|p| p.digest().to_vec()).collect(),
                 ca: ca.as_ref().map(|c| wit_config::CaBundle {
                     path: c.path.display().to_string(),
@@ -453,7 +456,7 @@ mod tests {
                 UpstreamConfig {
                     name: "quad9".into(),
                     addr: "9.9.9.9:853".parse().unwrap(),
-                    auth_name: "dns.quad9.net".into(),
+                    auth_name: AuthName::Dns("dns.quad9.net".into()),
                     pins: PinSet::new(vec![pin]),
                     ca: Some(CaBundle {
                         path: "/etc/dnsproxy/ca.pem".into(),
@@ -463,7 +466,7 @@ mod tests {
                 UpstreamConfig {
                     name: "[2620:fe::fe]:8853".into(),
                     addr: "[2620:fe::fe]:8853".parse().unwrap(),
-                    auth_name: "dns9.quad9.net".into(),
+                    auth_name: AuthName::Ip("2620:fe::fe".parse().unwrap()),
                     pins: PinSet::default(),
                     ca: None,
                 },
@@ -501,10 +504,11 @@ mod tests {
         let [quad9, second] = &wit.upstreams[..] else {
             panic!("two upstreams, got {}", wit.upstreams.len());
         };
-        assert_eq!(
-            (quad9.name.as_str(), quad9.auth_name.as_str()),
-            ("quad9", "dns.quad9.net")
-        );
+        assert_eq!(quad9.name, "quad9");
+        assert!(matches!(
+            &quad9.auth_name,
+            wit_config::AuthName::DnsName(name) if name == "dns.quad9.net"
+        ));
         assert!(matches!(
             quad9.address,
             wit_types::SocketAddress {
@@ -518,7 +522,12 @@ mod tests {
             (ca.path.as_str(), ca.pem.as_str()),
             ("/etc/dnsproxy/ca.pem", "-----BEGIN CERTIFICATE-----\n")
         );
-        assert_eq!(second.auth_name, "dns9.quad9.net");
+        assert!(matches!(
+            second.auth_name,
+            wit_config::AuthName::IpAddress(wit_types::IpAddress::Ipv6((
+                0x2620, 0xfe, 0, 0, 0, 0, 0, 0xfe
+            )))
+        ));
         assert!(matches!(
             second.address,
             wit_types::SocketAddress {

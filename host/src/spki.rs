@@ -120,8 +120,8 @@ impl ServerCertVerifier for Recording {
 /// `spki --host --port --name [--ca-file]`: connects, verifies, prints.
 /// Returns the report and whether the chain verified.
 pub async fn from_server(args: &SpkiArgs) -> Result<(String, bool)> {
-    let (Some(host), Some(name)) = (args.host, args.name.as_deref()) else {
-        bail!("--host and --name are required without --pem");
+    let Some(host) = args.host else {
+        bail!("--host is required without --pem");
     };
     let addr = SocketAddr::new(host, args.port);
     let anchors = match &args.ca_file {
@@ -137,8 +137,18 @@ pub async fn from_server(args: &SpkiArgs) -> Result<(String, bool)> {
         seen: Mutex::new(None),
     });
     let config = tls::client_config(tls::provider(), recording.clone())?;
-    let server_name =
-        ServerName::try_from(name.to_owned()).context("--name is not a valid DNS name")?;
+    // Without --name the chain is verified for the address, as the proxy
+    // does for an upstream without tls_hostname.
+    let (server_name, name) = match args.name.as_deref() {
+        Some(name) => (
+            ServerName::try_from(name.to_owned()).context("--name is not a valid DNS name")?,
+            name.to_owned(),
+        ),
+        None => (
+            ServerName::IpAddress(host.into()),
+            "by IP address".to_owned(),
+        ),
+    };
     let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
         .await
         .with_context(|| format!("{addr}: connect timed out"))?

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use dnsproxy_core::core::acl::{BadPrefix, IpNet};
 use dnsproxy_core::core::pins::{BadPin, Pin, PinSet};
-use dnsproxy_core::shell::config::{CaBundle, ProxyConfig, UpstreamConfig};
+use dnsproxy_core::shell::config::{AuthName, CaBundle, ProxyConfig, UpstreamConfig};
 use dnsproxy_core::shell::log::{Level, Log, Sink};
 
 wit_bindgen::generate!({
@@ -142,7 +142,10 @@ fn from_wit(c: config::ProxyConfig) -> Result<ProxyConfig, WitConfigError> {
             Ok(UpstreamConfig {
                 name,
                 addr: socket(address),
-                auth_name,
+                auth_name: match auth_name {
+                    config::AuthName::DnsName(name) => AuthName::Dns(name),
+                    config::AuthName::IpAddress(addr) => AuthName::Ip(ip(addr)),
+                },
                 pins: PinSet::new(pins),
                 ca: ca.map(|c| CaBundle {
                     path: PathBuf::from(c.path),

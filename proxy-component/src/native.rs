@@ -2,7 +2,8 @@
 //! exists so `make bench` can measure what the WASI sandbox costs.
 //!
 //! `PB_LISTEN=127.0.0.1:5300 PB_UPSTREAM=127.0.0.1:853 PB_TLS_NAME=dot.test
-//! PB_CA_FILE=ca.pem [PB_SPKI_PIN=base64] proxy-component`
+//! PB_CA_FILE=ca.pem [PB_SPKI_PIN=base64] proxy-component`; without
+//! `PB_TLS_NAME` the certificate is verified by the upstream's IP address.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use dnsproxy_core::core::acl::IpNet;
 use dnsproxy_core::core::pins::{Pin, PinSet};
-use dnsproxy_core::shell::config::{CaBundle, ProxyConfig, UpstreamConfig};
+use dnsproxy_core::shell::config::{AuthName, CaBundle, ProxyConfig, UpstreamConfig};
 use dnsproxy_core::shell::log::{Level, Log, StderrSink};
 
 fn var(name: &str) -> Result<String, String> {
@@ -44,7 +45,10 @@ fn config() -> Result<ProxyConfig, String> {
         upstreams: vec![UpstreamConfig {
             name: addr.to_string(),
             addr,
-            auth_name: var("PB_TLS_NAME")?,
+            auth_name: match std::env::var("PB_TLS_NAME") {
+                Ok(name) if !name.is_empty() => AuthName::Dns(name),
+                _ => AuthName::Ip(addr.ip()),
+            },
             pins: PinSet::new(pins),
             ca,
         }],

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
 use spec_tests::docker::{self, LABEL, Network};
-use spec_tests::{Chain, Unbound, dns, fixture, free_port, pin, zone};
+use spec_tests::{Chain, Resolver as _, Unbound, dns, fixture, free_port, pin, zone};
 use testcontainers::core::wait::ExitWaitStrategy;
 use testcontainers::core::{AccessMode, ContainerPort, Mount, WaitFor};
 use testcontainers::runners::SyncRunner;
@@ -107,4 +107,71 @@ fn image_exits_64_with_one_line_on_a_bad_env_value() {
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "one line:\n{stderr}");
     assert!(lines[0].contains("LOCAL_PORT"), "{stderr}");
+}
+
+/// The original README's `make run EXTRA_VARS="-e TLS_HOST=8.8.8.8 -e SPKI=..."`
+/// with the default image and its own settings.ini (Cloudflare's name): the
+/// upstream given by address is verified by that address, with the given pin.
+/// Against a local resolver whose certificate carries 127.0.0.1, so the image
+/// runs on the host's network (and listens on loopback only).
+#[test]
+fn image_serves_an_upstream_given_by_tls_host_and_spki_alone() {
+    let resolver = Unbound::start(Chain::DotTest);
+    let upstream = resolver.addr();
+    let start = |port: u16| {
+        image()
+            .with_wait_for(WaitFor::message_on_stderr("serving"))
+            .with_network("host")
+            .with_host_config_modifier(|hc| {
+                hc.publish_all_ports = Some(false);
+                hc.port_bindings = None;
+            })
+            .with_env_var("LOCAL_HOST", "127.0.0.1")
+            .with_env_var("LOCAL_PORT", port.to_string())
+            .with_env_var("TLS_HOST", upstream.ip().to_string())
+            .with_env_var("TLS_PORT", upstream.port().to_string())
+            .with_env_var("SPKI", pin("intermediate"))
+            .with_env_var("TLS_CA_FILE", "/pki/root.pem")
+            .with_mount(
+                Mount::bind_mount(
+                    fixture("pki/root.pem").display().to_string(),
+                    "/pki/root.pem",
+                )
+                .with_access_mode(AccessMode::ReadOnly),
+            )
+            .with_readonly_rootfs(true)
+            .with_cap_drop("ALL")
+            .with_security_opt("no-new-privileges")
+            .with_label(LABEL, "1")
+            .with_startup_timeout(Duration::from_secs(30))
+            .start()
+    };
+    let (proxy, port) = (1..=5)
+        .find_map(|attempt| {
+            let port = free_port();
+            match start(port) {
+                Ok(proxy) => Some((proxy, port)),
+                Err(e) if attempt < 5 => {
+                    eprintln!("attempt {attempt} on port {port}: {e}");
+                    None
+                }
+                Err(e) => panic!("the dnsproxy image did not start: {e}"),
+            }
+        })
+        .expect("the last attempt starts or panics");
+    let logs = || {
+        let mut out = proxy.stdout_to_vec().unwrap_or_default();
+        out.extend(proxy.stderr_to_vec().unwrap_or_default());
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let answer = dns::query_udp(addr, zone::A_NAME, RecordType::A);
+    assert_eq!(dns::a_records(&answer), [zone::A_ADDR], "logs:\n{}", logs());
+    let log = logs();
+    let line = format!("{upstream} (verified by IP address, /pki/root.pem, 1 pin)");
+    assert!(
+        log.contains(&line),
+        "the start-up line says {line:?}:\n{log}"
+    );
+    assert!(!log.contains("cloudflare"), "{log}");
 }

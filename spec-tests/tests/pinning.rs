@@ -144,6 +144,100 @@ fn pin_on_unverified_extra_certificate_refused(kind: Kind) {
     assert_refused(&*resolver, &[("SPKI", &pin("evil-root"))], "pin");
 }
 
+/// The shipped settings.ini with a Cloudflare-style upstream (`tls_hostname =
+/// cloudflare-dns.com`) pinned to the evil root: an upstream that inherited
+/// its name or its pins would be refused.
+fn named_and_pinned_file() -> tempfile::NamedTempFile {
+    let shipped = std::fs::read_to_string(spec_tests::workspace_root().join("settings.ini"))
+        .expect("read the shipped settings.ini");
+    assert!(shipped.contains("tls_hostname = cloudflare-dns.com\n"));
+    let text = shipped.replacen("\nspki =\n", &format!("\nspki = {}\n", pin("evil-root")), 1);
+    assert_ne!(text, shipped, "the file is pinned");
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    std::io::Write::write_all(&mut file, text.as_bytes()).expect("write settings");
+    file
+}
+
+/// The seed's `-e TLS_HOST=<ip> -e SPKI=<pin>` over that file: the new
+/// upstream takes neither the file's name nor its pins, and is verified by
+/// its IP address (the fixture leaf carries IP 127.0.0.1).
+fn tls_host_without_name_verified_by_ip_address(kind: Kind) {
+    let resolver = kind.start(Chain::DotTest);
+    let file = named_and_pinned_file();
+    let addr = resolver.addr();
+    let root = fixture("pki/root.pem").display().to_string();
+    let env = [
+        ("TLS_HOST", addr.ip().to_string()),
+        ("TLS_PORT", addr.port().to_string()),
+        ("SPKI", pin("intermediate")),
+        ("TLS_CA_FILE", root.clone()),
+    ];
+    let config = file.path().to_str().expect("utf-8 path");
+    let proxy = Proxy::start(&env, &["--config", config]);
+    for answer in [
+        dns::query_udp(proxy.addr(), zone::A_NAME, RecordType::A),
+        dns::query_tcp(proxy.addr(), zone::A_NAME, RecordType::A),
+    ] {
+        assert_eq!(
+            dns::a_records(&answer),
+            vec![zone::A_ADDR],
+            "{}",
+            proxy.log()
+        );
+    }
+    let start = format!("{addr} (verified by IP address, {root}, 1 pin)");
+    assert!(
+        proxy.log().contains(&start),
+        "start-up line says {start:?}:\n{}",
+        proxy.log()
+    );
+    assert!(
+        proxy
+            .log()
+            .contains(&format!("{addr} (verified by IP address)")),
+        "the serving line too:\n{}",
+        proxy.log()
+    );
+}
+
+/// The same with a leaf that names only `other.test`: no IP SAN, so the
+/// name check refuses it and says which address it wanted.
+fn tls_host_without_name_and_no_ip_san_refused(kind: Kind) {
+    let resolver = kind.start(Chain::OtherTest);
+    let file = named_and_pinned_file();
+    let addr = resolver.addr();
+    let env = [
+        ("TLS_HOST", addr.ip().to_string()),
+        ("TLS_PORT", addr.port().to_string()),
+        ("SPKI", pin("intermediate")),
+        ("TLS_CA_FILE", fixture("pki/root.pem").display().to_string()),
+        ("QUERY_TIMEOUT", "2s".into()),
+    ];
+    let config = file.path().to_str().expect("utf-8 path");
+    let proxy = Proxy::start(&env, &["--config", config]);
+    let answer = dns::query_udp(proxy.addr(), zone::A_NAME, RecordType::A);
+    assert_eq!(
+        answer.response_code(),
+        ResponseCode::ServFail,
+        "{}",
+        proxy.log()
+    );
+    assert!(
+        proxy.wait_for_log("check=name", Duration::from_secs(5)),
+        "{}",
+        proxy.log()
+    );
+    let log = proxy.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("upstream refused") && l.contains("check=name"))
+        .unwrap_or_else(|| panic!("an `upstream refused` line:\n{log}"));
+    insta::assert_snapshot!(
+        format!("tls_host_without_name_and_no_ip_san_refused_{kind:?}"),
+        stable_line(line, &addr.to_string())
+    );
+}
+
 /// Each case, once per resolver, as its own named test.
 macro_rules! against_both {
     ($($case:ident),* $(,)?) => {
@@ -167,4 +261,6 @@ against_both!(
     wrong_name_refused,
     expired_leaf_refused,
     pin_on_unverified_extra_certificate_refused,
+    tls_host_without_name_verified_by_ip_address,
+    tls_host_without_name_and_no_ip_san_refused,
 );

@@ -120,11 +120,7 @@ pub enum ConfigError {
     },
 
     /// A required upstream key that no layer sets.
-    #[error(
-        "missing {key} {scope}: expected {}{}",
-        missing_hint(*.key),
-        where_to_set(*.key, .scope)
-    )]
+    #[error("missing {key} {scope}: expected {}", missing_hint(*.key))]
     Missing {
         /// The setting.
         key: Key,
@@ -146,8 +142,8 @@ pub enum ConfigError {
 
     /// No layer defines any upstream.
     #[error(
-        "no upstream configured: expected tls_host and tls_hostname in [TLS_SERVER] of \
-         settings.ini, in env TLS_HOST and TLS_HOSTNAME, or as --tls-host and --tls-hostname"
+        "no upstream configured: expected tls_host in [TLS_SERVER] of settings.ini, \
+         in env TLS_HOST or as --tls-host"
     )]
     NoUpstream,
 }
@@ -221,26 +217,12 @@ pub enum MissingScope {
         /// Its header.
         at: FilePos,
     },
-    /// The upstream list that the environment or flags define, which replaces the
-    /// file's upstreams; `by` is the first upstream key they set.
-    Override {
-        /// The upstream key that triggered the replacement.
-        by: Key,
-        /// Where it was set.
-        origin: Origin,
-    },
 }
 
 impl fmt::Display for MissingScope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Section { section, at } => write!(f, "in [{section}] ({at})"),
-            Self::Override { origin, .. } => {
-                write!(
-                    f,
-                    "for the upstreams set by {origin} (they replace the file's)"
-                )
-            }
         }
     }
 }
@@ -311,6 +293,8 @@ pub enum Expected {
     ReadableFile(io::Error),
     /// The CA file has no certificate in it.
     PemCertificate,
+    /// A certificate of the CA file cannot be used as a trust anchor.
+    ParsableCertificate(String),
 }
 
 impl fmt::Display for Expected {
@@ -326,7 +310,8 @@ impl fmt::Display for Expected {
                  resolver's address in tls_host",
             ),
             Self::DnsName => f.write_str(
-                "a DNS name, the one in the resolver's certificate (e.g. cloudflare-dns.com)",
+                "a DNS name, the one in the resolver's certificate (e.g. cloudflare-dns.com), \
+                 or nothing to verify the resolver by its IP address",
             ),
             Self::Network => f.write_str(
                 "a network in CIDR form (10.0.0.0/8, fc00::/7) or an IP address, comma-separated",
@@ -352,6 +337,9 @@ impl fmt::Display for Expected {
             Self::PemCertificate => {
                 f.write_str("a PEM file with at least one \"-----BEGIN CERTIFICATE-----\"")
             }
+            Self::ParsableCertificate(why) => {
+                write!(f, "a PEM file of X.509 CA certificates ({why})")
+            }
         }
     }
 }
@@ -365,20 +353,6 @@ fn key_list(section: Section) -> String {
 fn missing_hint(key: Key) -> &'static str {
     match key {
         Key::TlsHost => "the resolver's IP address(es)",
-        Key::TlsHostname => "the DNS name in the resolver's certificate, sent as SNI",
         _ => "a value",
-    }
-}
-
-/// Where a missing upstream key can be given: env/flag upstreams also take it
-/// from the file's plain `[TLS_SERVER]`.
-fn where_to_set(key: Key, scope: &MissingScope) -> String {
-    match scope {
-        MissingScope::Section { .. } => String::new(),
-        MissingScope::Override { .. } => format!(
-            ", from env {}, flag {} or [TLS_SERVER] of the config file",
-            key.env(),
-            key.flag()
-        ),
     }
 }

@@ -78,16 +78,6 @@ impl Key {
         Self::LogLevel,
     ];
 
-    /// The upstream keys: setting any of them in the environment or on the
-    /// command line replaces every upstream from the file.
-    pub const UPSTREAM: [Key; 5] = [
-        Self::TlsHost,
-        Self::TlsPort,
-        Self::TlsHostname,
-        Self::Spki,
-        Self::TlsCaFile,
-    ];
-
     /// The key as written in settings.ini (lower case).
     pub fn name(self) -> &'static str {
         match self {

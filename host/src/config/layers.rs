@@ -158,7 +158,8 @@ pub(super) struct Layers<'a> {
 
 impl Layers<'_> {
     /// The winning value of `key`: flag, else env, else its section of the file.
-    /// For the upstream keys this reads the plain `[TLS_SERVER]` section.
+    /// For `[LOCAL_SERVER]` and `[PROXY]` keys; `upstreams.rs` assembles the
+    /// upstream keys by its own rules.
     pub(super) fn get(&self, key: Key) -> Option<Setting> {
         self.above_file(key)
             .or_else(|| self.file?.get(key.section().header(), key))
@@ -166,15 +167,19 @@ impl Layers<'_> {
 
     /// The value of `key` from the flags or the environment only.
     pub(super) fn above_file(&self, key: Key) -> Option<Setting> {
-        if let Some(value) = self.flags.value(key) {
-            return Some(Setting {
+        self.flag(key).or_else(|| {
+            (self.env)(key.env()).map(|value| Setting {
                 value: value.trim().to_owned(),
-                origin: Origin::Flag(key),
-            });
-        }
-        (self.env)(key.env()).map(|value| Setting {
+                origin: Origin::Env(key),
+            })
+        })
+    }
+
+    /// The value of `key` from the flags only.
+    pub(super) fn flag(&self, key: Key) -> Option<Setting> {
+        self.flags.value(key).map(|value| Setting {
             value: value.trim().to_owned(),
-            origin: Origin::Env(key),
+            origin: Origin::Flag(key),
         })
     }
 }

@@ -11,8 +11,9 @@
 //! 4. command-line flags, named like the keys with dashes (`--tls-port`).
 //!
 //! A value set to the empty string in any layer means the built-in default (for
-//! `local_host`: all interfaces); `tls_host` and `tls_hostname` have none, and
-//! `allow_networks` must name at least one network. How the upstream list is
+//! `local_host`: all interfaces); `tls_host` has none, no `tls_hostname`
+//! means the upstream is verified by its IP address, and `allow_networks`
+//! must name at least one network. How the upstream list is
 //! assembled, including how env/flag upstreams replace the file's, is described
 //! in `upstreams.rs`. Every value that ends up used is validated; the first
 //! problem is returned as one [`ConfigError`] line.
@@ -22,6 +23,7 @@ mod error;
 mod ini;
 mod keys;
 mod layers;
+mod report;
 mod upstreams;
 mod values;
 
@@ -30,10 +32,11 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use dnsproxy_core::core::acl::IpNet;
-pub use dnsproxy_core::shell::config::{CaBundle, ProxyConfig, UpstreamConfig};
+pub use dnsproxy_core::shell::config::{AuthName, CaBundle, ProxyConfig, UpstreamConfig};
 pub use dnsproxy_core::shell::log::Level;
 pub use error::{ConfigError, ConfigFileSource, Expected, FilePos, ListLen, MissingScope, Origin};
 pub use keys::{Key, Section};
+pub use report::{Effective, Report, UpstreamReport};
 
 use defaults::{DurationLimits, IntLimits};
 use layers::{ConfigFile, Layers, Setting};
@@ -62,12 +65,27 @@ pub fn load(
     flags: &dyn Flags,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<ProxyConfig, ConfigError> {
+    load_with_origins(flags, env).map(|(config, _)| config)
+}
+
+/// Like [`load`], with every effective value and the layer it came from
+/// (`dnsproxy check`). Validates exactly what `load` does.
+pub fn load_with_origins(
+    flags: &dyn Flags,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(ProxyConfig, Report), ConfigError> {
+    let (path, given_by) = match flags.config_file() {
+        Some(path) => (path, ConfigFileSource::Flag),
+        None => (Path::new(DEFAULT_CONFIG_FILE), ConfigFileSource::Default),
+    };
     let file = ConfigFile::load(flags.config_file(), Path::new(DEFAULT_CONFIG_FILE))?;
-    resolve(&Layers {
+    let (config, mut report) = resolve(&Layers {
         file: file.as_ref(),
         env,
         flags,
-    })
+    })?;
+    report.file = file.is_some().then(|| (path.to_path_buf(), given_by));
+    Ok((config, report))
 }
 
 /// Parses a duration as every setting takes them (`4s`, `1500ms`, `1.5s`, a
@@ -83,16 +101,40 @@ pub fn parse_duration(text: &str, min: Duration, max: Duration) -> Result<Durati
 }
 
 /// Validates every layer's winning value.
-fn resolve(layers: &Layers<'_>) -> Result<ProxyConfig, ConfigError> {
+fn resolve(layers: &Layers<'_>) -> Result<(ProxyConfig, Report), ConfigError> {
+    let mut settings = Vec::new();
+    let mut record = |key, value: String, origin: &Origin| {
+        settings.push(Effective {
+            key,
+            value,
+            origin: origin.clone(),
+        });
+    };
     let local_host = scalar(
         layers,
         Key::LocalHost,
         IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         |t| values::ip(t).ok_or(Expected::LocalHost),
     )?;
+    record(
+        Key::LocalHost,
+        local_host.value.to_string(),
+        &local_host.origin,
+    );
     let local_port = scalar(layers, Key::LocalPort, defaults::LOCAL_PORT, values::port)?;
+    record(
+        Key::LocalPort,
+        local_port.value.to_string(),
+        &local_port.origin,
+    );
     let allow_networks = allow_networks(layers)?;
-    let upstreams = upstreams::upstreams(layers)?;
+    let networks = allow_networks.value.iter().map(IpNet::to_string);
+    record(
+        Key::AllowNetworks,
+        networks.collect::<Vec<_>>().join(", "),
+        &allow_networks.origin,
+    );
+    let (upstreams, upstream_reports) = upstreams::upstreams(layers)?.into_iter().unzip();
     let query_timeout = duration(layers, Key::QueryTimeout, defaults::QUERY_TIMEOUT)?;
     let mut upstream_timeout = duration(layers, Key::UpstreamTimeout, defaults::UPSTREAM_TIMEOUT)?;
     if upstream_timeout.origin == Origin::Default {
@@ -109,26 +151,55 @@ fn resolve(layers: &Layers<'_>) -> Result<ProxyConfig, ConfigError> {
             },
         });
     }
-    Ok(ProxyConfig {
+    let tcp_idle_timeout = duration(layers, Key::TcpIdleTimeout, defaults::TCP_IDLE_TIMEOUT)?;
+    let upstream_idle_timeout = duration(
+        layers,
+        Key::UpstreamIdleTimeout,
+        defaults::UPSTREAM_IDLE_TIMEOUT,
+    )?;
+    for (key, d) in [
+        (Key::QueryTimeout, &query_timeout),
+        (Key::UpstreamTimeout, &upstream_timeout),
+        (Key::TcpIdleTimeout, &tcp_idle_timeout),
+        (Key::UpstreamIdleTimeout, &upstream_idle_timeout),
+    ] {
+        record(key, format!("{:?}", d.value), &d.origin);
+    }
+    let mut count = |key, limits| {
+        let n = integer(layers, key, limits)?;
+        record(key, n.value.to_string(), &n.origin);
+        Ok::<_, ConfigError>(n.value as usize)
+    };
+    let max_tcp_clients = count(Key::MaxTcpClients, defaults::MAX_TCP_CLIENTS)?;
+    let max_inflight = count(Key::MaxInflight, defaults::MAX_INFLIGHT)?;
+    let max_udp_size = count(Key::MaxUdpSize, defaults::MAX_UDP_SIZE)?;
+    let client_buffer_mib = count(Key::ClientBufferMib, defaults::CLIENT_BUFFER_MIB)?;
+    let log_level = scalar(layers, Key::LogLevel, Level::Info, values::log_level)?;
+    record(
+        Key::LogLevel,
+        log_level.value.to_string(),
+        &log_level.origin,
+    );
+    let config = ProxyConfig {
         listen: SocketAddr::new(local_host.value, local_port.value),
-        allow_networks,
+        allow_networks: allow_networks.value,
         upstreams,
         query_timeout: query_timeout.value,
         upstream_timeout: upstream_timeout.value,
-        tcp_idle_timeout: duration(layers, Key::TcpIdleTimeout, defaults::TCP_IDLE_TIMEOUT)?.value,
-        upstream_idle_timeout: duration(
-            layers,
-            Key::UpstreamIdleTimeout,
-            defaults::UPSTREAM_IDLE_TIMEOUT,
-        )?
-        .value,
-        max_tcp_clients: integer(layers, Key::MaxTcpClients, defaults::MAX_TCP_CLIENTS)?,
-        max_inflight: integer(layers, Key::MaxInflight, defaults::MAX_INFLIGHT)?,
-        max_udp_size: integer(layers, Key::MaxUdpSize, defaults::MAX_UDP_SIZE)?,
-        client_buffer_budget: integer(layers, Key::ClientBufferMib, defaults::CLIENT_BUFFER_MIB)?
-            << 20,
-        log_level: scalar(layers, Key::LogLevel, Level::Info, values::log_level)?.value,
-    })
+        tcp_idle_timeout: tcp_idle_timeout.value,
+        upstream_idle_timeout: upstream_idle_timeout.value,
+        max_tcp_clients,
+        max_inflight,
+        max_udp_size,
+        client_buffer_budget: client_buffer_mib << 20,
+        log_level: log_level.value,
+    };
+    let report = Report {
+        file: None,
+        settings,
+        upstreams: upstream_reports,
+    };
+    Ok((config, report))
 }
 
 /// A parsed value with the text and origin it came from (for later checks).
@@ -175,16 +246,16 @@ fn duration(
     scalar(layers, key, limits.default, |t| values::duration(t, limits))
 }
 
-/// An integer setting, as the count the proxy uses (a `u32` fits a `usize`
-/// on every target the proxy builds for).
-fn integer(layers: &Layers<'_>, key: Key, limits: IntLimits) -> Result<usize, ConfigError> {
-    scalar(layers, key, limits.default, |t| values::integer(t, limits)).map(|r| r.value as usize)
+/// An integer setting (a `u32` fits a `usize` on every target the proxy
+/// builds for).
+fn integer(layers: &Layers<'_>, key: Key, limits: IntLimits) -> Result<Resolved<u32>, ConfigError> {
+    scalar(layers, key, limits.default, |t| values::integer(t, limits))
 }
 
 /// `allow_networks`: comma-separated networks, the default when unset. Empty is
 /// an error rather than the default: a reader could take an empty allow-list
 /// for "no restriction" or for "nobody".
-fn allow_networks(layers: &Layers<'_>) -> Result<Vec<IpNet>, ConfigError> {
+fn allow_networks(layers: &Layers<'_>) -> Result<Resolved<Vec<IpNet>>, ConfigError> {
     let setting = layers.get(Key::AllowNetworks).unwrap_or_else(|| Setting {
         value: defaults::ALLOW_NETWORKS.to_owned(),
         origin: Origin::Default,
@@ -197,7 +268,7 @@ fn allow_networks(layers: &Layers<'_>) -> Result<Vec<IpNet>, ConfigError> {
             expected: Expected::SomeNetwork,
         });
     }
-    setting
+    let value = setting
         .value
         .split(',')
         .map(str::trim)
@@ -213,7 +284,12 @@ fn allow_networks(layers: &Layers<'_>) -> Result<Vec<IpNet>, ConfigError> {
                 expected: Expected::Network,
             })
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok(Resolved {
+        value,
+        text: setting.value,
+        origin: setting.origin,
+    })
 }
 
 #[cfg(test)]

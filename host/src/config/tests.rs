@@ -12,7 +12,8 @@ use crate::cli::{Cli, Command, RunArgs};
 
 const PIN_A: &str = "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
 const PIN_B: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
-const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+/// A CA bundle that parses: the test PKI's root.
+const PEM: &str = include_str!("../../../fixtures/pki/root.pem");
 const UPSTREAM: &str = "[TLS_SERVER]\ntls_host = 192.0.2.1\ntls_hostname = dns.example\n";
 
 /// A fresh directory under the system temp dir, removed on drop.
@@ -80,7 +81,8 @@ fn load_in(
             file: None,
             env: &env,
             flags: &flags,
-        }),
+        })
+        .map(|(config, _)| config),
     };
     result.map_err(|error| {
         let line = error
@@ -152,7 +154,7 @@ fn defaults_apply_when_no_layer_sets_a_key() {
         [UpstreamConfig {
             name: "192.0.2.1:853".into(),
             addr: "192.0.2.1:853".parse().expect("addr"),
-            auth_name: "dns.example".into(),
+            auth_name: AuthName::Dns("dns.example".into()),
             pins: PinSet::default(),
             ca: None,
         }]
@@ -273,7 +275,7 @@ fn every_key_follows_ini_then_env_then_flags() {
                 ("b.example", "b.example"),
                 ("c.example", "c.example"),
             ],
-            |c| c.upstreams[0].auth_name.clone(),
+            |c| c.upstreams[0].auth_name.to_string(),
         ),
         case(
             Key::Spki,
@@ -398,7 +400,7 @@ fn single_values_apply_to_every_upstream_of_a_list() {
         config
             .upstreams
             .iter()
-            .all(|u| u.auth_name == "one.one.one.one" && spki(u) == [PIN_A])
+            .all(|u| u.auth_name == AuthName::Dns("one.one.one.one".into()) && spki(u) == [PIN_A])
     );
 }
 
@@ -413,16 +415,16 @@ fn lists_align_by_position() {
         ],
         &[],
     ));
-    let got: Vec<(String, &str)> = config
+    let got: Vec<(String, String)> = config
         .upstreams
         .iter()
-        .map(|u| (u.addr.to_string(), u.auth_name.as_str()))
+        .map(|u| (u.addr.to_string(), u.auth_name.to_string()))
         .collect();
     assert_eq!(
         got,
         [
-            ("192.0.2.1:853".into(), "a.example"),
-            ("192.0.2.2:8853".into(), "b.example")
+            ("192.0.2.1:853".into(), "a.example".into()),
+            ("192.0.2.2:8853".into(), "b.example".into())
         ]
     );
 }
@@ -524,14 +526,47 @@ fn named_sections_follow_the_plain_section_in_file_order() {
 #[test]
 fn named_section_inherits_nothing_from_the_plain_section() {
     let ini = format!("{UPSTREAM}spki = {PIN_A}\n[TLS_SERVER quad9]\ntls_host = 9.9.9.9\n");
-    let failure = err(load_with(Some(&ini), &[], &[]));
+    let config = ok(load_with(Some(&ini), &[], &[]));
+    let quad9 = &config.upstreams[1];
+    assert_eq!(quad9.name, "quad9");
+    assert_eq!(
+        quad9.auth_name,
+        AuthName::Ip("9.9.9.9".parse().expect("ip"))
+    );
+    assert!(quad9.pins.is_empty());
+    let ini = "[TLS_SERVER quad9]\ntls_hostname = dns.quad9.net\n";
     assert!(matches!(
-        &failure.error,
+        &err(load_with(Some(ini), &[], &[])).error,
         ConfigError::Missing {
-            key: Key::TlsHostname,
+            key: Key::TlsHost,
             scope: MissingScope::Section { section, at },
-        } if section == "TLS_SERVER quad9" && at.line == 5
+        } if section == "TLS_SERVER quad9" && at.line == 1
     ));
+}
+
+#[test]
+fn no_tls_hostname_means_verified_by_ip_address() {
+    for ini in [
+        "[TLS_SERVER]\ntls_host = 192.0.2.1, 2001:db8::1\n",
+        "[TLS_SERVER]\ntls_host = 192.0.2.1, 2001:db8::1\ntls_hostname =\n",
+    ] {
+        let config = ok(load_with(Some(ini), &[], &[]));
+        let auth: Vec<&AuthName> = config.upstreams.iter().map(|u| &u.auth_name).collect();
+        assert_eq!(
+            auth,
+            [
+                &AuthName::Ip("192.0.2.1".parse().expect("ip")),
+                &AuthName::Ip("2001:db8::1".parse().expect("ip"))
+            ],
+            "{ini}"
+        );
+    }
+    // Set but empty above the file: the file's upstreams are verified by address.
+    let config = ok(load_with(Some(UPSTREAM), &[("TLS_HOSTNAME", "")], &[]));
+    assert_eq!(
+        config.upstreams[0].auth_name,
+        AuthName::Ip("192.0.2.1".parse().expect("ip"))
+    );
 }
 
 #[test]
@@ -564,34 +599,141 @@ const FILE_WITH_TWO_DEFINITIONS: &str = "[TLS_SERVER]\n\
     [TLS_SERVER quad9]\ntls_host = 9.9.9.9\ntls_hostname = dns.quad9.net\n";
 
 #[test]
-fn env_upstream_keys_replace_every_upstream_from_the_file() {
-    // Only TLS_HOST is set: the other keys come from the plain [TLS_SERVER].
-    let config = ok(load_with(
-        Some(FILE_WITH_TWO_DEFINITIONS),
-        &[("TLS_HOST", "9.9.9.9")],
-        &[],
-    ));
+fn env_tls_host_takes_nothing_from_the_file() {
+    let dir = TempDir::new();
+    let ca = dir.write("ca.pem", PEM);
+    let ini = format!(
+        "[TLS_SERVER]\ntls_host = 1.1.1.1\ntls_port = 8853\n\
+         tls_hostname = cloudflare-dns.com\nspki = {PIN_A}\ntls_ca_file = {}\n\
+         [TLS_SERVER quad9]\ntls_host = 9.9.9.9\n",
+        ca.display()
+    );
+    let config = ok(load_in(&dir, Some(&ini), &[("TLS_HOST", "9.9.9.9")], &[]));
     assert_eq!(
         config.upstreams,
         [UpstreamConfig {
             name: "9.9.9.9:853".into(),
             addr: "9.9.9.9:853".parse().expect("addr"),
-            auth_name: "cloudflare-dns.com".into(),
-            pins: PinSet::new(vec![Pin::from_base64(PIN_A).expect("pin")]),
+            auth_name: AuthName::Ip("9.9.9.9".parse().expect("ip")),
+            pins: PinSet::default(),
             ca: None,
         }]
     );
 }
 
+/// The seed's example over the shipped settings.ini (Cloudflare's name and
+/// pins): 8.8.8.8 with the given pin, verified by its address.
 #[test]
-fn env_pins_alone_replace_the_file_list_and_keep_the_plain_hosts() {
+fn seed_example_tls_host_and_spki_over_the_shipped_file() {
+    let shipped = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../settings.ini"))
+        .expect("read settings.ini");
+    let seed_pin = "p83wULLjdmtlLA0xgsnLEJsbxPNY5JxiThviEON81z4=";
     let config = ok(load_with(
-        Some(FILE_WITH_TWO_DEFINITIONS),
-        &[("SPKI", PIN_B)],
+        Some(&shipped),
+        &[("TLS_HOST", "8.8.8.8"), ("SPKI", seed_pin)],
         &[],
     ));
-    assert_eq!(addrs(&config), ["1.1.1.1:853", "1.0.0.1:853"]);
-    assert!(config.upstreams.iter().all(|u| spki(u) == [PIN_B]));
+    assert_eq!(
+        config.upstreams,
+        [UpstreamConfig {
+            name: "8.8.8.8:853".into(),
+            addr: "8.8.8.8:853".parse().expect("addr"),
+            auth_name: AuthName::Ip("8.8.8.8".parse().expect("ip")),
+            pins: PinSet::new(vec![Pin::from_base64(seed_pin).expect("pin")]),
+            ca: None,
+        }]
+    );
+    // `make run LOCAL_PORT=5353 EXTRA_VARS="-e TLS_PORT=5353"`: the file's
+    // upstreams, name and pins on the new port.
+    let config = ok(load_with(Some(&shipped), &[("TLS_PORT", "5353")], &[]));
+    assert_eq!(addrs(&config), ["1.1.1.1:5353", "1.0.0.1:5353"]);
+    let file_only = ok(load_with(Some(&shipped), &[], &[]));
+    for (moved, file) in config.upstreams.iter().zip(&file_only.upstreams) {
+        assert_eq!(moved.auth_name, AuthName::Dns("cloudflare-dns.com".into()));
+        assert_eq!((&moved.pins, &moved.ca), (&file.pins, &file.ca));
+    }
+}
+
+#[test]
+fn env_tls_host_takes_its_other_keys_from_env_and_flags() {
+    let config = ok(load_with(
+        Some(FILE_WITH_TWO_DEFINITIONS),
+        &[("TLS_HOST", "192.0.2.9"), ("SPKI", PIN_B)],
+        &["--tls-hostname", "dns.example", "--tls-port", "8853"],
+    ));
+    assert_eq!(addrs(&config), ["192.0.2.9:8853"]);
+    assert_eq!(
+        config.upstreams[0].auth_name,
+        AuthName::Dns("dns.example".into())
+    );
+    assert_eq!(spki(&config.upstreams[0]), [PIN_B]);
+}
+
+#[test]
+fn flag_tls_host_takes_its_other_keys_from_flags_only() {
+    let config = ok(load_with(
+        Some(FILE_WITH_TWO_DEFINITIONS),
+        &[
+            ("TLS_HOST", "192.0.2.9"),
+            ("TLS_HOSTNAME", "env.example"),
+            ("SPKI", PIN_B),
+            ("TLS_PORT", "9853"),
+        ],
+        &["--tls-host", "8.8.8.8", "--spki", PIN_A],
+    ));
+    assert_eq!(addrs(&config), ["8.8.8.8:853"]);
+    assert_eq!(
+        config.upstreams[0].auth_name,
+        AuthName::Ip("8.8.8.8".parse().expect("ip"))
+    );
+    assert_eq!(spki(&config.upstreams[0]), [PIN_A]);
+}
+
+#[test]
+fn tls_port_alone_moves_every_upstream_of_the_file() {
+    for (env, argv) in [
+        (&[("TLS_PORT", "5353")][..], &[][..]),
+        (&[][..], &["--tls-port", "5353"][..]),
+    ] {
+        let config = ok(load_with(Some(FILE_WITH_TWO_DEFINITIONS), env, argv));
+        assert_eq!(
+            addrs(&config),
+            ["1.1.1.1:5353", "1.0.0.1:5353", "9.9.9.9:5353"]
+        );
+        assert_eq!(names(&config), ["1.1.1.1:5353", "1.0.0.1:5353", "quad9"]);
+        let auth: Vec<String> = config
+            .upstreams
+            .iter()
+            .map(|u| u.auth_name.to_string())
+            .collect();
+        assert_eq!(
+            auth,
+            ["cloudflare-dns.com", "cloudflare-dns.com", "dns.quad9.net"]
+        );
+        assert_eq!(spki(&config.upstreams[0]), [PIN_A]);
+        assert!(config.upstreams[2].pins.is_empty());
+    }
+}
+
+#[test]
+fn upstream_keys_without_tls_host_apply_to_every_upstream_of_the_file() {
+    let dir = TempDir::new();
+    let ca = dir.write("ca.pem", PEM);
+    let env = [
+        ("TLS_HOSTNAME", "dns.example"),
+        ("SPKI", PIN_B),
+        ("TLS_CA_FILE", ca.to_str().expect("utf-8 path")),
+    ];
+    let config = ok(load_in(&dir, Some(FILE_WITH_TWO_DEFINITIONS), &env, &[]));
+    assert_eq!(
+        addrs(&config),
+        ["1.1.1.1:853", "1.0.0.1:853", "9.9.9.9:853"]
+    );
+    assert!(config.upstreams.iter().all(|u| {
+        u.auth_name == AuthName::Dns("dns.example".into())
+            && spki(u) == [PIN_B]
+            && u.ca.as_ref().map(|c| c.path.as_path()) == Some(ca.as_path())
+    }));
 }
 
 #[test]
@@ -601,28 +743,25 @@ fn empty_env_spki_turns_pinning_off() {
         &[("SPKI", "")],
         &[],
     ));
-    assert_eq!(addrs(&config), ["1.1.1.1:853", "1.0.0.1:853"]);
+    assert_eq!(
+        addrs(&config),
+        ["1.1.1.1:853", "1.0.0.1:853", "9.9.9.9:853"]
+    );
     assert!(config.upstreams.iter().all(|u| u.pins.is_empty()));
 }
 
 #[test]
-fn flag_upstream_keys_replace_the_file_list_too() {
-    let config = ok(load_with(
-        Some(FILE_WITH_TWO_DEFINITIONS),
-        &[("TLS_HOST", "192.0.2.9")],
-        &["--tls-host", "8.8.8.8", "--tls-hostname", "dns.google"],
-    ));
-    assert_eq!(names(&config), ["8.8.8.8:853"]);
-    assert_eq!(config.upstreams[0].auth_name, "dns.google");
-}
-
-#[test]
-fn dropped_named_sections_are_not_validated() {
+fn sections_dropped_by_tls_host_are_not_validated() {
     let ini = format!("{UPSTREAM}[TLS_SERVER broken]\ntls_host = not-an-ip\n");
     assert!(load_with(Some(&ini), &[], &[]).is_err());
+    assert!(load_with(Some(&ini), &[("TLS_PORT", "853")], &[]).is_err());
     assert_eq!(
-        names(&ok(load_with(Some(&ini), &[("TLS_PORT", "853")], &[]))),
-        ["192.0.2.1:853"]
+        names(&ok(load_with(
+            Some(&ini),
+            &[("TLS_HOST", "192.0.2.7")],
+            &[]
+        ))),
+        ["192.0.2.7:853"]
     );
 }
 
@@ -635,22 +774,18 @@ fn a_later_layer_hides_an_invalid_file_value() {
 }
 
 #[test]
-fn env_upstream_list_without_a_file_needs_host_and_hostname() {
-    let failure = err(load_with(
-        None,
-        &[("TLS_PORT", "853"), ("TLS_HOST", "192.0.2.1")],
-        &[],
-    ));
+fn upstream_keys_without_tls_host_or_a_file_define_no_upstream() {
     assert!(matches!(
-        failure.error,
-        ConfigError::Missing {
-            key: Key::TlsHostname,
-            scope: MissingScope::Override {
-                by: Key::TlsHost,
-                origin: Origin::Env(Key::TlsHost)
-            }
-        }
+        err(load_with(
+            None,
+            &[("TLS_PORT", "853"), ("TLS_HOSTNAME", "a.example")],
+            &[]
+        ))
+        .error,
+        ConfigError::NoUpstream
     ));
+    let config = ok(load_with(None, &[("TLS_HOST", "192.0.2.1")], &[]));
+    assert_eq!(addrs(&config), ["192.0.2.1:853"]);
 }
 
 #[test]
@@ -820,6 +955,11 @@ fn error_lines() {
     let no_cert = dir.write("empty.pem", "# no certificates here\n");
     let no_cert = no_cert.to_str().expect("utf-8 path");
     let missing_ca = dir.path("missing.pem");
+    let broken = dir.write(
+        "broken.pem",
+        "-----BEGIN CERTIFICATE-----\nMIIBnotDER\n-----END CERTIFICATE-----\n",
+    );
+    let broken = broken.to_str().expect("utf-8 path");
     let upstream = |name| ErrCase::file(name, UPSTREAM.to_owned());
     let proxy = |name, body: &str| ErrCase::file(name, format!("{UPSTREAM}[PROXY]\n{body}\n"));
     let no_file = |name| ErrCase::no_file(name);
@@ -883,14 +1023,13 @@ fn error_lines() {
             format!("{UPSTREAM}[PROXY]\n{UPSTREAM}"),
         ),
         ErrCase::file(
-            "missing tls_hostname",
-            "[TLS_SERVER]\ntls_host = 192.0.2.1\n".into(),
+            "missing tls_host in the plain section",
+            "[TLS_SERVER]\ntls_hostname = dns.example\n".into(),
         ),
         ErrCase::file(
             "missing tls_host in a named section",
             "[TLS_SERVER quad9]\ntls_hostname = dns.quad9.net\n".into(),
         ),
-        no_file("missing tls_hostname for env upstreams").env("TLS_HOST", "192.0.2.1"),
         no_file("no upstream"),
         no_file("list lengths")
             .env("TLS_HOST", "192.0.2.1, 192.0.2.2, 192.0.2.3")
@@ -901,6 +1040,7 @@ fn error_lines() {
             "ca file without certificates",
             format!("{UPSTREAM}tls_ca_file = {no_cert}\n"),
         ),
+        upstream("ca file with a broken certificate").flag("--tls-ca-file", broken),
     ];
     let mut lines = Vec::new();
     for ErrCase {
@@ -957,4 +1097,154 @@ fn shipped_settings_ini_loads_with_the_documented_defaults() {
         "settings.ini repeats the built-in defaults"
     );
     assert_eq!(addrs(&config), ["1.1.1.1:853", "1.0.0.1:853"]);
+}
+
+/// What `dnsproxy check` prints for `ini` as `--config`, `env` and `argv`,
+/// with the temp directory removed; `Err` holds the error line.
+fn check_in(
+    dir: &TempDir,
+    ini: &str,
+    env: &[(&str, &str)],
+    argv: &[&str],
+) -> Result<String, String> {
+    let cli = Cli::try_parse_from(
+        ["dnsproxy", "check"]
+            .into_iter()
+            .chain(argv.iter().copied()),
+    )
+    .expect("valid flags");
+    let Some(Command::Check(mut flags)) = cli.command else {
+        panic!("expected check flags");
+    };
+    flags.config = Some(dir.write("settings.ini", ini));
+    let env = |name: &str| {
+        env.iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| (*value).to_owned())
+    };
+    let strip = |text: String| text.replace(&format!("{}/", dir.0.display()), "");
+    crate::check::check(&flags, &env).map(strip).map_err(strip)
+}
+
+/// The effective values of `key` in a report: the top-level setting, or the
+/// upstreams' in order.
+fn origins(report: &Report, key: Key) -> Vec<(String, String)> {
+    report
+        .settings
+        .iter()
+        .chain(report.upstreams.iter().flat_map(|u| &u.settings))
+        .filter(|e| e.key == key)
+        .map(|e| (e.value.clone(), e.origin.to_string()))
+        .collect()
+}
+
+#[test]
+fn check_names_the_layer_of_every_value() {
+    let dir = TempDir::new();
+    let ini = format!(
+        "[LOCAL_SERVER]\nlocal_port = 5353\n\n{UPSTREAM}tls_port =\n[PROXY]\nmax_inflight = 100\n"
+    );
+    let flags = RunArgs {
+        config: Some(dir.write("settings.ini", &ini)),
+        log_level: Some("debug".into()),
+        ..RunArgs::default()
+    };
+    let env = |name: &str| (name == "QUERY_TIMEOUT").then(|| "2500ms".to_owned());
+    let (config, report) = load_with_origins(&flags, &env).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config, load(&flags, &env).expect("same config"));
+    let file = |line| format!("{}/settings.ini:{line}", dir.0.display());
+    let one = |value: &str, origin: &str| vec![(value.to_owned(), origin.to_owned())];
+    assert_eq!(origins(&report, Key::LocalHost), one("0.0.0.0", "default"));
+    assert_eq!(origins(&report, Key::LocalPort), one("5353", &file(2)));
+    assert_eq!(origins(&report, Key::TlsHost), one("192.0.2.1", &file(5)));
+    // Set but empty: the default value, from the line that asked for it.
+    assert_eq!(origins(&report, Key::TlsPort), one("853", &file(7)));
+    assert_eq!(
+        origins(&report, Key::Spki),
+        one("none: CA validation only", "default")
+    );
+    assert_eq!(
+        origins(&report, Key::QueryTimeout),
+        one("2.5s", "env QUERY_TIMEOUT")
+    );
+    assert_eq!(origins(&report, Key::MaxInflight), one("100", &file(9)));
+    assert_eq!(
+        origins(&report, Key::LogLevel),
+        one("debug", "flag --log-level")
+    );
+    let every: Vec<Key> = report
+        .settings
+        .iter()
+        .chain(&report.upstreams[0].settings)
+        .map(|e| e.key)
+        .collect();
+    assert!(
+        Key::ALL.iter().all(|k| every.contains(k)),
+        "every key reported"
+    );
+    assert_eq!(
+        report.file,
+        Some((dir.0.join("settings.ini"), ConfigFileSource::Flag))
+    );
+}
+
+#[test]
+fn check_exits_0_on_a_good_config_and_64_on_a_bad_one() {
+    let dir = TempDir::new();
+    let good = check_in(&dir, UPSTREAM, &[], &[]);
+    assert!(
+        good.as_ref().is_ok_and(|out| out.ends_with("config OK\n")),
+        "{good:?}"
+    );
+    assert_eq!(crate::check::exit_code(&good), 0);
+    let bad = check_in(&dir, UPSTREAM, &[("TLS_PORT", "abc")], &[]);
+    assert_eq!(
+        bad,
+        Err(r#"dnsproxy: invalid tls_port "abc" (env TLS_PORT): expected a port number from 1 to 65535"#.into())
+    );
+    assert_eq!(crate::check::exit_code(&bad), 64);
+    let broken_ca = check_in(
+        &dir,
+        UPSTREAM,
+        &[],
+        &[
+            "--tls-ca-file",
+            dir.write(
+                "b.pem",
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            )
+            .to_str()
+            .expect("utf-8"),
+        ],
+    );
+    assert!(
+        broken_ca
+            .as_ref()
+            .is_err_and(|e| e.starts_with("dnsproxy: invalid tls_ca_file")),
+        "{broken_ca:?}"
+    );
+}
+
+/// `dnsproxy check` as a person reads it (insta snapshot): a file with two
+/// sections, the environment and a flag over it.
+#[test]
+fn check_output() {
+    let dir = TempDir::new();
+    // Relative to the working directory, which is the crate's under cargo
+    // test: the same path on every machine.
+    let ini = format!(
+        "# sample\n[LOCAL_SERVER]\nlocal_host = 127.0.0.1\n\n\
+         [TLS_SERVER]\ntls_host = 1.1.1.1, 1.0.0.1\ntls_hostname = cloudflare-dns.com\n\
+         spki = {PIN_A}, {PIN_B}\n\n\
+         [TLS_SERVER quad9]\ntls_host = 9.9.9.9\ntls_ca_file = ../fixtures/pki/root.pem\n\n\
+         [PROXY]\nquery_timeout = 3s\n"
+    );
+    let out = check_in(
+        &dir,
+        &ini,
+        &[("LOCAL_PORT", "5353"), ("TLS_PORT", "8853")],
+        &["--max-inflight", "512"],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    insta::assert_snapshot!("check_output", out);
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use dnsproxy_core::core::pins::Pin;
+use dnsproxy_core::shell::tls::{self, TrustError};
 use rustls_pki_types::DnsName;
 
 use super::defaults::{DurationLimits, IntLimits};
@@ -95,16 +96,18 @@ pub(super) fn log_level(text: &str) -> Result<Level, Expected> {
     Level::from_name(text).ok_or(Expected::LogLevel)
 }
 
-/// `tls_ca_file`: reads the bundle now, so a bad path fails at start-up and
-/// not at the first query. Relative paths are relative to the working
-/// directory, whichever layer names them.
+/// `tls_ca_file`: reads the bundle now and parses every certificate into a
+/// trust anchor as the component will, so a bad path or a broken bundle fails
+/// at start-up (and in `dnsproxy check`), not at the first query. Relative
+/// paths are relative to the working directory, whichever layer names them.
 pub(super) fn ca_file(text: &str) -> Result<CaBundle, Expected> {
     let path = PathBuf::from(text);
     let pem = std::fs::read_to_string(Path::new(text)).map_err(Expected::ReadableFile)?;
-    if !pem.contains("-----BEGIN CERTIFICATE-----") {
-        return Err(Expected::PemCertificate);
+    match tls::anchors_from_pem(&pem) {
+        Ok(_) => Ok(CaBundle { path, pem }),
+        Err(TrustError::Empty) => Err(Expected::PemCertificate),
+        Err(e) => Err(Expected::ParsableCertificate(e.to_string())),
     }
-    Ok(CaBundle { path, pem })
 }
 
 /// `text` if it is a non-empty run of ASCII digits (`str::parse` would also

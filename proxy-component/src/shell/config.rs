@@ -6,7 +6,8 @@
 //! Values arrive here already validated: pins decoded, bundles read, limits
 //! within their bounds.
 
-use std::net::SocketAddr;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -62,12 +63,60 @@ pub struct UpstreamConfig {
     pub name: String,
     /// Address and port to connect to.
     pub addr: SocketAddr,
-    /// Name verified in the certificate and sent as SNI (`tls_hostname`).
-    pub auth_name: String,
+    /// What the certificate must be valid for.
+    pub auth_name: AuthName,
     /// SPKI pins (RFC 7469 §2.4), decoded; empty = CA validation only.
     pub pins: PinSet,
     /// Roots to trust instead of the built-in web roots (`tls_ca_file`).
     pub ca: Option<CaBundle>,
+}
+
+impl UpstreamConfig {
+    /// The upstream in start-up lines: `name=addr`, or `addr` when the name
+    /// is the address.
+    pub fn label(&self) -> String {
+        let addr = self.addr.to_string();
+        if self.name == addr {
+            addr
+        } else {
+            format!("{}={addr}", self.name)
+        }
+    }
+}
+
+/// The identity an upstream's certificate is verified against (RFC 8310
+/// §8.1: the authentication domain name, or the address when none is
+/// configured).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthName {
+    /// `tls_hostname`: a DNS name checked against the certificate's DNS
+    /// names and sent as SNI.
+    Dns(String),
+    /// No `tls_hostname`: the certificate must carry this address as an IP
+    /// SAN (as Cloudflare's, Google's and Quad9's do). No SNI is sent: SNI
+    /// carries host names only (RFC 6066 §3).
+    Ip(IpAddr),
+}
+
+impl AuthName {
+    /// How the start-up lines describe the check: `verified as dns.google` or
+    /// `verified by IP address`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Dns(name) => format!("verified as {name}"),
+            Self::Ip(_) => "verified by IP address".to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for AuthName {
+    /// The name or the address, as webpki's error messages show it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Dns(name) => f.write_str(name),
+            Self::Ip(ip) => ip.fmt(f),
+        }
+    }
 }
 
 /// A PEM bundle of trusted roots, read by whoever built the configuration

@@ -115,9 +115,9 @@ pub async fn serve(config: ProxyConfig, log: Log) -> Result<(), ServeError> {
     let names: Vec<String> = config
         .upstreams
         .iter()
-        .map(|u| format!("{}={}#{}", u.name, u.addr, u.auth_name))
+        .map(|u| format!("{} ({})", u.label(), u.auth_name.describe()))
         .collect();
-    let upstreams = names.join(",");
+    let upstreams = names.join(", ");
     log.event(
         Level::Info,
         "serving",

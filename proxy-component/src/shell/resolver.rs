@@ -25,7 +25,7 @@ use crate::core::message::{self, MessageError, Query, Rcode, Response};
 use crate::core::pins::DisplayPins;
 use crate::core::upstream_conn::UpstreamTimeouts;
 use crate::core::upstreams::Selector;
-use crate::shell::config::{ProxyConfig, UpstreamConfig};
+use crate::shell::config::{AuthName, ProxyConfig, UpstreamConfig};
 use crate::shell::conn::{Conn, ConnError};
 use crate::shell::log::{Level, Log};
 use crate::shell::tls::{self, AuthError, PinnedVerifier, TrustError};
@@ -149,8 +149,12 @@ impl Resolver {
             };
             let verifier = PinnedVerifier::new(anchors, up.pins.clone());
             let tls = tls::client_configs(verifier).map_err(|e| fail(e.into()))?;
-            let name = ServerName::try_from(up.auth_name.clone())
-                .map_err(|e| fail(SetupErrorKind::Name(e.to_string())))?;
+            let name = match &up.auth_name {
+                AuthName::Dns(name) => ServerName::try_from(name.clone())
+                    .map_err(|e| fail(SetupErrorKind::Name(e.to_string())))?,
+                // rustls checks it against the IP SANs and sends no SNI.
+                AuthName::Ip(ip) => ServerName::IpAddress((*ip).into()),
+            };
             slots.push(Slot {
                 config: up.clone(),
                 policy: RefCell::new(ConnectPolicy::new(tls.len())),
