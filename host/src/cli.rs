@@ -167,6 +167,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "LEVEL", help_heading = TUNABLES)]
     pub log_level: Option<String>,
 
+    /// Log lines as text or json (one JSON object per line) [env: LOG_FORMAT] [default: text]
+    #[arg(long, value_name = "FORMAT", help_heading = TUNABLES)]
+    pub log_format: Option<String>,
+
+    /// One log line per answered query (client, name, type, rcode, upstream, duration), whatever
+    /// the log level: true or false [env: LOG_QUERIES] [default: false]
+    #[arg(long, value_name = "BOOL", help_heading = TUNABLES)]
+    pub log_queries: Option<String>,
+
     /// Run this .wasm or .cwasm component instead of the embedded one (for tests)
     #[arg(long, value_name = "PATH", hide = true)]
     pub component: Option<PathBuf>,
@@ -301,6 +310,8 @@ impl config::Flags for RunArgs {
             Key::MaxUdpSize => &self.max_udp_size,
             Key::ClientBufferMib => &self.client_buffer_mib,
             Key::LogLevel => &self.log_level,
+            Key::LogFormat => &self.log_format,
+            Key::LogQueries => &self.log_queries,
         };
         value.as_deref()
     }

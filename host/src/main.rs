@@ -12,6 +12,7 @@ pub mod config;
 pub mod engine;
 pub mod health;
 pub mod linger;
+pub mod logfmt;
 pub mod policy;
 pub mod query_name;
 pub mod sandbox;
@@ -25,7 +26,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Command, PrecompileArgs, RunArgs, SpkiArgs};
-use crate::config::{EXIT_CONFIG, ProxyConfig};
+use crate::config::{EXIT_CONFIG, LogFormat, ProxyConfig};
 use crate::policy::SocketPolicy;
 
 /// The allocator: musl's is slow under threads (see Cargo.toml).
@@ -46,11 +47,7 @@ fn main() -> ExitCode {
 fn init_logging(level: &str) {
     // RUST_LOG, when set, refines the configured level (e.g. wasmtime=debug).
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+    logfmt::init(LogFormat::Text, filter);
 }
 
 /// Raises the soft limit of open files to the hard limit: every client TCP
@@ -97,7 +94,10 @@ fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
-    init_logging(config.log_level.as_str());
+    logfmt::init(
+        config.log_format,
+        logfmt::filter(config.log_level, config.log_queries),
+    );
     raise_open_files_limit();
     match runtime().and_then(|rt| rt.block_on(serve(config, args))) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
@@ -137,6 +137,13 @@ async fn serve(config: ProxyConfig, args: &RunArgs) -> Result<i32> {
         "dnsproxy {} starting",
         env!("CARGO_PKG_VERSION")
     );
+    for warning in config::pin_warnings(&config) {
+        tracing::warn!(
+            upstream = %warning.upstream,
+            warning = warning.kind.as_str(),
+            "{warning}"
+        );
+    }
     let policy = SocketPolicy::from_config(&config);
     let proxy = tokio::spawn(async move { sandbox::run(engine, component, &config, policy).await });
     let mut term = signal(SignalKind::terminate())?;

@@ -22,6 +22,7 @@ mod error;
 mod ini;
 mod keys;
 mod layers;
+mod pin_warnings;
 mod upstreams;
 mod values;
 
@@ -31,9 +32,10 @@ use std::time::Duration;
 
 pub use dnsproxy_core::core::acl::IpNet;
 pub use dnsproxy_core::shell::config::{CaBundle, ProxyConfig, UpstreamConfig};
-pub use dnsproxy_core::shell::log::Level;
+pub use dnsproxy_core::shell::log::{Level, LogFormat};
 pub use error::{ConfigError, ConfigFileSource, Expected, FilePos, ListLen, MissingScope, Origin};
 pub use keys::{Key, Section};
+pub use pin_warnings::{PinWarning, PinWarningKind, pin_warnings};
 
 use defaults::{DurationLimits, IntLimits};
 use layers::{ConfigFile, Layers, Setting};
@@ -128,6 +130,8 @@ fn resolve(layers: &Layers<'_>) -> Result<ProxyConfig, ConfigError> {
         client_buffer_budget: integer(layers, Key::ClientBufferMib, defaults::CLIENT_BUFFER_MIB)?
             << 20,
         log_level: scalar(layers, Key::LogLevel, Level::Info, values::log_level)?.value,
+        log_format: scalar(layers, Key::LogFormat, LogFormat::Text, values::log_format)?.value,
+        log_queries: scalar(layers, Key::LogQueries, false, values::boolean)?.value,
     })
 }
 

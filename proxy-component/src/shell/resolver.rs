@@ -180,6 +180,12 @@ impl Resolver {
     /// within the deadline. Which upstream, for how long, and whether to send
     /// again is the core's [`Attempts`]; this only performs the attempts.
     pub async fn resolve(&self, query: &Query) -> Response {
+        self.resolve_via(query).await.0
+    }
+
+    /// [`Resolver::resolve`], also naming the upstream that answered (for
+    /// the query log); `None` when the proxy answered SERVFAIL itself.
+    pub async fn resolve_via(&self, query: &Query) -> (Response, Option<&str>) {
         let (wire, padding) = query.padded(message::QUERY_PADDING_BLOCK);
         let now = std::time::Instant::now();
         let order = self.selector.borrow().order(now);
@@ -202,7 +208,7 @@ impl Resolver {
                     if answer.fit_for_client(padding).is_err() {
                         break;
                     }
-                    return answer;
+                    return (answer, Some(&self.slots[i].config.name));
                 }
                 Ok(Ok(Ok(_))) => (Outcome::Mismatch, UpstreamError::Mismatch),
                 // An answer that does not parse answers nothing either.
@@ -223,7 +229,7 @@ impl Resolver {
         }
         self.log
             .event(Level::Debug, "query failed on every upstream", &[]);
-        query.reply(Rcode::ServFail)
+        (query.reply(Rcode::ServFail), None)
     }
 
     /// Counts a failure of upstream `i` in `event` and logs it, once per
