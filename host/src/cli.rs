@@ -184,11 +184,23 @@ pub struct RunArgs {
 /// Flags of `spki`: a live resolver (`--host` and `--name`) or a PEM file.
 #[derive(Debug, Clone, Args)]
 #[command(
-    group(ArgGroup::new("source").required(true).args(["host", "pem"])),
+    group(ArgGroup::new("source").required(true).args(["host", "pem", "config"])),
     after_help = "Connects to the resolver, verifies its chain and name like the proxy \
                   does, and prints one pin per certificate of the chain. Pinning an \
                   intermediate or listing the next key too survives certificate \
-                  rotation. With --pem, prints the pins of the certificates in FILE."
+                  rotation. With --pem, prints the pins of the certificates in FILE.
+
+With --config, reads the configuration like `run` (the file, then the environment) \
+and checks every upstream's live chain against its pin set: each configured pin \
+either matches a certificate of the chain or is a backup (matches none), with a \
+warning when no backup is left or only the leaf key is pinned. Pins stay enforced: \
+check a new pin set this way before rolling it out. Exits 0 when the proxy would \
+accept every upstream (chain verified, and a pin matches where pins are set), 1 \
+otherwise, 64 on bad configuration.
+
+Examples:
+  dnsproxy spki --host 9.9.9.9 --name dns.quad9.net
+  dnsproxy spki --config /etc/dnsproxy/settings.ini"
 )]
 pub struct SpkiArgs {
     /// Resolver IP address to connect to
@@ -215,6 +227,14 @@ pub struct SpkiArgs {
     /// Read certificates from this PEM file instead of connecting
     #[arg(long, value_name = "FILE", conflicts_with_all = ["host", "port", "name"])]
     pub pem: Option<PathBuf>,
+
+    /// Check every upstream of this config file against its pin set
+    #[arg(
+        long,
+        value_name = "PATH",
+        conflicts_with_all = ["host", "port", "name", "ca_file", "pem"]
+    )]
+    pub config: Option<PathBuf>,
 }
 
 /// Flags of `health`: where the proxy listens comes from the same layers as
@@ -405,6 +425,24 @@ mod tests {
         };
         assert_eq!(args.pem, Some(PathBuf::from("chain.pem")));
         assert_eq!(args.host, None);
+    }
+
+    #[test]
+    fn spki_takes_a_config_file_alone() {
+        let Ok(Command::Spki(args)) = try_parse(&["spki", "--config", "settings.ini"]) else {
+            panic!("expected spki");
+        };
+        assert_eq!(args.config, Some(PathBuf::from("settings.ini")));
+        for argv in [
+            &[
+                "spki", "--config", "s.ini", "--host", "1.1.1.1", "--name", "a",
+            ][..],
+            &["spki", "--config", "s.ini", "--pem", "x"],
+            &["spki", "--config", "s.ini", "--ca-file", "ca.pem"],
+            &["spki", "--config", "s.ini", "--port", "853"],
+        ] {
+            assert!(try_parse(argv).is_err(), "{argv:?}");
+        }
     }
 
     #[test]

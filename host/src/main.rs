@@ -162,9 +162,23 @@ async fn serve(config: ProxyConfig, args: &RunArgs) -> Result<i32> {
 }
 
 fn spki(args: &SpkiArgs) -> ExitCode {
-    let result = match &args.pem {
-        Some(path) => spki::from_pem(path).map(|out| (out, true)),
-        None => runtime().and_then(|rt| rt.block_on(spki::from_server(args))),
+    let result = match (&args.pem, &args.config) {
+        (Some(path), _) => spki::from_pem(path).map(|out| (out, true)),
+        (None, Some(path)) => {
+            let run = RunArgs {
+                config: Some(path.clone()),
+                ..RunArgs::default()
+            };
+            let config = match config::load(&run, &|name| std::env::var(name).ok()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("dnsproxy spki: {e}");
+                    return ExitCode::from(EXIT_CONFIG as u8);
+                }
+            };
+            runtime().map(|rt| rt.block_on(spki::from_config(&config)))
+        }
+        (None, None) => runtime().and_then(|rt| rt.block_on(spki::from_server(args))),
     };
     match result {
         Ok((out, verified)) => {
