@@ -1,5 +1,5 @@
 //! The command line: `dnsproxy [run] [OPTIONS]`, `dnsproxy spki ...`,
-//! `dnsproxy health [--ready]` and the hidden `dnsproxy precompile --out PATH`.
+//! `dnsproxy health [--ready]`, `dnsproxy top` and the hidden `dnsproxy precompile --out PATH`.
 //!
 //! Run flags are plain strings on purpose: the config module validates every
 //! layer (file, env, flags) the same way and reports errors in the same form.
@@ -76,6 +76,8 @@ pub enum Command {
     Spki(SpkiArgs),
     /// Check that a running proxy answers (liveness) or reaches an upstream (--ready)
     Health(HealthArgs),
+    /// Watch a running proxy live: qps, rcodes, latency and upstreams, from its metrics
+    Top(TopArgs),
     /// Write the ahead-of-time compiled proxy component to a file
     #[command(hide = true)]
     Precompile(PrecompileArgs),
@@ -294,6 +296,31 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
     config::parse_duration(text, Duration::from_millis(100), Duration::from_secs(60))
 }
 
+/// Flags of `top`.
+#[derive(Debug, Clone, Args)]
+#[command(after_help = "\
+Reads the proxy's Prometheus metrics (served when metrics_listen is set) and shows, \
+refreshing: answers per second, the RCODE mix, answer latency p50/p99 with their \
+recent history, and for each upstream its state, RTT, queries per second, open \
+connections, failures by check and days until the earliest expiry of its \
+certificates. Rates and quantiles are over the last interval. q or Esc quits.
+
+Example:
+  dnsproxy top --url http://127.0.0.1:9153/metrics")]
+pub struct TopArgs {
+    /// The metrics endpoint: http://HOST:PORT/metrics, or HOST:PORT as in metrics_listen
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "http://127.0.0.1:9153/metrics"
+    )]
+    pub url: String,
+
+    /// Time between refreshes, 100ms to 60s
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_timeout)]
+    pub interval: Duration,
+}
+
 /// Flags of `precompile`.
 #[derive(Debug, Clone, Args)]
 pub struct PrecompileArgs {
@@ -459,6 +486,28 @@ mod tests {
         ] {
             assert!(try_parse(argv).is_err(), "{argv:?}");
         }
+    }
+
+    #[test]
+    fn top_help_text() {
+        insta::assert_snapshot!("top_help", help(&["top", "--help"]));
+    }
+
+    #[test]
+    fn top_reads_the_default_endpoint_every_second() {
+        let Ok(Command::Top(args)) = try_parse(&["top"]) else {
+            panic!("expected top");
+        };
+        assert_eq!(args.url, "http://127.0.0.1:9153/metrics");
+        assert_eq!(args.interval, Duration::from_secs(1));
+        let Ok(Command::Top(args)) =
+            try_parse(&["top", "--url", "127.0.0.1:5601", "--interval", "250ms"])
+        else {
+            panic!("expected top");
+        };
+        assert_eq!(args.url, "127.0.0.1:5601");
+        assert_eq!(args.interval, Duration::from_millis(250));
+        assert!(try_parse(&["top", "--interval", "0"]).is_err());
     }
 
     #[test]

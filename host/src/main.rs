@@ -17,6 +17,7 @@ pub mod policy;
 pub mod query_name;
 pub mod sandbox;
 pub mod spki;
+pub mod top;
 pub mod watchdog;
 
 use std::process::ExitCode;
@@ -40,6 +41,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(&args),
         Command::Spki(args) => spki(&args),
         Command::Health(args) => health::run(&args),
+        Command::Top(args) => top::run(&args),
         Command::Precompile(args) => precompile(&args),
     }
 }
