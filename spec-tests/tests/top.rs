@@ -111,7 +111,8 @@ fn top_shows_qps_the_upstream_its_state_and_certificate_expiry() {
     let mut screen = tmux.screen();
     let ready = |s: &str| {
         qps(s).is_some_and(|q| q > 0.0)
-            && s.lines().any(|l| l.contains(&upstream) && l.contains(" up "))
+            && s.lines()
+                .any(|l| l.contains(&upstream) && l.contains(" up "))
             && expiry_days(s).is_some()
     };
     while !ready(&screen) && Instant::now() < deadline {

@@ -140,13 +140,14 @@ fn upstream_table(rows: &[UpstreamRow]) -> Table<'static> {
     Table::new(
         rows,
         [
-            Constraint::Min(12),
+            Constraint::Min(14),
             Constraint::Length(6),
             Constraint::Length(9),
-            Constraint::Length(7),
+            Constraint::Length(8),
             Constraint::Length(6),
-            Constraint::Min(16),
-            Constraint::Min(20),
+            Constraint::Length(22),
+            // Room for "expires in 365 days (leaf_only, no_backup)".
+            Constraint::Min(42),
         ],
     )
     .header(header)
