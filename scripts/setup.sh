@@ -2,7 +2,8 @@
 # Installs what building and testing dnsproxy needs on Debian 12, if missing:
 # the wasm32-wasip2 Rust target, clang/lld/llvm-ar (ring's C code for wasm),
 # the x86_64-unknown-linux-musl target and musl-gcc (the static native build),
-# unbound (the end-to-end tests' DoT resolver), openssl and dig.
+# unbound (the end-to-end tests' DoT resolver), openssl, dig and tmux (the
+# terminal `dnsproxy top` runs in for its test).
 set -euo pipefail
 
 need=()
@@ -13,6 +14,7 @@ command -v musl-gcc >/dev/null || need+=(musl-tools)
 [ -x /usr/sbin/unbound ] || need+=(unbound)
 command -v openssl >/dev/null || need+=(openssl)
 command -v dig >/dev/null || need+=(dnsutils)
+command -v tmux >/dev/null || need+=(tmux)
 if [ ${#need[@]} -gt 0 ]; then
     echo "setup: installing ${need[*]}"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo

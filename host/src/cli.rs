@@ -1,7 +1,7 @@
 //! The command line: `dnsproxy [run] [OPTIONS]`, `dnsproxy check [OPTIONS]`,
-//! `dnsproxy spki ...`, `dnsproxy health [--ready]` and the hidden
-//! `dnsproxy precompile --out PATH` and `dnsproxy generate completions|man`
-//! (see [`crate::generate`]).
+//! `dnsproxy spki ...`, `dnsproxy health [--ready]`, `dnsproxy top` and the
+//! hidden `dnsproxy precompile --out PATH` and `dnsproxy generate
+//! completions|man` (see [`crate::generate`]).
 //!
 //! Run flags are plain strings on purpose: the config module validates every
 //! layer (file, env, flags) the same way and reports errors in the same form.
@@ -97,6 +97,8 @@ pub enum Command {
     Spki(SpkiArgs),
     /// Check that a running proxy answers (liveness) or reaches an upstream (--ready)
     Health(HealthArgs),
+    /// Watch a running proxy live: qps, rcodes, latency and upstreams, from its metrics
+    Top(TopArgs),
     /// Write the ahead-of-time compiled proxy component to a file
     #[command(hide = true)]
     Precompile(PrecompileArgs),
@@ -191,6 +193,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "LEVEL", help_heading = TUNABLES)]
     pub log_level: Option<String>,
 
+    /// Log lines as text or json (one JSON object per line) [env: LOG_FORMAT] [default: text]
+    #[arg(long, value_name = "FORMAT", help_heading = TUNABLES)]
+    pub log_format: Option<String>,
+
+    /// One log line per answered query (client, name, type, rcode, upstream, duration), whatever
+    /// the log level: true or false [env: LOG_QUERIES] [default: false]
+    #[arg(long, value_name = "BOOL", help_heading = TUNABLES)]
+    pub log_queries: Option<String>,
+
     /// Run this .wasm or .cwasm component instead of the embedded one (for tests)
     #[arg(long, value_name = "PATH", hide = true)]
     pub component: Option<PathBuf>,
@@ -199,11 +210,23 @@ pub struct RunArgs {
 /// Flags of `spki`: a live resolver (`--host`, optionally `--name`) or a PEM file.
 #[derive(Debug, Clone, Args)]
 #[command(
-    group(ArgGroup::new("source").required(true).args(["host", "pem"])),
+    group(ArgGroup::new("source").required(true).args(["host", "pem", "config"])),
     after_help = "Connects to the resolver, verifies its chain and name like the proxy \
                   does, and prints one pin per certificate of the chain. Pinning an \
                   intermediate or listing the next key too survives certificate \
-                  rotation. With --pem, prints the pins of the certificates in FILE."
+                  rotation. With --pem, prints the pins of the certificates in FILE.
+
+With --config, reads the configuration like `run` (the file, then the environment) \
+and checks every upstream's live chain against its pin set: each configured pin \
+either matches a certificate of the chain or is a backup (matches none), with a \
+warning when no backup is left or only the leaf key is pinned. Pins stay enforced: \
+check a new pin set this way before rolling it out. Exits 0 when the proxy would \
+accept every upstream (chain verified, and a pin matches where pins are set), 1 \
+otherwise, 64 on bad configuration.
+
+Examples:
+  dnsproxy spki --host 9.9.9.9 --name dns.quad9.net
+  dnsproxy spki --config /etc/dnsproxy/settings.ini"
 )]
 pub struct SpkiArgs {
     /// Resolver IP address to connect to
@@ -231,6 +254,14 @@ pub struct SpkiArgs {
     /// Read certificates from this PEM file instead of connecting
     #[arg(long, value_name = "FILE", conflicts_with_all = ["host", "port", "name"])]
     pub pem: Option<PathBuf>,
+
+    /// Check every upstream of this config file against its pin set
+    #[arg(
+        long,
+        value_name = "PATH",
+        conflicts_with_all = ["host", "port", "name", "ca_file", "pem"]
+    )]
+    pub config: Option<PathBuf>,
 }
 
 /// Flags of `health`: where the proxy listens comes from the same layers as
@@ -290,6 +321,31 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
     config::parse_duration(text, Duration::from_millis(100), Duration::from_secs(60))
 }
 
+/// Flags of `top`.
+#[derive(Debug, Clone, Args)]
+#[command(after_help = "\
+Reads the proxy's Prometheus metrics (served when metrics_listen is set) and shows, \
+refreshing: answers per second, the RCODE mix, answer latency p50/p99 with their \
+recent history, and for each upstream its state, RTT, queries per second, open \
+connections, failures by check and days until the earliest expiry of its \
+certificates. Rates and quantiles are over the last interval. q or Esc quits.
+
+Example:
+  dnsproxy top --url http://127.0.0.1:9153/metrics")]
+pub struct TopArgs {
+    /// The metrics endpoint: http://HOST:PORT/metrics, or HOST:PORT as in metrics_listen
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "http://127.0.0.1:9153/metrics"
+    )]
+    pub url: String,
+
+    /// Time between refreshes, 100ms to 60s
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_timeout)]
+    pub interval: Duration,
+}
+
 /// Flags of `precompile`.
 #[derive(Debug, Clone, Args)]
 pub struct PrecompileArgs {
@@ -326,6 +382,8 @@ impl config::Flags for RunArgs {
             Key::MaxUdpSize => &self.max_udp_size,
             Key::ClientBufferMib => &self.client_buffer_mib,
             Key::LogLevel => &self.log_level,
+            Key::LogFormat => &self.log_format,
+            Key::LogQueries => &self.log_queries,
         };
         value.as_deref()
     }
@@ -422,6 +480,24 @@ mod tests {
     }
 
     #[test]
+    fn spki_takes_a_config_file_alone() {
+        let Ok(Command::Spki(args)) = try_parse(&["spki", "--config", "settings.ini"]) else {
+            panic!("expected spki");
+        };
+        assert_eq!(args.config, Some(PathBuf::from("settings.ini")));
+        for argv in [
+            &[
+                "spki", "--config", "s.ini", "--host", "1.1.1.1", "--name", "a",
+            ][..],
+            &["spki", "--config", "s.ini", "--pem", "x"],
+            &["spki", "--config", "s.ini", "--ca-file", "ca.pem"],
+            &["spki", "--config", "s.ini", "--port", "853"],
+        ] {
+            assert!(try_parse(argv).is_err(), "{argv:?}");
+        }
+    }
+
+    #[test]
     fn spki_rejects_incomplete_or_mixed_sources() {
         for argv in [
             &["spki"][..],
@@ -434,6 +510,28 @@ mod tests {
         ] {
             assert!(try_parse(argv).is_err(), "{argv:?}");
         }
+    }
+
+    #[test]
+    fn top_help_text() {
+        insta::assert_snapshot!("top_help", help(&["top", "--help"]));
+    }
+
+    #[test]
+    fn top_reads_the_default_endpoint_every_second() {
+        let Ok(Command::Top(args)) = try_parse(&["top"]) else {
+            panic!("expected top");
+        };
+        assert_eq!(args.url, "http://127.0.0.1:9153/metrics");
+        assert_eq!(args.interval, Duration::from_secs(1));
+        let Ok(Command::Top(args)) =
+            try_parse(&["top", "--url", "127.0.0.1:5601", "--interval", "250ms"])
+        else {
+            panic!("expected top");
+        };
+        assert_eq!(args.url, "127.0.0.1:5601");
+        assert_eq!(args.interval, Duration::from_millis(250));
+        assert!(try_parse(&["top", "--interval", "0"]).is_err());
     }
 
     #[test]

@@ -14,10 +14,12 @@ pub mod engine;
 pub mod generate;
 pub mod health;
 pub mod linger;
+pub mod logfmt;
 pub mod policy;
 pub mod query_name;
 pub mod sandbox;
 pub mod spki;
+pub mod top;
 pub mod watchdog;
 
 use std::process::ExitCode;
@@ -27,7 +29,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Command, PrecompileArgs, RunArgs, SpkiArgs};
-use crate::config::{EXIT_CONFIG, ProxyConfig};
+use crate::config::{EXIT_CONFIG, LogFormat, ProxyConfig};
 use crate::policy::SocketPolicy;
 
 /// The allocator: musl's is slow under threads (see Cargo.toml).
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(&args),
         Command::Spki(args) => spki(&args),
         Command::Health(args) => health::run(&args),
+        Command::Top(args) => top::run(&args),
         Command::Precompile(args) => precompile(&args),
         Command::Generate(args) => generate::run(&args),
     }
@@ -50,11 +53,7 @@ fn main() -> ExitCode {
 fn init_logging(level: &str) {
     // RUST_LOG, when set, refines the configured level (e.g. wasmtime=debug).
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+    logfmt::init(LogFormat::Text, filter);
 }
 
 /// Raises the soft limit of open files to the hard limit: every client TCP
@@ -101,7 +100,10 @@ fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
-    init_logging(config.log_level.as_str());
+    logfmt::init(
+        config.log_format,
+        logfmt::filter(config.log_level, config.log_queries),
+    );
     raise_open_files_limit();
     match runtime().and_then(|rt| rt.block_on(serve(config, args))) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
@@ -141,6 +143,13 @@ async fn serve(config: ProxyConfig, args: &RunArgs) -> Result<i32> {
         "dnsproxy {} starting",
         env!("CARGO_PKG_VERSION")
     );
+    for warning in config::pin_warnings(&config) {
+        tracing::warn!(
+            upstream = %warning.upstream,
+            warning = warning.kind.as_str(),
+            "{warning}"
+        );
+    }
     let policy = SocketPolicy::from_config(&config);
     let proxy = tokio::spawn(async move { sandbox::run(engine, component, &config, policy).await });
     let mut term = signal(SignalKind::terminate())?;
@@ -159,9 +168,23 @@ async fn serve(config: ProxyConfig, args: &RunArgs) -> Result<i32> {
 }
 
 fn spki(args: &SpkiArgs) -> ExitCode {
-    let result = match &args.pem {
-        Some(path) => spki::from_pem(path).map(|out| (out, true)),
-        None => runtime().and_then(|rt| rt.block_on(spki::from_server(args))),
+    let result = match (&args.pem, &args.config) {
+        (Some(path), _) => spki::from_pem(path).map(|out| (out, true)),
+        (None, Some(path)) => {
+            let run = RunArgs {
+                config: Some(path.clone()),
+                ..RunArgs::default()
+            };
+            let config = match config::load(&run, &|name| std::env::var(name).ok()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("dnsproxy spki: {e}");
+                    return ExitCode::from(EXIT_CONFIG as u8);
+                }
+            };
+            runtime().map(|rt| rt.block_on(spki::from_config(&config)))
+        }
+        (None, None) => runtime().and_then(|rt| rt.block_on(spki::from_server(args))),
     };
     match result {
         Ok((out, verified)) => {

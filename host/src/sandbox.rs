@@ -74,20 +74,8 @@ impl wit_config::Host for State {
 
 impl wit_log::Host for State {
     fn emit(&mut self, level: wit_log::Level, message: String, fields: Vec<wit_log::Field>) {
-        let mut line = message;
-        for f in fields {
-            line.push(' ');
-            line.push_str(&f.key);
-            line.push('=');
-            line.push_str(&f.value);
-        }
-        match level_from_wit(level) {
-            Level::Error => tracing::error!(target: "dnsproxy::component", "{line}"),
-            Level::Warn => tracing::warn!(target: "dnsproxy::component", "{line}"),
-            Level::Info => tracing::info!(target: "dnsproxy::component", "{line}"),
-            Level::Debug => tracing::debug!(target: "dnsproxy::component", "{line}"),
-            Level::Trace => tracing::trace!(target: "dnsproxy::component", "{line}"),
-        }
+        let fields: Vec<(String, String)> = fields.into_iter().map(|f| (f.key, f.value)).collect();
+        crate::logfmt::component_event(level_from_wit(level), &message, &fields);
     }
 }
 
@@ -173,6 +161,9 @@ pub fn wit_config(config: &ProxyConfig) -> wit_config::ProxyConfig {
         max_udp_size,
         client_buffer_budget,
         log_level,
+        // The host renders every line itself (`crate::logfmt`).
+        log_format: _,
+        log_queries,
     } = config;
     let upstreams = upstreams
         .iter()
@@ -223,6 +214,7 @@ pub fn wit_config(config: &ProxyConfig) -> wit_config::ProxyConfig {
             client_buffer_budget: count(*client_buffer_budget),
         },
         log_level: wit_level(*log_level),
+        log_queries: *log_queries,
     }
 }
 
@@ -480,6 +472,8 @@ mod tests {
             max_udp_size: 1400,
             client_buffer_budget: 1 << 20,
             log_level: Level::Debug,
+            log_format: crate::config::LogFormat::Json,
+            log_queries: true,
         };
         let wit = wit_config(&config);
         assert!(matches!(
@@ -552,6 +546,14 @@ mod tests {
             (300, 65536, 1400, 1 << 20)
         );
         assert!(matches!(wit.log_level, wit_log::Level::Debug));
+        assert!(wit.log_queries);
+        assert!(
+            !wit_config(&ProxyConfig {
+                log_queries: false,
+                ..config
+            })
+            .log_queries
+        );
     }
 
     /// Each level crosses the boundary and comes back (as a log event) as

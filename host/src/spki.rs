@@ -12,11 +12,12 @@ use dnsproxy_core::core::pins::{DisplayPins, Pin};
 use dnsproxy_core::shell::tls::{self, PinnedVerifier};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::cli::SpkiArgs;
+use crate::config::{ProxyConfig, UpstreamConfig};
 
 /// One line per certificate: position, role, subject, not-after, pin.
 pub fn describe(der: &[u8], position: usize, role: &str) -> String {
@@ -117,6 +118,77 @@ impl ServerCertVerifier for Recording {
     }
 }
 
+/// What one TLS handshake showed: the chain the server sent and the
+/// verdict on it (the pins of the verified path, leaf first, or why it did
+/// not verify).
+struct Live {
+    chain: Vec<CertificateDer<'static>>,
+    verdict: Result<Vec<Pin>, String>,
+}
+
+/// Connects to `addr`, sends `name` as SNI and verifies the chain against
+/// `anchors` (the web roots when `None`) like the proxy does, without pins.
+async fn fetch(
+    addr: SocketAddr,
+    name: ServerName<'static>,
+    anchors: Option<Vec<TrustAnchor<'static>>>,
+) -> Result<Live> {
+    let recording = Arc::new(Recording {
+        inner: PinnedVerifier::new(anchors, Default::default()),
+        seen: Mutex::new(None),
+    });
+    let config = tls::client_config(tls::provider(), recording.clone())?;
+    let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+        .await
+        .with_context(|| format!("{addr}: connect timed out"))?
+        .with_context(|| format!("{addr}: connect failed"))?;
+    let handshake = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_rustls::TlsConnector::from(config).connect(name, tcp),
+    )
+    .await
+    .with_context(|| format!("{addr}: TLS handshake timed out"))?;
+    let seen = recording
+        .seen
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    let Some((chain, verdict)) = seen else {
+        // The handshake failed before the server sent certificates.
+        handshake.with_context(|| format!("{addr}: TLS handshake failed"))?;
+        bail!("{addr}: the server sent no certificate");
+    };
+    Ok(Live { chain, verdict })
+}
+
+/// The certificates of a live chain, one block each, and the trust anchor
+/// of the verified path when the server did not send it.
+fn describe_chain(out: &mut String, live: &Live, trust: &str) {
+    for (i, cert) in live.chain.iter().enumerate() {
+        let role = if i == 0 { "leaf" } else { "intermediate" };
+        out.push_str(&describe(cert, i, role));
+    }
+    if let Some(anchor) = anchor_not_sent(live) {
+        let _ = writeln!(
+            out,
+            "{}  trust anchor  (from {trust})\n   spki          {anchor}",
+            live.chain.len()
+        );
+    }
+}
+
+/// The verified path may end in an anchor the server did not send.
+fn anchor_not_sent(live: &Live) -> Option<&Pin> {
+    let pins = live.verdict.as_ref().ok()?;
+    pins.last().filter(|p| {
+        !live
+            .chain
+            .iter()
+            .filter_map(|c| pin_of(c))
+            .any(|c| c == **p)
+    })
+}
+
 /// `spki --host --port --name [--ca-file]`: connects, verifies, prints.
 /// Returns the report and whether the chain verified.
 pub async fn from_server(args: &SpkiArgs) -> Result<(String, bool)> {
@@ -132,11 +204,6 @@ pub async fn from_server(args: &SpkiArgs) -> Result<(String, bool)> {
         }
         None => None,
     };
-    let recording = Arc::new(Recording {
-        inner: PinnedVerifier::new(anchors, Default::default()),
-        seen: Mutex::new(None),
-    });
-    let config = tls::client_config(tls::provider(), recording.clone())?;
     // Without --name the chain is verified for the address, as the proxy
     // does for an upstream without tls_hostname.
     let (server_name, name) = match args.name.as_deref() {
@@ -149,32 +216,13 @@ pub async fn from_server(args: &SpkiArgs) -> Result<(String, bool)> {
             "by IP address".to_owned(),
         ),
     };
-    let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
-        .await
-        .with_context(|| format!("{addr}: connect timed out"))?
-        .with_context(|| format!("{addr}: connect failed"))?;
-    let handshake = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio_rustls::TlsConnector::from(config).connect(server_name, tcp),
-    )
-    .await
-    .with_context(|| format!("{addr}: TLS handshake timed out"))?;
-    let seen = recording
-        .seen
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take();
-    let Some((chain, verdict)) = seen else {
-        // The handshake failed before the server sent certificates.
-        handshake.with_context(|| format!("{addr}: TLS handshake failed"))?;
-        bail!("{addr}: the server sent no certificate");
-    };
+    let live = fetch(addr, server_name, anchors).await?;
     let trust = match &args.ca_file {
         Some(p) => p.display().to_string(),
         None => "the built-in web roots".to_owned(),
     };
     let mut out = String::new();
-    let ok = match &verdict {
+    let ok = match &live.verdict {
         Ok(_) => {
             let _ = writeln!(out, "# {addr} ({name}): chain verified against {trust}");
             true
@@ -187,22 +235,8 @@ pub async fn from_server(args: &SpkiArgs) -> Result<(String, bool)> {
             false
         }
     };
-    for (i, cert) in chain.iter().enumerate() {
-        let role = if i == 0 { "leaf" } else { "intermediate" };
-        out.push_str(&describe(cert, i, role));
-    }
-    if let Ok(pins) = &verdict {
-        // The verified path may end in an anchor the server did not send.
-        if let Some(anchor) = pins
-            .last()
-            .filter(|p| !chain.iter().filter_map(|c| pin_of(c)).any(|c| c == **p))
-        {
-            let _ = writeln!(
-                out,
-                "{}  trust anchor  (from {trust})\n   spki          {anchor}",
-                chain.len()
-            );
-        }
+    describe_chain(&mut out, &live, &trust);
+    if let Ok(pins) = &live.verdict {
         let _ = writeln!(
             out,
             "\n# any one of these pins accepts this chain:\nspki = {}",
@@ -210,4 +244,209 @@ pub async fn from_server(args: &SpkiArgs) -> Result<(String, bool)> {
         );
     }
     Ok((out, ok))
+}
+
+/// Where a configured pin stands against a live chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinRole {
+    /// It is the key of the certificate at this position of the chain the
+    /// server sent, which is on the verified path.
+    Matches {
+        /// 0 for the leaf.
+        position: usize,
+        /// Its subject.
+        subject: String,
+    },
+    /// It is the key of the verified path's trust anchor, which the server
+    /// did not send.
+    MatchesAnchor,
+    /// It matches no certificate of the verified path: a backup for the
+    /// next key (or a stale pin).
+    Backup,
+}
+
+/// Where `pin` stands against `chain` (as sent) and `path` (the pins of the
+/// verified path, leaf first). A certificate sent but not on the verified
+/// path never matches, as in the proxy.
+pub fn classify(pin: &Pin, chain: &[CertificateDer<'_>], path: &[Pin]) -> PinRole {
+    if !path.contains(pin) {
+        return PinRole::Backup;
+    }
+    let sent = chain.iter().enumerate().find_map(|(i, der)| {
+        let (_, cert) = X509Certificate::from_der(der).ok()?;
+        (Pin::of_spki(cert.tbs_certificate.subject_pki.raw) == *pin)
+            .then(|| (i, cert.subject().to_string()))
+    });
+    match sent {
+        Some((position, subject)) => PinRole::Matches { position, subject },
+        None => PinRole::MatchesAnchor,
+    }
+}
+
+/// What a pin set lacks against a live chain (RFC 7469 §4.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainWarning {
+    /// One distinct pin, or every pin matches the current chain: nothing is
+    /// left for the next key.
+    NoBackup,
+    /// Only the leaf's key matches; leaf keys rotate more often than
+    /// intermediates'.
+    LeafOnly,
+}
+
+impl ChainWarning {
+    /// The label the metric uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoBackup => "no_backup",
+            Self::LeafOnly => "leaf_only",
+        }
+    }
+
+    fn advice(self) -> &'static str {
+        match self {
+            Self::NoBackup => {
+                "no backup pin: every configured pin matches the current chain, so \
+                 a new key is refused; add the next key's pin (RFC 7469 4.3)"
+            }
+            Self::LeafOnly => {
+                "only the leaf key is pinned: leaf keys rotate more often than \
+                 intermediates'; pin an intermediate or the root too"
+            }
+        }
+    }
+}
+
+/// The warnings for pins classified as `roles` (empty when no pin is
+/// configured, or none matches: that chain is refused outright).
+pub fn chain_warnings(roles: &[PinRole]) -> Vec<ChainWarning> {
+    let matching: Vec<&PinRole> = roles.iter().filter(|r| **r != PinRole::Backup).collect();
+    if matching.is_empty() {
+        return Vec::new();
+    }
+    let mut warnings = Vec::new();
+    if matching.len() == roles.len() {
+        warnings.push(ChainWarning::NoBackup);
+    }
+    if matching
+        .iter()
+        .all(|r| matches!(r, PinRole::Matches { position: 0, .. }))
+    {
+        warnings.push(ChainWarning::LeafOnly);
+    }
+    warnings
+}
+
+/// The report on one configured upstream, and whether the proxy would
+/// accept its live chain (verified, and matching the pin set if any).
+fn report_upstream(u: &UpstreamConfig, live: &Result<Live>) -> (String, bool) {
+    let trust =
+        u.ca.as_ref()
+            .map_or("the built-in web roots".to_owned(), |c| {
+                c.path.display().to_string()
+            });
+    let mut out = format!("# upstream {} ({}, {})\n", u.name, u.addr, u.auth_name);
+    let live = match live {
+        Ok(live) => live,
+        Err(e) => {
+            let _ = writeln!(out, "REFUSED: {e:#}");
+            return (out, false);
+        }
+    };
+    let path = match &live.verdict {
+        Ok(path) => {
+            let _ = writeln!(out, "chain verified against {trust}");
+            Some(path)
+        }
+        Err(e) => {
+            let _ = writeln!(out, "chain NOT verified against {trust}: {e}");
+            None
+        }
+    };
+    describe_chain(&mut out, live, &trust);
+    let Some(path) = path else {
+        let _ = writeln!(out, "REFUSED: the chain does not verify");
+        return (out, false);
+    };
+    // Each distinct pin once, in configured order.
+    let mut pins: Vec<Pin> = Vec::new();
+    for pin in u.pins.pins() {
+        if !pins.contains(pin) {
+            pins.push(*pin);
+        }
+    }
+    if pins.is_empty() {
+        let _ = writeln!(
+            out,
+            "no pins configured: CA validation only\naccepted: the chain verifies"
+        );
+        return (out, true);
+    }
+    let _ = writeln!(out, "configured pins:");
+    let roles: Vec<PinRole> = pins
+        .iter()
+        .map(|p| classify(p, &live.chain, path))
+        .collect();
+    for (pin, role) in pins.iter().zip(&roles) {
+        let role = match role {
+            PinRole::Matches { position, subject } => {
+                let what = if *position == 0 {
+                    "leaf"
+                } else {
+                    "intermediate"
+                };
+                format!("matches {position} {what} {subject}")
+            }
+            PinRole::MatchesAnchor => format!("matches the trust anchor (from {trust})"),
+            PinRole::Backup => "backup (matches no certificate of the live chain)".to_owned(),
+        };
+        let _ = writeln!(out, "   {pin}  {role}");
+    }
+    for warning in chain_warnings(&roles) {
+        let _ = writeln!(out, "warning: {}", warning.advice());
+    }
+    if roles.iter().all(|r| *r == PinRole::Backup) {
+        let _ = writeln!(
+            out,
+            "REFUSED: no configured pin matches the chain\n\
+             # any one of these pins accepts this chain:\nspki = {}",
+            DisplayPins(path)
+        );
+        return (out, false);
+    }
+    let _ = writeln!(
+        out,
+        "accepted: the chain verifies and matches a configured pin"
+    );
+    (out, true)
+}
+
+/// `spki --config`: connects to every configured upstream and says, for
+/// each of its pins, whether it matches the live chain or is a backup.
+/// Returns the report and whether the proxy would accept every upstream.
+pub async fn from_config(config: &ProxyConfig) -> (String, bool) {
+    let mut out = String::new();
+    let mut all_ok = true;
+    for (i, u) in config.upstreams.iter().enumerate() {
+        let live = async {
+            let name = tls::server_name(&u.auth_name)
+                .with_context(|| format!("{}: not a valid name", u.auth_name))?;
+            let anchors = match &u.ca {
+                Some(ca) => Some(
+                    tls::anchors_from_pem(&ca.pem)
+                        .with_context(|| ca.path.display().to_string())?,
+                ),
+                None => None,
+            };
+            fetch(u.addr, name, anchors).await
+        }
+        .await;
+        let (report, ok) = report_upstream(u, &live);
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&report);
+        all_ok &= ok;
+    }
+    (out, all_ok)
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use dnsproxy_core::core::acl::{BadPrefix, IpNet};
 use dnsproxy_core::core::pins::{BadPin, Pin, PinSet};
 use dnsproxy_core::shell::config::{AuthName, CaBundle, ProxyConfig, UpstreamConfig};
-use dnsproxy_core::shell::log::{Level, Log, Sink};
+use dnsproxy_core::shell::log::{Level, Log, LogFormat, Sink};
 
 wit_bindgen::generate!({
     path: "../wit",
@@ -116,6 +116,7 @@ fn from_wit(c: config::ProxyConfig) -> Result<ProxyConfig, WitConfigError> {
                 client_buffer_budget,
             },
         log_level,
+        log_queries,
     } = c;
     let allow_networks = allow_networks
         .into_iter()
@@ -170,6 +171,9 @@ fn from_wit(c: config::ProxyConfig) -> Result<ProxyConfig, WitConfigError> {
         max_udp_size: usize::from(max_udp_size),
         client_buffer_budget: client_buffer_budget as usize,
         log_level: from_wit_level(log_level),
+        // The host renders every line; the component never formats one.
+        log_format: LogFormat::default(),
+        log_queries,
     })
 }
 

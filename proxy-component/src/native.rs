@@ -12,7 +12,7 @@ use std::time::Duration;
 use dnsproxy_core::core::acl::IpNet;
 use dnsproxy_core::core::pins::{Pin, PinSet};
 use dnsproxy_core::shell::config::{AuthName, CaBundle, ProxyConfig, UpstreamConfig};
-use dnsproxy_core::shell::log::{Level, Log, StderrSink};
+use dnsproxy_core::shell::log::{Level, Log, LogFormat, StderrSink};
 
 fn var(name: &str) -> Result<String, String> {
     std::env::var(name).map_err(|_| format!("{name} is not set"))
@@ -61,6 +61,8 @@ fn config() -> Result<ProxyConfig, String> {
         max_udp_size: usize::from(dnsproxy_core::core::message::EDNS_UDP_PAYLOAD),
         client_buffer_budget: dnsproxy_core::shell::config::CLIENT_BUFFER_BUDGET,
         log_level: Level::Info,
+        log_format: LogFormat::Text,
+        log_queries: std::env::var_os("PB_LOG_QUERIES").is_some(),
     })
 }
 

@@ -282,6 +282,10 @@ pub enum Expected {
     },
     /// A log level name.
     LogLevel,
+    /// A log format name.
+    LogFormat,
+    /// A yes/no value.
+    Boolean,
     /// `upstream_timeout` longer than `query_timeout`.
     AtMostQueryTimeout {
         /// The effective query_timeout.
@@ -326,6 +330,8 @@ impl fmt::Display for Expected {
             ),
             Self::Integer { min, max } => write!(f, "an integer from {min} to {max}"),
             Self::LogLevel => f.write_str("one of error, warn, info, debug, trace"),
+            Self::LogFormat => f.write_str("text or json"),
+            Self::Boolean => f.write_str("true or false (also yes/no, on/off, 1/0)"),
             Self::AtMostQueryTimeout {
                 query_timeout,
                 origin,

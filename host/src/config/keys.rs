@@ -54,11 +54,13 @@ pub enum Key {
     MaxUdpSize,
     ClientBufferMib,
     LogLevel,
+    LogFormat,
+    LogQueries,
 }
 
 impl Key {
     /// Every key, in documentation order.
-    pub const ALL: [Key; 17] = [
+    pub const ALL: [Key; 19] = [
         Self::LocalHost,
         Self::LocalPort,
         Self::AllowNetworks,
@@ -76,6 +78,8 @@ impl Key {
         Self::MaxUdpSize,
         Self::ClientBufferMib,
         Self::LogLevel,
+        Self::LogFormat,
+        Self::LogQueries,
     ];
 
     /// The key as written in settings.ini (lower case).
@@ -98,6 +102,8 @@ impl Key {
             Self::MaxUdpSize => "max_udp_size",
             Self::ClientBufferMib => "client_buffer_mib",
             Self::LogLevel => "log_level",
+            Self::LogFormat => "log_format",
+            Self::LogQueries => "log_queries",
         }
     }
 
@@ -121,6 +127,8 @@ impl Key {
             Self::MaxUdpSize => "MAX_UDP_SIZE",
             Self::ClientBufferMib => "CLIENT_BUFFER_MIB",
             Self::LogLevel => "LOG_LEVEL",
+            Self::LogFormat => "LOG_FORMAT",
+            Self::LogQueries => "LOG_QUERIES",
         }
     }
 
@@ -144,6 +152,8 @@ impl Key {
             Self::MaxUdpSize => "--max-udp-size",
             Self::ClientBufferMib => "--client-buffer-mib",
             Self::LogLevel => "--log-level",
+            Self::LogFormat => "--log-format",
+            Self::LogQueries => "--log-queries",
         }
     }
 
@@ -162,7 +172,9 @@ impl Key {
             | Self::MaxInflight
             | Self::MaxUdpSize
             | Self::ClientBufferMib
-            | Self::LogLevel => Section::Proxy,
+            | Self::LogLevel
+            | Self::LogFormat
+            | Self::LogQueries => Section::Proxy,
         }
     }
 

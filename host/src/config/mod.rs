@@ -23,6 +23,7 @@ mod error;
 mod ini;
 mod keys;
 mod layers;
+mod pin_warnings;
 mod report;
 mod upstreams;
 mod values;
@@ -33,9 +34,10 @@ use std::time::Duration;
 
 pub use dnsproxy_core::core::acl::IpNet;
 pub use dnsproxy_core::shell::config::{AuthName, CaBundle, ProxyConfig, UpstreamConfig};
-pub use dnsproxy_core::shell::log::Level;
+pub use dnsproxy_core::shell::log::{Level, LogFormat};
 pub use error::{ConfigError, ConfigFileSource, Expected, FilePos, ListLen, MissingScope, Origin};
 pub use keys::{Key, Section};
+pub use pin_warnings::{PinWarning, PinWarningKind, pin_warnings};
 pub use report::{Effective, Report, UpstreamReport};
 
 use defaults::{DurationLimits, IntLimits};
@@ -180,6 +182,18 @@ fn resolve(layers: &Layers<'_>) -> Result<(ProxyConfig, Report), ConfigError> {
         log_level.value.to_string(),
         &log_level.origin,
     );
+    let log_format = scalar(layers, Key::LogFormat, LogFormat::Text, values::log_format)?;
+    record(
+        Key::LogFormat,
+        log_format.value.to_string(),
+        &log_format.origin,
+    );
+    let log_queries = scalar(layers, Key::LogQueries, false, values::boolean)?;
+    record(
+        Key::LogQueries,
+        log_queries.value.to_string(),
+        &log_queries.origin,
+    );
     let config = ProxyConfig {
         listen: SocketAddr::new(local_host.value, local_port.value),
         allow_networks: allow_networks.value,
@@ -193,6 +207,8 @@ fn resolve(layers: &Layers<'_>) -> Result<(ProxyConfig, Report), ConfigError> {
         max_udp_size,
         client_buffer_budget: client_buffer_mib << 20,
         log_level: log_level.value,
+        log_format: log_format.value,
+        log_queries: log_queries.value,
     };
     let report = Report {
         file: None,

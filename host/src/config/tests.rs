@@ -168,6 +168,8 @@ fn defaults_apply_when_no_layer_sets_a_key() {
     assert_eq!(config.max_inflight, 2048);
     assert_eq!(config.client_buffer_budget, 32 << 20);
     assert_eq!(config.log_level, Level::Info);
+    assert_eq!(config.log_format, crate::config::LogFormat::Text);
+    assert!(!config.log_queries, "the query log is opt-in");
 }
 
 #[test]
@@ -341,6 +343,16 @@ fn every_key_follows_ini_then_env_then_flags() {
             Key::LogLevel,
             [("warn", "warn"), ("DEBUG", "debug"), ("Trace", "trace")],
             |c| c.log_level.to_string(),
+        ),
+        case(
+            Key::LogFormat,
+            [("json", "json"), ("TEXT", "text"), ("Json", "json")],
+            |c| c.log_format.to_string(),
+        ),
+        case(
+            Key::LogQueries,
+            [("yes", "true"), ("off", "false"), ("1", "true")],
+            |c| c.log_queries.to_string(),
         ),
     ];
     assert_eq!(cases.len(), Key::ALL.len(), "every key has a case");
@@ -995,6 +1007,8 @@ fn error_lines() {
         proxy("integer out of range", "max_tcp_clients = 65536"),
         upstream("integer not a number").env("MAX_INFLIGHT", "lots"),
         upstream("bad log level").env("LOG_LEVEL", "verbose"),
+        upstream("bad log format").env("LOG_FORMAT", "logfmt"),
+        upstream("bad log_queries").env("LOG_QUERIES", "maybe"),
         proxy(
             "upstream_timeout > query_timeout",
             "query_timeout = 2s\nupstream_timeout = 2500ms",

@@ -11,7 +11,7 @@ use rustls_pki_types::DnsName;
 
 use super::defaults::{DurationLimits, IntLimits};
 use super::error::Expected;
-use super::{CaBundle, Level};
+use super::{CaBundle, Level, LogFormat};
 
 /// A port from 1 to 65535.
 pub(super) fn port(text: &str) -> Result<u16, Expected> {
@@ -94,6 +94,26 @@ pub(super) fn integer(text: &str, limits: IntLimits) -> Result<u32, Expected> {
 /// A log level name, any case.
 pub(super) fn log_level(text: &str) -> Result<Level, Expected> {
     Level::from_name(text).ok_or(Expected::LogLevel)
+}
+
+/// A log format name, any case.
+pub(super) fn log_format(text: &str) -> Result<LogFormat, Expected> {
+    LogFormat::from_name(text).ok_or(Expected::LogFormat)
+}
+
+/// A yes/no value, any case: the words Python's configparser takes for a
+/// boolean (`getboolean`), so settings.ini reads as it always did.
+pub(super) fn boolean(text: &str) -> Result<bool, Expected> {
+    const TRUE: [&str; 4] = ["true", "yes", "on", "1"];
+    const FALSE: [&str; 4] = ["false", "no", "off", "0"];
+    let is = |words: [&str; 4]| words.iter().any(|w| w.eq_ignore_ascii_case(text));
+    if is(TRUE) {
+        Ok(true)
+    } else if is(FALSE) {
+        Ok(false)
+    } else {
+        Err(Expected::Boolean)
+    }
 }
 
 /// `tls_ca_file`: reads the bundle now and parses every certificate into a
@@ -230,5 +250,21 @@ mod tests {
         assert!(integer("1k", defaults::MAX_TCP_CLIENTS).is_err());
         assert_eq!(log_level("DEBUG").ok(), Some(Level::Debug));
         assert!(log_level("verbose").is_err());
+    }
+
+    #[test]
+    fn log_formats_and_booleans() {
+        assert_eq!(log_format("JSON").ok(), Some(LogFormat::Json));
+        assert_eq!(log_format("text").ok(), Some(LogFormat::Text));
+        assert!(log_format("logfmt").is_err());
+        for yes in ["true", "Yes", "ON", "1"] {
+            assert_eq!(boolean(yes).ok(), Some(true), "{yes}");
+        }
+        for no in ["false", "No", "off", "0"] {
+            assert_eq!(boolean(no).ok(), Some(false), "{no}");
+        }
+        for bad in ["2", "y", "enabled", "truee"] {
+            assert!(boolean(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::core::acl::IpNet;
 use crate::core::pins::PinSet;
-use crate::shell::log::Level;
+use crate::shell::log::{Level, LogFormat};
 
 /// Bytes of client answers the proxy holds for writing, over all TCP
 /// clients: 32 MiB. With each client stopped from reading at 64 KiB of
@@ -52,6 +52,11 @@ pub struct ProxyConfig {
     pub client_buffer_budget: usize,
     /// Events below this level are not emitted (the host's log filter too).
     pub log_level: Level,
+    /// How the host renders log lines; the component never formats them.
+    pub log_format: LogFormat,
+    /// One log line per answered query (client, name, type, rcode,
+    /// upstream, duration), whatever `log_level`; off by default.
+    pub log_queries: bool,
 }
 
 /// One DNS-over-TLS upstream (RFC 7858).

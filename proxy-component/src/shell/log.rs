@@ -57,6 +57,49 @@ impl Display for Level {
     }
 }
 
+/// How the host writes its log lines (`log_format`): the component's events
+/// go through the same writer, so both render alike.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum LogFormat {
+    /// `2026-11-29T00:00:00Z  INFO target: message key=value`, for people.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, the
+    /// message under `fields.message` and every field beside it, for log
+    /// collectors.
+    Json,
+}
+
+impl LogFormat {
+    /// Every format.
+    pub const ALL: [LogFormat; 2] = [LogFormat::Text, LogFormat::Json];
+
+    /// The name `log_format` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+
+    /// The format named `name`, in any case.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|f| f.as_str().eq_ignore_ascii_case(name))
+    }
+}
+
+impl Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The message of a query log event (`log_queries`): the host sends these
+/// to a log target of their own.
+pub const QUERY_EVENT: &str = "query";
+
 /// Where events go.
 pub trait Sink {
     /// Records one event whose level passed the filter.
@@ -102,6 +145,15 @@ impl Log {
                 fields.iter().map(|(k, v)| (*k, v.to_string())).collect();
             self.sink.emit(level, message, &fields);
         }
+    }
+}
+
+impl Log {
+    /// Records a query log event ([`QUERY_EVENT`]) at info, whatever the
+    /// level: `log_queries` alone decides, and the caller checks it first.
+    pub fn query(&self, fields: &[(&str, &dyn Display)]) {
+        let fields: Vec<(&str, String)> = fields.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        self.sink.emit(Level::Info, QUERY_EVENT, &fields);
     }
 }
 

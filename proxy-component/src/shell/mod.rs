@@ -11,12 +11,14 @@ pub mod tls;
 pub mod udp;
 
 use std::cell::RefCell;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
+use std::time::Instant;
 
 use crate::core::acl::Acl;
 use crate::core::admission::{self, Decision, Permit, Shares, Transport};
 use crate::core::client_conn::Budget;
+use crate::core::message::{self, Query, RcodeName, Response};
 use crate::shell::config::ProxyConfig;
 use crate::shell::log::{Level, Log};
 use crate::shell::resolver::{Resolver, SetupError};
@@ -94,6 +96,40 @@ impl Context {
             ),
             other => Admitted::Other(other),
         }
+    }
+}
+
+impl Context {
+    /// Resolves a forwarded query from `client`; with `log_queries`, logs
+    /// it once answered. Off, this is [`Resolver::resolve`] and nothing
+    /// more: no clock read, no formatting.
+    pub async fn resolve(
+        &self,
+        query: &Query,
+        client: SocketAddr,
+        transport: Transport,
+    ) -> Response {
+        if !self.config.log_queries {
+            return self.resolver.resolve(query).await;
+        }
+        let started = Instant::now();
+        let (answer, upstream) = self.resolver.resolve_via(query).await;
+        let rcode = RcodeName(message::rcode(answer.bytes()).unwrap_or(0));
+        let duration_ms = format!("{:.3}", started.elapsed().as_secs_f64() * 1e3);
+        let proto = match transport {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        };
+        self.log.query(&[
+            ("client", &client),
+            ("proto", &proto),
+            ("name", &query.qname()),
+            ("type", &query.qtype()),
+            ("rcode", &rcode),
+            ("upstream", &upstream.unwrap_or("-")),
+            ("duration_ms", &duration_ms),
+        ]);
+        answer
     }
 }
 

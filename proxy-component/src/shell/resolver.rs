@@ -25,7 +25,7 @@ use crate::core::message::{self, MessageError, Query, Rcode, Response};
 use crate::core::pins::DisplayPins;
 use crate::core::upstream_conn::UpstreamTimeouts;
 use crate::core::upstreams::Selector;
-use crate::shell::config::{AuthName, ProxyConfig, UpstreamConfig};
+use crate::shell::config::{ProxyConfig, UpstreamConfig};
 use crate::shell::conn::{Conn, ConnError};
 use crate::shell::log::{Level, Log};
 use crate::shell::tls::{self, AuthError, PinnedVerifier, TrustError};
@@ -149,12 +149,8 @@ impl Resolver {
             };
             let verifier = PinnedVerifier::new(anchors, up.pins.clone());
             let tls = tls::client_configs(verifier).map_err(|e| fail(e.into()))?;
-            let name = match &up.auth_name {
-                AuthName::Dns(name) => ServerName::try_from(name.clone())
-                    .map_err(|e| fail(SetupErrorKind::Name(e.to_string())))?,
-                // rustls checks it against the IP SANs and sends no SNI.
-                AuthName::Ip(ip) => ServerName::IpAddress((*ip).into()),
-            };
+            let name = tls::server_name(&up.auth_name)
+                .map_err(|e| fail(SetupErrorKind::Name(e.to_string())))?;
             slots.push(Slot {
                 config: up.clone(),
                 policy: RefCell::new(ConnectPolicy::new(tls.len())),
@@ -184,6 +180,12 @@ impl Resolver {
     /// within the deadline. Which upstream, for how long, and whether to send
     /// again is the core's [`Attempts`]; this only performs the attempts.
     pub async fn resolve(&self, query: &Query) -> Response {
+        self.resolve_via(query).await.0
+    }
+
+    /// [`Resolver::resolve`], also naming the upstream that answered (for
+    /// the query log); `None` when the proxy answered SERVFAIL itself.
+    pub async fn resolve_via(&self, query: &Query) -> (Response, Option<&str>) {
         let (wire, padding) = query.padded(message::QUERY_PADDING_BLOCK);
         let now = std::time::Instant::now();
         let order = self.selector.borrow().order(now);
@@ -206,7 +208,7 @@ impl Resolver {
                     if answer.fit_for_client(padding).is_err() {
                         break;
                     }
-                    return answer;
+                    return (answer, Some(&self.slots[i].config.name));
                 }
                 Ok(Ok(Ok(_))) => (Outcome::Mismatch, UpstreamError::Mismatch),
                 // An answer that does not parse answers nothing either.
@@ -227,7 +229,7 @@ impl Resolver {
         }
         self.log
             .event(Level::Debug, "query failed on every upstream", &[]);
-        query.reply(Rcode::ServFail)
+        (query.reply(Rcode::ServFail), None)
     }
 
     /// Counts a failure of upstream `i` in `event` and logs it, once per

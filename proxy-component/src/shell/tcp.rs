@@ -289,7 +289,7 @@ fn take_queries(
                 client.state.borrow_mut().on_forwarded();
                 let (client, ctx) = (client.clone(), ctx.clone());
                 tokio::task::spawn_local(async move {
-                    let answer = ctx.resolver.resolve(&q).await;
+                    let answer = ctx.resolve(&q, client.peer, Transport::Tcp).await;
                     drop(permit);
                     client.queue(&ctx, answer.bytes(), true);
                 });

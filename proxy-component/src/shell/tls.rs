@@ -15,6 +15,7 @@ use rustls::pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, OtherError, SignatureScheme};
 
 use crate::core::pins::{Pin, PinMismatch, PinSet};
+use crate::shell::config::AuthName;
 
 /// Why an upstream's certificate was refused. Each variant is one of the
 /// checks a user can fix in the configuration.
@@ -143,6 +144,18 @@ pub enum TrustError {
     /// rustls refused the protocol versions.
     #[error("TLS setup failed: {0}")]
     Tls(#[from] rustls::Error),
+}
+
+/// The name rustls verifies the certificate against: a DNS name (also sent
+/// as SNI) or, without `tls_hostname`, the address, checked against the IP
+/// SANs with no SNI sent.
+pub fn server_name(
+    auth: &AuthName,
+) -> Result<ServerName<'static>, rustls::pki_types::InvalidDnsNameError> {
+    match auth {
+        AuthName::Dns(name) => ServerName::try_from(name.clone()),
+        AuthName::Ip(ip) => Ok(ServerName::IpAddress((*ip).into())),
+    }
 }
 
 /// The trust anchors of a PEM bundle.

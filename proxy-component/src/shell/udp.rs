@@ -59,7 +59,7 @@ pub async fn serve(sock: UdpSocket, ctx: Rc<Context>) {
         };
         let (sock, ctx) = (sock.clone(), ctx.clone());
         tokio::task::spawn_local(async move {
-            let mut answer = ctx.resolver.resolve(&q).await;
+            let mut answer = ctx.resolve(&q, peer, Transport::Udp).await;
             answer.truncate_for_udp(q.udp_limit().min(ctx.config.max_udp_size));
             // The slot is held until the answer is sent: answers waiting on
             // a full socket stay counted, so they cannot pile up unbounded.

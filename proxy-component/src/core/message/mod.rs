@@ -28,6 +28,7 @@
 
 mod name;
 mod padding;
+mod present;
 mod query;
 mod response;
 #[cfg(test)]
@@ -40,6 +41,7 @@ use std::fmt;
 use thiserror::Error;
 
 pub use padding::{Padding, QUERY_PADDING_BLOCK};
+pub use present::{QName, QType, RcodeName};
 pub use query::{Query, QueryError, Rcode, synthesize_response};
 pub use response::Response;
 pub use walk::Opt;
