@@ -1,6 +1,8 @@
 # dnsproxy: build, run and test.
 #
 #   make run-host      build and run the proxy natively with ./settings.ini
+#   make install       install the binary, its precompiled component, settings.ini,
+#                      the systemd unit, completions and man page (PREFIX, DESTDIR)
 #   make build         build the container image dnsproxy:latest (FROM scratch)
 #   make run           run it in the background as container `dnsproxy`
 #                      (LOCAL_PORT=53, EXTRA_VARS="-e TLS_HOST=..."); make stop, make logs
@@ -27,11 +29,17 @@ BENCH_PORT ?= 5399
 NATIVE_PORT ?= 5398
 BENCH_ARGS ?=
 
-.PHONY: setup build-component build-host run-host test unit lint spec docker-check bench \
-	bench-container bench-idle build run stop logs validate-k8s fuzz fuzz-seed clean
+.PHONY: setup setup-test build-component build-host run-host install check-install test unit \
+	lint spec docker-check bench bench-container bench-idle build run stop logs validate-k8s \
+	fuzz fuzz-seed clean
 
+# What building needs (never a service, never a test tool).
 setup:
 	scripts/setup.sh
+
+# What the tests need on top (make test, .ci/run).
+setup-test:
+	scripts/setup-test.sh
 
 # The component (and the policy-probe test guest) for wasm32-wasip2.
 build-component: setup
@@ -45,6 +53,55 @@ build-host: build-component
 
 run-host: build-host
 	$(HOST) --config $(CONFIG)
+
+# `make build-host && sudo make install`: the binary in $(PREFIX)/bin, its
+# precompiled component in $(PREFIX)/lib/dnsproxy (where the binary looks for
+# it: a system service has no cache it may write), the systemd unit in
+# $(PREFIX)/lib/systemd/system (systemd reads /usr/lib and /usr/local/lib),
+# completions and the man page under $(PREFIX)/share, and
+# $(SYSCONFDIR)/dnsproxy/settings.ini unless one is there already: an
+# existing settings.ini is never overwritten. DESTDIR stages it all (packages).
+# The component is compiled for this machine's CPU; on another CPU the proxy
+# compiles it at start instead (about 1.3 s).
+PREFIX     ?= /usr/local
+SYSCONFDIR ?= /etc
+DESTDIR    ?=
+BINDIR     := $(PREFIX)/bin
+LIBDIR     := $(PREFIX)/lib/dnsproxy
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+DATADIR    := $(PREFIX)/share
+install:
+	@test -x $(HOST) || { echo "make install: no $(HOST); run make build-host first" >&2; exit 1; }
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(UNITDIR) \
+	  $(DESTDIR)$(DATADIR)/man/man1 $(DESTDIR)$(DATADIR)/bash-completion/completions \
+	  $(DESTDIR)$(DATADIR)/zsh/site-functions $(DESTDIR)$(DATADIR)/fish/vendor_completions.d \
+	  $(DESTDIR)$(DATADIR)/doc/dnsproxy $(DESTDIR)$(SYSCONFDIR)/dnsproxy
+	install -m 0755 $(HOST) $(DESTDIR)$(BINDIR)/dnsproxy
+	strip --strip-debug $(DESTDIR)$(BINDIR)/dnsproxy
+	rm -f $(DESTDIR)$(LIBDIR)/dnsproxy-*.cwasm
+	$(DESTDIR)$(BINDIR)/dnsproxy precompile --out $(DESTDIR)$(LIBDIR)/ >/dev/null
+	chmod 0644 $(DESTDIR)$(LIBDIR)/dnsproxy-*.cwasm
+	$(DESTDIR)$(BINDIR)/dnsproxy generate man $(DESTDIR)$(DATADIR)/man/man1
+	$(DESTDIR)$(BINDIR)/dnsproxy generate completions bash > $(DESTDIR)$(DATADIR)/bash-completion/completions/dnsproxy
+	$(DESTDIR)$(BINDIR)/dnsproxy generate completions zsh > $(DESTDIR)$(DATADIR)/zsh/site-functions/_dnsproxy
+	$(DESTDIR)$(BINDIR)/dnsproxy generate completions fish > $(DESTDIR)$(DATADIR)/fish/vendor_completions.d/dnsproxy.fish
+	chmod 0644 $(DESTDIR)$(DATADIR)/man/man1/dnsproxy*.1 $(DESTDIR)$(DATADIR)/bash-completion/completions/dnsproxy \
+	  $(DESTDIR)$(DATADIR)/zsh/site-functions/_dnsproxy $(DESTDIR)$(DATADIR)/fish/vendor_completions.d/dnsproxy.fish
+	sed -e 's|/usr/bin/dnsproxy|$(BINDIR)/dnsproxy|' -e 's|/etc/dnsproxy/|$(SYSCONFDIR)/dnsproxy/|' \
+	  -e 's|$$(PREFIX)|$(PREFIX)|g' -e 's|$$(SYSCONFDIR)|$(SYSCONFDIR)|g' \
+	  deploy/systemd/dnsproxy.service > $(DESTDIR)$(UNITDIR)/dnsproxy.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/dnsproxy.service
+	install -m 0644 README.md LICENSE-MIT LICENSE-APACHE $(DESTDIR)$(DATADIR)/doc/dnsproxy/
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/dnsproxy/settings.ini ]; then \
+	  echo "make install: keeping the existing $(DESTDIR)$(SYSCONFDIR)/dnsproxy/settings.ini"; \
+	else \
+	  echo "install -m 0644 settings.ini $(DESTDIR)$(SYSCONFDIR)/dnsproxy/settings.ini"; \
+	  install -m 0644 settings.ini $(DESTDIR)$(SYSCONFDIR)/dnsproxy/settings.ini; \
+	fi
+
+# `make install` into a scratch DESTDIR, checked (scripts/check-install.sh).
+check-install: build-host setup-test
+	scripts/check-install.sh
 
 # The image: FROM scratch with the static binary, its AOT artefact and the
 # default settings.ini, nothing else. The build context is $(IMAGE_DIR), so
@@ -83,12 +140,12 @@ logs:
 # suite (containers), and the Kubernetes manifests. Tests use the release
 # profile and the static target: one wasmtime build serves the binary, the
 # image and the tests.
-test: lint unit spec validate-k8s
+test: lint unit spec validate-k8s check-install
 
 unit: build-host
 	$(CARGO) test --release --target $(NATIVE_TARGET) --workspace --exclude spec-tests
 
-lint: setup
+lint: setup-test
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --release --target $(NATIVE_TARGET) --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --release --target wasm32-wasip2 -p proxy-component -p policy-probe -- -D warnings
@@ -100,7 +157,7 @@ lint: setup
 # afterwards, whatever the result. SPEC_ARGS go to the test binaries
 # (e.g. SPEC_ARGS=pinning:: to run one group).
 SPEC_ARGS ?=
-spec: docker-check build
+spec: docker-check setup-test build
 	$(CARGO) build --release --target $(NATIVE_TARGET) -p dot-fixture
 	status=0; $(CARGO) test --release --target $(NATIVE_TARGET) -p spec-tests -- $(SPEC_ARGS) || status=$$?; \
 	  docker ps -aq --filter label=dnsproxy-spec | xargs -r docker rm -f >/dev/null; \
