@@ -12,6 +12,7 @@ use dnsproxy_core::core::acl::IpNet;
 use dnsproxy_core::core::pins::{Pin, PinSet};
 use dnsproxy_core::shell::config::{CaBundle, ProxyConfig, UpstreamConfig};
 use dnsproxy_core::shell::log::{Level, Log, StderrSink};
+use dnsproxy_core::shell::report::Discard;
 
 fn var(name: &str) -> Result<String, String> {
     std::env::var(name).map_err(|_| format!("{name} is not set"))
@@ -57,6 +58,7 @@ fn config() -> Result<ProxyConfig, String> {
         max_udp_size: usize::from(dnsproxy_core::core::message::EDNS_UDP_PAYLOAD),
         client_buffer_budget: dnsproxy_core::shell::config::CLIENT_BUFFER_BUDGET,
         log_level: Level::Info,
+        metrics_listen: None,
     })
 }
 
@@ -74,7 +76,10 @@ pub(crate) fn main() {
         .build()
         .expect("a current-thread runtime needs no resources that can be missing");
     let local = tokio::task::LocalSet::new();
-    if let Err(e) = local.block_on(&runtime, dnsproxy_core::shell::serve(config, log)) {
+    if let Err(e) = local.block_on(
+        &runtime,
+        dnsproxy_core::shell::serve(config, log, Rc::new(Discard)),
+    ) {
         eprintln!("proxy-component (native): {e}");
         std::process::exit(1);
     }

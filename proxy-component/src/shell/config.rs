@@ -51,6 +51,9 @@ pub struct ProxyConfig {
     pub client_buffer_budget: usize,
     /// Events below this level are not emitted (the host's log filter too).
     pub log_level: Level,
+    /// Where the host serves metrics (`metrics_listen`); the host's own
+    /// listener, never granted to the component, which does not use it.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// One DNS-over-TLS upstream (RFC 7858).
