@@ -167,6 +167,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "LEVEL", help_heading = TUNABLES)]
     pub log_level: Option<String>,
 
+    /// Serve Prometheus metrics, /health and /ready over HTTP on this address, e.g.
+    /// 127.0.0.1:9153; empty: off [env: METRICS_LISTEN] [default: off]
+    #[arg(long, value_name = "ADDR:PORT", help_heading = TUNABLES)]
+    pub metrics_listen: Option<String>,
+
     /// Run this .wasm or .cwasm component instead of the embedded one (for tests)
     #[arg(long, value_name = "PATH", hide = true)]
     pub component: Option<PathBuf>,
@@ -301,6 +306,7 @@ impl config::Flags for RunArgs {
             Key::MaxUdpSize => &self.max_udp_size,
             Key::ClientBufferMib => &self.client_buffer_mib,
             Key::LogLevel => &self.log_level,
+            Key::MetricsListen => &self.metrics_listen,
         };
         value.as_deref()
     }

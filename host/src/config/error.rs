@@ -300,6 +300,8 @@ pub enum Expected {
     },
     /// A log level name.
     LogLevel,
+    /// An IP address and a port.
+    ListenAddr,
     /// `upstream_timeout` longer than `query_timeout`.
     AtMostQueryTimeout {
         /// The effective query_timeout.
@@ -341,6 +343,10 @@ impl fmt::Display for Expected {
             ),
             Self::Integer { min, max } => write!(f, "an integer from {min} to {max}"),
             Self::LogLevel => f.write_str("one of error, warn, info, debug, trace"),
+            Self::ListenAddr => f.write_str(
+                "an IP address and port like 127.0.0.1:9153 or [::1]:9153, or nothing for no \
+                 metrics endpoint",
+            ),
             Self::AtMostQueryTimeout {
                 query_timeout,
                 origin,

@@ -54,11 +54,12 @@ pub enum Key {
     MaxUdpSize,
     ClientBufferMib,
     LogLevel,
+    MetricsListen,
 }
 
 impl Key {
     /// Every key, in documentation order.
-    pub const ALL: [Key; 17] = [
+    pub const ALL: [Key; 18] = [
         Self::LocalHost,
         Self::LocalPort,
         Self::AllowNetworks,
@@ -76,6 +77,7 @@ impl Key {
         Self::MaxUdpSize,
         Self::ClientBufferMib,
         Self::LogLevel,
+        Self::MetricsListen,
     ];
 
     /// The upstream keys: setting any of them in the environment or on the
@@ -108,6 +110,7 @@ impl Key {
             Self::MaxUdpSize => "max_udp_size",
             Self::ClientBufferMib => "client_buffer_mib",
             Self::LogLevel => "log_level",
+            Self::MetricsListen => "metrics_listen",
         }
     }
 
@@ -131,6 +134,7 @@ impl Key {
             Self::MaxUdpSize => "MAX_UDP_SIZE",
             Self::ClientBufferMib => "CLIENT_BUFFER_MIB",
             Self::LogLevel => "LOG_LEVEL",
+            Self::MetricsListen => "METRICS_LISTEN",
         }
     }
 
@@ -154,6 +158,7 @@ impl Key {
             Self::MaxUdpSize => "--max-udp-size",
             Self::ClientBufferMib => "--client-buffer-mib",
             Self::LogLevel => "--log-level",
+            Self::MetricsListen => "--metrics-listen",
         }
     }
 
@@ -172,7 +177,8 @@ impl Key {
             | Self::MaxInflight
             | Self::MaxUdpSize
             | Self::ClientBufferMib
-            | Self::LogLevel => Section::Proxy,
+            | Self::LogLevel
+            | Self::MetricsListen => Section::Proxy,
         }
     }
 

@@ -128,6 +128,10 @@ fn resolve(layers: &Layers<'_>) -> Result<ProxyConfig, ConfigError> {
         client_buffer_budget: integer(layers, Key::ClientBufferMib, defaults::CLIENT_BUFFER_MIB)?
             << 20,
         log_level: scalar(layers, Key::LogLevel, Level::Info, values::log_level)?.value,
+        metrics_listen: scalar(layers, Key::MetricsListen, None, |t| {
+            values::metrics_listen(t).map(Some)
+        })?
+        .value,
     })
 }
 

@@ -340,6 +340,15 @@ fn every_key_follows_ini_then_env_then_flags() {
             [("warn", "warn"), ("DEBUG", "debug"), ("Trace", "trace")],
             |c| c.log_level.to_string(),
         ),
+        case(
+            Key::MetricsListen,
+            [
+                ("127.0.0.1:9153", "127.0.0.1:9153"),
+                ("[::1]:9154", "[::1]:9154"),
+                (" 0.0.0.0:9155", "0.0.0.0:9155"),
+            ],
+            |c| c.metrics_listen.map(|a| a.to_string()).unwrap_or_default(),
+        ),
     ];
     assert_eq!(cases.len(), Key::ALL.len(), "every key has a case");
     for Case {
@@ -855,6 +864,7 @@ fn error_lines() {
         proxy("integer out of range", "max_tcp_clients = 65536"),
         upstream("integer not a number").env("MAX_INFLIGHT", "lots"),
         upstream("bad log level").env("LOG_LEVEL", "verbose"),
+        upstream("metrics_listen without a port").env("METRICS_LISTEN", "127.0.0.1"),
         proxy(
             "upstream_timeout > query_timeout",
             "query_timeout = 2s\nupstream_timeout = 2500ms",
