@@ -449,7 +449,7 @@ mod tests {
         assert!(text.contains(r#"dnsproxy_answer_duration_seconds_count{protocol="udp"} 2"#));
         assert!(
             text.contains(
-                r#"dnsproxy_upstream_certificate_not_after_seconds{pinned="true",position="0",upstream="dot"} 1795686000"#
+                r#"dnsproxy_upstream_certificate_not_after_seconds{upstream="dot",position="0",pinned="true"} 1795686000"#
             ),
             "the chain is kept when a report has none: {text}"
         );

@@ -342,7 +342,10 @@ impl Resolver {
             let mut fields: Vec<(&str, &dyn std::fmt::Display)> =
                 vec![("upstream", &slot.config.name)];
             if assessment.no_backup {
-                fields.push(("no_backup", &"every configured pin is in the current chain; add a backup pin (RFC 7469 §4.3)"));
+                fields.push((
+                    "no_backup",
+                    &"no pin outside the current chain; add a backup pin (RFC 7469 §4.3)",
+                ));
             }
             if assessment.leaf_only {
                 fields.push(("leaf_only", &"only the leaf key is pinned; pin an intermediate too, leaf keys rotate more often"));
