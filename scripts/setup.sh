@@ -2,7 +2,8 @@
 # Installs what building and testing dnsproxy needs on Debian 12, if missing:
 # the wasm32-wasip2 Rust target, clang/lld/llvm-ar (ring's C code for wasm),
 # the x86_64-unknown-linux-musl target and musl-gcc (the static native build),
-# unbound (the end-to-end tests' DoT resolver), openssl and dig.
+# unbound (the end-to-end tests' DoT resolver), openssl, dig and promtool
+# (Debian's prometheus, which checks the metrics exposition in the tests).
 set -euo pipefail
 
 need=()
@@ -13,6 +14,7 @@ command -v musl-gcc >/dev/null || need+=(musl-tools)
 [ -x /usr/sbin/unbound ] || need+=(unbound)
 command -v openssl >/dev/null || need+=(openssl)
 command -v dig >/dev/null || need+=(dnsutils)
+command -v promtool >/dev/null || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
     echo "setup: installing ${need[*]}"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
@@ -22,6 +24,10 @@ fi
 # Debian's unbound package starts a system resolver; the tests run their own.
 if command -v systemctl >/dev/null && systemctl is-active --quiet unbound 2>/dev/null; then
     systemctl stop unbound || true
+fi
+# So does prometheus (on :9090); only its promtool is used.
+if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then
+    systemctl stop prometheus || true
 fi
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 rustup target list --installed | grep -qx x86_64-unknown-linux-musl || rustup target add x86_64-unknown-linux-musl
