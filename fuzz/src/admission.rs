@@ -88,7 +88,7 @@ pub fn check(data: &[u8]) {
     let got = match &decision {
         Decision::Forward(..) => Expected::Forward,
         Decision::Reply(rcode) => Expected::Reply(*rcode),
-        Decision::Drop => Expected::Drop,
+        Decision::Drop(_) => Expected::Drop,
         Decision::Close(reason) => Expected::Close(*reason),
     };
     assert_eq!(
@@ -122,7 +122,7 @@ pub fn check(data: &[u8]) {
             assert_eq!(shares.used(), used, "a reply takes no slot");
             check_reply(msg, rcode);
         }
-        Decision::Drop | Decision::Close(_) => {
+        Decision::Drop(_) | Decision::Close(_) => {
             assert_eq!(
                 shares.used(),
                 used,

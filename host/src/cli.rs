@@ -201,6 +201,10 @@ pub struct RunArgs {
     /// the log level: true or false [env: LOG_QUERIES] [default: false]
     #[arg(long, value_name = "BOOL", help_heading = TUNABLES)]
     pub log_queries: Option<String>,
+    /// Serve Prometheus metrics, /health and /ready over HTTP on this address, e.g.
+    /// 127.0.0.1:9153; empty: off [env: METRICS_LISTEN] [default: off]
+    #[arg(long, value_name = "ADDR:PORT", help_heading = TUNABLES)]
+    pub metrics_listen: Option<String>,
 
     /// Run this .wasm or .cwasm component instead of the embedded one (for tests)
     #[arg(long, value_name = "PATH", hide = true)]
@@ -384,6 +388,7 @@ impl config::Flags for RunArgs {
             Key::LogLevel => &self.log_level,
             Key::LogFormat => &self.log_format,
             Key::LogQueries => &self.log_queries,
+            Key::MetricsListen => &self.metrics_listen,
         };
         value.as_deref()
     }

@@ -15,6 +15,7 @@ pub mod generate;
 pub mod health;
 pub mod linger;
 pub mod logfmt;
+pub mod metrics;
 pub mod policy;
 pub mod query_name;
 pub mod sandbox;
@@ -23,6 +24,7 @@ pub mod top;
 pub mod watchdog;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use tokio::signal::unix::{SignalKind, signal};
@@ -30,6 +32,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Command, PrecompileArgs, RunArgs, SpkiArgs};
 use crate::config::{EXIT_CONFIG, LogFormat, ProxyConfig};
+use crate::metrics::Metrics;
 use crate::policy::SocketPolicy;
 
 /// The allocator: musl's is slow under threads (see Cargo.toml).
@@ -151,7 +154,26 @@ async fn serve(config: ProxyConfig, args: &RunArgs) -> Result<i32> {
         );
     }
     let policy = SocketPolicy::from_config(&config);
-    let proxy = tokio::spawn(async move { sandbox::run(engine, component, &config, policy).await });
+    let metrics = Arc::new(Metrics::new(
+        config.upstreams.iter().map(|u| u.name.clone()).collect(),
+    ));
+    // Bound before the component starts: a taken port is a start-up error,
+    // not a proxy without the metrics it was configured with.
+    let _metrics_server = match config.metrics_listen {
+        Some(addr) => {
+            let listener = metrics::http::bind(addr).await?;
+            tracing::info!(%addr, "serving metrics at http://{addr}/metrics, /health, /ready");
+            Some(AbortOnDrop(tokio::spawn(metrics::http::serve(
+                listener,
+                metrics.clone(),
+            ))))
+        }
+        None => None,
+    };
+    let proxy =
+        tokio::spawn(
+            async move { sandbox::run(engine, component, &config, policy, metrics).await },
+        );
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tokio::select! {
@@ -164,6 +186,15 @@ async fn serve(config: ProxyConfig, args: &RunArgs) -> Result<i32> {
         }
         _ = term.recv() => { tracing::info!("SIGTERM: stopping"); Ok(0) }
         _ = int.recv() => { tracing::info!("SIGINT: stopping"); Ok(0) }
+    }
+}
+
+/// A task that ends with the scope that started it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

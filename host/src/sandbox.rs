@@ -5,6 +5,7 @@
 //! [`crate::watchdog`]) and restarts it when it traps.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
@@ -12,7 +13,10 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use dnsproxy_core::core::stats;
+
 use crate::config::{AuthName, Level, ProxyConfig, UpstreamConfig};
+use crate::metrics::Metrics;
 use crate::policy::SocketPolicy;
 use crate::policy::refusals::LOG_EVERY;
 use crate::watchdog::{Life, Next, Restarts, Stuck, Ticker, Verdict, Watchdog};
@@ -33,6 +37,7 @@ mod bindings {
 use bindings::Proxy;
 use bindings::dnsproxy::proxy::config as wit_config;
 use bindings::dnsproxy::proxy::log as wit_log;
+use bindings::dnsproxy::proxy::metrics as wit_metrics;
 use bindings::dnsproxy::proxy::types as wit_types;
 use bindings::dnsproxy::proxy::watchdog as wit_watchdog;
 
@@ -47,6 +52,8 @@ pub struct State {
     config: wit_config::ProxyConfig,
     /// Calls of `watchdog.heartbeat` so far.
     heartbeats: u64,
+    /// Where `metrics.push` adds up.
+    metrics: Arc<Metrics>,
 }
 
 impl WasiView for State {
@@ -63,6 +70,124 @@ impl wit_types::Host for State {}
 impl wit_watchdog::Host for State {
     fn heartbeat(&mut self) {
         self.heartbeats += 1;
+    }
+}
+
+impl wit_metrics::Host for State {
+    fn push(&mut self, report: wit_metrics::Report) {
+        self.metrics.apply(report_from_wit(report), Instant::now());
+    }
+}
+
+fn rcodes_from_wit(r: wit_metrics::Rcodes) -> stats::RcodeCounts {
+    let wit_metrics::Rcodes {
+        noerror,
+        formerr,
+        servfail,
+        nxdomain,
+        notimp,
+        refused,
+        other,
+    } = r;
+    // The order of stats::RcodeLabel::ALL.
+    stats::RcodeCounts([noerror, formerr, servfail, nxdomain, notimp, refused, other])
+}
+
+fn histogram_from_wit(h: wit_metrics::Histogram) -> stats::Histogram {
+    let mut out = stats::Histogram {
+        sum_us: h.sum_us,
+        ..stats::Histogram::default()
+    };
+    // The component sends exactly one entry per bucket; extra ones (a
+    // mismatched build) are dropped rather than trusted.
+    for (o, n) in out.buckets.iter_mut().zip(h.buckets) {
+        *o = n;
+    }
+    out
+}
+
+/// The component's report as the metrics module adds it up: the inverse of
+/// the component's `wit_report`. Every field is destructured, so one added
+/// to the WIT must be handled here.
+fn report_from_wit(report: wit_metrics::Report) -> stats::Report {
+    let wit_metrics::Report {
+        udp_answers,
+        tcp_answers,
+        udp_latency,
+        tcp_latency,
+        refused_inflight,
+        drops:
+            wit_metrics::Drops {
+                acl,
+                malformed,
+                too_long,
+            },
+        truncated,
+        inflight,
+        tcp_clients,
+        upstreams,
+        ready,
+    } = report;
+    let (upstreams, gauges) = upstreams
+        .into_iter()
+        .map(|u| {
+            let wit_metrics::Upstream {
+                queries,
+                responses,
+                rtt,
+                failures:
+                    wit_metrics::Failures {
+                        network,
+                        ca,
+                        name,
+                        pin,
+                        timeout,
+                        protocol,
+                    },
+                up,
+                connections,
+                chain,
+                pin_no_backup,
+                pin_leaf_only,
+            } = u;
+            let counted = stats::UpstreamStats {
+                queries,
+                responses: rcodes_from_wit(responses),
+                rtt: histogram_from_wit(rtt),
+                // The order of stats::Check::ALL.
+                failures: [network, ca, name, pin, timeout, protocol],
+                chain: chain.map(|certs| {
+                    certs
+                        .into_iter()
+                        .map(|c| stats::ChainCert {
+                            position: c.position,
+                            not_after: c.not_after,
+                            pinned: c.pinned,
+                        })
+                        .collect()
+                }),
+                no_backup: pin_no_backup,
+                leaf_only: pin_leaf_only,
+            };
+            (counted, stats::UpstreamGauges { up, connections })
+        })
+        .unzip();
+    stats::Report {
+        stats: stats::Stats {
+            udp_answers: rcodes_from_wit(udp_answers),
+            tcp_answers: rcodes_from_wit(tcp_answers),
+            udp_latency: histogram_from_wit(udp_latency),
+            tcp_latency: histogram_from_wit(tcp_latency),
+            refused_inflight,
+            // The order of stats::DropReason::ALL.
+            drops: [acl, malformed, too_long],
+            truncated,
+            tcp_clients,
+            upstreams,
+        },
+        inflight,
+        upstreams: gauges,
+        ready,
     }
 }
 
@@ -87,6 +212,7 @@ pub fn linker(engine: &Engine) -> Result<Linker<State>> {
     wit_types::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     wit_config::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     wit_log::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    wit_metrics::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     wit_watchdog::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     Ok(linker)
 }
@@ -164,6 +290,8 @@ pub fn wit_config(config: &ProxyConfig) -> wit_config::ProxyConfig {
         // The host renders every line itself (`crate::logfmt`).
         log_format: _,
         log_queries,
+        // Served by the host (crate::metrics), not granted to the component.
+        metrics_listen: _,
     } = config;
     let upstreams = upstreams
         .iter()
@@ -254,6 +382,7 @@ async fn run_once(
     component: &Component,
     config: &wit_config::ProxyConfig,
     policy: &SocketPolicy,
+    metrics: &Arc<Metrics>,
 ) -> Outcome {
     let state = State {
         wasi: wasi_ctx(policy.clone()),
@@ -261,6 +390,7 @@ async fn run_once(
         limits: StoreLimitsBuilder::new().memory_size(MEMORY_LIMIT).build(),
         config: config.clone(),
         heartbeats: 0,
+        metrics: metrics.clone(),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);
@@ -303,6 +433,7 @@ pub async fn run(
     component: Component,
     config: &ProxyConfig,
     policy: SocketPolicy,
+    metrics: Arc<Metrics>,
 ) -> Result<i32> {
     let linker = linker(&engine)?;
     let wit = wit_config(config);
@@ -321,7 +452,9 @@ pub async fn run(
     let mut restarts = Restarts::default();
     let mut traps = 0u32;
     let code = loop {
-        let (error, life) = match run_once(&engine, &linker, &component, &wit, &policy).await {
+        let outcome = run_once(&engine, &linker, &component, &wit, &policy, &metrics).await;
+        metrics.instance_stopped();
+        let (error, life) = match outcome {
             Outcome::Exited(code) => break code,
             Outcome::Trapped { error, life } => (error, life),
         };
@@ -350,6 +483,7 @@ pub async fn run(
                     "{what}; restarting it"
                 );
                 tokio::time::sleep(delay).await;
+                metrics.restarted();
             }
             Next::GiveUp => {
                 tracing::debug!(backtrace, "where the component was");
@@ -474,6 +608,7 @@ mod tests {
             log_level: Level::Debug,
             log_format: crate::config::LogFormat::Json,
             log_queries: true,
+            metrics_listen: Some("127.0.0.1:9153".parse().unwrap()),
         };
         let wit = wit_config(&config);
         assert!(matches!(

@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use dnsproxy_core::core::acl::{BadPrefix, IpNet};
 use dnsproxy_core::core::pins::{BadPin, Pin, PinSet};
+use dnsproxy_core::core::stats::{self, Histogram, RcodeCounts, Report};
 use dnsproxy_core::shell::config::{AuthName, CaBundle, ProxyConfig, UpstreamConfig};
 use dnsproxy_core::shell::log::{Level, Log, LogFormat, Sink};
+use dnsproxy_core::shell::report::Reporter;
 
 wit_bindgen::generate!({
     path: "../wit",
@@ -21,7 +23,7 @@ wit_bindgen::generate!({
 });
 
 use dnsproxy::proxy::types::{IpAddress, SocketAddress};
-use dnsproxy::proxy::{config, log};
+use dnsproxy::proxy::{config, log, metrics};
 
 struct HostSink;
 
@@ -35,6 +37,108 @@ impl Sink for HostSink {
             })
             .collect();
         log::emit(to_wit_level(level), message, &fields);
+    }
+}
+
+/// Pushes reports through the WIT `metrics` interface.
+struct HostReporter;
+
+impl Reporter for HostReporter {
+    fn report(&self, report: Report) {
+        metrics::push(&wit_report(report));
+    }
+}
+
+fn wit_rcodes(c: &RcodeCounts) -> metrics::Rcodes {
+    let [noerror, formerr, servfail, nxdomain, notimp, refused, other] = c.0;
+    metrics::Rcodes {
+        noerror,
+        formerr,
+        servfail,
+        nxdomain,
+        notimp,
+        refused,
+        other,
+    }
+}
+
+fn wit_histogram(h: &Histogram) -> metrics::Histogram {
+    metrics::Histogram {
+        buckets: h.buckets.to_vec(),
+        sum_us: h.sum_us,
+    }
+}
+
+/// The report as the WIT record; every field of [`Report`] is destructured,
+/// so one added there must be handled here.
+fn wit_report(report: Report) -> metrics::Report {
+    let Report {
+        stats:
+            stats::Stats {
+                udp_answers,
+                tcp_answers,
+                udp_latency,
+                tcp_latency,
+                refused_inflight,
+                drops: [acl, malformed, too_long],
+                truncated,
+                tcp_clients,
+                upstreams,
+            },
+        inflight,
+        upstreams: gauges,
+        ready,
+    } = report;
+    let upstreams = upstreams
+        .into_iter()
+        .zip(gauges)
+        .map(|(u, g)| {
+            let [network, ca, name, pin, timeout, protocol] = u.failures;
+            metrics::Upstream {
+                queries: u.queries,
+                responses: wit_rcodes(&u.responses),
+                rtt: wit_histogram(&u.rtt),
+                failures: metrics::Failures {
+                    network,
+                    ca,
+                    name,
+                    pin,
+                    timeout,
+                    protocol,
+                },
+                up: g.up,
+                connections: g.connections,
+                chain: u.chain.map(|chain| {
+                    chain
+                        .into_iter()
+                        .map(|c| metrics::ChainCert {
+                            position: c.position,
+                            not_after: c.not_after,
+                            pinned: c.pinned,
+                        })
+                        .collect()
+                }),
+                pin_no_backup: u.no_backup,
+                pin_leaf_only: u.leaf_only,
+            }
+        })
+        .collect();
+    metrics::Report {
+        udp_answers: wit_rcodes(&udp_answers),
+        tcp_answers: wit_rcodes(&tcp_answers),
+        udp_latency: wit_histogram(&udp_latency),
+        tcp_latency: wit_histogram(&tcp_latency),
+        refused_inflight,
+        drops: metrics::Drops {
+            acl,
+            malformed,
+            too_long,
+        },
+        truncated,
+        inflight,
+        tcp_clients,
+        upstreams,
+        ready,
     }
 }
 
@@ -174,6 +278,8 @@ fn from_wit(c: config::ProxyConfig) -> Result<ProxyConfig, WitConfigError> {
         // The host renders every line; the component never formats one.
         log_format: LogFormat::default(),
         log_queries,
+        // The host's listener; the component never sees it.
+        metrics_listen: None,
     })
 }
 
@@ -217,7 +323,7 @@ pub(crate) fn main() {
                 dnsproxy::proxy::watchdog::heartbeat();
             }
         });
-        dnsproxy_core::shell::serve(config, log).await
+        dnsproxy_core::shell::serve(config, log, Rc::new(HostReporter)).await
     };
     if let Err(e) = local.block_on(&runtime, serve) {
         fatal("cannot serve", &e);

@@ -13,6 +13,7 @@ use dnsproxy_core::core::acl::IpNet;
 use dnsproxy_core::core::pins::{Pin, PinSet};
 use dnsproxy_core::shell::config::{AuthName, CaBundle, ProxyConfig, UpstreamConfig};
 use dnsproxy_core::shell::log::{Level, Log, LogFormat, StderrSink};
+use dnsproxy_core::shell::report::Discard;
 
 fn var(name: &str) -> Result<String, String> {
     std::env::var(name).map_err(|_| format!("{name} is not set"))
@@ -63,6 +64,7 @@ fn config() -> Result<ProxyConfig, String> {
         log_level: Level::Info,
         log_format: LogFormat::Text,
         log_queries: std::env::var_os("PB_LOG_QUERIES").is_some(),
+        metrics_listen: None,
     })
 }
 
@@ -80,7 +82,10 @@ pub(crate) fn main() {
         .build()
         .expect("a current-thread runtime needs no resources that can be missing");
     let local = tokio::task::LocalSet::new();
-    if let Err(e) = local.block_on(&runtime, dnsproxy_core::shell::serve(config, log)) {
+    if let Err(e) = local.block_on(
+        &runtime,
+        dnsproxy_core::shell::serve(config, log, Rc::new(Discard)),
+    ) {
         eprintln!("proxy-component (native): {e}");
         std::process::exit(1);
     }

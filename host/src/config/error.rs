@@ -286,6 +286,8 @@ pub enum Expected {
     LogFormat,
     /// A yes/no value.
     Boolean,
+    /// An IP address and a port.
+    ListenAddr,
     /// `upstream_timeout` longer than `query_timeout`.
     AtMostQueryTimeout {
         /// The effective query_timeout.
@@ -332,6 +334,10 @@ impl fmt::Display for Expected {
             Self::LogLevel => f.write_str("one of error, warn, info, debug, trace"),
             Self::LogFormat => f.write_str("text or json"),
             Self::Boolean => f.write_str("true or false (also yes/no, on/off, 1/0)"),
+            Self::ListenAddr => f.write_str(
+                "an IP address and port like 127.0.0.1:9153 or [::1]:9153, or nothing for no \
+                 metrics endpoint",
+            ),
             Self::AtMostQueryTimeout {
                 query_timeout,
                 origin,

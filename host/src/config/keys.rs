@@ -56,11 +56,12 @@ pub enum Key {
     LogLevel,
     LogFormat,
     LogQueries,
+    MetricsListen,
 }
 
 impl Key {
     /// Every key, in documentation order.
-    pub const ALL: [Key; 19] = [
+    pub const ALL: [Key; 20] = [
         Self::LocalHost,
         Self::LocalPort,
         Self::AllowNetworks,
@@ -80,6 +81,7 @@ impl Key {
         Self::LogLevel,
         Self::LogFormat,
         Self::LogQueries,
+        Self::MetricsListen,
     ];
 
     /// The key as written in settings.ini (lower case).
@@ -104,6 +106,7 @@ impl Key {
             Self::LogLevel => "log_level",
             Self::LogFormat => "log_format",
             Self::LogQueries => "log_queries",
+            Self::MetricsListen => "metrics_listen",
         }
     }
 
@@ -129,6 +132,7 @@ impl Key {
             Self::LogLevel => "LOG_LEVEL",
             Self::LogFormat => "LOG_FORMAT",
             Self::LogQueries => "LOG_QUERIES",
+            Self::MetricsListen => "METRICS_LISTEN",
         }
     }
 
@@ -154,6 +158,7 @@ impl Key {
             Self::LogLevel => "--log-level",
             Self::LogFormat => "--log-format",
             Self::LogQueries => "--log-queries",
+            Self::MetricsListen => "--metrics-listen",
         }
     }
 
@@ -174,7 +179,8 @@ impl Key {
             | Self::ClientBufferMib
             | Self::LogLevel
             | Self::LogFormat
-            | Self::LogQueries => Section::Proxy,
+            | Self::LogQueries
+            | Self::MetricsListen => Section::Proxy,
         }
     }
 

@@ -194,6 +194,16 @@ fn resolve(layers: &Layers<'_>) -> Result<(ProxyConfig, Report), ConfigError> {
         log_queries.value.to_string(),
         &log_queries.origin,
     );
+    let metrics_listen = scalar(layers, Key::MetricsListen, None, |t| {
+        values::metrics_listen(t).map(Some)
+    })?;
+    record(
+        Key::MetricsListen,
+        metrics_listen
+            .value
+            .map_or_else(|| "off".to_owned(), |a| a.to_string()),
+        &metrics_listen.origin,
+    );
     let config = ProxyConfig {
         listen: SocketAddr::new(local_host.value, local_port.value),
         allow_networks: allow_networks.value,
@@ -209,6 +219,7 @@ fn resolve(layers: &Layers<'_>) -> Result<(ProxyConfig, Report), ConfigError> {
         log_level: log_level.value,
         log_format: log_format.value,
         log_queries: log_queries.value,
+        metrics_listen: metrics_listen.value,
     };
     let report = Report {
         file: None,

@@ -354,6 +354,15 @@ fn every_key_follows_ini_then_env_then_flags() {
             [("yes", "true"), ("off", "false"), ("1", "true")],
             |c| c.log_queries.to_string(),
         ),
+        case(
+            Key::MetricsListen,
+            [
+                ("127.0.0.1:9153", "127.0.0.1:9153"),
+                ("[::1]:9154", "[::1]:9154"),
+                (" 0.0.0.0:9155", "0.0.0.0:9155"),
+            ],
+            |c| c.metrics_listen.map(|a| a.to_string()).unwrap_or_default(),
+        ),
     ];
     assert_eq!(cases.len(), Key::ALL.len(), "every key has a case");
     for Case {
@@ -1009,6 +1018,7 @@ fn error_lines() {
         upstream("bad log level").env("LOG_LEVEL", "verbose"),
         upstream("bad log format").env("LOG_FORMAT", "logfmt"),
         upstream("bad log_queries").env("LOG_QUERIES", "maybe"),
+        upstream("metrics_listen without a port").env("METRICS_LISTEN", "127.0.0.1"),
         proxy(
             "upstream_timeout > query_timeout",
             "query_timeout = 2s\nupstream_timeout = 2500ms",

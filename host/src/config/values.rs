@@ -1,7 +1,7 @@
 //! Parsers for single values. Each returns what it expected on failure; the
 //! caller adds the key, the value and its origin.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -28,6 +28,16 @@ pub(super) fn ip(text: &str) -> Option<IpAddr> {
         .and_then(|t| t.strip_suffix(']'))
         .unwrap_or(text);
     bare.parse().ok()
+}
+
+/// `metrics_listen`: an IP literal and a port (`127.0.0.1:9153`,
+/// `[::1]:9153`).
+pub(super) fn metrics_listen(text: &str) -> Result<SocketAddr, Expected> {
+    text.trim()
+        .parse::<SocketAddr>()
+        .ok()
+        .filter(|a| a.port() != 0)
+        .ok_or(Expected::ListenAddr)
 }
 
 /// `tls_host`: an IP literal. A host name gets its own message, because the

@@ -53,13 +53,13 @@ pub enum Decision {
     Forward(Query, Permit),
     /// Answer at once with a reply made from the query and this RCODE.
     Reply(Rcode),
-    /// Say nothing (UDP), read on (TCP).
-    Drop,
+    /// Say nothing (UDP only), for this reason.
+    Drop(CloseReason),
     /// Close the connection (TCP only).
     Close(CloseReason),
 }
 
-/// Why admission closes a TCP connection.
+/// Why admission drops a datagram or closes a TCP connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CloseReason {
     /// The peer is outside `allow_networks`.
@@ -71,6 +71,16 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// The reason as the drop metric counts it.
+    pub fn metric(self) -> crate::core::stats::DropReason {
+        use crate::core::stats::DropReason;
+        match self {
+            Self::NotAllowed => DropReason::Acl,
+            Self::NotAQuery => DropReason::Malformed,
+            Self::TooLong => DropReason::TooLong,
+        }
+    }
+
     /// For logs.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -90,7 +100,7 @@ pub fn admit(
     shares: &mut Shares,
 ) -> Decision {
     let quiet = |reason| match transport {
-        Transport::Udp => Decision::Drop,
+        Transport::Udp => Decision::Drop(reason),
         Transport::Tcp => Decision::Close(reason),
     };
     if !allowed {
@@ -244,7 +254,7 @@ mod tests {
         let q = query_bytes("example.com");
         assert_eq!(
             admit(Transport::Udp, A, false, &q, &mut shares),
-            Decision::Drop
+            Decision::Drop(CloseReason::NotAllowed)
         );
         assert_eq!(
             admit(Transport::Tcp, A, false, &q, &mut shares),
@@ -260,7 +270,11 @@ mod tests {
         for allowed in [true, false] {
             assert_eq!(
                 admit(Transport::Udp, A, allowed, &r, &mut shares),
-                Decision::Drop
+                Decision::Drop(if allowed {
+                    CloseReason::NotAQuery
+                } else {
+                    CloseReason::NotAllowed
+                })
             );
             assert!(matches!(
                 admit(Transport::Tcp, A, allowed, &r, &mut shares),
@@ -274,7 +288,7 @@ mod tests {
         let mut shares = Shares::new(8);
         assert_eq!(
             admit(Transport::Udp, A, true, &[0; 11], &mut shares),
-            Decision::Drop
+            Decision::Drop(CloseReason::NotAQuery)
         );
     }
 
@@ -302,7 +316,7 @@ mod tests {
         q.resize(MAX_QUERY_LEN + 1, 0);
         assert_eq!(
             admit(Transport::Udp, A, true, &q, &mut shares),
-            Decision::Drop
+            Decision::Drop(CloseReason::TooLong)
         );
         assert_eq!(
             admit(Transport::Tcp, A, true, &q, &mut shares),

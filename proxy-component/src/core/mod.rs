@@ -12,5 +12,7 @@ pub mod framing;
 pub mod inflight;
 pub mod message;
 pub mod pins;
+pub mod stats;
 pub mod upstream_conn;
 pub mod upstreams;
+pub mod validity;

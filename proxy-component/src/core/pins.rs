@@ -92,6 +92,47 @@ impl PinSet {
     }
 }
 
+/// How a pin set stands against a verified chain, for pin rotation
+/// (RFC 7469 §4.3: keep a backup pin that the current chain does not use).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PinAssessment {
+    /// Per position of the chain (leaf first): whether a configured pin
+    /// matched that certificate's key.
+    pub matched: Vec<bool>,
+    /// No backup: one pin is listed, or every listed pin matches the current
+    /// chain, so a rotation of the pinned key(s) locks the upstream out.
+    pub no_backup: bool,
+    /// Only the leaf's key is pinned: leaf keys rotate more often than
+    /// intermediates' (a new certificate may come with a new key).
+    pub leaf_only: bool,
+}
+
+impl PinAssessment {
+    /// Whether either warning holds.
+    pub fn warns(&self) -> bool {
+        self.no_backup || self.leaf_only
+    }
+}
+
+/// Assesses `set` against the pins of a verified chain (leaf first). An
+/// empty set (CA validation only) warns about nothing.
+pub fn assess(set: &PinSet, verified_chain: &[Pin]) -> PinAssessment {
+    let matched: Vec<bool> = verified_chain.iter().map(|p| set.0.contains(p)).collect();
+    if set.is_empty() {
+        return PinAssessment {
+            matched,
+            ..PinAssessment::default()
+        };
+    }
+    let no_backup = set.0.len() == 1 || set.0.iter().all(|p| verified_chain.contains(p));
+    let leaf_only = matched.first() == Some(&true) && !matched.iter().skip(1).any(|&m| m);
+    PinAssessment {
+        matched,
+        no_backup,
+        leaf_only,
+    }
+}
+
 /// No certificate of the verified chain carries a configured pin.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("no pinned key in the verified chain; it presented {}", DisplayPins(.presented))]
@@ -141,6 +182,52 @@ mod tests {
         let err = set.check(&[pin(1), pin(2)]).unwrap_err();
         assert_eq!(err.presented, vec![pin(1), pin(2)]);
         assert!(err.to_string().contains(&pin(1).to_string()));
+    }
+
+    #[test]
+    fn rfc7469_backup_pin_outside_the_chain_is_no_warning() {
+        // Intermediate pinned, plus a backup key the chain does not use.
+        let a = assess(
+            &PinSet::new(vec![pin(2), pin(9)]),
+            &[pin(1), pin(2), pin(3)],
+        );
+        assert_eq!(a.matched, vec![false, true, false]);
+        assert!(!a.no_backup && !a.leaf_only && !a.warns());
+    }
+
+    #[test]
+    fn a_single_pin_has_no_backup() {
+        let a = assess(&PinSet::new(vec![pin(3)]), &[pin(1), pin(2), pin(3)]);
+        assert!(a.no_backup);
+        assert!(!a.leaf_only);
+    }
+
+    #[test]
+    fn every_pin_in_the_chain_has_no_backup() {
+        let a = assess(
+            &PinSet::new(vec![pin(1), pin(2)]),
+            &[pin(1), pin(2), pin(3)],
+        );
+        assert_eq!(a.matched, vec![true, true, false]);
+        assert!(a.no_backup);
+        assert!(!a.leaf_only, "the intermediate is pinned too");
+    }
+
+    #[test]
+    fn only_the_leaf_pinned_warns_even_with_a_backup() {
+        let a = assess(
+            &PinSet::new(vec![pin(1), pin(9)]),
+            &[pin(1), pin(2), pin(3)],
+        );
+        assert!(a.leaf_only);
+        assert!(!a.no_backup);
+    }
+
+    #[test]
+    fn ca_only_warns_about_nothing() {
+        let a = assess(&PinSet::default(), &[pin(1), pin(2)]);
+        assert_eq!(a.matched, vec![false, false]);
+        assert!(!a.warns());
     }
 
     #[test]

@@ -28,6 +28,8 @@ struct Health {
     last_failure: Option<Instant>,
     /// The newest event already counted (see [`Selector::failed`]).
     last_event: Option<u64>,
+    /// It answered since its last counted failure.
+    answered: bool,
 }
 
 /// Health of each upstream, indexed by priority (0 = most preferred).
@@ -77,6 +79,7 @@ impl Selector {
         let h = &mut self.health[i];
         h.consecutive_failures = 0;
         h.retry_at = None;
+        h.answered = true;
     }
 
     /// Upstream `i` failed (connect, handshake, authentication, a stalled
@@ -98,7 +101,26 @@ impl Selector {
         let backoff = BACKOFF_BASE.saturating_mul(1 << exp).min(BACKOFF_MAX);
         h.retry_at = Some(now + backoff);
         h.last_failure = Some(now);
+        h.answered = false;
         Some(backoff)
+    }
+
+    /// Whether upstream `i` is known up at `now`: it answered since its last
+    /// failure and is not in backoff (the `upstream_up` metric). Before its
+    /// first answer it is not known up.
+    pub fn is_up(&self, i: usize, now: Instant) -> bool {
+        self.health[i].answered && self.is_ready(i, now)
+    }
+
+    /// Readiness (`/ready`): some upstream is not in backoff, so the next
+    /// query goes to an upstream not known to be failing. Connections are
+    /// opened lazily, so before any traffic no upstream has failed and the
+    /// proxy is ready; it is unready only while every upstream is in
+    /// backoff after a failure, and ready again when a backoff expires (at
+    /// most [`BACKOFF_MAX`] later), so an orchestrator that stops sending
+    /// traffic to an unready proxy does not keep it unready forever.
+    pub fn reachable(&self, now: Instant) -> bool {
+        (0..self.health.len()).any(|i| self.is_ready(i, now))
     }
 
     /// Consecutive failures of upstream `i` (0 when healthy).
@@ -150,6 +172,35 @@ mod tests {
         assert_eq!(s.order(t1), vec![1, 0]);
         assert!(s.may_connect(1, t1), "no blackout");
         assert!(!s.may_connect(0, t1));
+    }
+
+    #[test]
+    fn ready_before_traffic_unready_while_all_back_off_ready_when_one_expires() {
+        let t0 = Instant::now();
+        let mut s = Selector::new(2);
+        assert!(s.reachable(t0), "nothing has failed before any traffic");
+        assert!(!s.is_up(0, t0), "not known up before an answer");
+        s.failed(0, 1, t0);
+        assert!(s.reachable(t0), "upstream 1 is not in backoff");
+        s.failed(1, 1, t0);
+        assert!(!s.reachable(t0));
+        assert!(s.reachable(t0 + BACKOFF_BASE), "a backoff expired");
+    }
+
+    #[test]
+    fn up_after_an_answer_down_after_a_failure() {
+        let t0 = Instant::now();
+        let mut s = Selector::new(1);
+        s.succeeded(0);
+        assert!(s.is_up(0, t0));
+        s.failed(0, 1, t0);
+        assert!(!s.is_up(0, t0));
+        assert!(
+            !s.is_up(0, t0 + BACKOFF_BASE),
+            "no answer since the failure"
+        );
+        s.succeeded(0);
+        assert!(s.is_up(0, t0));
     }
 
     #[test]

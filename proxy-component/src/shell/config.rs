@@ -57,6 +57,9 @@ pub struct ProxyConfig {
     /// One log line per answered query (client, name, type, rcode,
     /// upstream, duration), whatever `log_level`; off by default.
     pub log_queries: bool,
+    /// Where the host serves metrics (`metrics_listen`); the host's own
+    /// listener, never granted to the component, which does not use it.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// One DNS-over-TLS upstream (RFC 7858).

@@ -5,6 +5,7 @@ pub mod accept;
 pub mod config;
 pub mod conn;
 pub mod log;
+pub mod report;
 pub mod resolver;
 pub mod tcp;
 pub mod tls;
@@ -19,8 +20,11 @@ use crate::core::acl::Acl;
 use crate::core::admission::{self, Decision, Permit, Shares, Transport};
 use crate::core::client_conn::Budget;
 use crate::core::message::{self, Query, RcodeName, Response};
+use crate::core::message::Rcode;
+use crate::core::stats::Stats;
 use crate::shell::config::ProxyConfig;
 use crate::shell::log::{Level, Log};
+use crate::shell::report::Reporter;
 use crate::shell::resolver::{Resolver, SetupError};
 
 /// The proxy could not start.
@@ -56,6 +60,8 @@ pub struct Context {
     shares: RefCell<Shares>,
     /// Bytes of client answers waiting to be written.
     pub budget: RefCell<Budget>,
+    /// What the metrics count, shared with the resolver.
+    pub stats: Rc<RefCell<Stats>>,
 }
 
 /// A query's in-flight slot, given back on drop.
@@ -81,11 +87,25 @@ pub enum Admitted {
 }
 
 impl Context {
-    /// Runs [`admission::admit`] for a message from `peer`.
+    /// Queries in flight.
+    pub fn inflight(&self) -> usize {
+        self.shares.borrow().used()
+    }
+
+    /// Runs [`admission::admit`] for a message from `peer`; counts drops
+    /// and refusals.
     pub fn admit(self: &Rc<Self>, transport: Transport, peer: IpAddr, msg: &[u8]) -> Admitted {
         let allowed = self.acl.allows(peer);
         let decision =
             admission::admit(transport, peer, allowed, msg, &mut self.shares.borrow_mut());
+        match &decision {
+            Decision::Drop(why) | Decision::Close(why) => {
+                self.stats.borrow_mut().dropped(why.metric());
+            }
+            // Admission refuses only for want of room in flight.
+            Decision::Reply(Rcode::Refused) => self.stats.borrow_mut().refused_inflight += 1,
+            _ => {}
+        }
         match decision {
             Decision::Forward(q, permit) => Admitted::Forward(
                 q,
@@ -133,10 +153,16 @@ impl Context {
     }
 }
 
-/// Binds the listeners and serves until an unrecoverable error. Must run
-/// inside a `LocalSet`.
-pub async fn serve(config: ProxyConfig, log: Log) -> Result<(), ServeError> {
-    let resolver = Resolver::new(&config, log.clone())?;
+/// Binds the listeners and serves until an unrecoverable error, pushing
+/// the metrics to `reporter` about once a second. Must run inside a
+/// `LocalSet`.
+pub async fn serve(
+    config: ProxyConfig,
+    log: Log,
+    reporter: Rc<dyn Reporter>,
+) -> Result<(), ServeError> {
+    let stats = Rc::new(RefCell::new(Stats::new(config.upstreams.len())));
+    let resolver = Resolver::new(&config, log.clone(), stats.clone())?;
     let listen = config.listen;
     let udp = udp::bind(listen).map_err(|error| ServeError::Bind {
         addr: listen,
@@ -164,11 +190,14 @@ pub async fn serve(config: ProxyConfig, log: Log) -> Result<(), ServeError> {
         acl: Acl::new(config.allow_networks.clone()),
         shares: RefCell::new(Shares::new(config.max_inflight)),
         budget: RefCell::new(Budget::new(config.client_buffer_budget)),
+        stats,
         config,
         log,
     });
+    let report_task = tokio::task::spawn_local(report::every_second(ctx.clone(), reporter));
     let udp_task = tokio::task::spawn_local(udp::serve(udp, ctx.clone()));
     tcp::serve(tcp, ctx).await;
     udp_task.abort();
+    report_task.abort();
     Ok(())
 }

@@ -22,7 +22,8 @@ use tokio_rustls::TlsConnector;
 use crate::core::attempt::{Attempts, Next, Outcome};
 use crate::core::connect::{AfterHandshake, ConnectPolicy, HandshakeFailure};
 use crate::core::message::{self, MessageError, Query, Rcode, Response};
-use crate::core::pins::DisplayPins;
+use crate::core::pins::{self, DisplayPins};
+use crate::core::stats::{ChainCert, Check, Stats, UpstreamGauges};
 use crate::core::upstream_conn::UpstreamTimeouts;
 use crate::core::upstreams::Selector;
 use crate::shell::config::{ProxyConfig, UpstreamConfig};
@@ -62,6 +63,18 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// The failed check, as the failure metric counts it.
+    pub fn metric(&self) -> Check {
+        match self {
+            UpstreamError::Auth(AuthError::Chain(_)) => Check::Ca,
+            UpstreamError::Auth(AuthError::Name { .. }) => Check::Name,
+            UpstreamError::Auth(AuthError::Pin(_)) => Check::Pin,
+            UpstreamError::Timeout(_) => Check::Timeout,
+            UpstreamError::Mismatch | UpstreamError::Malformed(_) => Check::Protocol,
+            _ => Check::Network,
+        }
+    }
+
     /// The failed check, for logs: network, CA, name, pin, TLS or protocol.
     pub fn check(&self) -> &'static str {
         match self {
@@ -78,6 +91,11 @@ struct Slot {
     /// TLS configurations in the order to try them (see
     /// [`tls::client_configs`]); the policy says which one is next.
     tls: Vec<Arc<ClientConfig>>,
+    /// The verifier behind `tls`: it keeps the last verified chain.
+    verifier: Arc<PinnedVerifier>,
+    /// The pin warnings last logged (no backup, leaf only), so each change
+    /// is logged once, not every handshake.
+    warned: Cell<(bool, bool)>,
     name: ServerName<'static>,
     conn: RefCell<Option<Conn>>,
     /// Serialises connects so a burst of queries opens one connection.
@@ -110,6 +128,7 @@ pub struct Resolver {
     conn_timeouts: UpstreamTimeouts,
     conn_capacity: usize,
     log: Log,
+    stats: Rc<RefCell<Stats>>,
 }
 
 /// An upstream's configuration cannot be used.
@@ -136,7 +155,12 @@ pub enum SetupErrorKind {
 
 impl Resolver {
     /// Prepares the TLS configuration of every upstream; connects lazily.
-    pub fn new(config: &ProxyConfig, log: Log) -> Result<Self, SetupError> {
+    /// Counts into `stats`, which has a slot per upstream.
+    pub fn new(
+        config: &ProxyConfig,
+        log: Log,
+        stats: Rc<RefCell<Stats>>,
+    ) -> Result<Self, SetupError> {
         let mut slots = Vec::with_capacity(config.upstreams.len());
         for up in &config.upstreams {
             let fail = |error: SetupErrorKind| SetupError {
@@ -147,14 +171,22 @@ impl Resolver {
                 Some(ca) => Some(tls::anchors_from_pem(&ca.pem).map_err(|e| fail(e.into()))?),
                 None => None,
             };
-            let verifier = PinnedVerifier::new(anchors, up.pins.clone());
-            let tls = tls::client_configs(verifier).map_err(|e| fail(e.into()))?;
+            let expiry = up
+                .ca
+                .as_ref()
+                .map(|ca| tls::anchor_expiry_from_pem(&ca.pem))
+                .unwrap_or_default();
+            let verifier =
+                Arc::new(PinnedVerifier::new(anchors, up.pins.clone()).with_anchor_expiry(expiry));
+            let tls = tls::client_configs(verifier.clone()).map_err(|e| fail(e.into()))?;
             let name = tls::server_name(&up.auth_name)
                 .map_err(|e| fail(SetupErrorKind::Name(e.to_string())))?;
             slots.push(Slot {
                 config: up.clone(),
                 policy: RefCell::new(ConnectPolicy::new(tls.len())),
                 tls,
+                verifier,
+                warned: Cell::new((false, false)),
                 name,
                 conn: RefCell::new(None),
                 connecting: tokio::sync::Mutex::new(()),
@@ -172,7 +204,26 @@ impl Resolver {
             },
             conn_capacity: config.max_inflight.clamp(1, 65_536),
             log,
+            stats,
         })
+    }
+
+    /// Each upstream's gauges at `now`, in priority order.
+    pub fn gauges(&self, now: std::time::Instant) -> Vec<UpstreamGauges> {
+        let selector = self.selector.borrow();
+        self.slots
+            .iter()
+            .enumerate()
+            .map(|(i, slot)| UpstreamGauges {
+                up: selector.is_up(i, now),
+                connections: u32::from(slot.conn.borrow().as_ref().is_some_and(Conn::is_alive)),
+            })
+            .collect()
+    }
+
+    /// Readiness: see [`Selector::reachable`].
+    pub fn reachable(&self, now: std::time::Instant) -> bool {
+        self.selector.borrow().reachable(now)
     }
 
     /// Answers one client query: the upstream's answer with the client's ID,
@@ -223,6 +274,7 @@ impl Resolver {
                 Err(_) => (Outcome::TimedOut, UpstreamError::Timeout(budget)),
             };
             if outcome.is_failure() {
+                self.stats.borrow_mut().upstreams[i].failed(error.metric());
                 self.failed(i, event, &error);
             }
             attempts.record(outcome);
@@ -269,10 +321,61 @@ impl Resolver {
 
     async fn exchange(&self, i: usize, wire: &[u8]) -> Result<Vec<u8>, Exchange> {
         let conn = self.connection(i).await.map_err(Exchange::Failed)?;
-        conn.exchange(wire).await.map_err(|e| Exchange::Lost {
+        self.stats.borrow_mut().upstreams[i].queries += 1;
+        let sent = std::time::Instant::now();
+        let answer = conn.exchange(wire).await.map_err(|e| Exchange::Lost {
             progress: conn.made_progress(),
             error: e.into(),
-        })
+        })?;
+        let mut stats = self.stats.borrow_mut();
+        stats.upstreams[i].rtt.observe(sent.elapsed());
+        stats.upstreams[i].responses.count(&answer);
+        Ok(answer)
+    }
+
+    /// After a full handshake with upstream `i`: records its verified chain
+    /// for the expiry metric and warns (once per change) when its pin set
+    /// has no backup pin or pins only the leaf (see [`pins::assess`]).
+    fn verified(&self, i: usize) {
+        let slot = &self.slots[i];
+        let Some(chain) = slot.verifier.take_verified() else {
+            return;
+        };
+        let keys: Vec<_> = chain.iter().map(|(pin, _)| *pin).collect();
+        let assessment = pins::assess(slot.verifier.pins(), &keys);
+        let warnings = (assessment.no_backup, assessment.leaf_only);
+        if slot.warned.replace(warnings) != warnings && assessment.warns() {
+            let mut fields: Vec<(&str, &dyn std::fmt::Display)> =
+                vec![("upstream", &slot.config.name)];
+            if assessment.no_backup {
+                fields.push((
+                    "no_backup",
+                    &"no pin outside the current chain; add a backup pin (RFC 7469 §4.3)",
+                ));
+            }
+            if assessment.leaf_only {
+                fields.push(("leaf_only", &"only the leaf key is pinned; pin an intermediate too, leaf keys rotate more often"));
+            }
+            let presented = DisplayPins(&keys).to_string();
+            fields.push(("presented_pins", &presented));
+            self.log
+                .event(Level::Warn, "pin set is not rotation-safe", &fields);
+        }
+        let certs = chain
+            .iter()
+            .zip(&assessment.matched)
+            .enumerate()
+            .map(|(position, (&(_, not_after), &pinned))| ChainCert {
+                position: u8::try_from(position).unwrap_or(u8::MAX),
+                not_after,
+                pinned,
+            })
+            .collect();
+        let mut stats = self.stats.borrow_mut();
+        let up = &mut stats.upstreams[i];
+        up.chain = Some(certs);
+        up.no_backup = assessment.no_backup;
+        up.leaf_only = assessment.leaf_only;
     }
 
     /// The live connection to upstream `i`, connecting if there is none.
@@ -344,6 +447,7 @@ impl Resolver {
             "upstream connected",
             &[("upstream", &slot.config.name), ("addr", &slot.config.addr)],
         );
+        self.verified(i);
         let conn = Conn::spawn(tls, self.conn_capacity, self.conn_timeouts);
         *slot.conn.borrow_mut() = Some(conn.clone());
         Ok(conn)

@@ -76,7 +76,12 @@ impl OutBuf {
 impl Client {
     /// Queues an answer or reply, if the core lets it; wakes the task either
     /// way (a refusal closes the connection).
-    fn queue(&self, ctx: &Context, msg: &[u8], answer: bool) {
+    fn queue(&self, ctx: &Context, msg: &[u8], answer: bool, received: Instant) {
+        {
+            let mut stats = ctx.stats.borrow_mut();
+            stats.tcp_answers.count(msg);
+            stats.tcp_latency.observe(received.elapsed());
+        }
         let len = msg.len() + 2;
         let now = Instant::now().into_std();
         let mut budget = ctx.budget.borrow_mut();
@@ -124,6 +129,7 @@ pub async fn serve(listener: Acceptor, ctx: Rc<Context>) {
             wake: Notify::new(),
         });
         clients.borrow_mut().insert(id, client.clone());
+        ctx.stats.borrow_mut().tcp_clients += 1;
         let (ctx, clients, scratch) = (ctx.clone(), clients.clone(), scratch.clone());
         tokio::task::spawn_local(async move {
             ctx.log.event(
@@ -137,6 +143,9 @@ pub async fn serve(listener: Acceptor, ctx: Rc<Context>) {
                 .borrow_mut()
                 .release(&mut ctx.budget.borrow_mut());
             clients.borrow_mut().remove(&id);
+            let mut stats = ctx.stats.borrow_mut();
+            stats.tcp_clients = stats.tcp_clients.saturating_sub(1);
+            drop(stats);
             ctx.log.event(
                 Level::Debug,
                 "client closed",
@@ -284,6 +293,7 @@ fn take_queries(
             Err(_) => return Some("bad frame"),
         };
         messages += 1;
+        let received = Instant::now();
         match ctx.admit(Transport::Tcp, client.peer.ip(), &msg) {
             Admitted::Forward(q, permit) => {
                 client.state.borrow_mut().on_forwarded();
@@ -291,12 +301,12 @@ fn take_queries(
                 tokio::task::spawn_local(async move {
                     let answer = ctx.resolve(&q, client.peer, Transport::Tcp).await;
                     drop(permit);
-                    client.queue(&ctx, answer.bytes(), true);
+                    client.queue(&ctx, answer.bytes(), true, received);
                 });
             }
             Admitted::Other(Decision::Reply(rcode)) => {
                 if let Some(reply) = message::synthesize_response(&msg, rcode) {
-                    client.queue(ctx, &reply, false);
+                    client.queue(ctx, &reply, false, received);
                 }
             }
             Admitted::Other(Decision::Close(why)) => return Some(why.as_str()),

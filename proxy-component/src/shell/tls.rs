@@ -5,7 +5,7 @@
 //! fallback.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rustls::client::Resumption;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -16,6 +16,7 @@ use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, OtherError, 
 
 use crate::core::pins::{Pin, PinMismatch, PinSet};
 use crate::shell::config::AuthName;
+use crate::core::validity;
 
 /// Why an upstream's certificate was refused. Each variant is one of the
 /// checks a user can fix in the configuration.
@@ -173,11 +174,37 @@ pub fn anchors_from_pem(pem: &str) -> Result<Vec<TrustAnchor<'static>>, TrustErr
     Ok(anchors)
 }
 
+/// The notAfter of each root of a PEM bundle, by the pin of its key: trust
+/// anchors keep no validity, so the expiry metric takes the anchor's from
+/// here. Certificates that do not parse are left out (the bundle was
+/// checked by [`anchors_from_pem`]).
+pub fn anchor_expiry_from_pem(pem: &str) -> Vec<(Pin, i64)> {
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .filter_map(Result::ok)
+        .filter_map(|cert| {
+            let anchor = webpki::anchor_from_trusted_cert(&cert).ok()?;
+            let pin = Pin::of_spki(&webpki::spki_for_anchor(&anchor));
+            Some((pin, validity::not_after(&cert)?))
+        })
+        .collect()
+}
+
+/// One certificate of a verified chain: the pin of its key and its
+/// notAfter (seconds since 1970) when known.
+pub type VerifiedCert = (Pin, Option<i64>);
+
 /// The verifier: chain, then name, then pins over the verified path.
 pub struct PinnedVerifier {
     anchors: Vec<TrustAnchor<'static>>,
     pins: PinSet,
     algorithms: WebPkiSupportedAlgorithms,
+    /// notAfter of the configured roots, by pin (see
+    /// [`anchor_expiry_from_pem`]).
+    anchor_expiry: Vec<(Pin, i64)>,
+    /// The chain of the last handshake that passed every check, until
+    /// [`PinnedVerifier::take_verified`]. One verifier serves one upstream,
+    /// whose connects are serialised, so it is that connection's chain.
+    last_verified: Mutex<Option<Vec<VerifiedCert>>>,
 }
 
 impl fmt::Debug for PinnedVerifier {
@@ -200,7 +227,30 @@ impl PinnedVerifier {
             anchors: anchors.unwrap_or_else(|| webpki_roots::TLS_SERVER_ROOTS.to_vec()),
             pins,
             algorithms: provider().signature_verification_algorithms,
+            anchor_expiry: Vec::new(),
+            last_verified: Mutex::new(None),
         }
+    }
+
+    /// Sets the notAfter of the configured roots (see
+    /// [`anchor_expiry_from_pem`]).
+    pub fn with_anchor_expiry(mut self, expiry: Vec<(Pin, i64)>) -> Self {
+        self.anchor_expiry = expiry;
+        self
+    }
+
+    /// The configured pins.
+    pub fn pins(&self) -> &PinSet {
+        &self.pins
+    }
+
+    /// The chain of the last handshake that passed every check, once.
+    pub fn take_verified(&self) -> Option<Vec<VerifiedCert>> {
+        // A poisoned lock only means a panic elsewhere; the data is plain.
+        self.last_verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 
     /// Verifies a presented chain and returns the pins of the verified path
@@ -214,6 +264,18 @@ impl PinnedVerifier {
         server_name: &ServerName<'_>,
         now: UnixTime,
     ) -> Result<VerifiedPins, AuthError> {
+        let chain = self.verify_path(end_entity, intermediates, server_name, now)?;
+        Ok(chain.into_iter().map(|(pin, _)| pin).collect())
+    }
+
+    /// [`PinnedVerifier::verify_chain`], with each certificate's notAfter.
+    fn verify_path(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        now: UnixTime,
+    ) -> Result<Vec<VerifiedCert>, AuthError> {
         let cert = webpki::EndEntityCert::try_from(end_entity).map_err(AuthError::Chain)?;
         let path = cert
             .verify_for_usage(
@@ -231,12 +293,23 @@ impl PinnedVerifier {
                 name: server_name.to_str().into_owned(),
                 error,
             })?;
-        let mut chain = vec![Pin::of_spki(&cert.subject_public_key_info())];
-        chain.extend(
-            path.intermediate_certificates()
-                .map(|c| Pin::of_spki(&c.subject_public_key_info())),
-        );
-        chain.push(Pin::of_spki(&webpki::spki_for_anchor(path.anchor())));
+        let mut chain = vec![(
+            Pin::of_spki(&cert.subject_public_key_info()),
+            validity::not_after(end_entity),
+        )];
+        chain.extend(path.intermediate_certificates().map(|c| {
+            (
+                Pin::of_spki(&c.subject_public_key_info()),
+                validity::not_after(&c.der()),
+            )
+        }));
+        let anchor = Pin::of_spki(&webpki::spki_for_anchor(path.anchor()));
+        let expiry = self
+            .anchor_expiry
+            .iter()
+            .find(|(pin, _)| *pin == anchor)
+            .map(|&(_, t)| t);
+        chain.push((anchor, expiry));
         Ok(chain)
     }
 }
@@ -254,11 +327,16 @@ impl ServerCertVerifier for PinnedVerifier {
             rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
         };
         let chain = self
-            .verify_chain(end_entity, intermediates, server_name, now)
+            .verify_path(end_entity, intermediates, server_name, now)
             .map_err(refuse)?;
+        let pins: VerifiedPins = chain.iter().map(|(pin, _)| *pin).collect();
         self.pins
-            .check(&chain)
+            .check(&pins)
             .map_err(|e| refuse(AuthError::Pin(e)))?;
+        *self
+            .last_verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(chain);
         Ok(ServerCertVerified::assertion())
     }
 
@@ -316,8 +394,7 @@ fn is_chacha20(suite: rustls::CipherSuite) -> bool {
 /// Session resumption is off: a resumed TLS session skips certificate
 /// verification, so it would skip the pin check too (DESIGN.md, pinning
 /// rules). Connections are persistent, so full handshakes are rare anyway.
-pub fn client_configs(verifier: PinnedVerifier) -> Result<Vec<Arc<ClientConfig>>, TrustError> {
-    let verifier = Arc::new(verifier);
+pub fn client_configs(verifier: Arc<PinnedVerifier>) -> Result<Vec<Arc<ClientConfig>>, TrustError> {
     let mut configs = Vec::with_capacity(2);
     if cfg!(target_family = "wasm") {
         let mut chacha = provider();
@@ -348,6 +425,38 @@ pub fn client_config(
 #[cfg(test)]
 mod tests {
     use super::UtcDate;
+
+    /// `openssl x509 -noout -enddate` of every fixture certificate:
+    /// notAfter=Jan  1 00:00:00 2125 GMT.
+    const FIXTURE_NOT_AFTER: i64 = 4_891_363_200;
+
+    #[test]
+    fn fixture_certificates_not_after_matches_openssl() {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+
+        let chain = include_str!("../../../fixtures/pki/dot-test.chain.pem");
+        let certs: Vec<_> = CertificateDer::pem_slice_iter(chain.as_bytes())
+            .map(|c| c.expect("fixture PEM"))
+            .collect();
+        assert!(!certs.is_empty());
+        for cert in &certs {
+            assert_eq!(
+                crate::core::validity::not_after(cert),
+                Some(FIXTURE_NOT_AFTER)
+            );
+        }
+        let root = include_str!("../../../fixtures/pki/root.pem");
+        let expiry = super::anchor_expiry_from_pem(root);
+        assert_eq!(expiry.len(), 1);
+        assert_eq!(expiry[0].1, FIXTURE_NOT_AFTER);
+        // Keyed by the root's pin as fixtures/pki/pins.txt has it, the pin
+        // the verified chain ends with.
+        assert_eq!(
+            expiry[0].0.to_string(),
+            "q30wc9aOD2Q0iARVIpKCd0Yfv9InJKmLOHy9uqrbLUI="
+        );
+    }
 
     #[test]
     fn utc_dates_render_like_a_calendar() {

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::Instant;
 
 use tokio::net::UdpSocket;
 
@@ -49,10 +50,15 @@ pub async fn serve(sock: UdpSocket, ctx: Rc<Context>) {
             }
         };
         let packet = &buf[..n];
+        let received = Instant::now();
         let (q, permit) = match ctx.admit(Transport::Udp, peer.ip(), packet) {
             Admitted::Forward(q, permit) => (q, permit),
             Admitted::Other(Decision::Reply(rcode)) => {
-                send(&sock, message::synthesize_response(packet, rcode), peer).await;
+                let reply = message::synthesize_response(packet, rcode);
+                if let Some(reply) = &reply {
+                    count(&ctx, reply, false, received);
+                }
+                send(&sock, reply, peer).await;
                 continue;
             }
             Admitted::Other(_) => continue,
@@ -60,13 +66,23 @@ pub async fn serve(sock: UdpSocket, ctx: Rc<Context>) {
         let (sock, ctx) = (sock.clone(), ctx.clone());
         tokio::task::spawn_local(async move {
             let mut answer = ctx.resolve(&q, peer, Transport::Udp).await;
-            answer.truncate_for_udp(q.udp_limit().min(ctx.config.max_udp_size));
+            let truncated = answer.truncate_for_udp(q.udp_limit().min(ctx.config.max_udp_size));
+            count(&ctx, answer.bytes(), truncated, received);
             // The slot is held until the answer is sent: answers waiting on
             // a full socket stay counted, so they cannot pile up unbounded.
             send(&sock, Some(answer.into_bytes()), peer).await;
             drop(permit);
         });
     }
+}
+
+/// Counts an answer to a client (its RCODE, whether it was truncated, and
+/// the time since its query came in).
+fn count(ctx: &Context, answer: &[u8], truncated: bool, received: Instant) {
+    let mut stats = ctx.stats.borrow_mut();
+    stats.udp_answers.count(answer);
+    stats.udp_latency.observe(received.elapsed());
+    stats.truncated += u64::from(truncated);
 }
 
 async fn send(sock: &UdpSocket, reply: Option<Vec<u8>>, peer: SocketAddr) {

@@ -1,0 +1,475 @@
+//! The Prometheus endpoint's data: the component's reports (WIT `metrics`,
+//! converted by `sandbox`) added up, so counters stay monotonic across
+//! component restarts, and rendered in the Prometheus text format 0.0.4 by
+//! the `prometheus` crate's encoder. [`http`] serves it with `/health` and
+//! `/ready`.
+//!
+//! Labels are fixed sets (protocol, rcode, reason, check) and the configured
+//! upstream names: never a client address or a query name.
+
+pub mod http;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use dnsproxy_core::core::stats::{
+    BUCKETS, ChainCert, Check, DropReason, Histogram, RcodeCounts, RcodeLabel, Report, Stats,
+    UpstreamGauges,
+};
+use prometheus::proto::{Bucket, Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+
+/// A report older than this means the component is not serving (it pushes
+/// about once a second).
+pub const HEALTH_WINDOW: Duration = Duration::from_secs(3);
+
+/// The totals and the latest gauges, shared by the sandbox (writer) and the
+/// HTTP server (reader).
+#[derive(Debug)]
+pub struct Metrics {
+    upstreams: Vec<String>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Counters summed over every report of every instance.
+    totals: Stats,
+    inflight: u32,
+    gauges: Vec<UpstreamGauges>,
+    /// Each upstream's last verified chain.
+    chains: Vec<Vec<ChainCert>>,
+    ready: bool,
+    restarts: u64,
+    /// When the running instance last reported; `None` while none runs.
+    last_report: Option<Instant>,
+}
+
+fn add_rcodes(total: &mut RcodeCounts, delta: &RcodeCounts) {
+    for (t, d) in total.0.iter_mut().zip(delta.0) {
+        *t = t.saturating_add(d);
+    }
+}
+
+fn add_histogram(total: &mut Histogram, delta: &Histogram) {
+    for (t, d) in total.buckets.iter_mut().zip(delta.buckets) {
+        *t = t.saturating_add(d);
+    }
+    total.sum_us = total.sum_us.saturating_add(delta.sum_us);
+}
+
+fn add_all(total: &mut [u64], delta: &[u64]) {
+    for (t, d) in total.iter_mut().zip(delta) {
+        *t = t.saturating_add(*d);
+    }
+}
+
+impl Metrics {
+    /// Metrics for the upstreams named `upstreams`, in priority order.
+    pub fn new(upstreams: Vec<String>) -> Self {
+        let n = upstreams.len();
+        Self {
+            upstreams,
+            state: Mutex::new(State {
+                totals: Stats::new(n),
+                gauges: vec![UpstreamGauges::default(); n],
+                chains: vec![Vec::new(); n],
+                ..State::default()
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // Plain counters: a panic elsewhere leaves them usable.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds a report of the running instance (at `now`).
+    pub fn apply(&self, report: Report, now: Instant) {
+        let mut s = self.state();
+        let t = &mut s.totals;
+        let d = &report.stats;
+        add_rcodes(&mut t.udp_answers, &d.udp_answers);
+        add_rcodes(&mut t.tcp_answers, &d.tcp_answers);
+        add_histogram(&mut t.udp_latency, &d.udp_latency);
+        add_histogram(&mut t.tcp_latency, &d.tcp_latency);
+        t.refused_inflight = t.refused_inflight.saturating_add(d.refused_inflight);
+        add_all(&mut t.drops, &d.drops);
+        t.truncated = t.truncated.saturating_add(d.truncated);
+        t.tcp_clients = d.tcp_clients;
+        for (t, d) in t.upstreams.iter_mut().zip(&d.upstreams) {
+            t.queries = t.queries.saturating_add(d.queries);
+            add_rcodes(&mut t.responses, &d.responses);
+            add_histogram(&mut t.rtt, &d.rtt);
+            add_all(&mut t.failures, &d.failures);
+            t.no_backup = d.no_backup;
+            t.leaf_only = d.leaf_only;
+        }
+        let Report {
+            stats,
+            inflight,
+            upstreams,
+            ready,
+        } = report;
+        for (kept, new) in s.chains.iter_mut().zip(stats.upstreams) {
+            if let Some(chain) = new.chain {
+                *kept = chain;
+            }
+        }
+        for (kept, new) in s.gauges.iter_mut().zip(upstreams) {
+            *kept = new;
+        }
+        s.inflight = inflight;
+        s.ready = ready;
+        s.last_report = Some(now);
+    }
+
+    /// The instance stopped (it trapped): nothing is in flight or open any
+    /// more, and it is not serving until the next one reports.
+    pub fn instance_stopped(&self) {
+        let mut s = self.state();
+        s.last_report = None;
+        s.inflight = 0;
+        s.totals.tcp_clients = 0;
+        for g in &mut s.gauges {
+            *g = UpstreamGauges::default();
+        }
+    }
+
+    /// A new instance replaces one that trapped.
+    pub fn restarted(&self) {
+        self.state().restarts += 1;
+    }
+
+    /// `/health`: an instance is running and reported within
+    /// [`HEALTH_WINDOW`] of `now`.
+    pub fn healthy(&self, now: Instant) -> bool {
+        self.state()
+            .last_report
+            .is_some_and(|at| now.saturating_duration_since(at) <= HEALTH_WINDOW)
+    }
+
+    /// `/ready`: healthy, and some upstream is not in backoff (see
+    /// `Selector::reachable` in the component's core).
+    pub fn ready(&self, now: Instant) -> bool {
+        self.healthy(now) && self.state().ready
+    }
+
+    /// The exposition, Prometheus text format 0.0.4.
+    pub fn render(&self) -> String {
+        let families = self.families();
+        // The encoder refuses only families without metrics or with a bad
+        // name; ours are fixed and always have one.
+        prometheus::TextEncoder::new()
+            .encode_to_string(&families)
+            .unwrap_or_default()
+    }
+
+    fn families(&self) -> Vec<MetricFamily> {
+        let s = self.state();
+        let t = &s.totals;
+        let mut out = Vec::new();
+        out.push(family(
+            "dnsproxy_build_info",
+            "The running dnsproxy's version (always 1).",
+            MetricType::GAUGE,
+            vec![gauge(&[("version", env!("CARGO_PKG_VERSION"))], 1.0)],
+        ));
+        out.push(family(
+            "dnsproxy_component_restarts_total",
+            "Times the proxy component was restarted after a trap.",
+            MetricType::COUNTER,
+            vec![counter(&[], s.restarts)],
+        ));
+        let mut queries = Vec::new();
+        for (protocol, counts) in [("udp", &t.udp_answers), ("tcp", &t.tcp_answers)] {
+            for (label, n) in RcodeLabel::ALL.iter().zip(counts.0) {
+                queries.push(counter(
+                    &[("protocol", protocol), ("rcode", label.as_str())],
+                    n,
+                ));
+            }
+        }
+        out.push(family(
+            "dnsproxy_queries_total",
+            "Answers sent to clients, by protocol and RCODE.",
+            MetricType::COUNTER,
+            queries,
+        ));
+        out.push(family(
+            "dnsproxy_answer_duration_seconds",
+            "Client query in to answer out.",
+            MetricType::HISTOGRAM,
+            vec![
+                histogram(&[("protocol", "udp")], &t.udp_latency),
+                histogram(&[("protocol", "tcp")], &t.tcp_latency),
+            ],
+        ));
+        out.push(family(
+            "dnsproxy_inflight",
+            "Queries in flight.",
+            MetricType::GAUGE,
+            vec![gauge(&[], f64::from(s.inflight))],
+        ));
+        out.push(family(
+            "dnsproxy_tcp_clients",
+            "Open client TCP connections.",
+            MetricType::GAUGE,
+            vec![gauge(&[], f64::from(t.tcp_clients))],
+        ));
+        out.push(family(
+            "dnsproxy_refusals_total",
+            "Queries answered REFUSED by the proxy itself, by reason.",
+            MetricType::COUNTER,
+            vec![counter(&[("reason", "inflight_limit")], t.refused_inflight)],
+        ));
+        out.push(family(
+            "dnsproxy_drops_total",
+            "Client messages dropped or connections closed without answer, by reason.",
+            MetricType::COUNTER,
+            DropReason::ALL
+                .iter()
+                .zip(t.drops)
+                .map(|(r, n)| counter(&[("reason", r.as_str())], n))
+                .collect(),
+        ));
+        out.push(family(
+            "dnsproxy_truncated_total",
+            "UDP answers truncated with TC=1.",
+            MetricType::COUNTER,
+            vec![counter(&[], t.truncated)],
+        ));
+        out.extend(self.upstream_families(&s));
+        out
+    }
+
+    fn upstream_families(&self, s: &State) -> Vec<MetricFamily> {
+        let (mut queries, mut responses, mut rtt, mut failures) = (vec![], vec![], vec![], vec![]);
+        let (mut up, mut conns, mut certs, mut warnings) = (vec![], vec![], vec![], vec![]);
+        for (i, name) in self.upstreams.iter().enumerate() {
+            let name = name.as_str();
+            let t = &s.totals.upstreams[i];
+            let g = &s.gauges[i];
+            queries.push(counter(&[("upstream", name)], t.queries));
+            for (label, n) in RcodeLabel::ALL.iter().zip(t.responses.0) {
+                responses.push(counter(&[("upstream", name), ("rcode", label.as_str())], n));
+            }
+            rtt.push(histogram(&[("upstream", name)], &t.rtt));
+            for (check, n) in Check::ALL.iter().zip(t.failures) {
+                failures.push(counter(&[("upstream", name), ("check", check.as_str())], n));
+            }
+            up.push(gauge(&[("upstream", name)], f64::from(u8::from(g.up))));
+            conns.push(gauge(&[("upstream", name)], f64::from(g.connections)));
+            for c in &s.chains[i] {
+                let Some(not_after) = c.not_after else {
+                    continue;
+                };
+                let position = c.position.to_string();
+                certs.push(gauge(
+                    &[
+                        ("upstream", name),
+                        ("position", &position),
+                        ("pinned", if c.pinned { "true" } else { "false" }),
+                    ],
+                    not_after as f64,
+                ));
+            }
+            for (warning, on) in [("no_backup", t.no_backup), ("leaf_only", t.leaf_only)] {
+                warnings.push(gauge(
+                    &[("upstream", name), ("warning", warning)],
+                    f64::from(u8::from(on)),
+                ));
+            }
+        }
+        let mut out = vec![
+            family(
+                "dnsproxy_upstream_queries_total",
+                "Queries sent to the upstream (each attempt).",
+                MetricType::COUNTER,
+                queries,
+            ),
+            family(
+                "dnsproxy_upstream_responses_total",
+                "Answers received from the upstream, by RCODE.",
+                MetricType::COUNTER,
+                responses,
+            ),
+            family(
+                "dnsproxy_upstream_rtt_seconds",
+                "Query sent to answer received on the upstream's TLS connection.",
+                MetricType::HISTOGRAM,
+                rtt,
+            ),
+            family(
+                "dnsproxy_upstream_failures_total",
+                "Failed attempts on the upstream, by the check that failed.",
+                MetricType::COUNTER,
+                failures,
+            ),
+            family(
+                "dnsproxy_upstream_up",
+                "1 when the upstream's last connect or exchange succeeded and it is not in backoff.",
+                MetricType::GAUGE,
+                up,
+            ),
+            family(
+                "dnsproxy_upstream_connections",
+                "Open TLS connections to the upstream.",
+                MetricType::GAUGE,
+                conns,
+            ),
+            family(
+                "dnsproxy_upstream_pin_warning",
+                "1 when the upstream's pin set is not rotation-safe: no_backup (no pin outside \
+                 the current chain) or leaf_only (only the leaf key pinned).",
+                MetricType::GAUGE,
+                warnings,
+            ),
+        ];
+        // A family needs a metric; there is none before the first handshake.
+        if !certs.is_empty() {
+            out.push(family(
+                "dnsproxy_upstream_certificate_not_after_seconds",
+                "notAfter (unix time) of each certificate of the upstream's last verified \
+                 chain; position 0 is the leaf; pinned when a configured pin matched it.",
+                MetricType::GAUGE,
+                certs,
+            ));
+        }
+        out
+    }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let mut l = LabelPair::default();
+            l.set_name((*k).to_owned());
+            l.set_value((*v).to_owned());
+            l
+        })
+        .collect()
+}
+
+fn counter(pairs: &[(&str, &str)], value: u64) -> Metric {
+    let mut c = Counter::default();
+    c.set_value(value as f64);
+    let mut m = Metric::from_label(labels(pairs));
+    m.set_counter(c);
+    m
+}
+
+fn gauge(pairs: &[(&str, &str)], value: f64) -> Metric {
+    let mut g = Gauge::default();
+    g.set_value(value);
+    let mut m = Metric::from_label(labels(pairs));
+    m.set_gauge(g);
+    m
+}
+
+fn histogram(pairs: &[(&str, &str)], h: &Histogram) -> Metric {
+    let mut buckets = Vec::with_capacity(BUCKETS.len());
+    let mut cumulative = 0;
+    for (bound, n) in BUCKETS.iter().zip(h.buckets) {
+        cumulative += n;
+        let mut b = Bucket::default();
+        b.set_upper_bound(*bound);
+        b.set_cumulative_count(cumulative);
+        buckets.push(b);
+    }
+    let mut p = prometheus::proto::Histogram::default();
+    p.set_bucket(buckets);
+    p.set_sample_count(h.count());
+    p.set_sample_sum(h.sum_us as f64 / 1e6);
+    let mut m = Metric::from_label(labels(pairs));
+    m.set_histogram(p);
+    m
+}
+
+fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
+    let mut f = MetricFamily::default();
+    f.set_name(name.to_owned());
+    f.set_help(help.to_owned());
+    f.set_field_type(kind);
+    f.set_metric(metrics);
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(queries: u64, ready: bool) -> Report {
+        let mut stats = Stats::new(1);
+        stats.udp_answers.0[0] = queries;
+        stats.udp_latency.observe(Duration::from_millis(3));
+        stats.upstreams[0].queries = queries;
+        stats.upstreams[0].chain = Some(vec![ChainCert {
+            position: 0,
+            not_after: Some(1_795_686_000),
+            pinned: true,
+        }]);
+        stats.upstreams[0].no_backup = true;
+        Report {
+            stats,
+            inflight: 2,
+            upstreams: vec![UpstreamGauges {
+                up: true,
+                connections: 1,
+            }],
+            ready,
+        }
+    }
+
+    #[test]
+    fn counters_add_up_across_instances_and_gauges_are_replaced() {
+        let m = Metrics::new(vec!["dot".into()]);
+        let t0 = Instant::now();
+        m.apply(report(3, true), t0);
+        m.instance_stopped();
+        m.restarted();
+        let mut second = report(4, true);
+        second.stats.upstreams[0].chain = None;
+        m.apply(second, t0);
+        let text = m.render();
+        assert!(
+            text.contains(r#"dnsproxy_queries_total{protocol="udp",rcode="NOERROR"} 7"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"dnsproxy_upstream_queries_total{upstream="dot"} 7"#));
+        assert!(text.contains("dnsproxy_component_restarts_total 1"));
+        assert!(text.contains("dnsproxy_inflight 2"));
+        assert!(
+            text.contains(
+                r#"dnsproxy_answer_duration_seconds_bucket{protocol="udp",le="0.005"} 2"#
+            )
+        );
+        assert!(text.contains(r#"dnsproxy_answer_duration_seconds_count{protocol="udp"} 2"#));
+        assert!(
+            text.contains(
+                r#"dnsproxy_upstream_certificate_not_after_seconds{upstream="dot",position="0",pinned="true"} 1795686000"#
+            ),
+            "the chain is kept when a report has none: {text}"
+        );
+        assert!(
+            text.contains(r#"dnsproxy_upstream_pin_warning{upstream="dot",warning="no_backup"} 1"#)
+        );
+    }
+
+    #[test]
+    fn health_needs_a_recent_report_and_ready_a_reachable_upstream() {
+        let m = Metrics::new(vec!["dot".into()]);
+        let t0 = Instant::now();
+        assert!(!m.healthy(t0), "no instance has reported yet");
+        m.apply(report(0, false), t0);
+        assert!(m.healthy(t0));
+        assert!(!m.ready(t0));
+        m.apply(report(0, true), t0);
+        assert!(m.ready(t0));
+        assert!(!m.healthy(t0 + HEALTH_WINDOW + Duration::from_millis(1)));
+        m.instance_stopped();
+        assert!(!m.healthy(t0) && !m.ready(t0));
+    }
+}
