@@ -450,3 +450,72 @@ pub async fn from_config(config: &ProxyConfig) -> (String, bool) {
     }
     (out, all_ok)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fixture chain as the fixture resolver sends it (leaf,
+    /// intermediate) and the pins of its verified path (leaf,
+    /// intermediate, root): fixtures/pki/pins.txt.
+    fn fixture() -> (Vec<CertificateDer<'static>>, Vec<Pin>) {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fixtures/pki/dot-test.chain.pem"
+        );
+        let chain = CertificateDer::pem_file_iter(path)
+            .expect("the fixture chain")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("PEM");
+        let pins = [
+            "+cK3t6tOLaP11fDjdtpwbjNf9A+B6waIkyE1RDzUqkg=",
+            "XG/GqfSdqPkv+F0Wp7DYcRWWE/s1rWb+zX+fd8jwLDk=",
+            "q30wc9aOD2Q0iARVIpKCd0Yfv9InJKmLOHy9uqrbLUI=",
+        ]
+        .map(|p| Pin::from_base64(p).expect("a pin"))
+        .to_vec();
+        (chain, pins)
+    }
+
+    #[test]
+    fn pins_are_placed_on_the_verified_path_or_are_backups() {
+        let (chain, path) = fixture();
+        assert_eq!(
+            classify(&path[0], &chain, &path),
+            PinRole::Matches {
+                position: 0,
+                subject: "CN=dot.test".into()
+            }
+        );
+        assert!(matches!(
+            classify(&path[1], &chain, &path),
+            PinRole::Matches { position: 1, .. }
+        ));
+        assert_eq!(classify(&path[2], &chain, &path), PinRole::MatchesAnchor);
+        let other = Pin::of_spki(b"the next key");
+        assert_eq!(classify(&other, &chain, &path), PinRole::Backup);
+        // A certificate sent but not on the verified path never matches.
+        assert_eq!(classify(&path[1], &chain, &path[..1]), PinRole::Backup);
+    }
+
+    #[test]
+    fn rfc7469_4_3_warnings_without_a_backup_or_with_only_the_leaf() {
+        let leaf = PinRole::Matches {
+            position: 0,
+            subject: String::new(),
+        };
+        let inter = PinRole::Matches {
+            position: 1,
+            subject: String::new(),
+        };
+        let (anchor, backup) = (PinRole::MatchesAnchor, PinRole::Backup);
+        use ChainWarning::{LeafOnly, NoBackup};
+        assert_eq!(chain_warnings(&[leaf.clone(), backup.clone()]), [LeafOnly]);
+        assert_eq!(chain_warnings(&[inter.clone(), anchor.clone()]), [NoBackup]);
+        assert_eq!(chain_warnings(&[leaf.clone()]), [NoBackup, LeafOnly]);
+        assert_eq!(chain_warnings(&[inter, backup.clone(), anchor]), []);
+        // Refused outright: nothing to warn about a set that matches nothing.
+        assert_eq!(chain_warnings(&[backup]), []);
+        assert_eq!(chain_warnings(&[]), []);
+    }
+}

@@ -96,3 +96,57 @@ fn spki_tool_against_an_untrusted_chain() {
     assert!(out.contains(&pin("evil-dot-test")), "{out}");
     insta::assert_snapshot!(out);
 }
+
+/// `dnsproxy spki --config`: a pin set with a leaf pin and a backup is
+/// accepted with the leaf-only warning; one whose only pin matches nothing is
+/// refused, and the tool exits 1.
+#[test]
+fn spki_tool_checks_a_config_against_the_live_chain() {
+    let resolver = FixtureResolver::start(Chain::DotTest, Misbehave::None);
+    let (ip, port) = (resolver.addr().ip(), resolver.addr().port());
+    let ca = spec_tests::fixture("pki/root.pem");
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let config = dir.path().join("settings.ini");
+    let section = |name: &str, pins: &str| {
+        format!(
+            "[{name}]\ntls_host = {ip}\ntls_port = {port}\ntls_hostname = dot.test\n\
+             tls_ca_file = {}\nspki = {pins}\n\n",
+            ca.display()
+        )
+    };
+    let ini = section(
+        "TLS_SERVER",
+        &format!("{}, {}", pin("dot-test"), pin("other-test")),
+    ) + &section("TLS_SERVER stale", &pin("evil-dot-test"));
+    std::fs::write(&config, ini).expect("write the config");
+    let mut cmd = std::process::Command::new(Proxy::binary());
+    cmd.env_clear().arg("spki").arg("--config").arg(&config);
+    if let Some(path) = std::env::var_os("PATH") {
+        cmd.env("PATH", path);
+    }
+    let out = cmd.output().expect("run dnsproxy spki --config");
+    let text = format!(
+        "{}{}exit: {:?}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        out.status.code()
+    );
+    for want in [
+        format!("{}  matches 0 leaf CN=dot.test", pin("dot-test")),
+        format!(
+            "{}  backup (matches no certificate of the live chain)",
+            pin("other-test")
+        ),
+        "warning: only the leaf key is pinned".to_owned(),
+        "accepted: the chain verifies and matches a configured pin".to_owned(),
+        "# upstream stale".to_owned(),
+        "REFUSED: no configured pin matches the chain".to_owned(),
+        "exit: Some(1)".to_owned(),
+    ] {
+        assert!(text.contains(&want), "{want:?} in:\n{text}");
+    }
+    insta::assert_snapshot!(stable(
+        &text,
+        &[(format!("{ip}:{port}"), "127.0.0.1:<port>")]
+    ));
+}
