@@ -71,13 +71,13 @@ mod tests {
     use dnsproxy_core::core::pins::{Pin, PinSet};
 
     use super::*;
-    use crate::config::UpstreamConfig;
+    use crate::config::{AuthName, UpstreamConfig};
 
     fn upstream(name: &str, pins: &[&[u8]]) -> UpstreamConfig {
         UpstreamConfig {
             name: name.into(),
             addr: "192.0.2.1:853".parse().expect("addr"),
-            auth_name: "dns.example".into(),
+            auth_name: AuthName::Dns("dns.example".into()),
             pins: PinSet::new(pins.iter().map(|p| Pin::of_spki(p)).collect()),
             ca: None,
         }

@@ -212,7 +212,7 @@ dnsproxy_inflight 3
     #[test]
     fn parses_samples_labels_values_and_timestamps() {
         let scrape = Scrape::parse(TEXT).expect("valid");
-        assert_eq!(scrape.samples.len(), 10);
+        assert_eq!(scrape.samples.len(), 9);
         assert_eq!(scrape.sum("dnsproxy_queries_total"), Some(100.0));
         assert_eq!(
             scrape.sum_where("dnsproxy_queries_total", "rcode", "NXDOMAIN"),
