@@ -512,7 +512,10 @@ mod tests {
         use ChainWarning::{LeafOnly, NoBackup};
         assert_eq!(chain_warnings(&[leaf.clone(), backup.clone()]), [LeafOnly]);
         assert_eq!(chain_warnings(&[inter.clone(), anchor.clone()]), [NoBackup]);
-        assert_eq!(chain_warnings(&[leaf.clone()]), [NoBackup, LeafOnly]);
+        assert_eq!(
+            chain_warnings(std::slice::from_ref(&leaf)),
+            [NoBackup, LeafOnly]
+        );
         assert_eq!(chain_warnings(&[inter, backup.clone(), anchor]), []);
         // Refused outright: nothing to warn about a set that matches nothing.
         assert_eq!(chain_warnings(&[backup]), []);

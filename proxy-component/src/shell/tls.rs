@@ -15,8 +15,8 @@ use rustls::pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, OtherError, SignatureScheme};
 
 use crate::core::pins::{Pin, PinMismatch, PinSet};
-use crate::shell::config::AuthName;
 use crate::core::validity;
+use crate::shell::config::AuthName;
 
 /// Why an upstream's certificate was refused. Each variant is one of the
 /// checks a user can fix in the configuration.
