@@ -29,6 +29,7 @@ pub mod load;
 mod paths;
 mod process;
 pub mod proxy;
+pub mod scrape;
 pub mod unbound;
 pub mod zone;
 

@@ -9,8 +9,16 @@ use crate::container::Resolver;
 use crate::paths::{fixture, free_port, workspace_root};
 use crate::process::{LogBuf, Running, wait_until};
 
-/// The log word that tells the proxy's sockets are bound (`INFO ... serving listen=...`).
-const READY_WORD: &str = "serving";
+/// What the component's line saying its sockets are bound holds, in the text
+/// format (`INFO dnsproxy::component: serving listen=...`) and in JSON
+/// (`"message":"serving"`). Not the host's earlier `serving metrics at ...`
+/// line: a test that took that for readiness raced the component's bind.
+const READY_WORDS: [&str; 2] = ["serving listen=", "\"serving\""];
+
+/// Whether `log` says the proxy's sockets are bound.
+fn says_ready(log: &str) -> bool {
+    READY_WORDS.iter().any(|w| log.contains(w))
+}
 /// How long the proxy may take to start.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time between SIGTERM and SIGKILL on drop.
@@ -77,7 +85,7 @@ impl Proxy {
             let mut exited = None;
             let ready = wait_until(START_TIMEOUT, || {
                 exited = child.try_status();
-                exited.is_some() || log.get().contains(READY_WORD)
+                exited.is_some() || says_ready(&log.get())
             });
             if exited.is_none() && ready {
                 return me;
@@ -94,7 +102,7 @@ impl Proxy {
                 bin.display(),
                 match exited {
                     Some(s) => format!("exited before it was ready ({s})"),
-                    None => format!("did not log {READY_WORD:?} within {START_TIMEOUT:?}"),
+                    None => format!("did not log {READY_WORDS:?} within {START_TIMEOUT:?}"),
                 },
                 me.log.get()
             );
@@ -200,6 +208,16 @@ impl Proxy {
     /// The child's PID.
     pub fn pid(&self) -> u32 {
         self.child.pid()
+    }
+
+    /// Sends the signal named `name` (`HUP`) to the proxy's PID.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} {} failed", self.pid());
     }
 
     /// Everything the proxy has written to stdout and stderr so far.

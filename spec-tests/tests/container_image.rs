@@ -33,7 +33,7 @@ fn image_resolves_over_udp_and_tcp_through_a_resolver_on_a_user_defined_network(
     // in between, Docker says so and the container starts on another port.
     let start = |port: u16| {
         image()
-            .with_wait_for(WaitFor::message_on_stderr("serving"))
+            .with_wait_for(WaitFor::message_on_stderr("serving listen="))
             .with_network(net.name())
             .with_env_var("TLS_HOST", upstream.ip().to_string())
             .with_env_var("TLS_PORT", upstream.port().to_string())
@@ -120,7 +120,7 @@ fn image_serves_an_upstream_given_by_tls_host_and_spki_alone() {
     let upstream = resolver.addr();
     let start = |port: u16| {
         image()
-            .with_wait_for(WaitFor::message_on_stderr("serving"))
+            .with_wait_for(WaitFor::message_on_stderr("serving listen="))
             .with_network("host")
             .with_host_config_modifier(|hc| {
                 hc.publish_all_ports = Some(false);

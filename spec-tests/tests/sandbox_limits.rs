@@ -250,9 +250,15 @@ fn a_component_that_never_serves_is_trapped_within_two_seconds_and_then_given_up
 #[test]
 fn a_component_stuck_after_serving_is_restarted_with_backoff_and_never_given_up() {
     let stall = guest("stall-probe");
-    // The probe logs "probe serving" (the harness's readiness word) first.
+    // The probe logs "serving listen=none (stall probe)" (the harness's
+    // readiness line) first.
     let mut proxy = Proxy::start(&no_upstream_env(&[]), &["--component", &stall]);
-    let restarted_four_times = wait_for_count(&proxy, "probe serving", 5, Duration::from_secs(30));
+    let restarted_four_times = wait_for_count(
+        &proxy,
+        "serving listen=none (stall probe)",
+        5,
+        Duration::from_secs(30),
+    );
     let log = proxy.log();
     assert!(restarted_four_times, "{log}");
     assert!(

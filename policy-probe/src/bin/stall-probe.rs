@@ -1,6 +1,7 @@
 //! A test guest for the restart policy: run by the real host in place of the
 //! proxy component (`dnsproxy --component stall-probe.wasm`), it logs
-//! `probe serving`, calls `watchdog.heartbeat` every 100 ms for half a second
+//! `serving listen=none (stall probe)` (the line the test harness waits for),
+//! calls `watchdog.heartbeat` every 100 ms for half a second
 //! like a healthy event loop, then logs `probe spinning` and spins forever,
 //! like a component a crafted query sent into an endless loop. The host must
 //! trap it and restart it with a backoff, and never give up on it.
@@ -12,7 +13,14 @@ mod probe {
     use policy_probe::bindings::dnsproxy::proxy::{log, watchdog};
 
     pub(crate) fn main() {
-        log::emit(log::Level::Info, "probe serving", &[]);
+        log::emit(
+            log::Level::Info,
+            "serving",
+            &[log::Field {
+                key: "listen".into(),
+                value: "none (stall probe)".into(),
+            }],
+        );
         for _ in 0..5 {
             watchdog::heartbeat();
             std::thread::sleep(Duration::from_millis(100));
