@@ -115,8 +115,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
 
-    /// Address to answer clients on; empty for all interfaces [env: LOCAL_HOST] [default: 0.0.0.0]
-    #[arg(long, value_name = "IP", help_heading = LOCAL)]
+    /// Addresses to answer clients on, comma-separated (0.0.0.0, :: for IPv4 and IPv6) [env: LOCAL_HOST] [default: 0.0.0.0]
+    #[arg(long, value_name = "IPS", help_heading = LOCAL)]
     pub local_host: Option<String>,
 
     /// UDP and TCP port to answer clients on [env: LOCAL_PORT] [default: 53]

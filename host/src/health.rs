@@ -290,7 +290,12 @@ pub fn run(args: &HealthArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
-    let to = target(config.listen);
+    // The first listen address: every one serves the same proxy.
+    let Some(&listen) = config.listen.first() else {
+        eprintln!("dnsproxy health: no listen address");
+        return ExitCode::from(EXIT_CONFIG as u8);
+    };
+    let to = target(listen);
     let deadline = Instant::now() + args.timeout;
     // The probe's source address is the target's (both are local). The
     // proxy does not answer addresses outside allow_networks at all, so say

@@ -57,17 +57,39 @@ pub fn filter(level: Level, log_queries: bool) -> EnvFilter {
     }
 }
 
-/// Installs the global subscriber writing to stderr in `format`.
+/// Replaces the filter of the installed subscriber (a reload).
+type SetFilter = Box<dyn Fn(EnvFilter) -> bool + Send + Sync>;
+
+/// How to change the filter, once [`init`] installed a subscriber.
+static SET_FILTER: OnceLock<SetFilter> = OnceLock::new();
+
+/// Installs the global subscriber writing to stderr in `format`; its
+/// filter can be replaced later ([`set_filter`]), its format cannot.
 pub fn init(format: LogFormat, filter: EnvFilter) {
     let _ = FORMAT.set(format);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(false);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.event_format(Json).init(),
+    // The reload layer wraps the formatter, so it comes last.
+    macro_rules! install {
+        ($builder:expr) => {{
+            let builder = $builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            let _ = SET_FILTER.set(Box::new(move |f| handle.reload(f).is_ok()));
+            builder.init();
+        }};
     }
+    match format {
+        LogFormat::Text => install!(builder),
+        LogFormat::Json => install!(builder.event_format(Json)),
+    }
+}
+
+/// Filters with `filter` from now on (a reload of `log_level` or
+/// `log_queries`); false if no subscriber was installed by [`init`].
+pub fn set_filter(filter: EnvFilter) -> bool {
+    SET_FILTER.get().is_some_and(|set| set(filter))
 }
 
 /// A component event's fields, carried as one tracing field in JSON mode:

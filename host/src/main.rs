@@ -4,8 +4,8 @@
 //! The host parses the command line, layers the configuration (defaults,
 //! settings.ini, environment, flags), grants the component its listen address,
 //! its clients and its upstreams, renders its log events, bounds its CPU and
-//! memory, restarts it if it traps, and stops it on SIGTERM/SIGINT. It never
-//! sees a DNS payload.
+//! memory, restarts it if it traps, reloads the configuration on SIGHUP
+//! ([`reload`]) and stops on SIGTERM/SIGINT. It never sees a DNS payload.
 
 pub mod check;
 pub mod cli;
@@ -18,6 +18,7 @@ pub mod logfmt;
 pub mod metrics;
 pub mod policy;
 pub mod query_name;
+pub mod reload;
 pub mod sandbox;
 pub mod spki;
 pub mod top;
@@ -119,29 +120,21 @@ fn run(args: &RunArgs) -> ExitCode {
 
 async fn serve(config: ProxyConfig, args: &RunArgs) -> Result<i32> {
     let started = std::time::Instant::now();
+    // First of all: a SIGHUP while the component loads must not stop the
+    // process (the default action); it waits for the loop below.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let engine = engine::engine()?;
     let component = match &args.component {
         Some(path) => engine::load_path(&engine, path)?,
         None => engine::load_embedded(&engine)?,
     };
-    let upstreams: Vec<String> = config
-        .upstreams
-        .iter()
-        .map(|u| {
-            let pins = match u.pins.pins().len() {
-                0 => "CA only".to_owned(),
-                1 => "1 pin".to_owned(),
-                n => format!("{n} pins"),
-            };
-            let ca =
-                u.ca.as_ref()
-                    .map_or("web roots".to_owned(), |c| c.path.display().to_string());
-            format!("{} ({}, {ca}, {pins})", u.label(), u.auth_name.describe())
-        })
-        .collect();
+    let upstreams = describe_upstreams(&config);
+    let listen: Vec<String> = config.listen.iter().map(ToString::to_string).collect();
     tracing::info!(
-        listen = %config.listen,
-        upstreams = upstreams.join(", "),
+        listen = listen.join(", "),
+        upstreams,
         ready_in = ?started.elapsed(),
         "dnsproxy {} starting",
         env!("CARGO_PKG_VERSION")
@@ -170,23 +163,57 @@ async fn serve(config: ProxyConfig, args: &RunArgs) -> Result<i32> {
         }
         None => None,
     };
-    let proxy =
-        tokio::spawn(
-            async move { sandbox::run(engine, component, &config, policy, metrics).await },
-        );
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        finished = proxy => {
-            let code = finished.context("the component task panicked")??;
-            if code != 0 {
-                tracing::error!(code, "the proxy component exited");
+    let published = sandbox::Published::new(config, policy);
+    let mut proxy = tokio::spawn({
+        let (published, metrics) = (published.clone(), metrics.clone());
+        async move { sandbox::run(engine, component, published, metrics).await }
+    });
+    loop {
+        tokio::select! {
+            finished = &mut proxy => {
+                let code = finished.context("the component task panicked")??;
+                if code != 0 {
+                    tracing::error!(code, "the proxy component exited");
+                }
+                return Ok(code);
             }
-            Ok(code)
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); return Ok(0); }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping"); return Ok(0); }
+            _ = hup.recv() => {
+                // Reading the file and the CA bundles blocks; a reload is rare.
+                let (args, published, metrics) = (args.clone(), published.clone(), metrics.clone());
+                let reloaded = tokio::task::spawn_blocking(move || {
+                    reload::reload(&args, &|name| std::env::var(name).ok(), &published, &metrics)
+                })
+                .await;
+                if let Err(e) = reloaded {
+                    tracing::error!(error = %e, "SIGHUP: the reload failed; the running configuration keeps serving");
+                }
+            }
         }
-        _ = term.recv() => { tracing::info!("SIGTERM: stopping"); Ok(0) }
-        _ = int.recv() => { tracing::info!("SIGINT: stopping"); Ok(0) }
     }
+}
+
+/// The upstreams as the start-up and reload lines name them: address or
+/// name, what the certificate is verified against, the trust anchors and
+/// the pins.
+pub fn describe_upstreams(config: &ProxyConfig) -> String {
+    config
+        .upstreams
+        .iter()
+        .map(|u| {
+            let pins = match u.pins.pins().len() {
+                0 => "CA only".to_owned(),
+                1 => "1 pin".to_owned(),
+                n => format!("{n} pins"),
+            };
+            let ca =
+                u.ca.as_ref()
+                    .map_or("web roots".to_owned(), |c| c.path.display().to_string());
+            format!("{} ({}, {ca}, {pins})", u.label(), u.auth_name.describe())
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A task that ends with the scope that started it.

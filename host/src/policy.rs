@@ -1,6 +1,6 @@
 //! The socket capability policy: what the component may do with the network.
 //!
-//! - It may bind (UDP and TCP) and listen only on its listen address, and
+//! - It may bind (UDP and TCP) and listen only on its listen addresses, and
 //!   connect only to the configured upstream `ip:port` pairs.
 //! - Clients outside `allow_networks` never reach it: their TCP connections
 //!   are reset at accept, their UDP datagrams dropped before it sees them,
@@ -14,13 +14,17 @@
 //! (or, for received traffic, silently dropped), counted per reason and
 //! logged at a bounded rate (see [`refusals`]). This is the only place that
 //! grants network access; weaken it only on purpose.
+//!
+//! A reload changes the upstreams, the client networks and the reply window
+//! ([`SocketPolicy::update`]) at the moment the component takes the new
+//! configuration; the listen addresses are fixed for the life of the process.
 
 mod grants;
 pub mod refusals;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use dnsproxy_core::core::acl::{Acl, IpNet};
@@ -44,11 +48,18 @@ pub struct SocketPolicy {
 
 #[derive(Debug)]
 struct Inner {
-    listen: SocketAddr,
-    upstreams: HashSet<SocketAddr>,
-    clients: Acl,
+    listen: Vec<SocketAddr>,
+    /// What a reload changes, read per check.
+    peers: RwLock<Peers>,
     grants: Mutex<Grants>,
     refusals: Refusals,
+}
+
+/// The upstreams the component may connect to and the clients it may hear.
+#[derive(Debug)]
+struct Peers {
+    upstreams: HashSet<SocketAddr>,
+    clients: Acl,
 }
 
 impl SocketPolicy {
@@ -56,16 +67,18 @@ impl SocketPolicy {
     /// `allow_networks`, forwarding to `upstreams`, whose UDP replies are
     /// granted for `reply_window` after each query.
     pub fn new(
-        listen: SocketAddr,
+        listen: impl IntoIterator<Item = SocketAddr>,
         upstreams: impl IntoIterator<Item = SocketAddr>,
         allow_networks: impl IntoIterator<Item = IpNet>,
         reply_window: Duration,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                listen,
-                upstreams: upstreams.into_iter().collect(),
-                clients: Acl::new(allow_networks.into_iter().collect()),
+                listen: listen.into_iter().collect(),
+                peers: RwLock::new(Peers {
+                    upstreams: upstreams.into_iter().collect(),
+                    clients: Acl::new(allow_networks.into_iter().collect()),
+                }),
                 grants: Mutex::new(Grants::new(reply_window, MAX_GRANTS, Instant::now())),
                 refusals: Refusals::default(),
             }),
@@ -76,11 +89,37 @@ impl SocketPolicy {
     /// `query_timeout` plus [`REPLY_MARGIN`].
     pub fn from_config(config: &ProxyConfig) -> Self {
         Self::new(
-            config.listen,
+            config.listen.iter().copied(),
             config.upstreams.iter().map(|u| u.addr),
             config.allow_networks.iter().copied(),
             config.query_timeout + REPLY_MARGIN,
         )
+    }
+
+    /// Grants what a reloaded `config` names instead: its upstreams, its
+    /// client networks and its reply window. The listen addresses stay (the
+    /// sockets are bound once). A connection already open to an upstream
+    /// the reload removed is not cut; a new one is refused.
+    pub fn update(&self, config: &ProxyConfig) {
+        let peers = Peers {
+            upstreams: config.upstreams.iter().map(|u| u.addr).collect(),
+            clients: Acl::new(config.allow_networks.clone()),
+        };
+        *self
+            .inner
+            .peers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = peers;
+        self.grants()
+            .set_window(config.query_timeout + REPLY_MARGIN);
+    }
+
+    fn peers(&self) -> std::sync::RwLockReadGuard<'_, Peers> {
+        // Replaced whole by `update`: never seen half-written.
+        self.inner
+            .peers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Decides one use of one address (the `socket_addr_check` of the WASI
@@ -107,20 +146,26 @@ impl SocketPolicy {
         match use_ {
             // The listen address, or the wildcard, port-0 bind the OS does
             // implicitly before a connect (the connect itself is checked).
-            SocketAddrUse::TcpBind => {
-                ok(addr == me.listen || is_implicit_bind(addr), Refusal::Bind)
-            }
+            SocketAddrUse::TcpBind => ok(
+                me.listen.contains(&addr) || is_implicit_bind(addr),
+                Refusal::Bind,
+            ),
             // Listening is only on the bound listen address: an implicit
             // bind to the wildcard cannot be turned into a listener. The
             // only UDP socket the component can hold is the listen one.
             SocketAddrUse::TcpListen | SocketAddrUse::UdpBind => {
-                ok(addr == me.listen, Refusal::Bind)
+                ok(me.listen.contains(&addr), Refusal::Bind)
             }
-            SocketAddrUse::TcpConnect => ok(me.upstreams.contains(&addr), Refusal::Connect),
+            SocketAddrUse::TcpConnect => {
+                ok(self.peers().upstreams.contains(&addr), Refusal::Connect)
+            }
             // `Acl` matches an IPv4-mapped IPv6 address as its IPv4 address.
-            SocketAddrUse::TcpAccept => ok(me.clients.allows(addr.ip()), Refusal::AcceptOutsider),
+            SocketAddrUse::TcpAccept => ok(
+                self.peers().clients.allows(addr.ip()),
+                Refusal::AcceptOutsider,
+            ),
             SocketAddrUse::UdpReceive => {
-                if !me.clients.allows(addr.ip()) {
+                if !self.peers().clients.allows(addr.ip()) {
                     return Err(Refusal::ReceiveOutsider);
                 }
                 match self.grants().receive(canonical(addr), now) {
@@ -163,7 +208,7 @@ mod tests {
 
     fn policy() -> SocketPolicy {
         SocketPolicy::new(
-            sa("127.0.0.1:5353"),
+            [sa("127.0.0.1:5353")],
             [sa("127.0.0.1:853"), sa("[::1]:853")],
             ["127.0.0.0/8", "::1/128", "10.0.0.0/8"]
                 .iter()
@@ -195,6 +240,56 @@ mod tests {
         assert!(p.check(sa("[::]:0"), SocketAddrUse::TcpBind));
         assert!(!p.check(sa("0.0.0.0:0"), SocketAddrUse::TcpListen));
         assert!(!p.check(sa("0.0.0.0:40000"), SocketAddrUse::TcpListen));
+    }
+
+    /// `local_host = 0.0.0.0, ::`: each address of the set may be bound
+    /// and listened on, nothing else.
+    #[test]
+    fn binds_each_listen_address_of_the_set() {
+        let p = SocketPolicy::new(
+            [sa("0.0.0.0:5353"), sa("[::]:5353")],
+            [sa("127.0.0.1:853")],
+            [IpNet::parse("127.0.0.0/8").unwrap()],
+            WINDOW,
+        );
+        for addr in ["0.0.0.0:5353", "[::]:5353"] {
+            for use_ in [
+                SocketAddrUse::UdpBind,
+                SocketAddrUse::TcpBind,
+                SocketAddrUse::TcpListen,
+            ] {
+                assert!(p.check(sa(addr), use_), "{addr} {use_:?}");
+            }
+        }
+        assert!(!p.check(sa("[::1]:5353"), SocketAddrUse::UdpBind));
+        assert!(!p.check(sa("[::]:5354"), SocketAddrUse::TcpListen));
+    }
+
+    /// A reload swaps the upstreams and the client networks; the listen
+    /// addresses stay.
+    #[test]
+    fn update_swaps_upstreams_and_clients_not_the_listen_address() {
+        let p = policy();
+        let flags = crate::cli::RunArgs {
+            config: Some("/dev/null".into()),
+            ..Default::default()
+        };
+        let config = crate::config::load(&flags, &|k| match k {
+            "TLS_HOST" => Some("127.0.0.9".into()),
+            "TLS_PORT" => Some("8853".into()),
+            "LOCAL_HOST" => Some("127.0.0.1".into()),
+            "LOCAL_PORT" => Some("6000".into()),
+            "ALLOW_NETWORKS" => Some("192.0.2.0/24".into()),
+            _ => None,
+        })
+        .unwrap();
+        p.update(&config);
+        assert!(p.check(sa("127.0.0.9:8853"), SocketAddrUse::TcpConnect));
+        assert!(!p.check(sa("127.0.0.1:853"), SocketAddrUse::TcpConnect));
+        assert!(p.check(sa("192.0.2.7:40000"), SocketAddrUse::TcpAccept));
+        assert!(!p.check(sa("127.0.0.1:40000"), SocketAddrUse::TcpAccept));
+        assert!(p.check(sa("127.0.0.1:5353"), SocketAddrUse::UdpBind));
+        assert!(!p.check(sa("127.0.0.1:6000"), SocketAddrUse::UdpBind));
     }
 
     #[test]

@@ -44,12 +44,61 @@ use bindings::dnsproxy::proxy::watchdog as wit_watchdog;
 /// Memory one component instance may use.
 pub const MEMORY_LIMIT: usize = 512 << 20;
 
+/// The configuration the component is to serve and its generation number:
+/// the one at start (1), replaced by each reload the host accepts
+/// ([`Published::publish`]). Every instance reads it through the WIT
+/// `config` interface, a restarted one included, and the socket policy is
+/// swapped when an instance takes a new generation.
+#[derive(Debug)]
+pub struct Published {
+    current: std::sync::Mutex<(u64, Arc<ProxyConfig>)>,
+    policy: SocketPolicy,
+}
+
+impl Published {
+    /// Generation 1: `config`, under `policy` (made from it).
+    pub fn new(config: ProxyConfig, policy: SocketPolicy) -> Arc<Self> {
+        Arc::new(Self {
+            current: std::sync::Mutex::new((1, Arc::new(config))),
+            policy,
+        })
+    }
+
+    /// The generation number and its configuration.
+    pub fn current(&self) -> (u64, Arc<ProxyConfig>) {
+        let current = self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (current.0, current.1.clone())
+    }
+
+    /// Makes `config` the next generation; returns its number. The
+    /// component takes it within about a second (its poll).
+    pub fn publish(&self, config: ProxyConfig) -> u64 {
+        let mut current = self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *current = (current.0 + 1, Arc::new(config));
+        current.0
+    }
+
+    /// The socket policy every instance runs under.
+    pub fn policy(&self) -> &SocketPolicy {
+        &self.policy
+    }
+}
+
 /// The store data of one component instance.
 pub struct State {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
-    config: wit_config::ProxyConfig,
+    /// What it serves.
+    published: Arc<Published>,
+    /// The generation this instance last took (0: none yet).
+    taken: u64,
     /// Calls of `watchdog.heartbeat` so far.
     heartbeats: u64,
     /// Where `metrics.push` adds up.
@@ -132,6 +181,8 @@ fn report_from_wit(report: wit_metrics::Report) -> stats::Report {
         .into_iter()
         .map(|u| {
             let wit_metrics::Upstream {
+                name: upstream,
+                configured,
                 queries,
                 responses,
                 rtt,
@@ -151,6 +202,7 @@ fn report_from_wit(report: wit_metrics::Report) -> stats::Report {
                 pin_leaf_only,
             } = u;
             let counted = stats::UpstreamStats {
+                name: upstream,
                 queries,
                 responses: rcodes_from_wit(responses),
                 rtt: histogram_from_wit(rtt),
@@ -169,7 +221,14 @@ fn report_from_wit(report: wit_metrics::Report) -> stats::Report {
                 no_backup: pin_no_backup,
                 leaf_only: pin_leaf_only,
             };
-            (counted, stats::UpstreamGauges { up, connections })
+            (
+                counted,
+                stats::UpstreamGauges {
+                    configured,
+                    up,
+                    connections,
+                },
+            )
         })
         .unzip();
     stats::Report {
@@ -193,7 +252,18 @@ fn report_from_wit(report: wit_metrics::Report) -> stats::Report {
 
 impl wit_config::Host for State {
     fn get(&mut self) -> wit_config::ProxyConfig {
-        self.config.clone()
+        let (generation, config) = self.published.current();
+        if generation != self.taken {
+            // The component serves this generation from now on: grant what
+            // it names at the same moment.
+            self.published.policy().update(&config);
+            self.taken = generation;
+        }
+        wit_config(&config)
+    }
+
+    fn generation(&mut self) -> u64 {
+        self.published.current().0
     }
 }
 
@@ -319,7 +389,7 @@ pub fn wit_config(config: &ProxyConfig) -> wit_config::ProxyConfig {
         })
         .collect();
     wit_config::ProxyConfig {
-        listen: wit_socket(*listen),
+        listen: listen.iter().map(|&a| wit_socket(a)).collect(),
         allow_networks: allow_networks
             .iter()
             .map(|n| wit_types::IpNetwork {
@@ -380,15 +450,15 @@ async fn run_once(
     engine: &Engine,
     linker: &Linker<State>,
     component: &Component,
-    config: &wit_config::ProxyConfig,
-    policy: &SocketPolicy,
+    published: &Arc<Published>,
     metrics: &Arc<Metrics>,
 ) -> Outcome {
     let state = State {
-        wasi: wasi_ctx(policy.clone()),
+        wasi: wasi_ctx(published.policy().clone()),
         table: ResourceTable::new(),
         limits: StoreLimitsBuilder::new().memory_size(MEMORY_LIMIT).build(),
-        config: config.clone(),
+        published: published.clone(),
+        taken: 0,
         heartbeats: 0,
         metrics: metrics.clone(),
     };
@@ -431,16 +501,14 @@ async fn run_once(
 pub async fn run(
     engine: Engine,
     component: Component,
-    config: &ProxyConfig,
-    policy: SocketPolicy,
+    published: Arc<Published>,
     metrics: Arc<Metrics>,
 ) -> Result<i32> {
     let linker = linker(&engine)?;
-    let wit = wit_config(config);
     let _ticker = Ticker::start(engine.clone())?;
     // Reports the tail of a burst of refusals that ended within LOG_EVERY.
     let _flush = AbortOnDrop({
-        let policy = policy.clone();
+        let policy = published.policy().clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(LOG_EVERY);
             loop {
@@ -452,7 +520,7 @@ pub async fn run(
     let mut restarts = Restarts::default();
     let mut traps = 0u32;
     let code = loop {
-        let outcome = run_once(&engine, &linker, &component, &wit, &policy, &metrics).await;
+        let outcome = run_once(&engine, &linker, &component, &published, &metrics).await;
         metrics.instance_stopped();
         let (error, life) = match outcome {
             Outcome::Exited(code) => break code,
@@ -573,7 +641,10 @@ mod tests {
 
         let pin = Pin::of_spki(b"an spki");
         let config = ProxyConfig {
-            listen: "[::1]:5353".parse().unwrap(),
+            listen: vec![
+                "[::1]:5353".parse().unwrap(),
+                "127.0.0.1:5353".parse().unwrap(),
+            ],
             allow_networks: vec![
                 IpNet::new("10.0.0.0".parse().unwrap(), 8).unwrap(),
                 IpNet::new("fd00::".parse().unwrap(), 8).unwrap(),
@@ -612,11 +683,17 @@ mod tests {
         };
         let wit = wit_config(&config);
         assert!(matches!(
-            wit.listen,
-            wit_types::SocketAddress {
-                ip: wit_types::IpAddress::Ipv6((0, 0, 0, 0, 0, 0, 0, 1)),
-                port: 5353
-            }
+            wit.listen[..],
+            [
+                wit_types::SocketAddress {
+                    ip: wit_types::IpAddress::Ipv6((0, 0, 0, 0, 0, 0, 0, 1)),
+                    port: 5353
+                },
+                wit_types::SocketAddress {
+                    ip: wit_types::IpAddress::Ipv4((127, 0, 0, 1)),
+                    port: 5353
+                }
+            ]
         ));
         let nets: Vec<_> = wit
             .allow_networks

@@ -46,7 +46,7 @@ mod probe {
 
     pub(crate) fn main() {
         let c = config::get();
-        let listen = socket(&c.listen);
+        let listen = socket(&c.listen[0]);
         let upstream = socket(&c.upstreams[0].address);
         let other_port = SocketAddr::new(listen.ip(), listen.port().wrapping_add(1).max(1));
         let other_upstream_port =

@@ -12,6 +12,7 @@ use dnsproxy_core::core::pins::{BadPin, Pin, PinSet};
 use dnsproxy_core::core::stats::{self, Histogram, RcodeCounts, Report};
 use dnsproxy_core::shell::config::{AuthName, CaBundle, ProxyConfig, UpstreamConfig};
 use dnsproxy_core::shell::log::{Level, Log, LogFormat, Sink};
+use dnsproxy_core::shell::reload::Source;
 use dnsproxy_core::shell::report::Reporter;
 
 wit_bindgen::generate!({
@@ -95,6 +96,8 @@ fn wit_report(report: Report) -> metrics::Report {
         .map(|(u, g)| {
             let [network, ca, name, pin, timeout, protocol] = u.failures;
             metrics::Upstream {
+                name: u.name,
+                configured: g.configured,
                 queries: u.queries,
                 responses: wit_rcodes(&u.responses),
                 rtt: wit_histogram(&u.rtt),
@@ -195,6 +198,9 @@ enum WitConfigError {
     /// The upstream list is empty.
     #[error("no upstream configured")]
     NoUpstream,
+    /// The listen list is empty.
+    #[error("no listen address")]
+    NoListen,
 }
 
 /// The configuration the host handed over, as the shell takes it. Every
@@ -262,8 +268,11 @@ fn from_wit(c: config::ProxyConfig) -> Result<ProxyConfig, WitConfigError> {
     if upstreams.is_empty() {
         return Err(WitConfigError::NoUpstream);
     }
+    if listen.is_empty() {
+        return Err(WitConfigError::NoListen);
+    }
     Ok(ProxyConfig {
-        listen: socket(listen),
+        listen: listen.into_iter().map(socket).collect(),
         allow_networks,
         upstreams,
         query_timeout: ms(query_ms),
@@ -296,6 +305,19 @@ fn fatal(message: &str, error: &dyn std::fmt::Display) -> ! {
     std::process::exit(1)
 }
 
+/// The host's configuration and its generation (WIT `config`).
+struct HostSource;
+
+impl Source for HostSource {
+    fn generation(&self) -> u64 {
+        config::generation()
+    }
+
+    fn get(&self) -> Result<ProxyConfig, String> {
+        from_wit(config::get()).map_err(|e| e.to_string())
+    }
+}
+
 pub(crate) fn main() {
     let config = match from_wit(config::get()) {
         Ok(c) => c,
@@ -323,7 +345,7 @@ pub(crate) fn main() {
                 dnsproxy::proxy::watchdog::heartbeat();
             }
         });
-        dnsproxy_core::shell::serve(config, log, Rc::new(HostReporter)).await
+        dnsproxy_core::shell::serve(config, log, Rc::new(HostReporter), Rc::new(HostSource)).await
     };
     if let Err(e) = local.block_on(&runtime, serve) {
         fatal("cannot serve", &e);

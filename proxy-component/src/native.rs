@@ -13,6 +13,7 @@ use dnsproxy_core::core::acl::IpNet;
 use dnsproxy_core::core::pins::{Pin, PinSet};
 use dnsproxy_core::shell::config::{AuthName, CaBundle, ProxyConfig, UpstreamConfig};
 use dnsproxy_core::shell::log::{Level, Log, LogFormat, StderrSink};
+use dnsproxy_core::shell::reload::Fixed;
 use dnsproxy_core::shell::report::Discard;
 
 fn var(name: &str) -> Result<String, String> {
@@ -41,7 +42,7 @@ fn config() -> Result<ProxyConfig, String> {
     };
     let loopback = IpNet::new([127, 0, 0, 0].into(), 8).map_err(|e| e.to_string())?;
     Ok(ProxyConfig {
-        listen,
+        listen: vec![listen],
         allow_networks: vec![loopback],
         upstreams: vec![UpstreamConfig {
             name: addr.to_string(),
@@ -82,9 +83,10 @@ pub(crate) fn main() {
         .build()
         .expect("a current-thread runtime needs no resources that can be missing");
     let local = tokio::task::LocalSet::new();
+    let source = Rc::new(Fixed(config.clone()));
     if let Err(e) = local.block_on(
         &runtime,
-        dnsproxy_core::shell::serve(config, log, Rc::new(Discard)),
+        dnsproxy_core::shell::serve(config, log, Rc::new(Discard), source),
     ) {
         eprintln!("proxy-component (native): {e}");
         std::process::exit(1);

@@ -254,8 +254,11 @@ pub enum Expected {
     Port,
     /// An IP literal.
     IpAddr,
-    /// An IP literal or nothing (`local_host`).
+    /// IP literals, comma-separated, or nothing (`local_host`).
     LocalHost,
+    /// `local_host` lists a wildcard and another address of its family,
+    /// which the wildcard already covers (their binds would collide).
+    LocalHostOverlap,
     /// `tls_host` got a host name.
     IpNotHostname,
     /// A DNS name for SNI and certificate verification.
@@ -308,9 +311,14 @@ impl fmt::Display for Expected {
         match self {
             Self::Port => f.write_str("a port number from 1 to 65535"),
             Self::IpAddr => f.write_str("an IPv4 or IPv6 address"),
-            Self::LocalHost => {
-                f.write_str("an IPv4 or IPv6 address, or nothing for all interfaces (0.0.0.0)")
-            }
+            Self::LocalHost => f.write_str(
+                "IPv4 or IPv6 addresses, comma-separated (0.0.0.0, ::), or nothing for all IPv4 \
+                 interfaces (0.0.0.0)",
+            ),
+            Self::LocalHostOverlap => f.write_str(
+                "addresses that do not overlap: 0.0.0.0 already covers every IPv4 address and :: \
+                 every IPv6 address",
+            ),
             Self::IpNotHostname => f.write_str(
                 "an IP address, not a host name: put the name in tls_hostname and the \
                  resolver's address in tls_host",

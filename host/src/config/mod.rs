@@ -115,12 +115,17 @@ fn resolve(layers: &Layers<'_>) -> Result<(ProxyConfig, Report), ConfigError> {
     let local_host = scalar(
         layers,
         Key::LocalHost,
-        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        |t| values::ip(t).ok_or(Expected::LocalHost),
+        vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)],
+        values::local_hosts,
     )?;
     record(
         Key::LocalHost,
-        local_host.value.to_string(),
+        local_host
+            .value
+            .iter()
+            .map(IpAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
         &local_host.origin,
     );
     let local_port = scalar(layers, Key::LocalPort, defaults::LOCAL_PORT, values::port)?;
@@ -205,7 +210,11 @@ fn resolve(layers: &Layers<'_>) -> Result<(ProxyConfig, Report), ConfigError> {
         &metrics_listen.origin,
     );
     let config = ProxyConfig {
-        listen: SocketAddr::new(local_host.value, local_port.value),
+        listen: local_host
+            .value
+            .iter()
+            .map(|&ip| SocketAddr::new(ip, local_port.value))
+            .collect(),
         allow_networks: allow_networks.value,
         upstreams,
         query_timeout: query_timeout.value,

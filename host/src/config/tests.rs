@@ -140,7 +140,7 @@ fn defaults_apply_when_no_layer_sets_a_key() {
         &[("TLS_HOST", "192.0.2.1"), ("TLS_HOSTNAME", "dns.example")],
         &[],
     ));
-    assert_eq!(config.listen, "0.0.0.0:53".parse().expect("addr"));
+    assert_eq!(config.listen, ["0.0.0.0:53".parse().expect("addr")]);
     let nets: Vec<String> = config.allow_networks.iter().map(IpNet::to_string).collect();
     assert_eq!(
         nets.join(", "),
@@ -179,7 +179,7 @@ fn empty_values_mean_the_default() {
          tls_ca_file =\n[PROXY]\nquery_timeout =\nmax_inflight =\nlog_level =\n"
     );
     let config = ok(load_with(Some(&ini), &[], &[]));
-    assert_eq!(config.listen, "0.0.0.0:53".parse().expect("addr"));
+    assert_eq!(config.listen, ["0.0.0.0:53".parse().expect("addr")]);
     assert_eq!(addrs(&config), ["192.0.2.1:853"]);
     assert_eq!(config.upstreams[0].pins, PinSet::default());
     assert_eq!(config.upstreams[0].ca, None);
@@ -233,13 +233,23 @@ fn every_key_follows_ini_then_env_then_flags() {
     let cases = [
         case(
             Key::LocalHost,
-            [("127.0.0.1", "127.0.0.1"), ("::1", "::1"), ("[::2]", "::2")],
-            |c| c.listen.ip().to_string(),
+            [
+                ("127.0.0.1", "127.0.0.1"),
+                ("::1", "::1"),
+                ("[::2], 0.0.0.0, ::2", "::2 0.0.0.0"),
+            ],
+            |c| {
+                c.listen
+                    .iter()
+                    .map(|a| a.ip().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            },
         ),
         case(
             Key::LocalPort,
             [("5353", "5353"), ("5354", "5354"), ("5355", "5355")],
-            |c| c.listen.port().to_string(),
+            |c| c.listen[0].port().to_string(),
         ),
         case(
             Key::AllowNetworks,
@@ -991,6 +1001,8 @@ fn error_lines() {
             "bad local_host",
             format!("{UPSTREAM}[LOCAL_SERVER]\nlocal_host = 1.2.3\n"),
         ),
+        upstream("local_host: a wildcard and an address it covers")
+            .env("LOCAL_HOST", "0.0.0.0, ::, 127.0.0.1"),
         no_file("bad tls_host")
             .env("TLS_HOST", "192.0.2.1, 1.2.3.4.5")
             .env("TLS_HOSTNAME", "a.example"),

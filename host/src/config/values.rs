@@ -30,6 +30,28 @@ pub(super) fn ip(text: &str) -> Option<IpAddr> {
     bare.parse().ok()
 }
 
+/// `local_host`: IP literals, comma-separated (`0.0.0.0, ::`), each served
+/// on `local_port`. A repeated address counts once; a wildcard with another
+/// address of its family is refused (the wildcard covers it, and the two
+/// binds would collide).
+pub(super) fn local_hosts(text: &str) -> Result<Vec<IpAddr>, Expected> {
+    let mut out: Vec<IpAddr> = Vec::new();
+    for item in text.split(',').map(str::trim) {
+        let addr = ip(item).ok_or(Expected::LocalHost)?;
+        if !out.contains(&addr) {
+            out.push(addr);
+        }
+    }
+    let overlaps = |v4: bool| {
+        let family: Vec<_> = out.iter().filter(|a| a.is_ipv4() == v4).collect();
+        family.len() > 1 && family.iter().any(|a| a.is_unspecified())
+    };
+    if overlaps(true) || overlaps(false) {
+        return Err(Expected::LocalHostOverlap);
+    }
+    Ok(out)
+}
+
 /// `metrics_listen`: an IP literal and a port (`127.0.0.1:9153`,
 /// `[::1]:9153`).
 pub(super) fn metrics_listen(text: &str) -> Result<SocketAddr, Expected> {

@@ -5,7 +5,10 @@
 //! `/ready`.
 //!
 //! Labels are fixed sets (protocol, rcode, reason, check) and the configured
-//! upstream names: never a client address or a query name.
+//! upstream names: never a client address or a query name. Upstreams are
+//! keyed by name, so a reload that adds, removes or reorders them keeps each
+//! one's counters; one a reload removed keeps its counters (they stay
+//! monotonic) and loses its gauges.
 
 pub mod http;
 
@@ -26,14 +29,16 @@ pub const HEALTH_WINDOW: Duration = Duration::from_secs(3);
 /// HTTP server (reader).
 #[derive(Debug)]
 pub struct Metrics {
-    upstreams: Vec<String>,
     state: Mutex<State>,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    /// Counters summed over every report of every instance.
+    /// Counters summed over every report of every instance; one upstream
+    /// entry per name ever configured, aligned with `gauges` and `chains`.
     totals: Stats,
+    /// Configuration reloads: accepted, refused.
+    reloads: [u64; 2],
     inflight: u32,
     gauges: Vec<UpstreamGauges>,
     /// Each upstream's last verified chain.
@@ -67,15 +72,23 @@ impl Metrics {
     /// Metrics for the upstreams named `upstreams`, in priority order.
     pub fn new(upstreams: Vec<String>) -> Self {
         let n = upstreams.len();
+        let configured = UpstreamGauges {
+            configured: true,
+            ..UpstreamGauges::default()
+        };
         Self {
-            upstreams,
             state: Mutex::new(State {
-                totals: Stats::new(n),
-                gauges: vec![UpstreamGauges::default(); n],
+                totals: Stats::named(upstreams.iter().map(String::as_str)),
+                gauges: vec![configured; n],
                 chains: vec![Vec::new(); n],
                 ..State::default()
             }),
         }
+    }
+
+    /// A reload was accepted (`ok`) or refused.
+    pub fn reloaded(&self, ok: bool) {
+        self.state().reloads[usize::from(!ok)] += 1;
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -98,27 +111,33 @@ impl Metrics {
         add_all(&mut t.drops, &d.drops);
         t.truncated = t.truncated.saturating_add(d.truncated);
         t.tcp_clients = d.tcp_clients;
-        for (t, d) in t.upstreams.iter_mut().zip(&d.upstreams) {
-            t.queries = t.queries.saturating_add(d.queries);
-            add_rcodes(&mut t.responses, &d.responses);
-            add_histogram(&mut t.rtt, &d.rtt);
-            add_all(&mut t.failures, &d.failures);
-            t.no_backup = d.no_backup;
-            t.leaf_only = d.leaf_only;
-        }
         let Report {
             stats,
             inflight,
             upstreams,
             ready,
         } = report;
-        for (kept, new) in s.chains.iter_mut().zip(stats.upstreams) {
-            if let Some(chain) = new.chain {
-                *kept = chain;
-            }
+        // Upstreams the report does not name are not configured any more.
+        for g in &mut s.gauges {
+            *g = UpstreamGauges::default();
         }
-        for (kept, new) in s.gauges.iter_mut().zip(upstreams) {
-            *kept = new;
+        for (d, gauges) in stats.upstreams.into_iter().zip(upstreams) {
+            let i = s.totals.slot(&d.name);
+            if i == s.gauges.len() {
+                s.gauges.push(UpstreamGauges::default());
+                s.chains.push(Vec::new());
+            }
+            let t = &mut s.totals.upstreams[i];
+            t.queries = t.queries.saturating_add(d.queries);
+            add_rcodes(&mut t.responses, &d.responses);
+            add_histogram(&mut t.rtt, &d.rtt);
+            add_all(&mut t.failures, &d.failures);
+            t.no_backup = d.no_backup;
+            t.leaf_only = d.leaf_only;
+            if let Some(chain) = d.chain {
+                s.chains[i] = chain;
+            }
+            s.gauges[i] = gauges;
         }
         s.inflight = inflight;
         s.ready = ready;
@@ -133,7 +152,10 @@ impl Metrics {
         s.inflight = 0;
         s.totals.tcp_clients = 0;
         for g in &mut s.gauges {
-            *g = UpstreamGauges::default();
+            *g = UpstreamGauges {
+                configured: g.configured,
+                ..UpstreamGauges::default()
+            };
         }
     }
 
@@ -158,9 +180,13 @@ impl Metrics {
 
     /// The exposition, Prometheus text format 0.0.4.
     pub fn render(&self) -> String {
-        let families = self.families();
-        // The encoder refuses only families without metrics or with a bad
-        // name; ours are fixed and always have one.
+        // The encoder refuses a family without metrics (an upstream family
+        // when every upstream was removed by a reload, or none is known).
+        let families: Vec<MetricFamily> = self
+            .families()
+            .into_iter()
+            .filter(|f| !f.get_metric().is_empty())
+            .collect();
         prometheus::TextEncoder::new()
             .encode_to_string(&families)
             .unwrap_or_default()
@@ -175,6 +201,16 @@ impl Metrics {
             "The running dnsproxy's version (always 1).",
             MetricType::GAUGE,
             vec![gauge(&[("version", env!("CARGO_PKG_VERSION"))], 1.0)],
+        ));
+        out.push(family(
+            "dnsproxy_config_reloads_total",
+            "Configuration reloads (SIGHUP), by result: ok (served within about a second) or \
+             error (refused; the running configuration kept serving).",
+            MetricType::COUNTER,
+            vec![
+                counter(&[("result", "ok")], s.reloads[0]),
+                counter(&[("result", "error")], s.reloads[1]),
+            ],
         ));
         out.push(family(
             "dnsproxy_component_restarts_total",
@@ -247,9 +283,8 @@ impl Metrics {
     fn upstream_families(&self, s: &State) -> Vec<MetricFamily> {
         let (mut queries, mut responses, mut rtt, mut failures) = (vec![], vec![], vec![], vec![]);
         let (mut up, mut conns, mut certs, mut warnings) = (vec![], vec![], vec![], vec![]);
-        for (i, name) in self.upstreams.iter().enumerate() {
-            let name = name.as_str();
-            let t = &s.totals.upstreams[i];
+        for (i, t) in s.totals.upstreams.iter().enumerate() {
+            let name = t.name.as_str();
             let g = &s.gauges[i];
             queries.push(counter(&[("upstream", name)], t.queries));
             for (label, n) in RcodeLabel::ALL.iter().zip(t.responses.0) {
@@ -258,6 +293,10 @@ impl Metrics {
             rtt.push(histogram(&[("upstream", name)], &t.rtt));
             for (check, n) in Check::ALL.iter().zip(t.failures) {
                 failures.push(counter(&[("upstream", name), ("check", check.as_str())], n));
+            }
+            // A removed upstream keeps its counters, not its state.
+            if !g.configured {
+                continue;
             }
             up.push(gauge(&[("upstream", name)], f64::from(u8::from(g.up))));
             conns.push(gauge(&[("upstream", name)], f64::from(g.connections)));
@@ -402,7 +441,7 @@ mod tests {
     use super::*;
 
     fn report(queries: u64, ready: bool) -> Report {
-        let mut stats = Stats::new(1);
+        let mut stats = Stats::named(["dot"]);
         stats.udp_answers.0[0] = queries;
         stats.udp_latency.observe(Duration::from_millis(3));
         stats.upstreams[0].queries = queries;
@@ -416,11 +455,56 @@ mod tests {
             stats,
             inflight: 2,
             upstreams: vec![UpstreamGauges {
+                configured: true,
                 up: true,
                 connections: 1,
             }],
             ready,
         }
+    }
+
+    /// A reload that replaces upstream `dot` with `new`: both keep their
+    /// counters; only `new` has gauges. A reload is counted by result.
+    #[test]
+    fn upstreams_are_keyed_by_name_across_reloads() {
+        let m = Metrics::new(vec!["dot".into()]);
+        let t0 = Instant::now();
+        m.apply(report(3, true), t0);
+        let mut stats = Stats::named(["dot", "new"]);
+        stats.upstreams[0].queries = 1;
+        stats.upstreams[1].queries = 5;
+        m.apply(
+            Report {
+                stats,
+                inflight: 0,
+                upstreams: vec![
+                    UpstreamGauges::default(),
+                    UpstreamGauges {
+                        configured: true,
+                        up: true,
+                        connections: 1,
+                    },
+                ],
+                ready: true,
+            },
+            t0,
+        );
+        m.reloaded(true);
+        m.reloaded(false);
+        let text = m.render();
+        assert!(
+            text.contains(r#"dnsproxy_upstream_queries_total{upstream="dot"} 4"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"dnsproxy_upstream_queries_total{upstream="new"} 5"#));
+        assert!(text.contains(r#"dnsproxy_upstream_up{upstream="new"} 1"#));
+        assert!(
+            !text.contains(r#"dnsproxy_upstream_up{upstream="dot"}"#),
+            "{text}"
+        );
+        assert!(!text.contains(r#"upstream_certificate_not_after_seconds{upstream="dot""#));
+        assert!(text.contains(r#"dnsproxy_config_reloads_total{result="ok"} 1"#));
+        assert!(text.contains(r#"dnsproxy_config_reloads_total{result="error"} 1"#));
     }
 
     #[test]

@@ -105,6 +105,12 @@ impl Grants {
         true
     }
 
+    /// Grants from now on last `window` (a reload); grants given keep
+    /// their expiry.
+    pub(crate) fn set_window(&mut self, window: Duration) {
+        self.window = window;
+    }
+
     /// Addresses currently holding a grant (live or not yet swept).
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {

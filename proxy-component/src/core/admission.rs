@@ -211,6 +211,13 @@ impl Shares {
     pub fn used(&self) -> usize {
         self.used
     }
+
+    /// Changes the budget to `max` slots (at least 1), for a reload. Slots
+    /// already held stay valid; over a lowered budget, new queries are
+    /// refused until enough of them are given back.
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max.max(1);
+    }
 }
 
 #[cfg(test)]
@@ -359,6 +366,31 @@ mod tests {
             .collect();
         assert_eq!(others.len(), 50);
         assert_eq!(shares.used(), 100);
+    }
+
+    /// A reload lowering the budget keeps the slots held, refuses new ones
+    /// until enough come back; raising it admits at once.
+    #[test]
+    fn a_resized_budget_keeps_held_slots_and_applies_to_new_ones() {
+        let mut shares = Shares::new(4);
+        let held: Vec<_> = (0..4u8)
+            .map(|i| {
+                shares
+                    .try_acquire(IpAddr::V4(Ipv4Addr::new(198, 51, 100, i)))
+                    .unwrap()
+            })
+            .collect();
+        shares.set_max(2);
+        assert!(shares.try_acquire(A).is_none());
+        let mut held = held.into_iter();
+        shares.release(held.next().unwrap());
+        shares.release(held.next().unwrap());
+        assert!(shares.try_acquire(A).is_none(), "2 of 2 still held");
+        shares.release(held.next().unwrap());
+        let again = shares.try_acquire(A).expect("room under the new budget");
+        shares.set_max(10);
+        assert!(shares.try_acquire(A).is_some());
+        shares.release(again);
     }
 
     #[test]

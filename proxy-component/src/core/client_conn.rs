@@ -117,6 +117,13 @@ impl Budget {
         self.used
     }
 
+    /// Changes the limit to `limit` bytes, for a reload. Bytes already
+    /// held stay; over a lowered limit no client is read from until they
+    /// are written.
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit;
+    }
+
     /// The most one source may hold while half of the budget is in use.
     fn source_cap(&self) -> usize {
         (self.limit / 4).max(1)

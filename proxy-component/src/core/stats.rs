@@ -198,6 +198,9 @@ pub struct ChainCert {
 /// Counters and state of one upstream.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UpstreamStats {
+    /// Its configured name: the key its counters are kept under, across
+    /// reloads that add, remove or reorder upstreams.
+    pub name: String,
     /// Queries sent to it (each attempt and resend counts).
     pub queries: u64,
     /// Answers received from it, by RCODE.
@@ -225,6 +228,9 @@ impl UpstreamStats {
 /// Gauges: the state at the time of a report.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UpstreamGauges {
+    /// It is in the configuration served now (not only in one a reload
+    /// replaced, whose queries are finishing).
+    pub configured: bool,
     /// The last connect or exchange succeeded and it is not in backoff.
     pub up: bool,
     /// Open TLS connections to it.
@@ -253,17 +259,42 @@ pub struct Stats {
     pub truncated: u64,
     /// Open client TCP connections (a gauge).
     pub tcp_clients: u32,
-    /// Per upstream, in priority order.
+    /// Per upstream, one entry per name ever configured in this instance,
+    /// in the order they were first configured (see [`Stats::slot`]).
     pub upstreams: Vec<UpstreamStats>,
 }
 
 impl Stats {
-    /// Zeroed counters for `upstreams` upstreams.
+    /// Zeroed counters for `upstreams` unnamed upstreams (tests).
     pub fn new(upstreams: usize) -> Self {
         Self {
             upstreams: vec![UpstreamStats::default(); upstreams],
             ..Self::default()
         }
+    }
+
+    /// Zeroed counters for the upstreams named `names`, in that order.
+    pub fn named<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut stats = Self::default();
+        for name in names {
+            stats.slot(name);
+        }
+        stats
+    }
+
+    /// The entry of the upstream named `name`, added if it has none: a
+    /// reload that keeps a name keeps counting into the same entry. Entries
+    /// are never removed while the instance runs, so their number is the
+    /// number of distinct names configured since it started.
+    pub fn slot(&mut self, name: &str) -> usize {
+        if let Some(i) = self.upstreams.iter().position(|u| u.name == name) {
+            return i;
+        }
+        self.upstreams.push(UpstreamStats {
+            name: name.to_owned(),
+            ..UpstreamStats::default()
+        });
+        self.upstreams.len() - 1
     }
 
     /// Counts a message dropped for `reason`.
@@ -277,6 +308,7 @@ impl Stats {
         let mut next = Stats::new(self.upstreams.len());
         next.tcp_clients = self.tcp_clients;
         for (new, old) in next.upstreams.iter_mut().zip(&self.upstreams) {
+            new.name.clone_from(&old.name);
             new.no_backup = old.no_backup;
             new.leaf_only = old.leaf_only;
         }
@@ -292,7 +324,7 @@ pub struct Report {
     pub stats: Stats,
     /// Queries in flight.
     pub inflight: u32,
-    /// Per upstream, in priority order.
+    /// Per upstream, aligned with `stats.upstreams`.
     pub upstreams: Vec<UpstreamGauges>,
     /// Whether some upstream is reachable (see `Selector::reachable`).
     pub ready: bool,
@@ -351,5 +383,21 @@ mod tests {
         assert_eq!(stats.tcp_clients, 3);
         assert!(stats.upstreams[0].no_backup);
         assert_eq!(stats.upstreams[0].chain, None);
+    }
+
+    /// A reload that keeps a name keeps its entry; a new name gets a new
+    /// one; names survive `take`.
+    #[test]
+    fn upstreams_are_keyed_by_name_across_reloads() {
+        let mut stats = Stats::named(["a", "b"]);
+        stats.upstreams[1].queries = 5;
+        assert_eq!(stats.slot("b"), 1);
+        assert_eq!(stats.slot("c"), 2);
+        assert_eq!(stats.slot("a"), 0);
+        let taken = stats.take();
+        assert_eq!(taken.upstreams[1].queries, 5);
+        let names: Vec<_> = stats.upstreams.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert_eq!(stats.upstreams[1].queries, 0);
     }
 }

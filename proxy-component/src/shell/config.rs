@@ -26,8 +26,9 @@ pub const CLIENT_BUFFER_BUDGET: usize = 32 << 20;
 /// Everything the proxy needs to serve.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProxyConfig {
-    /// UDP and TCP listen address (`local_host`, `local_port`).
-    pub listen: SocketAddr,
+    /// UDP and TCP listen addresses, all served: each address of
+    /// `local_host` with `local_port` (at least one, no duplicates).
+    pub listen: Vec<SocketAddr>,
     /// Clients allowed to query; others get no answer (`allow_networks`).
     pub allow_networks: Vec<IpNet>,
     /// Upstreams in priority order (at least one).

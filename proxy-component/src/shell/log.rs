@@ -123,19 +123,28 @@ impl Sink for StderrSink {
 /// A filtered handle to a [`Sink`]; cheap to clone.
 #[derive(Clone)]
 pub struct Log {
-    max: Level,
+    /// Shared by every clone, so a reload's level reaches them all.
+    max: Rc<std::cell::Cell<Level>>,
     sink: Rc<dyn Sink>,
 }
 
 impl Log {
     /// Events up to `max` go to `sink`.
     pub fn new(max: Level, sink: Rc<dyn Sink>) -> Self {
-        Self { max, sink }
+        Self {
+            max: Rc::new(std::cell::Cell::new(max)),
+            sink,
+        }
+    }
+
+    /// Changes the level of this handle and of every clone of it (reload).
+    pub fn set_max(&self, max: Level) {
+        self.max.set(max);
     }
 
     /// True if events at `level` are recorded.
     pub fn enabled(&self, level: Level) -> bool {
-        level <= self.max
+        level <= self.max.get()
     }
 
     /// Records an event; fields are formatted only if it passes the filter.
@@ -160,7 +169,7 @@ impl Log {
 impl fmt::Debug for Log {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Log")
-            .field("max", &self.max)
+            .field("max", &self.max.get())
             .finish_non_exhaustive()
     }
 }

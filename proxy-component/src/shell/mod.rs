@@ -5,6 +5,7 @@ pub mod accept;
 pub mod config;
 pub mod conn;
 pub mod log;
+pub mod reload;
 pub mod report;
 pub mod resolver;
 pub mod tcp;
@@ -46,21 +47,47 @@ pub enum ServeError {
     },
 }
 
-/// State shared by the listeners.
-pub struct Context {
+/// What one configuration serves with: the upstream side, who may query,
+/// and the settings. A reload builds a new one and swaps it in
+/// ([`Context::apply`]); each query keeps the one it was admitted under
+/// until it is answered, so the old upstream connections close only once
+/// their queries are done.
+pub struct Generation {
     /// The upstream side.
     pub resolver: Resolver,
     /// Who may query.
     pub acl: Acl,
     /// Configuration.
     pub config: ProxyConfig,
+}
+
+impl Generation {
+    /// Prepares `config`'s upstreams (connecting lazily), counting into
+    /// `stats`.
+    pub fn new(
+        config: ProxyConfig,
+        log: Log,
+        stats: Rc<RefCell<Stats>>,
+    ) -> Result<Self, SetupError> {
+        Ok(Self {
+            resolver: Resolver::new(&config, log, stats)?,
+            acl: Acl::new(config.allow_networks.clone()),
+            config,
+        })
+    }
+}
+
+/// State shared by the listeners.
+pub struct Context {
+    /// The configuration served now.
+    current: RefCell<Rc<Generation>>,
     /// Events.
     pub log: Log,
     /// In-flight slots and per-source shares.
     shares: RefCell<Shares>,
     /// Bytes of client answers waiting to be written.
     pub budget: RefCell<Budget>,
-    /// What the metrics count, shared with the resolver.
+    /// What the metrics count, shared with the resolvers.
     pub stats: Rc<RefCell<Stats>>,
 }
 
@@ -87,6 +114,36 @@ pub enum Admitted {
 }
 
 impl Context {
+    /// A context serving `generation`.
+    pub fn new(generation: Generation, log: Log, stats: Rc<RefCell<Stats>>) -> Self {
+        let config = &generation.config;
+        Self {
+            shares: RefCell::new(Shares::new(config.max_inflight)),
+            budget: RefCell::new(Budget::new(config.client_buffer_budget)),
+            current: RefCell::new(Rc::new(generation)),
+            log,
+            stats,
+        }
+    }
+
+    /// The configuration served now.
+    pub fn current(&self) -> Rc<Generation> {
+        self.current.borrow().clone()
+    }
+
+    /// Serves `next` from now on: new queries use it, queries in flight
+    /// finish on the one they started with. The listen addresses are not
+    /// `next`'s to change (the host keeps them).
+    pub fn apply(&self, next: Generation) {
+        let config = &next.config;
+        self.shares.borrow_mut().set_max(config.max_inflight);
+        self.budget
+            .borrow_mut()
+            .set_limit(config.client_buffer_budget);
+        self.log.set_max(config.log_level);
+        *self.current.borrow_mut() = Rc::new(next);
+    }
+
     /// Queries in flight.
     pub fn inflight(&self) -> usize {
         self.shares.borrow().used()
@@ -94,8 +151,14 @@ impl Context {
 
     /// Runs [`admission::admit`] for a message from `peer`; counts drops
     /// and refusals.
-    pub fn admit(self: &Rc<Self>, transport: Transport, peer: IpAddr, msg: &[u8]) -> Admitted {
-        let allowed = self.acl.allows(peer);
+    pub fn admit(
+        self: &Rc<Self>,
+        generation: &Generation,
+        transport: Transport,
+        peer: IpAddr,
+        msg: &[u8],
+    ) -> Admitted {
+        let allowed = generation.acl.allows(peer);
         let decision =
             admission::admit(transport, peer, allowed, msg, &mut self.shares.borrow_mut());
         match &decision {
@@ -119,12 +182,13 @@ impl Context {
     }
 }
 
-impl Context {
+impl Generation {
     /// Resolves a forwarded query from `client`; with `log_queries`, logs
-    /// it once answered. Off, this is [`Resolver::resolve`] and nothing
-    /// more: no clock read, no formatting.
+    /// it to `log` once answered. Off, this is [`Resolver::resolve`] and
+    /// nothing more: no clock read, no formatting.
     pub async fn resolve(
         &self,
+        log: &Log,
         query: &Query,
         client: SocketAddr,
         transport: Transport,
@@ -140,7 +204,7 @@ impl Context {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
         };
-        self.log.query(&[
+        log.query(&[
             ("client", &client),
             ("proto", &proto),
             ("name", &query.qname()),
@@ -154,50 +218,81 @@ impl Context {
 }
 
 /// Binds the listeners and serves until an unrecoverable error, pushing
-/// the metrics to `reporter` about once a second. Must run inside a
+/// the metrics to `reporter` about once a second and serving each new
+/// configuration `source` hands over (see [`reload`]). Must run inside a
 /// `LocalSet`.
 pub async fn serve(
     config: ProxyConfig,
     log: Log,
     reporter: Rc<dyn Reporter>,
+    source: Rc<dyn reload::Source>,
 ) -> Result<(), ServeError> {
-    let stats = Rc::new(RefCell::new(Stats::new(config.upstreams.len())));
-    let resolver = Resolver::new(&config, log.clone(), stats.clone())?;
-    let listen = config.listen;
-    let udp = udp::bind(listen).map_err(|error| ServeError::Bind {
-        addr: listen,
-        proto: "udp",
-        error,
-    })?;
-    let tcp = accept::Acceptor::bind(listen).map_err(|error| ServeError::Bind {
-        addr: listen,
-        proto: "tcp",
-        error,
-    })?;
-    let names: Vec<String> = config
-        .upstreams
+    let stats = Rc::new(RefCell::new(Stats::named(
+        config.upstreams.iter().map(|u| u.name.as_str()),
+    )));
+    let generation = Generation::new(config, log.clone(), stats.clone())?;
+    let listen = generation.config.listen.clone();
+    let mut listeners = Vec::with_capacity(listen.len());
+    for &addr in &listen {
+        let udp = udp::bind(addr).map_err(|error| ServeError::Bind {
+            addr,
+            proto: "udp",
+            error,
+        })?;
+        let tcp = accept::Acceptor::bind(addr).map_err(|error| ServeError::Bind {
+            addr,
+            proto: "tcp",
+            error,
+        })?;
+        listeners.push((udp, tcp));
+    }
+    let listen_list = listen
         .iter()
-        .map(|u| format!("{} ({})", u.label(), u.auth_name.describe()))
-        .collect();
-    let upstreams = names.join(", ");
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
     log.event(
         Level::Info,
         "serving",
-        &[("listen", &listen), ("upstreams", &upstreams)],
+        &[
+            ("listen", &listen_list),
+            ("upstreams", &describe_upstreams(&generation.config)),
+        ],
     );
-    let ctx = Rc::new(Context {
-        resolver,
-        acl: Acl::new(config.allow_networks.clone()),
-        shares: RefCell::new(Shares::new(config.max_inflight)),
-        budget: RefCell::new(Budget::new(config.client_buffer_budget)),
-        stats,
-        config,
-        log,
-    });
-    let report_task = tokio::task::spawn_local(report::every_second(ctx.clone(), reporter));
-    let udp_task = tokio::task::spawn_local(udp::serve(udp, ctx.clone()));
-    tcp::serve(tcp, ctx).await;
-    udp_task.abort();
-    report_task.abort();
+    let ctx = Rc::new(Context::new(generation, log, stats));
+    let _report = AbortOnDrop(tokio::task::spawn_local(report::every_second(
+        ctx.clone(),
+        reporter,
+    )));
+    let _reload = AbortOnDrop(tokio::task::spawn_local(reload::watch(ctx.clone(), source)));
+    // One client table for every TCP listener: max_tcp_clients is over all.
+    let clients = tcp::Clients::default();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (udp, tcp) in listeners {
+        tasks.spawn_local(udp::serve(udp, ctx.clone()));
+        tasks.spawn_local(tcp::serve(tcp, ctx.clone(), clients.clone()));
+    }
+    // A listener returns only when its socket failed for good.
+    tasks.join_next().await;
+    tasks.abort_all();
     Ok(())
+}
+
+/// The upstreams as the `serving` and `reloaded` lines name them.
+pub(crate) fn describe_upstreams(config: &ProxyConfig) -> String {
+    config
+        .upstreams
+        .iter()
+        .map(|u| format!("{} ({})", u.label(), u.auth_name.describe()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A task that ends with the scope that started it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -5,7 +5,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::core::stats::Report;
+use crate::core::stats::{Report, UpstreamGauges};
 use crate::shell::Context;
 
 /// How often the counters are pushed.
@@ -32,11 +32,15 @@ pub(crate) async fn every_second(ctx: Rc<Context>, reporter: Rc<dyn Reporter>) {
         every.tick().await;
         let now = std::time::Instant::now();
         let stats = ctx.stats.borrow_mut().take();
+        let generation = ctx.current();
+        // Upstreams a reload removed stay `configured: false`.
+        let mut upstreams = vec![UpstreamGauges::default(); stats.upstreams.len()];
+        generation.resolver.gauges(now, &mut upstreams);
         let report = Report {
             stats,
             inflight: u32::try_from(ctx.inflight()).unwrap_or(u32::MAX),
-            upstreams: ctx.resolver.gauges(now),
-            ready: ctx.resolver.reachable(now),
+            upstreams,
+            ready: generation.resolver.reachable(now),
         };
         reporter.report(report);
     }

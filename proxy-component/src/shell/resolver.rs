@@ -88,6 +88,9 @@ impl UpstreamError {
 
 struct Slot {
     config: UpstreamConfig,
+    /// Its entry in [`Stats::upstreams`] (keyed by name, see
+    /// [`Stats::slot`]).
+    stat: usize,
     /// TLS configurations in the order to try them (see
     /// [`tls::client_configs`]); the policy says which one is next.
     tls: Vec<Arc<ClientConfig>>,
@@ -155,7 +158,7 @@ pub enum SetupErrorKind {
 
 impl Resolver {
     /// Prepares the TLS configuration of every upstream; connects lazily.
-    /// Counts into `stats`, which has a slot per upstream.
+    /// Counts into `stats`, under each upstream's name.
     pub fn new(
         config: &ProxyConfig,
         log: Log,
@@ -183,6 +186,7 @@ impl Resolver {
                 .map_err(|e| fail(SetupErrorKind::Name(e.to_string())))?;
             slots.push(Slot {
                 config: up.clone(),
+                stat: stats.borrow_mut().slot(&up.name),
                 policy: RefCell::new(ConnectPolicy::new(tls.len())),
                 tls,
                 verifier,
@@ -208,17 +212,20 @@ impl Resolver {
         })
     }
 
-    /// Each upstream's gauges at `now`, in priority order.
-    pub fn gauges(&self, now: std::time::Instant) -> Vec<UpstreamGauges> {
+    /// Each upstream's gauges at `now`, written into its entry of `out`
+    /// (aligned with [`Stats::upstreams`]); entries of upstreams this
+    /// resolver does not have are left alone.
+    pub fn gauges(&self, now: std::time::Instant, out: &mut [UpstreamGauges]) {
         let selector = self.selector.borrow();
-        self.slots
-            .iter()
-            .enumerate()
-            .map(|(i, slot)| UpstreamGauges {
-                up: selector.is_up(i, now),
-                connections: u32::from(slot.conn.borrow().as_ref().is_some_and(Conn::is_alive)),
-            })
-            .collect()
+        for (i, slot) in self.slots.iter().enumerate() {
+            if let Some(g) = out.get_mut(slot.stat) {
+                *g = UpstreamGauges {
+                    configured: true,
+                    up: selector.is_up(i, now),
+                    connections: u32::from(slot.conn.borrow().as_ref().is_some_and(Conn::is_alive)),
+                };
+            }
+        }
     }
 
     /// Readiness: see [`Selector::reachable`].
@@ -274,7 +281,7 @@ impl Resolver {
                 Err(_) => (Outcome::TimedOut, UpstreamError::Timeout(budget)),
             };
             if outcome.is_failure() {
-                self.stats.borrow_mut().upstreams[i].failed(error.metric());
+                self.stats.borrow_mut().upstreams[self.slots[i].stat].failed(error.metric());
                 self.failed(i, event, &error);
             }
             attempts.record(outcome);
@@ -321,15 +328,16 @@ impl Resolver {
 
     async fn exchange(&self, i: usize, wire: &[u8]) -> Result<Vec<u8>, Exchange> {
         let conn = self.connection(i).await.map_err(Exchange::Failed)?;
-        self.stats.borrow_mut().upstreams[i].queries += 1;
+        self.stats.borrow_mut().upstreams[self.slots[i].stat].queries += 1;
         let sent = std::time::Instant::now();
         let answer = conn.exchange(wire).await.map_err(|e| Exchange::Lost {
             progress: conn.made_progress(),
             error: e.into(),
         })?;
         let mut stats = self.stats.borrow_mut();
-        stats.upstreams[i].rtt.observe(sent.elapsed());
-        stats.upstreams[i].responses.count(&answer);
+        let up = &mut stats.upstreams[self.slots[i].stat];
+        up.rtt.observe(sent.elapsed());
+        up.responses.count(&answer);
         Ok(answer)
     }
 
@@ -372,7 +380,7 @@ impl Resolver {
             })
             .collect();
         let mut stats = self.stats.borrow_mut();
-        let up = &mut stats.upstreams[i];
+        let up = &mut stats.upstreams[slot.stat];
         up.chain = Some(certs);
         up.no_backup = assessment.no_backup;
         up.leaf_only = assessment.leaf_only;

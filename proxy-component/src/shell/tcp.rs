@@ -98,12 +98,18 @@ impl Client {
     }
 }
 
+/// The open client connections of every TCP listener, by id:
+/// `max_tcp_clients` counts them all.
+#[derive(Clone, Default)]
+pub struct Clients {
+    open: Rc<RefCell<HashMap<u64, Rc<Client>>>>,
+    next_id: Rc<std::cell::Cell<u64>>,
+}
+
 /// Accepts clients until the listener fails.
-pub async fn serve(listener: Acceptor, ctx: Rc<Context>) {
-    let clients: Rc<RefCell<HashMap<u64, Rc<Client>>>> = Rc::default();
+pub async fn serve(listener: Acceptor, ctx: Rc<Context>, table: Clients) {
+    let clients = table.open.clone();
     let scratch = Rc::new(RefCell::new(vec![0u8; READ_CHUNK]));
-    let limits = ClientLimits::with_idle_timeout(ctx.config.tcp_idle_timeout);
-    let mut next_id = 0u64;
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -115,9 +121,17 @@ pub async fn serve(listener: Acceptor, ctx: Rc<Context>) {
                 continue;
             }
         };
-        make_room(&clients.borrow(), ctx.config.max_tcp_clients, &ctx);
-        next_id += 1;
-        let id = next_id;
+        // Read per connection: a reload changes them for new clients.
+        let (limits, max_clients) = {
+            let config = &ctx.current().config;
+            (
+                ClientLimits::with_idle_timeout(config.tcp_idle_timeout),
+                config.max_tcp_clients,
+            )
+        };
+        make_room(&clients.borrow(), max_clients, &ctx);
+        let id = table.next_id.get() + 1;
+        table.next_id.set(id);
         let client = Rc::new(Client {
             peer,
             state: RefCell::new(ClientConn::new(
@@ -294,12 +308,16 @@ fn take_queries(
         };
         messages += 1;
         let received = Instant::now();
-        match ctx.admit(Transport::Tcp, client.peer.ip(), &msg) {
+        let generation = ctx.current();
+        match ctx.admit(&generation, Transport::Tcp, client.peer.ip(), &msg) {
             Admitted::Forward(q, permit) => {
                 client.state.borrow_mut().on_forwarded();
                 let (client, ctx) = (client.clone(), ctx.clone());
                 tokio::task::spawn_local(async move {
-                    let answer = ctx.resolve(&q, client.peer, Transport::Tcp).await;
+                    let answer = generation
+                        .resolve(&ctx.log, &q, client.peer, Transport::Tcp)
+                        .await;
+                    drop(generation);
                     drop(permit);
                     client.queue(&ctx, answer.bytes(), true, received);
                 });

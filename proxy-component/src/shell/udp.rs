@@ -51,7 +51,8 @@ pub async fn serve(sock: UdpSocket, ctx: Rc<Context>) {
         };
         let packet = &buf[..n];
         let received = Instant::now();
-        let (q, permit) = match ctx.admit(Transport::Udp, peer.ip(), packet) {
+        let generation = ctx.current();
+        let (q, permit) = match ctx.admit(&generation, Transport::Udp, peer.ip(), packet) {
             Admitted::Forward(q, permit) => (q, permit),
             Admitted::Other(Decision::Reply(rcode)) => {
                 let reply = message::synthesize_response(packet, rcode);
@@ -65,8 +66,12 @@ pub async fn serve(sock: UdpSocket, ctx: Rc<Context>) {
         };
         let (sock, ctx) = (sock.clone(), ctx.clone());
         tokio::task::spawn_local(async move {
-            let mut answer = ctx.resolve(&q, peer, Transport::Udp).await;
-            let truncated = answer.truncate_for_udp(q.udp_limit().min(ctx.config.max_udp_size));
+            let mut answer = generation.resolve(&ctx.log, &q, peer, Transport::Udp).await;
+            let max_udp_size = generation.config.max_udp_size;
+            // The old configuration (and its upstream connections) goes as
+            // soon as its last query is answered.
+            drop(generation);
+            let truncated = answer.truncate_for_udp(q.udp_limit().min(max_udp_size));
             count(&ctx, answer.bytes(), truncated, received);
             // The slot is held until the answer is sent: answers waiting on
             // a full socket stay counted, so they cannot pile up unbounded.
