@@ -334,16 +334,19 @@ recent history, and for each upstream its state, RTT, queries per second, open \
 connections, failures by check and days until the earliest expiry of its \
 certificates. Rates and quantiles are over the last interval. q or Esc quits.
 
+Without --url it reads metrics_listen from the configuration, like run (--config, \
+environment variables); with metrics_listen off, http://127.0.0.1:9153/metrics.
+
 Example:
   dnsproxy top --url http://127.0.0.1:9153/metrics")]
 pub struct TopArgs {
-    /// The metrics endpoint: http://HOST:PORT/metrics, or HOST:PORT as in metrics_listen
-    #[arg(
-        long,
-        value_name = "URL",
-        default_value = "http://127.0.0.1:9153/metrics"
-    )]
-    pub url: String,
+    /// The metrics endpoint: http://HOST:PORT/metrics, or HOST:PORT as in metrics_listen [default: metrics_listen of the configuration]
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+
+    /// Config file whose metrics_listen to read, without --url [default: ./settings.ini if it exists]
+    #[arg(long, value_name = "PATH", conflicts_with = "url")]
+    pub config: Option<PathBuf>,
 
     /// Time between refreshes, 100ms to 60s
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_timeout)]
@@ -523,18 +526,19 @@ mod tests {
     }
 
     #[test]
-    fn top_reads_the_default_endpoint_every_second() {
+    fn top_reads_the_configured_endpoint_every_second() {
         let Ok(Command::Top(args)) = try_parse(&["top"]) else {
             panic!("expected top");
         };
-        assert_eq!(args.url, "http://127.0.0.1:9153/metrics");
+        assert_eq!((args.url, args.config), (None, None));
         assert_eq!(args.interval, Duration::from_secs(1));
+        assert!(try_parse(&["top", "--url", "x:1", "--config", "s.ini"]).is_err());
         let Ok(Command::Top(args)) =
             try_parse(&["top", "--url", "127.0.0.1:5601", "--interval", "250ms"])
         else {
             panic!("expected top");
         };
-        assert_eq!(args.url, "127.0.0.1:5601");
+        assert_eq!(args.url.as_deref(), Some("127.0.0.1:5601"));
         assert_eq!(args.interval, Duration::from_millis(250));
         assert!(try_parse(&["top", "--interval", "0"]).is_err());
     }

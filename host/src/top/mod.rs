@@ -23,9 +23,38 @@ use http::MetricsUrl;
 use prom::Scrape;
 use stats::{History, Snapshot};
 
+/// Where `top` looks without `--url`, when the configuration serves no
+/// metrics.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:9153/metrics";
+
+/// The endpoint to read: `--url`, else the configuration's `metrics_listen`
+/// (a wildcard address read on loopback), else [`DEFAULT_URL`]. A file given
+/// with `--config` must load; the implicit one may not (then the default).
+fn endpoint(args: &TopArgs) -> Result<String, String> {
+    if let Some(url) = &args.url {
+        return Ok(url.clone());
+    }
+    let run = crate::cli::RunArgs {
+        config: args.config.clone(),
+        ..crate::cli::RunArgs::default()
+    };
+    let config = match crate::config::load(&run, &|name| std::env::var(name).ok()) {
+        Ok(config) => config,
+        // A file named with --config must load; without it, whatever
+        // ./settings.ini and the environment hold (perhaps no upstream at
+        // all, where only `top` runs) does not stop the view.
+        Err(e) if args.config.is_some() => return Err(e.to_string()),
+        Err(_) => return Ok(DEFAULT_URL.to_owned()),
+    };
+    Ok(config.metrics_listen.map_or_else(
+        || DEFAULT_URL.to_owned(),
+        |addr| format!("http://{}/metrics", crate::health::target(addr)),
+    ))
+}
+
 /// Runs the live view until `q`, Esc or Ctrl-C.
 pub fn run(args: &TopArgs) -> ExitCode {
-    let url = match MetricsUrl::parse(&args.url) {
+    let url = match endpoint(args).and_then(|url| MetricsUrl::parse(&url)) {
         Ok(u) => u,
         Err(e) => {
             eprintln!("dnsproxy top: {e}");
@@ -123,5 +152,46 @@ fn view(
                 _ => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(url: Option<&str>, ini: Option<&str>) -> TopArgs {
+        let config = ini.map(|text| {
+            let dir = std::env::temp_dir().join(format!(
+                "dnsproxy-top-{}-{}",
+                std::process::id(),
+                text.len()
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("settings.ini");
+            std::fs::write(&path, text).unwrap();
+            path
+        });
+        TopArgs {
+            url: url.map(str::to_owned),
+            config,
+            interval: Duration::from_secs(1),
+        }
+    }
+
+    /// `--url` wins; else the file's metrics_listen (a wildcard read on
+    /// loopback); else the default.
+    #[test]
+    fn endpoint_is_the_flag_then_metrics_listen_then_the_default() {
+        const UPSTREAM: &str = "[TLS_SERVER]\ntls_host = 127.0.0.1\n";
+        assert_eq!(endpoint(&args(Some("h:1"), None)).unwrap(), "h:1");
+        let listen = format!("{UPSTREAM}[PROXY]\nmetrics_listen = 0.0.0.0:9391\n");
+        assert_eq!(
+            endpoint(&args(None, Some(&listen))).unwrap(),
+            "http://127.0.0.1:9391/metrics"
+        );
+        assert_eq!(endpoint(&args(None, Some(UPSTREAM))).unwrap(), DEFAULT_URL);
+        let bad = format!("{UPSTREAM}[PROXY]\nmetrics_listen = nope\n");
+        let bad = endpoint(&args(None, Some(&bad))).unwrap_err();
+        assert!(bad.contains("metrics_listen"), "{bad}");
     }
 }
