@@ -11,8 +11,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use crate::shell::config::ProxyConfig;
+use crate::shell::context::{Context, Generation, describe_upstreams};
 use crate::shell::log::Level;
-use crate::shell::{Context, Generation, describe_upstreams};
 
 /// How often the generation is polled: the longest a reload waits to be
 /// served.

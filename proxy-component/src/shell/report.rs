@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use crate::core::stats::{Report, UpstreamGauges};
-use crate::shell::Context;
+use crate::shell::context::Context;
 
 /// How often the counters are pushed.
 pub const INTERVAL: Duration = Duration::from_secs(1);

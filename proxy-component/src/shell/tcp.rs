@@ -24,8 +24,8 @@ use crate::core::client_conn::{Candidate, ClientConn, ClientLimits, choose_victi
 use crate::core::framing::{Deframer, frame_into};
 use crate::core::message;
 use crate::shell::accept::Acceptor;
+use crate::shell::context::{Admitted, Context};
 use crate::shell::log::Level;
-use crate::shell::{Admitted, Context};
 
 /// Bytes read per readiness event, into the scratch buffer.
 const READ_CHUNK: usize = 4096;

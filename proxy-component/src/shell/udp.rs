@@ -10,8 +10,8 @@ use tokio::net::UdpSocket;
 
 use crate::core::admission::{Decision, Transport};
 use crate::core::message;
+use crate::shell::context::{Admitted, Context};
 use crate::shell::log::Level;
-use crate::shell::{Admitted, Context};
 
 /// Receive buffer asked of the OS, so a burst is queued, not dropped.
 pub const RECV_BUFFER: usize = 4 * 1024 * 1024;
