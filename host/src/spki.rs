@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use dnsproxy_core::core::pins::{DisplayPins, Pin};
+use dnsproxy_core::core::pins::{self, DisplayPins, Pin, PinSet};
 use dnsproxy_core::shell::tls::{self, PinnedVerifier};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
@@ -317,21 +317,20 @@ impl ChainWarning {
     }
 }
 
-/// The warnings for pins classified as `roles` (empty when no pin is
-/// configured, or none matches: that chain is refused outright).
-pub fn chain_warnings(roles: &[PinRole]) -> Vec<ChainWarning> {
-    let matching: Vec<&PinRole> = roles.iter().filter(|r| **r != PinRole::Backup).collect();
-    if matching.is_empty() {
+/// The warnings for `pins` against the verified `path` (leaf first), as the
+/// proxy itself decides them after a handshake (`core::pins::assess`): none
+/// when no pin is configured, or none matches (that chain is refused
+/// outright).
+pub fn chain_warnings(pins: &PinSet, path: &[Pin]) -> Vec<ChainWarning> {
+    let assessment = pins::assess(pins, path);
+    if !assessment.matched.iter().any(|&m| m) {
         return Vec::new();
     }
     let mut warnings = Vec::new();
-    if matching.len() == roles.len() {
+    if assessment.no_backup {
         warnings.push(ChainWarning::NoBackup);
     }
-    if matching
-        .iter()
-        .all(|r| matches!(r, PinRole::Matches { position: 0, .. }))
-    {
+    if assessment.leaf_only {
         warnings.push(ChainWarning::LeafOnly);
     }
     warnings
@@ -402,7 +401,7 @@ fn report_upstream(u: &UpstreamConfig, live: &Result<Live>) -> (String, bool) {
         };
         let _ = writeln!(out, "   {pin}  {role}");
     }
-    for warning in chain_warnings(&roles) {
+    for warning in chain_warnings(&u.pins, path) {
         let _ = writeln!(out, "warning: {}", warning.advice());
     }
     if roles.iter().all(|r| *r == PinRole::Backup) {
@@ -500,25 +499,17 @@ mod tests {
 
     #[test]
     fn rfc7469_4_3_warnings_without_a_backup_or_with_only_the_leaf() {
-        let leaf = PinRole::Matches {
-            position: 0,
-            subject: String::new(),
-        };
-        let inter = PinRole::Matches {
-            position: 1,
-            subject: String::new(),
-        };
-        let (anchor, backup) = (PinRole::MatchesAnchor, PinRole::Backup);
+        let [leaf, inter, anchor, backup] =
+            [b"leaf", b"intr", b"root", b"next"].map(|k| Pin::of_spki(k));
+        let path = [leaf, inter, anchor];
+        let warns = |pins: &[Pin]| chain_warnings(&PinSet::new(pins.to_vec()), &path);
         use ChainWarning::{LeafOnly, NoBackup};
-        assert_eq!(chain_warnings(&[leaf.clone(), backup.clone()]), [LeafOnly]);
-        assert_eq!(chain_warnings(&[inter.clone(), anchor.clone()]), [NoBackup]);
-        assert_eq!(
-            chain_warnings(std::slice::from_ref(&leaf)),
-            [NoBackup, LeafOnly]
-        );
-        assert_eq!(chain_warnings(&[inter, backup.clone(), anchor]), []);
+        assert_eq!(warns(&[leaf, backup]), [LeafOnly]);
+        assert_eq!(warns(&[inter, anchor]), [NoBackup]);
+        assert_eq!(warns(&[leaf]), [NoBackup, LeafOnly]);
+        assert_eq!(warns(&[inter, backup, anchor]), []);
         // Refused outright: nothing to warn about a set that matches nothing.
-        assert_eq!(chain_warnings(&[backup]), []);
-        assert_eq!(chain_warnings(&[]), []);
+        assert_eq!(warns(&[backup]), []);
+        assert_eq!(warns(&[]), []);
     }
 }

@@ -232,8 +232,8 @@ fn rfc7469_a_leaf_only_pin_set_without_backup_warns_once_after_the_handshake() {
 
 /// It failed because of its own last assertion: `rcode="SERVFAIL"` alone
 /// matches the UDP and the TCP series, and `value` wants exactly one. The
-/// failure is counted once per event (one connect refused, then backoff),
-/// not once per query.
+/// failures counter counts attempts: one connect is refused, then the
+/// upstream is in backoff and the queries after it make no attempt.
 #[test]
 fn unready_while_every_upstream_is_in_backoff_and_failures_are_counted_by_check() {
     let closed = ClosedPort::new();
