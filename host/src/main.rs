@@ -130,7 +130,7 @@ async fn serve(config: ProxyConfig, args: &RunArgs) -> Result<i32> {
         Some(path) => engine::load_path(&engine, path)?,
         None => engine::load_embedded(&engine)?,
     };
-    let upstreams = describe_upstreams(&config);
+    let upstreams = config::describe_upstreams(&config);
     let listen: Vec<String> = config.listen.iter().map(ToString::to_string).collect();
     tracing::info!(
         listen = listen.join(", "),
@@ -139,13 +139,7 @@ async fn serve(config: ProxyConfig, args: &RunArgs) -> Result<i32> {
         "dnsproxy {} starting",
         env!("CARGO_PKG_VERSION")
     );
-    for warning in config::pin_warnings(&config) {
-        tracing::warn!(
-            upstream = %warning.upstream,
-            warning = warning.kind.as_str(),
-            "{warning}"
-        );
-    }
+    reload::warn_pin_sets(&config);
     let policy = SocketPolicy::from_config(&config);
     let metrics = Arc::new(Metrics::new(
         config.upstreams.iter().map(|u| u.name.clone()).collect(),
@@ -192,28 +186,6 @@ async fn serve(config: ProxyConfig, args: &RunArgs) -> Result<i32> {
             }
         }
     }
-}
-
-/// The upstreams as the start-up and reload lines name them: address or
-/// name, what the certificate is verified against, the trust anchors and
-/// the pins.
-pub fn describe_upstreams(config: &ProxyConfig) -> String {
-    config
-        .upstreams
-        .iter()
-        .map(|u| {
-            let pins = match u.pins.pins().len() {
-                0 => "CA only".to_owned(),
-                1 => "1 pin".to_owned(),
-                n => format!("{n} pins"),
-            };
-            let ca =
-                u.ca.as_ref()
-                    .map_or("web roots".to_owned(), |c| c.path.display().to_string());
-            format!("{} ({}, {ca}, {pins})", u.label(), u.auth_name.describe())
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// A task that ends with the scope that started it.

@@ -63,20 +63,28 @@ pub fn reload(
         tracing::info!("SIGHUP: configuration unchanged");
         return Reloaded::Unchanged;
     }
-    for warning in config::pin_warnings(&next) {
+    warn_pin_sets(&next);
+    if (next.log_level, next.log_queries) != (running.log_level, running.log_queries) {
+        logfmt::set_filter(logfmt::filter(next.log_level, next.log_queries));
+    }
+    let upstreams = config::describe_upstreams(&next);
+    let generation = published.publish(next);
+    tracing::info!(generation, upstreams, "SIGHUP: configuration reloaded");
+    Reloaded::Published(generation)
+}
+
+/// Logs a WARN line for each pin set that cannot survive a key rotation
+/// ([`config::pin_warnings`]): at start-up and on each reload, under the
+/// binary's own target as the start-up line.
+pub fn warn_pin_sets(config: &ProxyConfig) {
+    for warning in config::pin_warnings(config) {
         tracing::warn!(
+            target: "dnsproxy",
             upstream = %warning.upstream,
             warning = warning.kind.as_str(),
             "{warning}"
         );
     }
-    if (next.log_level, next.log_queries) != (running.log_level, running.log_queries) {
-        logfmt::set_filter(logfmt::filter(next.log_level, next.log_queries));
-    }
-    let upstreams = crate::describe_upstreams(&next);
-    let generation = published.publish(next);
-    tracing::info!(generation, upstreams, "SIGHUP: configuration reloaded");
-    Reloaded::Published(generation)
 }
 
 /// Gives `next` the running values of the settings that need a restart;

@@ -102,6 +102,28 @@ pub fn parse_duration(text: &str, min: Duration, max: Duration) -> Result<Durati
     values::duration(text, limits).map_err(|e| format!("expected {e}"))
 }
 
+/// The upstreams as the start-up and reload lines name them: address or
+/// name, what the certificate is verified against, the trust anchors and
+/// the pins.
+pub fn describe_upstreams(config: &ProxyConfig) -> String {
+    config
+        .upstreams
+        .iter()
+        .map(|u| {
+            let pins = match u.pins.pins().len() {
+                0 => "CA only".to_owned(),
+                1 => "1 pin".to_owned(),
+                n => format!("{n} pins"),
+            };
+            let ca =
+                u.ca.as_ref()
+                    .map_or("web roots".to_owned(), |c| c.path.display().to_string());
+            format!("{} ({}, {ca}, {pins})", u.label(), u.auth_name.describe())
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Validates every layer's winning value.
 fn resolve(layers: &Layers<'_>) -> Result<(ProxyConfig, Report), ConfigError> {
     let mut settings = Vec::new();
