@@ -101,6 +101,23 @@ fn main() {
     let input = [&len.to_be_bytes(), q.as_slice(), &reply].concat();
     write(&dir, "answer", "query-echoed", &input);
 
+    // Cache: `[flags, response]`: every response, then answers the cache
+    // keeps, served to queries with and without OPT, DO, AD, CD, in another
+    // spelling, under each clamp (see `fuzz_checks::cache`).
+    for (name, r) in &responses {
+        write(
+            &dir,
+            "cache",
+            name,
+            &[&[0b0001_0001], r.as_slice()].concat(),
+        );
+    }
+    for (i, (name, r)) in cache_responses().iter().enumerate() {
+        let flags = [0b0000_0000, 0b0011_0011, 0b0101_0101, 0b0111_1111];
+        let input = [&[flags[i % flags.len()]], r.as_slice()].concat();
+        write(&dir, "cache", name, &input);
+    }
+
     // Deframer: the messages framed back to back, fed in a few chunk sizes.
     let mut stream = Vec::new();
     for m in queries.iter().chain(&responses).map(|(_, m)| m) {
@@ -328,5 +345,78 @@ fn responses() -> Vec<(String, Vec<u8>)> {
     let mut m = message(11, MessageType::Response, "nx.example.", RecordType::A);
     m.set_response_code(hickory_proto::op::ResponseCode::NXDomain);
     out.push(("nxdomain".into(), encode(&m)));
+    out
+}
+
+/// Answers the cache keeps: positive with several TTLs and an OPT holding
+/// padding, a cookie and an EDE option; NXDOMAIN and NODATA with the zone's
+/// SOA; an NXDOMAIN at the end of a CNAME chain.
+fn cache_responses() -> Vec<(String, Vec<u8>)> {
+    let soa = |zone: &str, ttl: u32, minimum: u32| {
+        let rdata = SOA::new(
+            name(&format!("ns.{zone}")),
+            name(&format!("hostmaster.{zone}")),
+            2024,
+            3600,
+            600,
+            86400,
+            minimum,
+        );
+        Record::from_rdata(name(zone), ttl, RData::SOA(rdata))
+    };
+    let mut out = Vec::new();
+    let mut m = message(
+        0x5151,
+        MessageType::Response,
+        "www.example.com.",
+        RecordType::A,
+    );
+    m.set_authoritative(true).set_authentic_data(true);
+    for (i, ttl) in [300, 30, 86400 * 30].into_iter().enumerate() {
+        let octet = u8::try_from(i).expect("few records");
+        let a = RData::A(A(Ipv4Addr::new(192, 0, 2, octet)));
+        m.add_answer(Record::from_rdata(name("www.example.com."), ttl, a));
+    }
+    let a = RData::A(A(Ipv4Addr::new(192, 0, 2, 53)));
+    m.add_additional(Record::from_rdata(name("ns.example.com."), 600, a));
+    let options = vec![
+        EdnsOption::Unknown(12, vec![0; 64]),
+        EdnsOption::Unknown(10, vec![3; 16]),
+        EdnsOption::Unknown(15, vec![0, 3, b's', b't', b'a', b'l', b'e']),
+    ];
+    m.set_edns(edns(1232, true, options));
+    out.push(("answer-ede".into(), encode(&m)));
+
+    let mut m = message(
+        0x5252,
+        MessageType::Response,
+        "nx.example.org.",
+        RecordType::A,
+    );
+    m.set_response_code(hickory_proto::op::ResponseCode::NXDomain);
+    m.add_name_server(soa("example.org.", 3600, 300));
+    m.set_edns(edns(1232, false, vec![]));
+    out.push(("nxdomain-soa".into(), encode(&m)));
+
+    let mut m = message(
+        0x5353,
+        MessageType::Response,
+        "Example.ORG.",
+        RecordType::AAAA,
+    );
+    m.add_name_server(soa("example.org.", 60, 900));
+    out.push(("nodata-soa".into(), encode(&m)));
+
+    let mut m = message(
+        0x5454,
+        MessageType::Response,
+        "alias.example.net.",
+        RecordType::A,
+    );
+    m.set_response_code(hickory_proto::op::ResponseCode::NXDomain);
+    let cname = RData::CNAME(CNAME(name("gone.example.net.")));
+    m.add_answer(Record::from_rdata(name("alias.example.net."), 45, cname));
+    m.add_name_server(soa("example.net.", 3600, 120));
+    out.push(("cname-to-nxdomain".into(), encode(&m)));
     out
 }

@@ -15,6 +15,7 @@
 
 pub mod admission;
 pub mod answer;
+pub mod cache;
 pub mod deframer;
 pub mod ini;
 pub mod padding;
@@ -36,4 +37,5 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("padding", padding::check),
     ("ini", ini::check),
     ("admission", admission::check),
+    ("cache", cache::check),
 ];

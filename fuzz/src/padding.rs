@@ -232,7 +232,7 @@ const NAME_TYPES: [u16; 23] = [
 /// Whether the RDATA of a record of those types holds two bytes that read as a
 /// compression pointer into the header, or, for SVCB and HTTPS, as any
 /// pointer (conservatively: anywhere in the RDATA).
-fn unchecked_rdata_pointer(msg: &[u8]) -> bool {
+pub(crate) fn unchecked_rdata_pointer(msg: &[u8]) -> bool {
     let Some(layout) = layout(msg) else {
         return true;
     };
@@ -284,7 +284,7 @@ fn rdata_names(rtype: u16) -> Option<(usize, bool)> {
 /// places ([`rdata_names`]); pointers those ending these names and, for the
 /// other types hickory-proto reads names from, any two bytes of the RDATA that
 /// read as one.
-fn pointer_off_a_label(msg: &[u8]) -> bool {
+pub(crate) fn pointer_off_a_label(msg: &[u8]) -> bool {
     /// Walks the name at `pos`, noting where each label, the root or the
     /// pointer starts and where the pointer points; returns the name's end.
     fn walk(
@@ -337,7 +337,7 @@ fn pointer_off_a_label(msg: &[u8]) -> bool {
 }
 
 /// A record's fields, its RDATA left out for the types above.
-fn fields(records: &[Record]) -> Vec<Fields> {
+pub(crate) fn fields(records: &[Record]) -> Vec<Fields> {
     records
         .iter()
         .map(|r| {

@@ -17,7 +17,9 @@
 //! Everything it does not own in a response (answers, DNSSEC records, unknown
 //! types, AD/CD/DO bits) passes through byte for byte: the only rewrites are
 //! the ID, UDP truncation, query padding and the removal of an OPT the proxy
-//! added itself or of the upstream's padding.
+//! added itself or of the upstream's padding. An answer served from the cache
+//! ([`Response::to_cache`], [`Cached::answer`]) is the one exception: its
+//! TTLs age, and its header, QNAME spelling and OPT are the asking client's.
 //!
 //! The walker is hand-written, not a maintained DNS crate, on purpose: it is
 //! lazy and works over the borrowed bytes, keeps records of unknown types
@@ -26,6 +28,7 @@
 //! answer. hickory-proto, an independent implementation, is what the tests,
 //! property tests and fuzz checks compare it against.
 
+mod cached;
 mod name;
 mod padding;
 mod present;
@@ -40,6 +43,7 @@ use std::fmt;
 
 use thiserror::Error;
 
+pub use cached::{CacheKey, Cached, CachedKind, TtlClamp};
 pub use padding::{Padding, QUERY_PADDING_BLOCK};
 pub use present::{QName, QType, RcodeName};
 pub use query::{Query, QueryError, Rcode, synthesize_response};
