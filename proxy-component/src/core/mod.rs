@@ -6,6 +6,7 @@
 pub mod acl;
 pub mod admission;
 pub mod attempt;
+pub mod cache;
 pub mod client_conn;
 pub mod connect;
 pub mod framing;
