@@ -189,6 +189,36 @@ pub struct RunArgs {
     #[arg(long, value_name = "MIB", help_heading = TUNABLES)]
     pub client_buffer_mib: Option<String>,
 
+    /// MiB of memory for cached answers, per worker, 0 to 4096; 0 turns the cache off. Fixed at
+    /// start [env: CACHE_SIZE_MIB] [default: 16]
+    #[arg(long, value_name = "MIB", help_heading = TUNABLES)]
+    pub cache_size_mib: Option<String>,
+
+    /// Cached TTLs are raised to at least this, 0 to 3600s; TTL 0 is never cached [env:
+    /// CACHE_MIN_TTL] [default: 0]
+    #[arg(long, value_name = "DURATION", help_heading = TUNABLES)]
+    pub cache_min_ttl: Option<String>,
+
+    /// Cached TTLs are lowered to at most this, 1s to 7 days [env: CACHE_MAX_TTL] [default:
+    /// 86400s]
+    #[arg(long, value_name = "DURATION", help_heading = TUNABLES)]
+    pub cache_max_ttl: Option<String>,
+
+    /// A question that failed on every upstream is answered SERVFAIL (or stale) for this long
+    /// without asking again, 1s to 300s (RFC 9520) [env: CACHE_FAILURE_TTL] [default: 1s]
+    #[arg(long, value_name = "DURATION", help_heading = TUNABLES)]
+    pub cache_failure_ttl: Option<String>,
+
+    /// When every upstream fails, answer from an expired entry up to this long past its TTL, with
+    /// TTL 30 (RFC 8767); 0 to 3 days, 0: off [env: SERVE_STALE] [default: 86400s]
+    #[arg(long, value_name = "DURATION", help_heading = TUNABLES)]
+    pub serve_stale: Option<String>,
+
+    /// Refresh names asked at least twice in the last tenth of their TTL: true or false [env:
+    /// CACHE_PREFETCH] [default: true]
+    #[arg(long, value_name = "BOOL", help_heading = TUNABLES)]
+    pub cache_prefetch: Option<String>,
+
     /// error, warn, info, debug or trace [env: LOG_LEVEL] [default: info]
     #[arg(long, value_name = "LEVEL", help_heading = TUNABLES)]
     pub log_level: Option<String>,
@@ -388,6 +418,12 @@ impl config::Flags for RunArgs {
             Key::MaxInflight => &self.max_inflight,
             Key::MaxUdpSize => &self.max_udp_size,
             Key::ClientBufferMib => &self.client_buffer_mib,
+            Key::CacheSizeMib => &self.cache_size_mib,
+            Key::CacheMinTtl => &self.cache_min_ttl,
+            Key::CacheMaxTtl => &self.cache_max_ttl,
+            Key::CacheFailureTtl => &self.cache_failure_ttl,
+            Key::ServeStale => &self.serve_stale,
+            Key::CachePrefetch => &self.cache_prefetch,
             Key::LogLevel => &self.log_level,
             Key::LogFormat => &self.log_format,
             Key::LogQueries => &self.log_queries,

@@ -106,6 +106,11 @@ fn keep_fixed(running: &ProxyConfig, next: &mut ProxyConfig) -> Vec<Key> {
         kept.push(Key::MetricsListen);
         next.metrics_listen = running.metrics_listen;
     }
+    // The instance's memory limit was sized for it at start.
+    if next.cache.max_bytes != running.cache.max_bytes {
+        kept.push(Key::CacheSizeMib);
+        next.cache.max_bytes = running.cache.max_bytes;
+    }
     if next.log_format != running.log_format {
         kept.push(Key::LogFormat);
         next.log_format = running.log_format;

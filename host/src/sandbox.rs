@@ -13,9 +13,10 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use dnsproxy_core::core::cache::{CacheCounters, CacheReport};
 use dnsproxy_core::core::stats;
 
-use crate::config::{AuthName, Level, ProxyConfig, UpstreamConfig};
+use crate::config::{AuthName, CacheSettings, Level, ProxyConfig, UpstreamConfig};
 use crate::metrics::Metrics;
 use crate::policy::SocketPolicy;
 use crate::policy::refusals::LOG_EVERY;
@@ -41,7 +42,8 @@ use bindings::dnsproxy::proxy::metrics as wit_metrics;
 use bindings::dnsproxy::proxy::types as wit_types;
 use bindings::dnsproxy::proxy::watchdog as wit_watchdog;
 
-/// Memory one component instance may use.
+/// Memory one component instance may use, besides its cache
+/// ([`memory_limit`]).
 pub const MEMORY_LIMIT: usize = 512 << 20;
 
 /// The configuration the component is to serve and its generation number:
@@ -176,6 +178,7 @@ fn report_from_wit(report: wit_metrics::Report) -> stats::Report {
         tcp_clients,
         upstreams,
         ready,
+        cache,
     } = report;
     let (upstreams, gauges) = upstreams
         .into_iter()
@@ -247,6 +250,36 @@ fn report_from_wit(report: wit_metrics::Report) -> stats::Report {
         inflight,
         upstreams: gauges,
         ready,
+        cache: cache_from_wit(cache),
+    }
+}
+
+fn cache_from_wit(c: wit_metrics::CacheStats) -> CacheReport {
+    let wit_metrics::CacheStats {
+        hits,
+        misses,
+        failures,
+        stale,
+        prefetches,
+        inserts,
+        evictions,
+        entries,
+        bytes,
+        max_bytes,
+    } = c;
+    CacheReport {
+        counters: CacheCounters {
+            hits,
+            misses,
+            failures,
+            stale,
+            prefetches,
+            inserts,
+            evictions,
+        },
+        entries,
+        bytes,
+        max_bytes,
     }
 }
 
@@ -362,6 +395,7 @@ pub fn wit_config(config: &ProxyConfig) -> wit_config::ProxyConfig {
         log_queries,
         // Served by the host (crate::metrics), not granted to the component.
         metrics_listen: _,
+        cache,
     } = config;
     let upstreams = upstreams
         .iter()
@@ -413,7 +447,33 @@ pub fn wit_config(config: &ProxyConfig) -> wit_config::ProxyConfig {
         },
         log_level: wit_level(*log_level),
         log_queries: *log_queries,
+        cache: wit_cache(cache),
     }
+}
+
+fn wit_cache(c: &CacheSettings) -> wit_config::Cache {
+    let CacheSettings {
+        max_bytes,
+        ttl,
+        failure_ttl,
+        stale_window,
+        prefetch,
+    } = c;
+    wit_config::Cache {
+        max_bytes: u64::try_from(*max_bytes).unwrap_or(u64::MAX),
+        min_ttl_s: ttl.min,
+        max_ttl_s: ttl.max,
+        failure_ttl_ms: ms(*failure_ttl),
+        serve_stale_s: u32::try_from(stale_window.as_secs()).unwrap_or(u32::MAX),
+        prefetch: *prefetch,
+    }
+}
+
+/// The memory one instance may use: [`MEMORY_LIMIT`] for everything but
+/// the cache, plus the cache's bound (`cache_size_mib`, counted with its
+/// overhead; fixed at start, so a reload never outgrows it).
+pub fn memory_limit(config: &ProxyConfig) -> usize {
+    MEMORY_LIMIT.saturating_add(config.cache.max_bytes)
 }
 
 /// The WASI context: sockets per the policy, stderr for panics, and nothing
@@ -456,7 +516,9 @@ async fn run_once(
     let state = State {
         wasi: wasi_ctx(published.policy().clone()),
         table: ResourceTable::new(),
-        limits: StoreLimitsBuilder::new().memory_size(MEMORY_LIMIT).build(),
+        limits: StoreLimitsBuilder::new()
+            .memory_size(memory_limit(&published.current().1))
+            .build(),
         published: published.clone(),
         taken: 0,
         heartbeats: 0,
@@ -680,8 +742,27 @@ mod tests {
             log_format: crate::config::LogFormat::Json,
             log_queries: true,
             metrics_listen: Some("127.0.0.1:9153".parse().unwrap()),
+            cache: CacheSettings {
+                max_bytes: 64 << 20,
+                ttl: crate::config::TtlClamp { min: 5, max: 600 },
+                failure_ttl: Duration::from_millis(2500),
+                stale_window: Duration::from_secs(7200),
+                prefetch: false,
+            },
         };
         let wit = wit_config(&config);
+        assert_eq!(
+            (
+                wit.cache.max_bytes,
+                wit.cache.min_ttl_s,
+                wit.cache.max_ttl_s,
+                wit.cache.failure_ttl_ms,
+                wit.cache.serve_stale_s,
+                wit.cache.prefetch
+            ),
+            (64 << 20, 5, 600, 2500, 7200, false)
+        );
+        assert_eq!(memory_limit(&config), MEMORY_LIMIT + (64 << 20));
         assert!(matches!(
             wit.listen[..],
             [

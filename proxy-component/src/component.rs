@@ -8,9 +8,13 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use dnsproxy_core::core::acl::{BadPrefix, IpNet};
+use dnsproxy_core::core::cache::{CacheCounters, CacheReport};
+use dnsproxy_core::core::message::TtlClamp;
 use dnsproxy_core::core::pins::{BadPin, Pin, PinSet};
 use dnsproxy_core::core::stats::{self, Histogram, RcodeCounts, Report};
-use dnsproxy_core::shell::config::{AuthName, CaBundle, ProxyConfig, UpstreamConfig};
+use dnsproxy_core::shell::config::{
+    AuthName, CaBundle, CacheSettings, ProxyConfig, UpstreamConfig,
+};
 use dnsproxy_core::shell::log::{Level, Log, LogFormat, Sink};
 use dnsproxy_core::shell::reload::Source;
 use dnsproxy_core::shell::report::Reporter;
@@ -89,6 +93,7 @@ fn wit_report(report: Report) -> metrics::Report {
         inflight,
         upstreams: gauges,
         ready,
+        cache,
     } = report;
     let upstreams = upstreams
         .into_iter()
@@ -142,6 +147,37 @@ fn wit_report(report: Report) -> metrics::Report {
         tcp_clients,
         upstreams,
         ready,
+        cache: wit_cache(cache),
+    }
+}
+
+fn wit_cache(report: CacheReport) -> metrics::CacheStats {
+    let CacheReport {
+        counters:
+            CacheCounters {
+                hits,
+                misses,
+                failures,
+                stale,
+                prefetches,
+                inserts,
+                evictions,
+            },
+        entries,
+        bytes,
+        max_bytes,
+    } = report;
+    metrics::CacheStats {
+        hits,
+        misses,
+        failures,
+        stale,
+        prefetches,
+        inserts,
+        evictions,
+        entries,
+        bytes,
+        max_bytes,
     }
 }
 
@@ -227,6 +263,7 @@ fn from_wit(c: config::ProxyConfig) -> Result<ProxyConfig, WitConfigError> {
             },
         log_level,
         log_queries,
+        cache,
     } = c;
     let allow_networks = allow_networks
         .into_iter()
@@ -289,7 +326,30 @@ fn from_wit(c: config::ProxyConfig) -> Result<ProxyConfig, WitConfigError> {
         log_queries,
         // The host's listener; the component never sees it.
         metrics_listen: None,
+        cache: from_wit_cache(cache),
     })
+}
+
+/// The cache settings as the core takes them.
+fn from_wit_cache(c: config::Cache) -> CacheSettings {
+    let config::Cache {
+        max_bytes,
+        min_ttl_s,
+        max_ttl_s,
+        failure_ttl_ms,
+        serve_stale_s,
+        prefetch,
+    } = c;
+    CacheSettings {
+        max_bytes: usize::try_from(max_bytes).unwrap_or(usize::MAX),
+        ttl: TtlClamp {
+            min: min_ttl_s,
+            max: max_ttl_s,
+        },
+        failure_ttl: ms(failure_ttl_ms),
+        stale_window: Duration::from_secs(u64::from(serve_stale_s)),
+        prefetch,
+    }
 }
 
 fn fatal(message: &str, error: &dyn std::fmt::Display) -> ! {

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use dnsproxy_core::core::acl::IpNet;
 use dnsproxy_core::core::pins::{Pin, PinSet};
-use dnsproxy_core::shell::config::{AuthName, CaBundle, ProxyConfig, UpstreamConfig};
+use dnsproxy_core::shell::config::{
+    AuthName, CaBundle, CacheSettings, ProxyConfig, UpstreamConfig,
+};
 use dnsproxy_core::shell::log::{Level, Log, LogFormat, StderrSink};
 use dnsproxy_core::shell::reload::Fixed;
 use dnsproxy_core::shell::report::Discard;
@@ -66,6 +68,17 @@ fn config() -> Result<ProxyConfig, String> {
         log_format: LogFormat::Text,
         log_queries: std::env::var_os("PB_LOG_QUERIES").is_some(),
         metrics_listen: None,
+        cache: CacheSettings {
+            max_bytes: match std::env::var("PB_CACHE_MIB") {
+                Ok(mib) => {
+                    mib.parse::<usize>()
+                        .map_err(|e| format!("PB_CACHE_MIB: {e}"))?
+                        << 20
+                }
+                Err(_) => CacheSettings::default().max_bytes,
+            },
+            ..CacheSettings::default()
+        },
     })
 }
 

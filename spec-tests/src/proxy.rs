@@ -30,7 +30,9 @@ const TERM_GRACE: Duration = Duration::from_secs(3);
 /// `--config <empty temp file>` (unless the arguments contain `--config`), so the repo's
 /// `settings.ini` is never read. Defaults added when not given: `LOCAL_HOST=127.0.0.1`,
 /// `LOCAL_PORT=<free port>`, `LOG_LEVEL=info` (readiness needs the info-level `serving`
-/// line). stdout and stderr are captured continuously (see [`Proxy::log`]).
+/// line), and `CACHE_SIZE_MIB=0`: the groups that test forwarding count what reaches
+/// the upstream, so the answer cache is off unless a test sets the variable (the
+/// `cache` group sets it empty, for the built-in default). stdout and stderr are captured continuously (see [`Proxy::log`]).
 ///
 /// Dropping it sends SIGTERM to the child's PID, waits up to 3 s, then kills it.
 pub struct Proxy {
@@ -165,6 +167,9 @@ impl Proxy {
         }
         if get(&vars, "LOG_LEVEL").is_none() {
             vars.push(("LOG_LEVEL".into(), "info".into()));
+        }
+        if get(&vars, "CACHE_SIZE_MIB").is_none() {
+            vars.push(("CACHE_SIZE_MIB".into(), "0".into()));
         }
         let ip = get(&vars, "LOCAL_HOST")
             .and_then(|h| h.parse::<IpAddr>().ok())

@@ -110,3 +110,47 @@ pub const MAX_INFLIGHT: IntLimits = IntLimits {
     min: 1,
     max: 65536,
 };
+
+/// `cache_size_mib`: memory for cached answers per instance (per worker), in
+/// MiB, overhead included; 0 turns the cache off. The instance's memory
+/// limit grows by it (`sandbox::memory_limit`), so it is fixed at start: a
+/// reload keeps the running size.
+pub const CACHE_SIZE_MIB: IntLimits = IntLimits {
+    default: 16,
+    min: 0,
+    max: 4096,
+};
+
+/// `cache_min_ttl`: TTLs below this are raised to it (TTL 0 is still never
+/// cached). 0 keeps the upstream's TTLs, as RFC 1035 §3.2.1 means them.
+pub const CACHE_MIN_TTL: DurationLimits = DurationLimits {
+    default: Duration::ZERO,
+    min: Duration::ZERO,
+    max: Duration::from_secs(3600),
+};
+
+/// `cache_max_ttl`: TTLs above this are lowered to it: one day, unbound's
+/// `cache-max-ttl` and the largest TTL RFC 8767 §4 suggests keeping.
+pub const CACHE_MAX_TTL: DurationLimits = DurationLimits {
+    default: Duration::from_secs(86_400),
+    min: Duration::from_secs(1),
+    max: Duration::from_secs(7 * 86_400),
+};
+
+/// `cache_failure_ttl`: how long a question that failed on every upstream
+/// (or got SERVFAIL) is answered SERVFAIL, or stale, without asking again.
+/// RFC 9520 §3.2: at least 1 s, at most 5 min.
+pub const CACHE_FAILURE_TTL: DurationLimits = DurationLimits {
+    default: Duration::from_secs(1),
+    min: Duration::from_secs(1),
+    max: Duration::from_secs(300),
+};
+
+/// `serve_stale`: how long past its TTL an answer may be served, with TTL
+/// 30, when every upstream fails (RFC 8767 §5 suggests a maximum stale
+/// timer of 1 to 3 days); 0 turns it off.
+pub const SERVE_STALE: DurationLimits = DurationLimits {
+    default: Duration::from_secs(86_400),
+    min: Duration::ZERO,
+    max: Duration::from_secs(3 * 86_400),
+};

@@ -298,6 +298,13 @@ pub enum Expected {
         /// Where that came from.
         origin: Origin,
     },
+    /// `cache_max_ttl` shorter than `cache_min_ttl`.
+    AtLeastCacheMinTtl {
+        /// The effective cache_min_ttl.
+        min_ttl: Duration,
+        /// Where that came from.
+        origin: Origin,
+    },
     /// The CA file cannot be read.
     ReadableFile(io::Error),
     /// The CA file has no certificate in it.
@@ -353,6 +360,9 @@ impl fmt::Display for Expected {
                 f,
                 "at most query_timeout, which is {query_timeout:?} ({origin})"
             ),
+            Self::AtLeastCacheMinTtl { min_ttl, origin } => {
+                write!(f, "at least cache_min_ttl, which is {min_ttl:?} ({origin})")
+            }
             Self::ReadableFile(io) => write!(f, "a readable PEM file ({io})"),
             Self::PemCertificate => {
                 f.write_str("a PEM file with at least one \"-----BEGIN CERTIFICATE-----\"")

@@ -53,6 +53,12 @@ pub enum Key {
     MaxInflight,
     MaxUdpSize,
     ClientBufferMib,
+    CacheSizeMib,
+    CacheMinTtl,
+    CacheMaxTtl,
+    CacheFailureTtl,
+    ServeStale,
+    CachePrefetch,
     LogLevel,
     LogFormat,
     LogQueries,
@@ -61,7 +67,7 @@ pub enum Key {
 
 impl Key {
     /// Every key, in documentation order.
-    pub const ALL: [Key; 20] = [
+    pub const ALL: [Key; 26] = [
         Self::LocalHost,
         Self::LocalPort,
         Self::AllowNetworks,
@@ -78,6 +84,12 @@ impl Key {
         Self::MaxInflight,
         Self::MaxUdpSize,
         Self::ClientBufferMib,
+        Self::CacheSizeMib,
+        Self::CacheMinTtl,
+        Self::CacheMaxTtl,
+        Self::CacheFailureTtl,
+        Self::ServeStale,
+        Self::CachePrefetch,
         Self::LogLevel,
         Self::LogFormat,
         Self::LogQueries,
@@ -103,6 +115,12 @@ impl Key {
             Self::MaxInflight => "max_inflight",
             Self::MaxUdpSize => "max_udp_size",
             Self::ClientBufferMib => "client_buffer_mib",
+            Self::CacheSizeMib => "cache_size_mib",
+            Self::CacheMinTtl => "cache_min_ttl",
+            Self::CacheMaxTtl => "cache_max_ttl",
+            Self::CacheFailureTtl => "cache_failure_ttl",
+            Self::ServeStale => "serve_stale",
+            Self::CachePrefetch => "cache_prefetch",
             Self::LogLevel => "log_level",
             Self::LogFormat => "log_format",
             Self::LogQueries => "log_queries",
@@ -129,6 +147,12 @@ impl Key {
             Self::MaxInflight => "MAX_INFLIGHT",
             Self::MaxUdpSize => "MAX_UDP_SIZE",
             Self::ClientBufferMib => "CLIENT_BUFFER_MIB",
+            Self::CacheSizeMib => "CACHE_SIZE_MIB",
+            Self::CacheMinTtl => "CACHE_MIN_TTL",
+            Self::CacheMaxTtl => "CACHE_MAX_TTL",
+            Self::CacheFailureTtl => "CACHE_FAILURE_TTL",
+            Self::ServeStale => "SERVE_STALE",
+            Self::CachePrefetch => "CACHE_PREFETCH",
             Self::LogLevel => "LOG_LEVEL",
             Self::LogFormat => "LOG_FORMAT",
             Self::LogQueries => "LOG_QUERIES",
@@ -155,6 +179,12 @@ impl Key {
             Self::MaxInflight => "--max-inflight",
             Self::MaxUdpSize => "--max-udp-size",
             Self::ClientBufferMib => "--client-buffer-mib",
+            Self::CacheSizeMib => "--cache-size-mib",
+            Self::CacheMinTtl => "--cache-min-ttl",
+            Self::CacheMaxTtl => "--cache-max-ttl",
+            Self::CacheFailureTtl => "--cache-failure-ttl",
+            Self::ServeStale => "--serve-stale",
+            Self::CachePrefetch => "--cache-prefetch",
             Self::LogLevel => "--log-level",
             Self::LogFormat => "--log-format",
             Self::LogQueries => "--log-queries",
@@ -177,6 +207,12 @@ impl Key {
             | Self::MaxInflight
             | Self::MaxUdpSize
             | Self::ClientBufferMib
+            | Self::CacheSizeMib
+            | Self::CacheMinTtl
+            | Self::CacheMaxTtl
+            | Self::CacheFailureTtl
+            | Self::ServeStale
+            | Self::CachePrefetch
             | Self::LogLevel
             | Self::LogFormat
             | Self::LogQueries

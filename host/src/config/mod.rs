@@ -33,7 +33,10 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use dnsproxy_core::core::acl::IpNet;
-pub use dnsproxy_core::shell::config::{AuthName, CaBundle, ProxyConfig, UpstreamConfig};
+pub use dnsproxy_core::core::message::TtlClamp;
+pub use dnsproxy_core::shell::config::{
+    AuthName, CaBundle, CacheSettings, ProxyConfig, UpstreamConfig,
+};
 pub use dnsproxy_core::shell::log::{Level, LogFormat};
 pub use error::{ConfigError, ConfigFileSource, Expected, FilePos, ListLen, MissingScope, Origin};
 pub use keys::{Key, Section};
@@ -203,6 +206,8 @@ fn resolve(layers: &Layers<'_>) -> Result<(ProxyConfig, Report), ConfigError> {
     let max_inflight = count(Key::MaxInflight, defaults::MAX_INFLIGHT)?;
     let max_udp_size = count(Key::MaxUdpSize, defaults::MAX_UDP_SIZE)?;
     let client_buffer_mib = count(Key::ClientBufferMib, defaults::CLIENT_BUFFER_MIB)?;
+    let cache_size_mib = count(Key::CacheSizeMib, defaults::CACHE_SIZE_MIB)?;
+    let cache = cache(layers, cache_size_mib << 20, &mut record)?;
     let log_level = scalar(layers, Key::LogLevel, Level::Info, values::log_level)?;
     record(
         Key::LogLevel,
@@ -251,6 +256,7 @@ fn resolve(layers: &Layers<'_>) -> Result<(ProxyConfig, Report), ConfigError> {
         log_format: log_format.value,
         log_queries: log_queries.value,
         metrics_listen: metrics_listen.value,
+        cache,
     };
     let report = Report {
         file: None,
@@ -258,6 +264,62 @@ fn resolve(layers: &Layers<'_>) -> Result<(ProxyConfig, Report), ConfigError> {
         upstreams: upstream_reports,
     };
     Ok((config, report))
+}
+
+/// The cache settings but its size: TTL clamps (`cache_max_ttl` at least
+/// `cache_min_ttl`), the failure TTL, the serve-stale window, prefetch.
+fn cache(
+    layers: &Layers<'_>,
+    max_bytes: usize,
+    record: &mut impl FnMut(Key, String, &Origin),
+) -> Result<CacheSettings, ConfigError> {
+    let min_ttl = duration(layers, Key::CacheMinTtl, defaults::CACHE_MIN_TTL)?;
+    let max_ttl = duration(layers, Key::CacheMaxTtl, defaults::CACHE_MAX_TTL)?;
+    if max_ttl.value < min_ttl.value {
+        return Err(ConfigError::Invalid {
+            key: Key::CacheMaxTtl,
+            value: max_ttl.text,
+            origin: max_ttl.origin,
+            expected: Expected::AtLeastCacheMinTtl {
+                min_ttl: min_ttl.value,
+                origin: min_ttl.origin,
+            },
+        });
+    }
+    let failure_ttl = duration(layers, Key::CacheFailureTtl, defaults::CACHE_FAILURE_TTL)?;
+    let serve_stale = duration(layers, Key::ServeStale, defaults::SERVE_STALE)?;
+    for (key, d) in [
+        (Key::CacheMinTtl, &min_ttl),
+        (Key::CacheMaxTtl, &max_ttl),
+        (Key::CacheFailureTtl, &failure_ttl),
+        (Key::ServeStale, &serve_stale),
+    ] {
+        // Debug prints zero as `0ns`.
+        let text = if d.value.is_zero() {
+            "0s".to_owned()
+        } else {
+            format!("{:?}", d.value)
+        };
+        record(key, text, &d.origin);
+    }
+    let prefetch = scalar(layers, Key::CachePrefetch, true, values::boolean)?;
+    record(
+        Key::CachePrefetch,
+        prefetch.value.to_string(),
+        &prefetch.origin,
+    );
+    // Whole seconds: TTLs are (RFC 1035 §3.2.1); the bounds keep them in u32.
+    let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+    Ok(CacheSettings {
+        max_bytes,
+        ttl: TtlClamp {
+            min: secs(min_ttl.value),
+            max: secs(max_ttl.value),
+        },
+        failure_ttl: failure_ttl.value,
+        stale_window: serve_stale.value,
+        prefetch: prefetch.value,
+    })
 }
 
 /// A parsed value with the text and origin it came from (for later checks).

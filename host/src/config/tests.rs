@@ -350,6 +350,36 @@ fn every_key_follows_ini_then_env_then_flags() {
             |c| c.client_buffer_budget.to_string(),
         ),
         case(
+            Key::CacheSizeMib,
+            [("0", "0"), ("4096", "4294967296"), ("8", "8388608")],
+            |c| c.cache.max_bytes.to_string(),
+        ),
+        case(
+            Key::CacheMinTtl,
+            [("0", "0"), ("60s", "60"), ("3600", "3600")],
+            |c| c.cache.ttl.min.to_string(),
+        ),
+        case(
+            Key::CacheMaxTtl,
+            [("3600", "3600"), ("60s", "60"), ("604800", "604800")],
+            |c| c.cache.ttl.max.to_string(),
+        ),
+        case(
+            Key::CacheFailureTtl,
+            [("1s", "1s"), ("5", "5s"), ("300s", "300s")],
+            |c| format!("{:?}", c.cache.failure_ttl),
+        ),
+        case(
+            Key::ServeStale,
+            [("0", "0ns"), ("3600", "3600s"), ("259200s", "259200s")],
+            |c| format!("{:?}", c.cache.stale_window),
+        ),
+        case(
+            Key::CachePrefetch,
+            [("no", "false"), ("on", "true"), ("0", "false")],
+            |c| c.cache.prefetch.to_string(),
+        ),
+        case(
             Key::LogLevel,
             [("warn", "warn"), ("DEBUG", "debug"), ("Trace", "trace")],
             |c| c.log_level.to_string(),
@@ -844,6 +874,61 @@ fn upstream_timeout_longer_than_query_timeout_is_an_error() {
         }
     ));
     assert!(load_with(Some(UPSTREAM), &[("UPSTREAM_TIMEOUT", "4s")], &[]).is_ok());
+}
+
+#[test]
+fn the_cache_is_on_by_default_and_every_layer_sets_it() {
+    let config = ok(load_with(Some(UPSTREAM), &[], &[]));
+    assert_eq!(config.cache, CacheSettings::default());
+    assert_eq!(config.cache.max_bytes, 16 << 20);
+    let ini = format!(
+        "{UPSTREAM}[PROXY]\ncache_size_mib = 64\ncache_min_ttl = 30\ncache_max_ttl = 3600\n\
+         cache_failure_ttl = 5s\nserve_stale = 0\ncache_prefetch = no\n"
+    );
+    let config = ok(load_with(Some(&ini), &[("CACHE_SIZE_MIB", "0")], &[]));
+    assert_eq!(
+        config.cache,
+        CacheSettings {
+            max_bytes: 0,
+            ttl: TtlClamp { min: 30, max: 3600 },
+            failure_ttl: Duration::from_secs(5),
+            stale_window: Duration::ZERO,
+            prefetch: false,
+        }
+    );
+    let config = ok(load_with(Some(&ini), &[], &["--cache-max-ttl", "60"]));
+    assert_eq!(config.cache.ttl.max, 60);
+    assert_eq!(config.cache.max_bytes, 64 << 20);
+}
+
+#[test]
+fn cache_bounds_are_checked_with_one_line_each() {
+    let failure = err(load_with(
+        Some(UPSTREAM),
+        &[("CACHE_MIN_TTL", "600"), ("CACHE_MAX_TTL", "60")],
+        &[],
+    ));
+    assert_eq!(
+        failure.line,
+        "invalid cache_max_ttl \"60\" (env CACHE_MAX_TTL): expected at least cache_min_ttl, \
+         which is 600s (env CACHE_MIN_TTL)"
+    );
+    for (key, value) in [
+        ("CACHE_SIZE_MIB", "4097"),
+        ("CACHE_FAILURE_TTL", "0"),
+        ("CACHE_FAILURE_TTL", "301"),
+        ("SERVE_STALE", "4d"),
+        ("CACHE_PREFETCH", "maybe"),
+    ] {
+        let failure = err(load_with(Some(UPSTREAM), &[(key, value)], &[]));
+        assert!(
+            failure
+                .line
+                .starts_with(&format!("invalid {}", key.to_lowercase())),
+            "{}",
+            failure.line
+        );
+    }
 }
 
 #[test]

@@ -183,6 +183,7 @@ mod tests {
                     inflight: 0,
                     upstreams: vec![UpstreamGauges::default()],
                     ready,
+                    cache: Default::default(),
                 },
                 Instant::now(),
             );

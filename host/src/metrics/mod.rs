@@ -15,6 +15,7 @@ pub mod http;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use dnsproxy_core::core::cache::{CacheCounters, CacheReport};
 use dnsproxy_core::core::stats::{
     BUCKETS, ChainCert, Check, DropReason, Histogram, RcodeCounts, RcodeLabel, Report, Stats,
     UpstreamGauges,
@@ -47,6 +48,8 @@ struct State {
     restarts: u64,
     /// When the running instance last reported; `None` while none runs.
     last_report: Option<Instant>,
+    /// The cache: counters summed, gauges of the latest report.
+    cache: CacheReport,
 }
 
 fn add_rcodes(total: &mut RcodeCounts, delta: &RcodeCounts) {
@@ -60,6 +63,99 @@ fn add_histogram(total: &mut Histogram, delta: &Histogram) {
         *t = t.saturating_add(d);
     }
     total.sum_us = total.sum_us.saturating_add(delta.sum_us);
+}
+
+/// The cache's families: lookups by result, prefetches, inserts,
+/// evictions, and its size against its bound.
+fn cache_families(c: &CacheReport) -> Vec<MetricFamily> {
+    let n = &c.counters;
+    let wide = |v: u64| v as f64;
+    vec![
+        family(
+            "dnsproxy_cache_lookups_total",
+            "Cacheable queries by what the cache had: hit (fresh), miss (sent upstream), stale \
+             (expired, served because every upstream failed, RFC 8767) or failure (a recent \
+             failure, answered SERVFAIL, RFC 9520).",
+            MetricType::COUNTER,
+            vec![
+                counter(&[("result", "hit")], n.hits),
+                counter(&[("result", "miss")], n.misses),
+                counter(&[("result", "stale")], n.stale),
+                counter(&[("result", "failure")], n.failures),
+            ],
+        ),
+        family(
+            "dnsproxy_cache_prefetches_total",
+            "Popular entries refreshed before they expired.",
+            MetricType::COUNTER,
+            vec![counter(&[], n.prefetches)],
+        ),
+        family(
+            "dnsproxy_cache_inserts_total",
+            "Answers stored in the cache.",
+            MetricType::COUNTER,
+            vec![counter(&[], n.inserts)],
+        ),
+        family(
+            "dnsproxy_cache_evictions_total",
+            "Entries dropped, least recently used first, to stay within cache_size_mib.",
+            MetricType::COUNTER,
+            vec![counter(&[], n.evictions)],
+        ),
+        family(
+            "dnsproxy_cache_entries",
+            "Entries in the cache.",
+            MetricType::GAUGE,
+            vec![gauge(&[], wide(c.entries))],
+        ),
+        family(
+            "dnsproxy_cache_bytes",
+            "Bytes the cache's entries hold, overhead included.",
+            MetricType::GAUGE,
+            vec![gauge(&[], wide(c.bytes))],
+        ),
+        family(
+            "dnsproxy_cache_max_bytes",
+            "The cache's bound (cache_size_mib); 0: the cache is off.",
+            MetricType::GAUGE,
+            vec![gauge(&[], wide(c.max_bytes))],
+        ),
+    ]
+}
+
+/// Adds the cache's counter deltas and takes its gauges. Every field is
+/// destructured, so one added to [`CacheReport`] must be handled here.
+fn add_cache(total: &mut CacheReport, delta: CacheReport) {
+    let CacheReport {
+        counters:
+            CacheCounters {
+                hits,
+                misses,
+                failures,
+                stale,
+                prefetches,
+                inserts,
+                evictions,
+            },
+        entries,
+        bytes,
+        max_bytes,
+    } = delta;
+    let t = &mut total.counters;
+    for (t, d) in [
+        (&mut t.hits, hits),
+        (&mut t.misses, misses),
+        (&mut t.failures, failures),
+        (&mut t.stale, stale),
+        (&mut t.prefetches, prefetches),
+        (&mut t.inserts, inserts),
+        (&mut t.evictions, evictions),
+    ] {
+        *t = t.saturating_add(d);
+    }
+    total.entries = entries;
+    total.bytes = bytes;
+    total.max_bytes = max_bytes;
 }
 
 fn add_all(total: &mut [u64], delta: &[u64]) {
@@ -116,7 +212,9 @@ impl Metrics {
             inflight,
             upstreams,
             ready,
+            cache,
         } = report;
+        add_cache(&mut s.cache, cache);
         // Upstreams the report does not name are not configured any more.
         for g in &mut s.gauges {
             *g = UpstreamGauges::default();
@@ -151,6 +249,9 @@ impl Metrics {
         s.last_report = None;
         s.inflight = 0;
         s.totals.tcp_clients = 0;
+        // A new instance starts with an empty cache.
+        s.cache.entries = 0;
+        s.cache.bytes = 0;
         for g in &mut s.gauges {
             *g = UpstreamGauges {
                 configured: g.configured,
@@ -276,6 +377,7 @@ impl Metrics {
             MetricType::COUNTER,
             vec![counter(&[], t.truncated)],
         ));
+        out.extend(cache_families(&s.cache));
         out.extend(self.upstream_families(&s));
         out
     }
@@ -460,6 +562,16 @@ mod tests {
                 connections: 1,
             }],
             ready,
+            cache: CacheReport {
+                counters: CacheCounters {
+                    hits: queries,
+                    misses: 1,
+                    ..CacheCounters::default()
+                },
+                entries: 10,
+                bytes: 4096,
+                max_bytes: 16 << 20,
+            },
         }
     }
 
@@ -486,6 +598,7 @@ mod tests {
                     },
                 ],
                 ready: true,
+                cache: CacheReport::default(),
             },
             t0,
         );
@@ -525,6 +638,14 @@ mod tests {
         assert!(text.contains(r#"dnsproxy_upstream_queries_total{upstream="dot"} 7"#));
         assert!(text.contains("dnsproxy_component_restarts_total 1"));
         assert!(text.contains("dnsproxy_inflight 2"));
+        // Cache counters add up; its gauges are the latest report's.
+        assert!(
+            text.contains(r#"dnsproxy_cache_lookups_total{result="hit"} 7"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"dnsproxy_cache_lookups_total{result="miss"} 2"#));
+        assert!(text.contains("dnsproxy_cache_entries 10"));
+        assert!(text.contains("dnsproxy_cache_max_bytes 16777216"));
         assert!(
             text.contains(
                 r#"dnsproxy_answer_duration_seconds_bucket{protocol="udp",le="0.005"} 2"#

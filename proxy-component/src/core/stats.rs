@@ -328,6 +328,8 @@ pub struct Report {
     pub upstreams: Vec<UpstreamGauges>,
     /// Whether some upstream is reachable (see `Selector::reachable`).
     pub ready: bool,
+    /// The answer cache.
+    pub cache: crate::core::cache::CacheReport,
 }
 
 #[cfg(test)]

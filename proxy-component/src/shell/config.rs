@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::core::acl::IpNet;
+pub use crate::core::cache::CacheSettings;
 use crate::core::pins::PinSet;
 use crate::shell::log::{Level, LogFormat};
 
@@ -61,6 +62,9 @@ pub struct ProxyConfig {
     /// Where the host serves metrics (`metrics_listen`); the host's own
     /// listener, never granted to the component, which does not use it.
     pub metrics_listen: Option<SocketAddr>,
+    /// The answer cache (`cache_size_mib`, `cache_min_ttl`, `cache_max_ttl`,
+    /// `cache_failure_ttl`, `serve_stale`, `cache_prefetch`).
+    pub cache: CacheSettings,
 }
 
 /// One DNS-over-TLS upstream (RFC 7858).

@@ -3,19 +3,20 @@
 //! that outlive it. The listeners, the reporter and the reload watcher take
 //! it from here; `shell::serve` builds it.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::Instant;
 
 use crate::core::acl::Acl;
 use crate::core::admission::{self, Decision, Permit, Shares, Transport};
+use crate::core::cache::{Cache, Lookup};
 use crate::core::client_conn::Budget;
 use crate::core::message::Rcode;
-use crate::core::message::{self, Query, RcodeName, Response};
+use crate::core::message::{self, CacheKey, Query, RcodeName, Response};
 use crate::core::stats::Stats;
 use crate::shell::config::ProxyConfig;
-use crate::shell::log::Log;
+use crate::shell::log::{Level, Log};
 use crate::shell::resolver::{Resolver, SetupError};
 
 /// What one configuration serves with: the upstream side, who may query,
@@ -60,6 +61,11 @@ pub struct Context {
     pub budget: RefCell<Budget>,
     /// What the metrics count, shared with the resolvers.
     pub stats: Rc<RefCell<Stats>>,
+    /// Answers, across generations (flushed when the upstreams' trust
+    /// changes).
+    pub cache: RefCell<Cache>,
+    /// Prefetches running.
+    prefetching: Cell<usize>,
 }
 
 /// A query's in-flight slot, given back on drop.
@@ -91,6 +97,8 @@ impl Context {
         Self {
             shares: RefCell::new(Shares::new(config.max_inflight)),
             budget: RefCell::new(Budget::new(config.client_buffer_budget)),
+            cache: RefCell::new(Cache::new(config.cache)),
+            prefetching: Cell::new(0),
             current: RefCell::new(Rc::new(generation)),
             log,
             stats,
@@ -112,6 +120,17 @@ impl Context {
             .borrow_mut()
             .set_limit(config.client_buffer_budget);
         self.log.set_max(config.log_level);
+        let mut cache = self.cache.borrow_mut();
+        cache.set_settings(config.cache);
+        if !same_trust(&self.current().config, config) && !cache.is_empty() {
+            cache.flush();
+            self.log.event(
+                Level::Info,
+                "cache flushed: the upstreams, their pins or CAs changed",
+                &[],
+            );
+        }
+        drop(cache);
         *self.current.borrow_mut() = Rc::new(next);
     }
 
@@ -153,29 +172,136 @@ impl Context {
     }
 }
 
-impl Generation {
-    /// Resolves a forwarded query from `client`; with `log_queries`, logs
-    /// it to `log` once answered. Off, this is [`Resolver::resolve`] and
-    /// nothing more: no clock read, no formatting.
-    pub async fn resolve(
-        &self,
-        log: &Log,
+/// Prefetches running at once, at most: each is an upstream query no
+/// client waits for, so they never take more than a few connections' worth
+/// of pipelining from the clients.
+pub const MAX_PREFETCHES: usize = 64;
+
+/// What the cache had for a forwarded query.
+pub enum FromCache {
+    /// The answer to send: fresh, stale after a failure, or a remembered
+    /// failure's SERVFAIL.
+    Answer(Response),
+    /// Ask upstream; the key to file the answer under, when the query may
+    /// be cached.
+    Miss(Option<CacheKey>),
+}
+
+impl Context {
+    /// Looks a forwarded query up in the cache, synchronously: a hit is
+    /// answered without a task. A fresh answer due for a prefetch starts
+    /// one. With `log_queries`, a hit is logged with `upstream=cache` (or
+    /// `stale`).
+    pub fn from_cache(
+        self: &Rc<Self>,
+        generation: &Rc<Generation>,
         query: &Query,
         client: SocketAddr,
         transport: Transport,
-    ) -> Response {
-        if !self.config.log_queries {
-            return self.resolver.resolve(query).await;
+    ) -> FromCache {
+        let mut cache = self.cache.borrow_mut();
+        if !cache.enabled() {
+            return FromCache::Miss(None);
         }
+        let Some(key) = query.cache_key() else {
+            return FromCache::Miss(None);
+        };
         let started = Instant::now();
-        let (answer, upstream) = self.resolver.resolve_via(query).await;
+        let (answer, source) = match cache.lookup(&key, query, started) {
+            Lookup::Miss => return FromCache::Miss(Some(key)),
+            Lookup::Fresh { answer, prefetch } => {
+                drop(cache);
+                if prefetch {
+                    self.prefetch(generation, query, key);
+                }
+                (answer, "cache")
+            }
+            Lookup::Failed(Some(stale)) => (stale, "stale"),
+            Lookup::Failed(None) => (query.reply(Rcode::ServFail), "cache"),
+        };
+        if generation.config.log_queries {
+            self.log_query(query, &answer, client, transport, Some(source), started);
+        }
+        FromCache::Answer(answer)
+    }
+
+    /// Resolves a query the cache did not answer, and files the outcome
+    /// under `key`: a cacheable answer is stored, and the client gets it
+    /// as the cache keeps it (TTLs clamped); a failure (every upstream
+    /// failed, or SERVFAIL) is remembered, and a stale answer served in its
+    /// place if there is one (RFC 8767). With `log_queries`, logs it once
+    /// answered; off, no clock is read for it.
+    pub async fn resolve(
+        &self,
+        generation: &Generation,
+        query: &Query,
+        key: Option<CacheKey>,
+        client: SocketAddr,
+        transport: Transport,
+    ) -> Response {
+        let started = generation.config.log_queries.then(Instant::now);
+        let (mut answer, mut upstream) = generation.resolver.resolve_via(query).await;
+        if let Some(key) = key {
+            let now = Instant::now();
+            let mut cache = self.cache.borrow_mut();
+            let failed = upstream.is_none() || message::rcode(answer.bytes()) == Some(2);
+            if failed {
+                if let Some(stale) = cache.failed(&key, query, now) {
+                    (answer, upstream) = (stale, Some("stale"));
+                }
+            } else if let Some(cached) = answer.to_cache(cache.settings().ttl) {
+                // The client gets what a hit would give it now: TTLs
+                // clamped as kept, so no client is told to keep an answer
+                // longer than the cache does.
+                answer = cached.answer(query, 0, None);
+                cache.store(key, cached, now);
+            }
+        }
+        if let Some(started) = started {
+            self.log_query(query, &answer, client, transport, upstream, started);
+        }
+        answer
+    }
+
+    /// Refreshes `key` in the background (at most [`MAX_PREFETCHES`] at
+    /// once; past that the entry simply expires). Only a good answer
+    /// replaces the entry: a failed prefetch leaves it to serve out its
+    /// lifetime.
+    fn prefetch(self: &Rc<Self>, generation: &Rc<Generation>, query: &Query, key: CacheKey) {
+        if self.prefetching.get() >= MAX_PREFETCHES {
+            return;
+        }
+        self.prefetching.set(self.prefetching.get() + 1);
+        let (ctx, generation, query) = (self.clone(), generation.clone(), query.clone());
+        tokio::task::spawn_local(async move {
+            let (answer, upstream) = generation.resolver.resolve_via(&query).await;
+            if upstream.is_some() {
+                let mut cache = ctx.cache.borrow_mut();
+                if let Some(cached) = answer.to_cache(cache.settings().ttl) {
+                    cache.store(key, cached, Instant::now());
+                }
+            }
+            ctx.prefetching.set(ctx.prefetching.get() - 1);
+        });
+    }
+
+    /// One `query` log line.
+    fn log_query(
+        &self,
+        query: &Query,
+        answer: &Response,
+        client: SocketAddr,
+        transport: Transport,
+        upstream: Option<&str>,
+        started: Instant,
+    ) {
         let rcode = RcodeName(message::rcode(answer.bytes()).unwrap_or(0));
         let duration_ms = format!("{:.3}", started.elapsed().as_secs_f64() * 1e3);
         let proto = match transport {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
         };
-        log.query(&[
+        self.log.query(&[
             ("client", &client),
             ("proto", &proto),
             ("name", &query.qname()),
@@ -184,8 +310,30 @@ impl Generation {
             ("upstream", &upstream.unwrap_or("-")),
             ("duration_ms", &duration_ms),
         ]);
-        answer
     }
+}
+
+/// Whether `a` and `b` ask the same servers, authenticated the same way
+/// (address, name, pins, CA), whatever their names and order: if so, what
+/// the cache holds is still what the configuration trusts.
+fn same_trust(a: &ProxyConfig, b: &ProxyConfig) -> bool {
+    let trust = |c: &ProxyConfig| {
+        let mut t: Vec<_> = c
+            .upstreams
+            .iter()
+            .map(|u| {
+                (
+                    u.addr,
+                    u.auth_name.to_string(),
+                    u.pins.clone(),
+                    u.ca.as_ref().map(|ca| ca.pem.clone()),
+                )
+            })
+            .collect();
+        t.sort_by(|x, y| (x.0, &x.1, &x.3).cmp(&(y.0, &y.1, &y.3)));
+        t
+    };
+    trust(a) == trust(b)
 }
 
 /// The upstreams as the `serving` and `reloaded` lines name them.

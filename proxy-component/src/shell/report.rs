@@ -41,6 +41,7 @@ pub(crate) async fn every_second(ctx: Rc<Context>, reporter: Rc<dyn Reporter>) {
             inflight: u32::try_from(ctx.inflight()).unwrap_or(u32::MAX),
             upstreams,
             ready: generation.resolver.reachable(now),
+            cache: ctx.cache.borrow_mut().report(),
         };
         reporter.report(report);
     }

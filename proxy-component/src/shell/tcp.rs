@@ -24,7 +24,7 @@ use crate::core::client_conn::{Candidate, ClientConn, ClientLimits, choose_victi
 use crate::core::framing::{Deframer, frame_into};
 use crate::core::message;
 use crate::shell::accept::Acceptor;
-use crate::shell::context::{Admitted, Context};
+use crate::shell::context::{Admitted, Context, FromCache};
 use crate::shell::log::Level;
 
 /// Bytes read per readiness event, into the scratch buffer.
@@ -312,10 +312,18 @@ fn take_queries(
         match ctx.admit(&generation, Transport::Tcp, client.peer.ip(), &msg) {
             Admitted::Forward(q, permit) => {
                 client.state.borrow_mut().on_forwarded();
+                let key = match ctx.from_cache(&generation, &q, client.peer, Transport::Tcp) {
+                    FromCache::Answer(answer) => {
+                        drop(permit);
+                        client.queue(ctx, answer.bytes(), true, received);
+                        continue;
+                    }
+                    FromCache::Miss(key) => key,
+                };
                 let (client, ctx) = (client.clone(), ctx.clone());
                 tokio::task::spawn_local(async move {
-                    let answer = generation
-                        .resolve(&ctx.log, &q, client.peer, Transport::Tcp)
+                    let answer = ctx
+                        .resolve(&generation, &q, key, client.peer, Transport::Tcp)
                         .await;
                     drop(generation);
                     drop(permit);

@@ -9,8 +9,8 @@ use std::time::Instant;
 use tokio::net::UdpSocket;
 
 use crate::core::admission::{Decision, Transport};
-use crate::core::message;
-use crate::shell::context::{Admitted, Context};
+use crate::core::message::{self, Query, Response};
+use crate::shell::context::{Admitted, Context, FromCache};
 use crate::shell::log::Level;
 
 /// Receive buffer asked of the OS, so a burst is queued, not dropped.
@@ -64,21 +64,46 @@ pub async fn serve(sock: UdpSocket, ctx: Rc<Context>) {
             }
             Admitted::Other(_) => continue,
         };
+        let key = match ctx.from_cache(&generation, &q, peer, Transport::Udp) {
+            FromCache::Answer(answer) => {
+                let max_udp_size = generation.config.max_udp_size;
+                reply(&ctx, &sock, answer, &q, max_udp_size, peer, received).await;
+                drop(permit);
+                continue;
+            }
+            FromCache::Miss(key) => key,
+        };
         let (sock, ctx) = (sock.clone(), ctx.clone());
         tokio::task::spawn_local(async move {
-            let mut answer = generation.resolve(&ctx.log, &q, peer, Transport::Udp).await;
+            let answer = ctx
+                .resolve(&generation, &q, key, peer, Transport::Udp)
+                .await;
             let max_udp_size = generation.config.max_udp_size;
             // The old configuration (and its upstream connections) goes as
             // soon as its last query is answered.
             drop(generation);
-            let truncated = answer.truncate_for_udp(q.udp_limit().min(max_udp_size));
-            count(&ctx, answer.bytes(), truncated, received);
             // The slot is held until the answer is sent: answers waiting on
             // a full socket stay counted, so they cannot pile up unbounded.
-            send(&sock, Some(answer.into_bytes()), peer).await;
+            reply(&ctx, &sock, answer, &q, max_udp_size, peer, received).await;
             drop(permit);
         });
     }
+}
+
+/// Sends `answer` to `peer`, truncated (TC=1) to what the query's client
+/// can take and never over `max_udp_size`, and counts it.
+async fn reply(
+    ctx: &Context,
+    sock: &UdpSocket,
+    mut answer: Response,
+    query: &Query,
+    max_udp_size: usize,
+    peer: SocketAddr,
+    received: Instant,
+) {
+    let truncated = answer.truncate_for_udp(query.udp_limit().min(max_udp_size));
+    count(ctx, answer.bytes(), truncated, received);
+    send(sock, Some(answer.into_bytes()), peer).await;
 }
 
 /// Counts an answer to a client (its RCODE, whether it was truncated, and
