@@ -198,6 +198,8 @@ fn report_from_wit(report: wit_metrics::Report) -> stats::Report {
                         timeout,
                         protocol,
                     },
+                full_handshakes,
+                resumed_handshakes,
                 up,
                 connections,
                 chain,
@@ -211,6 +213,7 @@ fn report_from_wit(report: wit_metrics::Report) -> stats::Report {
                 rtt: histogram_from_wit(rtt),
                 // The order of stats::Check::ALL.
                 failures: [network, ca, name, pin, timeout, protocol],
+                handshakes: [full_handshakes, resumed_handshakes],
                 chain: chain.map(|certs| {
                     certs
                         .into_iter()

@@ -114,6 +114,8 @@ fn wit_report(report: Report) -> metrics::Report {
                     timeout,
                     protocol,
                 },
+                full_handshakes: u.handshakes[0],
+                resumed_handshakes: u.handshakes[1],
                 up: g.up,
                 connections: g.connections,
                 chain: u.chain.map(|chain| {

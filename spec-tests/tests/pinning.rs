@@ -12,6 +12,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use spec_tests::dns;
 use spec_tests::proxy::Proxy;
+use spec_tests::scrape::{get, value};
 use spec_tests::{Chain, Kind, Resolver, fixture, pin, zone};
 
 fn proxy_for(resolver: &dyn Resolver, extra: &[(&str, &str)]) -> Proxy {
@@ -238,6 +239,91 @@ fn tls_host_without_name_and_no_ip_san_refused(kind: Kind) {
     );
 }
 
+/// The `[TLS_SERVER dot]` section for `resolver`, pinned to `pins`.
+fn pinned_section(resolver: &dyn Resolver, pins: &str) -> String {
+    let addr = resolver.addr();
+    format!(
+        "[TLS_SERVER dot]\ntls_host = {}\ntls_port = {}\ntls_hostname = dot.test\n\
+         tls_ca_file = {}\nspki = {pins}\n",
+        addr.ip(),
+        addr.port(),
+        fixture("pki/root.pem").display()
+    )
+}
+
+/// TLS 1.3 resumption (RFC 8446 §2.2) without skipping the pins: after one
+/// full handshake that passed them, each reconnection (the idle connection
+/// closed after 1 s) is resumed; a reload that changes the pins starts with
+/// an empty session store, so the next connection is a full handshake,
+/// checked against the new (wrong) pin and refused. A session from before
+/// cannot carry the proxy past a pin it no longer trusts.
+fn sessions_resume_and_a_pin_change_forces_a_full_handshake(kind: Kind) {
+    let resolver = kind.start(Chain::DotTest);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("settings.ini");
+    std::fs::write(&path, pinned_section(&*resolver, &pin("intermediate"))).expect("write");
+    let metrics = format!("127.0.0.1:{}", spec_tests::free_port());
+    let proxy = Proxy::start(
+        &[
+            ("METRICS_LISTEN", metrics.as_str()),
+            ("UPSTREAM_IDLE_TIMEOUT", "1s"),
+            ("QUERY_TIMEOUT", "2s"),
+        ],
+        &["--config", path.to_str().expect("utf-8 path")],
+    );
+    let metrics = metrics.parse().expect("address");
+    let handshakes = |kind: &str| {
+        let body = get(metrics, "/metrics").1;
+        let label = format!("kind=\"{kind}\"");
+        value(&body, "dnsproxy_upstream_handshakes_total", &[&label])
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    for _ in 0..3 {
+        let answer = dns::query_udp(proxy.addr(), zone::A_NAME, RecordType::A);
+        assert_eq!(
+            answer.response_code(),
+            ResponseCode::NoError,
+            "{}",
+            proxy.log()
+        );
+        // Past upstream_idle_timeout: the next query connects again.
+        std::thread::sleep(Duration::from_millis(1_600));
+    }
+    assert!(
+        spec_tests::wait_until(Duration::from_secs(5), || handshakes("resumed") == 2),
+        "expected 1 full and 2 resumed handshakes, got {} and {}:\n{}",
+        handshakes("full"),
+        handshakes("resumed"),
+        proxy.log()
+    );
+    assert_eq!(handshakes("full"), 1);
+
+    std::fs::write(&path, pinned_section(&*resolver, &pin("other-test"))).expect("write");
+    proxy.signal("HUP");
+    assert!(proxy.wait_for_log("configuration reloaded", Duration::from_secs(5)));
+    // The component takes the new configuration within a second.
+    std::thread::sleep(Duration::from_millis(1_500));
+    let answer = dns::query_udp(proxy.addr(), zone::A_NAME, RecordType::A);
+    assert_eq!(
+        answer.response_code(),
+        ResponseCode::ServFail,
+        "{}",
+        proxy.log()
+    );
+    assert!(
+        proxy.wait_for_log("check=pin", Duration::from_secs(5)),
+        "{}",
+        proxy.log()
+    );
+    std::thread::sleep(Duration::from_millis(1_200));
+    assert_eq!(
+        handshakes("resumed"),
+        2,
+        "nothing resumed after the pin change"
+    );
+}
+
 /// Each case, once per resolver, as its own named test.
 macro_rules! against_both {
     ($($case:ident),* $(,)?) => {
@@ -263,4 +349,5 @@ against_both!(
     pin_on_unverified_extra_certificate_refused,
     tls_host_without_name_verified_by_ip_address,
     tls_host_without_name_and_no_ip_san_refused,
+    sessions_resume_and_a_pin_change_forces_a_full_handshake,
 );

@@ -230,6 +230,7 @@ impl Metrics {
             add_rcodes(&mut t.responses, &d.responses);
             add_histogram(&mut t.rtt, &d.rtt);
             add_all(&mut t.failures, &d.failures);
+            add_all(&mut t.handshakes, &d.handshakes);
             t.no_backup = d.no_backup;
             t.leaf_only = d.leaf_only;
             if let Some(chain) = d.chain {
@@ -385,6 +386,7 @@ impl Metrics {
     fn upstream_families(&self, s: &State) -> Vec<MetricFamily> {
         let (mut queries, mut responses, mut rtt, mut failures) = (vec![], vec![], vec![], vec![]);
         let (mut up, mut conns, mut certs, mut warnings) = (vec![], vec![], vec![], vec![]);
+        let mut handshakes = vec![];
         for (i, t) in s.totals.upstreams.iter().enumerate() {
             let name = t.name.as_str();
             let g = &s.gauges[i];
@@ -395,6 +397,9 @@ impl Metrics {
             rtt.push(histogram(&[("upstream", name)], &t.rtt));
             for (check, n) in Check::ALL.iter().zip(t.failures) {
                 failures.push(counter(&[("upstream", name), ("check", check.as_str())], n));
+            }
+            for (kind, n) in ["full", "resumed"].iter().zip(t.handshakes) {
+                handshakes.push(counter(&[("upstream", name), ("kind", kind)], n));
             }
             // A removed upstream keeps its counters, not its state.
             if !g.configured {
@@ -447,6 +452,13 @@ impl Metrics {
                 "Failed attempts on the upstream, by the check that failed.",
                 MetricType::COUNTER,
                 failures,
+            ),
+            family(
+                "dnsproxy_upstream_handshakes_total",
+                "TLS handshakes completed with the upstream: full (chain, name and pins verified) \
+                 or resumed (TLS 1.3, from a session of a full one to this upstream).",
+                MetricType::COUNTER,
+                handshakes,
             ),
             family(
                 "dnsproxy_upstream_up",

@@ -209,6 +209,9 @@ pub struct UpstreamStats {
     pub rtt: Histogram,
     /// Failures counted, indexed like [`Check::ALL`].
     pub failures: [u64; 6],
+    /// TLS handshakes completed: full (the chain verified, pins checked),
+    /// then resumed (RFC 8446 §2.2, from a session of a full one).
+    pub handshakes: [u64; 2],
     /// Its last verified chain, if a handshake succeeded since the last
     /// [`Stats::take`] (unchanged otherwise).
     pub chain: Option<Vec<ChainCert>>,

@@ -450,11 +450,17 @@ impl Resolver {
                 }
             }
         };
+        let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
         self.log.event(
             Level::Debug,
             "upstream connected",
-            &[("upstream", &slot.config.name), ("addr", &slot.config.addr)],
+            &[
+                ("upstream", &slot.config.name),
+                ("addr", &slot.config.addr),
+                ("resumed", &resumed),
+            ],
         );
+        self.stats.borrow_mut().upstreams[slot.stat].handshakes[usize::from(resumed)] += 1;
         self.verified(i);
         let conn = Conn::spawn(tls, self.conn_capacity, self.conn_timeouts);
         *slot.conn.borrow_mut() = Some(conn.clone());

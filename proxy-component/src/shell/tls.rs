@@ -7,8 +7,8 @@
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use rustls::client::Resumption;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{ClientSessionMemoryCache, ClientSessionStore, Resumption, Tls12Resumption};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
@@ -391,25 +391,50 @@ fn is_chacha20(suite: rustls::CipherSuite) -> bool {
 /// ChaCha20 (it is a SHOULD in RFC 8446 §9.1). Natively AES-GCM with AES-NI is
 /// fastest and one configuration with the default order is used.
 ///
-/// Session resumption is off: a resumed TLS session skips certificate
-/// verification, so it would skip the pin check too (DESIGN.md, pinning
-/// rules). Connections are persistent, so full handshakes are rare anyway.
+/// Session resumption (TLS 1.3 only, RFC 8446 §2.2) is pin-safe: a resumed
+/// handshake verifies no certificate, so what makes it safe is where its
+/// session came from. Each upstream has its own store, shared by its
+/// configurations and by nothing else (rustls would otherwise key sessions
+/// by server name alone, which two addresses of one operator share); a
+/// session enters it only through a full handshake with that upstream,
+/// which the [`PinnedVerifier`] passed (chain, name, pins) before the
+/// server could send a ticket; and the store lives as long as the
+/// upstream's configuration: a reload builds new ones, so changing pins or
+/// CA empties it. TLS 1.2 resumption (which RFC 7525 §3.4 advises against
+/// without forward secrecy) and 0-RTT early data (replayable) stay off.
 pub fn client_configs(verifier: Arc<PinnedVerifier>) -> Result<Vec<Arc<ClientConfig>>, TrustError> {
+    let store: Arc<dyn ClientSessionStore> =
+        Arc::new(ClientSessionMemoryCache::new(SESSIONS_PER_UPSTREAM));
+    let resumption =
+        || Resumption::store(store.clone()).tls12_resumption(Tls12Resumption::Disabled);
     let mut configs = Vec::with_capacity(2);
     if cfg!(target_family = "wasm") {
         let mut chacha = provider();
         chacha.cipher_suites.retain(|s| is_chacha20(s.suite()));
-        configs.push(client_config(chacha, verifier.clone())?);
+        configs.push(config_with(chacha, verifier.clone(), resumption())?);
     }
-    configs.push(client_config(provider(), verifier)?);
+    configs.push(config_with(provider(), verifier, resumption())?);
     Ok(configs)
 }
 
+/// Sessions kept per upstream: a TLS 1.3 server sends a few tickets per
+/// connection (rustls and OpenSSL two), and each resumption uses one.
+pub const SESSIONS_PER_UPSTREAM: usize = 8;
+
 /// A client configuration with `provider`'s suites, `verifier`, no client
-/// auth and no session resumption (see [`client_configs`]).
+/// auth and no session resumption: every handshake verifies a chain (the
+/// `spki` tool's).
 pub fn client_config(
     provider: CryptoProvider,
     verifier: Arc<dyn ServerCertVerifier>,
+) -> Result<Arc<ClientConfig>, TrustError> {
+    config_with(provider, verifier, Resumption::disabled())
+}
+
+fn config_with(
+    provider: CryptoProvider,
+    verifier: Arc<dyn ServerCertVerifier>,
+    resumption: Resumption,
 ) -> Result<Arc<ClientConfig>, TrustError> {
     let mut config = ClientConfig::builder_with_provider(Arc::new(provider))
         .with_safe_default_protocol_versions()?
@@ -418,7 +443,9 @@ pub fn client_config(
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
-    config.resumption = Resumption::disabled();
+    config.resumption = resumption;
+    // 0-RTT data can be replayed (RFC 8446 §8); rustls's default, kept.
+    config.enable_early_data = false;
     Ok(Arc::new(config))
 }
 
