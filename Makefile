@@ -172,7 +172,7 @@ docker-check:
 # CPU per query is what the WASI component costs.
 BENCH_HOST_CMD = env LOCAL_HOST=127.0.0.1 LOCAL_PORT=$(BENCH_PORT) TLS_HOST=$${PB_UPSTREAM%:*} TLS_PORT=$${PB_UPSTREAM\#\#*:} TLS_HOSTNAME=$$PB_TLS_NAME TLS_CA_FILE=$$PB_CA_FILE SPKI=$$PB_SPKI_PIN LOG_LEVEL=warn $(CURDIR)/$(HOST) --config /dev/null
 bench: build-host
-	bench/peers.sh $(BENCH_ARGS) \
+	bench/peers.sh --extra-cached $(BENCH_ARGS) \
 	  --extra native=$(NATIVE_PORT)='$(CURDIR)/$(NATIVE_DIR)/proxy-component' \
 	  --extra dnsproxy=$(BENCH_PORT)='$(BENCH_HOST_CMD)'
 

@@ -47,6 +47,19 @@ fn assert_refused(
     let mut settings = vec![("QUERY_TIMEOUT", "2s")];
     settings.extend_from_slice(extra);
     let proxy = proxy_for(resolver, &settings);
+    let line = refused_line(&proxy, check);
+    let log = proxy.log();
+    let addr = resolver.addr().to_string();
+    assert!(
+        line.contains(&addr),
+        "the line names the upstream {addr}: {line}"
+    );
+    (stable_line(&line, &addr), log)
+}
+
+/// Queries `proxy`, expects SERVFAIL, and returns the `upstream refused` line
+/// with `check=<check>` the log then holds.
+fn refused_line(proxy: &Proxy, check: &str) -> String {
     let answer = dns::query_udp(proxy.addr(), zone::A_NAME, RecordType::A);
     assert_eq!(
         answer.response_code(),
@@ -61,17 +74,10 @@ fn assert_refused(
         proxy.log()
     );
     let log = proxy.log();
-    let line = log
-        .lines()
+    log.lines()
         .find(|l| l.contains("upstream refused") && l.contains(&needle))
         .unwrap_or_else(|| panic!("an `upstream refused` line with {needle}:\n{log}"))
-        .to_string();
-    let addr = resolver.addr().to_string();
-    assert!(
-        line.contains(&addr),
-        "the line names the upstream {addr}: {line}"
-    );
-    (stable_line(&line, &addr), log)
+        .to_string()
 }
 
 /// The refused line without what changes from run to run: the timestamp and level
@@ -216,26 +222,10 @@ fn tls_host_without_name_and_no_ip_san_refused(kind: Kind) {
     ];
     let config = file.path().to_str().expect("utf-8 path");
     let proxy = Proxy::start(&env, &["--config", config]);
-    let answer = dns::query_udp(proxy.addr(), zone::A_NAME, RecordType::A);
-    assert_eq!(
-        answer.response_code(),
-        ResponseCode::ServFail,
-        "{}",
-        proxy.log()
-    );
-    assert!(
-        proxy.wait_for_log("check=name", Duration::from_secs(5)),
-        "{}",
-        proxy.log()
-    );
-    let log = proxy.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("upstream refused") && l.contains("check=name"))
-        .unwrap_or_else(|| panic!("an `upstream refused` line:\n{log}"));
+    let line = refused_line(&proxy, "name");
     insta::assert_snapshot!(
         format!("tls_host_without_name_and_no_ip_san_refused_{kind:?}"),
-        stable_line(line, &addr.to_string())
+        stable_line(&line, &addr.to_string())
     );
 }
 
@@ -304,18 +294,7 @@ fn sessions_resume_and_a_pin_change_forces_a_full_handshake(kind: Kind) {
     assert!(proxy.wait_for_log("configuration reloaded", Duration::from_secs(5)));
     // The component takes the new configuration within a second.
     std::thread::sleep(Duration::from_millis(1_500));
-    let answer = dns::query_udp(proxy.addr(), zone::A_NAME, RecordType::A);
-    assert_eq!(
-        answer.response_code(),
-        ResponseCode::ServFail,
-        "{}",
-        proxy.log()
-    );
-    assert!(
-        proxy.wait_for_log("check=pin", Duration::from_secs(5)),
-        "{}",
-        proxy.log()
-    );
+    refused_line(&proxy, "pin");
     std::thread::sleep(Duration::from_millis(1_200));
     assert_eq!(
         handshakes("resumed"),

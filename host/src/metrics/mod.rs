@@ -15,7 +15,7 @@ pub mod http;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use dnsproxy_core::core::cache::{CacheCounters, CacheReport};
+use dnsproxy_core::core::cache::CacheReport;
 use dnsproxy_core::core::stats::{
     BUCKETS, ChainCert, Check, DropReason, Histogram, RcodeCounts, RcodeLabel, Report, Stats,
     UpstreamGauges,
@@ -123,39 +123,12 @@ fn cache_families(c: &CacheReport) -> Vec<MetricFamily> {
     ]
 }
 
-/// Adds the cache's counter deltas and takes its gauges. Every field is
-/// destructured, so one added to [`CacheReport`] must be handled here.
+/// Adds the cache's counter deltas and takes its gauges.
 fn add_cache(total: &mut CacheReport, delta: CacheReport) {
-    let CacheReport {
-        counters:
-            CacheCounters {
-                hits,
-                misses,
-                failures,
-                stale,
-                prefetches,
-                inserts,
-                evictions,
-            },
-        entries,
-        bytes,
-        max_bytes,
-    } = delta;
-    let t = &mut total.counters;
-    for (t, d) in [
-        (&mut t.hits, hits),
-        (&mut t.misses, misses),
-        (&mut t.failures, failures),
-        (&mut t.stale, stale),
-        (&mut t.prefetches, prefetches),
-        (&mut t.inserts, inserts),
-        (&mut t.evictions, evictions),
-    ] {
-        *t = t.saturating_add(d);
-    }
-    total.entries = entries;
-    total.bytes = bytes;
-    total.max_bytes = max_bytes;
+    total.counters.add(&delta.counters);
+    total.entries = delta.entries;
+    total.bytes = delta.bytes;
+    total.max_bytes = delta.max_bytes;
 }
 
 fn add_all(total: &mut [u64], delta: &[u64]) {
@@ -552,6 +525,8 @@ fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> Met
 
 #[cfg(test)]
 mod tests {
+    use dnsproxy_core::core::cache::CacheCounters;
+
     use super::*;
 
     fn report(queries: u64, ready: bool) -> Report {

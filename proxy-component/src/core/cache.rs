@@ -94,6 +94,33 @@ pub struct CacheCounters {
     pub evictions: u64,
 }
 
+impl CacheCounters {
+    /// Adds `delta` (the host sums the reports of every instance). Every
+    /// field is destructured, so one added here must be summed.
+    pub fn add(&mut self, delta: &CacheCounters) {
+        let CacheCounters {
+            hits,
+            misses,
+            failures,
+            stale,
+            prefetches,
+            inserts,
+            evictions,
+        } = delta;
+        for (total, d) in [
+            (&mut self.hits, hits),
+            (&mut self.misses, misses),
+            (&mut self.failures, failures),
+            (&mut self.stale, stale),
+            (&mut self.prefetches, prefetches),
+            (&mut self.inserts, inserts),
+            (&mut self.evictions, evictions),
+        ] {
+            *total = total.saturating_add(*d);
+        }
+    }
+}
+
 /// The cache in one report: counter deltas and gauges.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CacheReport {
