@@ -363,7 +363,8 @@ impl Cache {
     }
 
     /// The stale answer of `entry` for `query`, if it has one within the
-    /// serve-stale window (or a fresh one, which a failed prefetch leaves).
+    /// serve-stale window; or a fresh one, which another query for the same
+    /// question stored while this one was failing upstream.
     fn stale_of(
         entry: &Entry,
         settings: CacheSettings,

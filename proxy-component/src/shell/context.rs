@@ -240,11 +240,12 @@ impl Context {
         transport: Transport,
     ) -> Response {
         let started = generation.config.log_queries.then(Instant::now);
-        let (mut answer, mut upstream) = generation.resolver.resolve_via(query).await;
+        let (mut answer, mut upstream) = generation.resolver.resolve(query).await;
         if let Some(key) = key {
             let now = Instant::now();
             let mut cache = self.cache.borrow_mut();
-            let failed = upstream.is_none() || message::rcode(answer.bytes()) == Some(2);
+            let failed = upstream.is_none()
+                || message::rcode(answer.bytes()) == Some(u8::from(Rcode::ServFail));
             if failed {
                 if let Some(stale) = cache.failed(&key, query, now) {
                     (answer, upstream) = (stale, Some("stale"));
@@ -274,7 +275,7 @@ impl Context {
         self.prefetching.set(self.prefetching.get() + 1);
         let (ctx, generation, query) = (self.clone(), generation.clone(), query.clone());
         tokio::task::spawn_local(async move {
-            let (answer, upstream) = generation.resolver.resolve_via(&query).await;
+            let (answer, upstream) = generation.resolver.resolve(&query).await;
             if upstream.is_some() {
                 let mut cache = ctx.cache.borrow_mut();
                 if let Some(cached) = answer.to_cache(cache.settings().ttl) {

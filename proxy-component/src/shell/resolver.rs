@@ -237,13 +237,9 @@ impl Resolver {
     /// fit for a plain-DNS client, or a SERVFAIL when no upstream answered
     /// within the deadline. Which upstream, for how long, and whether to send
     /// again is the core's [`Attempts`]; this only performs the attempts.
-    pub async fn resolve(&self, query: &Query) -> Response {
-        self.resolve_via(query).await.0
-    }
-
-    /// [`Resolver::resolve`], also naming the upstream that answered (for
-    /// the query log); `None` when the proxy answered SERVFAIL itself.
-    pub async fn resolve_via(&self, query: &Query) -> (Response, Option<&str>) {
+    /// Also names the upstream that answered (for the query log and the
+    /// cache); `None` when the proxy answered SERVFAIL itself.
+    pub async fn resolve(&self, query: &Query) -> (Response, Option<&str>) {
         let (wire, padding) = query.padded(message::QUERY_PADDING_BLOCK);
         let now = std::time::Instant::now();
         let order = self.selector.borrow().order(now);
