@@ -20,6 +20,11 @@ pub enum Misbehave {
     None,
     /// Waits this many milliseconds before each answer.
     DelayMs(u32),
+    /// Answers names whose first label is `slow` this many milliseconds
+    /// late, the rest at once.
+    DelaySlowMs(u32),
+    /// Answers every query with this RCODE and no records.
+    Rcode(u8),
     /// Collects this many pipelined queries, then answers them in reverse order.
     Reorder(u32),
     /// Closes each connection after answering this many queries on it.
@@ -38,6 +43,8 @@ impl Misbehave {
         match self {
             Misbehave::None => Vec::new(),
             Misbehave::DelayMs(n) => flag("--delay-ms", n),
+            Misbehave::DelaySlowMs(n) => flag("--delay-slow-ms", n),
+            Misbehave::Rcode(n) => flag("--rcode", u32::from(n)),
             Misbehave::Reorder(n) => flag("--reorder", n),
             Misbehave::CloseAfter(n) => flag("--close-after", n),
             Misbehave::StallHandshake => vec!["--stall-handshake".into()],
