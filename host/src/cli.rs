@@ -169,6 +169,17 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", help_heading = TUNABLES)]
     pub upstream_idle_timeout: Option<String>,
 
+    /// The order upstreams are tried in: priority (file order, the others are fallbacks),
+    /// round_robin (each query starts at the next), or fastest (lowest smoothed RTT, probing the
+    /// others one query in 20) [env: STRATEGY] [default: priority]
+    #[arg(long, value_name = "STRATEGY", help_heading = TUNABLES)]
+    pub strategy: Option<String>,
+
+    /// Ask the next upstream too when one has not answered within its usual time, for at most
+    /// this percentage of queries, 0 (off) to 50 [env: HEDGE_PERCENT] [default: 5]
+    #[arg(long, value_name = "PERCENT", help_heading = TUNABLES)]
+    pub hedge_percent: Option<String>,
+
     /// Concurrent client TCP connections, 1 to 65535; at the limit the stalest connection makes
     /// room for a new one [env: MAX_TCP_CLIENTS] [default: 2048]
     #[arg(long, value_name = "N", help_heading = TUNABLES)]
@@ -414,6 +425,8 @@ impl config::Flags for RunArgs {
             Key::UpstreamTimeout => &self.upstream_timeout,
             Key::TcpIdleTimeout => &self.tcp_idle_timeout,
             Key::UpstreamIdleTimeout => &self.upstream_idle_timeout,
+            Key::Strategy => &self.strategy,
+            Key::HedgePercent => &self.hedge_percent,
             Key::MaxTcpClients => &self.max_tcp_clients,
             Key::MaxInflight => &self.max_inflight,
             Key::MaxUdpSize => &self.max_udp_size,

@@ -16,7 +16,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use dnsproxy_core::core::cache::{CacheCounters, CacheReport};
 use dnsproxy_core::core::stats;
 
-use crate::config::{AuthName, CacheSettings, Level, ProxyConfig, UpstreamConfig};
+use crate::config::{AuthName, CacheSettings, Level, ProxyConfig, Strategy, UpstreamConfig};
 use crate::metrics::Metrics;
 use crate::policy::SocketPolicy;
 use crate::policy::refusals::LOG_EVERY;
@@ -200,6 +200,8 @@ fn report_from_wit(report: wit_metrics::Report) -> stats::Report {
                     },
                 full_handshakes,
                 resumed_handshakes,
+                hedges,
+                srtt_us,
                 up,
                 connections,
                 chain,
@@ -214,6 +216,7 @@ fn report_from_wit(report: wit_metrics::Report) -> stats::Report {
                 // The order of stats::Check::ALL.
                 failures: [network, ca, name, pin, timeout, protocol],
                 handshakes: [full_handshakes, resumed_handshakes],
+                hedges,
                 chain: chain.map(|certs| {
                     certs
                         .into_iter()
@@ -233,6 +236,7 @@ fn report_from_wit(report: wit_metrics::Report) -> stats::Report {
                     configured,
                     up,
                     connections,
+                    srtt: srtt_us.map(Duration::from_micros),
                 },
             )
         })
@@ -388,6 +392,8 @@ pub fn wit_config(config: &ProxyConfig) -> wit_config::ProxyConfig {
         upstream_timeout,
         tcp_idle_timeout,
         upstream_idle_timeout,
+        strategy,
+        hedge_percent,
         max_tcp_clients,
         max_inflight,
         max_udp_size,
@@ -435,6 +441,13 @@ pub fn wit_config(config: &ProxyConfig) -> wit_config::ProxyConfig {
             })
             .collect(),
         upstreams,
+        strategy: match strategy {
+            Strategy::Priority => wit_config::Strategy::Priority,
+            Strategy::RoundRobin => wit_config::Strategy::RoundRobin,
+            Strategy::Fastest => wit_config::Strategy::Fastest,
+        },
+        // At most 50 (config::defaults::HEDGE_PERCENT).
+        hedge_percent: u8::try_from(*hedge_percent).unwrap_or(u8::MAX),
         timeouts: wit_config::Timeouts {
             query_ms: ms(*query_timeout),
             upstream_ms: ms(*upstream_timeout),
@@ -737,6 +750,8 @@ mod tests {
             upstream_timeout: Duration::from_millis(1500),
             tcp_idle_timeout: Duration::from_secs(10),
             upstream_idle_timeout: Duration::from_secs(30),
+            strategy: Strategy::Fastest,
+            hedge_percent: 7,
             max_tcp_clients: 300,
             max_inflight: 65536,
             max_udp_size: 1400,
@@ -766,6 +781,8 @@ mod tests {
             (64 << 20, 5, 600, 2500, 7200, false)
         );
         assert_eq!(memory_limit(&config), MEMORY_LIMIT + (64 << 20));
+        assert!(matches!(wit.strategy, wit_config::Strategy::Fastest));
+        assert_eq!(wit.hedge_percent, 7);
         assert!(matches!(
             wit.listen[..],
             [

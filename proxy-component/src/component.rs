@@ -12,6 +12,7 @@ use dnsproxy_core::core::cache::{CacheCounters, CacheReport};
 use dnsproxy_core::core::message::TtlClamp;
 use dnsproxy_core::core::pins::{BadPin, Pin, PinSet};
 use dnsproxy_core::core::stats::{self, Histogram, RcodeCounts, Report};
+use dnsproxy_core::core::upstreams::Strategy;
 use dnsproxy_core::shell::config::{
     AuthName, CaBundle, CacheSettings, ProxyConfig, UpstreamConfig,
 };
@@ -116,6 +117,10 @@ fn wit_report(report: Report) -> metrics::Report {
                 },
                 full_handshakes: u.handshakes[0],
                 resumed_handshakes: u.handshakes[1],
+                hedges: u.hedges,
+                srtt_us: g
+                    .srtt
+                    .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
                 up: g.up,
                 connections: g.connections,
                 chain: u.chain.map(|chain| {
@@ -249,6 +254,8 @@ fn from_wit(c: config::ProxyConfig) -> Result<ProxyConfig, WitConfigError> {
         listen,
         allow_networks,
         upstreams,
+        strategy,
+        hedge_percent,
         timeouts:
             config::Timeouts {
                 query_ms,
@@ -318,6 +325,12 @@ fn from_wit(c: config::ProxyConfig) -> Result<ProxyConfig, WitConfigError> {
         upstream_timeout: ms(upstream_ms),
         tcp_idle_timeout: ms(tcp_idle_ms),
         upstream_idle_timeout: ms(upstream_idle_ms),
+        strategy: match strategy {
+            config::Strategy::Priority => Strategy::Priority,
+            config::Strategy::RoundRobin => Strategy::RoundRobin,
+            config::Strategy::Fastest => Strategy::Fastest,
+        },
+        hedge_percent: u32::from(hedge_percent),
         max_tcp_clients: max_tcp_clients as usize,
         max_inflight: max_inflight as usize,
         max_udp_size: usize::from(max_udp_size),

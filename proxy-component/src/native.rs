@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use dnsproxy_core::core::acl::IpNet;
 use dnsproxy_core::core::pins::{Pin, PinSet};
+use dnsproxy_core::core::upstreams::Strategy;
 use dnsproxy_core::shell::config::{
     AuthName, CaBundle, CacheSettings, ProxyConfig, UpstreamConfig,
 };
@@ -60,6 +61,8 @@ fn config() -> Result<ProxyConfig, String> {
         upstream_timeout: Duration::from_millis(1500),
         tcp_idle_timeout: Duration::from_secs(10),
         upstream_idle_timeout: Duration::from_secs(30),
+        strategy: Strategy::default(),
+        hedge_percent: 0,
         max_tcp_clients: 2048,
         max_inflight: 2048,
         max_udp_size: usize::from(dnsproxy_core::core::message::EDNS_UDP_PAYLOAD),

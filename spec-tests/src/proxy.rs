@@ -32,7 +32,9 @@ const TERM_GRACE: Duration = Duration::from_secs(3);
 /// `LOCAL_PORT=<free port>`, `LOG_LEVEL=info` (readiness needs the info-level `serving`
 /// line), and `CACHE_SIZE_MIB=0`: the groups that test forwarding count what reaches
 /// the upstream, so the answer cache is off unless a test sets the variable (the
-/// `cache` group sets it empty, for the built-in default). stdout and stderr are captured continuously (see [`Proxy::log`]).
+/// `cache` group sets it empty, for the built-in default); and `HEDGE_PERCENT=0`
+/// for the same reason: a hedge would send a query to a second upstream whenever the
+/// machine is slow for a moment (the `strategies` group turns hedging on). stdout and stderr are captured continuously (see [`Proxy::log`]).
 ///
 /// Dropping it sends SIGTERM to the child's PID, waits up to 3 s, then kills it.
 pub struct Proxy {
@@ -170,6 +172,9 @@ impl Proxy {
         }
         if get(&vars, "CACHE_SIZE_MIB").is_none() {
             vars.push(("CACHE_SIZE_MIB".into(), "0".into()));
+        }
+        if get(&vars, "HEDGE_PERCENT").is_none() {
+            vars.push(("HEDGE_PERCENT".into(), "0".into()));
         }
         let ip = get(&vars, "LOCAL_HOST")
             .and_then(|h| h.parse::<IpAddr>().ok())

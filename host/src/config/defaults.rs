@@ -104,6 +104,15 @@ pub const CLIENT_BUFFER_MIB: IntLimits = IntLimits {
     max: 256,
 };
 
+/// `hedge_percent`: the share of queries that may be hedged (sent to the
+/// next upstream too when the first is slower than usual); 0 turns hedging
+/// off. Past it, a slow query waits for its upstream or its timeout.
+pub const HEDGE_PERCENT: IntLimits = IntLimits {
+    default: 5,
+    min: 0,
+    max: 50,
+};
+
 /// `max_inflight`: queries forwarded and not yet answered, over all clients.
 pub const MAX_INFLIGHT: IntLimits = IntLimits {
     default: 2048,

@@ -287,6 +287,8 @@ pub enum Expected {
     LogLevel,
     /// A log format name.
     LogFormat,
+    /// `strategy`.
+    Strategy,
     /// A yes/no value.
     Boolean,
     /// An IP address and a port.
@@ -348,6 +350,7 @@ impl fmt::Display for Expected {
             Self::Integer { min, max } => write!(f, "an integer from {min} to {max}"),
             Self::LogLevel => f.write_str("one of error, warn, info, debug, trace"),
             Self::LogFormat => f.write_str("text or json"),
+            Self::Strategy => f.write_str("priority, round_robin or fastest"),
             Self::Boolean => f.write_str("true or false (also yes/no, on/off, 1/0)"),
             Self::ListenAddr => f.write_str(
                 "an IP address and port like 127.0.0.1:9153 or [::1]:9153, or nothing for no \

@@ -49,6 +49,8 @@ pub enum Key {
     UpstreamTimeout,
     TcpIdleTimeout,
     UpstreamIdleTimeout,
+    Strategy,
+    HedgePercent,
     MaxTcpClients,
     MaxInflight,
     MaxUdpSize,
@@ -67,7 +69,7 @@ pub enum Key {
 
 impl Key {
     /// Every key, in documentation order.
-    pub const ALL: [Key; 26] = [
+    pub const ALL: [Key; 28] = [
         Self::LocalHost,
         Self::LocalPort,
         Self::AllowNetworks,
@@ -80,6 +82,8 @@ impl Key {
         Self::UpstreamTimeout,
         Self::TcpIdleTimeout,
         Self::UpstreamIdleTimeout,
+        Self::Strategy,
+        Self::HedgePercent,
         Self::MaxTcpClients,
         Self::MaxInflight,
         Self::MaxUdpSize,
@@ -111,6 +115,8 @@ impl Key {
             Self::UpstreamTimeout => "upstream_timeout",
             Self::TcpIdleTimeout => "tcp_idle_timeout",
             Self::UpstreamIdleTimeout => "upstream_idle_timeout",
+            Self::Strategy => "strategy",
+            Self::HedgePercent => "hedge_percent",
             Self::MaxTcpClients => "max_tcp_clients",
             Self::MaxInflight => "max_inflight",
             Self::MaxUdpSize => "max_udp_size",
@@ -143,6 +149,8 @@ impl Key {
             Self::UpstreamTimeout => "UPSTREAM_TIMEOUT",
             Self::TcpIdleTimeout => "TCP_IDLE_TIMEOUT",
             Self::UpstreamIdleTimeout => "UPSTREAM_IDLE_TIMEOUT",
+            Self::Strategy => "STRATEGY",
+            Self::HedgePercent => "HEDGE_PERCENT",
             Self::MaxTcpClients => "MAX_TCP_CLIENTS",
             Self::MaxInflight => "MAX_INFLIGHT",
             Self::MaxUdpSize => "MAX_UDP_SIZE",
@@ -175,6 +183,8 @@ impl Key {
             Self::UpstreamTimeout => "--upstream-timeout",
             Self::TcpIdleTimeout => "--tcp-idle-timeout",
             Self::UpstreamIdleTimeout => "--upstream-idle-timeout",
+            Self::Strategy => "--strategy",
+            Self::HedgePercent => "--hedge-percent",
             Self::MaxTcpClients => "--max-tcp-clients",
             Self::MaxInflight => "--max-inflight",
             Self::MaxUdpSize => "--max-udp-size",
@@ -203,6 +213,8 @@ impl Key {
             | Self::UpstreamTimeout
             | Self::TcpIdleTimeout
             | Self::UpstreamIdleTimeout
+            | Self::Strategy
+            | Self::HedgePercent
             | Self::MaxTcpClients
             | Self::MaxInflight
             | Self::MaxUdpSize

@@ -34,6 +34,7 @@ use std::time::Duration;
 
 pub use dnsproxy_core::core::acl::IpNet;
 pub use dnsproxy_core::core::message::TtlClamp;
+pub use dnsproxy_core::core::upstreams::Strategy;
 pub use dnsproxy_core::shell::config::{
     AuthName, CaBundle, CacheSettings, ProxyConfig, UpstreamConfig,
 };
@@ -197,6 +198,18 @@ fn resolve(layers: &Layers<'_>) -> Result<(ProxyConfig, Report), ConfigError> {
     ] {
         record(key, format!("{:?}", d.value), &d.origin);
     }
+    let strategy = scalar(layers, Key::Strategy, Strategy::Priority, values::strategy)?;
+    record(
+        Key::Strategy,
+        strategy_name(strategy.value).to_owned(),
+        &strategy.origin,
+    );
+    let hedge_percent = integer(layers, Key::HedgePercent, defaults::HEDGE_PERCENT)?;
+    record(
+        Key::HedgePercent,
+        hedge_percent.value.to_string(),
+        &hedge_percent.origin,
+    );
     let mut count = |key, limits| {
         let n = integer(layers, key, limits)?;
         record(key, n.value.to_string(), &n.origin);
@@ -248,6 +261,8 @@ fn resolve(layers: &Layers<'_>) -> Result<(ProxyConfig, Report), ConfigError> {
         upstream_timeout: upstream_timeout.value,
         tcp_idle_timeout: tcp_idle_timeout.value,
         upstream_idle_timeout: upstream_idle_timeout.value,
+        strategy: strategy.value,
+        hedge_percent: hedge_percent.value,
         max_tcp_clients,
         max_inflight,
         max_udp_size,
@@ -264,6 +279,15 @@ fn resolve(layers: &Layers<'_>) -> Result<(ProxyConfig, Report), ConfigError> {
         upstreams: upstream_reports,
     };
     Ok((config, report))
+}
+
+/// `strategy` as it is written in settings.ini.
+fn strategy_name(strategy: Strategy) -> &'static str {
+    match strategy {
+        Strategy::Priority => "priority",
+        Strategy::RoundRobin => "round_robin",
+        Strategy::Fastest => "fastest",
+    }
 }
 
 /// The cache settings but its size: TTL clamps (`cache_max_ttl` at least

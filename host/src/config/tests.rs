@@ -330,6 +330,20 @@ fn every_key_follows_ini_then_env_then_flags() {
             |c| format!("{:?}", c.upstream_idle_timeout),
         ),
         case(
+            Key::Strategy,
+            [
+                ("round_robin", "RoundRobin"),
+                ("FASTEST", "Fastest"),
+                ("priority", "Priority"),
+            ],
+            |c| format!("{:?}", c.strategy),
+        ),
+        case(
+            Key::HedgePercent,
+            [("0", "0"), ("10", "10"), ("50", "50")],
+            |c| c.hedge_percent.to_string(),
+        ),
+        case(
             Key::MaxTcpClients,
             [("1", "1"), ("65535", "65535"), ("300", "300")],
             |c| c.max_tcp_clients.to_string(),
@@ -1115,6 +1129,8 @@ fn error_lines() {
         upstream("bad log level").env("LOG_LEVEL", "verbose"),
         upstream("bad log format").env("LOG_FORMAT", "logfmt"),
         upstream("bad log_queries").env("LOG_QUERIES", "maybe"),
+        proxy("unknown strategy", "strategy = random"),
+        upstream("hedge_percent above max").flag("--hedge-percent", "51"),
         upstream("metrics_listen without a port").env("METRICS_LISTEN", "127.0.0.1"),
         proxy(
             "upstream_timeout > query_timeout",

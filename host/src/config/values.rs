@@ -11,7 +11,7 @@ use rustls_pki_types::DnsName;
 
 use super::defaults::{DurationLimits, IntLimits};
 use super::error::Expected;
-use super::{CaBundle, Level, LogFormat};
+use super::{CaBundle, Level, LogFormat, Strategy};
 
 /// A port from 1 to 65535.
 pub(super) fn port(text: &str) -> Result<u16, Expected> {
@@ -129,6 +129,15 @@ pub(super) fn log_level(text: &str) -> Result<Level, Expected> {
 }
 
 /// A log format name, any case.
+pub(super) fn strategy(text: &str) -> Result<Strategy, Expected> {
+    match text.to_ascii_lowercase().as_str() {
+        "priority" => Ok(Strategy::Priority),
+        "round_robin" => Ok(Strategy::RoundRobin),
+        "fastest" => Ok(Strategy::Fastest),
+        _ => Err(Expected::Strategy),
+    }
+}
+
 pub(super) fn log_format(text: &str) -> Result<LogFormat, Expected> {
     LogFormat::from_name(text).ok_or(Expected::LogFormat)
 }

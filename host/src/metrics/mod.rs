@@ -204,6 +204,7 @@ impl Metrics {
             add_histogram(&mut t.rtt, &d.rtt);
             add_all(&mut t.failures, &d.failures);
             add_all(&mut t.handshakes, &d.handshakes);
+            t.hedges = t.hedges.saturating_add(d.hedges);
             t.no_backup = d.no_backup;
             t.leaf_only = d.leaf_only;
             if let Some(chain) = d.chain {
@@ -359,7 +360,7 @@ impl Metrics {
     fn upstream_families(&self, s: &State) -> Vec<MetricFamily> {
         let (mut queries, mut responses, mut rtt, mut failures) = (vec![], vec![], vec![], vec![]);
         let (mut up, mut conns, mut certs, mut warnings) = (vec![], vec![], vec![], vec![]);
-        let mut handshakes = vec![];
+        let (mut handshakes, mut hedges, mut srtt) = (vec![], vec![], vec![]);
         for (i, t) in s.totals.upstreams.iter().enumerate() {
             let name = t.name.as_str();
             let g = &s.gauges[i];
@@ -374,12 +375,16 @@ impl Metrics {
             for (kind, n) in ["full", "resumed"].iter().zip(t.handshakes) {
                 handshakes.push(counter(&[("upstream", name), ("kind", kind)], n));
             }
+            hedges.push(counter(&[("upstream", name)], t.hedges));
             // A removed upstream keeps its counters, not its state.
             if !g.configured {
                 continue;
             }
             up.push(gauge(&[("upstream", name)], f64::from(u8::from(g.up))));
             conns.push(gauge(&[("upstream", name)], f64::from(g.connections)));
+            if let Some(s) = g.srtt {
+                srtt.push(gauge(&[("upstream", name)], s.as_secs_f64()));
+            }
             for c in &s.chains[i] {
                 let Some(not_after) = c.not_after else {
                     continue;
@@ -432,6 +437,20 @@ impl Metrics {
                  or resumed (TLS 1.3, from a session of a full one to this upstream).",
                 MetricType::COUNTER,
                 handshakes,
+            ),
+            family(
+                "dnsproxy_upstream_hedges_total",
+                "Queries sent to the upstream as hedges: another upstream had not answered \
+                 within its usual time.",
+                MetricType::COUNTER,
+                hedges,
+            ),
+            family(
+                "dnsproxy_upstream_srtt_seconds",
+                "The upstream's smoothed round-trip time (RFC 6298), which orders `fastest` \
+                 and times hedges.",
+                MetricType::GAUGE,
+                srtt,
             ),
             family(
                 "dnsproxy_upstream_up",
@@ -547,6 +566,7 @@ mod tests {
                 configured: true,
                 up: true,
                 connections: 1,
+                srtt: None,
             }],
             ready,
             cache: CacheReport {
@@ -582,6 +602,7 @@ mod tests {
                         configured: true,
                         up: true,
                         connections: 1,
+                        srtt: None,
                     },
                 ],
                 ready: true,

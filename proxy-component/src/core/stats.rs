@@ -212,6 +212,9 @@ pub struct UpstreamStats {
     /// TLS handshakes completed: full (the chain verified, pins checked),
     /// then resumed (RFC 8446 §2.2, from a session of a full one).
     pub handshakes: [u64; 2],
+    /// Hedges sent to it: queries it was asked because another upstream
+    /// was slower than usual to answer.
+    pub hedges: u64,
     /// Its last verified chain, if a handshake succeeded since the last
     /// [`Stats::take`] (unchanged otherwise).
     pub chain: Option<Vec<ChainCert>>,
@@ -238,6 +241,8 @@ pub struct UpstreamGauges {
     pub up: bool,
     /// Open TLS connections to it.
     pub connections: u32,
+    /// Its smoothed round-trip time, once measured.
+    pub srtt: Option<std::time::Duration>,
 }
 
 /// Everything counted since the last [`Stats::take`], plus the counted

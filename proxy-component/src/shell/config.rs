@@ -14,6 +14,7 @@ use std::time::Duration;
 use crate::core::acl::IpNet;
 pub use crate::core::cache::CacheSettings;
 use crate::core::pins::PinSet;
+use crate::core::upstreams::Strategy;
 use crate::shell::log::{Level, LogFormat};
 
 /// Bytes of client answers the proxy holds for writing, over all TCP
@@ -43,6 +44,11 @@ pub struct ProxyConfig {
     pub tcp_idle_timeout: Duration,
     /// Idle upstream connections are closed after this (RFC 7858 §3.4).
     pub upstream_idle_timeout: Duration,
+    /// The order the upstreams are tried in (`strategy`).
+    pub strategy: Strategy,
+    /// Hedges may be at most this percentage of the queries; 0: no hedging
+    /// (`hedge_percent`).
+    pub hedge_percent: u32,
     /// Concurrent client TCP connections.
     pub max_tcp_clients: usize,
     /// Client queries in flight, over UDP and TCP together.

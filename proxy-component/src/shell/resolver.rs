@@ -9,17 +9,21 @@
 //! configuration is the core's [`ConnectPolicy`].
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
+use tokio::time::error::Elapsed;
 use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
 
-use crate::core::attempt::{Attempts, Next, Outcome};
+use crate::core::attempt::{AttemptId, Attempts, Next, Outcome, Verdict};
 use crate::core::connect::{AfterHandshake, ConnectPolicy, HandshakeFailure};
 use crate::core::message::{self, MessageError, Query, Rcode, Response};
 use crate::core::pins::{self, DisplayPins};
@@ -122,6 +126,36 @@ enum Exchange {
     },
 }
 
+/// An attempt in flight: its name, upstream and time, and the exchange.
+type Running<'a> = (
+    AttemptId,
+    usize,
+    Duration,
+    Pin<Box<dyn Future<Output = Result<Result<(Vec<u8>, Duration), Exchange>, Elapsed>> + 'a>>,
+);
+
+/// The first of the `running` attempts to end, removed from them. Pending
+/// while none is running.
+async fn first_of<'a>(
+    running: &mut Vec<Running<'a>>,
+) -> (
+    AttemptId,
+    usize,
+    Duration,
+    Result<Result<(Vec<u8>, Duration), Exchange>, Elapsed>,
+) {
+    std::future::poll_fn(|cx| {
+        for at in 0..running.len() {
+            if let Poll::Ready(result) = running[at].3.as_mut().poll(cx) {
+                let (id, upstream, budget, _) = running.swap_remove(at);
+                return Poll::Ready((id, upstream, budget, result));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
 /// Sends queries to the upstreams.
 pub struct Resolver {
     slots: Vec<Slot>,
@@ -198,7 +232,11 @@ impl Resolver {
             });
         }
         Ok(Self {
-            selector: RefCell::new(Selector::new(slots.len())),
+            selector: RefCell::new(Selector::with(
+                slots.len(),
+                config.strategy,
+                config.hedge_percent,
+            )),
             slots,
             query_timeout: config.query_timeout,
             upstream_timeout: config.upstream_timeout,
@@ -223,6 +261,7 @@ impl Resolver {
                     configured: true,
                     up: selector.is_up(i, now),
                     connections: u32::from(slot.conn.borrow().as_ref().is_some_and(Conn::is_alive)),
+                    srtt: selector.rtt(i).map(|r| r.srtt),
                 };
             }
         }
@@ -235,27 +274,93 @@ impl Resolver {
 
     /// Answers one client query: the upstream's answer with the client's ID,
     /// fit for a plain-DNS client, or a SERVFAIL when no upstream answered
-    /// within the deadline. Which upstream, for how long, and whether to send
-    /// again is the core's [`Attempts`]; this only performs the attempts.
-    /// Also names the upstream that answered (for the query log and the
-    /// cache); `None` when the proxy answered SERVFAIL itself.
+    /// within the deadline. Which upstream, for how long, whether to send
+    /// again or hedge, and which answer wins is the core's [`Attempts`];
+    /// this only performs the attempts, at most two at a time. Also names
+    /// the upstream that answered (for the query log and the cache); `None`
+    /// when the proxy answered SERVFAIL itself.
     pub async fn resolve(&self, query: &Query) -> (Response, Option<&str>) {
         let (wire, padding) = query.padded(message::QUERY_PADDING_BLOCK);
         let now = std::time::Instant::now();
-        let order = self.selector.borrow().order(now);
+        let order = self.selector.borrow_mut().order(now);
         let mut attempts = Attempts::new(order, now, self.query_timeout, self.upstream_timeout);
-        while let Next::Try {
-            upstream: i,
-            budget,
-        } = attempts.next(std::time::Instant::now())
-        {
-            let result = timeout(budget, self.exchange(i, &wire)).await;
+        let mut running: Vec<Running<'_>> = Vec::with_capacity(2);
+        let mut kept: Option<(Response, usize)> = None;
+        loop {
+            let next = attempts.next(std::time::Instant::now(), &mut self.selector.borrow_mut());
+            let until = match next {
+                Next::Try {
+                    id,
+                    upstream,
+                    budget,
+                    hedge,
+                } => {
+                    if hedge {
+                        self.stats.borrow_mut().upstreams[self.slots[upstream].stat].hedges += 1;
+                    }
+                    let exchange = timeout(budget, self.exchange(upstream, &wire));
+                    running.push((id, upstream, budget, Box::pin(exchange)));
+                    continue;
+                }
+                Next::Wait { until } => until,
+                Next::GiveUp => break,
+            };
+            let ended = match until {
+                None => first_of(&mut running).await,
+                Some(until) => tokio::select! {
+                    ended = first_of(&mut running) => ended,
+                    () = tokio::time::sleep_until(until.into()) => continue,
+                },
+            };
+            let (id, i, budget, result) = ended;
             // The event a failure belongs to: the connection (attempt) the
             // query was on, or being connected, when it ended.
             let event = self.slots[i].generation.get();
-            let (outcome, error) = match result.map(|r| r.map(Response::parse)) {
-                Ok(Ok(Ok(mut answer))) if answer.answers(query) => {
-                    self.selector.borrow_mut().succeeded(i);
+            let mut rtt = None;
+            let parsed = result.map(|r| {
+                r.map(|(answer, took)| {
+                    rtt = Some(took);
+                    Response::parse(answer)
+                })
+            });
+            let (outcome, error, answer) = match parsed {
+                Ok(Ok(Ok(answer))) if answer.answers(query) => {
+                    let outcome = if answer.declines() {
+                        Outcome::Declined
+                    } else {
+                        Outcome::Answered
+                    };
+                    (outcome, None, Some(answer))
+                }
+                Ok(Ok(Ok(_))) => (Outcome::Mismatch, Some(UpstreamError::Mismatch), None),
+                // An answer that does not parse answers nothing either.
+                Ok(Ok(Err(e))) => (Outcome::Mismatch, Some(UpstreamError::Malformed(e)), None),
+                Ok(Err(Exchange::Lost { progress, error })) => {
+                    (Outcome::Lost { progress }, Some(error), None)
+                }
+                // Skipped, not failed: nothing was tried.
+                Ok(Err(Exchange::Failed(UpstreamError::Backoff))) => {
+                    (Outcome::NoConnection, None, None)
+                }
+                Ok(Err(Exchange::Failed(e))) => (Outcome::NoConnection, Some(e), None),
+                Err(_) => (
+                    Outcome::TimedOut,
+                    Some(UpstreamError::Timeout(budget)),
+                    None,
+                ),
+            };
+            if let Some(error) = error.filter(|_| outcome.is_failure()) {
+                self.stats.borrow_mut().upstreams[self.slots[i].stat].failed(error.metric());
+                self.failed(i, event, &error);
+            }
+            let now = std::time::Instant::now();
+            let verdict = attempts.record(id, outcome, now, rtt, &mut self.selector.borrow_mut());
+            let Some(mut answer) = answer else {
+                continue;
+            };
+            self.selector.borrow_mut().succeeded(i);
+            match verdict {
+                Verdict::Answer => {
                     answer.set_id(query.id());
                     // The client is on plain DNS: the OPT the proxy added
                     // goes, and so does the upstream's padding (RFC 7830 §1).
@@ -264,23 +369,15 @@ impl Resolver {
                     }
                     return (answer, Some(&self.slots[i].config.name));
                 }
-                Ok(Ok(Ok(_))) => (Outcome::Mismatch, UpstreamError::Mismatch),
-                // An answer that does not parse answers nothing either.
-                Ok(Ok(Err(e))) => (Outcome::Mismatch, UpstreamError::Malformed(e)),
-                Ok(Err(Exchange::Lost { progress, error })) => (Outcome::Lost { progress }, error),
-                // Skipped, not failed: nothing was tried.
-                Ok(Err(Exchange::Failed(UpstreamError::Backoff))) => {
-                    attempts.record(Outcome::NoConnection);
-                    continue;
-                }
-                Ok(Err(Exchange::Failed(e))) => (Outcome::NoConnection, e),
-                Err(_) => (Outcome::TimedOut, UpstreamError::Timeout(budget)),
-            };
-            if outcome.is_failure() {
-                self.stats.borrow_mut().upstreams[self.slots[i].stat].failed(error.metric());
-                self.failed(i, event, &error);
+                Verdict::Keep => kept = Some((answer, i)),
+                Verdict::Drop => {}
             }
-            attempts.record(outcome);
+        }
+        if let Some((mut answer, i)) = kept {
+            answer.set_id(query.id());
+            if answer.fit_for_client(padding).is_ok() {
+                return (answer, Some(&self.slots[i].config.name));
+            }
         }
         self.log
             .event(Level::Debug, "query failed on every upstream", &[]);
@@ -322,7 +419,9 @@ impl Resolver {
         self.log.event(level, message, &fields);
     }
 
-    async fn exchange(&self, i: usize, wire: &[u8]) -> Result<Vec<u8>, Exchange> {
+    /// Sends `wire` to upstream `i`: its answer, and the time from the
+    /// query written to the answer read.
+    async fn exchange(&self, i: usize, wire: &[u8]) -> Result<(Vec<u8>, Duration), Exchange> {
         let conn = self.connection(i).await.map_err(Exchange::Failed)?;
         self.stats.borrow_mut().upstreams[self.slots[i].stat].queries += 1;
         let sent = std::time::Instant::now();
@@ -330,11 +429,12 @@ impl Resolver {
             progress: conn.made_progress(),
             error: e.into(),
         })?;
+        let rtt = sent.elapsed();
         let mut stats = self.stats.borrow_mut();
         let up = &mut stats.upstreams[self.slots[i].stat];
-        up.rtt.observe(sent.elapsed());
+        up.rtt.observe(rtt);
         up.responses.count(&answer);
-        Ok(answer)
+        Ok((answer, rtt))
     }
 
     /// After a full handshake with upstream `i`: records its verified chain

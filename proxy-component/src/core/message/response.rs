@@ -8,7 +8,7 @@
 //! `padding.rs`) and [`Response::truncate_for_udp`] (in `truncate.rs`).
 
 use super::name::names_equal;
-use super::query::Query;
+use super::query::{Query, Rcode};
 use super::walk::{Layout, Opt, walk};
 use super::{HEADER_LEN, MessageError, QDCOUNT, QR, header, read_u16};
 
@@ -63,6 +63,13 @@ impl Response {
         theirs.is_some()
             && theirs == ours
             && names_equal(query.bytes(), HEADER_LEN, &self.bytes, HEADER_LEN)
+    }
+
+    /// True if it is a SERVFAIL or REFUSED: an answer, but one another
+    /// upstream may better (see [`attempt`](crate::core::attempt)).
+    pub fn declines(&self) -> bool {
+        let rcode = super::rcode(&self.bytes);
+        rcode == Some(u8::from(Rcode::ServFail)) || rcode == Some(u8::from(Rcode::Refused))
     }
 
     /// Sets the ID (RFC 1035 §4.1.1): the client's, in place of the one the
