@@ -253,12 +253,13 @@ impl Resolver {
             // The event a failure belongs to: the connection (attempt) the
             // query was on, or being connected, when it ended.
             let event = self.slots[i].generation.get();
-            let (outcome, error) = match result.map(|r| r.map(Response::parse)) {
+            let (outcome, error) = match result {
                 Ok(Ok(Ok(mut answer))) if answer.answers(query) => {
                     self.selector.borrow_mut().succeeded(i);
                     answer.set_id(query.id());
                     // The client is on plain DNS: the OPT the proxy added
-                    // goes, and so does the upstream's padding (RFC 7830 §1).
+                    // goes, and so do the upstream's padding (RFC 7830 §1)
+                    // and keepalive option (RFC 7828 §3.2.2).
                     if answer.fit_for_client(padding).is_err() {
                         break;
                     }
@@ -322,7 +323,14 @@ impl Resolver {
         self.log.event(level, message, &fields);
     }
 
-    async fn exchange(&self, i: usize, wire: &[u8]) -> Result<Vec<u8>, Exchange> {
+    /// Sends `wire` to upstream `i` and parses the answer: the one walk of
+    /// it, which also finds the upstream's edns-tcp-keepalive timeout (RFC
+    /// 7828 §3.3.2), reported to the connection it came on.
+    async fn exchange(
+        &self,
+        i: usize,
+        wire: &[u8],
+    ) -> Result<Result<Response, MessageError>, Exchange> {
         let conn = self.connection(i).await.map_err(Exchange::Failed)?;
         self.stats.borrow_mut().upstreams[self.slots[i].stat].queries += 1;
         let sent = std::time::Instant::now();
@@ -334,6 +342,10 @@ impl Resolver {
         let up = &mut stats.upstreams[self.slots[i].stat];
         up.rtt.observe(sent.elapsed());
         up.responses.count(&answer);
+        let answer = Response::parse(answer);
+        if let Some(timeout) = answer.as_ref().ok().and_then(Response::keepalive_timeout) {
+            conn.on_keepalive(timeout);
+        }
         Ok(answer)
     }
 
