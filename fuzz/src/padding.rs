@@ -1,7 +1,8 @@
-//! EDNS(0) padding of queries (`Query::padded`, RFC 7830, RFC 8467) and
-//! making a response fit for a plain-DNS client (`Response::fit_for_client`):
-//! removal of the OPT RR the proxy added (RFC 6891 §7) or of the upstream's
-//! padding.
+//! EDNS(0) padding of queries with an edns-tcp-keepalive option
+//! (`Query::padded`, RFC 7830, RFC 8467, RFC 7828) and making a response fit
+//! for a plain-DNS client (`Response::fit_for_client`): removal of the OPT RR
+//! the proxy added (RFC 6891 §7) or of the upstream's padding and keepalive
+//! options.
 //!
 //! Input: `[block, message..]`; the block size is the byte (0 to 254), or 468
 //! (RFC 8467's response block) for 255. The message goes through
@@ -9,18 +10,22 @@
 //! `fit_for_client` both ways if the core's walk accepts it as a response.
 //!
 //! Checked for padding: a skip leaves the copy as the query was; a padded
-//! message is a multiple of the block, grew by the option (4 octets) or the
-//! OPT (15) plus fewer than `block` zero octets, fits in 65535 bytes, still
-//! parses, is not padded twice; the OPT added to a query without one is
-//! exactly [root, OPT, 1232, 0, 0, DO=0, Padding] and removing it gives back
-//! the original bytes; and for every padded message, removing its OPT gives
-//! the same bytes as removing the original's (padding changes nothing else,
-//! compression pointers included). Checked for both ways of fitting: an
-//! error leaves the response untouched; the layout the view keeps is the one
-//! a fresh walk of the result finds; a second pass changes nothing. Removing
-//! the OPT: the result has none, ARCOUNT is one less exactly when an OPT
-//! went. Removing padding: the OPT stays with its fields, its options but
-//! Padding stay in order, ARCOUNT is unchanged. Either way, where
+//! message is a multiple of the block, grew (from the query without its own
+//! Padding options) by the Padding option's header (4 octets), an empty
+//! keepalive option (4) unless the query had one, and the OPT (11) if it had
+//! none, plus fewer than `block` zero octets; it fits in 65535 bytes, still
+//! parses, and padding it again changes nothing; its options are the
+//! query's but Padding, in order, then the keepalive option if the query had
+//! none, then one Padding option, last; the OPT added to a query without one
+//! is exactly [root, OPT, 1232, 0, 0, DO=0, keepalive, Padding] and removing
+//! it gives back the original bytes; and for every padded message, removing
+//! its OPT gives the same bytes as removing the original's (padding changes
+//! nothing else, compression pointers included). Checked for both ways of
+//! fitting: an error leaves the response untouched; the layout the view keeps
+//! is the one a fresh walk of the result finds; a second pass changes
+//! nothing. Removing the OPT: the result has none, ARCOUNT is one less
+//! exactly when an OPT went. Removing padding and keepalive: the OPT stays
+//! with its fields, its other options stay in order, ARCOUNT is unchanged. Either way, where
 //! hickory-proto reads the message it reads the result with the same header,
 //! questions and records (for the few types with names in RDATA that
 //! hickory-proto and the core treat differently, all but the RDATA).
@@ -30,7 +35,9 @@ use std::collections::HashSet;
 use dnsproxy_core::core::message::{MessageError, Padding, Query, Response};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
-use crate::wire::{HEADER_LEN, OPTION_PADDING, be16, hickory, layout, opt_options};
+use crate::wire::{
+    HEADER_LEN, OPTION_KEEPALIVE, OPTION_PADDING, be16, hickory, layout, opt_options,
+};
 
 /// Checks one input; panics if an invariant does not hold.
 pub fn check(data: &[u8]) {
@@ -69,9 +76,23 @@ fn check_pad(msg: &[u8], block: usize) {
         return;
     };
     let (padded, result) = query.padded(block);
+    let before = layout(msg).expect("an accepted query lays out");
+    let options = before.opt().map_or_else(Vec::new, |rr| {
+        opt_options(msg, rr.rdata.clone()).expect("the core checked the options")
+    });
+    let own_padding: usize = options
+        .iter()
+        .filter(|(code, _)| *code == OPTION_PADDING)
+        .map(|(_, bytes)| bytes.len())
+        .sum();
+    let had_keepalive = options.iter().any(|(code, _)| *code == OPTION_KEEPALIVE);
+    let keepalive = if had_keepalive { 0 } else { 4 };
     let overhead = match result {
-        Padding::Padded => 4,
-        Padding::AddedOpt => 15,
+        Padding::Padded | Padding::Repadded => {
+            assert_eq!(result == Padding::Repadded, own_padding > 0, "{result:?}");
+            4 + keepalive
+        }
+        Padding::AddedOpt => 11 + 4 + keepalive,
         _ => {
             assert_eq!(padded, msg, "{result:?} changed the message");
             return;
@@ -80,7 +101,7 @@ fn check_pad(msg: &[u8], block: usize) {
     assert!(block > 0);
     assert_eq!(padded.len() % block, 0, "not a multiple of {block}");
     assert!(padded.len() <= 65_535);
-    let grown = padded.len() - msg.len();
+    let grown = padded.len() - (msg.len() - own_padding);
     assert!(
         grown >= overhead && grown - overhead < block,
         "grew by {grown}"
@@ -89,9 +110,27 @@ fn check_pad(msg: &[u8], block: usize) {
     let again = Query::parse(&padded).expect("the padded query still parses");
     assert_eq!(
         again.padded(block),
-        (padded.clone(), Padding::AlreadyPadded),
-        "padded twice"
+        (padded.clone(), Padding::Repadded),
+        "padding again changed it"
     );
+
+    // RFC 7828 §3.2.1: an empty keepalive option unless the client sent one;
+    // RFC 7830: one Padding option, last, after everything it is sized for.
+    let after = layout(&padded).expect("the padded query lays out");
+    let rr = after.opt().expect("a padded query has an OPT");
+    let new_options = opt_options(&padded, rr.rdata.clone()).expect("tiled");
+    let (last, rest) = new_options.split_last().expect("options");
+    assert_eq!(last.0, OPTION_PADDING, "Padding last");
+    let mut want: Vec<&[u8]> = options
+        .iter()
+        .filter(|(code, _)| *code != OPTION_PADDING)
+        .map(|(_, bytes)| *bytes)
+        .collect();
+    if !had_keepalive {
+        want.push(&[0, 11, 0, 0]);
+    }
+    let got: Vec<&[u8]> = rest.iter().map(|(_, bytes)| *bytes).collect();
+    assert_eq!(got, want, "the query's options, then keepalive");
 
     if result == Padding::AddedOpt {
         let fill = grown - overhead;
@@ -100,11 +139,11 @@ fn check_pad(msg: &[u8], block: usize) {
         assert_eq!(padded[..10], msg[..10]);
         assert_eq!(padded[HEADER_LEN..msg.len()], msg[HEADER_LEN..]);
         let opt = &padded[msg.len()..];
-        let rdlen = u16::try_from(4 + fill).expect("fits");
+        let rdlen = u16::try_from(8 + fill).expect("fits");
         let fill16 = u16::try_from(fill).expect("fits");
         let mut want = vec![0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0];
         want.extend_from_slice(&rdlen.to_be_bytes());
-        want.extend_from_slice(&[0, 12]);
+        want.extend_from_slice(&[0, 11, 0, 0, 0, 12]);
         want.extend_from_slice(&fill16.to_be_bytes());
         want.resize(want.len() + fill, 0);
         assert_eq!(opt, want, "the added OPT");
@@ -149,9 +188,10 @@ fn check_fit(msg: &[u8], padding: Padding) {
         }
         (Some(rr), _) => {
             let options = opt_options(msg, rr.rdata.clone()).expect("the core checked the options");
+            let hop = |code: u16| code == OPTION_PADDING || code == OPTION_KEEPALIVE;
             let kept: Vec<&[u8]> = options
                 .iter()
-                .filter(|(code, _)| *code != OPTION_PADDING)
+                .filter(|(code, _)| !hop(*code))
                 .map(|(_, bytes)| *bytes)
                 .collect();
             let new = after.opt().expect("the OPT stays");
@@ -165,7 +205,7 @@ fn check_fit(msg: &[u8], padding: Padding) {
             );
             let dropped: usize = options
                 .iter()
-                .filter(|(code, _)| *code == OPTION_PADDING)
+                .filter(|(code, _)| hop(*code))
                 .map(|(_, bytes)| bytes.len())
                 .sum();
             assert_eq!(fitted.len() + dropped, msg.len());

@@ -21,7 +21,9 @@ use dnsproxy_core::core::message::{
     MessageError, Query, QueryError, Rcode, Response, synthesize_response,
 };
 
-use crate::wire::{HEADER_LEN, OPCODE_MASK, OPTION_PADDING, QR, RA, RD, TYPE_OPT, be16, hickory};
+use crate::wire::{
+    HEADER_LEN, OPCODE_MASK, OPTION_KEEPALIVE, OPTION_PADDING, QR, RA, RD, TYPE_OPT, be16, hickory,
+};
 
 /// Every RCODE the proxy synthesizes.
 const RCODES: [Rcode; 6] = [
@@ -110,6 +112,14 @@ fn check_fields(msg: &[u8], q: &Query) {
             let options = crate::wire::opt_options(msg, r.start + 11..r.end).expect("tiled");
             let padded = options.iter().any(|(code, _)| *code == OPTION_PADDING);
             assert_eq!(opt.has_padding, padded);
+            // The last edns-tcp-keepalive option (RFC 7828 §3.1), its
+            // TIMEOUT iff it holds exactly two octets.
+            let keepalive = options
+                .iter()
+                .rev()
+                .find(|(code, _)| *code == OPTION_KEEPALIVE)
+                .map(|(_, bytes)| bytes[4..].try_into().ok().map(u16::from_be_bytes));
+            assert_eq!(opt.keepalive.map(|k| k.timeout), keepalive);
             assert_eq!(limit, usize::from(opt.udp_payload).max(512));
         }
     }

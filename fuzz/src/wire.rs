@@ -15,6 +15,7 @@ pub(crate) const RD: u8 = 0x01;
 pub(crate) const RA: u8 = 0x80;
 pub(crate) const HEADER_LEN: usize = 12;
 pub(crate) const TYPE_OPT: u16 = 41;
+pub(crate) const OPTION_KEEPALIVE: u16 = 11;
 pub(crate) const OPTION_PADDING: u16 = 12;
 
 pub(crate) fn be16(msg: &[u8], at: usize) -> Option<u16> {

@@ -68,11 +68,31 @@ impl FixtureResolver {
         Self::start_full(chain, behaviour, Vec::new(), None)
     }
 
+    /// Starts one that answers queries carrying an edns-tcp-keepalive
+    /// option (RFC 7828) with one holding `timeout` (in units of 100 ms; 0
+    /// asks the client to close), behaving as told otherwise. Its `connection
+    /// closed` log lines count the queries that carried the option
+    /// (`keepalive=N`).
+    pub fn start_with_keepalive(chain: Chain, behaviour: Misbehave, timeout: u16) -> Self {
+        let args = vec!["--keepalive".to_string(), timeout.to_string()];
+        Self::start_args(chain, behaviour, args, Vec::new(), None)
+    }
+
     /// The most general start: also extra files (path, contents) and a network.
     /// A file placed at `/pki/custom.chain.pem` is presented instead of `chain`'s.
     pub fn start_full(
         chain: Chain,
         behaviour: Misbehave,
+        files: Vec<(String, Vec<u8>)>,
+        network: Option<&Network>,
+    ) -> Self {
+        Self::start_args(chain, behaviour, Vec::new(), files, network)
+    }
+
+    fn start_args(
+        chain: Chain,
+        behaviour: Misbehave,
+        args: Vec<String>,
         files: Vec<(String, Vec<u8>)>,
         network: Option<&Network>,
     ) -> Self {
@@ -89,6 +109,7 @@ impl FixtureResolver {
             format!("/pki/{leaf}.key"),
         ];
         cmd.extend(behaviour.args());
+        cmd.extend(args);
         let inner = ResolverContainer::start(Spec {
             image: fixture_image(),
             cmd,

@@ -8,6 +8,12 @@
 //! - **Idle**: no query in flight for [`UpstreamTimeouts::idle`]: closed, so
 //!   an unused connection does not hold a slot on the server (RFC 7766
 //!   §6.2.3). Connections are otherwise kept and reused (RFC 7858 §3.4).
+//!   When the server states its own idle timeout in an edns-tcp-keepalive
+//!   option (RFC 7828 §3.3.2), the lesser of the two applies; the latest
+//!   answer carrying one wins (an answer without it changes nothing). A
+//!   TIMEOUT of 0 asks for the connection to close: it takes no new query
+//!   ([`UpstreamConn::accepts_queries`]) and closes once the queries in
+//!   flight are answered or given up on.
 //! - **Stall**: the server owes answers and has sent no byte for
 //!   [`UpstreamTimeouts::stall`]: the connection is half-open or the server
 //!   hung (dnsproxy #527), and is closed so its queries can be sent again on
@@ -41,6 +47,11 @@ pub struct UpstreamTimeouts {
 pub enum Close {
     /// Nothing was in flight for the idle timeout.
     Idle,
+    /// Nothing was in flight for the idle timeout the server asked for in
+    /// an edns-tcp-keepalive option, shorter than the configured one, or the
+    /// server asked for the connection to close (TIMEOUT 0) and nothing was
+    /// in flight any more (RFC 7828 §3.3.2).
+    KeepaliveTimeout,
     /// Answers were owed and no byte came for the stall timeout.
     Stalled,
     /// The server closed the connection.
@@ -60,6 +71,7 @@ impl Close {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Idle => "idle",
+            Self::KeepaliveTimeout => "idle for the upstream's edns-tcp-keepalive timeout",
             Self::Stalled => "stalled: no answer within the upstream timeout",
             Self::ClosedByUpstream => "closed by upstream",
             Self::ReadFailed => "read error",
@@ -82,6 +94,8 @@ pub struct UpstreamConn {
     /// while queries are in flight.
     idle_since: Option<Instant>,
     answered: bool,
+    /// The idle timeout the server last asked for (RFC 7828 §3.3.2).
+    server_idle: Option<Duration>,
     closed: Option<Close>,
 }
 
@@ -94,6 +108,7 @@ impl UpstreamConn {
             owed_since: None,
             idle_since: Some(now),
             answered: false,
+            server_idle: None,
             closed: None,
         }
     }
@@ -129,14 +144,42 @@ impl UpstreamConn {
         self.left(now);
     }
 
+    /// An answer carried an edns-tcp-keepalive option with a TIMEOUT: the
+    /// server's idle timeout from now on (RFC 7828 §3.3.2), until another
+    /// answer states another one. Zero: no new query goes on this
+    /// connection, and it closes as soon as nothing is in flight.
+    pub fn on_keepalive(&mut self, timeout: Duration) {
+        self.server_idle = Some(timeout);
+        if self.retiring() && self.inflight == 0 {
+            self.close(Close::KeepaliveTimeout);
+        }
+    }
+
     /// A query left the table; true if it was the last one.
     fn left(&mut self, now: Instant) -> bool {
         self.inflight = self.inflight.saturating_sub(1);
         let last = self.inflight == 0;
         if last {
             self.idle_since = Some(now);
+            if self.retiring() {
+                self.close(Close::KeepaliveTimeout);
+            }
         }
         last
+    }
+
+    /// The server asked for the connection to close (TIMEOUT 0).
+    fn retiring(&self) -> bool {
+        self.server_idle == Some(Duration::ZERO)
+    }
+
+    /// The idle timeout in force, and the reason to close when it expires:
+    /// the configured one, or the server's if that is shorter.
+    fn idle(&self) -> (Duration, Close) {
+        match self.server_idle {
+            Some(server) if server < self.timeouts.idle => (server, Close::KeepaliveTimeout),
+            _ => (self.timeouts.idle, Close::Idle),
+        }
     }
 
     /// The transport ended, or the shell gave up on it. The first reason
@@ -152,7 +195,7 @@ impl UpstreamConn {
             return None;
         }
         let stall = self.owed_since.map(|t| t + self.timeouts.stall);
-        let idle = self.idle_since.map(|t| t + self.timeouts.idle);
+        let idle = self.idle_since.map(|t| t + self.idle().0);
         stall.into_iter().chain(idle).min()
     }
 
@@ -161,10 +204,11 @@ impl UpstreamConn {
         if self.closed.is_none() {
             let expired =
                 |since: Option<Instant>, after: Duration| since.is_some_and(|t| now >= t + after);
+            let (idle, why) = self.idle();
             if expired(self.owed_since, self.timeouts.stall) {
                 self.closed = Some(Close::Stalled);
-            } else if expired(self.idle_since, self.timeouts.idle) {
-                self.closed = Some(Close::Idle);
+            } else if expired(self.idle_since, idle) {
+                self.closed = Some(why);
             }
         }
         self.closed
@@ -173,6 +217,21 @@ impl UpstreamConn {
     /// Why it closed, if it has.
     pub fn closed(&self) -> Option<Close> {
         self.closed
+    }
+
+    /// Whether a new query may be sent on it: open, and the server has not
+    /// asked for it to close (RFC 7828 §3.3.2: after a TIMEOUT of 0 the
+    /// client sends no more queries on the connection).
+    pub fn accepts_queries(&self) -> bool {
+        self.retired().is_none()
+    }
+
+    /// Why no new query may be sent on it, if none may: why it closed, or
+    /// [`Close::KeepaliveTimeout`] while it stays open for the answers
+    /// owed after the server asked for it to close.
+    pub fn retired(&self) -> Option<Close> {
+        self.closed
+            .or(self.retiring().then_some(Close::KeepaliveTimeout))
     }
 
     /// Whether the connection has delivered at least one answer.
@@ -337,6 +396,96 @@ mod tests {
         assert_eq!(c.deadline(), None);
     }
 
+    #[test]
+    fn rfc7828_a_shorter_server_timeout_replaces_the_idle_timeout() {
+        let t0 = Instant::now();
+        let mut c = conn(t0);
+        c.on_sent(t0);
+        let t1 = t0 + ms(50);
+        c.on_received(t1);
+        c.on_answered(t1);
+        c.on_keepalive(ms(1000));
+        assert!(c.accepts_queries());
+        assert_eq!(c.deadline(), Some(t1 + ms(1000)));
+        assert_eq!(c.poll(t1 + ms(999)), None);
+        assert_eq!(c.poll(t1 + ms(1000)), Some(Close::KeepaliveTimeout));
+    }
+
+    #[test]
+    fn rfc7828_a_longer_server_timeout_does_not_extend_the_configured_one() {
+        let t0 = Instant::now();
+        let mut c = conn(t0);
+        c.on_keepalive(IDLE * 10);
+        assert_eq!(c.deadline(), Some(t0 + IDLE));
+        assert_eq!(c.poll(t0 + IDLE), Some(Close::Idle));
+    }
+
+    #[test]
+    fn rfc7828_the_latest_server_timeout_wins() {
+        let t0 = Instant::now();
+        let mut c = conn(t0);
+        c.on_keepalive(ms(1000));
+        c.on_keepalive(ms(20_000));
+        assert_eq!(c.deadline(), Some(t0 + ms(20_000)));
+        c.on_keepalive(ms(300));
+        assert_eq!(c.deadline(), Some(t0 + ms(300)));
+        assert_eq!(c.poll(t0 + ms(300)), Some(Close::KeepaliveTimeout));
+    }
+
+    #[test]
+    fn rfc7828_timeout_zero_takes_no_new_query_and_closes_after_the_answers_owed() {
+        let t0 = Instant::now();
+        let mut c = conn(t0);
+        c.on_sent(t0);
+        c.on_sent(t0);
+        c.on_sent(t0);
+        let t1 = t0 + ms(10);
+        c.on_received(t1);
+        c.on_answered(t1);
+        c.on_keepalive(Duration::ZERO);
+        // Two answers are still owed: it stays open for them, the stall
+        // timer still runs, but no query is sent on it any more.
+        assert!(!c.accepts_queries());
+        assert_eq!(c.poll(t1), None);
+        assert_eq!(c.deadline(), Some(t1 + STALL));
+        c.on_received(t1 + ms(5));
+        c.on_answered(t1 + ms(5));
+        assert_eq!(c.closed(), None);
+        c.on_abandoned(t1 + ms(6));
+        assert_eq!(c.closed(), Some(Close::KeepaliveTimeout));
+        assert_eq!(c.deadline(), None);
+    }
+
+    #[test]
+    fn rfc7828_timeout_zero_on_an_idle_connection_closes_it_at_once() {
+        let t0 = Instant::now();
+        let mut c = conn(t0);
+        c.on_sent(t0);
+        c.on_received(t0 + ms(1));
+        c.on_answered(t0 + ms(1));
+        assert!(c.accepts_queries());
+        c.on_keepalive(Duration::ZERO);
+        assert!(!c.accepts_queries());
+        assert_eq!(c.poll(t0 + ms(1)), Some(Close::KeepaliveTimeout));
+    }
+
+    #[test]
+    fn rfc7828_a_later_timeout_lifts_a_zero_one() {
+        let t0 = Instant::now();
+        let mut c = conn(t0);
+        c.on_sent(t0);
+        c.on_sent(t0);
+        c.on_received(t0 + ms(1));
+        c.on_answered(t0 + ms(1));
+        c.on_keepalive(Duration::ZERO);
+        assert!(!c.accepts_queries());
+        c.on_received(t0 + ms(2));
+        c.on_keepalive(ms(5000));
+        c.on_answered(t0 + ms(2));
+        assert!(c.accepts_queries());
+        assert_eq!(c.deadline(), Some(t0 + ms(2) + ms(5000)));
+    }
+
     /// An event of the property test: what happened, and when (ms after the
     /// previous one).
     #[derive(Clone, Copy, Debug)]
@@ -346,6 +495,8 @@ mod tests {
         Answered,
         Abandoned,
         Closed,
+        /// An answer carrying an edns-tcp-keepalive TIMEOUT, in 100 ms.
+        Keepalive(u16),
     }
 
     fn event() -> impl Strategy<Value = (Event, u64)> {
@@ -355,6 +506,7 @@ mod tests {
             3 => Just(Event::Answered),
             2 => Just(Event::Abandoned),
             1 => Just(Event::Closed),
+            1 => prop_oneof![Just(0u16), 1u16..20, 200u16..400].prop_map(Event::Keepalive),
         ];
         // Mostly gaps within the stall timeout, so connections live long
         // enough to go through many states; now and then one past the idle
@@ -366,8 +518,9 @@ mod tests {
     proptest! {
         /// Whatever happens, the connection closes exactly at its deadline
         /// and never before; a closed connection stays closed for the same
-        /// reason; and queries in flight always have a stall deadline (a
-        /// dead upstream is always detected).
+        /// reason; queries in flight always have a stall deadline (a
+        /// dead upstream is always detected); and one the server asked to
+        /// close (TIMEOUT 0) is open only while it owes answers.
         #[test]
         fn closes_exactly_at_its_deadline(events in proptest::collection::vec(event(), 0..100)) {
             let t0 = Instant::now();
@@ -401,7 +554,16 @@ mod tests {
                     }
                     Event::Abandoned if inflight > 0 => { c.on_abandoned(now); inflight -= 1; }
                     Event::Closed => c.close(Close::ClosedByUpstream),
-                    Event::Answered | Event::Abandoned => {}
+                    Event::Keepalive(units) if inflight > 0 => {
+                        c.on_received(now);
+                        c.on_keepalive(ms(u64::from(units) * 100));
+                        c.on_answered(now);
+                        inflight -= 1;
+                    }
+                    Event::Answered | Event::Abandoned | Event::Keepalive(_) => {}
+                }
+                if !c.accepts_queries() && c.closed().is_none() {
+                    prop_assert!(inflight > 0, "asked to close, idle, and still open");
                 }
                 prop_assert_eq!(c.inflight(), inflight);
                 if c.closed().is_none() {

@@ -8,8 +8,10 @@
 //! matches answers by ID in any order. When the connection closes (EOF, a
 //! read or write error, a framing error, or the core's [`UpstreamConn`]
 //! timers: idle, stalled) every query still in flight gets
-//! [`ConnError::Lost`] so the caller can resend it. This file only moves
-//! bytes and reports events to the core.
+//! [`ConnError::Lost`] so the caller can resend it. The caller, which parses
+//! the answer, reports the upstream's edns-tcp-keepalive timeout (RFC 7828)
+//! with [`Conn::on_keepalive`]. This file only moves bytes and reports events
+//! to the core.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -93,10 +95,18 @@ impl Conn {
         Self { shared, to_writer }
     }
 
-    /// False once the connection has closed; a closed connection is
-    /// replaced.
+    /// False once the connection has closed, or the upstream asked for it
+    /// to close (RFC 7828 §3.3.2: TIMEOUT 0; it stays open for the answers
+    /// owed): no new query goes on it, and it is replaced.
     pub fn is_alive(&self) -> bool {
-        self.shared.state.borrow().closed().is_none()
+        self.shared.state.borrow().accepts_queries()
+    }
+
+    /// An answer on this connection carried an edns-tcp-keepalive option
+    /// with this TIMEOUT (RFC 7828 §3.3.2); the core decides what it does to
+    /// the idle timeout.
+    pub fn on_keepalive(&self, timeout: std::time::Duration) {
+        self.shared.report(|s| s.on_keepalive(timeout));
     }
 
     /// Sends one query (its ID is rewritten here) and waits for the answer,
@@ -130,9 +140,10 @@ impl Conn {
             .map_err(|_| ConnError::Lost("closed with the query in flight"))
     }
 
-    /// Why the connection closed, once it has.
+    /// Why the connection takes no new query, once it does not: why it
+    /// closed, or the upstream asked for it to close.
     pub fn close_reason(&self) -> Option<Close> {
-        self.shared.state.borrow().closed()
+        self.shared.state.borrow().retired()
     }
 
     /// Whether the connection has delivered at least one answer.
@@ -314,6 +325,35 @@ mod tests {
             assert!(answered.elapsed() < Duration::from_secs(2));
             assert_eq!(conn.close_reason(), Some(Close::Idle));
             assert!(conn.made_progress());
+        });
+    }
+
+    #[test]
+    fn rfc7828_the_upstreams_timeout_closes_the_connection_sooner() {
+        run(async {
+            let (ours, mut upstream) = tokio::io::duplex(64 * 1024);
+            let conn = Conn::spawn(ours, 16, timeouts(5_000));
+            let call = spawn_exchange(&conn, 1, 1);
+            let sent = read_frames(&mut upstream, 1).await;
+            let mut answer = Vec::new();
+            frame_into(&mut answer, &sent[0]);
+            upstream.write_all(&answer).await.unwrap();
+            call.await.unwrap().unwrap();
+            // What the caller found in the answer: 200 ms, not 30 s.
+            conn.on_keepalive(Duration::from_millis(200));
+            let reported = Instant::now();
+            let mut rest = Vec::new();
+            upstream.read_to_end(&mut rest).await.unwrap();
+            assert!(reported.elapsed() < Duration::from_secs(2));
+            assert_eq!(conn.close_reason(), Some(Close::KeepaliveTimeout));
+
+            // TIMEOUT 0 on an idle connection: closed at once.
+            let (ours, mut upstream) = tokio::io::duplex(64 * 1024);
+            let conn = Conn::spawn(ours, 16, timeouts(5_000));
+            conn.on_keepalive(Duration::ZERO);
+            assert!(!conn.is_alive());
+            upstream.read_to_end(&mut rest).await.unwrap();
+            assert_eq!(conn.close_reason(), Some(Close::KeepaliveTimeout));
         });
     }
 

@@ -126,12 +126,16 @@ enum Exchange {
     },
 }
 
+/// What an exchange brings back: the answer as parsed, and its round-trip
+/// time.
+type Exchanged = (Result<Response, MessageError>, Duration);
+
 /// An attempt in flight: its name, upstream and time, and the exchange.
 type Running<'a> = (
     AttemptId,
     usize,
     Duration,
-    Pin<Box<dyn Future<Output = Result<Result<(Vec<u8>, Duration), Exchange>, Elapsed>> + 'a>>,
+    Pin<Box<dyn Future<Output = Result<Result<Exchanged, Exchange>, Elapsed>> + 'a>>,
 );
 
 /// The first of the `running` attempts to end, removed from them. Pending
@@ -142,7 +146,7 @@ async fn first_of<'a>(
     AttemptId,
     usize,
     Duration,
-    Result<Result<(Vec<u8>, Duration), Exchange>, Elapsed>,
+    Result<Result<Exchanged, Exchange>, Elapsed>,
 ) {
     std::future::poll_fn(|cx| {
         for at in 0..running.len() {
@@ -320,7 +324,7 @@ impl Resolver {
             let parsed = result.map(|r| {
                 r.map(|(answer, took)| {
                     rtt = Some(took);
-                    Response::parse(answer)
+                    answer
                 })
             });
             let (outcome, error, answer) = match parsed {
@@ -363,7 +367,8 @@ impl Resolver {
                 Verdict::Answer => {
                     answer.set_id(query.id());
                     // The client is on plain DNS: the OPT the proxy added
-                    // goes, and so does the upstream's padding (RFC 7830 §1).
+                    // goes, and so do the upstream's padding (RFC 7830 §1)
+                    // and keepalive option (RFC 7828 §3.2.2).
                     if answer.fit_for_client(padding).is_err() {
                         break;
                     }
@@ -419,9 +424,11 @@ impl Resolver {
         self.log.event(level, message, &fields);
     }
 
-    /// Sends `wire` to upstream `i`: its answer, and the time from the
-    /// query written to the answer read.
-    async fn exchange(&self, i: usize, wire: &[u8]) -> Result<(Vec<u8>, Duration), Exchange> {
+    /// Sends `wire` to upstream `i` and parses the answer: the one walk of
+    /// it, which also finds the upstream's edns-tcp-keepalive timeout (RFC
+    /// 7828 §3.3.2), reported to the connection it came on. Also the time
+    /// from the query written to the answer read.
+    async fn exchange(&self, i: usize, wire: &[u8]) -> Result<Exchanged, Exchange> {
         let conn = self.connection(i).await.map_err(Exchange::Failed)?;
         self.stats.borrow_mut().upstreams[self.slots[i].stat].queries += 1;
         let sent = std::time::Instant::now();
@@ -434,6 +441,11 @@ impl Resolver {
         let up = &mut stats.upstreams[self.slots[i].stat];
         up.rtt.observe(rtt);
         up.responses.count(&answer);
+        drop(stats);
+        let answer = Response::parse(answer);
+        if let Some(timeout) = answer.as_ref().ok().and_then(Response::keepalive_timeout) {
+            conn.on_keepalive(timeout);
+        }
         Ok((answer, rtt))
     }
 

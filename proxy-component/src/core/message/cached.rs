@@ -259,7 +259,7 @@ impl Response {
         if layout.opt.is_some() {
             // Removal only moves pointers backwards, so they always still fit;
             // a record pointing into the OPT is an error: not kept.
-            if !layout.replace_opt(&mut bytes, &[], false).ok()? {
+            if !layout.replace_opt(&mut bytes, &[]).ok()? {
                 return None;
             }
             let arcount = counts(&bytes)?[3].checked_sub(1)?;
@@ -479,6 +479,7 @@ impl Cached {
                 udp_payload: EDNS_UDP_PAYLOAD,
                 dnssec_ok,
                 has_padding: false,
+                keepalive: None,
             })
         });
         let layout = Layout {
@@ -881,9 +882,12 @@ mod tests {
         m.add_additional(a("ns.example.com.", 300, 53));
         m.set_edns(edns(
             true,
+            // Padding, a cookie and the upstream's edns-tcp-keepalive
+            // timeout (RFC 7828) belong to the upstream exchange.
             vec![
                 EdnsOption::Unknown(12, vec![0; 100]),
                 EdnsOption::Unknown(10, vec![7; 16]),
+                EdnsOption::Unknown(11, vec![0, 10]),
                 ede.clone(),
             ],
         ));

@@ -16,8 +16,9 @@
 //! records end, and the OPT record); it never builds a message tree.
 //! Everything it does not own in a response (answers, DNSSEC records, unknown
 //! types, AD/CD/DO bits) passes through byte for byte: the only rewrites are
-//! the ID, UDP truncation, query padding and the removal of an OPT the proxy
-//! added itself or of the upstream's padding. An answer served from the cache
+//! the ID, UDP truncation, query padding with an edns-tcp-keepalive option,
+//! and the removal of an OPT the proxy added itself or of the upstream's
+//! padding and keepalive options. An answer served from the cache
 //! ([`Response::to_cache`], [`Cached::answer`]) is the one exception: its
 //! TTLs age, and its header, QNAME spelling and OPT are the asking client's.
 //!
@@ -48,7 +49,7 @@ pub use padding::{Padding, QUERY_PADDING_BLOCK};
 pub use present::{QName, QType, RcodeName};
 pub use query::{Query, QueryError, Rcode, synthesize_response};
 pub use response::Response;
-pub use walk::Opt;
+pub use walk::{Keepalive, Opt};
 
 /// Size of the fixed header (RFC 1035 §4.1.1).
 pub const HEADER_LEN: usize = 12;

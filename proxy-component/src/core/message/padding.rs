@@ -1,17 +1,26 @@
-//! EDNS(0) padding of queries for the encrypted hop (RFC 7830, RFC 8467),
-//! and making the response fit for a plain-DNS client: removal of an OPT RR
-//! the proxy added itself (RFC 6891 §7), or of the upstream's padding.
+//! What the proxy does to the OPT RR for the encrypted hop: EDNS(0) padding
+//! of queries (RFC 7830, RFC 8467) and the edns-tcp-keepalive option that
+//! asks the upstream for its idle timeout (RFC 7828); and making the response
+//! fit for a plain-DNS client: removal of an OPT RR the proxy added itself
+//! (RFC 6891 §7), or of the upstream's padding and keepalive options.
 
 use super::query::Query;
 use super::response::Response;
 use super::walk::{
-    Layout, OPT_RR_LEN, OPTION_PADDING, opt_without_padding, splice_records, write_opt,
+    Layout, OPT_RR_LEN, OPTION_KEEPALIVE, OPTION_PADDING, opt_without, splice_records, write_opt,
 };
 use super::{ARCOUNT, MessageError, counts, write_u16};
 use crate::core::framing::MAX_MESSAGE_LEN;
 
 /// Size of an option's code and length fields (RFC 6891 §6.1.2).
 const OPTION_HEADER_LEN: usize = 4;
+
+/// An edns-tcp-keepalive option without TIMEOUT, as a client sends it (RFC
+/// 7828 §3.2.1).
+const KEEPALIVE_OPTION: [u8; OPTION_HEADER_LEN] = {
+    let [c0, c1] = OPTION_KEEPALIVE.to_be_bytes();
+    [c0, c1, 0, 0]
+};
 
 /// The block size RFC 8467 §4.1 recommends for queries.
 pub const QUERY_PADDING_BLOCK: usize = 128;
@@ -21,32 +30,47 @@ pub const QUERY_PADDING_BLOCK: usize = 128;
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Padding {
-    /// A Padding option was added to the query's OPT RR.
+    /// A Padding option, and an edns-tcp-keepalive option unless the query
+    /// had one, were added to the query's OPT RR.
     Padded,
-    /// The query had no OPT: one holding the padding was appended. The
-    /// response's OPT must be removed before the client sees it (RFC 6891
-    /// §7): [`Response::fit_for_client`] does.
+    /// The query had no OPT: one holding an edns-tcp-keepalive option and
+    /// the padding was appended. The response's OPT must be removed before
+    /// the client sees it (RFC 6891 §7): [`Response::fit_for_client`] does.
     AddedOpt,
-    /// The query already carried a Padding option; it was left as is.
-    AlreadyPadded,
-    /// Not padded, message untouched: it is signed (TSIG or SIG(0) must stay
-    /// last and covers the bytes), `block` is 0, or the padded message would
-    /// not fit in 65535 bytes or break a compression pointer (a record after
-    /// the OPT pointing into it, or with RDATA too short for its names).
+    /// The query carried Padding of its own: it was replaced by the proxy's,
+    /// sized for the query as sent, and the edns-tcp-keepalive option added
+    /// as for [`Padding::Padded`]. A plain-DNS client's padding hides nothing
+    /// on the encrypted hop, and adding options after it would undo its block
+    /// size anyway.
+    Repadded,
+    /// Not padded, message untouched (no keepalive option either): it is
+    /// signed (TSIG or SIG(0) must stay last and covers the bytes), `block`
+    /// is 0, or the padded message would not fit in 65535 bytes or break a
+    /// compression pointer (a record after the OPT pointing into it, or with
+    /// RDATA too short for its names).
     Skipped,
 }
 
 impl Query {
-    /// The copy of the query sent upstream, padded to a multiple of `block`
-    /// bytes (RFC 7830, RFC 8467 §4.1 block-length padding; use
-    /// [`QUERY_PADDING_BLOCK`]), and what padding did.
+    /// The copy of the query sent upstream, with an edns-tcp-keepalive
+    /// option (RFC 7828) and padded to a multiple of `block` bytes (RFC 7830,
+    /// RFC 8467 §4.1 block-length padding; use [`QUERY_PADDING_BLOCK`]), and
+    /// what padding did.
     ///
-    /// With an OPT RR, a Padding option (code 12, zero octets, RFC 7830 §3)
-    /// is appended to it; one that already has padding is left alone.
+    /// The keepalive option is empty, as a client sends it (RFC 7828 §3.2.1):
+    /// it asks the upstream for its idle timeout on this persistent
+    /// connection. One the query already has (a TCP client may send it) is
+    /// kept, never doubled. The Padding option (code 12, zero octets, RFC
+    /// 7830 §3) comes last, sized for everything before it, keepalive
+    /// included.
+    ///
+    /// With an OPT RR, its other options are kept in order and the two are
+    /// appended to them (a Padding option of the client's is replaced).
     /// Without one, an OPT RR (root owner, payload
     /// [`EDNS_UDP_PAYLOAD`](super::EDNS_UDP_PAYLOAD), extended RCODE 0,
-    /// version 0, DO 0) holding the padding is appended and ARCOUNT
-    /// incremented. Records after the OPT keep valid compression pointers.
+    /// version 0, DO 0) holding them is appended and ARCOUNT incremented.
+    /// Records after the OPT keep valid compression pointers. All of it is
+    /// one copy of the query.
     pub fn padded(&self, block: usize) -> (Vec<u8>, Padding) {
         let mut wire = self.bytes().to_vec();
         // An error leaves the copy untouched: it goes unpadded.
@@ -64,34 +88,44 @@ fn pad(msg: &mut Vec<u8>, layout: &Layout, block: usize) -> Result<Padding, Mess
         return Ok(Padding::Skipped);
     }
     match &layout.opt {
-        Some(opt) if opt.has_padding => Ok(Padding::AlreadyPadded),
         Some(opt) => {
-            let fill = fill_len(msg.len() + OPTION_HEADER_LEN, block);
-            let added = OPTION_HEADER_LEN + fill;
-            let rdlen = u16::try_from(opt.rdata.len() + added);
-            let (Ok(rdlen), true) = (rdlen, fits_u16(msg.len() + added)) else {
-                return Ok(Padding::Skipped);
-            };
             // The whole OPT is replaced, RDLENGTH included, so that a pointer
             // into any byte of it is refused rather than left reading changed bytes.
-            let mut padded = msg[opt.range.clone()].to_vec();
-            let rdlen_at = opt.rdata.start - 2 - opt.range.start;
-            padded[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
-            padded.extend_from_slice(&padding_option(fill));
-            if !splice_records(msg, opt.range.clone(), &padded, layout.end)? {
-                return Ok(Padding::Skipped);
+            let mut rebuilt = opt_without(msg, opt, &[OPTION_PADDING]);
+            if opt.keepalive.is_none() {
+                rebuilt.extend_from_slice(&KEEPALIVE_OPTION);
             }
-            Ok(Padding::Padded)
-        }
-        None => {
-            let fill = fill_len(msg.len() + OPT_RR_LEN + OPTION_HEADER_LEN, block);
-            let added = OPT_RR_LEN + OPTION_HEADER_LEN + fill;
-            let arcount = counts(msg).map(|c| c[3]).and_then(|ar| ar.checked_add(1));
-            let (Some(arcount), true) = (arcount, fits_u16(msg.len() + added)) else {
+            let unpadded = msg.len() - opt.range.len() + rebuilt.len() + OPTION_HEADER_LEN;
+            let fill = fill_len(unpadded, block);
+            let rdlen_at = opt.rdata.start - 2 - opt.range.start;
+            let rdlen = u16::try_from(rebuilt.len() + OPTION_HEADER_LEN + fill - rdlen_at - 2);
+            let (Ok(rdlen), true) = (rdlen, fits_u16(unpadded + fill)) else {
                 return Ok(Padding::Skipped);
             };
-            // `fill` fits in a u16: the whole message does.
-            write_opt(msg, false, Some(u16::try_from(fill).unwrap_or(0)));
+            rebuilt[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
+            rebuilt.extend_from_slice(&padding_option(fill));
+            if !splice_records(msg, opt.range.clone(), &rebuilt, layout.end)? {
+                return Ok(Padding::Skipped);
+            }
+            Ok(if opt.has_padding {
+                Padding::Repadded
+            } else {
+                Padding::Padded
+            })
+        }
+        None => {
+            let rdata_len = KEEPALIVE_OPTION.len() + OPTION_HEADER_LEN;
+            let fill = fill_len(msg.len() + OPT_RR_LEN + rdata_len, block);
+            let arcount = counts(msg).map(|c| c[3]).and_then(|ar| ar.checked_add(1));
+            let (Some(arcount), true) =
+                (arcount, fits_u16(msg.len() + OPT_RR_LEN + rdata_len + fill))
+            else {
+                return Ok(Padding::Skipped);
+            };
+            let mut rdata = Vec::with_capacity(rdata_len + fill);
+            rdata.extend_from_slice(&KEEPALIVE_OPTION);
+            rdata.extend_from_slice(&padding_option(fill));
+            write_opt(msg, false, &rdata);
             write_u16(msg, ARCOUNT, arcount);
             Ok(Padding::AddedOpt)
         }
@@ -105,34 +139,39 @@ impl Response {
     /// - [`Padding::AddedOpt`]: the client sent no OPT, so the response's OPT
     ///   RR goes and ARCOUNT is decremented (RFC 6891 §7). Its extended RCODE
     ///   bits are lost with it; a client without EDNS could not read them.
-    /// - otherwise its Padding options go, the OPT and its other options
-    ///   stay. Padding only hides message sizes on the encrypted hop (RFC
-    ///   7830 §1, RFC 8467 §4.1): the upstream pads its answer because the
-    ///   query was padded there, and passing that on only makes a UDP answer
-    ///   bigger, so it would be truncated where it fits.
+    /// - otherwise its Padding and edns-tcp-keepalive options go, the OPT and
+    ///   its other options stay, in one rewrite of the OPT. Padding only
+    ///   hides message sizes on the encrypted hop (RFC 7830 §1, RFC 8467
+    ///   §4.1): the upstream pads its answer because the query was padded
+    ///   there, and passing that on only makes a UDP answer bigger, so it
+    ///   would be truncated where it fits. The keepalive option is the
+    ///   upstream's idle timeout for the proxy's connection to it (RFC 7828
+    ///   §3.3.2), read from the answer before this: it must never be sent
+    ///   over UDP (RFC 7828 §3.2.2), and a TCP client's connection is the
+    ///   proxy's, whose timing the upstream's timeout says nothing about.
     ///
-    /// Without an OPT, or without padding in it, nothing changes. Records
-    /// after the OPT keep valid compression pointers; one pointing into the
-    /// OPT (or RDATA too short for the names of its type) is an `Err`, and the
-    /// response is then untouched. The layout is updated with the edit, not
-    /// walked again.
+    /// Without an OPT, or without those options in it, nothing changes.
+    /// Records after the OPT keep valid compression pointers; one pointing
+    /// into the OPT (or RDATA too short for the names of its type) is an
+    /// `Err`, and the response is then untouched. The layout is updated with
+    /// the edit, not walked again.
     pub fn fit_for_client(&mut self, padding: Padding) -> Result<(), MessageError> {
         let Some(opt) = &self.layout.opt else {
             return Ok(());
         };
         if padding == Padding::AddedOpt {
             // Removal only moves pointers backwards, so they always still fit.
-            self.layout.replace_opt(&mut self.bytes, &[], false)?;
+            self.layout.replace_opt(&mut self.bytes, &[])?;
             // The OPT was counted in ARCOUNT, so it is at least 1.
             let arcount = counts(&self.bytes).map_or(0, |c| c[3].saturating_sub(1));
             write_u16(&mut self.bytes, ARCOUNT, arcount);
-        } else if opt.has_padding {
-            let unpadded = opt_without_padding(&self.bytes, opt);
+        } else if opt.has_padding || opt.keepalive.is_some() {
+            let fitted = opt_without(&self.bytes, opt, &[OPTION_PADDING, OPTION_KEEPALIVE]);
             // Shrinking only moves pointers backwards, so they always still
             // fit. The whole OPT is replaced, as when padding, so a pointer
             // into any byte of it is refused rather than left reading changed
             // bytes.
-            self.layout.replace_opt(&mut self.bytes, &unpadded, false)?;
+            self.layout.replace_opt(&mut self.bytes, &fitted)?;
         }
         Ok(())
     }
@@ -175,6 +214,38 @@ mod tests {
         Name::from_ascii(s).expect("valid name")
     }
 
+    /// The edns-tcp-keepalive options of the OPT of `msg` (RFC 7828 §3.1),
+    /// as their data, read without the core's walk (hickory keeps one
+    /// option per code).
+    fn keepalives_of(msg: &[u8]) -> Vec<Vec<u8>> {
+        let m = parse(msg);
+        if m.extensions().is_none() {
+            return Vec::new();
+        }
+        let layout = walk(msg).expect("valid");
+        let opt = layout.opt.expect("has OPT");
+        let mut out = Vec::new();
+        let mut pos = opt.rdata.start;
+        while pos < opt.rdata.end {
+            let code = u16::from_be_bytes([msg[pos], msg[pos + 1]]);
+            let len = usize::from(u16::from_be_bytes([msg[pos + 2], msg[pos + 3]]));
+            if code == 11 {
+                out.push(msg[pos + 4..pos + 4 + len].to_vec());
+            }
+            pos += 4 + len;
+        }
+        out
+    }
+
+    /// The codes of the options of the OPT of `msg`, in order.
+    fn option_codes(msg: &[u8]) -> Vec<u16> {
+        let layout = walk(msg).expect("valid");
+        let opt = layout.opt.expect("has OPT");
+        super::super::walk::options(msg, opt.rdata)
+            .map(|o| o.expect("tiled").0)
+            .collect()
+    }
+
     fn padding_of(m: &Message) -> Option<usize> {
         match m.extensions().as_ref()?.options().get(EdnsCode::Padding)? {
             EdnsOption::Unknown(12, data) => {
@@ -199,7 +270,10 @@ mod tests {
         assert_eq!(edns.max_payload(), super::super::EDNS_UDP_PAYLOAD);
         assert!(!edns.flags().dnssec_ok);
         assert_eq!((edns.version(), edns.rcode_high()), (0, 0));
-        assert_eq!(padding_of(&m), Some(128 - 12 - question.len() - 11 - 4));
+        assert_eq!(padding_of(&m), Some(128 - 12 - question.len() - 11 - 4 - 4));
+        // RFC 7828 §3.2.1: one keepalive option, empty; the padding last.
+        assert_eq!(keepalives_of(&q), vec![Vec::<u8>::new()]);
+        assert_eq!(option_codes(&q), [11, 12]);
         assert_eq!(q[12..12 + question.len()], question);
         assert_eq!(u16::from_be_bytes([q[10], q[11]]), 1);
         // Still a query the proxy accepts.
@@ -240,8 +314,11 @@ mod tests {
             edns.options().get(EdnsCode::Cookie),
             Some(&EdnsOption::Unknown(10, vec![9; 8]))
         );
-        assert_eq!(padding_of(&m), Some(128 - before - 4));
+        assert_eq!(padding_of(&m), Some(128 - before - 4 - 4));
         assert_eq!(u16::from_be_bytes([q[10], q[11]]), 1);
+        // The client's options first, then keepalive (empty), then padding.
+        assert_eq!(option_codes(&q), [10, 11, 12]);
+        assert_eq!(keepalives_of(&q), vec![Vec::<u8>::new()]);
     }
 
     #[test]
@@ -262,29 +339,76 @@ mod tests {
             for edns in [None, Some((1232, false))] {
                 let mut q = query_bytes(&qname, RecordType::A, edns);
                 let before = q.len();
+                // The keepalive option (4) and the Padding option's header
+                // (4), plus the OPT RR (11) when one is added.
                 let overhead = match pad_query(&mut q, QUERY_PADDING_BLOCK).expect("valid") {
-                    Padding::Padded => 4,
-                    Padding::AddedOpt => 15,
+                    Padding::Padded => 8,
+                    Padding::AddedOpt => 19,
                     other => panic!("{other:?}"),
                 };
                 assert_eq!(q.len() % 128, 0, "{qname} {edns:?}");
                 // The closest multiple: fewer than 128 padding octets.
                 assert!(q.len() < before + overhead + 128, "{qname} {edns:?}");
                 assert_eq!(parse(&q).queries()[0].name(), &name(&qname));
+                assert_eq!(keepalives_of(&q).len(), 1, "{qname} {edns:?}");
             }
         }
     }
 
     #[test]
-    fn rfc7830_already_padded_query_is_left_alone() {
+    fn rfc8467_padding_the_proxys_own_output_again_changes_nothing() {
         let mut q = query_bytes("example.com.", RecordType::A, None);
         assert_eq!(
             pad_query(&mut q, QUERY_PADDING_BLOCK),
             Ok(Padding::AddedOpt)
         );
         let padded = q.clone();
-        assert_eq!(pad_query(&mut q, 468), Ok(Padding::AlreadyPadded));
+        assert_eq!(
+            pad_query(&mut q, QUERY_PADDING_BLOCK),
+            Ok(Padding::Repadded)
+        );
         assert_eq!(q, padded);
+    }
+
+    #[test]
+    fn rfc8467_a_clients_padding_is_replaced_by_the_proxys() {
+        // A client padded for its own (plain) hop.
+        let mut client = query_bytes("example.com.", RecordType::A, Some((1232, true)));
+        let rdlen_at = client.len() - 2;
+        let padding = [&[0, 12, 0, 20][..], &[0; 20]].concat();
+        client[rdlen_at + 1] = 24;
+        client.extend_from_slice(&padding);
+        assert_eq!(option_codes(&client), [12]);
+        assert_eq!(
+            pad_query(&mut client, QUERY_PADDING_BLOCK),
+            Ok(Padding::Repadded)
+        );
+        assert_eq!(client.len(), 128);
+        assert_eq!(option_codes(&client), [11, 12]);
+        assert!(
+            parse(&client)
+                .extensions()
+                .as_ref()
+                .expect("OPT")
+                .flags()
+                .dnssec_ok
+        );
+    }
+
+    #[test]
+    fn rfc7828_a_clients_keepalive_option_is_not_doubled() {
+        // A TCP client may send one (RFC 7828 §3.2.1); a UDP client must
+        // not, but if it does it is passed on as it came, once.
+        let mut q = query_bytes("example.com.", RecordType::A, Some((1232, false)));
+        let rdlen_at = q.len() - 2;
+        q[rdlen_at + 1] = 4;
+        q.extend_from_slice(&[0, 11, 0, 0]);
+        let before = q.len();
+        assert_eq!(pad_query(&mut q, QUERY_PADDING_BLOCK), Ok(Padding::Padded));
+        assert_eq!(q.len() % 128, 0);
+        assert_eq!(padding_of(&parse(&q)), Some(128 - before - 4));
+        assert_eq!(keepalives_of(&q), vec![Vec::<u8>::new()]);
+        assert_eq!(option_codes(&q), [11, 12]);
     }
 
     #[test]
@@ -299,7 +423,10 @@ mod tests {
             Query::parse(&q).expect("valid");
             let before = q.clone();
             assert_eq!(pad_query(&mut q, QUERY_PADDING_BLOCK), Ok(Padding::Skipped));
+            // Neither padding nor a keepalive option: the signature covers
+            // the bytes.
             assert_eq!(q, before);
+            assert!(keepalives_of(&q).is_empty());
         }
     }
 
@@ -555,6 +682,63 @@ mod tests {
             .concat()
         );
         assert_eq!(padding_of(&parse(&resp)), None);
+    }
+
+    /// `r` with an edns-tcp-keepalive option holding `data` added to its OPT.
+    fn with_keepalive(mut r: Message, data: &[u8]) -> Vec<u8> {
+        r.extensions_mut()
+            .as_mut()
+            .expect("has OPT")
+            .options_mut()
+            .insert(EdnsOption::Unknown(11, data.to_vec()));
+        r.to_vec().expect("encodes")
+    }
+
+    #[test]
+    fn rfc7828_the_upstreams_timeout_is_read_by_the_walk() {
+        let resp = with_keepalive(padded_response(&["a"], Some(20)), &[0, 10]);
+        let r = Response::parse(resp).expect("valid");
+        assert_eq!(
+            r.keepalive_timeout(),
+            Some(std::time::Duration::from_secs(1))
+        );
+        let zero = with_keepalive(padded_response(&["a"], None), &[0, 0]);
+        assert_eq!(
+            Response::parse(zero).expect("valid").keepalive_timeout(),
+            Some(std::time::Duration::ZERO)
+        );
+        // No TIMEOUT, or one of the wrong length: none to honour.
+        for data in [&[][..], &[1], &[0, 10, 0]] {
+            let resp = with_keepalive(padded_response(&["a"], None), data);
+            let r = Response::parse(resp).expect("valid");
+            assert!(r.opt().expect("OPT").keepalive.is_some());
+            assert_eq!(r.keepalive_timeout(), None, "{data:?}");
+        }
+        let none = padded_response(&["a"], None).to_vec().expect("encodes");
+        assert_eq!(
+            Response::parse(none).expect("valid").keepalive_timeout(),
+            None
+        );
+    }
+
+    #[test]
+    fn rfc7828_the_upstreams_keepalive_option_never_reaches_the_client() {
+        for padding in [Some(40), None] {
+            let r = padded_response(&["a", "b"], padding);
+            let mut resp = with_keepalive(r.clone(), &[0, 10]);
+            let before = resp.len();
+            strip_padding(&mut resp).expect("valid");
+            assert_eq!(resp.len(), before - 6 - padding.map_or(0, |p| 4 + p));
+            assert_eq!(option_codes(&resp), [10], "only the cookie stays");
+            let m = parse(&resp);
+            assert_eq!(m.answers(), r.answers());
+            assert!(m.extensions().as_ref().expect("OPT kept").flags().dnssec_ok);
+
+            // The OPT the proxy added goes whole, keepalive with it.
+            let mut resp = with_keepalive(r, &[0, 10]);
+            strip_opt(&mut resp).expect("valid");
+            assert!(parse(&resp).extensions().is_none());
+        }
     }
 
     #[test]

@@ -159,6 +159,7 @@ impl Query {
                 udp_payload: EDNS_UDP_PAYLOAD,
                 dnssec_ok,
                 has_padding: false,
+                keepalive: None,
             }),
             signed: false,
         };
@@ -205,7 +206,7 @@ fn reply_bytes(
     out.extend_from_slice(&u16::from(dnssec_ok.is_some()).to_be_bytes());
     out.extend_from_slice(question);
     if let Some(dnssec_ok) = dnssec_ok {
-        write_opt(&mut out, dnssec_ok, None);
+        write_opt(&mut out, dnssec_ok, &[]);
     }
     out
 }

@@ -7,6 +7,8 @@
 //! an edit: [`Response::set_id`], [`Response::fit_for_client`] (in
 //! `padding.rs`) and [`Response::truncate_for_udp`] (in `truncate.rs`).
 
+use std::time::Duration;
+
 use super::name::names_equal;
 use super::query::{Query, Rcode};
 use super::walk::{Layout, Opt, walk};
@@ -46,6 +48,14 @@ impl Response {
     /// Its OPT RR, if it has one (RFC 6891 §6.1).
     pub fn opt(&self) -> Option<&Opt> {
         self.layout.opt.as_ref()
+    }
+
+    /// The idle timeout the upstream asks for in an edns-tcp-keepalive
+    /// option (RFC 7828 §3.3.2), if the answer carries one with a TIMEOUT;
+    /// found by the walk. Read it before [`Response::fit_for_client`], which
+    /// removes the option.
+    pub fn keepalive_timeout(&self) -> Option<Duration> {
+        self.opt()?.keepalive?.idle_timeout()
     }
 
     /// True if this is a response (QR=1) with exactly one question equal to

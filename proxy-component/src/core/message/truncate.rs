@@ -2,7 +2,7 @@
 //! RFC 6891 §7).
 
 use super::response::Response;
-use super::walk::{Layout, Opt, opt_without_padding};
+use super::walk::{Layout, OPTION_PADDING, Opt, opt_without};
 use super::{ANCOUNT, ARCOUNT, HEADER_LEN, NSCOUNT, QDCOUNT, TC, write_u16};
 
 /// No UDP limit is below what any client can take (RFC 1035 §2.3.4).
@@ -40,7 +40,7 @@ impl Response {
         let opt = layout
             .opt
             .as_ref()
-            .map(|opt| (opt, opt_without_padding(resp, opt)));
+            .map(|opt| (opt, opt_without(resp, opt, &[OPTION_PADDING])));
         let opt_len = opt.as_ref().map_or(0, |(_, bytes)| bytes.len());
         let (keep_question, keep_opt) = if HEADER_LEN + question.len() + opt_len <= limit {
             (true, opt.is_some())

@@ -3,6 +3,7 @@
 //! their RDLENGTH; only names are validated, and only the OPT is decoded.
 
 use std::ops::Range;
+use std::time::Duration;
 
 use super::name::{own_pointer, pointer_target, run_end, skip_name};
 use super::{EDNS_UDP_PAYLOAD, HEADER_LEN, MessageError, Section, counts};
@@ -13,6 +14,8 @@ pub(super) const TYPE_OPT: u16 = 41;
 const TYPE_SIG: u16 = 24;
 /// RFC 8945 §4.1: TSIG, last in the additional section.
 const TYPE_TSIG: u16 = 250;
+/// RFC 7828 §3.1: edns-tcp-keepalive.
+pub(super) const OPTION_KEEPALIVE: u16 = 11;
 /// RFC 7830 §4.
 pub(super) const OPTION_PADDING: u16 = 12;
 /// RFC 6891 §6.1.4: the DO bit in the OPT TTL field.
@@ -85,6 +88,26 @@ pub struct Opt {
     pub dnssec_ok: bool,
     /// Whether it carries a Padding option (RFC 7830 §3).
     pub has_padding: bool,
+    /// Its edns-tcp-keepalive option (RFC 7828 §3.1), the last if several.
+    pub keepalive: Option<Keepalive>,
+}
+
+/// An edns-tcp-keepalive option (RFC 7828 §3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    /// The TIMEOUT field, in units of 100 ms, when the option holds exactly
+    /// its two octets; `None` when it is empty, as clients send it (RFC 7828
+    /// §3.2.1), or of any other length (malformed, RFC 7828 §3.1).
+    pub timeout: Option<u16>,
+}
+
+impl Keepalive {
+    /// The server's idle timeout, if the option carries one (RFC 7828
+    /// §3.3.2): 0 asks the client to close the connection once idle.
+    pub fn idle_timeout(self) -> Option<Duration> {
+        self.timeout
+            .map(|units| Duration::from_millis(u64::from(units) * 100))
+    }
 }
 
 /// Decodes an RR of type OPT: its owner must be the root (RFC 6891 §6.1.2) and
@@ -94,9 +117,19 @@ fn parse_opt(msg: &[u8], rr: &Rr) -> Result<Opt, MessageError> {
         return Err(MessageError::OptNotRoot { offset: rr.start });
     }
     let mut has_padding = false;
+    let mut keepalive = None;
     for option in options(msg, rr.rdata.clone()) {
-        let (code, _) = option?;
-        has_padding |= code == OPTION_PADDING;
+        let (code, range) = option?;
+        match code {
+            OPTION_PADDING => has_padding = true,
+            OPTION_KEEPALIVE => {
+                let data = &msg[range.start + 4..range.end];
+                keepalive = Some(Keepalive {
+                    timeout: <[u8; 2]>::try_from(data).ok().map(u16::from_be_bytes),
+                });
+            }
+            _ => {}
+        }
     }
     Ok(Opt {
         range: rr.start..rr.end(),
@@ -104,6 +137,7 @@ fn parse_opt(msg: &[u8], rr: &Rr) -> Result<Opt, MessageError> {
         udp_payload: rr.class,
         dnssec_ok: rr.ttl & DO_BIT != 0,
         has_padding,
+        keepalive,
     })
 }
 
@@ -135,33 +169,26 @@ pub(super) fn options(
 }
 
 /// Appends an OPT RR (RFC 6891 §6.1.2): root owner, payload
-/// [`EDNS_UDP_PAYLOAD`], extended RCODE 0, version 0, the DO bit, and RDATA
-/// holding nothing or a Padding option of `padding` zero octets (RFC 7830 §3).
-pub(super) fn write_opt(out: &mut Vec<u8>, dnssec_ok: bool, padding: Option<u16>) {
+/// [`EDNS_UDP_PAYLOAD`], extended RCODE 0, version 0, the DO bit, and
+/// `rdata`, its options (which fit a u16: the caller checked the message does).
+pub(super) fn write_opt(out: &mut Vec<u8>, dnssec_ok: bool, rdata: &[u8]) {
     out.push(0);
     out.extend_from_slice(&TYPE_OPT.to_be_bytes());
     out.extend_from_slice(&EDNS_UDP_PAYLOAD.to_be_bytes());
     let ttl: u32 = if dnssec_ok { DO_BIT } else { 0 };
     out.extend_from_slice(&ttl.to_be_bytes());
-    match padding {
-        None => out.extend_from_slice(&0u16.to_be_bytes()),
-        Some(fill) => {
-            out.extend_from_slice(&fill.saturating_add(4).to_be_bytes());
-            out.extend_from_slice(&OPTION_PADDING.to_be_bytes());
-            out.extend_from_slice(&fill.to_be_bytes());
-            out.resize(out.len() + usize::from(fill), 0);
-        }
-    }
+    out.extend_from_slice(&u16::try_from(rdata.len()).unwrap_or(0).to_be_bytes());
+    out.extend_from_slice(rdata);
 }
 
-/// The bytes of an OPT RR with its Padding options left out. The OPT was
-/// validated by the walk, so its options tile its RDATA.
-pub(super) fn opt_without_padding(msg: &[u8], opt: &Opt) -> Vec<u8> {
+/// The bytes of an OPT RR with the options of the codes in `drop` left out.
+/// The OPT was validated by the walk, so its options tile its RDATA.
+pub(super) fn opt_without(msg: &[u8], opt: &Opt, drop: &[u16]) -> Vec<u8> {
     let rdlen_at = opt.rdata.start - 2;
     let mut out = msg[opt.range.start..rdlen_at].to_vec();
     let mut rdata = Vec::with_capacity(opt.rdata.len());
     for (code, range) in options(msg, opt.rdata.clone()).flatten() {
-        if code != OPTION_PADDING {
+        if !drop.contains(&code) {
             rdata.extend_from_slice(&msg[range]);
         }
     }
@@ -186,11 +213,12 @@ pub(super) struct Layout {
 
 impl Layout {
     /// Replaces the OPT RR of `msg` (laid out by `self`) with `with`, an OPT RR
-    /// with the same owner and fixed fields whose options may differ, or with
-    /// nothing to remove it; then updates the layout to match, so no second
-    /// walk is needed: only the OPT and the records after it move, and
-    /// nothing after the OPT is recorded but where the records end.
-    /// `has_padding` says whether `with` holds a Padding option.
+    /// with the same owner and fixed fields and a subset of its options, with
+    /// neither Padding nor edns-tcp-keepalive among them (the options the
+    /// proxy removes), or with nothing to remove it; then updates the layout
+    /// to match, so no second walk is needed: only the OPT and the records
+    /// after it move, and nothing after the OPT is recorded but where the
+    /// records end.
     ///
     /// Compression pointers of the records after the OPT are kept valid (see
     /// [`splice_records`]); `Ok(false)` and `Err` as there, with `msg` and the
@@ -200,7 +228,6 @@ impl Layout {
         &mut self,
         msg: &mut Vec<u8>,
         with: &[u8],
-        has_padding: bool,
     ) -> Result<bool, MessageError> {
         let Some(opt) = self.opt.clone() else {
             return Ok(true);
@@ -213,7 +240,8 @@ impl Layout {
         self.opt = (!with.is_empty()).then_some(Opt {
             range: opt.range.start..end,
             rdata: opt.rdata.start..end,
-            has_padding,
+            has_padding: false,
+            keepalive: None,
             ..opt
         });
         Ok(true)
