@@ -217,6 +217,15 @@ fn a_slow_answer_is_hedged_to_the_next_upstream_within_the_budget_and_the_loser_
         assert_eq!(m.response_code(), ResponseCode::NoError, "{}", proxy.log());
     }
     queries_to(&proxy, metrics, &second, 0.0);
+    let hedges_to_second = |n: f64| {
+        upstream_metric(
+            &proxy,
+            metrics,
+            "dnsproxy_upstream_hedges_total",
+            &second,
+            |v| v == n,
+        )
+    };
     for i in 0..10 {
         let (rcode, took) = slow_query(&proxy, i);
         assert_eq!(rcode, ResponseCode::NXDomain, "{}", proxy.log());
@@ -226,13 +235,7 @@ fn a_slow_answer_is_hedged_to_the_next_upstream_within_the_budget_and_the_loser_
             proxy.log()
         );
     }
-    upstream_metric(
-        &proxy,
-        metrics,
-        "dnsproxy_upstream_hedges_total",
-        &second,
-        |v| v == 10.0,
-    );
+    hedges_to_second(10.0);
     for i in 10..12 {
         let (rcode, took) = slow_query(&proxy, i);
         assert_eq!(rcode, ResponseCode::NXDomain, "{}", proxy.log());
@@ -241,13 +244,7 @@ fn a_slow_answer_is_hedged_to_the_next_upstream_within_the_budget_and_the_loser_
             "query {i} was hedged past the budget: answered after {took:?}"
         );
     }
-    upstream_metric(
-        &proxy,
-        metrics,
-        "dnsproxy_upstream_hedges_total",
-        &second,
-        |v| v == 10.0,
-    );
+    hedges_to_second(10.0);
     // Every hedged-away attempt on the first upstream lost a race; none
     // failed it, and it still takes the fast names first.
     assert_never_failed(&proxy, metrics, &first);

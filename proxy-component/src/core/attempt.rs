@@ -491,6 +491,20 @@ mod tests {
         s
     }
 
+    /// The usual time of upstream 0 in [`measured`].
+    fn hedge_time() -> Duration {
+        measured(5).hedge_delay(0).unwrap()
+    }
+
+    /// A query on upstream 0 at `t0`, hedged to upstream 1 after its usual
+    /// time: the attempts and the two attempts' names.
+    fn hedged(t0: Instant, s: &mut Selector) -> (Attempts, AttemptId, AttemptId) {
+        let mut a = attempts(vec![0, 1], t0);
+        let slow = start(&mut a, t0, s, 0);
+        let hedge = start(&mut a, t0 + hedge_time(), s, 1);
+        (a, slow, hedge)
+    }
+
     #[test]
     fn a_slow_attempt_is_hedged_after_its_usual_time_and_the_first_answer_wins() {
         let t0 = Instant::now();
@@ -551,12 +565,8 @@ mod tests {
 
     #[test]
     fn a_servfail_does_not_beat_the_hedge_still_running() {
-        let t0 = Instant::now();
-        let s = &mut measured(5);
-        let usual = s.hedge_delay(0).unwrap();
-        let mut a = attempts(vec![0, 1], t0);
-        let slow = start(&mut a, t0, s, 0);
-        let hedge = start(&mut a, t0 + usual, s, 1);
+        let (t0, s, usual) = (Instant::now(), &mut measured(5), hedge_time());
+        let (mut a, slow, hedge) = hedged(t0, s);
         assert_eq!(
             a.record(slow, Outcome::Declined, t0 + usual + MS, None, s),
             Verdict::Keep
@@ -598,12 +608,8 @@ mod tests {
 
     #[test]
     fn a_hedge_fails_without_failing_the_query() {
-        let t0 = Instant::now();
-        let s = &mut measured(5);
-        let usual = s.hedge_delay(0).unwrap();
-        let mut a = attempts(vec![0, 1], t0);
-        let slow = start(&mut a, t0, s, 0);
-        let hedge = start(&mut a, t0 + usual, s, 1);
+        let (t0, s, usual) = (Instant::now(), &mut measured(5), hedge_time());
+        let (mut a, slow, hedge) = hedged(t0, s);
         assert_eq!(
             a.record(hedge, Outcome::NoConnection, t0 + usual, None, s),
             Verdict::Drop
