@@ -311,12 +311,7 @@ mod tests {
                     ..timeouts(5_000)
                 },
             );
-            let call = spawn_exchange(&conn, 1, 1);
-            let sent = read_frames(&mut upstream, 1).await;
-            let mut answer = Vec::new();
-            frame_into(&mut answer, &sent[0]);
-            upstream.write_all(&answer).await.unwrap();
-            call.await.unwrap().unwrap();
+            answer_one(&conn, &mut upstream).await;
             let answered = Instant::now();
             // The server sees the close as EOF.
             let mut rest = Vec::new();
@@ -333,12 +328,7 @@ mod tests {
         run(async {
             let (ours, mut upstream) = tokio::io::duplex(64 * 1024);
             let conn = Conn::spawn(ours, 16, timeouts(5_000));
-            let call = spawn_exchange(&conn, 1, 1);
-            let sent = read_frames(&mut upstream, 1).await;
-            let mut answer = Vec::new();
-            frame_into(&mut answer, &sent[0]);
-            upstream.write_all(&answer).await.unwrap();
-            call.await.unwrap().unwrap();
+            answer_one(&conn, &mut upstream).await;
             // What the caller found in the answer: 200 ms, not 30 s.
             conn.on_keepalive(Duration::from_millis(200));
             let reported = Instant::now();
@@ -355,6 +345,17 @@ mod tests {
             upstream.read_to_end(&mut rest).await.unwrap();
             assert_eq!(conn.close_reason(), Some(Close::KeepaliveTimeout));
         });
+    }
+
+    /// One query through `conn`, answered by `upstream` with the query
+    /// itself.
+    async fn answer_one(conn: &Conn, upstream: &mut DuplexStream) {
+        let call = spawn_exchange(conn, 1, 1);
+        let sent = read_frames(upstream, 1).await;
+        let mut answer = Vec::new();
+        frame_into(&mut answer, &sent[0]);
+        upstream.write_all(&answer).await.unwrap();
+        call.await.unwrap().unwrap();
     }
 
     /// A pseudo query: a header with `id`, then one byte that tags it.

@@ -320,25 +320,19 @@ impl Resolver {
             // The event a failure belongs to: the connection (attempt) the
             // query was on, or being connected, when it ended.
             let event = self.slots[i].generation.get();
-            let mut rtt = None;
-            let parsed = result.map(|r| {
-                r.map(|(answer, took)| {
-                    rtt = Some(took);
-                    answer
-                })
-            });
-            let (outcome, error, answer) = match parsed {
-                Ok(Ok(Ok(answer))) if answer.answers(query) => {
+            // The answer comes with its round-trip time; nothing else has one.
+            let (outcome, error, answer) = match result {
+                Ok(Ok((Ok(answer), rtt))) if answer.answers(query) => {
                     let outcome = if answer.declines() {
                         Outcome::Declined
                     } else {
                         Outcome::Answered
                     };
-                    (outcome, None, Some(answer))
+                    (outcome, None, Some((answer, rtt)))
                 }
-                Ok(Ok(Ok(_))) => (Outcome::Mismatch, Some(UpstreamError::Mismatch), None),
+                Ok(Ok((Ok(_), _))) => (Outcome::Mismatch, Some(UpstreamError::Mismatch), None),
                 // An answer that does not parse answers nothing either.
-                Ok(Ok(Err(e))) => (Outcome::Mismatch, Some(UpstreamError::Malformed(e)), None),
+                Ok(Ok((Err(e), _))) => (Outcome::Mismatch, Some(UpstreamError::Malformed(e)), None),
                 Ok(Err(Exchange::Lost { progress, error })) => {
                     (Outcome::Lost { progress }, Some(error), None)
                 }
@@ -358,28 +352,25 @@ impl Resolver {
                 self.failed(i, event, &error);
             }
             let now = std::time::Instant::now();
+            let rtt = answer.as_ref().map(|&(_, rtt)| rtt);
             let verdict = attempts.record(id, outcome, now, rtt, &mut self.selector.borrow_mut());
-            let Some(mut answer) = answer else {
+            let Some((answer, _)) = answer else {
                 continue;
             };
             self.selector.borrow_mut().succeeded(i);
-            match verdict {
-                Verdict::Answer => {
-                    answer.set_id(query.id());
-                    // The client is on plain DNS: the OPT the proxy added
-                    // goes, and so do the upstream's padding (RFC 7830 §1)
-                    // and keepalive option (RFC 7828 §3.2.2).
-                    if answer.fit_for_client(padding).is_err() {
-                        break;
-                    }
-                    return (answer, Some(&self.slots[i].config.name));
-                }
-                Verdict::Keep => kept = Some((answer, i)),
-                Verdict::Drop => {}
+            if verdict != Verdict::Drop {
+                kept = Some((answer, i));
+            }
+            if verdict == Verdict::Answer {
+                break;
             }
         }
+        // The winning answer, else the SERVFAIL or REFUSED kept.
         if let Some((mut answer, i)) = kept {
             answer.set_id(query.id());
+            // The client is on plain DNS: the OPT the proxy added goes, and
+            // so do the upstream's padding (RFC 7830 §1) and keepalive
+            // option (RFC 7828 §3.2.2).
             if answer.fit_for_client(padding).is_ok() {
                 return (answer, Some(&self.slots[i].config.name));
             }
