@@ -329,6 +329,14 @@ pub fn upstreams_env(upstreams: &[&dyn Resolver], extra: &[(&str, &str)]) -> Vec
 }
 
 impl Proxy {
+    /// Starts the proxy with `env` (see [`Proxy::start`]) and its metrics
+    /// endpoint on a free port, and returns that address too.
+    pub fn start_with_metrics(env: Vec<(String, String)>) -> (Self, SocketAddr) {
+        let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let env = with_settings(env, &[("METRICS_LISTEN", &metrics.to_string())]);
+        (Self::start(&env, &[]), metrics)
+    }
+
     /// Starts the proxy in front of `upstreams` (in order) with `extra` settings.
     pub fn in_front_of(upstreams: &[&dyn Resolver], extra: &[(&str, &str)]) -> Self {
         Self::start(&upstreams_env(upstreams, extra), &[])

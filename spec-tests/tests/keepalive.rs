@@ -7,7 +7,6 @@
 //! itself, so a close it sees is the proxy's. Every test talks to the proxy
 //! only over the network.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use spec_tests::dns::{self, QueryBuilder};
@@ -17,7 +16,7 @@ use spec_tests::hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use spec_tests::proxy::with_settings;
 use spec_tests::scrape::{get, value};
 use spec_tests::{
-    Chain, FixtureResolver, Misbehave, Proxy, Resolver, free_port, upstream_env, wait_until, zone,
+    Chain, FixtureResolver, Misbehave, Proxy, Resolver, upstream_env, wait_until, zone,
 };
 
 /// Far longer than any wait here: a close within the tests is the upstream's
@@ -104,18 +103,14 @@ fn rfc7828_the_upstreams_keepalive_option_never_reaches_a_client() {
 fn rfc7828_the_upstreams_timeout_closes_the_idle_connection_and_the_next_query_reconnects() {
     // TIMEOUT 10: 1 s.
     let resolver = FixtureResolver::start_with_keepalive(Chain::DotTest, Misbehave::None, 10);
-    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port())
-        .parse()
-        .expect("address");
     let env = with_settings(
         upstream_env(&resolver),
         &[
             ("UPSTREAM_IDLE_TIMEOUT", UPSTREAM_IDLE_TIMEOUT),
             ("LOG_LEVEL", "debug"),
-            ("METRICS_LISTEN", &metrics.to_string()),
         ],
     );
-    let proxy = Proxy::start(&env, &[]);
+    let (proxy, metrics) = Proxy::start_with_metrics(env);
     let connections = || {
         value(
             &get(metrics, "/metrics").1,

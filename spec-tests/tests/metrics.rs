@@ -57,16 +57,6 @@ fn promtool_check(text: &str) -> (bool, String) {
     (out.status.success(), said)
 }
 
-/// A proxy in front of `resolver` serving metrics on a free port.
-fn proxy_with_metrics(env: Vec<(String, String)>) -> (Proxy, SocketAddr) {
-    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port())
-        .parse()
-        .expect("address");
-    let env = with_settings(env, &[("METRICS_LISTEN", &metrics.to_string())]);
-    let proxy = Proxy::start(&env, &[]);
-    (proxy, metrics)
-}
-
 /// Scrapes until `done` holds on the body (reports come once a second).
 fn scrape_until(proxy: &Proxy, metrics: SocketAddr, done: impl Fn(&str) -> bool) -> String {
     let mut body = String::new();
@@ -85,7 +75,7 @@ fn counters_move_with_traffic_and_promtool_accepts_the_exposition() {
     // rotation warning.
     let pins = format!("{},{}", pin("intermediate"), pin("other-test"));
     let env = with_settings(upstream_env(&resolver), &[("SPKI", &pins)]);
-    let (proxy, metrics) = proxy_with_metrics(env);
+    let (proxy, metrics) = Proxy::start_with_metrics(env);
 
     // Before any traffic: serving and ready (nothing has failed yet).
     assert!(
@@ -185,7 +175,7 @@ fn counters_move_with_traffic_and_promtool_accepts_the_exposition() {
 fn rfc7469_a_leaf_only_pin_set_without_backup_warns_once_after_the_handshake() {
     let resolver = FixtureResolver::start(Chain::DotTest, Misbehave::None);
     let env = with_settings(upstream_env(&resolver), &[("SPKI", &pin("dot-test"))]);
-    let (proxy, metrics) = proxy_with_metrics(env);
+    let (proxy, metrics) = Proxy::start_with_metrics(env);
     for _ in 0..3 {
         let a = dns::query_udp(proxy.addr(), zone::A_NAME, RecordType::A);
         assert_eq!(a.response_code(), ResponseCode::NoError);
@@ -242,7 +232,7 @@ fn unready_while_every_upstream_is_in_backoff_and_failures_are_counted_by_check(
         ("TLS_PORT".to_owned(), closed.port().to_string()),
         ("TLS_HOSTNAME".to_owned(), "dot.test".to_owned()),
     ];
-    let (proxy, metrics) = proxy_with_metrics(env);
+    let (proxy, metrics) = Proxy::start_with_metrics(env);
     assert!(
         wait_until(Duration::from_secs(5), || get(metrics, "/ready").0 == 200),
         "ready before any traffic\n{}",

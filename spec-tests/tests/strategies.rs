@@ -13,21 +13,14 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use spec_tests::dns;
-use spec_tests::proxy::{Proxy, upstreams_env, with_settings};
+use spec_tests::proxy::{Proxy, upstreams_env};
 use spec_tests::scrape::{get, samples, value};
-use spec_tests::{Chain, FixtureResolver, Misbehave, Resolver, free_port, wait_until, zone};
+use spec_tests::{Chain, FixtureResolver, Misbehave, Resolver, wait_until, zone};
 
 /// A proxy in front of `upstreams` with `extra` settings and metrics on a
 /// free port.
 fn proxy_with_metrics(upstreams: &[&dyn Resolver], extra: &[(&str, &str)]) -> (Proxy, SocketAddr) {
-    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port())
-        .parse()
-        .expect("address");
-    let env = with_settings(
-        upstreams_env(upstreams, extra),
-        &[("METRICS_LISTEN", &metrics.to_string())],
-    );
-    (Proxy::start(&env, &[]), metrics)
+    Proxy::start_with_metrics(upstreams_env(upstreams, extra))
 }
 
 /// A counter or gauge of `upstream`, once the component's report holds
