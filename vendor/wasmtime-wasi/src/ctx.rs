@@ -429,6 +429,19 @@ impl WasiCtxBuilder {
         self
     }
 
+    /// dnsproxy patch: set `SO_REUSEPORT` on every socket before an explicit
+    /// `bind` (TCP and UDP), so that several instances, each with its own
+    /// socket, can serve the same address and the kernel spreads clients
+    /// over them. Implicit binds (a connect, a send, a listen on an unbound
+    /// socket) are not affected. Linux only lets sockets of the same
+    /// effective user share a port.
+    ///
+    /// By default this is disabled.
+    pub fn reuse_port(&mut self, enable: bool) -> &mut Self {
+        self.sockets.reuse_port = enable;
+        self
+    }
+
     /// Uses the configured context so far to construct the final [`WasiCtx`].
     ///
     /// Note that each `WasiCtxBuilder` can only be used to "build" once, and

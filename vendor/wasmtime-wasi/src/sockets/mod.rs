@@ -66,6 +66,9 @@ impl HasData for WasiSockets {
 pub struct WasiSocketsCtx {
     pub(crate) socket_addr_check: SocketAddrCheck,
     pub(crate) allowed_network_uses: AllowedNetworkUses,
+    /// dnsproxy patch: set SO_REUSEPORT before every explicit bind
+    /// ([`crate::WasiCtxBuilder::reuse_port`]).
+    pub(crate) reuse_port: bool,
 }
 
 pub struct WasiSocketsCtxView<'a> {

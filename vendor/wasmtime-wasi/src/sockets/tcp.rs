@@ -106,6 +106,9 @@ pub struct TcpSocket {
     /// Cached value of whether the socket is bound. Various methods use the
     /// `.is_bound()` method, so we cache it to avoid redundant syscalls.
     is_bound: bool,
+
+    /// dnsproxy patch: set SO_REUSEPORT before an explicit bind.
+    reuse_port: bool,
 }
 
 impl TcpSocket {
@@ -125,6 +128,7 @@ impl TcpSocket {
             is_bound: false,
             listener_options: Default::default(),
             permissions: ctx.socket_addr_check.clone(),
+            reuse_port: ctx.reuse_port,
         })
     }
 
@@ -167,6 +171,9 @@ impl TcpSocket {
         }
 
         self.permissions.check(addr, SocketAddrUse::TcpBind).await?;
+        if self.reuse_port {
+            set_reuse_port(sock)?;
+        }
         bind(sock, addr)?;
         Ok(())
     }
@@ -561,6 +568,7 @@ impl TcpListenStream {
             is_bound: true,
             listener_options: Default::default(),
             permissions: self.permissions.clone(),
+            reuse_port: false,
         })
     }
 
@@ -797,6 +805,15 @@ fn socket(family: SocketAddressFamily) -> std::io::Result<tokio::net::TcpSocket>
             Ok(socket)
         }
     }
+}
+
+/// dnsproxy patch: SO_REUSEPORT, where the platform has it.
+fn set_reuse_port(socket: impl AsFd) -> Result<(), ErrorCode> {
+    #[cfg(not(windows))]
+    sockopt::set_socket_reuseport(&socket, true)?;
+    #[cfg(windows)]
+    let _ = socket;
+    Ok(())
 }
 
 fn bind(socket: &tokio::net::TcpSocket, local_address: SocketAddr) -> Result<(), ErrorCode> {

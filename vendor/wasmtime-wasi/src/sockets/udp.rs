@@ -34,6 +34,9 @@ pub struct UdpSocket {
     /// Cached value of the remote address. This is cached to avoid redundant
     /// syscalls in every `send`.
     remote_addr: Option<SocketAddr>,
+
+    /// dnsproxy patch: set SO_REUSEPORT before an explicit bind.
+    reuse_port: bool,
 }
 
 impl UdpSocket {
@@ -63,6 +66,7 @@ impl UdpSocket {
             remote_addr: None,
             permissions: cx.socket_addr_check.clone(),
             family,
+            reuse_port: cx.reuse_port,
         })
     }
 
@@ -104,6 +108,10 @@ impl UdpSocket {
 
         self.permissions.check(addr, SocketAddrUse::UdpBind).await?;
 
+        #[cfg(not(windows))]
+        if self.reuse_port {
+            rustix::net::sockopt::set_socket_reuseport(&*self.socket, true)?;
+        }
         bind(&self.socket, addr)?;
         Ok(())
     }
@@ -243,9 +251,11 @@ impl UdpSocket {
             }
 
             loop {
-                let mut data = vec![0; MAX_DATAGRAM_SIZE];
-                let (len, addr) = socket.recv_from(&mut data).await?;
-                data.truncate(len);
+                // dnsproxy patch: upstream zeroes a fresh 64 KiB buffer for
+                // every datagram (and hands the guest a 64 KiB allocation);
+                // this reads into a per-thread scratch buffer, zeroed once,
+                // and copies out only the datagram.
+                let (data, addr) = recv_from_scratch(&socket).await?;
 
                 match permissions.check(addr, SocketAddrUse::UdpReceive).await {
                     Ok(()) => return Ok((data, addr)),
@@ -290,6 +300,31 @@ impl UdpSocket {
     pub(crate) fn set_send_buffer_size(&self, value: u64) -> Result<(), ErrorCode> {
         set_send_buffer_size(&self.socket, value)?;
         Ok(())
+    }
+}
+
+/// dnsproxy patch: receives one datagram into a per-thread scratch buffer
+/// and returns a copy of exactly its bytes. The buffer is borrowed only
+/// inside the synchronous `try_recv_from`, never across an await.
+async fn recv_from_scratch(
+    socket: &tokio::net::UdpSocket,
+) -> std::io::Result<(Vec<u8>, SocketAddr)> {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Box<[u8]>> =
+            std::cell::RefCell::new(vec![0; MAX_DATAGRAM_SIZE].into_boxed_slice());
+    }
+    loop {
+        socket.readable().await?;
+        let received = SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            socket
+                .try_recv_from(&mut scratch)
+                .map(|(len, addr)| (scratch[..len].to_vec(), addr))
+        });
+        match received {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            other => return other,
+        }
     }
 }
 
