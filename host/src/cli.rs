@@ -180,6 +180,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "PERCENT", help_heading = TUNABLES)]
     pub hedge_percent: Option<String>,
 
+    /// Sandboxed proxy instances serving the same addresses, each on its own thread, 1 to 256, or
+    /// auto: one per CPU the process may use (affinity and cgroup quota included); the limits
+    /// below are for the whole process, each worker holds its share [env: WORKERS]
+    /// [default: auto]
+    #[arg(long, value_name = "N", help_heading = TUNABLES)]
+    pub workers: Option<String>,
+
     /// Concurrent client TCP connections, 1 to 65535; at the limit the stalest connection makes
     /// room for a new one [env: MAX_TCP_CLIENTS] [default: 2048]
     #[arg(long, value_name = "N", help_heading = TUNABLES)]
@@ -427,6 +434,7 @@ impl config::Flags for RunArgs {
             Key::UpstreamIdleTimeout => &self.upstream_idle_timeout,
             Key::Strategy => &self.strategy,
             Key::HedgePercent => &self.hedge_percent,
+            Key::Workers => &self.workers,
             Key::MaxTcpClients => &self.max_tcp_clients,
             Key::MaxInflight => &self.max_inflight,
             Key::MaxUdpSize => &self.max_udp_size,

@@ -34,7 +34,6 @@ use tracing_subscriber::EnvFilter;
 use crate::cli::{Command, PrecompileArgs, RunArgs, SpkiArgs};
 use crate::config::{EXIT_CONFIG, LogFormat, ProxyConfig};
 use crate::metrics::Metrics;
-use crate::policy::SocketPolicy;
 
 /// The allocator: musl's is slow under threads (see Cargo.toml).
 #[cfg(feature = "mimalloc")]
@@ -132,17 +131,19 @@ async fn serve(config: ProxyConfig, args: &RunArgs) -> Result<i32> {
     };
     let upstreams = config::describe_upstreams(&config);
     let listen: Vec<String> = config.listen.iter().map(ToString::to_string).collect();
+    let workers = sandbox::workers(&config);
     tracing::info!(
         listen = listen.join(", "),
         upstreams,
+        workers,
         ready_in = ?started.elapsed(),
         "dnsproxy {} starting",
         env!("CARGO_PKG_VERSION")
     );
     reload::warn_pin_sets(&config);
-    let policy = SocketPolicy::from_config(&config);
-    let metrics = Arc::new(Metrics::new(
+    let metrics = Arc::new(Metrics::with_workers(
         config.upstreams.iter().map(|u| u.name.clone()).collect(),
+        workers.get(),
     ));
     // Bound before the component starts: a taken port is a start-up error,
     // not a proxy without the metrics it was configured with.
@@ -157,10 +158,10 @@ async fn serve(config: ProxyConfig, args: &RunArgs) -> Result<i32> {
         }
         None => None,
     };
-    let published = sandbox::Published::new(config, policy);
+    let published = sandbox::Published::new(config);
     let mut proxy = tokio::spawn({
         let (published, metrics) = (published.clone(), metrics.clone());
-        async move { sandbox::run(engine, component, published, metrics).await }
+        async move { sandbox::run(engine, component, published, metrics, workers).await }
     });
     loop {
         tokio::select! {

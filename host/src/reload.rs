@@ -11,7 +11,7 @@
 //!
 //! Some settings cannot change without a restart: the listen addresses
 //! (`local_host`, `local_port`: the sockets stay bound so no query is lost),
-//! `metrics_listen` and `log_format`. A reload that changes them keeps their
+//! `metrics_listen`, `log_format`, `workers` and `cache_size_mib`. A reload that changes them keeps their
 //! running values, applies the rest, and says which were kept.
 
 use crate::cli::RunArgs;
@@ -111,6 +111,11 @@ fn keep_fixed(running: &ProxyConfig, next: &mut ProxyConfig) -> Vec<Key> {
         kept.push(Key::CacheSizeMib);
         next.cache.max_bytes = running.cache.max_bytes;
     }
+    // The workers run from start to stop, each with its share of the limits.
+    if next.workers != running.workers {
+        kept.push(Key::Workers);
+        next.workers = running.workers;
+    }
     if next.log_format != running.log_format {
         kept.push(Key::LogFormat);
         next.log_format = running.log_format;
@@ -121,7 +126,6 @@ fn keep_fixed(running: &ProxyConfig, next: &mut ProxyConfig) -> Vec<Key> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::SocketPolicy;
 
     fn args(path: &std::path::Path) -> RunArgs {
         RunArgs {
@@ -154,7 +158,7 @@ mod tests {
         write(&path, BASE);
         let env = |_: &str| None;
         let config = config::load(&args(&path), &env).unwrap();
-        let published = Published::new(config.clone(), SocketPolicy::from_config(&config));
+        let published = Published::new(config.clone());
         let metrics = Metrics::new(vec![]);
 
         write(&path, &format!("{BASE}tls_hostname = dot.test\n"));
@@ -197,7 +201,7 @@ mod tests {
         write(&path, BASE);
         let env = |k: &str| (k == "QUERY_TIMEOUT").then(|| "3s".to_owned());
         let config = config::load(&args(&path), &env).unwrap();
-        let published = Published::new(config.clone(), SocketPolicy::from_config(&config));
+        let published = Published::new(config.clone());
         let metrics = Metrics::new(vec![]);
         write(
             &path,

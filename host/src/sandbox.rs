@@ -3,6 +3,15 @@
 //! sockets (see [`crate::policy`]) and nothing else, hands it the validated
 //! configuration, renders its log events, bounds its memory and CPU (see
 //! [`crate::watchdog`]) and restarts it when it traps.
+//!
+//! It runs `workers` instances ([`run`]), each in its own store on its own
+//! thread with its own single-threaded runtime, as isolated from one another
+//! as from the host: each binds the listen addresses itself with
+//! SO_REUSEPORT (the patched wasmtime-wasi in `vendor/`, its PATCHED.md) and
+//! the kernel spreads clients over them, by the hash of source and
+//! destination address and port. Each has its own socket policy, upstream
+//! connections, cache and memory limit, and its share of the process-wide
+//! limits (`ProxyConfig::worker_share`); a trap restarts that one alone.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -49,20 +58,18 @@ pub const MEMORY_LIMIT: usize = 512 << 20;
 /// The configuration the component is to serve and its generation number:
 /// the one at start (1), replaced by each reload the host accepts
 /// ([`Published::publish`]). Every instance reads it through the WIT
-/// `config` interface, a restarted one included, and the socket policy is
-/// swapped when an instance takes a new generation.
+/// `config` interface, a restarted one included, and its socket policy is
+/// swapped when it takes a new generation.
 #[derive(Debug)]
 pub struct Published {
     current: std::sync::Mutex<(u64, Arc<ProxyConfig>)>,
-    policy: SocketPolicy,
 }
 
 impl Published {
-    /// Generation 1: `config`, under `policy` (made from it).
-    pub fn new(config: ProxyConfig, policy: SocketPolicy) -> Arc<Self> {
+    /// Generation 1: `config`.
+    pub fn new(config: ProxyConfig) -> Arc<Self> {
         Arc::new(Self {
             current: std::sync::Mutex::new((1, Arc::new(config))),
-            policy,
         })
     }
 
@@ -85,11 +92,6 @@ impl Published {
         *current = (current.0 + 1, Arc::new(config));
         current.0
     }
-
-    /// The socket policy every instance runs under.
-    pub fn policy(&self) -> &SocketPolicy {
-        &self.policy
-    }
 }
 
 /// The store data of one component instance.
@@ -99,6 +101,14 @@ pub struct State {
     limits: StoreLimits,
     /// What it serves.
     published: Arc<Published>,
+    /// What its sockets may do: its own, following the generation it
+    /// serves (another worker may still serve the previous one).
+    policy: SocketPolicy,
+    /// Which worker it is: its share of the limits and its slot in the
+    /// metrics.
+    worker: usize,
+    /// How many workers there are.
+    workers: std::num::NonZeroUsize,
     /// The generation this instance last took (0: none yet).
     taken: u64,
     /// Calls of `watchdog.heartbeat` so far.
@@ -126,7 +136,8 @@ impl wit_watchdog::Host for State {
 
 impl wit_metrics::Host for State {
     fn push(&mut self, report: wit_metrics::Report) {
-        self.metrics.apply(report_from_wit(report), Instant::now());
+        self.metrics
+            .apply(self.worker, report_from_wit(report), Instant::now());
     }
 }
 
@@ -296,10 +307,10 @@ impl wit_config::Host for State {
         if generation != self.taken {
             // The component serves this generation from now on: grant what
             // it names at the same moment.
-            self.published.policy().update(&config);
+            self.policy.update(&config);
             self.taken = generation;
         }
-        wit_config(&config)
+        wit_config(&config.worker_share(self.workers))
     }
 
     fn generation(&mut self) -> u64 {
@@ -394,6 +405,9 @@ pub fn wit_config(config: &ProxyConfig) -> wit_config::ProxyConfig {
         upstream_idle_timeout,
         strategy,
         hedge_percent,
+        // The host runs that many instances, each given its share
+        // (`ProxyConfig::worker_share`).
+        workers: _,
         max_tcp_clients,
         max_inflight,
         max_udp_size,
@@ -495,12 +509,18 @@ pub fn memory_limit(config: &ProxyConfig) -> usize {
 /// The WASI context: sockets per the policy, stderr for panics, and nothing
 /// else (no preopened directories, an empty environment, no arguments, name
 /// lookup denied).
-fn wasi_ctx(policy: SocketPolicy) -> WasiCtx {
+///
+/// With several workers, each binds the listen addresses with SO_REUSEPORT
+/// (`shared`); Linux lets only sockets of the same user share a port. One
+/// worker binds them without it, so a port another process holds is an
+/// error at start, not a silent split of its traffic.
+fn wasi_ctx(policy: SocketPolicy, shared: bool) -> WasiCtx {
     WasiCtx::builder()
         .inherit_stderr()
         .allow_tcp(true)
         .allow_udp(true)
         .allow_ip_name_lookup(false)
+        .reuse_port(shared)
         // Called per datagram: the decision is made (and a refusal counted)
         // right here, the future only carries it.
         .socket_addr_check(move |addr, use_| Box::pin(std::future::ready(policy.check(addr, use_))))
@@ -521,37 +541,46 @@ pub enum Outcome {
     },
 }
 
+/// One worker: which it is, of how many, and what it runs under.
+struct Worker {
+    index: usize,
+    count: std::num::NonZeroUsize,
+    engine: Engine,
+    linker: Arc<Linker<State>>,
+    component: Component,
+    published: Arc<Published>,
+    metrics: Arc<Metrics>,
+    policy: SocketPolicy,
+}
+
 /// Runs one instance until it returns or traps.
-async fn run_once(
-    engine: &Engine,
-    linker: &Linker<State>,
-    component: &Component,
-    published: &Arc<Published>,
-    metrics: &Arc<Metrics>,
-) -> Outcome {
+async fn run_once(w: &Worker) -> Outcome {
     let state = State {
-        wasi: wasi_ctx(published.policy().clone()),
+        wasi: wasi_ctx(w.policy.clone(), w.count.get() > 1),
         table: ResourceTable::new(),
         limits: StoreLimitsBuilder::new()
-            .memory_size(memory_limit(&published.current().1))
+            .memory_size(memory_limit(&w.published.current().1))
             .build(),
-        published: published.clone(),
+        published: w.published.clone(),
+        policy: w.policy.clone(),
+        worker: w.index,
+        workers: w.count,
         taken: 0,
         heartbeats: 0,
-        metrics: metrics.clone(),
+        metrics: w.metrics.clone(),
     };
-    let mut store = Store::new(engine, state);
+    let mut store = Store::new(&w.engine, state);
     store.limiter(|s| &mut s.limits);
     let mut watchdog = Watchdog::default();
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |ctx| match watchdog.on_tick(ctx.data().heartbeats) {
-        // Yielding lets the host's other tasks (signals, the log flush) run
-        // on this worker even while the instance is busy.
+        // Yielding lets the worker's other tasks (the host side of its
+        // sockets) run even while the instance is busy.
         Verdict::Continue => Ok(UpdateDeadline::Yield(1)),
         Verdict::Stuck(ticks) => Err(Stuck::new(ticks).into()),
     });
     let started = Instant::now();
-    let result = match Proxy::instantiate_async(&mut store, component, linker).await {
+    let result = match Proxy::instantiate_async(&mut store, &w.component, &w.linker).await {
         Ok(proxy) => proxy.wasi_cli_run().call_run(&mut store).await,
         Err(e) => Err(e),
     };
@@ -572,34 +601,16 @@ async fn run_once(
     }
 }
 
-/// Runs the component, restarting it after a trap (with a log line, never
-/// silently; see [`Restarts`] for the backoff). Returns the exit code when the
-/// component exits by itself, or an error when it keeps trapping before it
-/// ever served.
-pub async fn run(
-    engine: Engine,
-    component: Component,
-    published: Arc<Published>,
-    metrics: Arc<Metrics>,
-) -> Result<i32> {
-    let linker = linker(&engine)?;
-    let _ticker = Ticker::start(engine.clone())?;
-    // Reports the tail of a burst of refusals that ended within LOG_EVERY.
-    let _flush = AbortOnDrop({
-        let policy = published.policy().clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(LOG_EVERY);
-            loop {
-                every.tick().await;
-                policy.refusals().flush();
-            }
-        })
-    });
+/// Runs one worker's instance, restarting it after a trap (with a log line,
+/// never silently; see [`Restarts`] for the backoff). Returns the exit code
+/// when the instance exits by itself, or an error when it keeps trapping
+/// before it ever served.
+async fn run_worker(w: Worker) -> Result<i32> {
     let mut restarts = Restarts::default();
     let mut traps = 0u32;
     let code = loop {
-        let outcome = run_once(&engine, &linker, &component, &published, &metrics).await;
-        metrics.instance_stopped();
+        let outcome = run_once(&w).await;
+        w.metrics.instance_stopped(w.index);
         let (error, life) = match outcome {
             Outcome::Exited(code) => break code,
             Outcome::Trapped { error, life } => (error, life),
@@ -620,6 +631,7 @@ pub async fn run(
         match restarts.after_trap(life) {
             Next::RestartAfter(delay) => {
                 tracing::error!(
+                    worker = w.index,
                     error = cause,
                     uptime = ?life.uptime,
                     served = life.served(),
@@ -629,10 +641,10 @@ pub async fn run(
                     "{what}; restarting it"
                 );
                 tokio::time::sleep(delay).await;
-                metrics.restarted();
+                w.metrics.restarted();
             }
             Next::GiveUp => {
-                tracing::debug!(backtrace, "where the component was");
+                tracing::debug!(worker = w.index, backtrace, "where the component was");
                 bail!(
                     "{what} {traps} times in a row before it ever served (a broken build or \
                      configuration?); giving up: {cause}"
@@ -641,6 +653,113 @@ pub async fn run(
         }
     };
     Ok(code)
+}
+
+/// The number of workers `config` asks for: `workers`, or one per CPU the
+/// process may use (its CPU affinity and cgroup quota, as
+/// [`std::thread::available_parallelism`] reads them).
+pub fn workers(config: &ProxyConfig) -> std::num::NonZeroUsize {
+    config.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN)
+    })
+}
+
+/// Runs `workers` instances of the component, each on its own thread (see
+/// the module's notes), until one exits by itself (its code is returned) or
+/// keeps trapping before it ever served (an error). The process ends with
+/// it: workers serve the same addresses and are alike, so one that cannot
+/// run means a build or configuration none of them can serve.
+pub async fn run(
+    engine: Engine,
+    component: Component,
+    published: Arc<Published>,
+    metrics: Arc<Metrics>,
+    workers: std::num::NonZeroUsize,
+) -> Result<i32> {
+    let linker = Arc::new(linker(&engine)?);
+    let _ticker = Ticker::start(engine.clone())?;
+    let policies: Vec<SocketPolicy> = (0..workers.get())
+        .map(|_| SocketPolicy::from_config(&published.current().1))
+        .collect();
+    // Reports the tail of a burst of refusals that ended within LOG_EVERY.
+    let _flush = AbortOnDrop({
+        let policies = policies.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(LOG_EVERY);
+            loop {
+                every.tick().await;
+                for policy in &policies {
+                    policy.refusals().flush();
+                }
+            }
+        })
+    });
+    let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
+    for (index, policy) in policies.into_iter().enumerate() {
+        let worker = Worker {
+            index,
+            count: workers,
+            engine: engine.clone(),
+            linker: linker.clone(),
+            component: component.clone(),
+            published: published.clone(),
+            metrics: metrics.clone(),
+            policy,
+        };
+        let report = Finished {
+            index,
+            done: done.clone(),
+            result: None,
+        };
+        std::thread::Builder::new()
+            .name(format!("worker-{index}"))
+            .spawn(move || {
+                report.with(
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(anyhow::Error::from)
+                        .and_then(|rt| rt.block_on(run_worker(worker))),
+                );
+            })?;
+    }
+    drop(done);
+    match finished.recv().await {
+        Some((index, Ok(code))) => {
+            if workers.get() > 1 {
+                tracing::info!(worker = index, code, "a worker's component exited");
+            }
+            Ok(code)
+        }
+        Some((_, Err(e))) => Err(e),
+        None => bail!("every worker thread ended without a word"),
+    }
+}
+
+/// Tells [`run`] that a worker thread ended, with its result, or with an
+/// error if the thread panicked before it had one.
+struct Finished {
+    index: usize,
+    done: tokio::sync::mpsc::UnboundedSender<(usize, Result<i32>)>,
+    result: Option<Result<i32>>,
+}
+
+impl Finished {
+    /// Sends `result`.
+    fn with(mut self, result: Result<i32>) {
+        self.result = Some(result);
+    }
+}
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        let result = self
+            .result
+            .take()
+            .unwrap_or_else(|| Err(anyhow::anyhow!("worker {} panicked", self.index)));
+        // The receiver is gone only when the process is ending.
+        let _ = self.done.send((self.index, result));
+    }
 }
 
 /// A task that ends with the scope that started it.
@@ -752,6 +871,7 @@ mod tests {
             upstream_idle_timeout: Duration::from_secs(30),
             strategy: Strategy::Fastest,
             hedge_percent: 7,
+            workers: std::num::NonZeroUsize::new(3),
             max_tcp_clients: 300,
             max_inflight: 65536,
             max_udp_size: 1400,

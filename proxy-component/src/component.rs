@@ -331,6 +331,8 @@ fn from_wit(c: config::ProxyConfig) -> Result<ProxyConfig, WitConfigError> {
             config::Strategy::Fastest => Strategy::Fastest,
         },
         hedge_percent: u32::from(hedge_percent),
+        // The host's: the component is one worker and gets its share.
+        workers: std::num::NonZeroUsize::new(1),
         max_tcp_clients: max_tcp_clients as usize,
         max_inflight: max_inflight as usize,
         max_udp_size: usize::from(max_udp_size),

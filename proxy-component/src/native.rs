@@ -63,6 +63,7 @@ fn config() -> Result<ProxyConfig, String> {
         upstream_idle_timeout: Duration::from_secs(30),
         strategy: Strategy::default(),
         hedge_percent: 0,
+        workers: std::num::NonZeroUsize::new(1),
         max_tcp_clients: 2048,
         max_inflight: 2048,
         max_udp_size: usize::from(dnsproxy_core::core::message::EDNS_UDP_PAYLOAD),

@@ -34,7 +34,10 @@ const TERM_GRACE: Duration = Duration::from_secs(3);
 /// the upstream, so the answer cache is off unless a test sets the variable (the
 /// `cache` group sets it empty, for the built-in default); and `HEDGE_PERCENT=0`
 /// for the same reason: a hedge would send a query to a second upstream whenever the
-/// machine is slow for a moment (the `strategies` group turns hedging on). stdout and stderr are captured continuously (see [`Proxy::log`]).
+/// machine is slow for a moment (the `strategies` group turns hedging on); and
+/// `WORKERS=1`: the groups count connections, restarts and limits of one instance, and
+/// with several the kernel picks which one a client reaches (the `workers` group runs
+/// two). stdout and stderr are captured continuously (see [`Proxy::log`]).
 ///
 /// Dropping it sends SIGTERM to the child's PID, waits up to 3 s, then kills it.
 pub struct Proxy {
@@ -175,6 +178,9 @@ impl Proxy {
         }
         if get(&vars, "HEDGE_PERCENT").is_none() {
             vars.push(("HEDGE_PERCENT".into(), "0".into()));
+        }
+        if get(&vars, "WORKERS").is_none() {
+            vars.push(("WORKERS".into(), "1".into()));
         }
         let ip = get(&vars, "LOCAL_HOST")
             .and_then(|h| h.parse::<IpAddr>().ok())

@@ -113,6 +113,9 @@ pub const HEDGE_PERCENT: IntLimits = IntLimits {
     max: 50,
 };
 
+/// `workers`: the most component instances one process runs.
+pub const MAX_WORKERS: usize = 256;
+
 /// `max_inflight`: queries forwarded and not yet answered, over all clients.
 pub const MAX_INFLIGHT: IntLimits = IntLimits {
     default: 2048,

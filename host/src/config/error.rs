@@ -289,6 +289,8 @@ pub enum Expected {
     LogFormat,
     /// `strategy`.
     Strategy,
+    /// `workers`.
+    Workers,
     /// A yes/no value.
     Boolean,
     /// An IP address and a port.
@@ -351,6 +353,11 @@ impl fmt::Display for Expected {
             Self::LogLevel => f.write_str("one of error, warn, info, debug, trace"),
             Self::LogFormat => f.write_str("text or json"),
             Self::Strategy => f.write_str("priority, round_robin or fastest"),
+            Self::Workers => write!(
+                f,
+                "auto or an integer from 1 to {}",
+                super::defaults::MAX_WORKERS
+            ),
             Self::Boolean => f.write_str("true or false (also yes/no, on/off, 1/0)"),
             Self::ListenAddr => f.write_str(
                 "an IP address and port like 127.0.0.1:9153 or [::1]:9153, or nothing for no \

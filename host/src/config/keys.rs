@@ -51,6 +51,7 @@ pub enum Key {
     UpstreamIdleTimeout,
     Strategy,
     HedgePercent,
+    Workers,
     MaxTcpClients,
     MaxInflight,
     MaxUdpSize,
@@ -69,7 +70,7 @@ pub enum Key {
 
 impl Key {
     /// Every key, in documentation order.
-    pub const ALL: [Key; 28] = [
+    pub const ALL: [Key; 29] = [
         Self::LocalHost,
         Self::LocalPort,
         Self::AllowNetworks,
@@ -84,6 +85,7 @@ impl Key {
         Self::UpstreamIdleTimeout,
         Self::Strategy,
         Self::HedgePercent,
+        Self::Workers,
         Self::MaxTcpClients,
         Self::MaxInflight,
         Self::MaxUdpSize,
@@ -117,6 +119,7 @@ impl Key {
             Self::UpstreamIdleTimeout => "upstream_idle_timeout",
             Self::Strategy => "strategy",
             Self::HedgePercent => "hedge_percent",
+            Self::Workers => "workers",
             Self::MaxTcpClients => "max_tcp_clients",
             Self::MaxInflight => "max_inflight",
             Self::MaxUdpSize => "max_udp_size",
@@ -151,6 +154,7 @@ impl Key {
             Self::UpstreamIdleTimeout => "UPSTREAM_IDLE_TIMEOUT",
             Self::Strategy => "STRATEGY",
             Self::HedgePercent => "HEDGE_PERCENT",
+            Self::Workers => "WORKERS",
             Self::MaxTcpClients => "MAX_TCP_CLIENTS",
             Self::MaxInflight => "MAX_INFLIGHT",
             Self::MaxUdpSize => "MAX_UDP_SIZE",
@@ -185,6 +189,7 @@ impl Key {
             Self::UpstreamIdleTimeout => "--upstream-idle-timeout",
             Self::Strategy => "--strategy",
             Self::HedgePercent => "--hedge-percent",
+            Self::Workers => "--workers",
             Self::MaxTcpClients => "--max-tcp-clients",
             Self::MaxInflight => "--max-inflight",
             Self::MaxUdpSize => "--max-udp-size",
@@ -215,6 +220,7 @@ impl Key {
             | Self::UpstreamIdleTimeout
             | Self::Strategy
             | Self::HedgePercent
+            | Self::Workers
             | Self::MaxTcpClients
             | Self::MaxInflight
             | Self::MaxUdpSize

@@ -210,6 +210,14 @@ fn resolve(layers: &Layers<'_>) -> Result<(ProxyConfig, Report), ConfigError> {
         hedge_percent.value.to_string(),
         &hedge_percent.origin,
     );
+    let workers = scalar(layers, Key::Workers, None, values::workers)?;
+    record(
+        Key::Workers,
+        workers
+            .value
+            .map_or_else(|| "auto".to_owned(), |n| n.to_string()),
+        &workers.origin,
+    );
     let mut count = |key, limits| {
         let n = integer(layers, key, limits)?;
         record(key, n.value.to_string(), &n.origin);
@@ -263,6 +271,7 @@ fn resolve(layers: &Layers<'_>) -> Result<(ProxyConfig, Report), ConfigError> {
         upstream_idle_timeout: upstream_idle_timeout.value,
         strategy: strategy.value,
         hedge_percent: hedge_percent.value,
+        workers: workers.value,
         max_tcp_clients,
         max_inflight,
         max_udp_size,

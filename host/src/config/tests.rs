@@ -344,6 +344,11 @@ fn every_key_follows_ini_then_env_then_flags() {
             |c| c.hedge_percent.to_string(),
         ),
         case(
+            Key::Workers,
+            [("auto", "None"), ("1", "Some(1)"), ("256", "Some(256)")],
+            |c| format!("{:?}", c.workers),
+        ),
+        case(
             Key::MaxTcpClients,
             [("1", "1"), ("65535", "65535"), ("300", "300")],
             |c| c.max_tcp_clients.to_string(),
@@ -1131,6 +1136,8 @@ fn error_lines() {
         upstream("bad log_queries").env("LOG_QUERIES", "maybe"),
         proxy("unknown strategy", "strategy = random"),
         upstream("hedge_percent above max").flag("--hedge-percent", "51"),
+        upstream("workers zero").env("WORKERS", "0"),
+        upstream("workers above max").flag("--workers", "257"),
         upstream("metrics_listen without a port").env("METRICS_LISTEN", "127.0.0.1"),
         proxy(
             "upstream_timeout > query_timeout",
@@ -1384,4 +1391,33 @@ fn check_output() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     insta::assert_snapshot!("check_output", out);
+}
+
+/// The process-wide limits are split over the workers, rounded up, never
+/// to 0; the cache and everything else is each worker's own.
+#[test]
+fn each_worker_gets_its_share_of_the_limits() {
+    let config = ok(load_with(
+        None,
+        &[
+            ("TLS_HOST", "192.0.2.1"),
+            ("MAX_TCP_CLIENTS", "1001"),
+            ("MAX_INFLIGHT", "1"),
+            ("CLIENT_BUFFER_MIB", "32"),
+            ("CACHE_SIZE_MIB", "16"),
+        ],
+        &[],
+    ));
+    let one = config.worker_share(std::num::NonZeroUsize::MIN);
+    assert_eq!(one, config, "one worker holds everything");
+    let share = config.worker_share(std::num::NonZeroUsize::new(4).unwrap());
+    assert_eq!(share.max_tcp_clients, 251);
+    assert_eq!(share.max_inflight, 1, "never 0");
+    assert_eq!(share.client_buffer_budget, 8 << 20);
+    assert_eq!(
+        share.cache.max_bytes,
+        16 << 20,
+        "each worker has its own cache"
+    );
+    assert_eq!(share.upstreams, config.upstreams);
 }

@@ -128,7 +128,20 @@ pub(super) fn log_level(text: &str) -> Result<Level, Expected> {
     Level::from_name(text).ok_or(Expected::LogLevel)
 }
 
-/// A log format name, any case.
+/// `workers`: `auto` (any case; `None`, one per usable CPU) or a count.
+pub(super) fn workers(text: &str) -> Result<Option<std::num::NonZeroUsize>, Expected> {
+    if text.eq_ignore_ascii_case("auto") {
+        return Ok(None);
+    }
+    match digits(text).and_then(|t| t.parse::<usize>().ok()) {
+        Some(n) if n <= super::defaults::MAX_WORKERS => std::num::NonZeroUsize::new(n)
+            .map(Some)
+            .ok_or(Expected::Workers),
+        _ => Err(Expected::Workers),
+    }
+}
+
+/// The `strategy` name, any case.
 pub(super) fn strategy(text: &str) -> Result<Strategy, Expected> {
     match text.to_ascii_lowercase().as_str() {
         "priority" => Ok(Strategy::Priority),

@@ -178,6 +178,7 @@ mod tests {
         let m = Metrics::new(vec!["dot".into()]);
         if let Some(ready) = ready {
             m.apply(
+                0,
                 Report {
                     stats: Stats::new(1),
                     inflight: 0,

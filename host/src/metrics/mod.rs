@@ -9,6 +9,12 @@
 //! keyed by name, so a reload that adds, removes or reorders them keeps each
 //! one's counters; one a reload removed keeps its counters (they stay
 //! monotonic) and loses its gauges.
+//!
+//! With several workers (component instances), each reports on its own:
+//! counters are added up as they come, and each worker's latest gauges are
+//! kept apart and combined for the exposition (in flight, clients, open
+//! connections and cache sizes summed; an upstream is up if some worker
+//! has it up; its srtt is the mean of the workers that measured it).
 
 pub mod http;
 
@@ -33,23 +39,82 @@ pub struct Metrics {
     state: Mutex<State>,
 }
 
+/// One worker's latest gauges.
+#[derive(Debug, Default, Clone)]
+struct WorkerGauges {
+    inflight: u32,
+    tcp_clients: u32,
+    /// Aligned with `State::gauges`.
+    upstreams: Vec<UpstreamGauges>,
+    cache_entries: u64,
+    cache_bytes: u64,
+    cache_max_bytes: u64,
+    ready: bool,
+    /// When it last reported; `None` while it is not running.
+    last_report: Option<Instant>,
+}
+
 #[derive(Debug, Default)]
 struct State {
+    /// Each worker's latest gauges; the fields below that say "combined"
+    /// are made from them by [`State::combine`].
+    workers: Vec<WorkerGauges>,
     /// Counters summed over every report of every instance; one upstream
-    /// entry per name ever configured, aligned with `gauges` and `chains`.
+    /// entry per name ever configured, aligned with `gauges` and `chains`
+    /// (its `tcp_clients` gauge is combined).
     totals: Stats,
     /// Configuration reloads: accepted, refused.
     reloads: [u64; 2],
+    /// Combined.
     inflight: u32,
+    /// Combined.
     gauges: Vec<UpstreamGauges>,
     /// Each upstream's last verified chain.
     chains: Vec<Vec<ChainCert>>,
+    /// Combined: some worker has an upstream it can reach.
     ready: bool,
     restarts: u64,
-    /// When the running instance last reported; `None` while none runs.
+    /// Combined: the oldest of the workers' last reports; `None` while one
+    /// of them is not running.
     last_report: Option<Instant>,
-    /// The cache: counters summed, gauges of the latest report.
+    /// The cache: counters summed, gauges combined.
     cache: CacheReport,
+}
+
+impl State {
+    /// Makes the combined gauges from the workers'.
+    fn combine(&mut self) {
+        let w = &self.workers;
+        self.inflight = w.iter().map(|g| g.inflight).sum();
+        self.totals.tcp_clients = w.iter().map(|g| g.tcp_clients).sum();
+        self.cache.entries = w.iter().map(|g| g.cache_entries).sum();
+        self.cache.bytes = w.iter().map(|g| g.cache_bytes).sum();
+        self.cache.max_bytes = w.iter().map(|g| g.cache_max_bytes).sum();
+        self.ready = w.iter().any(|g| g.ready);
+        self.last_report = w
+            .iter()
+            .map(|g| g.last_report)
+            .min_by(|a, b| match (a, b) {
+                // A worker that is not running is the oldest of all.
+                (None, _) => std::cmp::Ordering::Less,
+                (_, None) => std::cmp::Ordering::Greater,
+                (Some(a), Some(b)) => a.cmp(b),
+            })
+            .flatten();
+        for (i, combined) in self.gauges.iter_mut().enumerate() {
+            let of = || w.iter().filter_map(move |g| g.upstreams.get(i));
+            let srtts: Vec<Duration> = of().filter_map(|g| g.srtt).collect();
+            *combined = UpstreamGauges {
+                configured: of().any(|g| g.configured),
+                up: of().any(|g| g.up),
+                connections: of().map(|g| g.connections).sum(),
+                srtt: u32::try_from(srtts.len())
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .map(|n| srtts.iter().sum::<Duration>() / n),
+            };
+        }
+    }
 }
 
 fn add_rcodes(total: &mut RcodeCounts, delta: &RcodeCounts) {
@@ -123,14 +188,6 @@ fn cache_families(c: &CacheReport) -> Vec<MetricFamily> {
     ]
 }
 
-/// Adds the cache's counter deltas and takes its gauges.
-fn add_cache(total: &mut CacheReport, delta: CacheReport) {
-    total.counters.add(&delta.counters);
-    total.entries = delta.entries;
-    total.bytes = delta.bytes;
-    total.max_bytes = delta.max_bytes;
-}
-
 fn add_all(total: &mut [u64], delta: &[u64]) {
     for (t, d) in total.iter_mut().zip(delta) {
         *t = t.saturating_add(*d);
@@ -138,21 +195,40 @@ fn add_all(total: &mut [u64], delta: &[u64]) {
 }
 
 impl Metrics {
-    /// Metrics for the upstreams named `upstreams`, in priority order.
+    /// Metrics for one worker and the upstreams named `upstreams`, in
+    /// priority order.
     pub fn new(upstreams: Vec<String>) -> Self {
+        Self::with_workers(upstreams, 1)
+    }
+
+    /// Metrics for `workers` workers (at least one) and the upstreams named
+    /// `upstreams`, in priority order.
+    pub fn with_workers(upstreams: Vec<String>, workers: usize) -> Self {
         let n = upstreams.len();
         let configured = UpstreamGauges {
             configured: true,
             ..UpstreamGauges::default()
         };
+        let worker = WorkerGauges {
+            upstreams: vec![configured.clone(); n],
+            ..WorkerGauges::default()
+        };
+        let mut state = State {
+            workers: vec![worker; workers.max(1)],
+            totals: Stats::named(upstreams.iter().map(String::as_str)),
+            gauges: vec![configured; n],
+            chains: vec![Vec::new(); n],
+            ..State::default()
+        };
+        state.combine();
         Self {
-            state: Mutex::new(State {
-                totals: Stats::named(upstreams.iter().map(String::as_str)),
-                gauges: vec![configured; n],
-                chains: vec![Vec::new(); n],
-                ..State::default()
-            }),
+            state: Mutex::new(state),
         }
+    }
+
+    /// The number of workers counted.
+    pub fn workers(&self) -> usize {
+        self.state().workers.len()
     }
 
     /// A reload was accepted (`ok`) or refused.
@@ -167,9 +243,13 @@ impl Metrics {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Adds a report of the running instance (at `now`).
-    pub fn apply(&self, report: Report, now: Instant) {
+    /// Adds a report of the instance running as `worker` (at `now`).
+    pub fn apply(&self, worker: usize, report: Report, now: Instant) {
         let mut s = self.state();
+        let s = &mut *s;
+        if worker >= s.workers.len() {
+            return;
+        }
         let t = &mut s.totals;
         let d = &report.stats;
         add_rcodes(&mut t.udp_answers, &d.udp_answers);
@@ -179,7 +259,7 @@ impl Metrics {
         t.refused_inflight = t.refused_inflight.saturating_add(d.refused_inflight);
         add_all(&mut t.drops, &d.drops);
         t.truncated = t.truncated.saturating_add(d.truncated);
-        t.tcp_clients = d.tcp_clients;
+        let tcp_clients = d.tcp_clients;
         let Report {
             stats,
             inflight,
@@ -187,16 +267,28 @@ impl Metrics {
             ready,
             cache,
         } = report;
-        add_cache(&mut s.cache, cache);
-        // Upstreams the report does not name are not configured any more.
-        for g in &mut s.gauges {
-            *g = UpstreamGauges::default();
-        }
+        s.cache.counters.add(&cache.counters);
+        let mut mine = WorkerGauges {
+            inflight,
+            tcp_clients,
+            // Upstreams the report does not name are not configured any
+            // more (in this worker).
+            upstreams: vec![UpstreamGauges::default(); s.gauges.len()],
+            cache_entries: cache.entries,
+            cache_bytes: cache.bytes,
+            cache_max_bytes: cache.max_bytes,
+            ready,
+            last_report: Some(now),
+        };
         for (d, gauges) in stats.upstreams.into_iter().zip(upstreams) {
             let i = s.totals.slot(&d.name);
             if i == s.gauges.len() {
                 s.gauges.push(UpstreamGauges::default());
                 s.chains.push(Vec::new());
+                for w in &mut s.workers {
+                    w.upstreams.push(UpstreamGauges::default());
+                }
+                mine.upstreams.push(UpstreamGauges::default());
             }
             let t = &mut s.totals.upstreams[i];
             t.queries = t.queries.saturating_add(d.queries);
@@ -210,29 +302,34 @@ impl Metrics {
             if let Some(chain) = d.chain {
                 s.chains[i] = chain;
             }
-            s.gauges[i] = gauges;
+            mine.upstreams[i] = gauges;
         }
-        s.inflight = inflight;
-        s.ready = ready;
-        s.last_report = Some(now);
+        s.workers[worker] = mine;
+        s.combine();
     }
 
-    /// The instance stopped (it trapped): nothing is in flight or open any
-    /// more, and it is not serving until the next one reports.
-    pub fn instance_stopped(&self) {
+    /// The instance running as `worker` stopped (it trapped): nothing of
+    /// it is in flight or open any more (a new instance starts with an
+    /// empty cache), and the proxy is not healthy until the next one
+    /// reports.
+    pub fn instance_stopped(&self, worker: usize) {
         let mut s = self.state();
-        s.last_report = None;
-        s.inflight = 0;
-        s.totals.tcp_clients = 0;
-        // A new instance starts with an empty cache.
-        s.cache.entries = 0;
-        s.cache.bytes = 0;
-        for g in &mut s.gauges {
-            *g = UpstreamGauges {
+        let Some(w) = s.workers.get_mut(worker) else {
+            return;
+        };
+        let upstreams = w
+            .upstreams
+            .iter()
+            .map(|g| UpstreamGauges {
                 configured: g.configured,
                 ..UpstreamGauges::default()
-            };
-        }
+            })
+            .collect();
+        *w = WorkerGauges {
+            upstreams,
+            ..WorkerGauges::default()
+        };
+        s.combine();
     }
 
     /// A new instance replaces one that trapped.
@@ -240,7 +337,7 @@ impl Metrics {
         self.state().restarts += 1;
     }
 
-    /// `/health`: an instance is running and reported within
+    /// `/health`: every worker's instance is running and reported within
     /// [`HEALTH_WINDOW`] of `now`.
     pub fn healthy(&self, now: Instant) -> bool {
         self.state()
@@ -293,6 +390,20 @@ impl Metrics {
             "Times the proxy component was restarted after a trap.",
             MetricType::COUNTER,
             vec![counter(&[], s.restarts)],
+        ));
+        out.push(family(
+            "dnsproxy_workers",
+            "Component instances (workers) serving the listen addresses, by state: running, or \
+             stopped (restarting after a trap).",
+            MetricType::GAUGE,
+            {
+                let running = s.workers.iter().filter(|w| w.last_report.is_some()).count();
+                let stopped = s.workers.len() - running;
+                vec![
+                    gauge(&[("state", "running")], running as f64),
+                    gauge(&[("state", "stopped")], stopped as f64),
+                ]
+            },
         ));
         let mut queries = Vec::new();
         for (protocol, counts) in [("udp", &t.udp_answers), ("tcp", &t.tcp_answers)] {
@@ -588,11 +699,12 @@ mod tests {
     fn upstreams_are_keyed_by_name_across_reloads() {
         let m = Metrics::new(vec!["dot".into()]);
         let t0 = Instant::now();
-        m.apply(report(3, true), t0);
+        m.apply(0, report(3, true), t0);
         let mut stats = Stats::named(["dot", "new"]);
         stats.upstreams[0].queries = 1;
         stats.upstreams[1].queries = 5;
         m.apply(
+            0,
             Report {
                 stats,
                 inflight: 0,
@@ -632,12 +744,12 @@ mod tests {
     fn counters_add_up_across_instances_and_gauges_are_replaced() {
         let m = Metrics::new(vec!["dot".into()]);
         let t0 = Instant::now();
-        m.apply(report(3, true), t0);
-        m.instance_stopped();
+        m.apply(0, report(3, true), t0);
+        m.instance_stopped(0);
         m.restarted();
         let mut second = report(4, true);
         second.stats.upstreams[0].chain = None;
-        m.apply(second, t0);
+        m.apply(0, second, t0);
         let text = m.render();
         assert!(
             text.contains(r#"dnsproxy_queries_total{protocol="udp",rcode="NOERROR"} 7"#),
@@ -676,13 +788,63 @@ mod tests {
         let m = Metrics::new(vec!["dot".into()]);
         let t0 = Instant::now();
         assert!(!m.healthy(t0), "no instance has reported yet");
-        m.apply(report(0, false), t0);
+        m.apply(0, report(0, false), t0);
         assert!(m.healthy(t0));
         assert!(!m.ready(t0));
-        m.apply(report(0, true), t0);
+        m.apply(0, report(0, true), t0);
         assert!(m.ready(t0));
         assert!(!m.healthy(t0 + HEALTH_WINDOW + Duration::from_millis(1)));
-        m.instance_stopped();
+        m.instance_stopped(0);
         assert!(!m.healthy(t0) && !m.ready(t0));
+    }
+
+    /// Two workers: counters add up, gauges are summed (or combined), the
+    /// proxy is healthy only while both report and ready while one can
+    /// reach an upstream; a stopped worker's gauges go.
+    #[test]
+    fn workers_are_combined() {
+        let m = Metrics::with_workers(vec!["dot".into()], 2);
+        let t0 = Instant::now();
+        let srtt = |ms| {
+            let mut r = report(3, true);
+            r.upstreams[0].srtt = Some(Duration::from_millis(ms));
+            r
+        };
+        m.apply(0, srtt(10), t0);
+        assert!(!m.healthy(t0), "worker 1 has not reported yet");
+        let mut second = srtt(30);
+        second.ready = false;
+        m.apply(1, second, t0);
+        assert!(m.healthy(t0) && m.ready(t0), "worker 0 reaches an upstream");
+        let text = m.render();
+        for line in [
+            r#"dnsproxy_upstream_queries_total{upstream="dot"} 6"#,
+            "dnsproxy_inflight 4",
+            "dnsproxy_cache_entries 20",
+            "dnsproxy_cache_max_bytes 33554432",
+            r#"dnsproxy_upstream_connections{upstream="dot"} 2"#,
+            r#"dnsproxy_upstream_srtt_seconds{upstream="dot"} 0.02"#,
+            r#"dnsproxy_workers{state="running"} 2"#,
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        m.instance_stopped(1);
+        assert!(!m.healthy(t0), "a stopped worker is not healthy");
+        let text = m.render();
+        for line in [
+            "dnsproxy_inflight 2",
+            r#"dnsproxy_upstream_connections{upstream="dot"} 1"#,
+            r#"dnsproxy_upstream_srtt_seconds{upstream="dot"} 0.01"#,
+            r#"dnsproxy_workers{state="stopped"} 1"#,
+            r#"dnsproxy_upstream_queries_total{upstream="dot"} 6"#,
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        m.apply(7, report(1, true), t0);
+        assert!(
+            m.render()
+                .contains(r#"dnsproxy_upstream_queries_total{upstream="dot"} 6"#),
+            "a worker that does not exist is ignored"
+        );
     }
 }

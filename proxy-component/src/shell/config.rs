@@ -49,6 +49,11 @@ pub struct ProxyConfig {
     /// Hedges may be at most this percentage of the queries; 0: no hedging
     /// (`hedge_percent`).
     pub hedge_percent: u32,
+    /// Component instances serving the same addresses (`workers`; `None`:
+    /// one per CPU the process may use). The host's: the component never
+    /// sees it, it receives its share of the limits below
+    /// ([`ProxyConfig::worker_share`]).
+    pub workers: Option<std::num::NonZeroUsize>,
     /// Concurrent client TCP connections.
     pub max_tcp_clients: usize,
     /// Client queries in flight, over UDP and TCP together.
@@ -71,6 +76,25 @@ pub struct ProxyConfig {
     /// The answer cache (`cache_size_mib`, `cache_min_ttl`, `cache_max_ttl`,
     /// `cache_failure_ttl`, `serve_stale`, `cache_prefetch`).
     pub cache: CacheSettings,
+}
+
+impl ProxyConfig {
+    /// What one of `workers` instances serves: the process-wide limits
+    /// (`max_tcp_clients`, `max_inflight`, `client_buffer_budget`) split
+    /// evenly, rounded up, so the instances together hold what is
+    /// configured (give or take the rounding). Each instance has its own
+    /// cache of `cache.max_bytes`, its own upstream connections and its own
+    /// memory limit: those are per worker.
+    #[must_use]
+    pub fn worker_share(&self, workers: std::num::NonZeroUsize) -> ProxyConfig {
+        let share = |total: usize| total.div_ceil(workers.get()).max(1);
+        ProxyConfig {
+            max_tcp_clients: share(self.max_tcp_clients),
+            max_inflight: share(self.max_inflight),
+            client_buffer_budget: share(self.client_buffer_budget),
+            ..self.clone()
+        }
+    }
 }
 
 /// One DNS-over-TLS upstream (RFC 7858).
