@@ -1,8 +1,9 @@
-use futures::TryFutureExt;
-
 use crate::{
     p2::bindings::sockets::network::ErrorCode,
-    sockets::{MaybeReady, UdpSocket as P3Socket, noop_cx},
+    sockets::{
+        SocketAddrCheck, SocketAddrUse, UdpSocket as P3Socket,
+        udp::try_recv_from_scratch,
+    },
 };
 use std::{
     net::SocketAddr,
@@ -34,92 +35,87 @@ pub(crate) enum AsyncOperation {
     Bind,
 }
 
+/// dnsproxy patch: upstream received through a future per datagram, spawned
+/// as a task whenever none was waiting, and that future took the datagram
+/// off the socket just to report readiness. This stream reads the socket
+/// directly: readiness is the socket's (nothing is consumed), and `try_recv`
+/// is one non-blocking `recvfrom` plus the address check, per datagram.
 pub struct IncomingDatagramStream {
-    pub(crate) inner: Arc<Mutex<P3Socket>>,
     pub(crate) connected_addr: Option<SocketAddr>,
-    pub(crate) current_recv: Option<MaybeReady<Result<(Vec<u8>, SocketAddr), ErrorCode>>>,
+    socket: Arc<tokio::net::UdpSocket>,
+    permissions: SocketAddrCheck,
 }
 impl IncomingDatagramStream {
     pub(crate) fn new(inner: Arc<Mutex<P3Socket>>) -> Self {
-        let connected_addr = inner.lock().unwrap().remote_address().ok();
+        let (connected_addr, (socket, permissions)) = {
+            let mut locked = inner.lock().unwrap();
+            (locked.remote_address().ok(), locked.direct())
+        };
         Self {
-            inner,
             connected_addr,
-            current_recv: None,
+            socket,
+            permissions,
         }
     }
     pub(crate) fn poll_recv_ready(
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<()> {
-        if self.current_recv.is_none() {
-            let connected_addr = self.connected_addr;
-            let inner = self.inner.clone();
-            let recv = MaybeReady::poll_or_spawn(async move {
-                loop {
-                    let fut = inner.lock().unwrap().recv();
-                    let (data, addr) = fut.await?;
-
-                    // Only process the packet if it matches the expected remote
-                    // address (if connected). Under normal circumstances, the
-                    // OS should already do this filtering for us. However,
-                    // nothing in POSIX guarantees this behavior, especially
-                    // after (re)connecting a socket with already queued packets
-                    // from a different peer. Case in point: on Linux the
-                    // filtering happens when the packet is received from the
-                    // network, *not* when the packet is delivered to the
-                    // application as part of `recvfrom`.
-                    if let Some(connected_addr) = connected_addr
-                        && connected_addr != addr
-                    {
-                        continue;
-                    }
-
-                    return Ok((data, addr));
-                }
-            });
-            self.current_recv = Some(recv);
-        }
-
-        self.current_recv
-            .as_mut()
-            .unwrap()
-            .poll_ready(cx)
-            .map(|_| ())
+        // An error is readiness too: `try_recv` reports it.
+        self.socket.poll_recv_ready(cx).map(|_| ())
     }
 
     pub(crate) fn try_recv(&mut self) -> Result<(Vec<u8>, SocketAddr), ErrorCode> {
-        let noop_cx = &mut noop_cx();
-        if self.poll_recv_ready(noop_cx).is_pending() {
-            return Err(ErrorCode::WouldBlock);
+        loop {
+            let (data, addr) = match try_recv_from_scratch(&self.socket) {
+                Ok(received) => received,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    return Err(ErrorCode::WouldBlock);
+                }
+                Err(e) => return Err(crate::sockets::ErrorCode::from(e).into()),
+            };
+            // Only from the connected peer, if connected (the OS filters
+            // too, but not what was queued before a (re)connect).
+            if let Some(connected_addr) = self.connected_addr
+                && connected_addr != addr
+            {
+                continue;
+            }
+            if !self
+                .permissions
+                .check_now(addr, SocketAddrUse::UdpReceive)
+            {
+                // Not allowed: dropped, as upstream does.
+                continue;
+            }
+            return Ok((data, addr));
         }
-
-        self.current_recv.take().unwrap().unwrap_ready()
     }
 }
 
+/// dnsproxy patch: sends directly, one non-blocking `sendto` per datagram
+/// (see [`P3Socket::try_send_now`]); upstream made a future per datagram.
+/// Nothing is ever left in flight.
 pub struct OutgoingDatagramStream {
     pub(crate) inner: Arc<Mutex<P3Socket>>,
     /// Number of datagrams permitted by most recent `check-send` call.
     pub(crate) check_send_permit_count: usize,
-    pub(crate) prev_send: Option<MaybeReady<Result<(), ErrorCode>>>,
+    socket: Arc<tokio::net::UdpSocket>,
 }
 impl OutgoingDatagramStream {
     pub(crate) fn new(inner: Arc<Mutex<P3Socket>>) -> Self {
+        let (socket, _) = inner.lock().unwrap().direct();
         Self {
             inner,
             check_send_permit_count: 0,
-            prev_send: None,
+            socket,
         }
     }
     pub(crate) fn poll_send_ready(
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<()> {
-        match &mut self.prev_send {
-            Some(send) => send.poll_ready(cx).map(|_| ()),
-            None => std::task::Poll::Ready(()),
-        }
+        self.socket.poll_send_ready(cx).map(|_| ())
     }
 
     pub(crate) fn try_send(
@@ -127,31 +123,10 @@ impl OutgoingDatagramStream {
         data: Vec<u8>,
         addr: Option<std::net::SocketAddr>,
     ) -> Result<(), ErrorCode> {
-        if let Some(send) = &mut self.prev_send {
-            if !send.poll_ready(&mut noop_cx()).is_ready() {
-                return Err(ErrorCode::WouldBlock);
-            }
-
-            let result = self.prev_send.take().unwrap().unwrap_ready();
-            if let Err(e) = result {
-                return Err(e);
-            }
-        }
-
-        debug_assert!(self.prev_send.is_none());
-
-        let mut send = MaybeReady::poll_or_spawn(
-            self.inner
-                .lock()
-                .unwrap()
-                .send(data, addr)
-                .map_err(|e| e.into()),
-        );
-        if send.poll_ready(&mut noop_cx()).is_ready() {
-            send.unwrap_ready()
-        } else {
-            self.prev_send = Some(send);
-            Ok(())
+        match self.inner.lock().unwrap().try_send_now(&data, addr) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ErrorCode::WouldBlock),
+            Err(e) => Err(e.into()),
         }
     }
 }

@@ -13,7 +13,7 @@ use wasmtime::component::{HasData, ResourceTable};
 
 pub(crate) mod ip_name_lookup;
 mod tcp;
-mod udp;
+pub(crate) mod udp;
 pub use tcp::TcpSocket;
 pub(crate) use tcp::{TcpListenStream, TcpReceiveStream, TcpSendStream};
 pub use udp::UdpSocket;
@@ -148,6 +148,20 @@ impl SocketAddrCheck {
                 "An address was not permitted by the socket address check.",
             ))
         }
+    }
+}
+
+impl SocketAddrCheck {
+    /// dnsproxy patch: the check's answer without waiting, for the
+    /// per-datagram paths: the check's future is polled once, and one that
+    /// is not ready at once counts as a refusal. The host's check must be
+    /// synchronous (dnsproxy's is `std::future::ready`).
+    pub(crate) fn check_now(&self, addr: SocketAddr, reason: SocketAddrUse) -> bool {
+        let mut check = (self.0)(addr, reason);
+        matches!(
+            check.as_mut().poll(&mut noop_cx()),
+            std::task::Poll::Ready(true)
+        )
     }
 }
 

@@ -178,6 +178,8 @@ impl UdpSocket {
         }
     }
 
+    // dnsproxy patch: p2 uses `try_send_now`; only p3 sends through here.
+    #[cfg_attr(not(feature = "p3"), allow(dead_code))]
     pub(crate) fn send(
         &mut self,
         data: Vec<u8>,
@@ -238,6 +240,8 @@ impl UdpSocket {
         }
     }
 
+    // dnsproxy patch: p2 reads directly; only p3 receives through here.
+    #[cfg_attr(not(feature = "p3"), allow(dead_code))]
     pub(crate) fn recv(
         &mut self,
     ) -> impl Future<Output = Result<(Vec<u8>, SocketAddr), ErrorCode>> + Send + use<> {
@@ -255,7 +259,11 @@ impl UdpSocket {
                 // every datagram (and hands the guest a 64 KiB allocation);
                 // this reads into a per-thread scratch buffer, zeroed once,
                 // and copies out only the datagram.
-                let (data, addr) = recv_from_scratch(&socket).await?;
+                socket.readable().await?;
+                let (data, addr) = match try_recv_from_scratch(&socket) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    received => received?,
+                };
 
                 match permissions.check(addr, SocketAddrUse::UdpReceive).await {
                     Ok(()) => return Ok((data, addr)),
@@ -270,6 +278,63 @@ impl UdpSocket {
 
     pub(crate) fn address_family(&self) -> SocketAddressFamily {
         self.family
+    }
+
+    /// dnsproxy patch: the OS socket and the address check, for the p2
+    /// datagram streams' direct paths (`crate::p2::udp`).
+    pub(crate) fn direct(&self) -> (Arc<tokio::net::UdpSocket>, SocketAddrCheck) {
+        (self.socket.clone(), self.permissions.clone())
+    }
+
+    /// dnsproxy patch: [`UdpSocket::send`] without a future: the same
+    /// validation and checks, then one non-blocking `sendto`: `Ok(false)`
+    /// when the socket's buffer is full and nothing was sent.
+    pub(crate) fn try_send_now(
+        &mut self,
+        data: &[u8],
+        addr: Option<SocketAddr>,
+    ) -> Result<bool, ErrorCode> {
+        if data.len() > MAX_DATAGRAM_SIZE {
+            return Err(ErrorCode::DatagramTooLarge);
+        }
+        let connected_addr = self.remote_address().ok();
+        let effective_addr = match (addr, connected_addr) {
+            (Some(addr), connected) => {
+                if !is_valid_remote_address(addr) || !is_valid_address_family(addr.ip(), self.family)
+                {
+                    return Err(ErrorCode::InvalidArgument);
+                }
+                if connected.is_some() && connected != Some(addr) {
+                    return Err(ErrorCode::InvalidArgument);
+                }
+                addr
+            }
+            (None, Some(connected)) => connected,
+            (None, None) => return Err(ErrorCode::InvalidArgument),
+        };
+        if !self.is_bound()
+            && !self
+                .permissions
+                .check_now(unspecified_addr(self.family), SocketAddrUse::UdpBind)
+        {
+            return Err(ErrorCode::AccessDenied);
+        }
+        if !self
+            .permissions
+            .check_now(effective_addr, SocketAddrUse::UdpSend)
+        {
+            return Err(ErrorCode::AccessDenied);
+        }
+        let sent = if connected_addr == Some(effective_addr) {
+            self.socket.try_send(data)
+        } else {
+            self.socket.try_send_to(data, effective_addr)
+        };
+        match sent {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub(crate) fn unicast_hop_limit(&self) -> Result<u8, ErrorCode> {
@@ -303,29 +368,22 @@ impl UdpSocket {
     }
 }
 
-/// dnsproxy patch: receives one datagram into a per-thread scratch buffer
-/// and returns a copy of exactly its bytes. The buffer is borrowed only
-/// inside the synchronous `try_recv_from`, never across an await.
-async fn recv_from_scratch(
+/// dnsproxy patch: one non-blocking `recvfrom` into a per-thread scratch
+/// buffer (zeroed once, borrowed only inside this call), returning a copy
+/// of exactly the datagram's bytes; `WouldBlock` when none is waiting.
+pub(crate) fn try_recv_from_scratch(
     socket: &tokio::net::UdpSocket,
 ) -> std::io::Result<(Vec<u8>, SocketAddr)> {
     thread_local! {
         static SCRATCH: std::cell::RefCell<Box<[u8]>> =
             std::cell::RefCell::new(vec![0; MAX_DATAGRAM_SIZE].into_boxed_slice());
     }
-    loop {
-        socket.readable().await?;
-        let received = SCRATCH.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
-            socket
-                .try_recv_from(&mut scratch)
-                .map(|(len, addr)| (scratch[..len].to_vec(), addr))
-        });
-        match received {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            other => return other,
-        }
-    }
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        socket
+            .try_recv_from(&mut scratch)
+            .map(|(len, addr)| (scratch[..len].to_vec(), addr))
+    })
 }
 
 /// Creates a non-blocking/cloexec UDP socket.
