@@ -30,7 +30,8 @@ NATIVE_PORT ?= 5398
 BENCH_ARGS ?=
 
 .PHONY: setup setup-test build-component build-host run-host install check-install test unit \
-	lint spec docker-check bench bench-container bench-idle build run stop logs validate-k8s \
+	lint spec docker-check bench bench-container bench-idle bench-workers profile build run stop logs \
+	validate-k8s \
 	fuzz fuzz-seed clean
 
 # What building needs (never a service, never a test tool).
@@ -187,6 +188,22 @@ bench-container: build
 	bench/peers.sh $(BENCH_ARGS) \
 	  --extra dnsproxy=$(BENCH_PORT)='$(BENCH_HOST_CMD)' \
 	  --extra container=$(BENCH_CONTAINER_PORT)='exec docker run --rm --name $(CONTAINER)-bench --pull never --network host --read-only --cap-drop ALL --security-opt no-new-privileges -v $$PB_CA_FILE:/bench/ca.pem:ro -e LOCAL_HOST=127.0.0.1 -e LOCAL_PORT=$(BENCH_CONTAINER_PORT) -e TLS_HOST=$${PB_UPSTREAM%:*} -e TLS_PORT=$${PB_UPSTREAM##*:} -e TLS_HOSTNAME=$$PB_TLS_NAME -e TLS_CA_FILE=/bench/ca.pem -e SPKI=$$PB_SPKI_PIN -e LOG_LEVEL=warn $(IMAGE)'
+
+# Where the CPU goes, per UDP query, in instructions (callgrind): component
+# against host, the top functions, host calls and clock reads per query
+# (bench/profile.sh; PROFILE_ARGS e.g. --rate 300 --queries 2000).
+PROFILE_ARGS ?=
+profile: build-host
+	$(CARGO) build --release --target $(NATIVE_TARGET) -p dot-fixture
+	command -v valgrind >/dev/null && command -v dnsperf >/dev/null || apt-get install -y valgrind dnsperf
+	bench/profile.sh $(PROFILE_ARGS)
+
+# Scaling over workers: the proxy with WORKERS=1 and with WORKERS=2 side by
+# side in one run of the benchmark (caches off, and fixed offered rates).
+bench-workers: build-host
+	bench/peers.sh --only dnsdist-mif $(BENCH_ARGS) --suites nocache,rate5000,rate20000 \
+	  --extra w1=$(BENCH_PORT)='$(subst LOCAL_PORT=$(BENCH_PORT),LOCAL_PORT=$(BENCH_PORT) WORKERS=1,$(BENCH_HOST_CMD))' \
+	  --extra w2=$(NATIVE_PORT)='$(subst LOCAL_PORT=$(BENCH_PORT),LOCAL_PORT=$(NATIVE_PORT) WORKERS=2,$(BENCH_HOST_CMD))'
 
 # What idle TCP clients cost: the proxy's RSS, and UDP and TCP qps beside
 # 0, 1,000 and 10,000 connected idle clients (IDLE_COUNTS).

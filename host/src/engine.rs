@@ -45,6 +45,12 @@ const SHARED_MODE: u32 = 0o644;
 const PRIVATE_MODE: u32 = 0o600;
 const PRIVATE_DIR_MODE: u32 = 0o700;
 
+/// Set (to anything) in the host's environment, wasmtime writes
+/// `/tmp/perf-PID.map` so that `perf report` names the component's
+/// functions: a developer's aid for profiling (bench/README.md), off
+/// otherwise.
+pub const PERF_MAP_VAR: &str = "DNSPROXY_PERF_MAP";
+
 /// The engine every component instance runs on. Epoch interruption lets
 /// the watchdog stop an instance stuck in a loop (see [`crate::watchdog`]);
 /// it changes the compiled code, and so the artefact name.
@@ -53,6 +59,9 @@ pub fn engine() -> Result<Engine> {
     config.wasm_component_model(true);
     config.cranelift_opt_level(wasmtime::OptLevel::Speed);
     config.epoch_interruption(true);
+    if std::env::var_os(PERF_MAP_VAR).is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     Ok(Engine::new(&config)?)
 }
 
