@@ -109,10 +109,15 @@ impl Conn {
         self.shared.report(|s| s.on_keepalive(timeout));
     }
 
-    /// Sends one query (its ID is rewritten here) and waits for the answer,
-    /// which comes back with the wire ID; the caller restores its own.
-    /// Dropping the future abandons the query and frees its ID.
-    pub async fn exchange(&self, query: &[u8]) -> Result<Vec<u8>, ConnError> {
+    /// Sends one query (its ID is rewritten here) at `sent` (the caller's
+    /// clock reading, so the clock is read once for both) and waits for the
+    /// answer, which comes back with the wire ID; the caller restores its
+    /// own. Dropping the future abandons the query and frees its ID.
+    pub async fn exchange(
+        &self,
+        query: &[u8],
+        sent: std::time::Instant,
+    ) -> Result<Vec<u8>, ConnError> {
         if !self.is_alive() {
             return Err(ConnError::Lost("closed"));
         }
@@ -123,7 +128,7 @@ impl Conn {
             .borrow_mut()
             .insert(tx)
             .map_err(|_| ConnError::Full)?;
-        self.shared.report(|s| s.on_sent(now()));
+        self.shared.report(|s| s.on_sent(sent));
         let mut pending = Pending {
             shared: &self.shared,
             wire_id,
@@ -221,9 +226,11 @@ async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, shared: Rc<Shared>) {
                 Ok(0) => break Close::ClosedByUpstream,
                 Err(_) => break Close::ReadFailed,
                 Ok(n) => {
-                    shared.state.borrow_mut().on_received(now());
+                    // One clock reading for the read and every answer in it.
+                    let now = now();
+                    shared.state.borrow_mut().on_received(now);
                     deframer.push(&buf[..n]);
-                    if dispatch(&mut deframer, &shared).is_err() {
+                    if dispatch(&mut deframer, &shared, now).is_err() {
                         break Close::BadFrame;
                     }
                 }
@@ -250,7 +257,8 @@ async fn sleep_until_or_never(deadline: Option<Instant>) {
     }
 }
 
-fn dispatch(deframer: &mut Deframer, shared: &Shared) -> Result<(), ()> {
+/// Hands every complete answer in `deframer` to its query, all read at `now`.
+fn dispatch(deframer: &mut Deframer, shared: &Shared, now: std::time::Instant) -> Result<(), ()> {
     loop {
         match deframer.next_message() {
             Ok(Some(answer)) => {
@@ -260,7 +268,7 @@ fn dispatch(deframer: &mut Deframer, shared: &Shared) -> Result<(), ()> {
                 // An unknown ID is a late answer to an abandoned query: drop it.
                 let reply = shared.inflight.borrow_mut().remove(id);
                 if let Some(reply) = reply {
-                    shared.state.borrow_mut().on_answered(now());
+                    shared.state.borrow_mut().on_answered(now);
                     let _ = reply.send(answer);
                 }
             }
@@ -373,7 +381,7 @@ mod tests {
         tag: u8,
     ) -> tokio::task::JoinHandle<Result<Vec<u8>, ConnError>> {
         let conn = conn.clone();
-        tokio::task::spawn_local(async move { conn.exchange(&query(id, tag)).await })
+        tokio::task::spawn_local(async move { conn.exchange(&query(id, tag), now()).await })
     }
 
     async fn read_frames(upstream: &mut DuplexStream, n: usize) -> Vec<Vec<u8>> {
@@ -436,8 +444,11 @@ mod tests {
         run(async {
             let (ours, mut upstream) = tokio::io::duplex(64 * 1024);
             let conn = Conn::spawn(ours, 1, timeouts(5_000));
-            let first =
-                tokio::time::timeout(Duration::from_millis(50), conn.exchange(&query(1, 1))).await;
+            let first = tokio::time::timeout(
+                Duration::from_millis(50),
+                conn.exchange(&query(1, 1), now()),
+            )
+            .await;
             assert!(first.is_err(), "no answer: the caller gives up");
             let second = spawn_exchange(&conn, 2, 2);
             let sent = read_frames(&mut upstream, 2).await;
@@ -454,8 +465,11 @@ mod tests {
         run(async {
             let (ours, mut upstream) = tokio::io::duplex(64 * 1024);
             let conn = Conn::spawn(ours, 16, timeouts(5_000));
-            let _ =
-                tokio::time::timeout(Duration::from_millis(50), conn.exchange(&query(1, 1))).await;
+            let _ = tokio::time::timeout(
+                Duration::from_millis(50),
+                conn.exchange(&query(1, 1), now()),
+            )
+            .await;
             let sent = read_frames(&mut upstream, 1).await;
             let second = spawn_exchange(&conn, 2, 2);
             let both = read_frames(&mut upstream, 1).await;
@@ -479,7 +493,7 @@ mod tests {
             assert!(matches!(call.await.unwrap(), Err(ConnError::Lost(_))));
             assert_eq!(conn.close_reason(), Some(Close::ClosedByUpstream));
             assert!(matches!(
-                conn.exchange(&query(3, 3)).await,
+                conn.exchange(&query(3, 3), now()).await,
                 Err(ConnError::Lost(_))
             ));
         });

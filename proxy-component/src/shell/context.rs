@@ -230,7 +230,8 @@ impl Context {
     /// as the cache keeps it (TTLs clamped); a failure (every upstream
     /// failed, or SERVFAIL) is remembered, and a stale answer served in its
     /// place if there is one (RFC 8767). With `log_queries`, logs it once
-    /// answered; off, no clock is read for it.
+    /// answered, timed from `received`, when the query came in (its
+    /// deadline counts from then too).
     pub async fn resolve(
         &self,
         generation: &Generation,
@@ -238,9 +239,9 @@ impl Context {
         key: Option<CacheKey>,
         client: SocketAddr,
         transport: Transport,
+        received: Instant,
     ) -> Response {
-        let started = generation.config.log_queries.then(Instant::now);
-        let (mut answer, mut upstream) = generation.resolver.resolve(query).await;
+        let (mut answer, mut upstream) = generation.resolver.resolve(query, received).await;
         if let Some(key) = key {
             let now = Instant::now();
             let mut cache = self.cache.borrow_mut();
@@ -258,8 +259,8 @@ impl Context {
                 cache.store(key, cached, now);
             }
         }
-        if let Some(started) = started {
-            self.log_query(query, &answer, client, transport, upstream, started);
+        if generation.config.log_queries {
+            self.log_query(query, &answer, client, transport, upstream, received);
         }
         answer
     }
@@ -275,7 +276,7 @@ impl Context {
         self.prefetching.set(self.prefetching.get() + 1);
         let (ctx, generation, query) = (self.clone(), generation.clone(), query.clone());
         tokio::task::spawn_local(async move {
-            let (answer, upstream) = generation.resolver.resolve(&query).await;
+            let (answer, upstream) = generation.resolver.resolve(&query, Instant::now()).await;
             if upstream.is_some() {
                 let mut cache = ctx.cache.borrow_mut();
                 if let Some(cached) = answer.to_cache(cache.settings().ttl) {

@@ -20,7 +20,7 @@ use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::time::error::Elapsed;
-use tokio::time::timeout;
+use tokio::time::timeout_at;
 use tokio_rustls::TlsConnector;
 
 use crate::core::attempt::{AttemptId, Attempts, Next, Outcome, Verdict};
@@ -283,15 +283,23 @@ impl Resolver {
     /// this only performs the attempts, at most two at a time. Also names
     /// the upstream that answered (for the query log and the cache); `None`
     /// when the proxy answered SERVFAIL itself.
-    pub async fn resolve(&self, query: &Query) -> (Response, Option<&str>) {
+    ///
+    /// `received` is when the query came in: its deadline counts from
+    /// then. The clock is read once after each wait, not for each decision
+    /// (each reading is a host call in the component).
+    pub async fn resolve(
+        &self,
+        query: &Query,
+        received: std::time::Instant,
+    ) -> (Response, Option<&str>) {
         let (wire, padding) = query.padded(message::QUERY_PADDING_BLOCK);
-        let now = std::time::Instant::now();
+        let mut now = received;
         let order = self.selector.borrow_mut().order(now);
         let mut attempts = Attempts::new(order, now, self.query_timeout, self.upstream_timeout);
         let mut running: Vec<Running<'_>> = Vec::with_capacity(2);
         let mut kept: Option<(Response, usize)> = None;
         loop {
-            let next = attempts.next(std::time::Instant::now(), &mut self.selector.borrow_mut());
+            let next = attempts.next(now, &mut self.selector.borrow_mut());
             let until = match next {
                 Next::Try {
                     id,
@@ -302,7 +310,10 @@ impl Resolver {
                     if hedge {
                         self.stats.borrow_mut().upstreams[self.slots[upstream].stat].hedges += 1;
                     }
-                    let exchange = timeout(budget, self.exchange(upstream, &wire));
+                    // The attempt's end, from the same reading: no clock
+                    // read for it (tokio's `timeout` would take one).
+                    let until = tokio::time::Instant::from_std(now + budget);
+                    let exchange = timeout_at(until, self.exchange(upstream, &wire));
                     running.push((id, upstream, budget, Box::pin(exchange)));
                     continue;
                 }
@@ -313,9 +324,13 @@ impl Resolver {
                 None => first_of(&mut running).await,
                 Some(until) => tokio::select! {
                     ended = first_of(&mut running) => ended,
-                    () = tokio::time::sleep_until(until.into()) => continue,
+                    () = tokio::time::sleep_until(until.into()) => {
+                        now = std::time::Instant::now();
+                        continue;
+                    }
                 },
             };
+            now = std::time::Instant::now();
             let (id, i, budget, result) = ended;
             // The event a failure belongs to: the connection (attempt) the
             // query was on, or being connected, when it ended.
@@ -351,7 +366,6 @@ impl Resolver {
                 self.stats.borrow_mut().upstreams[self.slots[i].stat].failed(error.metric());
                 self.failed(i, event, &error);
             }
-            let now = std::time::Instant::now();
             let rtt = answer.as_ref().map(|&(_, rtt)| rtt);
             let verdict = attempts.record(id, outcome, now, rtt, &mut self.selector.borrow_mut());
             let Some((answer, _)) = answer else {
@@ -423,10 +437,13 @@ impl Resolver {
         let conn = self.connection(i).await.map_err(Exchange::Failed)?;
         self.stats.borrow_mut().upstreams[self.slots[i].stat].queries += 1;
         let sent = std::time::Instant::now();
-        let answer = conn.exchange(wire).await.map_err(|e| Exchange::Lost {
-            progress: conn.made_progress(),
-            error: e.into(),
-        })?;
+        let answer = conn
+            .exchange(wire, sent)
+            .await
+            .map_err(|e| Exchange::Lost {
+                progress: conn.made_progress(),
+                error: e.into(),
+            })?;
         let rtt = sent.elapsed();
         let mut stats = self.stats.borrow_mut();
         let up = &mut stats.upstreams[self.slots[i].stat];

@@ -323,7 +323,14 @@ fn take_queries(
                 let (client, ctx) = (client.clone(), ctx.clone());
                 tokio::task::spawn_local(async move {
                     let answer = ctx
-                        .resolve(&generation, &q, key, client.peer, Transport::Tcp)
+                        .resolve(
+                            &generation,
+                            &q,
+                            key,
+                            client.peer,
+                            Transport::Tcp,
+                            received.into_std(),
+                        )
                         .await;
                     drop(generation);
                     drop(permit);

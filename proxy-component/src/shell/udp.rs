@@ -76,7 +76,7 @@ pub async fn serve(sock: UdpSocket, ctx: Rc<Context>) {
         let (sock, ctx) = (sock.clone(), ctx.clone());
         tokio::task::spawn_local(async move {
             let answer = ctx
-                .resolve(&generation, &q, key, peer, Transport::Udp)
+                .resolve(&generation, &q, key, peer, Transport::Udp, received)
                 .await;
             let max_udp_size = generation.config.max_udp_size;
             // The old configuration (and its upstream connections) goes as
