@@ -38,10 +38,13 @@ impl Acceptor {
         })
     }
 
-    /// Accepts the next client.
+    /// Accepts the next client, with TCP_NODELAY (in the component the
+    /// host sets it: WASI 0.2 cannot).
     #[cfg(not(target_os = "wasi"))]
     pub async fn accept(&self) -> std::io::Result<(TcpStream, SocketAddr)> {
-        self.inner.accept().await
+        let (stream, peer) = self.inner.accept().await?;
+        let _ = stream.set_nodelay(true);
+        Ok((stream, peer))
     }
 
     /// Binds and listens.

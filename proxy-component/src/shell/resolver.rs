@@ -539,6 +539,10 @@ impl Resolver {
             let tcp = TcpStream::connect(slot.config.addr)
                 .await
                 .map_err(UpstreamError::Connect)?;
+            // Or a pipelined query waits for the ACK of the one before
+            // (Nagle). In the component the host sets it: WASI 0.2 cannot.
+            #[cfg(not(target_os = "wasi"))]
+            let _ = tcp.set_nodelay(true);
             let handshake = TlsConnector::from(slot.tls[config].clone())
                 .connect(slot.name.clone(), tcp)
                 .await;

@@ -442,6 +442,17 @@ impl WasiCtxBuilder {
         self
     }
 
+    /// dnsproxy patch: set `TCP_NODELAY` on every TCP stream the guest
+    /// connects or accepts. WASI 0.2 has no such option, so without this a
+    /// guest's small writes wait for the previous segment's ACK (Nagle's
+    /// algorithm): a pipelined query waits for the answer before it.
+    ///
+    /// By default this is disabled.
+    pub fn tcp_nodelay(&mut self, enable: bool) -> &mut Self {
+        self.sockets.tcp_nodelay = enable;
+        self
+    }
+
     /// Uses the configured context so far to construct the final [`WasiCtx`].
     ///
     /// Note that each `WasiCtxBuilder` can only be used to "build" once, and

@@ -69,6 +69,9 @@ pub struct WasiSocketsCtx {
     /// dnsproxy patch: set SO_REUSEPORT before every explicit bind
     /// ([`crate::WasiCtxBuilder::reuse_port`]).
     pub(crate) reuse_port: bool,
+    /// dnsproxy patch: set TCP_NODELAY on every connected TCP stream
+    /// ([`crate::WasiCtxBuilder::tcp_nodelay`]).
+    pub(crate) tcp_nodelay: bool,
 }
 
 pub struct WasiSocketsCtxView<'a> {

@@ -63,7 +63,12 @@ enum TcpState {
     Closed(ErrorCode),
 }
 impl TcpState {
-    fn connected(stream: tokio::net::TcpStream) -> Self {
+    fn connected(stream: tokio::net::TcpStream, nodelay: bool) -> Self {
+        // dnsproxy patch: best effort, as a socket option the guest cannot
+        // see or ask for.
+        if nodelay {
+            let _ = stream.set_nodelay(true);
+        }
         TcpState::Connected {
             stream: Arc::new(stream),
             receive_taken: false,
@@ -109,6 +114,14 @@ pub struct TcpSocket {
 
     /// dnsproxy patch: set SO_REUSEPORT before an explicit bind.
     reuse_port: bool,
+
+    /// dnsproxy patch: set TCP_NODELAY once connected (and on the streams
+    /// a listener accepts).
+    nodelay: bool,
+
+    /// dnsproxy patch: this socket connected out (it did not come from a
+    /// listener): with `nodelay`, its reads also re-arm TCP_QUICKACK.
+    connected_out: bool,
 }
 
 impl TcpSocket {
@@ -129,6 +142,8 @@ impl TcpSocket {
             listener_options: Default::default(),
             permissions: ctx.socket_addr_check.clone(),
             reuse_port: ctx.reuse_port,
+            nodelay: ctx.tcp_nodelay,
+            connected_out: false,
         })
     }
 
@@ -243,7 +258,8 @@ impl TcpSocket {
 
         match connect.unwrap_ready() {
             Ok(stream) => {
-                self.tcp_state = TcpState::connected(stream);
+                self.tcp_state = TcpState::connected(stream, self.nodelay);
+                self.connected_out = true;
                 Poll::Ready(Ok(()))
             }
             Err(err) => {
@@ -337,6 +353,7 @@ impl TcpSocket {
             family: self.family,
             permissions: self.permissions.clone(),
             pending_accept: None,
+            nodelay: self.nodelay,
         })
     }
 
@@ -365,6 +382,7 @@ impl TcpSocket {
                 *receive_taken = true;
                 Ok(TcpReceiveStream {
                     inner: stream.clone(),
+                    quickack: self.nodelay && self.connected_out,
                 })
             }
             TcpState::Closed(err) => Err(*err),
@@ -550,6 +568,8 @@ pub(crate) struct TcpListenStream {
     listener_options: NonInheritedOptions,
     permissions: SocketAddrCheck,
     pending_accept: Option<MaybeReady<Result<tokio::net::TcpStream, ErrorCode>>>,
+    /// dnsproxy patch: TCP_NODELAY on the accepted streams.
+    nodelay: bool,
 }
 impl TcpListenStream {
     pub(crate) fn poll_accept(&mut self, cx: &mut std::task::Context<'_>) -> Poll<TcpSocket> {
@@ -559,7 +579,7 @@ impl TcpListenStream {
             tcp_state: match result {
                 Ok(client) => {
                     self.listener_options.apply(self.family, &client);
-                    TcpState::connected(client)
+                    TcpState::connected(client, self.nodelay)
                 }
                 Err(err) => TcpState::Closed(err),
             },
@@ -569,6 +589,8 @@ impl TcpListenStream {
             listener_options: Default::default(),
             permissions: self.permissions.clone(),
             reuse_port: false,
+            nodelay: self.nodelay,
+            connected_out: false,
         })
     }
 
@@ -656,6 +678,13 @@ impl Drop for TcpSendStream {
 
 pub(crate) struct TcpReceiveStream {
     inner: Arc<tokio::net::TcpStream>,
+    /// dnsproxy patch: re-arm TCP_QUICKACK after each read. A server that
+    /// leaves Nagle on (unbound does) holds its second answer until the
+    /// first is ACKed, and a delayed ACK waits for the next query or up to
+    /// 40 ms: measured behind unbound at 1,000 qps, 1.1 ms of added
+    /// latency on average. Linux clears the option by itself, hence after
+    /// every read.
+    quickack: bool,
 }
 impl TcpReceiveStream {
     pub(crate) fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
@@ -673,7 +702,13 @@ impl TcpReceiveStream {
         loop {
             return match self.inner.try_read(buf) {
                 Ok(0) => Poll::Ready(Ok(0)),
-                Ok(n) => Poll::Ready(Ok(n)),
+                Ok(n) => {
+                    #[cfg(any(target_os = "linux", target_os = "android"))]
+                    if self.quickack {
+                        let _ = rustix::net::sockopt::set_tcp_quickack(&*self.inner, true);
+                    }
+                    Poll::Ready(Ok(n))
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     match self.inner.poll_read_ready(cx) {
                         Poll::Ready(Ok(())) => continue,
