@@ -3,8 +3,8 @@
 //!
 //! Callers register a query in the in-flight table (which rewrites its ID to
 //! one unique on this connection) and hand the bytes to the writer task, which
-//! coalesces everything queued into one TLS write: WASI 0.2 has no
-//! TCP_NODELAY, so small separate writes would stall on Nagle. The reader task
+//! coalesces everything queued into one TLS write (one record, one system
+//! call; the host sets TCP_NODELAY, which WASI 0.2 cannot). The reader task
 //! matches answers by ID in any order. When the connection closes (EOF, a
 //! read or write error, a framing error, or the core's [`UpstreamConn`]
 //! timers: idle, stalled) every query still in flight gets
