@@ -43,7 +43,7 @@ pub use dns::{
 pub use docker::Network;
 pub use dot::{DotStream, dot_connect, dot_exchange, query_dot};
 pub use fixture_resolver::{FixtureResolver, Misbehave};
-pub use paths::{ClosedPort, fixture, free_port, pin, pins, workspace_root};
+pub use paths::{ClosedPort, fixture, free_port, guest, pin, pins, workspace_root};
 pub use process::wait_until;
 pub use proxy::{Proxy, upstream_env};
 pub use unbound::{Chain, Unbound};

@@ -19,6 +19,18 @@ pub fn fixture(path: impl AsRef<Path>) -> PathBuf {
     workspace_root().join("fixtures").join(path)
 }
 
+/// A test guest built by `make build-host` (the `policy-probe` crate), as
+/// the `--component` argument takes it.
+pub fn guest(name: &str) -> String {
+    let path = workspace_root().join(format!("target/wasm32-wasip2/release/{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "build the test guests with `make build-host` ({})",
+        path.display()
+    );
+    path.display().to_string()
+}
+
 /// All pins from `fixtures/pki/pins.txt`: certificate name (`root`, `intermediate`,
 /// `dot-test`, `other-test`, `evil-root`, `evil-dot-test`, `expired-dot-test`) to its
 /// RFC 7469 pin (base64 of the SHA-256 of the SubjectPublicKeyInfo DER).

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use spec_tests::hickory_proto::rr::RecordType;
-use spec_tests::{Proxy, QueryBuilder, free_port, read_framed, workspace_root, write_framed};
+use spec_tests::{Proxy, QueryBuilder, free_port, guest, read_framed, write_framed};
 
 /// RCODE NOTIMP (RFC 1035 §4.1.1).
 const NOTIMP: u8 = 4;
@@ -50,17 +50,6 @@ fn status_query(id: u16) -> Vec<u8> {
 fn id_rcode(answer: &[u8]) -> (u16, u8) {
     assert!(answer.len() >= 12, "short answer {answer:?}");
     (u16::from_be_bytes([answer[0], answer[1]]), answer[3] & 0x0F)
-}
-
-/// A test guest built by `make build-component` (`policy-probe` crate).
-fn guest(name: &str) -> String {
-    let path: PathBuf = workspace_root().join(format!("target/wasm32-wasip2/release/{name}.wasm"));
-    assert!(
-        path.is_file(),
-        "build the test guests with `make build-host` ({})",
-        path.display()
-    );
-    path.display().to_string()
 }
 
 /// Log lines containing `needle`.

@@ -10,7 +10,6 @@
 //!   it).
 
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
@@ -18,7 +17,7 @@ use hickory_proto::rr::RecordType;
 use spec_tests::proxy::{Proxy, upstreams_env};
 use spec_tests::scrape::{get, value};
 use spec_tests::{
-    Chain, FixtureResolver, Misbehave, Resolver, dns, free_port, wait_until, workspace_root, zone,
+    Chain, FixtureResolver, Misbehave, Resolver, dns, free_port, guest, wait_until, zone,
 };
 
 /// A metric's value, once `want` holds for it (reports come once a second
@@ -114,17 +113,6 @@ fn two_workers_serve_one_address_each_with_its_own_upstream_connection() {
         |v| v == 10.0,
     );
     assert_eq!(get(metrics, "/health").0, 200, "both workers report");
-}
-
-/// A test guest built by `make build-component` (`policy-probe` crate).
-fn guest(name: &str) -> String {
-    let path: PathBuf = workspace_root().join(format!("target/wasm32-wasip2/release/{name}.wasm"));
-    assert!(
-        path.is_file(),
-        "build the test guests with `make build-host` ({})",
-        path.display()
-    );
-    path.display().to_string()
 }
 
 /// The `restart_in` delays of the restart lines of `worker`, in order.
