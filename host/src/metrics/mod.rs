@@ -21,7 +21,7 @@ pub mod http;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use dnsproxy_core::core::cache::CacheReport;
+use dnsproxy_core::core::cache::{CacheCounters, CacheReport};
 use dnsproxy_core::core::stats::{
     BUCKETS, ChainCert, Check, DropReason, Histogram, RcodeCounts, RcodeLabel, Report, Stats,
     UpstreamGauges,
@@ -56,63 +56,73 @@ struct WorkerGauges {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Each worker's latest gauges; the fields below that say "combined"
-    /// are made from them by [`State::combine`].
+    /// Each worker's latest gauges; what the proxy as a whole shows is made
+    /// from them when it is read (the methods below).
     workers: Vec<WorkerGauges>,
     /// Counters summed over every report of every instance; one upstream
-    /// entry per name ever configured, aligned with `gauges` and `chains`
-    /// (its `tcp_clients` gauge is combined).
+    /// entry per name ever configured, aligned with `chains` and with each
+    /// worker's `upstreams`. Its `tcp_clients` gauge is not used: see
+    /// [`State::tcp_clients`].
     totals: Stats,
     /// Configuration reloads: accepted, refused.
     reloads: [u64; 2],
-    /// Combined.
-    inflight: u32,
-    /// Combined.
-    gauges: Vec<UpstreamGauges>,
     /// Each upstream's last verified chain.
     chains: Vec<Vec<ChainCert>>,
-    /// Combined: some worker has an upstream it can reach.
-    ready: bool,
     restarts: u64,
-    /// Combined: the oldest of the workers' last reports; `None` while one
-    /// of them is not running.
-    last_report: Option<Instant>,
-    /// The cache: counters summed, gauges combined.
-    cache: CacheReport,
+    /// The cache's counters, summed.
+    cache: CacheCounters,
 }
 
 impl State {
-    /// Makes the combined gauges from the workers'.
-    fn combine(&mut self) {
-        let w = &self.workers;
-        self.inflight = w.iter().map(|g| g.inflight).sum();
-        self.totals.tcp_clients = w.iter().map(|g| g.tcp_clients).sum();
-        self.cache.entries = w.iter().map(|g| g.cache_entries).sum();
-        self.cache.bytes = w.iter().map(|g| g.cache_bytes).sum();
-        self.cache.max_bytes = w.iter().map(|g| g.cache_max_bytes).sum();
-        self.ready = w.iter().any(|g| g.ready);
-        self.last_report = w
+    fn inflight(&self) -> u32 {
+        self.workers.iter().map(|g| g.inflight).sum()
+    }
+
+    fn tcp_clients(&self) -> u32 {
+        self.workers.iter().map(|g| g.tcp_clients).sum()
+    }
+
+    /// Some worker has an upstream it can reach.
+    fn ready(&self) -> bool {
+        self.workers.iter().any(|g| g.ready)
+    }
+
+    /// The oldest of the workers' last reports; `None` while one of them is
+    /// not running.
+    fn last_report(&self) -> Option<Instant> {
+        self.workers
             .iter()
             .map(|g| g.last_report)
-            .min_by(|a, b| match (a, b) {
-                // A worker that is not running is the oldest of all.
-                (None, _) => std::cmp::Ordering::Less,
-                (_, None) => std::cmp::Ordering::Greater,
-                (Some(a), Some(b)) => a.cmp(b),
+            .try_fold(None, |oldest: Option<Instant>, at| {
+                at.map(|at| Some(oldest.map_or(at, |o| o.min(at))))
             })
-            .flatten();
-        for (i, combined) in self.gauges.iter_mut().enumerate() {
-            let of = || w.iter().filter_map(move |g| g.upstreams.get(i));
-            let srtts: Vec<Duration> = of().filter_map(|g| g.srtt).collect();
-            *combined = UpstreamGauges {
-                configured: of().any(|g| g.configured),
-                up: of().any(|g| g.up),
-                connections: of().map(|g| g.connections).sum(),
-                srtt: u32::try_from(srtts.len())
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .map(|n| srtts.iter().sum::<Duration>() / n),
-            };
+            .flatten()
+    }
+
+    /// The cache: counters summed, sizes summed over the workers.
+    fn cache(&self) -> CacheReport {
+        let w = &self.workers;
+        CacheReport {
+            counters: self.cache.clone(),
+            entries: w.iter().map(|g| g.cache_entries).sum(),
+            bytes: w.iter().map(|g| g.cache_bytes).sum(),
+            max_bytes: w.iter().map(|g| g.cache_max_bytes).sum(),
+        }
+    }
+
+    /// Upstream `i` over the workers: configured or up in some worker,
+    /// connections summed, srtt the mean of the workers that measured it.
+    fn upstream(&self, i: usize) -> UpstreamGauges {
+        let of = || self.workers.iter().filter_map(move |g| g.upstreams.get(i));
+        let srtts: Vec<Duration> = of().filter_map(|g| g.srtt).collect();
+        UpstreamGauges {
+            configured: of().any(|g| g.configured),
+            up: of().any(|g| g.up),
+            connections: of().map(|g| g.connections).sum(),
+            srtt: u32::try_from(srtts.len())
+                .ok()
+                .filter(|&n| n > 0)
+                .map(|n| srtts.iter().sum::<Duration>() / n),
         }
     }
 }
@@ -210,25 +220,17 @@ impl Metrics {
             ..UpstreamGauges::default()
         };
         let worker = WorkerGauges {
-            upstreams: vec![configured.clone(); n],
+            upstreams: vec![configured; n],
             ..WorkerGauges::default()
         };
-        let mut state = State {
-            workers: vec![worker; workers.max(1)],
-            totals: Stats::named(upstreams.iter().map(String::as_str)),
-            gauges: vec![configured; n],
-            chains: vec![Vec::new(); n],
-            ..State::default()
-        };
-        state.combine();
         Self {
-            state: Mutex::new(state),
+            state: Mutex::new(State {
+                workers: vec![worker; workers.max(1)],
+                totals: Stats::named(upstreams.iter().map(String::as_str)),
+                chains: vec![Vec::new(); n],
+                ..State::default()
+            }),
         }
-    }
-
-    /// The number of workers counted.
-    pub fn workers(&self) -> usize {
-        self.state().workers.len()
     }
 
     /// A reload was accepted (`ok`) or refused.
@@ -267,13 +269,13 @@ impl Metrics {
             ready,
             cache,
         } = report;
-        s.cache.counters.add(&cache.counters);
+        s.cache.add(&cache.counters);
         let mut mine = WorkerGauges {
             inflight,
             tcp_clients,
             // Upstreams the report does not name are not configured any
             // more (in this worker).
-            upstreams: vec![UpstreamGauges::default(); s.gauges.len()],
+            upstreams: vec![UpstreamGauges::default(); s.chains.len()],
             cache_entries: cache.entries,
             cache_bytes: cache.bytes,
             cache_max_bytes: cache.max_bytes,
@@ -282,8 +284,7 @@ impl Metrics {
         };
         for (d, gauges) in stats.upstreams.into_iter().zip(upstreams) {
             let i = s.totals.slot(&d.name);
-            if i == s.gauges.len() {
-                s.gauges.push(UpstreamGauges::default());
+            if i == s.chains.len() {
                 s.chains.push(Vec::new());
                 for w in &mut s.workers {
                     w.upstreams.push(UpstreamGauges::default());
@@ -305,7 +306,6 @@ impl Metrics {
             mine.upstreams[i] = gauges;
         }
         s.workers[worker] = mine;
-        s.combine();
     }
 
     /// The instance running as `worker` stopped (it trapped): nothing of
@@ -329,7 +329,6 @@ impl Metrics {
             upstreams,
             ..WorkerGauges::default()
         };
-        s.combine();
     }
 
     /// A new instance replaces one that trapped.
@@ -341,14 +340,14 @@ impl Metrics {
     /// [`HEALTH_WINDOW`] of `now`.
     pub fn healthy(&self, now: Instant) -> bool {
         self.state()
-            .last_report
+            .last_report()
             .is_some_and(|at| now.saturating_duration_since(at) <= HEALTH_WINDOW)
     }
 
     /// `/ready`: healthy, and some upstream is not in backoff (see
     /// `Selector::reachable` in the component's core).
     pub fn ready(&self, now: Instant) -> bool {
-        self.healthy(now) && self.state().ready
+        self.healthy(now) && self.state().ready()
     }
 
     /// The exposition, Prometheus text format 0.0.4.
@@ -433,13 +432,13 @@ impl Metrics {
             "dnsproxy_inflight",
             "Queries in flight.",
             MetricType::GAUGE,
-            vec![gauge(&[], f64::from(s.inflight))],
+            vec![gauge(&[], f64::from(s.inflight()))],
         ));
         out.push(family(
             "dnsproxy_tcp_clients",
             "Open client TCP connections.",
             MetricType::GAUGE,
-            vec![gauge(&[], f64::from(t.tcp_clients))],
+            vec![gauge(&[], f64::from(s.tcp_clients()))],
         ));
         out.push(family(
             "dnsproxy_refusals_total",
@@ -463,7 +462,7 @@ impl Metrics {
             MetricType::COUNTER,
             vec![counter(&[], t.truncated)],
         ));
-        out.extend(cache_families(&s.cache));
+        out.extend(cache_families(&s.cache()));
         out.extend(self.upstream_families(&s));
         out
     }
@@ -474,7 +473,7 @@ impl Metrics {
         let (mut handshakes, mut hedges, mut srtt) = (vec![], vec![], vec![]);
         for (i, t) in s.totals.upstreams.iter().enumerate() {
             let name = t.name.as_str();
-            let g = &s.gauges[i];
+            let g = s.upstream(i);
             queries.push(counter(&[("upstream", name)], t.queries));
             for (label, n) in RcodeLabel::ALL.iter().zip(t.responses.0) {
                 responses.push(counter(&[("upstream", name), ("rcode", label.as_str())], n));
