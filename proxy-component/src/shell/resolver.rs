@@ -321,17 +321,17 @@ impl Resolver {
                 Next::GiveUp => break,
             };
             let ended = match until {
-                None => first_of(&mut running).await,
+                None => Some(first_of(&mut running).await),
                 Some(until) => tokio::select! {
-                    ended = first_of(&mut running) => ended,
-                    () = tokio::time::sleep_until(until.into()) => {
-                        now = std::time::Instant::now();
-                        continue;
-                    }
+                    ended = first_of(&mut running) => Some(ended),
+                    () = tokio::time::sleep_until(until.into()) => None,
                 },
             };
             now = std::time::Instant::now();
-            let (id, i, budget, result) = ended;
+            // Nothing ended: the core's time came (a hedge is due).
+            let Some((id, i, budget, result)) = ended else {
+                continue;
+            };
             // The event a failure belongs to: the connection (attempt) the
             // query was on, or being connected, when it ended.
             let event = self.slots[i].generation.get();
