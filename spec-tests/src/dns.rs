@@ -319,6 +319,16 @@ pub fn query_tcp(addr: SocketAddr, name: &str, rtype: RecordType) -> Message {
     answers.remove(0)
 }
 
+/// Queries `name`/`rtype` over TCP when `tcp` ([`query_tcp`]), else over UDP
+/// ([`query_udp`]).
+pub fn query_over(tcp: bool, addr: SocketAddr, name: &str, rtype: RecordType) -> Message {
+    if tcp {
+        query_tcp(addr, name, rtype)
+    } else {
+        query_udp(addr, name, rtype)
+    }
+}
+
 /// The IPv4 addresses in the answer section, in order.
 pub fn a_records(msg: &Message) -> Vec<Ipv4Addr> {
     msg.answers()

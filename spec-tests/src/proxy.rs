@@ -343,6 +343,34 @@ impl Proxy {
         (Self::start(&env, &[]), metrics)
     }
 
+    /// The value of the sample `name` with `labels` on the metrics endpoint
+    /// at `metrics`, once `want` holds for it (the component reports about
+    /// once a second, each worker on its own), read for up to 5 s; panics
+    /// with the exposition and the proxy's log if it never does.
+    pub fn metric_when(
+        &self,
+        metrics: SocketAddr,
+        name: &str,
+        labels: &[&str],
+        want: impl Fn(f64) -> bool,
+    ) -> f64 {
+        let mut last = f64::NAN;
+        let mut body = String::new();
+        let ok = wait_until(Duration::from_secs(5), || {
+            body = crate::scrape::get(metrics, "/metrics").1;
+            last = crate::scrape::value(&body, name, labels)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(f64::NAN);
+            want(last)
+        });
+        assert!(
+            ok,
+            "{name}{labels:?} = {last}, not as expected:\n{body}\n{}",
+            self.log()
+        );
+        last
+    }
+
     /// Starts the proxy in front of `upstreams` (in order) with `extra` settings.
     pub fn in_front_of(upstreams: &[&dyn Resolver], extra: &[(&str, &str)]) -> Self {
         Self::start(&upstreams_env(upstreams, extra), &[])

@@ -20,7 +20,7 @@ use spec_tests::proxy::with_settings;
 use spec_tests::scrape::{get, value};
 use spec_tests::{
     Chain, DEFAULT_TIMEOUT, Kind, Proxy, QueryBuilder, Resolver, a_records, exchange_udp,
-    free_port, query_tcp, upstream_env, wait_until, zone,
+    free_port, query_tcp, upstream_env, zone,
 };
 
 /// A proxy with its default cache in front of `env`'s upstreams, serving
@@ -43,16 +43,7 @@ fn cached_proxy(env: Vec<(String, String)>, extra: &[(&str, &str)]) -> (Proxy, S
 
 /// The value of one sample, once the reports (one a second) show `want`.
 fn metric_reaches(proxy: &Proxy, metrics: SocketAddr, name: &str, labels: &[&str], want: u64) {
-    let mut body = String::new();
-    let ok = wait_until(Duration::from_secs(5), || {
-        body = get(metrics, "/metrics").1;
-        value(&body, name, labels).and_then(|v| v.parse::<f64>().ok()) == Some(want as f64)
-    });
-    assert!(
-        ok,
-        "{name}{labels:?} never reached {want}:\n{body}\n{}",
-        proxy.log()
-    );
+    proxy.metric_when(metrics, name, labels, |v| v == want as f64);
 }
 
 /// Queries sent upstream so far, over every upstream.

@@ -14,8 +14,8 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use spec_tests::dns;
 use spec_tests::proxy::{Proxy, upstreams_env};
-use spec_tests::scrape::{get, samples, value};
-use spec_tests::{Chain, FixtureResolver, Misbehave, Resolver, wait_until, zone};
+use spec_tests::scrape::{get, samples};
+use spec_tests::{Chain, FixtureResolver, Misbehave, Resolver, zone};
 
 /// A proxy in front of `upstreams` with `extra` settings and metrics on a
 /// free port.
@@ -33,21 +33,7 @@ fn upstream_metric(
     want: impl Fn(f64) -> bool,
 ) -> f64 {
     let label = format!("upstream=\"{}\"", upstream.addr());
-    let mut last = f64::NAN;
-    let mut body = String::new();
-    let ok = wait_until(Duration::from_secs(5), || {
-        body = get(metrics, "/metrics").1;
-        last = value(&body, name, &[&label])
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(f64::NAN);
-        want(last)
-    });
-    assert!(
-        ok,
-        "{name}{{{label}}} = {last}, not as expected:\n{body}\n{}",
-        proxy.log()
-    );
-    last
+    proxy.metric_when(metrics, name, &[&label], want)
 }
 
 fn queries_to(proxy: &Proxy, metrics: SocketAddr, upstream: &dyn Resolver, n: f64) {
@@ -93,11 +79,7 @@ fn a_servfail_or_refused_never_beats_a_real_answer_from_the_next_upstream() {
         let good = FixtureResolver::start(Chain::DotTest, Misbehave::None);
         let (proxy, metrics) = proxy_with_metrics(&[&declining, &good], &[]);
         for tcp in [false, true] {
-            let m = if tcp {
-                dns::query_tcp(proxy.addr(), zone::A_NAME, RecordType::A)
-            } else {
-                dns::query_udp(proxy.addr(), zone::A_NAME, RecordType::A)
-            };
+            let m = dns::query_over(tcp, proxy.addr(), zone::A_NAME, RecordType::A);
             assert_eq!(
                 (m.response_code(), dns::a_records(&m)),
                 (ResponseCode::NoError, vec![zone::A_ADDR]),
@@ -136,11 +118,7 @@ fn round_robin_spreads_the_queries_evenly() {
     let c = FixtureResolver::start(Chain::DotTest, Misbehave::None);
     let (proxy, metrics) = proxy_with_metrics(&[&a, &b, &c], &[("STRATEGY", "round_robin")]);
     for i in 0..30 {
-        let m = if i % 2 == 0 {
-            dns::query_udp(proxy.addr(), zone::A_NAME, RecordType::A)
-        } else {
-            dns::query_tcp(proxy.addr(), zone::A_NAME, RecordType::A)
-        };
+        let m = dns::query_over(i % 2 == 1, proxy.addr(), zone::A_NAME, RecordType::A);
         assert_eq!(m.response_code(), ResponseCode::NoError, "{}", proxy.log());
     }
     for upstream in [&a, &b, &c] {

@@ -9,42 +9,16 @@
 //!   with two (SO_REUSEPORT shares a port only among sockets that all set
 //!   it).
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use spec_tests::proxy::{Proxy, upstreams_env};
-use spec_tests::scrape::{get, value};
+use spec_tests::scrape::get;
 use spec_tests::{
     Chain, FixtureResolver, Misbehave, Resolver, dns, free_port, guest, wait_until, zone,
 };
-
-/// A metric's value, once `want` holds for it (reports come once a second
-/// from each worker); the last value read.
-fn metric(
-    proxy: &Proxy,
-    metrics: SocketAddr,
-    name: &str,
-    labels: &[&str],
-    want: impl Fn(f64) -> bool,
-) -> f64 {
-    let mut last = f64::NAN;
-    let mut body = String::new();
-    let ok = wait_until(Duration::from_secs(5), || {
-        body = get(metrics, "/metrics").1;
-        last = value(&body, name, labels)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(f64::NAN);
-        want(last)
-    });
-    assert!(
-        ok,
-        "{name}{labels:?} = {last}, not as expected:\n{body}\n{}",
-        proxy.log()
-    );
-    last
-}
 
 #[test]
 fn two_workers_serve_one_address_each_with_its_own_upstream_connection() {
@@ -62,11 +36,7 @@ fn two_workers_serve_one_address_each_with_its_own_upstream_connection() {
     // Each query from a new socket, so a new source port: 40 of them all
     // reaching one worker of two would happen once in 2^39 runs.
     for i in 0..40 {
-        let m = if i % 4 == 3 {
-            dns::query_tcp(proxy.addr(), zone::A_NAME, RecordType::A)
-        } else {
-            dns::query_udp(proxy.addr(), zone::A_NAME, RecordType::A)
-        };
+        let m = dns::query_over(i % 4 == 3, proxy.addr(), zone::A_NAME, RecordType::A);
         assert_eq!(
             (m.response_code(), dns::a_records(&m)),
             (ResponseCode::NoError, vec![zone::A_ADDR]),
@@ -75,38 +45,23 @@ fn two_workers_serve_one_address_each_with_its_own_upstream_connection() {
         );
     }
     let label = format!("upstream=\"{}\"", upstream.addr());
-    metric(
-        &proxy,
-        metrics,
-        "dnsproxy_workers",
-        &["state=\"running\""],
-        |v| v == 2.0,
-    );
-    metric(
-        &proxy,
-        metrics,
-        "dnsproxy_upstream_queries_total",
-        &[&label],
-        |v| v == 40.0,
-    );
+    proxy.metric_when(metrics, "dnsproxy_workers", &["state=\"running\""], |v| {
+        v == 2.0
+    });
+    proxy.metric_when(metrics, "dnsproxy_upstream_queries_total", &[&label], |v| {
+        v == 40.0
+    });
     // Both served: each holds its own pipelined connection to the upstream.
-    metric(
-        &proxy,
-        metrics,
-        "dnsproxy_upstream_connections",
-        &[&label],
-        |v| v == 2.0,
-    );
-    let udp = metric(
-        &proxy,
+    proxy.metric_when(metrics, "dnsproxy_upstream_connections", &[&label], |v| {
+        v == 2.0
+    });
+    proxy.metric_when(
         metrics,
         "dnsproxy_queries_total",
         &["protocol=\"udp\"", "rcode=\"NOERROR\""],
         |v| v == 30.0,
     );
-    assert_eq!(udp, 30.0);
-    metric(
-        &proxy,
+    proxy.metric_when(
         metrics,
         "dnsproxy_queries_total",
         &["protocol=\"tcp\"", "rcode=\"NOERROR\""],
