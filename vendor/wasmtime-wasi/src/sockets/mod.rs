@@ -301,6 +301,16 @@ impl<T> MaybeReady<T> {
     }
 }
 
+/// dnsproxy patch: SO_REUSEPORT (before a bind), where the platform has
+/// it; the TCP and UDP binds both call this.
+pub(crate) fn set_reuse_port(socket: impl AsFd) -> Result<(), ErrorCode> {
+    #[cfg(not(windows))]
+    sockopt::set_socket_reuseport(&socket, true)?;
+    #[cfg(windows)]
+    let _ = socket;
+    Ok(())
+}
+
 pub(crate) fn noop_cx() -> std::task::Context<'static> {
     std::task::Context::from_waker(futures::task::noop_waker_ref())
 }

@@ -187,7 +187,7 @@ impl TcpSocket {
 
         self.permissions.check(addr, SocketAddrUse::TcpBind).await?;
         if self.reuse_port {
-            set_reuse_port(sock)?;
+            crate::sockets::set_reuse_port(sock)?;
         }
         bind(sock, addr)?;
         Ok(())
@@ -840,15 +840,6 @@ fn socket(family: SocketAddressFamily) -> std::io::Result<tokio::net::TcpSocket>
             Ok(socket)
         }
     }
-}
-
-/// dnsproxy patch: SO_REUSEPORT, where the platform has it.
-fn set_reuse_port(socket: impl AsFd) -> Result<(), ErrorCode> {
-    #[cfg(not(windows))]
-    sockopt::set_socket_reuseport(&socket, true)?;
-    #[cfg(windows)]
-    let _ = socket;
-    Ok(())
 }
 
 fn bind(socket: &tokio::net::TcpSocket, local_address: SocketAddr) -> Result<(), ErrorCode> {

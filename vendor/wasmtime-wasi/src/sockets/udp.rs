@@ -108,9 +108,8 @@ impl UdpSocket {
 
         self.permissions.check(addr, SocketAddrUse::UdpBind).await?;
 
-        #[cfg(not(windows))]
         if self.reuse_port {
-            rustix::net::sockopt::set_socket_reuseport(&*self.socket, true)?;
+            crate::sockets::set_reuse_port(&*self.socket)?;
         }
         bind(&self.socket, addr)?;
         Ok(())
