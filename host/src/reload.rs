@@ -11,8 +11,9 @@
 //!
 //! Some settings cannot change without a restart: the listen addresses
 //! (`local_host`, `local_port`: the sockets stay bound so no query is lost),
-//! `metrics_listen`, `log_format`, `workers` and `cache_size_mib`. A reload that changes them keeps their
-//! running values, applies the rest, and says which were kept.
+//! `metrics_listen`, `log_format`, `workers` and `cache_size_mib`. A reload
+//! that changes them keeps their running values, applies the rest, and says
+//! which were kept.
 
 use crate::cli::RunArgs;
 use crate::config::{self, Key, ProxyConfig};
