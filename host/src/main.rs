@@ -5,8 +5,10 @@
 //! settings.ini, environment, flags), grants the component its listen address,
 //! its clients and its upstreams, renders its log events, bounds its CPU and
 //! memory, restarts it if it traps, reloads the configuration on SIGHUP
-//! ([`reload`]) and stops on SIGTERM/SIGINT. It never sees a DNS payload.
+//! ([`reload`]) and stops on SIGTERM/SIGINT. It never interprets a DNS payload
+//! (it seals and opens the component's TLS records, [`aead`], unread).
 
+pub mod aead;
 pub mod check;
 pub mod cli;
 pub mod config;

@@ -18,13 +18,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use dnsproxy_core::core::cache::{CacheCounters, CacheReport};
 use dnsproxy_core::core::stats;
 
+use crate::aead::Key;
 use crate::config::{AuthName, CacheSettings, Level, ProxyConfig, Strategy, UpstreamConfig};
 use crate::metrics::Metrics;
 use crate::policy::SocketPolicy;
@@ -39,12 +40,19 @@ mod bindings {
         world: "proxy",
         with: {
             "wasi": wasmtime_wasi::p2::bindings,
+            "dnsproxy:proxy/aead.key": crate::aead::Key,
+        },
+        imports: {
+            "dnsproxy:proxy/aead.[constructor]key": trappable,
+            "dnsproxy:proxy/aead.[method]key.seal": trappable,
+            "dnsproxy:proxy/aead.[method]key.open": trappable,
         },
         exports: { default: async },
     });
 }
 
 use bindings::Proxy;
+use bindings::dnsproxy::proxy::aead as wit_aead;
 use bindings::dnsproxy::proxy::config as wit_config;
 use bindings::dnsproxy::proxy::log as wit_log;
 use bindings::dnsproxy::proxy::metrics as wit_metrics;
@@ -127,6 +135,48 @@ impl WasiView for State {
 }
 
 impl wit_types::Host for State {}
+
+impl wit_aead::Host for State {}
+
+impl wit_aead::HostKey for State {
+    fn new(
+        &mut self,
+        algorithm: wit_aead::Algorithm,
+        secret: Vec<u8>,
+    ) -> wasmtime::Result<Resource<Key>> {
+        let algorithm = match algorithm {
+            wit_aead::Algorithm::Aes128Gcm => &ring::aead::AES_128_GCM,
+            wit_aead::Algorithm::Aes256Gcm => &ring::aead::AES_256_GCM,
+            wit_aead::Algorithm::Chacha20Poly1305 => &ring::aead::CHACHA20_POLY1305,
+        };
+        Ok(self.table.push(Key::new(algorithm, &secret)?)?)
+    }
+
+    fn seal(
+        &mut self,
+        key: Resource<Key>,
+        nonce: Vec<u8>,
+        aad: Vec<u8>,
+        plaintext: Vec<u8>,
+    ) -> wasmtime::Result<Vec<u8>> {
+        Ok(self.table.get(&key)?.seal(&nonce, &aad, plaintext)?)
+    }
+
+    fn open(
+        &mut self,
+        key: Resource<Key>,
+        nonce: Vec<u8>,
+        aad: Vec<u8>,
+        sealed: Vec<u8>,
+    ) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self.table.get(&key)?.open(&nonce, &aad, sealed)?)
+    }
+
+    fn drop(&mut self, key: Resource<Key>) -> wasmtime::Result<()> {
+        self.table.delete(key)?;
+        Ok(())
+    }
+}
 
 impl wit_watchdog::Host for State {
     fn heartbeat(&mut self) {
@@ -335,6 +385,7 @@ pub fn linker(engine: &Engine) -> Result<Linker<State>> {
     wit_log::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     wit_metrics::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     wit_watchdog::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    wit_aead::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     Ok(linker)
 }
 
