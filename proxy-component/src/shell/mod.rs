@@ -6,6 +6,7 @@ pub mod config;
 pub mod conn;
 pub mod context;
 pub mod log;
+pub mod record;
 pub mod reload;
 pub mod report;
 pub mod resolver;

@@ -363,9 +363,44 @@ impl ServerCertVerifier for PinnedVerifier {
     }
 }
 
-/// The crypto provider (ring) for upstream TLS.
+/// The crypto provider for upstream TLS: ring, and in the component the
+/// TLS 1.3 records sealed and opened by the host
+/// ([`record`](crate::shell::record)).
 pub fn provider() -> CryptoProvider {
-    rustls::crypto::ring::default_provider()
+    #[allow(unused_mut, reason = "natively ring does everything")]
+    let mut provider = rustls::crypto::ring::default_provider();
+    #[cfg(target_os = "wasi")]
+    for suite in &mut provider.cipher_suites {
+        if let Some(offloaded) = host_suite(*suite) {
+            *suite = rustls::SupportedCipherSuite::Tls13(offloaded);
+        }
+    }
+    provider
+}
+
+/// `suite` with its records protected by the host, once per suite.
+#[cfg(target_os = "wasi")]
+fn host_suite(suite: rustls::SupportedCipherSuite) -> Option<&'static rustls::Tls13CipherSuite> {
+    use std::sync::LazyLock;
+
+    use rustls::crypto::ring::cipher_suite as ring;
+
+    use crate::shell::record;
+    type Offloaded = LazyLock<Option<rustls::Tls13CipherSuite>>;
+    static AES_128: Offloaded =
+        LazyLock::new(|| record::offloaded::<record::host::Host>(ring::TLS13_AES_128_GCM_SHA256));
+    static AES_256: Offloaded =
+        LazyLock::new(|| record::offloaded::<record::host::Host>(ring::TLS13_AES_256_GCM_SHA384));
+    static CHACHA20: Offloaded = LazyLock::new(|| {
+        record::offloaded::<record::host::Host>(ring::TLS13_CHACHA20_POLY1305_SHA256)
+    });
+    let offloaded = match suite.suite() {
+        rustls::CipherSuite::TLS13_AES_128_GCM_SHA256 => &AES_128,
+        rustls::CipherSuite::TLS13_AES_256_GCM_SHA384 => &AES_256,
+        rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => &CHACHA20,
+        _ => return None,
+    };
+    offloaded.as_ref()
 }
 
 fn is_chacha20(suite: rustls::CipherSuite) -> bool {
@@ -382,14 +417,17 @@ fn is_chacha20(suite: rustls::CipherSuite) -> bool {
 /// them: a connection that fails its handshake with one (other than by
 /// authentication) is retried with the next.
 ///
-/// WebAssembly has no AES instructions: ring falls back to constant-time
-/// software AES-GCM, which took about half the component's CPU in `make
-/// bench`. ChaCha20-Poly1305 is several times cheaper in software and of the
-/// same strength, so the component first offers only ChaCha20 suites (a
-/// client-side preference alone is ignored by servers that enforce their own
-/// order, unbound among them), then everything if the server does not do
-/// ChaCha20 (it is a SHOULD in RFC 8446 §9.1). Natively AES-GCM with AES-NI is
-/// fastest and one configuration with the default order is used.
+/// In the component the host protects TLS 1.3 records natively
+/// ([`provider`]), but TLS 1.2 records are protected inside it, where
+/// WebAssembly has no AES instructions and ring falls back to constant-time
+/// software AES-GCM (about half the component's CPU in `make bench`).
+/// ChaCha20-Poly1305 is several times cheaper in software, of the same
+/// strength and cheap natively too, so the component first offers only
+/// ChaCha20 suites (a client-side preference alone is ignored by servers
+/// that enforce their own order, unbound among them), then everything if the
+/// server does not do ChaCha20 (it is a SHOULD in RFC 8446 §9.1). Natively
+/// AES-GCM with AES-NI is fastest and one configuration with the default
+/// order is used.
 ///
 /// Session resumption (TLS 1.3 only, RFC 8446 §2.2) is pin-safe: a resumed
 /// handshake verifies no certificate, so what makes it safe is where its
