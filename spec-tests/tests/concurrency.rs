@@ -2,6 +2,8 @@
 //! gets its own answer (RFC 7766 §7: the proxy rewrites IDs to be unique on its
 //! upstream connection and matches answers that come back in any order), and the
 //! upstream connections stay few: the fixture resolver counts the ones it accepts.
+//! A second connection opens only while the first is saturated (100 queries in
+//! flight), and closes when the load falls.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::thread;
@@ -9,7 +11,7 @@ use std::thread;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 use spec_tests::dns::{self, QueryBuilder};
-use spec_tests::proxy::Proxy;
+use spec_tests::proxy::{Proxy, upstreams_env};
 use spec_tests::{Chain, FixtureResolver, Misbehave, Resolver as _, zone};
 
 /// What each client asks: a different name per client, so a mixed-up answer shows.
@@ -147,4 +149,48 @@ fn rfc7766_answers_out_of_order_from_the_upstream_reach_the_right_clients() {
     tcp_clients(addr, 8, 8);
     udp.join().expect("UDP clients");
     assert!(resolver.accepted_connections() <= 2, "{}", resolver.log());
+}
+
+#[test]
+fn a_second_upstream_connection_opens_only_while_the_first_is_saturated() {
+    // Each answer 400 ms after its query: a burst stays in flight together.
+    let resolver = FixtureResolver::start(Chain::DotTest, Misbehave::DelayMs(400));
+    let (proxy, metrics) = Proxy::start_with_metrics(upstreams_env(
+        &[&resolver],
+        &[("UPSTREAM_IDLE_TIMEOUT", "3s")],
+    ));
+    let label = format!("upstream=\"{}\"", resolver.addr());
+    let addr = proxy.addr();
+
+    // 60 queries in flight at once: one connection carries them.
+    udp_clients(addr, 60, 1);
+    assert_eq!(resolver.accepted_connections(), 1, "{}", proxy.log());
+
+    // 160 at once: the first connection reaches 100 in flight, a second
+    // opens and takes the rest; none is refused or lost.
+    udp_clients(addr, 160, 1);
+    assert_eq!(resolver.accepted_connections(), 2, "{}", proxy.log());
+    proxy.metric_when(metrics, "dnsproxy_upstream_connections", &[&label], |v| {
+        v == 2.0
+    });
+
+    // Light load goes to the first connection only, so the second reaches
+    // its idle timeout and closes, and no third is opened.
+    let started = std::time::Instant::now();
+    let mut connections = 2.0;
+    while started.elapsed() < std::time::Duration::from_secs(8) && connections > 1.0 {
+        udp_clients(addr, 2, 1);
+        thread::sleep(std::time::Duration::from_millis(500));
+        let body = spec_tests::scrape::get(metrics, "/metrics").1;
+        connections = spec_tests::scrape::value(&body, "dnsproxy_upstream_connections", &[&label])
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN);
+    }
+    assert_eq!(
+        connections,
+        1.0,
+        "the second connection idled out:\n{}",
+        proxy.log()
+    );
+    assert_eq!(resolver.accepted_connections(), 2, "{}", proxy.log());
 }

@@ -13,6 +13,7 @@ pub mod framing;
 pub mod inflight;
 pub mod message;
 pub mod pins;
+pub mod spread;
 pub mod stats;
 pub mod upstream_conn;
 pub mod upstreams;

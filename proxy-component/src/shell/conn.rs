@@ -151,6 +151,12 @@ impl Conn {
         self.shared.state.borrow().retired()
     }
 
+    /// Queries waiting for their answer on it (the load
+    /// [`spread`](crate::core::spread) weighs).
+    pub fn inflight(&self) -> usize {
+        self.shared.inflight.borrow().len()
+    }
+
     /// Whether the connection has delivered at least one answer.
     pub fn made_progress(&self) -> bool {
         self.shared.state.borrow().answered()

@@ -1,5 +1,6 @@
 //! Sends client queries upstream: picks the upstream (priority order with
-//! backoff), keeps one persistent pipelined connection per upstream, pads the
+//! backoff), keeps persistent pipelined connections to each upstream (one,
+//! and a second while one is saturated: [`spread`]), pads the
 //! query (RFC 8467), enforces the deadlines and restores the client's ID.
 //!
 //! Every query ends in an answer or SERVFAIL within `query_timeout`; the
@@ -27,6 +28,7 @@ use crate::core::attempt::{AttemptId, Attempts, Next, Outcome, Verdict};
 use crate::core::connect::{AfterHandshake, ConnectPolicy, HandshakeFailure};
 use crate::core::message::{self, MessageError, Query, Rcode, Response};
 use crate::core::pins::{self, DisplayPins};
+use crate::core::spread::{self, Pick};
 use crate::core::stats::{ChainCert, Check, Stats, UpstreamGauges};
 use crate::core::upstream_conn::UpstreamTimeouts;
 use crate::core::upstreams::Selector;
@@ -104,7 +106,9 @@ struct Slot {
     /// is logged once, not every handshake.
     warned: Cell<(bool, bool)>,
     name: ServerName<'static>,
-    conn: RefCell<Option<Conn>>,
+    /// Its connections, oldest first; at most [`spread::MAX_CONNECTIONS`]
+    /// take queries.
+    conns: RefCell<Vec<Conn>>,
     /// Serialises connects so a burst of queries opens one connection.
     connecting: tokio::sync::Mutex<()>,
     /// When to connect and with which TLS configuration: the core decides.
@@ -112,6 +116,20 @@ struct Slot {
     /// Connection attempts so far: the event number of failures on the
     /// current (or last) connection.
     generation: Cell<u64>,
+}
+
+impl Slot {
+    /// Connections that take queries (the gauge).
+    fn live_connections(&self) -> u32 {
+        let live = self.conns.borrow().iter().filter(|c| c.is_alive()).count();
+        u32::try_from(live).unwrap_or(u32::MAX)
+    }
+}
+
+/// [`Pick`] with the connections themselves.
+enum Picked {
+    Use(Conn),
+    Open { meanwhile: Option<Conn> },
 }
 
 /// How an exchange on an upstream ended without an answer.
@@ -230,7 +248,7 @@ impl Resolver {
                 verifier,
                 warned: Cell::new((false, false)),
                 name,
-                conn: RefCell::new(None),
+                conns: RefCell::new(Vec::with_capacity(spread::MAX_CONNECTIONS)),
                 connecting: tokio::sync::Mutex::new(()),
                 generation: Cell::new(0),
             });
@@ -264,7 +282,7 @@ impl Resolver {
                 *g = UpstreamGauges {
                     configured: true,
                     up: selector.is_up(i, now),
-                    connections: u32::from(slot.conn.borrow().as_ref().is_some_and(Conn::is_alive)),
+                    connections: slot.live_connections(),
                     srtt: selector.rtt(i).map(|r| r.srtt),
                 };
             }
@@ -502,16 +520,80 @@ impl Resolver {
         up.leaf_only = assessment.leaf_only;
     }
 
-    /// The live connection to upstream `i`, connecting if there is none.
+    /// A connection to upstream `i` for one query: the live one the core's
+    /// [`spread::pick`] names, or a new one. Connects are made one at a
+    /// time; a query that finds every connection saturated and a connect
+    /// under way goes on the least loaded rather than wait.
     async fn connection(&self, i: usize) -> Result<Conn, UpstreamError> {
         let slot = &self.slots[i];
-        if let Some(c) = slot.conn.borrow().as_ref().filter(|c| c.is_alive()) {
-            return Ok(c.clone());
+        let meanwhile = match self.pick(i) {
+            Picked::Use(conn) => return Ok(conn),
+            Picked::Open { meanwhile } => meanwhile,
+        };
+        let _one_at_a_time = match &meanwhile {
+            Some(busy) => match slot.connecting.try_lock() {
+                Ok(guard) => guard,
+                Err(_) => return Ok(busy.clone()),
+            },
+            None => slot.connecting.lock().await,
+        };
+        // Another query may have connected while this one waited.
+        let meanwhile = match self.pick(i) {
+            Picked::Use(conn) => return Ok(conn),
+            Picked::Open { meanwhile } => meanwhile,
+        };
+        match (self.connect(i).await, meanwhile) {
+            (Ok(conn), _) => Ok(conn),
+            // The upstream serves on the connection it has: a connection
+            // in addition that it would not take (its limit, a busy
+            // accept queue) is no failure of it. A certificate it no
+            // longer passes is.
+            (Err(e), Some(busy)) if !matches!(e, UpstreamError::Auth(_)) => {
+                self.log.event(
+                    Level::Debug,
+                    "upstream did not take a connection in addition",
+                    &[("upstream", &slot.config.name), ("error", &e)],
+                );
+                Ok(busy)
+            }
+            (Err(e), _) => Err(e),
         }
-        let _one_at_a_time = slot.connecting.lock().await;
-        if let Some(c) = slot.conn.borrow().as_ref().filter(|c| c.is_alive()) {
-            return Ok(c.clone());
+    }
+
+    /// Where the next query to upstream `i` goes ([`spread::pick`]), once
+    /// the connections that take no more queries are let go.
+    fn pick(&self, i: usize) -> Picked {
+        let slot = &self.slots[i];
+        let mut conns = slot.conns.borrow_mut();
+        conns.retain(|conn| {
+            if conn.is_alive() {
+                return true;
+            }
+            let reason = conn.close_reason().map_or("unknown", |c| c.as_str());
+            self.log.event(
+                Level::Debug,
+                "upstream connection closed",
+                &[("upstream", &slot.config.name), ("reason", &reason)],
+            );
+            false
+        });
+        // Connects are one at a time and each asks first: never more than
+        // the cap (and no allocation per query).
+        let mut inflight = [0; spread::MAX_CONNECTIONS];
+        for (n, conn) in inflight.iter_mut().zip(conns.iter()) {
+            *n = conn.inflight();
         }
+        match spread::pick(&inflight[..conns.len().min(spread::MAX_CONNECTIONS)]) {
+            Pick::Use(c) => Picked::Use(conns[c].clone()),
+            Pick::Open { meanwhile } => Picked::Open {
+                meanwhile: meanwhile.map(|c| conns[c].clone()),
+            },
+        }
+    }
+
+    /// Opens one more connection to upstream `i`, if its backoff allows.
+    async fn connect(&self, i: usize) -> Result<Conn, UpstreamError> {
+        let slot = &self.slots[i];
         // A failed attempt of a query ahead of us is already counted in the
         // selector: `resolve` counts it in the same turn as the lock is
         // released, before this task runs again.
@@ -525,15 +607,6 @@ impl Resolver {
         }
         slot.policy.borrow_mut().start(now);
         slot.generation.set(slot.generation.get() + 1);
-        let old = slot.conn.borrow_mut().take();
-        if let Some(old) = old {
-            let reason = old.close_reason().map_or("unknown", |c| c.as_str());
-            self.log.event(
-                Level::Debug,
-                "upstream connection closed",
-                &[("upstream", &slot.config.name), ("reason", &reason)],
-            );
-        }
         let tls = loop {
             let config = slot.policy.borrow().config();
             let tcp = TcpStream::connect(slot.config.addr)
@@ -583,7 +656,7 @@ impl Resolver {
         self.stats.borrow_mut().upstreams[slot.stat].handshakes[usize::from(resumed)] += 1;
         self.verified(i);
         let conn = Conn::spawn(tls, self.conn_capacity, self.conn_timeouts);
-        *slot.conn.borrow_mut() = Some(conn.clone());
+        slot.conns.borrow_mut().push(conn.clone());
         Ok(conn)
     }
 }
