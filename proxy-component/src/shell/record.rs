@@ -335,35 +335,35 @@ mod tests {
     fn pump(client: &mut ClientConnection, server: &mut ServerConnection) -> (Vec<u8>, Vec<u8>) {
         let (mut to_server, mut to_client) = (Vec::new(), Vec::new());
         for _ in 0..64 {
-            let mut buffer = Vec::new();
-            while client.wants_write() {
-                client.write_tls(&mut buffer).unwrap();
-            }
-            let moved_up = !buffer.is_empty();
-            // read_tls takes an empty read for the peer's close, and
-            // reads at most one buffer's worth at a time.
-            let mut rest = &buffer[..];
-            while !rest.is_empty() {
-                server.read_tls(&mut rest).unwrap();
-                server.process_new_packets().unwrap();
-                drain(server.reader(), &mut to_server);
-            }
-            buffer.clear();
-            while server.wants_write() {
-                server.write_tls(&mut buffer).unwrap();
-            }
-            let moved_down = !buffer.is_empty();
-            let mut rest = &buffer[..];
-            while !rest.is_empty() {
-                client.read_tls(&mut rest).unwrap();
-                client.process_new_packets().unwrap();
-                drain(client.reader(), &mut to_client);
-            }
+            let moved_up = carry(client, server, &mut to_server);
+            let moved_down = carry(server, client, &mut to_client);
             if !moved_up && !moved_down {
                 return (to_server, to_client);
             }
         }
         panic!("the connection did not settle");
+    }
+
+    /// Moves what `from` wants to send into `to`, and the plaintext `to`
+    /// then has into `received`; whether any byte moved.
+    fn carry<A, B>(
+        from: &mut rustls::ConnectionCommon<A>,
+        to: &mut rustls::ConnectionCommon<B>,
+        received: &mut Vec<u8>,
+    ) -> bool {
+        let mut buffer = Vec::new();
+        while from.wants_write() {
+            from.write_tls(&mut buffer).unwrap();
+        }
+        // read_tls takes an empty read for the peer's close, and reads at
+        // most one buffer's worth at a time.
+        let mut rest = &buffer[..];
+        while !rest.is_empty() {
+            to.read_tls(&mut rest).unwrap();
+            to.process_new_packets().unwrap();
+            drain(to.reader(), received);
+        }
+        !buffer.is_empty()
     }
 
     fn drain(mut reader: rustls::Reader<'_>, into: &mut Vec<u8>) {
