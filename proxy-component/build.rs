@@ -13,6 +13,10 @@
 //! 1.95): a wasi-libc fixed in `recvfrom` itself would free the payload too,
 //! and freeing it twice corrupts the heap. On any other toolchain the build
 //! warns; `scripts/udp-leak-check.py` says whether the leak is still there.
+//!
+//! It also says whether wasi-libc's UDP descriptor layout is the one
+//! `src/shell/datagrams.rs` reads (`wasi_libc_descriptors`): only then does
+//! the component move datagrams in batches.
 
 use std::process::Command;
 
@@ -20,9 +24,17 @@ use std::process::Command;
 /// every received UDP datagram (checked with `scripts/udp-leak-check.py`).
 const LEAKING_RUSTC_MINORS: &[u32] = &[95];
 
+/// Minor versions of rustc whose wasi-libc (wasi-sdk 30) has the UDP
+/// descriptor layout `src/shell/datagrams.rs` reads to send and receive
+/// datagrams in batches (read off its debug information, `llvm-dwarfdump`
+/// of `wasip2_udp.c.obj` in the toolchain's self-contained `libc.a`). Other
+/// toolchains move one datagram per call, through wasi-libc.
+const DESCRIPTOR_LAYOUT_RUSTC_MINORS: &[u32] = &[95];
+
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rustc-check-cfg=cfg(wasi_libc_udp_leak)");
+    println!("cargo::rustc-check-cfg=cfg(wasi_libc_descriptors)");
     if std::env::var("TARGET").as_deref() != Ok("wasm32-wasip2") {
         return;
     }
@@ -33,7 +45,11 @@ fn main() {
         .ok()
         .and_then(|out| String::from_utf8(out.stdout).ok())
         .unwrap_or_default();
-    match rustc_minor(&version) {
+    let minor = rustc_minor(&version);
+    if minor.is_some_and(|m| DESCRIPTOR_LAYOUT_RUSTC_MINORS.contains(&m)) {
+        println!("cargo::rustc-cfg=wasi_libc_descriptors");
+    }
+    match minor {
         Some(minor) if LEAKING_RUSTC_MINORS.contains(&minor) => {
             println!("cargo::rustc-cfg=wasi_libc_udp_leak");
             println!("cargo::rustc-link-arg-bins=--wrap=udp_list_incoming_datagram_free");

@@ -5,6 +5,7 @@ pub mod accept;
 pub mod config;
 pub mod conn;
 pub mod context;
+pub mod datagrams;
 pub mod log;
 pub mod record;
 pub mod reload;

@@ -1,20 +1,39 @@
 //! The UDP listener. Each datagram is one query; answers larger than the
 //! client can take are truncated with TC=1 (RFC 1035 §4.2.1, RFC 6891 §7) so
 //! the client retries over TCP.
+//!
+//! Datagrams come in and go out in batches ([`Datagrams`]): the receive
+//! loop takes what the socket has queued (up to [`crate::shell::datagrams::BATCH`]) in
+//! one call and reads the clock once for all of them; answers go into an
+//! [`Outbox`] that one task empties with one send call for everything queued
+//! since its last turn. Under load that is many datagrams per host call; at
+//! low load it is one, and an answer waits for no other.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
 
 use tokio::net::UdpSocket;
+use tokio::sync::Notify;
 
 use crate::core::admission::{Decision, Transport};
 use crate::core::message::{self, Query, Response};
-use crate::shell::context::{Admitted, Context, FromCache};
+use crate::shell::context::{Admitted, Context, FromCache, InflightPermit};
+use crate::shell::datagrams::{Batch, Datagrams, Outgoing};
 use crate::shell::log::Level;
 
 /// Receive buffer asked of the OS, so a burst is queued, not dropped.
 pub const RECV_BUFFER: usize = 4 * 1024 * 1024;
+
+/// Answers queued and not yet sent, at most, before the listener stops
+/// reading until they are (then the OS's receive buffer queues, and drops,
+/// the next queries). Answers to forwarded queries also hold their in-flight
+/// slot until sent, so `max_inflight` bounds them as well; this bounds the
+/// answers made without one (REFUSED, FORMERR, NOTIMP): at most this many
+/// times `max_udp_size` bytes.
+pub const OUTBOX_LIMIT: usize = 1024;
 
 /// Binds the UDP socket.
 pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
@@ -31,93 +50,170 @@ fn set_recv_buffer(sock: &std::net::UdpSocket) {
     let _ = socket2::SockRef::from(sock).set_recv_buffer_size(RECV_BUFFER);
 }
 
+/// What an answer carries to the socket: the in-flight slot of its query
+/// (if it has one), held until it is sent, and when the query came in.
+type Held = (Option<InflightPermit>, Instant);
+
+/// Answers waiting for the socket.
+#[derive(Default)]
+struct Outbox {
+    queue: RefCell<VecDeque<Outgoing<Held>>>,
+    /// Something was queued.
+    queued: Notify,
+    /// The queue was emptied.
+    emptied: Notify,
+}
+
+impl Outbox {
+    fn push(&self, data: Vec<u8>, peer: SocketAddr, hold: Held) {
+        self.queue
+            .borrow_mut()
+            .push_back(Outgoing { data, peer, hold });
+        self.queued.notify_one();
+    }
+
+    /// Returns once fewer than [`OUTBOX_LIMIT`] answers are queued.
+    async fn room(&self) {
+        while self.queue.borrow().len() >= OUTBOX_LIMIT {
+            self.emptied.notified().await;
+        }
+    }
+
+    /// Sends what is queued, batch by batch, for as long as the listener
+    /// lives. Each answer's latency (from its query in to its answer out)
+    /// is observed here, from one reading of the clock per batch.
+    async fn flush(&self, sock: &Datagrams, ctx: &Context) {
+        let mut sending = VecDeque::new();
+        loop {
+            self.queued.notified().await;
+            loop {
+                std::mem::swap(&mut sending, &mut *self.queue.borrow_mut());
+                if sending.is_empty() {
+                    break;
+                }
+                {
+                    let now = Instant::now();
+                    let mut stats = ctx.stats.borrow_mut();
+                    for out in &sending {
+                        stats
+                            .udp_latency
+                            .observe(now.saturating_duration_since(out.hold.1));
+                    }
+                }
+                sock.send(&mut sending).await;
+            }
+            self.emptied.notify_waiters();
+        }
+    }
+}
+
 /// Serves UDP clients until the socket fails.
 ///
 /// What each datagram gets is [`Context::admit`]'s decision; a forwarded
 /// query's answer is truncated (TC=1) to what the client advertised, and
 /// never larger than `max_udp_size` (RFC 6891 §6.2.5; DNS Flag Day 2020).
 pub async fn serve(sock: UdpSocket, ctx: Rc<Context>) {
-    let sock = Rc::new(sock);
-    let mut buf = vec![0u8; 65_535];
+    let sock = Rc::new(Datagrams::new(sock));
+    let outbox = Rc::new(Outbox::default());
+    let _flush = {
+        let (sock, outbox, ctx) = (sock.clone(), outbox.clone(), ctx.clone());
+        AbortOnDrop(tokio::task::spawn_local(async move {
+            outbox.flush(&sock, &ctx).await;
+        }))
+    };
+    let mut batch = Batch::default();
     loop {
-        let (n, peer) = match sock.recv_from(&mut buf).await {
-            Ok(r) => r,
-            Err(e) => {
-                // ICMP errors from earlier sends surface here; keep serving.
-                ctx.log
-                    .event(Level::Debug, "udp receive error", &[("error", &e)]);
-                continue;
-            }
-        };
-        let packet = &buf[..n];
+        outbox.room().await;
+        if let Err(e) = sock.recv(&mut batch).await {
+            // ICMP errors from earlier sends surface here; keep serving.
+            ctx.log
+                .event(Level::Debug, "udp receive error", &[("error", &e)]);
+        }
+        // One reading of the clock and of the configuration for the batch.
         let received = Instant::now();
         let generation = ctx.current();
-        let (q, permit) = match ctx.admit(&generation, Transport::Udp, peer.ip(), packet) {
-            Admitted::Forward(q, permit) => (q, permit),
-            Admitted::Other(Decision::Reply(rcode)) => {
-                let reply = message::synthesize_response(packet, rcode);
-                if let Some(reply) = &reply {
-                    count(&ctx, reply, false, received);
+        for (packet, peer) in batch.drain() {
+            let (q, permit) = match ctx.admit(&generation, Transport::Udp, peer.ip(), &packet) {
+                Admitted::Forward(q, permit) => (q, permit),
+                Admitted::Other(Decision::Reply(rcode)) => {
+                    if let Some(reply) = message::synthesize_response(&packet, rcode) {
+                        count(&ctx, &reply, false);
+                        outbox.push(reply, peer, (None, received));
+                    }
+                    continue;
                 }
-                send(&sock, reply, peer).await;
-                continue;
-            }
-            Admitted::Other(_) => continue,
-        };
-        let key = match ctx.from_cache(&generation, &q, peer, Transport::Udp) {
-            FromCache::Answer(answer) => {
-                let max_udp_size = generation.config.max_udp_size;
-                reply(&ctx, &sock, answer, &q, max_udp_size, peer, received).await;
-                drop(permit);
-                continue;
-            }
-            FromCache::Miss(key) => key,
-        };
-        let (sock, ctx) = (sock.clone(), ctx.clone());
-        tokio::task::spawn_local(async move {
-            let answer = ctx
-                .resolve(&generation, &q, key, peer, Transport::Udp, received)
-                .await;
+                Admitted::Other(_) => continue,
+            };
             let max_udp_size = generation.config.max_udp_size;
-            // The old configuration (and its upstream connections) goes as
-            // soon as its last query is answered.
-            drop(generation);
-            // The slot is held until the answer is sent: answers waiting on
-            // a full socket stay counted, so they cannot pile up unbounded.
-            reply(&ctx, &sock, answer, &q, max_udp_size, peer, received).await;
-            drop(permit);
-        });
+            let key = match ctx.from_cache(&generation, &q, peer, Transport::Udp) {
+                FromCache::Answer(answer) => {
+                    reply(
+                        &ctx,
+                        &outbox,
+                        answer,
+                        &q,
+                        max_udp_size,
+                        peer,
+                        (Some(permit), received),
+                    );
+                    continue;
+                }
+                FromCache::Miss(key) => key,
+            };
+            let (outbox, ctx, generation) = (outbox.clone(), ctx.clone(), generation.clone());
+            tokio::task::spawn_local(async move {
+                let answer = ctx
+                    .resolve(&generation, &q, key, peer, Transport::Udp, received)
+                    .await;
+                // The old configuration (and its upstream connections) goes as
+                // soon as its last query is answered.
+                drop(generation);
+                // The slot is held until the answer is sent: answers waiting on
+                // a full socket stay counted, so they cannot pile up unbounded.
+                reply(
+                    &ctx,
+                    &outbox,
+                    answer,
+                    &q,
+                    max_udp_size,
+                    peer,
+                    (Some(permit), received),
+                );
+            });
+        }
     }
 }
 
-/// Sends `answer` to `peer`, truncated (TC=1) to what the query's client
-/// can take and never over `max_udp_size`, and counts it.
-async fn reply(
+/// Queues `answer` for `peer`, truncated (TC=1) to what the query's client
+/// can take and never over `max_udp_size`, and counts it. What it holds
+/// (the query's slot) goes when it is sent.
+fn reply(
     ctx: &Context,
-    sock: &UdpSocket,
+    outbox: &Outbox,
     mut answer: Response,
     query: &Query,
     max_udp_size: usize,
     peer: SocketAddr,
-    received: Instant,
+    hold: Held,
 ) {
     let truncated = answer.truncate_for_udp(query.udp_limit().min(max_udp_size));
-    count(ctx, answer.bytes(), truncated, received);
-    send(sock, Some(answer.into_bytes()), peer).await;
+    count(ctx, answer.bytes(), truncated);
+    outbox.push(answer.into_bytes(), peer, hold);
 }
 
-/// Counts an answer to a client (its RCODE, whether it was truncated, and
-/// the time since its query came in).
-fn count(ctx: &Context, answer: &[u8], truncated: bool, received: Instant) {
+/// Counts an answer to a client: its RCODE and whether it was truncated
+/// (its latency is counted when it is sent, [`Outbox::flush`]).
+fn count(ctx: &Context, answer: &[u8], truncated: bool) {
     let mut stats = ctx.stats.borrow_mut();
     stats.udp_answers.count(answer);
-    stats.udp_latency.observe(received.elapsed());
     stats.truncated += u64::from(truncated);
 }
 
-async fn send(sock: &UdpSocket, reply: Option<Vec<u8>>, peer: SocketAddr) {
-    if let Some(reply) = reply {
-        // A lost UDP answer is the client's to retry; nothing to do here.
-        let _ = sock.send_to(&reply, peer).await;
+/// The flushing task ends with its listener.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -1,0 +1,438 @@
+//! The UDP socket, many datagrams per call.
+//!
+//! `wasi:sockets` takes and returns lists of datagrams, but wasi-libc's
+//! `recvfrom` and `sendto` (and so tokio's `UdpSocket`) move one datagram
+//! per call: in the component each call is a trip through the host (the
+//! canonical ABI, wasmtime's resource table, the address check), and a
+//! send is two (`check-send`, `send`). [`Datagrams`] receives up to
+//! [`BATCH`] datagrams with one `receive` and sends what is queued with one
+//! `check-send` and one `send`, on the streams wasi-libc opened for the
+//! socket ([`streams`]). Readiness stays tokio's (wasi-libc polls the same
+//! streams), so the socket is still driven by the one event loop.
+//!
+//! Natively (the bench's `native` row, the tests) the same calls loop over
+//! non-blocking `recvfrom`/`sendto`: one system call per datagram, as before.
+//! A wasi-libc whose descriptor layout is not known (another toolchain, see
+//! `build.rs`) takes the same one-at-a-time path in the component.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+
+#[cfg(wasi_libc_descriptors)]
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+/// Datagrams taken per receive call at most (wasmtime-wasi hands out at
+/// most 16 per call; more is asked so a newer host may give more).
+pub const BATCH: usize = 32;
+
+/// One datagram to send, and what is dropped once it is sent.
+pub struct Outgoing<T> {
+    /// The payload.
+    pub data: Vec<u8>,
+    /// Where to.
+    pub peer: SocketAddr,
+    /// Held until the datagram is sent or dropped (an in-flight slot).
+    pub hold: T,
+}
+
+/// The datagrams one [`Datagrams::recv`] took, with their senders.
+#[derive(Default)]
+pub struct Batch {
+    packets: Vec<(Vec<u8>, SocketAddr)>,
+    /// The one-at-a-time path's receive buffer, allocated (and zeroed)
+    /// once.
+    scratch: Vec<u8>,
+}
+
+impl Batch {
+    /// Takes the datagrams out, oldest first.
+    pub fn drain(&mut self) -> std::vec::Drain<'_, (Vec<u8>, SocketAddr)> {
+        self.packets.drain(..)
+    }
+}
+
+/// A bound UDP socket that moves datagrams in batches.
+pub struct Datagrams {
+    sock: UdpSocket,
+    #[cfg(wasi_libc_descriptors)]
+    fd: std::os::fd::RawFd,
+}
+
+impl Datagrams {
+    /// Wraps a bound, non-blocking socket.
+    pub fn new(sock: UdpSocket) -> Self {
+        Self {
+            #[cfg(wasi_libc_descriptors)]
+            fd: std::os::fd::AsRawFd::as_raw_fd(&sock),
+            sock,
+        }
+    }
+
+    /// Waits for datagrams and appends up to [`BATCH`] of them to `batch`
+    /// (at least one, unless an error is returned). An error is about one
+    /// datagram (an ICMP error from an earlier send, say): the socket goes on.
+    pub async fn recv(&self, batch: &mut Batch) -> io::Result<()> {
+        #[cfg(wasi_libc_descriptors)]
+        if let Some(streams) = streams::of(self.fd) {
+            loop {
+                self.sock.readable().await?;
+                let got = self.sock.try_io(Interest::READABLE, || {
+                    streams.receive(&mut batch.packets, BATCH)
+                });
+                match got {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    other => return other,
+                }
+            }
+        }
+        // One at a time: wait for the first, then take what is queued.
+        let Batch { packets, scratch } = batch;
+        if scratch.is_empty() {
+            scratch.resize(65_535, 0);
+        }
+        let (n, peer) = self.sock.recv_from(scratch).await?;
+        packets.push((scratch[..n].to_vec(), peer));
+        while packets.len() < BATCH {
+            match self.sock.try_recv_from(scratch) {
+                Ok((n, peer)) => packets.push((scratch[..n].to_vec(), peer)),
+                // WouldBlock, or an error the next call reports.
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the datagrams queued in `out`, oldest first, waiting while the
+    /// socket takes no more; returns once `out` is empty. A datagram the
+    /// socket refuses (an address it may not send to, a payload too large)
+    /// is dropped with its hold: a lost UDP answer is the client's to retry.
+    pub async fn send<T>(&self, out: &mut VecDeque<Outgoing<T>>) {
+        while !out.is_empty() {
+            #[cfg(wasi_libc_descriptors)]
+            if let Some(streams) = streams::of(self.fd) {
+                match self.sock.try_io(Interest::WRITABLE, || streams.send(out)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if self.sock.writable().await.is_err() {
+                            out.pop_front();
+                        }
+                    }
+                    // The socket refused to say how much it takes: the
+                    // oldest goes, so a failing socket cannot spin here.
+                    Err(_) => {
+                        out.pop_front();
+                    }
+                }
+                continue;
+            }
+            let Some(first) = out.front() else { break };
+            match self.sock.try_send_to(&first.data, first.peer) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.sock.writable().await.is_err() {
+                        out.pop_front();
+                    }
+                }
+                // Sent, or refused for good.
+                _ => {
+                    out.pop_front();
+                }
+            }
+        }
+    }
+}
+
+/// The `wasi:sockets` datagram streams under a wasi-libc UDP descriptor.
+#[cfg(wasi_libc_descriptors)]
+mod streams {
+    // wasi-libc's descriptor table is C; reading it needs raw pointers.
+    #![allow(unsafe_code)]
+
+    use std::collections::VecDeque;
+    use std::io;
+    use std::mem::ManuallyDrop;
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+    use super::Outgoing;
+
+    mod bindings {
+        #![allow(missing_docs, unreachable_pub, clippy::all)]
+        wit_bindgen::generate!({
+            path: "../wit",
+            world: "wasi:sockets/imports@0.2.12",
+            features: ["clocks-timezone"],
+            generate_all,
+        });
+    }
+
+    use bindings::wasi::sockets::network::{
+        ErrorCode, IpSocketAddress, Ipv4SocketAddress, Ipv6SocketAddress,
+    };
+    use bindings::wasi::sockets::udp::{
+        IncomingDatagramStream, OutgoingDatagram, OutgoingDatagramStream,
+    };
+
+    /// wasi-libc's `descriptor_table_entry_t` (wasi-sdk 30): the socket's
+    /// state and the functions that serve it.
+    #[repr(C)]
+    struct Entry {
+        data: *const UdpSocket,
+        vtable: *const std::ffi::c_void,
+    }
+
+    /// wasi-libc's `udp_socket_t` (wasi-sdk 30, `wasip2_udp.c`), read from
+    /// its debug information: the handles are `wasi:sockets` resource
+    /// handles owned by wasi-libc; the streams are valid while `state` is
+    /// `UDP_SOCKET_STATE_BOUND_STREAMING` (2), which the first `recvfrom` or
+    /// `sendto` of a bound socket reaches.
+    #[repr(C)]
+    struct UdpSocket {
+        socket: i32,
+        socket_pollable: i32,
+        blocking: bool,
+        family: u8,
+        state: u32,
+        incoming: i32,
+        incoming_pollable: i32,
+        outgoing: i32,
+        outgoing_pollable: i32,
+    }
+
+    const BOUND_STREAMING: u32 = 2;
+
+    // The layout checks: offsets as the debug information gives them.
+    const _: () = {
+        assert!(std::mem::offset_of!(UdpSocket, state) == 0x0c);
+        assert!(std::mem::offset_of!(UdpSocket, incoming) == 0x10);
+        assert!(std::mem::offset_of!(UdpSocket, outgoing) == 0x18);
+        assert!(std::mem::size_of::<UdpSocket>() == 0x20);
+    };
+
+    unsafe extern "C" {
+        /// NULL when `fd` is not open.
+        fn descriptor_table_get_ref(fd: i32) -> *const Entry;
+    }
+
+    /// The two streams, borrowed from wasi-libc for one call: never
+    /// dropped here (wasi-libc drops them when the socket closes).
+    pub(super) struct Streams {
+        incoming: ManuallyDrop<IncomingDatagramStream>,
+        outgoing: ManuallyDrop<OutgoingDatagramStream>,
+    }
+
+    /// The streams of UDP descriptor `fd`, if wasi-libc has opened them.
+    /// Read again for every call (a table lookup, no host call), so a
+    /// closed or renumbered descriptor is never used.
+    pub(super) fn of(fd: i32) -> Option<Streams> {
+        // SAFETY: `fd` is the descriptor of the caller's own UDP socket,
+        // open for as long as the caller holds it; wasi-libc's table gives
+        // its entry or NULL, and an entry of a UDP descriptor points at a
+        // `udp_socket_t` (the layout above). The component is single
+        // threaded, so nothing changes it while this reads it.
+        let socket = unsafe {
+            let entry = descriptor_table_get_ref(fd);
+            if entry.is_null() || (*entry).data.is_null() {
+                return None;
+            }
+            &*(*entry).data
+        };
+        if socket.state != BOUND_STREAMING {
+            return None;
+        }
+        let (incoming, outgoing) = (socket.incoming as u32, socket.outgoing as u32);
+        // SAFETY: both are live handles of these resource types while the
+        // socket is streaming; `ManuallyDrop` keeps them wasi-libc's.
+        unsafe {
+            Some(Streams {
+                incoming: ManuallyDrop::new(IncomingDatagramStream::from_handle(incoming)),
+                outgoing: ManuallyDrop::new(OutgoingDatagramStream::from_handle(outgoing)),
+            })
+        }
+    }
+
+    impl Streams {
+        /// One `receive` of up to `max` datagrams; `WouldBlock` when none.
+        pub(super) fn receive(
+            &self,
+            batch: &mut Vec<(Vec<u8>, SocketAddr)>,
+            max: usize,
+        ) -> io::Result<()> {
+            let got = self.incoming.receive(max as u64).map_err(to_io)?;
+            if got.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            batch.extend(
+                got.into_iter()
+                    .map(|d| (d.data, from_wasi(d.remote_address))),
+            );
+            Ok(())
+        }
+
+        /// One `check-send` and one `send` of what `out` holds (as many as
+        /// permitted). Sent datagrams leave `out`, and so does one the
+        /// host refused; `WouldBlock` when the socket takes none now.
+        pub(super) fn send<T>(&self, out: &mut VecDeque<Outgoing<T>>) -> io::Result<()> {
+            let permitted = self.outgoing.check_send().map_err(to_io)?;
+            let n = out
+                .len()
+                .min(usize::try_from(permitted).unwrap_or(usize::MAX));
+            if n == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let list: Vec<OutgoingDatagram> = out
+                .iter_mut()
+                .take(n)
+                .map(|o| OutgoingDatagram {
+                    data: std::mem::take(&mut o.data),
+                    remote_address: Some(to_wasi(o.peer)),
+                })
+                .collect();
+            let result = self.outgoing.send(&list);
+            // What was not sent goes back into its entry.
+            let sent = match result {
+                Ok(sent) => usize::try_from(sent).unwrap_or(n).min(n),
+                Err(ErrorCode::WouldBlock) => 0,
+                // The first datagram was refused: it goes, the rest stays.
+                Err(_) => 1,
+            };
+            for (o, d) in out.iter_mut().zip(list).skip(sent) {
+                o.data = d.data;
+            }
+            out.drain(..sent);
+            match result {
+                Err(ErrorCode::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
+                _ => Ok(()),
+            }
+        }
+    }
+
+    fn to_io(e: ErrorCode) -> io::Error {
+        match e {
+            ErrorCode::WouldBlock => io::ErrorKind::WouldBlock.into(),
+            other => io::Error::other(format!("{other:?}")),
+        }
+    }
+
+    fn from_wasi(addr: IpSocketAddress) -> SocketAddr {
+        match addr {
+            IpSocketAddress::Ipv4(a) => {
+                let (x, y, z, w) = a.address;
+                SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(x, y, z, w), a.port))
+            }
+            IpSocketAddress::Ipv6(a) => {
+                let (s0, s1, s2, s3, s4, s5, s6, s7) = a.address;
+                SocketAddr::V6(SocketAddrV6::new(
+                    Ipv6Addr::new(s0, s1, s2, s3, s4, s5, s6, s7),
+                    a.port,
+                    a.flow_info,
+                    a.scope_id,
+                ))
+            }
+        }
+    }
+
+    fn to_wasi(addr: SocketAddr) -> IpSocketAddress {
+        match addr {
+            SocketAddr::V4(a) => {
+                let [x, y, z, w] = a.ip().octets();
+                IpSocketAddress::Ipv4(Ipv4SocketAddress {
+                    port: a.port(),
+                    address: (x, y, z, w),
+                })
+            }
+            SocketAddr::V6(a) => {
+                let [s0, s1, s2, s3, s4, s5, s6, s7] = a.ip().segments();
+                IpSocketAddress::Ipv6(Ipv6SocketAddress {
+                    port: a.port(),
+                    flow_info: a.flowinfo(),
+                    address: (s0, s1, s2, s3, s4, s5, s6, s7),
+                    scope_id: a.scope_id(),
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run<F: std::future::Future>(f: F) -> F::Output {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(f)
+    }
+
+    async fn bound() -> (Datagrams, SocketAddr) {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let addr = sock.local_addr().expect("addr");
+        (Datagrams::new(sock), addr)
+    }
+
+    /// What a client sends in a burst comes out in batches of at most
+    /// [`BATCH`], every datagram once, in order, with its sender.
+    #[test]
+    fn a_burst_is_received_in_batches() {
+        run(async {
+            let (server, addr) = bound().await;
+            let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("client");
+            let from = client.local_addr().expect("addr");
+            let sent: Vec<Vec<u8>> = (0..100u8).map(|i| vec![i; 1 + usize::from(i)]).collect();
+            for d in &sent {
+                client.send_to(d, addr).expect("send");
+            }
+            let mut batch = Batch::default();
+            let mut got = Vec::new();
+            let mut calls = 0;
+            while got.len() < sent.len() {
+                server.recv(&mut batch).await.expect("recv");
+                calls += 1;
+                let taken: Vec<_> = batch.drain().collect();
+                assert!((1..=BATCH).contains(&taken.len()), "{}", taken.len());
+                for (data, peer) in taken {
+                    assert_eq!(peer, from);
+                    got.push(data);
+                }
+            }
+            assert_eq!(got, sent);
+            // All 100 were queued before the first call: full batches.
+            assert_eq!(calls, sent.len().div_ceil(BATCH));
+        });
+    }
+
+    /// Everything queued is sent, in order; a datagram the socket refuses
+    /// (larger than any UDP payload) is dropped with what it holds, and
+    /// the rest still go.
+    #[test]
+    fn queued_answers_are_sent_and_a_refused_one_is_dropped() {
+        run(async {
+            let (server, _) = bound().await;
+            let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("client");
+            client
+                .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .expect("timeout");
+            let to = client.local_addr().expect("addr");
+            let held = std::rc::Rc::new(());
+            let mut out: VecDeque<Outgoing<std::rc::Rc<()>>> = (0..50u8)
+                .map(|i| Outgoing {
+                    // The 10th cannot be sent: 70,000 bytes.
+                    data: if i == 10 { vec![0; 70_000] } else { vec![i; 3] },
+                    peer: to,
+                    hold: held.clone(),
+                })
+                .collect();
+            server.send(&mut out).await;
+            assert!(out.is_empty());
+            // Every hold was let go, the refused one's too.
+            assert_eq!(std::rc::Rc::strong_count(&held), 1);
+            let mut buf = [0u8; 16];
+            for i in (0..50u8).filter(|&i| i != 10) {
+                let (n, _) = client.recv_from(&mut buf).expect("an answer");
+                assert_eq!(&buf[..n], &[i; 3]);
+            }
+        });
+    }
+}
