@@ -191,13 +191,16 @@ impl Context {
     /// Looks a forwarded query up in the cache, synchronously: a hit is
     /// answered without a task. A fresh answer due for a prefetch starts
     /// one. With `log_queries`, a hit is logged with `upstream=cache` (or
-    /// `stale`).
+    /// `stale`). `now` is when the query came in (the listener's reading:
+    /// TTLs count in seconds, and a reading is a host call in the
+    /// component).
     pub fn from_cache(
         self: &Rc<Self>,
         generation: &Rc<Generation>,
         query: &Query,
         client: SocketAddr,
         transport: Transport,
+        now: Instant,
     ) -> FromCache {
         let mut cache = self.cache.borrow_mut();
         if !cache.enabled() {
@@ -206,8 +209,7 @@ impl Context {
         let Some(key) = query.cache_key() else {
             return FromCache::Miss(None);
         };
-        let started = Instant::now();
-        let (answer, source) = match cache.lookup(&key, query, started) {
+        let (answer, source) = match cache.lookup(&key, query, now) {
             Lookup::Miss => return FromCache::Miss(Some(key)),
             Lookup::Fresh { answer, prefetch } => {
                 drop(cache);
@@ -220,7 +222,7 @@ impl Context {
             Lookup::Failed(None) => (query.reply(Rcode::ServFail), "cache"),
         };
         if generation.config.log_queries {
-            self.log_query(query, &answer, client, transport, Some(source), started);
+            self.log_query(query, &answer, client, transport, Some(source), now);
         }
         FromCache::Answer(answer)
     }
@@ -241,9 +243,8 @@ impl Context {
         transport: Transport,
         received: Instant,
     ) -> Response {
-        let (mut answer, mut upstream) = generation.resolver.resolve(query, received).await;
+        let (mut answer, mut upstream, now) = generation.resolver.resolve(query, received).await;
         if let Some(key) = key {
-            let now = Instant::now();
             let mut cache = self.cache.borrow_mut();
             let failed = upstream.is_none()
                 || message::rcode(answer.bytes()) == Some(u8::from(Rcode::ServFail));
@@ -276,11 +277,11 @@ impl Context {
         self.prefetching.set(self.prefetching.get() + 1);
         let (ctx, generation, query) = (self.clone(), generation.clone(), query.clone());
         tokio::task::spawn_local(async move {
-            let (answer, upstream) = generation.resolver.resolve(&query, Instant::now()).await;
+            let (answer, upstream, now) = generation.resolver.resolve(&query, Instant::now()).await;
             if upstream.is_some() {
                 let mut cache = ctx.cache.borrow_mut();
                 if let Some(cached) = answer.to_cache(cache.settings().ttl) {
-                    cache.store(key, cached, Instant::now());
+                    cache.store(key, cached, now);
                 }
             }
             ctx.prefetching.set(ctx.prefetching.get() - 1);

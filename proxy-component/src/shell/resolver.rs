@@ -144,9 +144,10 @@ enum Exchange {
     },
 }
 
-/// What an exchange brings back: the answer as parsed, and its round-trip
-/// time.
-type Exchanged = (Result<Response, MessageError>, Duration);
+/// What an exchange brings back: the answer as parsed, its round-trip time,
+/// and when it was read (the clock reading the round trip ended with, which
+/// the caller takes as its own "now").
+type Exchanged = (Result<Response, MessageError>, Duration, std::time::Instant);
 
 /// An attempt in flight: its name, upstream and time, and the exchange.
 type Running<'a> = (
@@ -300,7 +301,8 @@ impl Resolver {
     /// again or hedge, and which answer wins is the core's [`Attempts`];
     /// this only performs the attempts, at most two at a time. Also names
     /// the upstream that answered (for the query log and the cache); `None`
-    /// when the proxy answered SERVFAIL itself.
+    /// when the proxy answered SERVFAIL itself. And the last clock reading
+    /// taken, when it was decided (for the cache).
     ///
     /// `received` is when the query came in: its deadline counts from
     /// then. The clock is read once after each wait, not for each decision
@@ -309,7 +311,7 @@ impl Resolver {
         &self,
         query: &Query,
         received: std::time::Instant,
-    ) -> (Response, Option<&str>) {
+    ) -> (Response, Option<&str>, std::time::Instant) {
         let (wire, padding) = query.padded(message::QUERY_PADDING_BLOCK);
         let mut now = received;
         let order = self.selector.borrow_mut().order(now);
@@ -345,7 +347,11 @@ impl Resolver {
                     () = tokio::time::sleep_until(until.into()) => None,
                 },
             };
-            now = std::time::Instant::now();
+            // An answer comes with the reading its round trip ended with.
+            now = match &ended {
+                Some((_, _, _, Ok(Ok((_, _, answered))))) => *answered,
+                _ => std::time::Instant::now(),
+            };
             // Nothing ended: the core's time came (a hedge is due).
             let Some((id, i, budget, result)) = ended else {
                 continue;
@@ -355,7 +361,7 @@ impl Resolver {
             let event = self.slots[i].generation.get();
             // The answer comes with its round-trip time; nothing else has one.
             let (outcome, error, answer) = match result {
-                Ok(Ok((Ok(answer), rtt))) if answer.answers(query) => {
+                Ok(Ok((Ok(answer), rtt, _))) if answer.answers(query) => {
                     let outcome = if answer.declines() {
                         Outcome::Declined
                     } else {
@@ -363,9 +369,11 @@ impl Resolver {
                     };
                     (outcome, None, Some((answer, rtt)))
                 }
-                Ok(Ok((Ok(_), _))) => (Outcome::Mismatch, Some(UpstreamError::Mismatch), None),
+                Ok(Ok((Ok(_), _, _))) => (Outcome::Mismatch, Some(UpstreamError::Mismatch), None),
                 // An answer that does not parse answers nothing either.
-                Ok(Ok((Err(e), _))) => (Outcome::Mismatch, Some(UpstreamError::Malformed(e)), None),
+                Ok(Ok((Err(e), _, _))) => {
+                    (Outcome::Mismatch, Some(UpstreamError::Malformed(e)), None)
+                }
                 Ok(Err(Exchange::Lost { progress, error })) => {
                     (Outcome::Lost { progress }, Some(error), None)
                 }
@@ -404,12 +412,12 @@ impl Resolver {
             // so do the upstream's padding (RFC 7830 §1) and keepalive
             // option (RFC 7828 §3.2.2).
             if answer.fit_for_client(padding).is_ok() {
-                return (answer, Some(&self.slots[i].config.name));
+                return (answer, Some(&self.slots[i].config.name), now);
             }
         }
         self.log
             .event(Level::Debug, "query failed on every upstream", &[]);
-        (query.reply(Rcode::ServFail), None)
+        (query.reply(Rcode::ServFail), None, now)
     }
 
     /// Counts a failure of upstream `i` in `event` and logs it, once per
@@ -450,7 +458,7 @@ impl Resolver {
     /// Sends `wire` to upstream `i` and parses the answer: the one walk of
     /// it, which also finds the upstream's edns-tcp-keepalive timeout (RFC
     /// 7828 §3.3.2), reported to the connection it came on. Also the time
-    /// from the query written to the answer read.
+    /// from the query written to the answer read, and when it was read.
     async fn exchange(&self, i: usize, wire: &[u8]) -> Result<Exchanged, Exchange> {
         let conn = self.connection(i).await.map_err(Exchange::Failed)?;
         self.stats.borrow_mut().upstreams[self.slots[i].stat].queries += 1;
@@ -462,7 +470,8 @@ impl Resolver {
                 progress: conn.made_progress(),
                 error: e.into(),
             })?;
-        let rtt = sent.elapsed();
+        let answered = std::time::Instant::now();
+        let rtt = answered.saturating_duration_since(sent);
         let mut stats = self.stats.borrow_mut();
         let up = &mut stats.upstreams[self.slots[i].stat];
         up.rtt.observe(rtt);
@@ -472,7 +481,7 @@ impl Resolver {
         if let Some(timeout) = answer.as_ref().ok().and_then(Response::keepalive_timeout) {
             conn.on_keepalive(timeout);
         }
-        Ok((answer, rtt))
+        Ok((answer, rtt, answered))
     }
 
     /// After a full handshake with upstream `i`: records its verified chain

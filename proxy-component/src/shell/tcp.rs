@@ -77,13 +77,17 @@ impl Client {
     /// Queues an answer or reply, if the core lets it; wakes the task either
     /// way (a refusal closes the connection).
     fn queue(&self, ctx: &Context, msg: &[u8], answer: bool, received: Instant) {
+        // One clock reading for the latency and the core.
+        let now = Instant::now();
         {
             let mut stats = ctx.stats.borrow_mut();
             stats.tcp_answers.count(msg);
-            stats.tcp_latency.observe(received.elapsed());
+            stats
+                .tcp_latency
+                .observe(now.saturating_duration_since(received));
         }
         let len = msg.len() + 2;
-        let now = Instant::now().into_std();
+        let now = now.into_std();
         let mut budget = ctx.budget.borrow_mut();
         let mut state = self.state.borrow_mut();
         let accepted = if answer {
@@ -300,6 +304,9 @@ fn take_queries(
     just_read: bool,
 ) -> Option<&'static str> {
     let mut messages = 0;
+    // One clock reading for every message taken in this call (they came in
+    // with the same read), taken when the first is, or for the read.
+    let mut clock = None;
     while client.state.borrow().may_take_query() {
         let msg = match deframer.next_message() {
             Ok(Some(m)) => m,
@@ -307,12 +314,18 @@ fn take_queries(
             Err(_) => return Some("bad frame"),
         };
         messages += 1;
-        let received = Instant::now();
+        let received = *clock.get_or_insert_with(Instant::now);
         let generation = ctx.current();
         match ctx.admit(&generation, Transport::Tcp, client.peer.ip(), &msg) {
             Admitted::Forward(q, permit) => {
                 client.state.borrow_mut().on_forwarded();
-                let key = match ctx.from_cache(&generation, &q, client.peer, Transport::Tcp) {
+                let key = match ctx.from_cache(
+                    &generation,
+                    &q,
+                    client.peer,
+                    Transport::Tcp,
+                    received.into_std(),
+                ) {
                     FromCache::Answer(answer) => {
                         drop(permit);
                         client.queue(ctx, answer.bytes(), true, received);
@@ -347,11 +360,11 @@ fn take_queries(
         }
     }
     if just_read || messages > 0 {
-        client.state.borrow_mut().on_read(
-            Instant::now().into_std(),
-            messages,
-            deframer.holds_partial_frame(),
-        );
+        let now = *clock.get_or_insert_with(Instant::now);
+        client
+            .state
+            .borrow_mut()
+            .on_read(now.into_std(), messages, deframer.holds_partial_frame());
     }
     None
 }

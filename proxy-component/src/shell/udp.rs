@@ -145,7 +145,7 @@ pub async fn serve(sock: UdpSocket, ctx: Rc<Context>) {
                 Admitted::Other(_) => continue,
             };
             let max_udp_size = generation.config.max_udp_size;
-            let key = match ctx.from_cache(&generation, &q, peer, Transport::Udp) {
+            let key = match ctx.from_cache(&generation, &q, peer, Transport::Udp, received) {
                 FromCache::Answer(answer) => {
                     reply(
                         &ctx,
