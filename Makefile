@@ -155,14 +155,25 @@ lint: setup-test
 # against DoT resolvers in containers (spec-tests/). The harness builds its
 # resolver images itself; it needs the static fixture resolver and the image.
 # Containers and networks it leaves behind (an interrupted run) are removed
-# afterwards, whatever the result. SPEC_ARGS go to the test binaries
-# (e.g. SPEC_ARGS=pinning:: to run one group).
+# afterwards, whatever the result. The suite is one test binary with a
+# module per group (spec-tests/tests/*.rs), built once; each group runs in a
+# process of its own, one group after another, so one group's load never
+# lands on another's timing. Every group runs even when one fails.
+# SPEC_GROUPS picks groups (e.g. SPEC_GROUPS="pinning faults"); SPEC_ARGS go
+# to the test binary (e.g. SPEC_ARGS=--nocapture, or a test name).
+SPEC_GROUPS ?= $(filter-out spec,$(basename $(notdir $(wildcard spec-tests/tests/*.rs))))
 SPEC_ARGS ?=
 spec: docker-check setup-test build
 	$(CARGO) build --release --target $(NATIVE_TARGET) -p dot-fixture
-	status=0; $(CARGO) test --release --target $(NATIVE_TARGET) -p spec-tests -- $(SPEC_ARGS) || status=$$?; \
+	$(CARGO) test --release --target $(NATIVE_TARGET) -p spec-tests --no-run
+	status=0; failed=""; for group in $(SPEC_GROUPS); do \
+	  echo "spec: $$group"; \
+	  $(CARGO) test --release --target $(NATIVE_TARGET) -p spec-tests -- "$$group::" $(SPEC_ARGS) \
+	    || { status=1; failed="$$failed $$group"; }; \
+	done; \
 	  docker ps -aq --filter label=dnsproxy-spec | xargs -r docker rm -f >/dev/null; \
 	  docker network ls -q --filter label=dnsproxy-spec | xargs -r docker network rm >/dev/null; \
+	  [ -z "$$failed" ] || echo "spec: failed:$$failed" >&2; \
 	  exit $$status
 
 docker-check:
