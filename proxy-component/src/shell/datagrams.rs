@@ -300,8 +300,10 @@ mod streams {
                 o.data = d.data;
             }
             out.drain(..sent);
+            // wasmtime-wasi reports a full socket as `Ok(0)` when the first
+            // datagram would block: wait for it, do not spin.
             match result {
-                Err(ErrorCode::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
+                Err(ErrorCode::WouldBlock) | Ok(0) => Err(io::ErrorKind::WouldBlock.into()),
                 _ => Ok(()),
             }
         }
