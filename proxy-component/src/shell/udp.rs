@@ -19,7 +19,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::Notify;
 
 use crate::core::admission::{Decision, Transport};
-use crate::core::message::{self, Query, Response};
+use crate::core::message::{self, Response};
+use crate::shell::AbortOnDrop;
 use crate::shell::context::{Admitted, Context, FromCache, InflightPermit};
 use crate::shell::datagrams::{Batch, Datagrams, Outgoing};
 use crate::shell::log::Level;
@@ -115,6 +116,7 @@ impl Outbox {
 pub async fn serve(sock: UdpSocket, ctx: Rc<Context>) {
     let sock = Rc::new(Datagrams::new(sock));
     let outbox = Rc::new(Outbox::default());
+    // The flushing task ends with its listener.
     let _flush = {
         let (sock, outbox, ctx) = (sock.clone(), outbox.clone(), ctx.clone());
         AbortOnDrop(tokio::task::spawn_local(async move {
@@ -144,18 +146,14 @@ pub async fn serve(sock: UdpSocket, ctx: Rc<Context>) {
                 }
                 Admitted::Other(_) => continue,
             };
-            let max_udp_size = generation.config.max_udp_size;
+            let to = ReplyTo {
+                peer,
+                limit: q.udp_limit().min(generation.config.max_udp_size),
+                hold: (Some(permit), received),
+            };
             let key = match ctx.from_cache(&generation, &q, peer, Transport::Udp, received) {
                 FromCache::Answer(answer) => {
-                    reply(
-                        &ctx,
-                        &outbox,
-                        answer,
-                        &q,
-                        max_udp_size,
-                        peer,
-                        (Some(permit), received),
-                    );
+                    to.send(&ctx, &outbox, answer);
                     continue;
                 }
                 FromCache::Miss(key) => key,
@@ -170,35 +168,28 @@ pub async fn serve(sock: UdpSocket, ctx: Rc<Context>) {
                 drop(generation);
                 // The slot is held until the answer is sent: answers waiting on
                 // a full socket stay counted, so they cannot pile up unbounded.
-                reply(
-                    &ctx,
-                    &outbox,
-                    answer,
-                    &q,
-                    max_udp_size,
-                    peer,
-                    (Some(permit), received),
-                );
+                to.send(&ctx, &outbox, answer);
             });
         }
     }
 }
 
-/// Queues `answer` for `peer`, truncated (TC=1) to what the query's client
-/// can take and never over `max_udp_size`, and counts it. What it holds
-/// (the query's slot) goes when it is sent.
-fn reply(
-    ctx: &Context,
-    outbox: &Outbox,
-    mut answer: Response,
-    query: &Query,
-    max_udp_size: usize,
+/// Where a forwarded query's answer goes: its client, the size the client
+/// can take (never over `max_udp_size`), and what the answer holds until it
+/// is sent (the query's slot, and when the query came in).
+struct ReplyTo {
     peer: SocketAddr,
+    limit: usize,
     hold: Held,
-) {
-    let truncated = answer.truncate_for_udp(query.udp_limit().min(max_udp_size));
-    count(ctx, answer.bytes(), truncated);
-    outbox.push(answer.into_bytes(), peer, hold);
+}
+
+impl ReplyTo {
+    /// Queues `answer`, truncated (TC=1) to the limit, and counts it.
+    fn send(self, ctx: &Context, outbox: &Outbox, mut answer: Response) {
+        let truncated = answer.truncate_for_udp(self.limit);
+        count(ctx, answer.bytes(), truncated);
+        outbox.push(answer.into_bytes(), self.peer, self.hold);
+    }
 }
 
 /// Counts an answer to a client: its RCODE and whether it was truncated
@@ -207,13 +198,4 @@ fn count(ctx: &Context, answer: &[u8], truncated: bool) {
     let mut stats = ctx.stats.borrow_mut();
     stats.udp_answers.count(answer);
     stats.truncated += u64::from(truncated);
-}
-
-/// The flushing task ends with its listener.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
