@@ -32,8 +32,8 @@ pub const RECV_BUFFER: usize = 4 * 1024 * 1024;
 /// reading until they are (then the OS's receive buffer queues, and drops,
 /// the next queries). Answers to forwarded queries also hold their in-flight
 /// slot until sent, so `max_inflight` bounds them as well; this bounds the
-/// answers made without one (REFUSED, FORMERR, NOTIMP): at most this many
-/// times `max_udp_size` bytes.
+/// answers made without one (REFUSED, FORMERR, NOTIMP): each at most the
+/// query ([`crate::core::admission::MAX_QUERY_LEN`]) plus an 11-byte OPT.
 pub const OUTBOX_LIMIT: usize = 1024;
 
 /// Binds the UDP socket.
