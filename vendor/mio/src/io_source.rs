@@ -69,6 +69,21 @@ impl<T> IoSource<T> {
         self.state.do_io(f, &self.inner)
     }
 
+    /// dnsproxy patch: [`do_io`] for an operation in one direction, `way`:
+    /// `Interest::READABLE` for a read, receive, peek or accept,
+    /// `Interest::WRITABLE` for a write, send or flush. With the `poll(2)`
+    /// selector (WASI 0.2, among others) only that direction is re-armed
+    /// when the operation would block; every other selector does what
+    /// [`do_io`] does.
+    ///
+    /// [`do_io`]: IoSource::do_io
+    pub(crate) fn do_io_way<F, R>(&self, way: Interest, f: F) -> io::Result<R>
+    where
+        F: FnOnce(&T) -> io::Result<R>,
+    {
+        self.state.do_io_way(way, f, &self.inner)
+    }
+
     /// Returns the I/O source, dropping the state.
     ///
     /// # Notes

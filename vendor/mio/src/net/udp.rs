@@ -216,7 +216,7 @@ impl UdpSocket {
     /// # }
     /// ```
     pub fn send_to(&self, buf: &[u8], target: SocketAddr) -> io::Result<usize> {
-        self.inner.do_io(|inner| inner.send_to(buf, target))
+        self.inner.do_io_way(crate::Interest::WRITABLE, |inner| inner.send_to(buf, target))
     }
 
     /// Receives data from the socket. On success, returns the number of bytes
@@ -251,7 +251,7 @@ impl UdpSocket {
     /// # }
     /// ```
     pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.inner.do_io(|inner| inner.recv_from(buf))
+        self.inner.do_io_way(crate::Interest::READABLE, |inner| inner.recv_from(buf))
     }
 
     /// Receives data from the socket, without removing it from the input queue.
@@ -287,13 +287,13 @@ impl UdpSocket {
     /// # }
     /// ```
     pub fn peek_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.inner.do_io(|inner| inner.peek_from(buf))
+        self.inner.do_io_way(crate::Interest::READABLE, |inner| inner.peek_from(buf))
     }
 
     /// Sends data on the socket to the address previously bound via connect(). On success,
     /// returns the number of bytes written.
     pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.do_io(|inner| inner.send(buf))
+        self.inner.do_io_way(crate::Interest::WRITABLE, |inner| inner.send(buf))
     }
 
     /// Receives data from the socket previously bound with connect(). On success, returns
@@ -307,7 +307,7 @@ impl UdpSocket {
     /// Make sure to always use a sufficiently large buffer to hold the
     /// maximum UDP packet size, which can be up to 65536 bytes in size.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.do_io(|inner| inner.recv(buf))
+        self.inner.do_io_way(crate::Interest::READABLE, |inner| inner.recv(buf))
     }
 
     /// Receives data from the socket, without removing it from the input queue.
@@ -321,7 +321,7 @@ impl UdpSocket {
     /// Make sure to always use a sufficiently large buffer to hold the
     /// maximum UDP packet size, which can be up to 65536 bytes in size.
     pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.do_io(|inner| inner.peek(buf))
+        self.inner.do_io_way(crate::Interest::READABLE, |inner| inner.peek(buf))
     }
 
     /// Connects the UDP socket setting the default destination for `send()`

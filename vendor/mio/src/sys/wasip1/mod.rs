@@ -364,6 +364,15 @@ cfg_os_poll! {
                 // return.
                 f(io)
             }
+
+            /// dnsproxy patch: what this selector does for an operation in one
+            /// direction (see the poll selector's `do_io_way`): the same as `do_io`.
+            pub(crate) fn do_io_way<T, F, R>(&self, _way: crate::Interest, f: F, io: &T) -> io::Result<R>
+            where
+                F: FnOnce(&T) -> io::Result<R>,
+            {
+                self.do_io(f, io)
+            }
         }
     }
 }

@@ -98,6 +98,15 @@ cfg_io_source! {
             result
         }
 
+        /// dnsproxy patch: what this selector does for an operation in one
+        /// direction (see the poll selector's `do_io_way`): the same as `do_io`.
+        pub fn do_io_way<T, F, R>(&self, _way: Interest, f: F, io: &T) -> io::Result<R>
+        where
+            F: FnOnce(&T) -> io::Result<R>,
+        {
+            self.do_io(f, io)
+        }
+
         pub fn register(
             &mut self,
             registry: &Registry,

@@ -118,6 +118,12 @@ impl Selector {
         self.state.reregister(self.port.as_raw_fd(), fd, token, interests)
     }
 
+    /// dnsproxy patch: the poll selector re-arms only `wanted`; event ports
+    /// re-associate the fd with every interest, as before.
+    pub(crate) fn rearm(&self, fd: RawFd, token: Token, all: Interest, _wanted: Interest) -> io::Result<()> {
+        self.reregister(fd, token, all)
+    }
+
     pub fn deregister(&self, fd: RawFd) -> io::Result<()> {
         self.state.deregister(self.port.as_raw_fd(), fd)
     }

@@ -73,6 +73,13 @@ impl Selector {
     }
     }
 
+    // dnsproxy patch: see `SelectorState::rearm`.
+    cfg_io_source! {
+    pub(crate) fn rearm(&self, fd: RawFd, _token: Token, _all: Interest, wanted: Interest) -> io::Result<()> {
+        self.state.rearm(fd, wanted)
+    }
+    }
+
     #[cfg(not(any(target_os = "horizon", target_os = "wasi")))]
     pub fn wake(&self, token: Token) -> io::Result<()> {
         self.state.wake(token)
@@ -392,6 +399,24 @@ impl SelectorState {
         self.deregister_all(&[fd])
             .map_err(|_| io::ErrorKind::NotFound)?;
         Ok(())
+    }
+    }
+
+    // dnsproxy patch: adds `interests` back to what `fd` is polled for,
+    // leaving the rest as it is (`reregister` replaces the whole set).
+    // After an operation in one direction would block, only that direction
+    // needs its edge re-armed; re-arming the other too (what `reregister`
+    // with every interest did) made a socket that is always writable
+    // report POLLOUT on the very next poll after every read that found
+    // nothing: a wake-up with nothing to do, per read.
+    cfg_io_source! {
+    fn rearm(&self, fd: RawFd, interests: Interest) -> io::Result<()> {
+        self.modify_fds(|fds| {
+            let data = fds.fd_data.get(&fd).ok_or(io::ErrorKind::NotFound)?;
+            let poll_fds_index = data.poll_fds_index;
+            fds.poll_fds[poll_fds_index].0.events |= interests_to_poll(interests);
+            Ok(())
+        })
     }
     }
 

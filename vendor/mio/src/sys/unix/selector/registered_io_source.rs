@@ -83,6 +83,39 @@ impl IoSourceState {
         result
     }
 
+    /// dnsproxy patch: `do_io` for an operation in one direction (`way` is
+    /// `READABLE` for a read, receive, peek or accept, `WRITABLE` for a
+    /// write, send or flush). When it would block, only that direction is
+    /// re-armed, added to what is armed already; the other keeps its state.
+    /// That is enough: a direction's readiness is cleared (by the caller,
+    /// tokio) only after an operation in that direction would block, which
+    /// re-arms it here, or after a `do_io` of unknown direction (`try_io`),
+    /// which still re-arms everything.
+    pub(crate) fn do_io_way<T, F, R>(&self, way: Interest, f: F, io: &T) -> io::Result<R>
+    where
+        F: FnOnce(&T) -> io::Result<R>,
+    {
+        let result = f(io);
+
+        if let Err(err) = &result {
+            if err.kind() == io::ErrorKind::WouldBlock {
+                self.inner.as_ref().map_or(Ok(()), |state| {
+                    let other = if way.is_writable() {
+                        Interest::READABLE
+                    } else {
+                        Interest::WRITABLE
+                    };
+                    let wanted = state.interests.remove(other).unwrap_or(state.interests);
+                    state
+                        .selector
+                        .rearm(state.fd, state.token, state.interests, wanted)
+                })?;
+            }
+        }
+
+        result
+    }
+
     pub(crate) fn register(
         &mut self,
         registry: &Registry,
