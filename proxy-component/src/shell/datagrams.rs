@@ -41,8 +41,9 @@ pub struct Outgoing<T> {
 #[derive(Default)]
 pub struct Batch {
     packets: Vec<(Vec<u8>, SocketAddr)>,
-    /// The one-at-a-time path's receive buffer, allocated (and zeroed)
-    /// once.
+    /// A receive buffer for one datagram, allocated (and zeroed) once: the
+    /// one-at-a-time path's, and the batched path's read that finds the
+    /// socket drained.
     scratch: Vec<u8>,
 }
 
@@ -74,24 +75,35 @@ impl Datagrams {
     /// (at least one, unless an error is returned). An error is about one
     /// datagram (an ICMP error from an earlier send, say): the socket goes on.
     pub async fn recv(&self, batch: &mut Batch) -> io::Result<()> {
-        #[cfg(wasi_libc_descriptors)]
-        if let Some(streams) = streams::of(self.fd) {
-            loop {
-                self.sock.readable().await?;
-                let got = self.sock.try_io(Interest::READABLE, || {
-                    streams.receive(&mut batch.packets, BATCH)
-                });
-                match got {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    other => return other,
-                }
-            }
-        }
-        // One at a time: wait for the first, then take what is queued.
         let Batch { packets, scratch } = batch;
         if scratch.is_empty() {
             scratch.resize(65_535, 0);
         }
+        #[cfg(wasi_libc_descriptors)]
+        if let Some(streams) = streams::of(self.fd) {
+            loop {
+                self.sock.readable().await?;
+                match streams.receive(packets, BATCH) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    other => return other,
+                }
+                // Nothing queued: tokio and mio learn it from a read that
+                // finds nothing, which clears the readiness and re-arms the
+                // readable edge only (vendor/mio: `try_io` would re-arm
+                // writable too, and a UDP socket is always writable, so the
+                // next poll would wake at once for nothing). A datagram
+                // that came in since is taken here, whole.
+                match self.sock.try_recv_from(scratch) {
+                    Ok((n, peer)) => {
+                        packets.push((scratch[..n].to_vec(), peer));
+                        return Ok(());
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        // One at a time: wait for the first, then take what is queued.
         let (n, peer) = self.sock.recv_from(scratch).await?;
         packets.push((scratch[..n].to_vec(), peer));
         while packets.len() < BATCH {
