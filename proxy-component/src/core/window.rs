@@ -1,0 +1,316 @@
+//! How many queries one upstream connection may have written and not yet
+//! answered: a window that keeps the upstream's own queue short.
+//!
+//! Resolvers answer one connection's queries about in the order they came,
+//! so every query the proxy writes is queued at the upstream behind the
+//! ones written before it. Without a window, a source that keeps its
+//! in-flight share full of queries the cache cannot answer keeps that many
+//! queued at the upstream, and everyone else's query waits behind them.
+//! With one, the queries beyond it wait in the proxy, where
+//! [`FairQueue`](super::fair_queue::FairQueue) takes them source by source,
+//! so another client's query is written next, not last.
+//!
+//! The window must not become the bottleneck itself: a recursive upstream
+//! that takes 50 ms for a cache miss needs a window of 1,000 to answer
+//! 20,000 queries a second. So it adapts, the way CoDel (RFC 8289) tells a
+//! standing queue from a burst: what a queue at the upstream adds, it adds
+//! to every query, the fastest included, while the mix of cache hits and
+//! misses there only spreads the round-trip times. Every [`INTERVAL`] (once
+//! it has [`MIN_SAMPLES`] answers) the fastest round trip of the interval
+//! is compared with the fastest of the last ten seconds:
+//!
+//! - more than [`TARGET`] above it: a queue stands at the upstream, and
+//!   the window shrinks by a quarter, down to [`MIN_WINDOW`];
+//! - otherwise, if a query had to wait for the window in the interval
+//!   (the window, not the clients, limited what was written), it grows by
+//!   a quarter, up to the connection's capacity.
+//!
+//! From the initial window, a connection reaches a window of 2,048 in about
+//! 1.3 s of demand, and comes down from 2,048 to the minimum in about 1.7 s
+//! of a standing queue. A shift to slower answers that is not a queue (the
+//! upstream's cache went cold) shrinks the window until the ten-second
+//! minimum has caught up with it, then lets it grow again.
+
+use std::time::{Duration, Instant};
+
+/// How often the window is reconsidered (CoDel's interval).
+pub const INTERVAL: Duration = Duration::from_millis(100);
+
+/// How far the fastest answer of an interval may be above the fastest of
+/// the last ten seconds before a queue is said to stand at the upstream
+/// (CoDel's target).
+pub const TARGET: Duration = Duration::from_millis(5);
+
+/// Answers an interval needs before it is judged; until then it goes on.
+/// One answer's round trip says nothing of a queue (it may be a cache miss
+/// at the upstream).
+pub const MIN_SAMPLES: u32 = 8;
+
+/// The smallest window: 16 queries in flight still carry 1,600 queries a
+/// second on a 10 ms round trip while a queue is being drained.
+pub const MIN_WINDOW: usize = 16;
+
+/// The window of a new connection: above [`spread::SATURATED`], so that a
+/// new connection under load can saturate and a second one be opened.
+///
+/// [`spread::SATURATED`]: super::spread::SATURATED
+pub const INITIAL_WINDOW: usize = 128;
+
+/// The span of the baseline (two buckets of half of it): the fastest round
+/// trip seen in about this long.
+const BASELINE_SPAN: Duration = Duration::from_secs(10);
+
+/// The window of one upstream connection.
+#[derive(Clone, Debug)]
+pub struct Window {
+    limit: usize,
+    max: usize,
+    /// When the interval under way may end.
+    interval_end: Instant,
+    /// The fastest round trip of the interval, and how many answers it has.
+    fastest: Option<Duration>,
+    samples: u32,
+    /// A query waited for the window in this interval.
+    limited: bool,
+    /// The fastest round trip in the current half of the baseline span and
+    /// in the previous half; the current half ends at `bucket_end`.
+    baseline: [Option<Duration>; 2],
+    bucket_end: Instant,
+}
+
+/// What the end of an interval did to the window (for tests and logs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A queue stands at the upstream.
+    Shrunk,
+    /// The window limited what was written, and no queue stands.
+    Grew,
+    /// Neither.
+    Kept,
+}
+
+impl Window {
+    /// The window of a connection opened at `now` that may have at most
+    /// `max` queries in flight (at least 1).
+    pub fn new(now: Instant, max: usize) -> Self {
+        let max = max.max(1);
+        Self {
+            limit: INITIAL_WINDOW.min(max),
+            max,
+            interval_end: now + INTERVAL,
+            fastest: None,
+            samples: 0,
+            limited: false,
+            baseline: [None; 2],
+            bucket_end: now + BASELINE_SPAN / 2,
+        }
+    }
+
+    /// How many queries may be written and unanswered now.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// A query had to wait because the window was full.
+    pub fn on_limited(&mut self) {
+        self.limited = true;
+    }
+
+    /// An answer came back at `now`, `rtt` after its query was written.
+    /// Returns what the end of an interval did to the window, if one ended.
+    pub fn on_answer(&mut self, now: Instant, rtt: Duration) -> Option<Change> {
+        self.fastest = Some(self.fastest.map_or(rtt, |f| f.min(rtt)));
+        self.samples += 1;
+        if now < self.interval_end || self.samples < MIN_SAMPLES {
+            return None;
+        }
+        let fastest = self.fastest.unwrap_or(rtt);
+        let change = match self.baseline(now) {
+            Some(base) if fastest > base + TARGET => {
+                self.limit = (self.limit - self.limit / 4).max(MIN_WINDOW).min(self.max);
+                Change::Shrunk
+            }
+            _ if self.limited && self.limit < self.max => {
+                self.limit = (self.limit + (self.limit / 4).max(1)).min(self.max);
+                Change::Grew
+            }
+            _ => Change::Kept,
+        };
+        self.remember(now, fastest);
+        self.interval_end = now + INTERVAL;
+        self.fastest = None;
+        self.samples = 0;
+        self.limited = false;
+        Some(change)
+    }
+
+    /// The fastest round trip of the last five to ten seconds, after
+    /// moving the buckets on to `now`.
+    fn baseline(&mut self, now: Instant) -> Option<Duration> {
+        let half = BASELINE_SPAN / 2;
+        if now >= self.bucket_end {
+            // A whole half went by with nothing: both buckets are stale.
+            self.baseline = if now >= self.bucket_end + half {
+                [None, None]
+            } else {
+                [None, self.baseline[0]]
+            };
+            self.bucket_end = now + half;
+        }
+        match self.baseline {
+            [Some(a), Some(b)] => Some(a.min(b)),
+            [a, b] => a.or(b),
+        }
+    }
+
+    /// Counts an interval's fastest round trip into the baseline.
+    fn remember(&mut self, now: Instant, fastest: Duration) {
+        let _ = self.baseline(now);
+        let current = &mut self.baseline[0];
+        *current = Some(current.map_or(fastest, |c| c.min(fastest)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Feeds `n` answers of round trip `rtt`, spread over one interval from
+    /// `*now`, and returns what the last one's interval end did.
+    fn interval(w: &mut Window, now: &mut Instant, rtt: Duration, limited: bool) -> Change {
+        let n = MIN_SAMPLES * 2;
+        let mut last = None;
+        for i in 0..n {
+            if limited {
+                w.on_limited();
+            }
+            *now += INTERVAL / n;
+            if let Some(c) = w.on_answer(*now, rtt + Duration::from_micros(u64::from(i))) {
+                last = Some(c);
+            }
+        }
+        last.expect("one interval ended")
+    }
+
+    #[test]
+    fn a_new_connection_starts_at_the_initial_window_within_its_capacity() {
+        let t0 = Instant::now();
+        assert_eq!(Window::new(t0, 2048).limit(), INITIAL_WINDOW);
+        assert_eq!(Window::new(t0, 10).limit(), 10);
+        assert_eq!(Window::new(t0, 0).limit(), 1);
+    }
+
+    #[test]
+    fn grows_while_it_limits_and_no_queue_stands() {
+        let mut now = Instant::now();
+        let mut w = Window::new(now, 2048);
+        let mut intervals = 0;
+        while w.limit() < 2048 {
+            assert_eq!(interval(&mut w, &mut now, ms(1), true), Change::Grew);
+            intervals += 1;
+        }
+        // By a quarter each interval: 128 to 2,048 in 13 intervals.
+        assert_eq!(intervals, 13);
+        assert_eq!(interval(&mut w, &mut now, ms(1), true), Change::Kept);
+    }
+
+    #[test]
+    fn does_not_grow_when_the_clients_not_the_window_limit() {
+        let mut now = Instant::now();
+        let mut w = Window::new(now, 2048);
+        for _ in 0..20 {
+            assert_eq!(interval(&mut w, &mut now, ms(1), false), Change::Kept);
+        }
+        assert_eq!(w.limit(), INITIAL_WINDOW);
+    }
+
+    #[test]
+    fn a_standing_queue_at_the_upstream_shrinks_it_to_the_minimum() {
+        let mut now = Instant::now();
+        let mut w = Window::new(now, 2048);
+        interval(&mut w, &mut now, ms(1), true);
+        let before = w.limit();
+        // Every answer, the fastest included, is now 10 ms later.
+        assert_eq!(interval(&mut w, &mut now, ms(11), true), Change::Shrunk);
+        assert_eq!(w.limit(), before - before / 4);
+        for _ in 0..20 {
+            interval(&mut w, &mut now, ms(11), true);
+        }
+        assert_eq!(w.limit(), MIN_WINDOW);
+    }
+
+    #[test]
+    fn slow_answers_among_fast_ones_are_not_a_queue() {
+        // A recursive upstream: most answers from its cache in 1 ms, some
+        // misses in 80 ms. The fastest of each interval stays at 1 ms.
+        let mut now = Instant::now();
+        let mut w = Window::new(now, 2048);
+        for round in 0..30 {
+            for i in 0..MIN_SAMPLES * 4 {
+                w.on_limited();
+                now += INTERVAL / (MIN_SAMPLES * 4);
+                let rtt = if i % 3 == 0 { ms(1) } else { ms(80) };
+                if let Some(c) = w.on_answer(now, rtt) {
+                    assert_ne!(c, Change::Shrunk, "round {round}");
+                }
+            }
+        }
+        assert_eq!(w.limit(), 2048);
+    }
+
+    #[test]
+    fn a_lasting_shift_becomes_the_new_baseline_within_ten_seconds() {
+        let mut now = Instant::now();
+        let mut w = Window::new(now, 2048);
+        interval(&mut w, &mut now, ms(1), true);
+        // The upstream's cache went cold: 30 ms for everything, for good.
+        let mut shrunk_last = None;
+        for i in 0..150 {
+            if interval(&mut w, &mut now, ms(30), true) == Change::Shrunk {
+                shrunk_last = Some(i);
+            }
+        }
+        let shrunk_last = shrunk_last.expect("it first looks like a queue");
+        assert!(shrunk_last < 100, "shrank for {shrunk_last} intervals");
+        assert_eq!(w.limit(), 2048, "and then it grew back");
+    }
+
+    #[test]
+    fn a_single_answer_is_not_an_interval() {
+        let mut now = Instant::now();
+        let mut w = Window::new(now, 2048);
+        interval(&mut w, &mut now, ms(1), true);
+        // Long after, a handful of slow answers: not enough to judge.
+        now += Duration::from_secs(1);
+        for _ in 0..MIN_SAMPLES - 1 {
+            now += ms(1);
+            assert_eq!(w.on_answer(now, ms(500)), None);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_limit_stays_within_its_bounds(
+            max in 1usize..4096,
+            events in proptest::collection::vec((0u64..300, 0u64..200, any::<bool>()), 0..400),
+        ) {
+            let mut now = Instant::now();
+            let mut w = Window::new(now, max);
+            for (step, rtt, limited) in events {
+                if limited {
+                    w.on_limited();
+                }
+                now += ms(step);
+                w.on_answer(now, ms(rtt));
+                prop_assert!(w.limit() >= MIN_WINDOW.min(max));
+                prop_assert!(w.limit() <= max);
+            }
+        }
+    }
+}
