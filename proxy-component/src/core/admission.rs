@@ -129,6 +129,11 @@ pub fn admit(
 pub struct SourceKey(u128);
 
 impl SourceKey {
+    /// The key of the proxy's own queries (prefetches): no client's, so
+    /// they take their turns like one more source. No address maps to it
+    /// (IPv4 keys are below 2^32, IPv6 keys end in 1 followed by 32 zeros).
+    pub const PROXY: Self = Self(u128::MAX);
+
     /// The key of `ip`.
     pub fn of(ip: IpAddr) -> Self {
         match ip {

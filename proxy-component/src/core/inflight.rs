@@ -95,6 +95,11 @@ impl<T, S: IdSource> InFlight<T, S> {
         self.entries.get(&wire_id).map(|(_, value)| value)
     }
 
+    /// The query sent with `wire_id`, if it is in flight, to change.
+    pub fn get_mut(&mut self, wire_id: u16) -> Option<&mut T> {
+        self.entries.get_mut(&wire_id).map(|(_, value)| value)
+    }
+
     /// Number of queries in flight.
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -27,8 +27,16 @@
 //!   connections by their own policy), and its lost queries are sent again;
 //!   one closed before is a failure of the upstream (see
 //!   [`super::attempt::Outcome::Lost`]).
+//! - **Window**: how many queries may be written and unanswered at once
+//!   ([`Window`]: it adapts to keep the upstream's own queue short); the
+//!   shell holds the others back in a [`FairQueue`] until
+//!   [`UpstreamConn::may_write`] says there is room.
+//!
+//! [`FairQueue`]: super::fair_queue::FairQueue
 
 use std::time::{Duration, Instant};
+
+use super::window::{Change, Window};
 
 /// The timers of an upstream connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,8 +94,10 @@ impl Close {
 #[derive(Clone, Debug)]
 pub struct UpstreamConn {
     timeouts: UpstreamTimeouts,
-    /// Queries sent and neither answered nor given up on.
+    /// Queries written and neither answered nor given up on.
     inflight: usize,
+    /// How many may be.
+    window: Window,
     /// When the stall clock started; `None` while the server owes nothing.
     owed_since: Option<Instant>,
     /// When the last query in flight left, or the connection opened; `None`
@@ -100,11 +110,13 @@ pub struct UpstreamConn {
 }
 
 impl UpstreamConn {
-    /// A connection established at `now`.
-    pub fn new(now: Instant, timeouts: UpstreamTimeouts) -> Self {
+    /// A connection established at `now`, which may have at most
+    /// `capacity` queries written and unanswered.
+    pub fn new(now: Instant, timeouts: UpstreamTimeouts, capacity: usize) -> Self {
         Self {
             timeouts,
             inflight: 0,
+            window: Window::new(now, capacity),
             owed_since: None,
             idle_since: Some(now),
             answered: false,
@@ -113,7 +125,22 @@ impl UpstreamConn {
         }
     }
 
-    /// A query was registered and handed to the writer.
+    /// Whether one more query may be written now: the window has room.
+    pub fn may_write(&self) -> bool {
+        self.inflight < self.window.limit()
+    }
+
+    /// A query must wait: the window is full (see [`Window::on_limited`]).
+    pub fn on_limited(&mut self) {
+        self.window.on_limited();
+    }
+
+    /// The window now.
+    pub fn window(&self) -> usize {
+        self.window.limit()
+    }
+
+    /// A query was handed to the writer.
     pub fn on_sent(&mut self, now: Instant) {
         if self.inflight == 0 {
             self.owed_since = Some(now);
@@ -129,13 +156,17 @@ impl UpstreamConn {
         self.owed_since = (self.inflight > 0).then_some(now);
     }
 
-    /// An answer matched a query in flight (call after
-    /// [`on_received`](Self::on_received) for the bytes that completed it).
-    pub fn on_answered(&mut self, now: Instant) {
+    /// An answer matched a query in flight, `rtt` after the query was
+    /// written (call after [`on_received`](Self::on_received) for the bytes
+    /// that completed it). Returns what it did to the window, if it ended
+    /// one of the window's intervals.
+    pub fn on_answered(&mut self, now: Instant, rtt: Duration) -> Option<Change> {
         self.answered = true;
+        let change = self.window.on_answer(now, rtt);
         if self.left(now) {
             self.owed_since = None;
         }
+        change
     }
 
     /// A query in flight was given up on by its caller; the server still
@@ -261,6 +292,7 @@ mod tests {
                 idle: IDLE,
                 stall: STALL,
             },
+            64,
         )
     }
 
@@ -287,8 +319,8 @@ mod tests {
         c.on_sent(t1);
         let t2 = t1 + ms(100);
         c.on_received(t2);
-        c.on_answered(t2);
-        c.on_answered(t2);
+        c.on_answered(t2, ms(1));
+        c.on_answered(t2, ms(1));
         assert_eq!(c.deadline(), Some(t2 + IDLE));
         assert_eq!(c.poll(t0 + IDLE), None, "busy in between: not idle");
         assert_eq!(c.poll(t2 + IDLE), Some(Close::Idle));
@@ -328,7 +360,7 @@ mod tests {
         c.on_sent(t0);
         c.on_sent(t0);
         c.on_received(t0 + ms(1000));
-        c.on_answered(t0 + ms(1000));
+        c.on_answered(t0 + ms(1000), ms(1));
         // One answer is still owed; the clock runs from the last byte.
         assert_eq!(c.deadline(), Some(t0 + ms(1000) + STALL));
         assert_eq!(c.poll(t0 + STALL), None);
@@ -403,7 +435,7 @@ mod tests {
         c.on_sent(t0);
         let t1 = t0 + ms(50);
         c.on_received(t1);
-        c.on_answered(t1);
+        c.on_answered(t1, ms(1));
         c.on_keepalive(ms(1000));
         assert!(c.accepts_queries());
         assert_eq!(c.deadline(), Some(t1 + ms(1000)));
@@ -441,7 +473,7 @@ mod tests {
         c.on_sent(t0);
         let t1 = t0 + ms(10);
         c.on_received(t1);
-        c.on_answered(t1);
+        c.on_answered(t1, ms(1));
         c.on_keepalive(Duration::ZERO);
         // Two answers are still owed: it stays open for them, the stall
         // timer still runs, but no query is sent on it any more.
@@ -449,7 +481,7 @@ mod tests {
         assert_eq!(c.poll(t1), None);
         assert_eq!(c.deadline(), Some(t1 + STALL));
         c.on_received(t1 + ms(5));
-        c.on_answered(t1 + ms(5));
+        c.on_answered(t1 + ms(5), ms(1));
         assert_eq!(c.closed(), None);
         c.on_abandoned(t1 + ms(6));
         assert_eq!(c.closed(), Some(Close::KeepaliveTimeout));
@@ -462,7 +494,7 @@ mod tests {
         let mut c = conn(t0);
         c.on_sent(t0);
         c.on_received(t0 + ms(1));
-        c.on_answered(t0 + ms(1));
+        c.on_answered(t0 + ms(1), ms(1));
         assert!(c.accepts_queries());
         c.on_keepalive(Duration::ZERO);
         assert!(!c.accepts_queries());
@@ -476,12 +508,12 @@ mod tests {
         c.on_sent(t0);
         c.on_sent(t0);
         c.on_received(t0 + ms(1));
-        c.on_answered(t0 + ms(1));
+        c.on_answered(t0 + ms(1), ms(1));
         c.on_keepalive(Duration::ZERO);
         assert!(!c.accepts_queries());
         c.on_received(t0 + ms(2));
         c.on_keepalive(ms(5000));
-        c.on_answered(t0 + ms(2));
+        c.on_answered(t0 + ms(2), ms(1));
         assert!(c.accepts_queries());
         assert_eq!(c.deadline(), Some(t0 + ms(2) + ms(5000)));
     }
@@ -549,7 +581,7 @@ mod tests {
                     Event::Received => c.on_received(now),
                     Event::Answered if inflight > 0 => {
                         c.on_received(now);
-                        c.on_answered(now);
+                        c.on_answered(now, ms(1));
                         inflight -= 1;
                     }
                     Event::Abandoned if inflight > 0 => { c.on_abandoned(now); inflight -= 1; }
@@ -557,7 +589,7 @@ mod tests {
                     Event::Keepalive(units) if inflight > 0 => {
                         c.on_received(now);
                         c.on_keepalive(ms(u64::from(units) * 100));
-                        c.on_answered(now);
+                        c.on_answered(now, ms(1));
                         inflight -= 1;
                     }
                     Event::Answered | Event::Abandoned | Event::Keepalive(_) => {}

@@ -4,7 +4,10 @@
 //! Callers register a query in the in-flight table (which rewrites its ID to
 //! one unique on this connection) and hand the bytes to the writer task, which
 //! coalesces everything queued into one TLS write (one record, one system
-//! call; the host sets TCP_NODELAY, which WASI 0.2 cannot). The reader task
+//! call; the host sets TCP_NODELAY, which WASI 0.2 cannot). While the core's
+//! window is full (or others wait already) a query waits instead, in a
+//! [`FairQueue`] under its client's source, and the writer takes waiting
+//! queries source by source as answers make room. The reader task
 //! matches answers by ID in any order. When the connection closes (EOF, a
 //! read or write error, a framing error, or the core's [`UpstreamConn`]
 //! timers: idle, stalled) every query still in flight gets
@@ -20,6 +23,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::core::admission::SourceKey;
+use crate::core::fair_queue::FairQueue;
 use crate::core::framing::{Deframer, MAX_MESSAGE_LEN, frame_into};
 use crate::core::inflight::{CounterIds, InFlight};
 use crate::core::message;
@@ -39,17 +44,77 @@ pub enum ConnError {
 
 type Reply = oneshot::Sender<Vec<u8>>;
 
+/// A query on the connection.
+struct Slot {
+    /// Where its answer goes.
+    reply: Reply,
+    /// Its frame, while it waits for the window; `None` once written.
+    waiting: Option<Vec<u8>>,
+    /// When it was written (its answer's round trip counts from then).
+    written: Option<std::time::Instant>,
+}
+
 struct Shared {
-    inflight: RefCell<InFlight<Reply>>,
-    /// The timers and the close reason: the core decides.
+    inflight: RefCell<InFlight<Slot>>,
+    /// The timers, the window and the close reason: the core decides.
     state: RefCell<UpstreamConn>,
+    /// The wire IDs of the queries waiting for the window, by source.
+    waiting: RefCell<FairQueue<SourceKey, u16>>,
     /// Wakes the reader so it re-evaluates its deadline.
     wake: Notify,
+    /// Wakes the writer: the window has room and queries wait.
+    pump: Notify,
     /// Closed by the reader on shutdown.
     close: Notify,
 }
 
+/// Whether the query with `wire_id` is still waiting to be written (not
+/// given up on, and its ID not taken by a query written since).
+fn is_waiting(inflight: &InFlight<Slot>, wire_id: u16) -> bool {
+    inflight
+        .get(wire_id)
+        .is_some_and(|slot| slot.waiting.is_some())
+}
+
 impl Shared {
+    /// Wakes the writer if queries wait and the window has room.
+    fn pump_if_room(&self) {
+        if !self.waiting.borrow().is_empty() && self.state.borrow().may_write() {
+            self.pump.notify_one();
+        }
+    }
+
+    /// Moves waiting queries into `batch`, source by source, while the
+    /// window has room (and the batch is under `limit` bytes), written at
+    /// `now`.
+    fn take_waiting(&self, batch: &mut Vec<u8>, limit: usize) {
+        if self.waiting.borrow().is_empty() {
+            return;
+        }
+        let now = now();
+        let mut inflight = self.inflight.borrow_mut();
+        let mut waiting = self.waiting.borrow_mut();
+        self.report(|state| {
+            while batch.len() < limit && state.may_write() {
+                let Some(id) = waiting.pop(|&id| is_waiting(&inflight, id)) else {
+                    break;
+                };
+                let Some(slot) = inflight.get_mut(id) else {
+                    continue;
+                };
+                if let Some(frame) = slot.waiting.take() {
+                    batch.extend_from_slice(&frame);
+                    slot.written = Some(now);
+                    state.on_sent(now);
+                }
+            }
+        });
+        // A full batch: the rest go in the next one.
+        if batch.len() >= limit && !waiting.is_empty() {
+            self.pump.notify_one();
+        }
+    }
+
     /// Reports an event from outside the reader, and wakes the reader if
     /// its deadline moved earlier (or the connection closed: `None` sorts
     /// first); otherwise it sleeps on until the old deadline and asks again.
@@ -84,8 +149,10 @@ impl Conn {
     {
         let shared = Rc::new(Shared {
             inflight: RefCell::new(InFlight::new(capacity, CounterIds::new(0))),
-            state: RefCell::new(UpstreamConn::new(now(), timeouts)),
+            state: RefCell::new(UpstreamConn::new(now(), timeouts, capacity)),
+            waiting: RefCell::new(FairQueue::new()),
             wake: Notify::new(),
+            pump: Notify::new(),
             close: Notify::new(),
         });
         let (rd, wr) = tokio::io::split(stream);
@@ -109,26 +176,33 @@ impl Conn {
         self.shared.report(|s| s.on_keepalive(timeout));
     }
 
-    /// Sends one query (its ID is rewritten here) at `sent` (the caller's
-    /// clock reading, so the clock is read once for both) and waits for the
-    /// answer, which comes back with the wire ID; the caller restores its
-    /// own. Dropping the future abandons the query and frees its ID.
+    /// Sends one query from a client of `source` (its ID is rewritten here)
+    /// at `sent` (the caller's clock reading, so the clock is read once for
+    /// both) and waits for the answer, which comes back with the wire ID;
+    /// the caller restores its own. While the window is full the query
+    /// waits for its source's turn. Dropping the future abandons the query
+    /// and frees its ID.
     pub async fn exchange(
         &self,
         query: &[u8],
         sent: std::time::Instant,
+        source: SourceKey,
     ) -> Result<Vec<u8>, ConnError> {
         if !self.is_alive() {
             return Err(ConnError::Lost("closed"));
         }
         let (tx, rx) = oneshot::channel();
+        let slot = Slot {
+            reply: tx,
+            waiting: None,
+            written: None,
+        };
         let wire_id = self
             .shared
             .inflight
             .borrow_mut()
-            .insert(tx)
+            .insert(slot)
             .map_err(|_| ConnError::Full)?;
-        self.shared.report(|s| s.on_sent(sent));
         let mut pending = Pending {
             shared: &self.shared,
             wire_id,
@@ -137,8 +211,25 @@ impl Conn {
         let mut framed = Vec::with_capacity(query.len() + 2);
         frame_into(&mut framed, query);
         message::set_id(&mut framed[2..], wire_id);
-        if self.to_writer.send(framed).is_err() {
-            return Err(ConnError::Lost("writer closed"));
+        // Straight to the writer while the window has room and nobody
+        // waits; otherwise behind the others, in turn.
+        let write_now =
+            self.shared.waiting.borrow().is_empty() && self.shared.state.borrow().may_write();
+        if write_now {
+            if let Some(slot) = self.shared.inflight.borrow_mut().get_mut(wire_id) {
+                slot.written = Some(sent);
+            }
+            self.shared.report(|s| s.on_sent(sent));
+            if self.to_writer.send(framed).is_err() {
+                return Err(ConnError::Lost("writer closed"));
+            }
+        } else {
+            self.shared.state.borrow_mut().on_limited();
+            if let Some(slot) = self.shared.inflight.borrow_mut().get_mut(wire_id) {
+                slot.waiting = Some(framed);
+            }
+            self.shared.waiting.borrow_mut().push(source, wire_id);
+            self.shared.pump_if_room();
         }
         (&mut pending.rx)
             .await
@@ -151,10 +242,21 @@ impl Conn {
         self.shared.state.borrow().retired()
     }
 
-    /// Queries waiting for their answer on it (the load
-    /// [`spread`](crate::core::spread) weighs).
+    /// Queries written on it and waiting for their answer (the load
+    /// [`spread`](crate::core::spread) weighs: a connection whose window
+    /// holds fewer than it counts as saturated is not, however many wait).
     pub fn inflight(&self) -> usize {
-        self.shared.inflight.borrow().len()
+        self.shared.state.borrow().inflight()
+    }
+
+    /// Queries waiting for the window.
+    pub fn waiting(&self) -> usize {
+        self.shared.waiting.borrow().len()
+    }
+
+    /// The window now (see [`crate::core::window`]).
+    pub fn window(&self) -> usize {
+        self.shared.state.borrow().window()
     }
 
     /// Whether the connection has delivered at least one answer.
@@ -176,9 +278,25 @@ impl Drop for Pending<'_> {
     fn drop(&mut self) {
         self.rx.close();
         let mut inflight = self.shared.inflight.borrow_mut();
-        if inflight.get(self.wire_id).is_some_and(|tx| tx.is_closed()) {
-            inflight.remove(self.wire_id);
+        if !inflight
+            .get(self.wire_id)
+            .is_some_and(|slot| slot.reply.is_closed())
+        {
+            return;
+        }
+        let written = inflight
+            .remove(self.wire_id)
+            .is_some_and(|slot| slot.written.is_some());
+        if written {
+            drop(inflight);
             self.shared.report(|s| s.on_abandoned(now()));
+            self.shared.pump_if_room();
+        } else {
+            // Never written: only its place in the queue is left.
+            self.shared
+                .waiting
+                .borrow_mut()
+                .forget(|&id| is_waiting(&inflight, id));
         }
     }
 }
@@ -188,23 +306,28 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut from_callers: mpsc::UnboundedReceiver<Vec<u8>>,
     shared: Rc<Shared>,
 ) {
+    const BATCH: usize = 64 * 1024;
     let mut batch = Vec::with_capacity(16 * 1024);
     let ended = loop {
-        let first = tokio::select! {
-            m = from_callers.recv() => m,
-            () = shared.close.notified() => break None,
-        };
-        let Some(first) = first else {
-            break Some(Close::Dropped);
-        };
         batch.clear();
-        batch.extend_from_slice(&first);
+        tokio::select! {
+            m = from_callers.recv() => match m {
+                Some(first) => batch.extend_from_slice(&first),
+                None => break Some(Close::Dropped),
+            },
+            () = shared.pump.notified() => {}
+            () = shared.close.notified() => break None,
+        }
         // Coalesce whatever else is already queued into the same write.
-        while batch.len() < 64 * 1024 {
+        while batch.len() < BATCH {
             match from_callers.try_recv() {
                 Ok(more) => batch.extend_from_slice(&more),
                 Err(_) => break,
             }
+        }
+        shared.take_waiting(&mut batch, BATCH);
+        if batch.is_empty() {
+            continue;
         }
         if wr.write_all(&batch).await.is_err() || wr.flush().await.is_err() {
             break Some(Close::WriteFailed);
@@ -251,7 +374,9 @@ async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, shared: Rc<Shared>) {
     };
     shared.state.borrow_mut().close(why);
     shared.close.notify_one();
-    // Dropping the senders fails every query still in flight with `Lost`.
+    // Dropping the senders fails every query still in flight or waiting
+    // with `Lost`.
+    shared.waiting.borrow_mut().clear();
     drop(shared.inflight.borrow_mut().drain());
 }
 
@@ -271,14 +396,25 @@ fn dispatch(deframer: &mut Deframer, shared: &Shared, now: std::time::Instant) -
                 let Some(id) = message::id(&answer) else {
                     return Err(());
                 };
-                // An unknown ID is a late answer to an abandoned query: drop it.
-                let reply = shared.inflight.borrow_mut().remove(id);
-                if let Some(reply) = reply {
-                    shared.state.borrow_mut().on_answered(now);
-                    let _ = reply.send(answer);
-                }
+                // An unknown ID is a late answer to an abandoned query: drop
+                // it. So is one whose ID a query waiting to be written has
+                // now: that query was not sent yet.
+                let mut inflight = shared.inflight.borrow_mut();
+                let Some(written) = inflight.get(id).and_then(|slot| slot.written) else {
+                    continue;
+                };
+                let Some(slot) = inflight.remove(id) else {
+                    continue;
+                };
+                drop(inflight);
+                let rtt = now.saturating_duration_since(written);
+                shared.state.borrow_mut().on_answered(now, rtt);
+                let _ = slot.reply.send(answer);
             }
-            Ok(None) => return Ok(()),
+            Ok(None) => {
+                shared.pump_if_room();
+                return Ok(());
+            }
             Err(_) => return Err(()),
         }
     }
@@ -380,6 +516,11 @@ mod tests {
         q
     }
 
+    /// The source of the client that sent the query tagged `tag`.
+    fn source(tag: u8) -> SourceKey {
+        SourceKey::of(std::net::IpAddr::from([10, 0, 0, tag]))
+    }
+
     /// Sends `query(id, tag)` on `conn` from a task of its own.
     fn spawn_exchange(
         conn: &Conn,
@@ -387,7 +528,9 @@ mod tests {
         tag: u8,
     ) -> tokio::task::JoinHandle<Result<Vec<u8>, ConnError>> {
         let conn = conn.clone();
-        tokio::task::spawn_local(async move { conn.exchange(&query(id, tag), now()).await })
+        tokio::task::spawn_local(
+            async move { conn.exchange(&query(id, tag), now(), source(tag)).await },
+        )
     }
 
     async fn read_frames(upstream: &mut DuplexStream, n: usize) -> Vec<Vec<u8>> {
@@ -430,6 +573,86 @@ mod tests {
     }
 
     #[test]
+    fn beyond_the_window_queries_wait_and_a_lone_source_goes_next() {
+        use crate::core::window::INITIAL_WINDOW;
+        run(async {
+            let (ours, mut upstream) = tokio::io::duplex(1024 * 1024);
+            let conn = Conn::spawn(ours, 2048, timeouts(5_000));
+            // One source sends 200 at once: the window takes the first ones.
+            let flood: Vec<_> = (0..200).map(|i| spawn_exchange(&conn, i, 1)).collect();
+            let written = read_frames(&mut upstream, INITIAL_WINDOW).await;
+            assert!(written.iter().all(|m| m[12] == 1));
+            let more =
+                tokio::time::timeout(Duration::from_millis(100), read_frames(&mut upstream, 1))
+                    .await;
+            assert!(more.is_err(), "nothing past the window is written");
+            assert_eq!(conn.inflight(), INITIAL_WINDOW);
+            assert_eq!(conn.waiting(), 200 - INITIAL_WINDOW);
+            // Another source's one query arrives behind the other's 72.
+            let lone = spawn_exchange(&conn, 9, 2);
+            tokio::task::yield_now().await;
+            // Two answers make room for two: one of each source (the
+            // flood's turn came first), not two of the flood's 72.
+            let mut answers = Vec::new();
+            frame_into(&mut answers, &written[0]);
+            frame_into(&mut answers, &written[1]);
+            upstream.write_all(&answers).await.unwrap();
+            let next = read_frames(&mut upstream, 2).await;
+            let tags: Vec<u8> = next.iter().map(|m| m[12]).collect();
+            assert_eq!(tags, [1, 2], "the lone query waited for the backlog");
+            let mut answer = Vec::new();
+            frame_into(&mut answer, &next[1]);
+            upstream.write_all(&answer).await.unwrap();
+            assert_eq!(lone.await.unwrap().unwrap()[12], 2);
+            // Its answer made room for one more of the flood's: 200, less
+            // the first window, less two, wait. Giving up on waiting queries
+            // frees them without writing them.
+            read_frames(&mut upstream, 1).await;
+            assert_eq!(conn.waiting(), 200 - INITIAL_WINDOW - 2);
+            for call in &flood[150..] {
+                call.abort();
+            }
+            tokio::task::yield_now().await;
+            assert_eq!(conn.waiting(), 200 - INITIAL_WINDOW - 2 - 50);
+            drop(flood);
+        });
+    }
+
+    #[test]
+    fn a_waiting_query_given_up_on_is_never_written() {
+        run(async {
+            let (ours, mut upstream) = tokio::io::duplex(1024 * 1024);
+            let conn = Conn::spawn(ours, 2048, timeouts(5_000));
+            let window = conn.window();
+            let first: Vec<_> = (0..window)
+                .map(|i| spawn_exchange(&conn, i as u16, 1))
+                .collect();
+            let written = read_frames(&mut upstream, window).await;
+            // One more waits, and its caller gives up.
+            let gone = spawn_exchange(&conn, 999, 3);
+            tokio::task::yield_now().await;
+            assert_eq!(conn.waiting(), 1);
+            gone.abort();
+            let _ = gone.await;
+            // Room comes: nothing is written, for nobody waits any more.
+            let mut answers = Vec::new();
+            for m in &written {
+                frame_into(&mut answers, m);
+            }
+            upstream.write_all(&answers).await.unwrap();
+            for call in first {
+                call.await.unwrap().unwrap();
+            }
+            let more =
+                tokio::time::timeout(Duration::from_millis(100), read_frames(&mut upstream, 1))
+                    .await;
+            assert!(more.is_err(), "the abandoned query was written");
+            assert_eq!(conn.waiting(), 0);
+            assert_eq!(conn.inflight(), 0);
+        });
+    }
+
+    #[test]
     fn stalled_connection_fails_queries_in_flight_and_dies() {
         run(async {
             let (ours, mut upstream) = tokio::io::duplex(64 * 1024);
@@ -452,7 +675,7 @@ mod tests {
             let conn = Conn::spawn(ours, 1, timeouts(5_000));
             let first = tokio::time::timeout(
                 Duration::from_millis(50),
-                conn.exchange(&query(1, 1), now()),
+                conn.exchange(&query(1, 1), now(), source(1)),
             )
             .await;
             assert!(first.is_err(), "no answer: the caller gives up");
@@ -473,7 +696,7 @@ mod tests {
             let conn = Conn::spawn(ours, 16, timeouts(5_000));
             let _ = tokio::time::timeout(
                 Duration::from_millis(50),
-                conn.exchange(&query(1, 1), now()),
+                conn.exchange(&query(1, 1), now(), source(1)),
             )
             .await;
             let sent = read_frames(&mut upstream, 1).await;
@@ -499,7 +722,7 @@ mod tests {
             assert!(matches!(call.await.unwrap(), Err(ConnError::Lost(_))));
             assert_eq!(conn.close_reason(), Some(Close::ClosedByUpstream));
             assert!(matches!(
-                conn.exchange(&query(3, 3), now()).await,
+                conn.exchange(&query(3, 3), now(), source(3)).await,
                 Err(ConnError::Lost(_))
             ));
         });

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use crate::core::acl::Acl;
-use crate::core::admission::{self, Decision, Permit, Shares, Transport};
+use crate::core::admission::{self, Decision, Permit, Shares, SourceKey, Transport};
 use crate::core::cache::{Cache, Lookup};
 use crate::core::client_conn::Budget;
 use crate::core::message::Rcode;
@@ -243,7 +243,10 @@ impl Context {
         transport: Transport,
         received: Instant,
     ) -> Response {
-        let (mut answer, mut upstream, now) = generation.resolver.resolve(query, received).await;
+        let (mut answer, mut upstream, now) = generation
+            .resolver
+            .resolve(query, received, SourceKey::of(client.ip()))
+            .await;
         if let Some(key) = key {
             let mut cache = self.cache.borrow_mut();
             let failed = upstream.is_none()
@@ -277,7 +280,10 @@ impl Context {
         self.prefetching.set(self.prefetching.get() + 1);
         let (ctx, generation, query) = (self.clone(), generation.clone(), query.clone());
         tokio::task::spawn_local(async move {
-            let (answer, upstream, now) = generation.resolver.resolve(&query, Instant::now()).await;
+            let (answer, upstream, now) = generation
+                .resolver
+                .resolve(&query, Instant::now(), SourceKey::PROXY)
+                .await;
             if upstream.is_some() {
                 let mut cache = ctx.cache.borrow_mut();
                 if let Some(cached) = answer.to_cache(cache.settings().ttl) {

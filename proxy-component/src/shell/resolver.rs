@@ -24,6 +24,7 @@ use tokio::time::error::Elapsed;
 use tokio::time::timeout_at;
 use tokio_rustls::TlsConnector;
 
+use crate::core::admission::SourceKey;
 use crate::core::attempt::{AttemptId, Attempts, Next, Outcome, Verdict};
 use crate::core::connect::{AfterHandshake, ConnectPolicy, HandshakeFailure};
 use crate::core::message::{self, MessageError, Query, Rcode, Response};
@@ -306,11 +307,13 @@ impl Resolver {
     ///
     /// `received` is when the query came in: its deadline counts from
     /// then. The clock is read once after each wait, not for each decision
-    /// (each reading is a host call in the component).
+    /// (each reading is a host call in the component). `source` is whose
+    /// turn it takes while an upstream connection's window is full.
     pub async fn resolve(
         &self,
         query: &Query,
         received: std::time::Instant,
+        source: SourceKey,
     ) -> (Response, Option<&str>, std::time::Instant) {
         let (wire, padding) = query.padded(message::QUERY_PADDING_BLOCK);
         let mut now = received;
@@ -333,7 +336,7 @@ impl Resolver {
                     // The attempt's end, from the same reading: no clock
                     // read for it (tokio's `timeout` would take one).
                     let until = tokio::time::Instant::from_std(now + budget);
-                    let exchange = timeout_at(until, self.exchange(upstream, &wire));
+                    let exchange = timeout_at(until, self.exchange(upstream, &wire, source));
                     running.push((id, upstream, budget, Box::pin(exchange)));
                     continue;
                 }
@@ -459,12 +462,17 @@ impl Resolver {
     /// it, which also finds the upstream's edns-tcp-keepalive timeout (RFC
     /// 7828 §3.3.2), reported to the connection it came on. Also the time
     /// from the query written to the answer read, and when it was read.
-    async fn exchange(&self, i: usize, wire: &[u8]) -> Result<Exchanged, Exchange> {
+    async fn exchange(
+        &self,
+        i: usize,
+        wire: &[u8],
+        source: SourceKey,
+    ) -> Result<Exchanged, Exchange> {
         let conn = self.connection(i).await.map_err(Exchange::Failed)?;
         self.stats.borrow_mut().upstreams[self.slots[i].stat].queries += 1;
         let sent = std::time::Instant::now();
         let answer = conn
-            .exchange(wire, sent)
+            .exchange(wire, sent, source)
             .await
             .map_err(|e| Exchange::Lost {
                 progress: conn.made_progress(),
