@@ -35,6 +35,9 @@ pub enum Misbehave {
     StallAfter(u32),
     /// Sends answers with a wrong length prefix.
     BadLength,
+    /// A server at its capacity: answers this many queries a second, in the
+    /// order they arrived over all connections.
+    Rate(u32),
 }
 
 impl Misbehave {
@@ -50,6 +53,7 @@ impl Misbehave {
             Misbehave::StallHandshake => vec!["--stall-handshake".into()],
             Misbehave::StallAfter(n) => flag("--stall-after", n),
             Misbehave::BadLength => vec!["--bad-length".into()],
+            Misbehave::Rate(n) => flag("--rate", n),
         }
     }
 }

@@ -903,3 +903,95 @@ fn a_source_flooding_a_slow_upstream_cannot_starve_another_source() {
         proxy.log()
     );
 }
+
+/// A source that keeps 400 queries in flight, none of which the cache can answer,
+/// in front of an upstream at its capacity (the fixture answering 400 queries a
+/// second, one queue): without a window every other client's query would be queued
+/// at the upstream behind those 400, a second late. The upstream connection's
+/// window keeps the upstream's queue short and the rest wait in the proxy, where
+/// sources take turns: a bystander's query is written after at most one of the
+/// flood's, and answered after the few the window holds.
+#[test]
+fn a_source_keeping_an_upstream_at_capacity_does_not_make_another_wait_behind_its_backlog() {
+    let _serial = serial();
+    const RATE: u32 = 400;
+    const BACKLOG: usize = 400;
+    let resolver = FixtureResolver::start(Chain::DotTest, Misbehave::Rate(RATE));
+    let proxy = Proxy::in_front_of(&[&resolver], &[("CACHE_SIZE_MIB", "0"), ("WORKERS", "1")]);
+    let addr = proxy.addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    // The flood: keeps BACKLOG queries in flight, a new one for each answer;
+    // bounded in count and time. Returns its answers' mean latency.
+    let flood = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+            sock.connect(addr).expect("connect");
+            sock.set_read_timeout(Some(Duration::from_millis(200)))
+                .expect("timeout");
+            let started = Instant::now();
+            let mut sent_at = vec![started; 1 << 16];
+            let mut next: u16 = 0;
+            let send = |sock: &UdpSocket, sent_at: &mut [Instant], next: &mut u16| {
+                let q = QueryBuilder::new(zone::A_NAME, RecordType::A)
+                    .id(*next)
+                    .build();
+                sent_at[usize::from(*next)] = Instant::now();
+                let _ = sock.send(&dns::encode(&q));
+                *next = next.wrapping_add(1);
+            };
+            for _ in 0..BACKLOG {
+                send(&sock, &mut sent_at, &mut next);
+            }
+            let (mut answered, mut waited) = (0u32, Duration::ZERO);
+            let mut buf = vec![0u8; 4096];
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(10) {
+                let Ok(n) = sock.recv(&mut buf) else { continue };
+                let id = u16::from_be_bytes([buf[0], buf[1]]);
+                if n >= 12 && started.elapsed() > Duration::from_secs(1) {
+                    answered += 1;
+                    waited += sent_at[usize::from(id)].elapsed();
+                }
+                send(&sock, &mut sent_at, &mut next);
+            }
+            waited / answered.max(1)
+        })
+    };
+    // Let the window settle, then probe from another source.
+    thread::sleep(Duration::from_millis(1500));
+    let mut probes = Vec::new();
+    for _ in 0..10 {
+        let q = dns::query(zone::A_NAME, RecordType::A);
+        let started = Instant::now();
+        let a = dns::exchange_udp_from(BYSTANDER, addr, &q, Duration::from_secs(3));
+        probes.push((started.elapsed(), a.map(|a| a.response_code())));
+        thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let flood_wait = flood.join().expect("the flood thread");
+    let mut took: Vec<Duration> = probes.iter().map(|(t, _)| *t).collect();
+    took.sort_unstable();
+    let median = took[took.len() / 2];
+    eprintln!(
+        "window: the flood's answers took {flood_wait:?} on average; the bystander's \
+         {took:?} (median {median:?})"
+    );
+    assert!(
+        probes
+            .iter()
+            .all(|(_, rcode)| matches!(rcode, Ok(ResponseCode::NoError))),
+        "every probe answered: {probes:?}; log:\n{}",
+        proxy.log()
+    );
+    // The flood's backlog is real: its queries wait about BACKLOG / RATE.
+    assert!(
+        flood_wait > Duration::from_millis(600),
+        "the flood was not held back by the upstream: {flood_wait:?}"
+    );
+    // The bystander does not wait behind it: a fraction of the flood's wait.
+    assert!(
+        median * 4 < flood_wait,
+        "the bystander waited {median:?} (median), the flood {flood_wait:?}; log:\n{}",
+        proxy.log()
+    );
+}
