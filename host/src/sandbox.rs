@@ -265,6 +265,8 @@ fn report_from_wit(report: wit_metrics::Report) -> stats::Report {
                 srtt_us,
                 up,
                 connections,
+                waiting,
+                window,
                 chain,
                 pin_no_backup,
                 pin_leaf_only,
@@ -297,6 +299,8 @@ fn report_from_wit(report: wit_metrics::Report) -> stats::Report {
                     configured,
                     up,
                     connections,
+                    waiting,
+                    window,
                     srtt: srtt_us.map(Duration::from_micros),
                 },
             )

@@ -123,6 +123,8 @@ fn wit_report(report: Report) -> metrics::Report {
                     .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
                 up: g.up,
                 connections: g.connections,
+                waiting: g.waiting,
+                window: g.window,
                 chain: u.chain.map(|chain| {
                     chain
                         .into_iter()

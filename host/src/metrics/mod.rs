@@ -119,6 +119,8 @@ impl State {
             configured: of().any(|g| g.configured),
             up: of().any(|g| g.up),
             connections: of().map(|g| g.connections).sum(),
+            waiting: of().map(|g| g.waiting).sum(),
+            window: of().map(|g| g.window).sum(),
             srtt: u32::try_from(srtts.len())
                 .ok()
                 .filter(|&n| n > 0)
@@ -470,6 +472,7 @@ impl Metrics {
     fn upstream_families(&self, s: &State) -> Vec<MetricFamily> {
         let (mut queries, mut responses, mut rtt, mut failures) = (vec![], vec![], vec![], vec![]);
         let (mut up, mut conns, mut certs, mut warnings) = (vec![], vec![], vec![], vec![]);
+        let (mut waiting, mut window) = (vec![], vec![]);
         let (mut handshakes, mut hedges, mut srtt) = (vec![], vec![], vec![]);
         for (i, t) in s.totals.upstreams.iter().enumerate() {
             let name = t.name.as_str();
@@ -492,6 +495,8 @@ impl Metrics {
             }
             up.push(gauge(&[("upstream", name)], f64::from(u8::from(g.up))));
             conns.push(gauge(&[("upstream", name)], f64::from(g.connections)));
+            waiting.push(gauge(&[("upstream", name)], f64::from(g.waiting)));
+            window.push(gauge(&[("upstream", name)], f64::from(g.window)));
             if let Some(s) = g.srtt {
                 srtt.push(gauge(&[("upstream", name)], s.as_secs_f64()));
             }
@@ -573,6 +578,20 @@ impl Metrics {
                 "Open TLS connections to the upstream.",
                 MetricType::GAUGE,
                 conns,
+            ),
+            family(
+                "dnsproxy_upstream_waiting",
+                "Queries the proxy holds back for the upstream because its connections' windows \
+                 are full; they are written source by source as answers make room.",
+                MetricType::GAUGE,
+                waiting,
+            ),
+            family(
+                "dnsproxy_upstream_window",
+                "How many queries may be written to the upstream and unanswered at once, over \
+                 its connections; it shrinks while a queue stands at the upstream.",
+                MetricType::GAUGE,
+                window,
             ),
             family(
                 "dnsproxy_upstream_pin_warning",
@@ -676,6 +695,8 @@ mod tests {
                 configured: true,
                 up: true,
                 connections: 1,
+                waiting: 5,
+                window: 128,
                 srtt: None,
             }],
             ready,
@@ -714,6 +735,7 @@ mod tests {
                         up: true,
                         connections: 1,
                         srtt: None,
+                        ..UpstreamGauges::default()
                     },
                 ],
                 ready: true,
@@ -822,6 +844,8 @@ mod tests {
             "dnsproxy_cache_entries 20",
             "dnsproxy_cache_max_bytes 33554432",
             r#"dnsproxy_upstream_connections{upstream="dot"} 2"#,
+            r#"dnsproxy_upstream_waiting{upstream="dot"} 10"#,
+            r#"dnsproxy_upstream_window{upstream="dot"} 256"#,
             r#"dnsproxy_upstream_srtt_seconds{upstream="dot"} 0.02"#,
             r#"dnsproxy_workers{state="running"} 2"#,
         ] {

@@ -241,6 +241,10 @@ pub struct UpstreamGauges {
     pub up: bool,
     /// Open TLS connections to it.
     pub connections: u32,
+    /// Queries waiting for its connections' windows.
+    pub waiting: u32,
+    /// Its connections' windows summed.
+    pub window: u32,
     /// Its smoothed round-trip time, once measured.
     pub srtt: Option<std::time::Duration>,
 }

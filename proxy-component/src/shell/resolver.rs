@@ -125,6 +125,16 @@ impl Slot {
         let live = self.conns.borrow().iter().filter(|c| c.is_alive()).count();
         u32::try_from(live).unwrap_or(u32::MAX)
     }
+
+    /// Queries waiting for the windows, and the windows, summed over the
+    /// connections (the gauges).
+    fn windows(&self) -> (u32, u32) {
+        let conns = self.conns.borrow();
+        let sum = |f: fn(&Conn) -> usize| {
+            u32::try_from(conns.iter().map(f).sum::<usize>()).unwrap_or(u32::MAX)
+        };
+        (sum(Conn::waiting), sum(Conn::window))
+    }
 }
 
 /// [`Pick`] with the connections themselves.
@@ -281,10 +291,13 @@ impl Resolver {
         let selector = self.selector.borrow();
         for (i, slot) in self.slots.iter().enumerate() {
             if let Some(g) = out.get_mut(slot.stat) {
+                let (waiting, window) = slot.windows();
                 *g = UpstreamGauges {
                     configured: true,
                     up: selector.is_up(i, now),
                     connections: slot.live_connections(),
+                    waiting,
+                    window,
                     srtt: selector.rtt(i).map(|r| r.srtt),
                 };
             }
