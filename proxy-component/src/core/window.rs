@@ -25,11 +25,24 @@
 //!   (the window, not the clients, limited what was written), it grows by
 //!   a quarter, up to the connection's capacity.
 //!
+//! The baseline must come from answers that did not wait behind this
+//! connection's own queue, or the queue would raise its own yardstick and
+//! grow by [`TARGET`] every ten seconds. So an interval in which the window
+//! was full adds nothing to the baseline; when the baseline has nothing
+//! left from the last five to ten seconds, the connection **probes** (as
+//! BBR's PROBE_RTT does): its window drops to [`MIN_WINDOW`] until
+//! [`MIN_SAMPLES`] queries written during the probe are answered (at most
+//! [`PROBE_LIMIT`]), and the fastest of those is the new baseline. What the
+//! probe still sees is the queue other connections keep at the upstream
+//! (other workers'): each connection then holds its own part of the queue
+//! to about [`TARGET`].
+//!
 //! From the initial window, a connection reaches a window of 2,048 in about
 //! 1.3 s of demand, and comes down from 2,048 to the minimum in about 1.7 s
 //! of a standing queue. A shift to slower answers that is not a queue (the
-//! upstream's cache went cold) shrinks the window until the ten-second
-//! minimum has caught up with it, then lets it grow again.
+//! upstream's cache went cold) shrinks the window until the baseline has
+//! caught up with it (the next probe, within ten seconds), then lets it grow
+//! again.
 
 use std::time::{Duration, Instant};
 
@@ -60,6 +73,10 @@ pub const INITIAL_WINDOW: usize = 128;
 /// trip seen in about this long.
 const BASELINE_SPAN: Duration = Duration::from_secs(10);
 
+/// The longest a probe lasts: without enough answers by then (little
+/// traffic), it ends with what it has.
+pub const PROBE_LIMIT: Duration = Duration::from_secs(1);
+
 /// The window of one upstream connection.
 #[derive(Clone, Debug)]
 pub struct Window {
@@ -76,6 +93,17 @@ pub struct Window {
     /// in the previous half; the current half ends at `bucket_end`.
     baseline: [Option<Duration>; 2],
     bucket_end: Instant,
+    /// The probe under way, if any.
+    probe: Option<Probe>,
+}
+
+/// A probe of the upstream's round trip without this connection's queue.
+#[derive(Clone, Copy, Debug)]
+struct Probe {
+    /// When it began: answers to queries written since count.
+    since: Instant,
+    fastest: Option<Duration>,
+    samples: u32,
 }
 
 /// What the end of an interval did to the window (for tests and logs).
@@ -87,6 +115,8 @@ pub enum Change {
     Grew,
     /// Neither.
     Kept,
+    /// A probe ended and gave the baseline its sample, if it got answers.
+    Probed,
 }
 
 impl Window {
@@ -103,12 +133,21 @@ impl Window {
             limited: false,
             baseline: [None; 2],
             bucket_end: now + BASELINE_SPAN / 2,
+            probe: None,
         }
     }
 
     /// How many queries may be written and unanswered now.
     pub fn limit(&self) -> usize {
-        self.limit
+        match self.probe {
+            Some(_) => self.limit.min(MIN_WINDOW),
+            None => self.limit,
+        }
+    }
+
+    /// Whether a probe is under way.
+    pub fn probing(&self) -> bool {
+        self.probe.is_some()
     }
 
     /// A query had to wait because the window was full.
@@ -119,6 +158,27 @@ impl Window {
     /// An answer came back at `now`, `rtt` after its query was written.
     /// Returns what the end of an interval did to the window, if one ended.
     pub fn on_answer(&mut self, now: Instant, rtt: Duration) -> Option<Change> {
+        if let Some(probe) = &mut self.probe {
+            // Only queries written during the probe, behind no more than
+            // the probe's window of ours, tell the baseline anything.
+            if now
+                .checked_sub(rtt)
+                .is_some_and(|written| written >= probe.since)
+            {
+                probe.fastest = Some(probe.fastest.map_or(rtt, |f| f.min(rtt)));
+                probe.samples += 1;
+            }
+            if probe.samples < MIN_SAMPLES && now < probe.since + PROBE_LIMIT {
+                return None;
+            }
+            let fastest = probe.fastest;
+            self.probe = None;
+            if let Some(fastest) = fastest {
+                self.remember(now, fastest);
+            }
+            self.next_interval(now);
+            return Some(Change::Probed);
+        }
         self.fastest = Some(self.fastest.map_or(rtt, |f| f.min(rtt)));
         self.samples += 1;
         if now < self.interval_end || self.samples < MIN_SAMPLES {
@@ -136,12 +196,28 @@ impl Window {
             }
             _ => Change::Kept,
         };
-        self.remember(now, fastest);
+        // Answers that waited behind a full window of ours measured our
+        // own queue: not a baseline.
+        if !self.limited {
+            self.remember(now, fastest);
+        }
+        self.next_interval(now);
+        if self.baseline(now).is_none() {
+            self.probe = Some(Probe {
+                since: now,
+                fastest: None,
+                samples: 0,
+            });
+        }
+        Some(change)
+    }
+
+    /// Starts a new interval at `now`.
+    fn next_interval(&mut self, now: Instant) {
         self.interval_end = now + INTERVAL;
         self.fastest = None;
         self.samples = 0;
         self.limited = false;
-        Some(change)
     }
 
     /// The fastest round trip of the last five to ten seconds, after
@@ -181,21 +257,21 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    /// Feeds `n` answers of round trip `rtt`, spread over one interval from
-    /// `*now`, and returns what the last one's interval end did.
+    /// Feeds answers of round trip `rtt` (16 an interval) from `*now` until
+    /// an interval ends (probes along the way pass), and returns what it did.
     fn interval(w: &mut Window, now: &mut Instant, rtt: Duration, limited: bool) -> Change {
         let n = MIN_SAMPLES * 2;
-        let mut last = None;
-        for i in 0..n {
+        for i in 0..1000 {
             if limited {
                 w.on_limited();
             }
             *now += INTERVAL / n;
-            if let Some(c) = w.on_answer(*now, rtt + Duration::from_micros(u64::from(i))) {
-                last = Some(c);
+            match w.on_answer(*now, rtt + Duration::from_micros(i % 16)) {
+                None | Some(Change::Probed) => {}
+                Some(c) => return c,
             }
         }
-        last.expect("one interval ended")
+        panic!("no interval ended");
     }
 
     #[test]
@@ -234,7 +310,8 @@ mod tests {
     fn a_standing_queue_at_the_upstream_shrinks_it_to_the_minimum() {
         let mut now = Instant::now();
         let mut w = Window::new(now, 2048);
-        interval(&mut w, &mut now, ms(1), true);
+        // Before: the clients, not the window, limit.
+        interval(&mut w, &mut now, ms(1), false);
         let before = w.limit();
         // Every answer, the fastest included, is now 10 ms later.
         assert_eq!(interval(&mut w, &mut now, ms(11), true), Change::Shrunk);
@@ -268,7 +345,7 @@ mod tests {
     fn a_lasting_shift_becomes_the_new_baseline_within_ten_seconds() {
         let mut now = Instant::now();
         let mut w = Window::new(now, 2048);
-        interval(&mut w, &mut now, ms(1), true);
+        interval(&mut w, &mut now, ms(1), false);
         // The upstream's cache went cold: 30 ms for everything, for good.
         let mut shrunk_last = None;
         for i in 0..150 {
@@ -277,7 +354,8 @@ mod tests {
             }
         }
         let shrunk_last = shrunk_last.expect("it first looks like a queue");
-        assert!(shrunk_last < 100, "shrank for {shrunk_last} intervals");
+        // Until the next probe, ten seconds after the last clean sample.
+        assert!(shrunk_last <= 100, "shrank for {shrunk_last} intervals");
         assert_eq!(w.limit(), 2048, "and then it grew back");
     }
 
@@ -285,13 +363,67 @@ mod tests {
     fn a_single_answer_is_not_an_interval() {
         let mut now = Instant::now();
         let mut w = Window::new(now, 2048);
-        interval(&mut w, &mut now, ms(1), true);
+        interval(&mut w, &mut now, ms(1), false);
         // Long after, a handful of slow answers: not enough to judge.
         now += Duration::from_secs(1);
         for _ in 0..MIN_SAMPLES - 1 {
             now += ms(1);
             assert_eq!(w.on_answer(now, ms(500)), None);
         }
+    }
+
+    /// An upstream answering 10 queries a millisecond behind a 1 ms path:
+    /// every answer waits behind the whole window, so the window is the
+    /// queue. Its own queue must not become its yardstick: after a minute
+    /// the window still swings about the queue TARGET allows (66 queries:
+    /// the probe measures 1.6 ms with its 16, plus 5 ms) instead of
+    /// ratcheting up by TARGET with every new baseline.
+    #[test]
+    fn its_own_queue_does_not_raise_its_baseline() {
+        let mut now = Instant::now();
+        let mut w = Window::new(now, 2048);
+        let mut highest_late = 0;
+        for step in 0..60_000u32 {
+            now += ms(1);
+            let rtt = ms(1) + Duration::from_micros(100) * u32::try_from(w.limit()).unwrap();
+            // Ten answers a millisecond, the window always full.
+            for _ in 0..10 {
+                w.on_limited();
+                w.on_answer(now, rtt);
+            }
+            if step > 30_000 {
+                highest_late = highest_late.max(w.limit());
+            }
+        }
+        assert!(highest_late <= 132, "the window crept up to {highest_late}");
+        assert!(w.limit() >= MIN_WINDOW);
+    }
+
+    #[test]
+    fn a_probe_counts_only_queries_written_during_it() {
+        let mut now = Instant::now();
+        let mut w = Window::new(now, 2048);
+        // The window limited from the start: no clean sample, so a probe.
+        interval(&mut w, &mut now, ms(20), true);
+        assert!(w.probing());
+        assert_eq!(w.limit(), MIN_WINDOW);
+        // Answers to queries written before the probe (20 ms ago, queued
+        // behind the full window) do not end it, however many.
+        for _ in 0..50 {
+            now += Duration::from_micros(100);
+            assert_eq!(w.on_answer(now, ms(20)), None);
+        }
+        // Queries written during it, answered in 2 ms, do.
+        now += ms(5);
+        let mut ended = None;
+        for _ in 0..MIN_SAMPLES {
+            now += Duration::from_micros(100);
+            ended = w.on_answer(now, ms(2));
+        }
+        assert_eq!(ended, Some(Change::Probed));
+        assert!(!w.probing());
+        // Now 20 ms is a queue of 18 ms: the window shrinks.
+        assert_eq!(interval(&mut w, &mut now, ms(20), true), Change::Shrunk);
     }
 
     proptest! {
