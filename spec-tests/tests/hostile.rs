@@ -23,7 +23,7 @@
 //! machine with.
 
 use std::io::{self, Read as _, Write as _};
-use std::net::{IpAddr, Ipv4Addr, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
@@ -237,22 +237,45 @@ fn ensure_open_files(needed: u64) {
 /// KiB in a MiB (RSS figures are in KiB).
 const MIB: u64 = 1024;
 
+/// Work on a thread of its own until [`Background::stop`] (the flag it is given
+/// turns true), which returns its result.
+struct Background<T> {
+    stop: Arc<AtomicBool>,
+    thread: thread::JoinHandle<T>,
+}
+
+impl<T: Send + 'static> Background<T> {
+    fn spawn(work: impl FnOnce(&AtomicBool) -> T + Send + 'static) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = thread::spawn(move || work(&flag));
+        Self { stop, thread }
+    }
+
+    fn stop(self) -> T {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("a background thread")
+    }
+}
+
+/// A UDP client of the default source (`127.0.0.1`), connected to the proxy.
+fn udp_client(addr: SocketAddr) -> UdpSocket {
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.connect(addr).expect("connect");
+    sock
+}
+
 /// The largest `VmRSS` of a process, sampled every 10 ms on a thread from
 /// [`PeakRss::start`] to [`PeakRss::stop`]: an attack's memory may be gone by the
 /// time it is over.
-struct PeakRss {
-    stop: Arc<AtomicBool>,
-    thread: thread::JoinHandle<u64>,
-}
+struct PeakRss(Background<u64>);
 
 impl PeakRss {
     fn start(proxy: &Proxy) -> Self {
         let path = format!("/proc/{}/status", proxy.pid());
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = thread::spawn(move || {
+        Self(Background::spawn(move |stop| {
             let mut peak = 0;
-            while !flag.load(Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 let rss = std::fs::read_to_string(&path).ok().and_then(|status| {
                     status
                         .lines()
@@ -263,14 +286,12 @@ impl PeakRss {
                 thread::sleep(Duration::from_millis(10));
             }
             peak
-        });
-        Self { stop, thread }
+        }))
     }
 
     /// The peak in KiB.
     fn stop(self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().expect("the RSS sampler")
+        self.0.stop()
     }
 }
 
@@ -853,29 +874,24 @@ fn a_source_flooding_a_slow_upstream_cannot_starve_another_source() {
     // 64 in flight over all; a source may hold 16.
     let proxy = Proxy::in_front_of(&[&resolver], &[("MAX_INFLIGHT", "64")]);
     let addr = proxy.addr();
-    let stop = Arc::new(AtomicBool::new(false));
-    let flood = {
-        let stop = stop.clone();
-        thread::spawn(move || {
-            // Never reads; bounded in count and time.
-            let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
-            sock.connect(addr).expect("connect");
-            let q = dns::encode(&dns::query(zone::A_NAME, RecordType::A));
-            let started = Instant::now();
-            let mut sent = 0u32;
-            while !stop.load(Ordering::Relaxed)
-                && sent < 50_000
-                && started.elapsed() < Duration::from_secs(15)
-            {
-                let _ = sock.send(&q);
-                sent += 1;
-                if sent.is_multiple_of(100) {
-                    thread::sleep(Duration::from_millis(2)); // pace: ~50k/s at most
-                }
+    // Never reads; bounded in count and time.
+    let flood = Background::spawn(move |stop| {
+        let sock = udp_client(addr);
+        let q = dns::encode(&dns::query(zone::A_NAME, RecordType::A));
+        let started = Instant::now();
+        let mut sent = 0u32;
+        while !stop.load(Ordering::Relaxed)
+            && sent < 50_000
+            && started.elapsed() < Duration::from_secs(15)
+        {
+            let _ = sock.send(&q);
+            sent += 1;
+            if sent.is_multiple_of(100) {
+                thread::sleep(Duration::from_millis(2)); // pace: ~50k/s at most
             }
-            sent
-        })
-    };
+        }
+        sent
+    });
     // Wait until the flood holds all it may: a query from its source is refused.
     let full = wait_until(Duration::from_secs(3), || {
         let q = dns::query(zone::A_NAME, RecordType::A);
@@ -893,8 +909,7 @@ fn a_source_flooding_a_slow_upstream_cannot_starve_another_source() {
         time_limit: Duration::from_secs(10),
     }
     .run();
-    stop.store(true, Ordering::Relaxed);
-    let flooded = flood.join().expect("the flood thread");
+    let flooded = flood.stop();
     eprintln!("fair shares: the flood sent {flooded}; the other source got {other:?}");
     assert_eq!(
         (other.sent, other.noerror),
@@ -919,44 +934,39 @@ fn a_source_keeping_an_upstream_at_capacity_does_not_make_another_wait_behind_it
     let resolver = FixtureResolver::start(Chain::DotTest, Misbehave::Rate(RATE));
     let proxy = Proxy::in_front_of(&[&resolver], &[("CACHE_SIZE_MIB", "0"), ("WORKERS", "1")]);
     let addr = proxy.addr();
-    let stop = Arc::new(AtomicBool::new(false));
     // The flood: keeps BACKLOG queries in flight, a new one for each answer;
     // bounded in count and time. Returns its answers' mean latency.
-    let flood = {
-        let stop = stop.clone();
-        thread::spawn(move || {
-            let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
-            sock.connect(addr).expect("connect");
-            sock.set_read_timeout(Some(Duration::from_millis(200)))
-                .expect("timeout");
-            let started = Instant::now();
-            let mut sent_at = vec![started; 1 << 16];
-            let mut next: u16 = 0;
-            let send = |sock: &UdpSocket, sent_at: &mut [Instant], next: &mut u16| {
-                let q = QueryBuilder::new(zone::A_NAME, RecordType::A)
-                    .id(*next)
-                    .build();
-                sent_at[usize::from(*next)] = Instant::now();
-                let _ = sock.send(&dns::encode(&q));
-                *next = next.wrapping_add(1);
-            };
-            for _ in 0..BACKLOG {
-                send(&sock, &mut sent_at, &mut next);
+    let flood = Background::spawn(move |stop| {
+        let sock = udp_client(addr);
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let started = Instant::now();
+        let mut sent_at = vec![started; 1 << 16];
+        let mut next: u16 = 0;
+        let send = |sock: &UdpSocket, sent_at: &mut [Instant], next: &mut u16| {
+            let q = QueryBuilder::new(zone::A_NAME, RecordType::A)
+                .id(*next)
+                .build();
+            sent_at[usize::from(*next)] = Instant::now();
+            let _ = sock.send(&dns::encode(&q));
+            *next = next.wrapping_add(1);
+        };
+        for _ in 0..BACKLOG {
+            send(&sock, &mut sent_at, &mut next);
+        }
+        let (mut answered, mut waited) = (0u32, Duration::ZERO);
+        let mut buf = vec![0u8; 4096];
+        while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(10) {
+            let Ok(n) = sock.recv(&mut buf) else { continue };
+            let id = u16::from_be_bytes([buf[0], buf[1]]);
+            if n >= 12 && started.elapsed() > Duration::from_secs(1) {
+                answered += 1;
+                waited += sent_at[usize::from(id)].elapsed();
             }
-            let (mut answered, mut waited) = (0u32, Duration::ZERO);
-            let mut buf = vec![0u8; 4096];
-            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(10) {
-                let Ok(n) = sock.recv(&mut buf) else { continue };
-                let id = u16::from_be_bytes([buf[0], buf[1]]);
-                if n >= 12 && started.elapsed() > Duration::from_secs(1) {
-                    answered += 1;
-                    waited += sent_at[usize::from(id)].elapsed();
-                }
-                send(&sock, &mut sent_at, &mut next);
-            }
-            waited / answered.max(1)
-        })
-    };
+            send(&sock, &mut sent_at, &mut next);
+        }
+        waited / answered.max(1)
+    });
     // Let the window settle, then probe from another source.
     thread::sleep(Duration::from_millis(1500));
     let mut probes = Vec::new();
@@ -967,8 +977,7 @@ fn a_source_keeping_an_upstream_at_capacity_does_not_make_another_wait_behind_it
         probes.push((started.elapsed(), a.map(|a| a.response_code())));
         thread::sleep(Duration::from_millis(200));
     }
-    stop.store(true, Ordering::Relaxed);
-    let flood_wait = flood.join().expect("the flood thread");
+    let flood_wait = flood.stop();
     let mut took: Vec<Duration> = probes.iter().map(|(t, _)| *t).collect();
     took.sort_unstable();
     let median = took[took.len() / 2];
