@@ -109,6 +109,8 @@ METRICS = {
     "dnsproxy_upstream_failures_total": "counter",
     "dnsproxy_upstream_up": "gauge",
     "dnsproxy_upstream_connections": "gauge",
+    "dnsproxy_upstream_waiting": "gauge",
+    "dnsproxy_upstream_window": "gauge",
     "dnsproxy_upstream_certificate_not_after_seconds": "gauge",
     "dnsproxy_upstream_pin_warning": "gauge",
 }
