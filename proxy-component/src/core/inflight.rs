@@ -3,6 +3,7 @@
 //! answers may come back in any order.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::hash::{BuildHasherDefault, DefaultHasher};
 
 use thiserror::Error;
@@ -90,6 +91,15 @@ impl<T, S: IdSource> InFlight<T, S> {
         self.entries.remove(&wire_id).map(|(_, value)| value)
     }
 
+    /// Takes the query sent with `wire_id` if it is in flight and `take`
+    /// says so (one lookup).
+    pub fn remove_if(&mut self, wire_id: u16, take: impl FnOnce(&T) -> bool) -> Option<T> {
+        match self.entries.entry(wire_id) {
+            Entry::Occupied(e) if take(&e.get().1) => Some(e.remove().1),
+            _ => None,
+        }
+    }
+
     /// The query sent with `wire_id`, if it is in flight.
     pub fn get(&self, wire_id: u16) -> Option<&T> {
         self.entries.get(&wire_id).map(|(_, value)| value)
@@ -170,6 +180,19 @@ mod tests {
         assert_eq!(t.len(), 1);
         assert_eq!(t.remove(b), Some("b"));
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn remove_if_takes_only_what_the_caller_accepts() {
+        let mut t = InFlight::new(10, CounterIds::new(0));
+        let waiting = t.insert(("waiting", false)).expect("room");
+        let written = t.insert(("written", true)).expect("room");
+        let sent = |&(_, written): &(&str, bool)| written;
+        assert_eq!(t.remove_if(waiting, sent), None, "not taken");
+        assert_eq!(t.get(waiting), Some(&("waiting", false)), "and kept");
+        assert_eq!(t.remove_if(written, sent), Some(("written", true)));
+        assert_eq!(t.remove_if(written, sent), None);
+        assert_eq!(t.len(), 1);
     }
 
     #[test]

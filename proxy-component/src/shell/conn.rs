@@ -192,10 +192,14 @@ impl Conn {
             return Err(ConnError::Lost("closed"));
         }
         let (tx, rx) = oneshot::channel();
+        // Straight to the writer while the window has room and nobody
+        // waits; otherwise behind the others, in turn.
+        let write_now =
+            self.shared.waiting.borrow().is_empty() && self.shared.state.borrow().may_write();
         let slot = Slot {
             reply: tx,
             waiting: None,
-            written: None,
+            written: write_now.then_some(sent),
         };
         let wire_id = self
             .shared
@@ -211,14 +215,7 @@ impl Conn {
         let mut framed = Vec::with_capacity(query.len() + 2);
         frame_into(&mut framed, query);
         message::set_id(&mut framed[2..], wire_id);
-        // Straight to the writer while the window has room and nobody
-        // waits; otherwise behind the others, in turn.
-        let write_now =
-            self.shared.waiting.borrow().is_empty() && self.shared.state.borrow().may_write();
         if write_now {
-            if let Some(slot) = self.shared.inflight.borrow_mut().get_mut(wire_id) {
-                slot.written = Some(sent);
-            }
             self.shared.report(|s| s.on_sent(sent));
             if self.to_writer.send(framed).is_err() {
                 return Err(ConnError::Lost("writer closed"));
@@ -399,14 +396,13 @@ fn dispatch(deframer: &mut Deframer, shared: &Shared, now: std::time::Instant) -
                 // An unknown ID is a late answer to an abandoned query: drop
                 // it. So is one whose ID a query waiting to be written has
                 // now: that query was not sent yet.
-                let mut inflight = shared.inflight.borrow_mut();
-                let Some(written) = inflight.get(id).and_then(|slot| slot.written) else {
+                let slot = shared
+                    .inflight
+                    .borrow_mut()
+                    .remove_if(id, |slot| slot.written.is_some());
+                let Some((slot, written)) = slot.and_then(|s| s.written.map(|w| (s, w))) else {
                     continue;
                 };
-                let Some(slot) = inflight.remove(id) else {
-                    continue;
-                };
-                drop(inflight);
                 let rtt = now.saturating_duration_since(written);
                 shared.state.borrow_mut().on_answered(now, rtt);
                 let _ = slot.reply.send(answer);
