@@ -36,7 +36,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::window::{Change, Window};
+use super::window::Window;
 
 /// The timers of an upstream connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,15 +158,13 @@ impl UpstreamConn {
 
     /// An answer matched a query in flight, `rtt` after the query was
     /// written (call after [`on_received`](Self::on_received) for the bytes
-    /// that completed it). Returns what it did to the window, if it ended
-    /// one of the window's intervals.
-    pub fn on_answered(&mut self, now: Instant, rtt: Duration) -> Option<Change> {
+    /// that completed it).
+    pub fn on_answered(&mut self, now: Instant, rtt: Duration) {
         self.answered = true;
-        let change = self.window.on_answer(now, rtt);
+        self.window.on_answer(now, rtt);
         if self.left(now) {
             self.owed_since = None;
         }
-        change
     }
 
     /// A query in flight was given up on by its caller; the server still

@@ -275,16 +275,10 @@ impl Drop for Pending<'_> {
     fn drop(&mut self) {
         self.rx.close();
         let mut inflight = self.shared.inflight.borrow_mut();
-        if !inflight
-            .get(self.wire_id)
-            .is_some_and(|slot| slot.reply.is_closed())
-        {
+        let Some(slot) = inflight.remove_if(self.wire_id, |slot| slot.reply.is_closed()) else {
             return;
-        }
-        let written = inflight
-            .remove(self.wire_id)
-            .is_some_and(|slot| slot.written.is_some());
-        if written {
+        };
+        if slot.written.is_some() {
             drop(inflight);
             self.shared.report(|s| s.on_abandoned(now()));
             self.shared.pump_if_room();
