@@ -23,9 +23,10 @@ use std::net::SocketAddr;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-/// Datagrams taken per receive call at most (wasmtime-wasi hands out at
-/// most 16 per call; more is asked so a newer host may give more).
-pub const BATCH: usize = 32;
+/// Datagrams taken per receive call at most: what the host hands out per
+/// call (wasmtime-wasi's 16, one `recvmmsg` in dnsproxy's host). A batch
+/// with fewer means the socket was drained when it was taken.
+pub const BATCH: usize = 16;
 
 /// One datagram to send, and what is dropped once it is sent.
 pub struct Outgoing<T> {
@@ -59,6 +60,9 @@ pub struct Datagrams {
     sock: UdpSocket,
     #[cfg(wasi_libc_descriptors)]
     fd: std::os::fd::RawFd,
+    /// The last batch was short: the socket was drained then.
+    #[cfg(wasi_libc_descriptors)]
+    drained: std::cell::Cell<bool>,
 }
 
 impl Datagrams {
@@ -67,6 +71,8 @@ impl Datagrams {
         Self {
             #[cfg(wasi_libc_descriptors)]
             fd: std::os::fd::AsRawFd::as_raw_fd(&sock),
+            #[cfg(wasi_libc_descriptors)]
+            drained: std::cell::Cell::new(false),
             sock,
         }
     }
@@ -83,9 +89,17 @@ impl Datagrams {
         if let Some(streams) = streams::of(self.fd) {
             loop {
                 self.sock.readable().await?;
-                match streams.receive(packets, BATCH) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    other => return other,
+                // After a short batch the socket is most likely still
+                // empty: skip the batch call that would find nothing (one
+                // host call and one system call per wake-up at low load).
+                if !self.drained.replace(false) {
+                    match streams.receive(packets, BATCH) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        other => {
+                            self.drained.set(packets.len() < BATCH);
+                            return other;
+                        }
+                    }
                 }
                 // Nothing queued: tokio and mio learn it from a read that
                 // finds nothing, which clears the readiness and re-arms the
