@@ -1,8 +1,7 @@
 use crate::{
     p2::bindings::sockets::network::ErrorCode,
     sockets::{
-        SocketAddrCheck, SocketAddrUse, UdpSocket as P3Socket,
-        udp::try_recv_from_scratch,
+        SocketAddrCheck, SocketAddrUse, UdpSocket as P3Socket, mmsg::Inbox,
     },
 };
 use std::{
@@ -38,12 +37,16 @@ pub(crate) enum AsyncOperation {
 /// dnsproxy patch: upstream received through a future per datagram, spawned
 /// as a task whenever none was waiting, and that future took the datagram
 /// off the socket just to report readiness. This stream reads the socket
-/// directly: readiness is the socket's (nothing is consumed), and `try_recv`
-/// is one non-blocking `recvfrom` plus the address check, per datagram.
+/// directly: readiness is the socket's (nothing is consumed), and `receive`
+/// takes a batch with one system call (`recvmmsg` on Linux, see
+/// [`crate::sockets::mmsg`]), then checks each sender.
 pub struct IncomingDatagramStream {
     pub(crate) connected_addr: Option<SocketAddr>,
     socket: Arc<tokio::net::UdpSocket>,
     permissions: SocketAddrCheck,
+    /// Taken off the socket, not yet handed out (a batch may exceed what
+    /// one `receive` returns).
+    inbox: Inbox,
 }
 impl IncomingDatagramStream {
     pub(crate) fn new(inner: Arc<Mutex<P3Socket>>) -> Self {
@@ -55,46 +58,52 @@ impl IncomingDatagramStream {
             connected_addr,
             socket,
             permissions,
+            inbox: Inbox::default(),
         }
     }
     pub(crate) fn poll_recv_ready(
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<()> {
-        // An error is readiness too: `try_recv` reports it.
+        if self.inbox.has_pending() {
+            return std::task::Poll::Ready(());
+        }
+        // An error is readiness too: `receive` reports it.
         self.socket.poll_recv_ready(cx).map(|_| ())
     }
 
-    pub(crate) fn try_recv(&mut self) -> Result<(Vec<u8>, SocketAddr), ErrorCode> {
-        loop {
-            let (data, addr) = match try_recv_from_scratch(&self.socket) {
-                Ok(received) => received,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    return Err(ErrorCode::WouldBlock);
-                }
-                Err(e) => return Err(crate::sockets::ErrorCode::from(e).into()),
-            };
+    /// Up to `max` datagrams, at most `budget` bytes (but at least one
+    /// datagram), or `WouldBlock`.
+    pub(crate) fn receive(
+        &mut self,
+        max: usize,
+        budget: usize,
+    ) -> Result<Vec<(Vec<u8>, SocketAddr)>, ErrorCode> {
+        let Self {
+            connected_addr,
+            socket,
+            permissions,
+            inbox,
+        } = self;
+        let accept = |from: SocketAddr| {
             // Only from the connected peer, if connected (the OS filters
-            // too, but not what was queued before a (re)connect).
-            if let Some(connected_addr) = self.connected_addr
-                && connected_addr != addr
-            {
-                continue;
-            }
-            if !self
-                .permissions
-                .check_now(addr, SocketAddrUse::UdpReceive)
-            {
-                // Not allowed: dropped, as upstream does.
-                continue;
-            }
-            return Ok((data, addr));
-        }
+            // too, but not what was queued before a (re)connect); senders
+            // not allowed are dropped, as upstream does.
+            connected_addr.is_none_or(|connected| connected == from)
+                && permissions.check_now(from, SocketAddrUse::UdpReceive)
+        };
+        inbox
+            .receive(socket, max, budget, accept)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::WouldBlock => ErrorCode::WouldBlock,
+                _ => crate::sockets::ErrorCode::from(e).into(),
+            })
     }
 }
 
-/// dnsproxy patch: sends directly, one non-blocking `sendto` per datagram
-/// (see [`P3Socket::try_send_now`]); upstream made a future per datagram.
+/// dnsproxy patch: sends directly, a batch per system call (`sendmmsg` on
+/// Linux, see [`P3Socket::try_send_many`]); upstream made a future per
+/// datagram.
 /// Nothing is ever left in flight.
 pub struct OutgoingDatagramStream {
     pub(crate) inner: Arc<Mutex<P3Socket>>,
@@ -118,15 +127,17 @@ impl OutgoingDatagramStream {
         self.socket.poll_send_ready(cx).map(|_| ())
     }
 
-    pub(crate) fn try_send(
+    /// Sends from the front of `datagrams` (each to its address, `None`:
+    /// the connected peer); how many were sent (0: the socket's buffer is
+    /// full), or the first one's error when none was.
+    pub(crate) fn try_send_many(
         &mut self,
-        data: Vec<u8>,
-        addr: Option<std::net::SocketAddr>,
-    ) -> Result<(), ErrorCode> {
-        match self.inner.lock().unwrap().try_send_now(&data, addr) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(ErrorCode::WouldBlock),
-            Err(e) => Err(e.into()),
-        }
+        datagrams: &[(&[u8], Option<SocketAddr>)],
+    ) -> Result<usize, ErrorCode> {
+        self.inner
+            .lock()
+            .unwrap()
+            .try_send_many(datagrams)
+            .map_err(Into::into)
     }
 }

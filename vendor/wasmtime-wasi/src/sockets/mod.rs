@@ -12,6 +12,9 @@ use tracing::debug;
 use wasmtime::component::{HasData, ResourceTable};
 
 pub(crate) mod ip_name_lookup;
+// dnsproxy patch: batched datagram system calls (see the module's notes).
+#[doc(hidden)]
+pub mod mmsg;
 mod tcp;
 pub(crate) mod udp;
 pub use tcp::TcpSocket;

@@ -707,6 +707,18 @@ impl TcpReceiveStream {
                     if self.quickack {
                         let _ = rustix::net::sockopt::set_tcp_quickack(&*self.inner, true);
                     }
+                    // dnsproxy patch: a short read emptied the socket's
+                    // queue; clear tokio's readiness (keeping a seen
+                    // close), as tokio's own `poll_read` does, so the next
+                    // read waits for new data instead of making a system
+                    // call to learn there is none. Data or a FIN that came
+                    // since raised a new edge: no wake-up is lost.
+                    #[cfg(target_os = "linux")]
+                    if n < buf.len() {
+                        let _ = self.inner.try_io(tokio::io::Interest::READABLE, || {
+                            Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+                        });
+                    }
                     Poll::Ready(Ok(n))
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {

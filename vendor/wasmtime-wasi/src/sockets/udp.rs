@@ -177,7 +177,7 @@ impl UdpSocket {
         }
     }
 
-    // dnsproxy patch: p2 uses `try_send_now`; only p3 sends through here.
+    // dnsproxy patch: p2 uses `try_send_many`; only p3 sends through here.
     #[cfg_attr(not(feature = "p3"), allow(dead_code))]
     pub(crate) fn send(
         &mut self,
@@ -285,18 +285,48 @@ impl UdpSocket {
         (self.socket.clone(), self.permissions.clone())
     }
 
-    /// dnsproxy patch: [`UdpSocket::send`] without a future: the same
-    /// validation and checks, then one non-blocking `sendto`: `Ok(false)`
-    /// when the socket's buffer is full and nothing was sent.
-    pub(crate) fn try_send_now(
+    /// dnsproxy patch: [`UdpSocket::send`] without a future, for a batch:
+    /// the same validation and checks for each datagram, then one
+    /// non-blocking system call for those that passed
+    /// ([`crate::sockets::mmsg::send_batch`]). Returns how many were sent
+    /// from the front: 0 when the socket's buffer is full; fewer than all
+    /// when one is refused after others passed (WIT: once one is sent,
+    /// `send` returns no error; the next call reports it). A refusal of the
+    /// first is its error.
+    pub(crate) fn try_send_many(
         &mut self,
-        data: &[u8],
+        datagrams: &[(&[u8], Option<SocketAddr>)],
+    ) -> Result<usize, ErrorCode> {
+        let connected_addr = self.remote_address().ok();
+        let mut to = Vec::with_capacity(datagrams.len());
+        for &(data, addr) in datagrams {
+            match self.send_destination(data.len(), addr, connected_addr) {
+                // The connected peer goes without an address, as `send`.
+                Ok(dest) => to.push((data, Some(dest).filter(|d| Some(*d) != connected_addr))),
+                Err(e) if to.is_empty() => return Err(e),
+                Err(_) => break,
+            }
+        }
+        match crate::sockets::mmsg::send_batch(&self.socket, &to) {
+            Ok(sent) => Ok(sent),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// dnsproxy patch: where a datagram of `len` bytes to `addr` goes, after
+    /// upstream's checks (`send`): its size, the address against the
+    /// socket's family and connected peer, and the permission to bind (if
+    /// not bound yet) and to send there.
+    fn send_destination(
+        &mut self,
+        len: usize,
         addr: Option<SocketAddr>,
-    ) -> Result<bool, ErrorCode> {
-        if data.len() > MAX_DATAGRAM_SIZE {
+        connected_addr: Option<SocketAddr>,
+    ) -> Result<SocketAddr, ErrorCode> {
+        if len > MAX_DATAGRAM_SIZE {
             return Err(ErrorCode::DatagramTooLarge);
         }
-        let connected_addr = self.remote_address().ok();
         let effective_addr = match (addr, connected_addr) {
             (Some(addr), connected) => {
                 if !is_valid_remote_address(addr) || !is_valid_address_family(addr.ip(), self.family)
@@ -324,16 +354,7 @@ impl UdpSocket {
         {
             return Err(ErrorCode::AccessDenied);
         }
-        let sent = if connected_addr == Some(effective_addr) {
-            self.socket.try_send(data)
-        } else {
-            self.socket.try_send_to(data, effective_addr)
-        };
-        match sent {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        Ok(effective_addr)
     }
 
     pub(crate) fn unicast_hop_limit(&self) -> Result<u8, ErrorCode> {

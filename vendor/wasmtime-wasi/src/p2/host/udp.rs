@@ -11,7 +11,8 @@ use wasmtime::component::Resource;
 use wasmtime::format_err;
 use wasmtime_wasi_io::poll::DynPollable;
 
-const MAX_DATAGRAMS: usize = 16;
+// dnsproxy patch: the batch of one system call (16, as upstream).
+const MAX_DATAGRAMS: usize = crate::sockets::mmsg::MAX_BATCH;
 
 impl udp::Host for WasiSocketsCtxView<'_> {}
 
@@ -187,26 +188,19 @@ impl udp::HostIncomingDatagramStream for WasiSocketsCtxView<'_> {
             return Ok(vec![]);
         }
 
-        let mut datagrams = vec![];
-        let mut sum = 0;
-
-        while datagrams.len() < max_results && sum < crate::MAX_READ_SIZE_ALLOC {
-            match stream.try_recv() {
-                Err(ErrorCode::WouldBlock) => break,
-                Ok((data, remote_addr)) => {
-                    sum += 1 + data.len();
-                    datagrams.push(udp::IncomingDatagram {
-                        data,
-                        remote_address: remote_addr.into(),
-                    });
-                }
-                Err(_) if datagrams.len() > 0 => break,
-                Err(e) => {
-                    return Err(e.into());
-                }
-            }
-        }
-
+        // dnsproxy patch: one batch per call (`IncomingDatagramStream::receive`);
+        // nothing queued is an empty list, as upstream.
+        let received = match stream.receive(max_results, crate::MAX_READ_SIZE_ALLOC) {
+            Err(ErrorCode::WouldBlock) => return Ok(vec![]),
+            received => received?,
+        };
+        let datagrams = received
+            .into_iter()
+            .map(|(data, remote_addr)| udp::IncomingDatagram {
+                data,
+                remote_address: remote_addr.into(),
+            })
+            .collect();
         Ok(datagrams)
     }
 
@@ -276,23 +270,13 @@ impl udp::HostOutgoingDatagramStream for WasiSocketsCtxView<'_> {
         // > Each call to `send` must be permitted by a preceding `check-send`.
         stream.check_send_permit_count = 0;
 
-        let mut count = 0;
-
-        for datagram in datagrams {
-            match stream.try_send(datagram.data, datagram.remote_address.map(SocketAddr::from)) {
-                Err(ErrorCode::WouldBlock) => break,
-                Ok(()) => count += 1,
-                Err(_) if count > 0 => {
-                    // WIT: "If at least one datagram has been sent successfully, this function never returns an error."
-                    break;
-                }
-                Err(e) => {
-                    return Err(e.into());
-                }
-            }
-        }
-
-        Ok(count)
+        // dnsproxy patch: one batch per call (`OutgoingDatagramStream::try_send_many`).
+        let datagrams: Vec<(&[u8], Option<SocketAddr>)> = datagrams
+            .iter()
+            .map(|d| (&d.data[..], d.remote_address.map(SocketAddr::from)))
+            .collect();
+        let count = stream.try_send_many(&datagrams)?;
+        Ok(count.try_into().unwrap())
     }
 
     fn subscribe(
