@@ -82,6 +82,18 @@ impl FixtureResolver {
         Self::start_args(chain, behaviour, args, Vec::new(), None)
     }
 
+    /// Starts one that speaks TLS 1.2 only. Its `handshake done` log lines
+    /// name each connection's version and cipher suite.
+    pub fn start_tls12_only(chain: Chain) -> Self {
+        Self::start_args(
+            chain,
+            Misbehave::None,
+            vec!["--tls12".to_string()],
+            Vec::new(),
+            None,
+        )
+    }
+
     /// The most general start: also extra files (path, contents) and a network.
     /// A file placed at `/pki/custom.chain.pem` is presented instead of `chain`'s.
     pub fn start_full(

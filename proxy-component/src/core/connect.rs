@@ -13,12 +13,12 @@
 //!   gets its connect lock, and the upstream is then in backoff. A
 //!   connection that was opened and closed by the server while they waited
 //!   is no failure, and they open a new one.
-//! - **Which TLS configuration**: the shell has a list, preferred first (see
-//!   `shell::tls::client_configs`: ChaCha20 suites only in the component,
-//!   where software AES is slow, then every suite). A handshake that fails
-//!   for another reason than authentication is retried with the next one, and
-//!   that one is used from then on: the server may not offer the preferred
-//!   suites (ChaCha20 is a SHOULD in RFC 8446 §9.1).
+//! - **Which TLS configuration**: the shell has a list, preferred first. A
+//!   handshake that fails for another reason than authentication is retried
+//!   with the next one, and that one is used from then on (a server may not
+//!   offer a preferred configuration's suites). Today
+//!   `shell::tls::client_configs` gives one, with every suite: a failed
+//!   handshake is not retried with another configuration.
 //! - **Authentication failures** (CA, name, pin) are the same with every
 //!   configuration (they share one verifier) and need the operator: never
 //!   retried with another configuration, never a weaker fallback (the

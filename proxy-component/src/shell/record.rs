@@ -1,5 +1,7 @@
-//! The TLS 1.3 record protection (RFC 8446 §5.2) with the AEAD itself done
-//! elsewhere: in the component, by the host (the WIT `aead` interface).
+//! The TLS record protection (TLS 1.3: RFC 8446 §5.2; TLS 1.2: RFC 5246
+//! §6.2.3.3 with RFC 5288's AES-GCM and RFC 7905's ChaCha20-Poly1305) with
+//! the AEAD itself done elsewhere: in the component, by the host (the WIT
+//! `aead` interface).
 //!
 //! WebAssembly has no AES instructions, and ring uses no SIMD there: its
 //! portable ChaCha20 and Poly1305 were 45% of the component's instructions
@@ -9,19 +11,20 @@
 //! sequence numbers, padding and content types. A [`Cipher`] sees one
 //! record at a time: a key, a nonce, the record header and the bytes.
 //!
-//! Only the TLS 1.3 suites are offloaded (RFC 8446 §B.4); a TLS 1.2
-//! connection keeps ring's in-sandbox record layer.
+//! Every AEAD suite of ring's provider is offloaded, TLS 1.3 ([`offloaded`])
+//! and TLS 1.2 ([`offloaded_tls12`]); those are all the suites it has.
 
 use std::marker::PhantomData;
 
 use rustls::crypto::cipher::{
-    AeadKey, InboundOpaqueMessage, InboundPlainMessage, Iv, MessageDecrypter, MessageEncrypter,
-    NONCE_LEN, Nonce, OutboundOpaqueMessage, OutboundPlainMessage, PrefixedPayload,
-    Tls13AeadAlgorithm, UnsupportedOperationError, make_tls13_aad,
+    AeadKey, InboundOpaqueMessage, InboundPlainMessage, Iv, KeyBlockShape, MessageDecrypter,
+    MessageEncrypter, NONCE_LEN, Nonce, OutboundOpaqueMessage, OutboundPlainMessage,
+    PrefixedPayload, Tls12AeadAlgorithm, Tls13AeadAlgorithm, UnsupportedOperationError,
+    make_tls12_aad, make_tls13_aad,
 };
 use rustls::{
     ConnectionTrafficSecrets, ContentType, Error, ProtocolVersion, SupportedCipherSuite,
-    Tls13CipherSuite,
+    Tls12CipherSuite, Tls13CipherSuite,
 };
 
 /// The AEADs of the TLS 1.3 suites.
@@ -192,6 +195,235 @@ impl<C: Cipher> MessageDecrypter for Opener<C> {
         payload[..plain.len()].copy_from_slice(&plain);
         payload.truncate(plain.len());
         msg.into_tls13_unpadded_message()
+    }
+}
+
+/// `base` (one of ring's TLS 1.2 suites) with its records protected by `C`;
+/// `None` for a TLS 1.3 suite or one with another AEAD.
+pub fn offloaded_tls12<C: Cipher>(base: SupportedCipherSuite) -> Option<Tls12CipherSuite> {
+    let SupportedCipherSuite::Tls12(base) = base else {
+        return None;
+    };
+    use rustls::CipherSuite as S;
+    let aead_alg: &'static dyn Tls12AeadAlgorithm = match base.common.suite {
+        S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => {
+            &Gcm12::<C>(Algorithm::Aes128Gcm, PhantomData)
+        }
+        S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 | S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => {
+            &Gcm12::<C>(Algorithm::Aes256Gcm, PhantomData)
+        }
+        S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+        | S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => &Chacha12::<C>(PhantomData),
+        _ => return None,
+    };
+    Some(Tls12CipherSuite {
+        common: rustls::crypto::CipherSuiteCommon {
+            suite: base.common.suite,
+            hash_provider: base.common.hash_provider,
+            confidentiality_limit: base.common.confidentiality_limit,
+        },
+        prf_provider: base.prf_provider,
+        kx: base.kx,
+        sign: base.sign,
+        aead_alg,
+    })
+}
+
+/// The largest TLS plaintext fragment (RFC 5246 §6.2.1).
+const MAX_FRAGMENT_LEN: usize = 16_384;
+
+/// TLS 1.2 AES-GCM (RFC 5288): a 4-byte salt from the key block, and an
+/// 8-byte explicit nonce in front of each record; as rustls does, the
+/// explicit part starts from the key block's and is XORed with the sequence
+/// number, so it never repeats under one key.
+struct Gcm12<C>(Algorithm, PhantomData<fn() -> C>);
+
+/// The explicit nonce in front of each TLS 1.2 AES-GCM record.
+const GCM_EXPLICIT_NONCE_LEN: usize = 8;
+
+/// The salt and the first explicit nonce as one 12-byte IV.
+fn gcm_iv(salt: &[u8], explicit: &[u8]) -> Iv {
+    let mut iv = [0; NONCE_LEN];
+    iv[..4].copy_from_slice(salt);
+    iv[4..].copy_from_slice(explicit);
+    Iv::new(iv)
+}
+
+impl<C: Cipher> Tls12AeadAlgorithm for Gcm12<C> {
+    fn encrypter(&self, key: AeadKey, salt: &[u8], explicit: &[u8]) -> Box<dyn MessageEncrypter> {
+        Box::new(Sealer12::<C> {
+            key: C::key(self.0, key.as_ref()),
+            iv: gcm_iv(salt, explicit),
+            explicit_nonce: true,
+            sealed: Vec::new(),
+        })
+    }
+
+    fn decrypter(&self, key: AeadKey, salt: &[u8]) -> Box<dyn MessageDecrypter> {
+        let mut fixed = [0; 4];
+        fixed.copy_from_slice(salt);
+        Box::new(Opener12::<C> {
+            key: C::key(self.0, key.as_ref()),
+            nonce: Nonce12::Salt(fixed),
+        })
+    }
+
+    fn key_block_shape(&self) -> KeyBlockShape {
+        KeyBlockShape {
+            enc_key_len: self.0.key_len(),
+            fixed_iv_len: 4,
+            explicit_nonce_len: GCM_EXPLICIT_NONCE_LEN,
+        }
+    }
+
+    fn extract_keys(
+        &self,
+        key: AeadKey,
+        salt: &[u8],
+        explicit: &[u8],
+    ) -> Result<ConnectionTrafficSecrets, UnsupportedOperationError> {
+        let iv = gcm_iv(salt, explicit);
+        Ok(match self.0 {
+            Algorithm::Aes128Gcm => ConnectionTrafficSecrets::Aes128Gcm { key, iv },
+            _ => ConnectionTrafficSecrets::Aes256Gcm { key, iv },
+        })
+    }
+}
+
+/// TLS 1.2 ChaCha20-Poly1305 (RFC 7905): the 12-byte IV from the key block
+/// XORed with the sequence number, as in TLS 1.3; no explicit nonce.
+struct Chacha12<C>(PhantomData<fn() -> C>);
+
+impl<C: Cipher> Tls12AeadAlgorithm for Chacha12<C> {
+    fn encrypter(&self, key: AeadKey, iv: &[u8], _: &[u8]) -> Box<dyn MessageEncrypter> {
+        Box::new(Sealer12::<C> {
+            key: C::key(Algorithm::Chacha20Poly1305, key.as_ref()),
+            iv: Iv::copy(iv),
+            explicit_nonce: false,
+            sealed: Vec::new(),
+        })
+    }
+
+    fn decrypter(&self, key: AeadKey, iv: &[u8]) -> Box<dyn MessageDecrypter> {
+        Box::new(Opener12::<C> {
+            key: C::key(Algorithm::Chacha20Poly1305, key.as_ref()),
+            nonce: Nonce12::Iv(Iv::copy(iv)),
+        })
+    }
+
+    fn key_block_shape(&self) -> KeyBlockShape {
+        KeyBlockShape {
+            enc_key_len: Algorithm::Chacha20Poly1305.key_len(),
+            fixed_iv_len: NONCE_LEN,
+            explicit_nonce_len: 0,
+        }
+    }
+
+    fn extract_keys(
+        &self,
+        key: AeadKey,
+        iv: &[u8],
+        _: &[u8],
+    ) -> Result<ConnectionTrafficSecrets, UnsupportedOperationError> {
+        Ok(ConnectionTrafficSecrets::Chacha20Poly1305 {
+            key,
+            iv: Iv::copy(iv),
+        })
+    }
+}
+
+struct Sealer12<C: Cipher> {
+    key: C::Key,
+    iv: Iv,
+    /// AES-GCM: the record starts with the nonce's last 8 bytes.
+    explicit_nonce: bool,
+    /// The plaintext gathered for the host, kept for the next record.
+    sealed: Vec<u8>,
+}
+
+impl<C: Cipher> MessageEncrypter for Sealer12<C> {
+    fn encrypt(
+        &mut self,
+        msg: OutboundPlainMessage<'_>,
+        seq: u64,
+    ) -> Result<OutboundOpaqueMessage, Error> {
+        let total_len = self.encrypted_payload_len(msg.payload.len());
+        let nonce = Nonce::new(&self.iv, seq).0;
+        let aad = make_tls12_aad(seq, msg.typ, msg.version, msg.payload.len());
+        self.sealed.clear();
+        msg.payload.copy_to_vec(&mut self.sealed);
+        let sealed = C::seal(&self.key, &nonce, &aad, &self.sealed);
+        let mut payload = PrefixedPayload::with_capacity(total_len);
+        if self.explicit_nonce {
+            payload.extend_from_slice(&nonce[NONCE_LEN - GCM_EXPLICIT_NONCE_LEN..]);
+        }
+        payload.extend_from_slice(&sealed);
+        if payload.as_ref().len() != total_len {
+            return Err(Error::EncryptError);
+        }
+        Ok(OutboundOpaqueMessage::new(msg.typ, msg.version, payload))
+    }
+
+    fn encrypted_payload_len(&self, payload_len: usize) -> usize {
+        let explicit = if self.explicit_nonce {
+            GCM_EXPLICIT_NONCE_LEN
+        } else {
+            0
+        };
+        explicit + payload_len + TAG_LEN
+    }
+}
+
+/// Where a TLS 1.2 record's nonce comes from.
+enum Nonce12 {
+    /// AES-GCM: the salt, then the record's explicit nonce.
+    Salt([u8; 4]),
+    /// ChaCha20-Poly1305: the IV XORed with the sequence number.
+    Iv(Iv),
+}
+
+struct Opener12<C: Cipher> {
+    key: C::Key,
+    nonce: Nonce12,
+}
+
+impl<C: Cipher> MessageDecrypter for Opener12<C> {
+    fn decrypt<'a>(
+        &mut self,
+        mut msg: InboundOpaqueMessage<'a>,
+        seq: u64,
+    ) -> Result<InboundPlainMessage<'a>, Error> {
+        let payload = &mut msg.payload;
+        let (nonce, start) = match &self.nonce {
+            Nonce12::Salt(salt) => {
+                if payload.len() < GCM_EXPLICIT_NONCE_LEN + TAG_LEN {
+                    return Err(Error::DecryptError);
+                }
+                let mut nonce = [0; NONCE_LEN];
+                nonce[..4].copy_from_slice(salt);
+                nonce[4..].copy_from_slice(&payload[..GCM_EXPLICIT_NONCE_LEN]);
+                (nonce, GCM_EXPLICIT_NONCE_LEN)
+            }
+            Nonce12::Iv(iv) => {
+                if payload.len() < TAG_LEN {
+                    return Err(Error::DecryptError);
+                }
+                (Nonce::new(iv, seq).0, 0)
+            }
+        };
+        let plain_len = payload.len() - start - TAG_LEN;
+        let aad = make_tls12_aad(seq, msg.typ, msg.version, plain_len);
+        let plain =
+            C::open(&self.key, &nonce, &aad, &payload[start..]).ok_or(Error::DecryptError)?;
+        if plain.len() != plain_len {
+            return Err(Error::DecryptError);
+        }
+        if plain_len > MAX_FRAGMENT_LEN {
+            return Err(Error::PeerSentOversizedRecord);
+        }
+        payload[..plain_len].copy_from_slice(&plain);
+        payload.truncate(plain_len);
+        Ok(msg.into_plain_message())
     }
 }
 
@@ -473,14 +705,144 @@ mod tests {
         assert_eq!(open(&mut opener, short, 7), Err(Error::DecryptError));
     }
 
+    /// A provider whose only suite is `suite` (TLS 1.2), offloaded to `Ring`.
+    fn offloaded_provider12(suite: SupportedCipherSuite) -> CryptoProvider {
+        let suite: &'static Tls12CipherSuite = Box::leak(Box::new(
+            offloaded_tls12::<Ring>(suite).expect("a TLS 1.2 suite"),
+        ));
+        CryptoProvider {
+            cipher_suites: vec![SupportedCipherSuite::Tls12(suite)],
+            ..rustls::crypto::ring::default_provider()
+        }
+    }
+
+    /// The TLS 1.2 record layer, offloaded, against stock rustls, both
+    /// ways, for each AEAD (the fixture's key is ECDSA): explicit nonces,
+    /// sequence numbers and fragmentation included.
     #[test]
-    fn tls12_suites_are_not_offloaded() {
+    fn offloaded_tls12_suites_interoperate_with_stock_rustls() {
         use rustls::crypto::ring::cipher_suite as ring_suites;
-        assert!(offloaded::<Ring>(ring_suites::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256).is_none());
-        for suite in rustls::crypto::ring::default_provider().cipher_suites {
+        for suite in [
+            ring_suites::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            ring_suites::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            ring_suites::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        ] {
+            let (chain, key) = server_identity();
+            let server = ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(root_certificate()).unwrap();
+            let client = ClientConfig::builder_with_provider(Arc::new(offloaded_provider12(suite)))
+                .with_protocol_versions(&[&rustls::version::TLS12])
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            let name = ServerName::try_from("dot.test").unwrap();
+            let mut client = ClientConnection::new(Arc::new(client), name).unwrap();
+            let mut server = ServerConnection::new(Arc::new(server)).unwrap();
+            pump(&mut client, &mut server);
+            assert_eq!(client.negotiated_cipher_suite(), Some(suite));
+            assert_eq!(client.protocol_version(), Some(ProtocolVersion::TLSv1_2));
+            for size in [12usize, 40_000, 512] {
+                let query: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+                client.writer().write_all(&query).unwrap();
+                let (got, _) = pump(&mut client, &mut server);
+                assert_eq!(got, query, "{suite:?}: client to server, {size} bytes");
+
+                let answer: Vec<u8> = query.iter().map(|b| b ^ 0x5a).collect();
+                server.writer().write_all(&answer).unwrap();
+                let (_, got) = pump(&mut client, &mut server);
+                assert_eq!(got, answer, "{suite:?}: server to client, {size} bytes");
+            }
+        }
+    }
+
+    /// A TLS 1.2 record with any byte changed (explicit nonce, ciphertext
+    /// or tag), under another sequence number, or too short, is refused.
+    #[test]
+    fn a_damaged_tls12_record_is_a_decrypt_error() {
+        use rustls::crypto::cipher::OutboundChunks;
+        use rustls::crypto::ring::cipher_suite as ring_suites;
+        for (suite, key_len, iv_len, explicit) in [
+            (ring_suites::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384, 32, 4, 8),
+            (
+                ring_suites::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+                32,
+                12,
+                0,
+            ),
+        ] {
+            let aead = offloaded_tls12::<Ring>(suite).unwrap().aead_alg;
+            let shape = aead.key_block_shape();
             assert_eq!(
-                offloaded::<Ring>(suite).is_some(),
-                suite.version() == &rustls::version::TLS13,
+                (
+                    shape.enc_key_len,
+                    shape.fixed_iv_len,
+                    shape.explicit_nonce_len
+                ),
+                (key_len, iv_len, explicit)
+            );
+            let key = || AeadKey::from([3; 32]);
+            let mut sealer = aead.encrypter(key(), &[4; 12][..iv_len], &[5; 8][..explicit]);
+            let mut opener = aead.decrypter(key(), &[4; 12][..iv_len]);
+            let message = OutboundPlainMessage {
+                typ: ContentType::ApplicationData,
+                version: ProtocolVersion::TLSv1_2,
+                payload: OutboundChunks::Single(b"an answer"),
+            };
+            let record = sealer.encrypt(message, 7).unwrap().encode();
+            assert_eq!(record.len(), 5 + explicit + 9 + TAG_LEN);
+            let open = |opener: &mut Box<dyn MessageDecrypter>, mut record: Vec<u8>, seq| {
+                let message = InboundOpaqueMessage::new(
+                    ContentType::ApplicationData,
+                    ProtocolVersion::TLSv1_2,
+                    &mut record[5..],
+                );
+                opener
+                    .decrypt(message, seq)
+                    .map(|plain| (plain.typ, plain.payload.to_vec()))
+            };
+            assert_eq!(
+                open(&mut opener, record.clone(), 7).unwrap(),
+                (ContentType::ApplicationData, b"an answer".to_vec()),
+                "{suite:?}"
+            );
+            // The sequence number is in the AAD (and ChaCha20's nonce).
+            assert_eq!(
+                open(&mut opener, record.clone(), 8),
+                Err(Error::DecryptError)
+            );
+            for i in 5..record.len() {
+                let mut damaged = record.clone();
+                damaged[i] ^= 0x80;
+                assert_eq!(
+                    open(&mut opener, damaged, 7),
+                    Err(Error::DecryptError),
+                    "{suite:?} byte {i}"
+                );
+            }
+            let mut short = record.clone();
+            short.truncate(5 + explicit + TAG_LEN - 1);
+            assert_eq!(open(&mut opener, short, 7), Err(Error::DecryptError));
+        }
+    }
+
+    /// Every suite of ring's provider is offloaded, by the function of its
+    /// version: nothing is left to the sandbox's software AES.
+    #[test]
+    fn every_suite_is_offloaded() {
+        for suite in rustls::crypto::ring::default_provider().cipher_suites {
+            let tls13 = suite.version() == &rustls::version::TLS13;
+            assert_eq!(offloaded::<Ring>(suite).is_some(), tls13, "{suite:?}");
+            assert_eq!(
+                offloaded_tls12::<Ring>(suite).is_some(),
+                !tls13,
                 "{suite:?}"
             );
         }

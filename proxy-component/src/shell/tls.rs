@@ -363,8 +363,8 @@ impl ServerCertVerifier for PinnedVerifier {
     }
 }
 
-/// The crypto provider for upstream TLS: ring, and in the component the
-/// TLS 1.3 records sealed and opened by the host
+/// The crypto provider for upstream TLS: ring, and in the component every
+/// suite's records sealed and opened by the host, TLS 1.3 and TLS 1.2
 /// ([`record`](crate::shell::record)).
 pub fn provider() -> CryptoProvider {
     #[allow(unused_mut, reason = "natively ring does everything")]
@@ -372,62 +372,53 @@ pub fn provider() -> CryptoProvider {
     #[cfg(target_os = "wasi")]
     for suite in &mut provider.cipher_suites {
         if let Some(offloaded) = host_suite(*suite) {
-            *suite = rustls::SupportedCipherSuite::Tls13(offloaded);
+            *suite = offloaded;
         }
     }
     provider
 }
 
-/// `suite` with its records protected by the host, once per suite.
+/// `suite` with its records protected by the host, made once.
 #[cfg(target_os = "wasi")]
-fn host_suite(suite: rustls::SupportedCipherSuite) -> Option<&'static rustls::Tls13CipherSuite> {
+fn host_suite(suite: rustls::SupportedCipherSuite) -> Option<rustls::SupportedCipherSuite> {
     use std::sync::LazyLock;
 
-    use rustls::crypto::ring::cipher_suite as ring;
+    use crate::shell::record::{self, host::Host};
 
-    use crate::shell::record;
-    type Offloaded = LazyLock<Option<rustls::Tls13CipherSuite>>;
-    static AES_128: Offloaded =
-        LazyLock::new(|| record::offloaded::<record::host::Host>(ring::TLS13_AES_128_GCM_SHA256));
-    static AES_256: Offloaded =
-        LazyLock::new(|| record::offloaded::<record::host::Host>(ring::TLS13_AES_256_GCM_SHA384));
-    static CHACHA20: Offloaded = LazyLock::new(|| {
-        record::offloaded::<record::host::Host>(ring::TLS13_CHACHA20_POLY1305_SHA256)
+    static TLS13: LazyLock<Vec<rustls::Tls13CipherSuite>> = LazyLock::new(|| {
+        rustls::crypto::ring::default_provider()
+            .cipher_suites
+            .into_iter()
+            .filter_map(record::offloaded::<Host>)
+            .collect()
     });
-    let offloaded = match suite.suite() {
-        rustls::CipherSuite::TLS13_AES_128_GCM_SHA256 => &AES_128,
-        rustls::CipherSuite::TLS13_AES_256_GCM_SHA384 => &AES_256,
-        rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => &CHACHA20,
-        _ => return None,
-    };
-    offloaded.as_ref()
-}
-
-fn is_chacha20(suite: rustls::CipherSuite) -> bool {
-    use rustls::CipherSuite as S;
-    matches!(
-        suite,
-        S::TLS13_CHACHA20_POLY1305_SHA256
-            | S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
-            | S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
-    )
+    static TLS12: LazyLock<Vec<rustls::Tls12CipherSuite>> = LazyLock::new(|| {
+        rustls::crypto::ring::default_provider()
+            .cipher_suites
+            .into_iter()
+            .filter_map(record::offloaded_tls12::<Host>)
+            .collect()
+    });
+    let id = suite.suite();
+    match suite {
+        rustls::SupportedCipherSuite::Tls13(_) => TLS13
+            .iter()
+            .find(|s| s.common.suite == id)
+            .map(rustls::SupportedCipherSuite::Tls13),
+        rustls::SupportedCipherSuite::Tls12(_) => TLS12
+            .iter()
+            .find(|s| s.common.suite == id)
+            .map(rustls::SupportedCipherSuite::Tls12),
+    }
 }
 
 /// The rustls client configurations for one upstream, in the order to try
 /// them: a connection that fails its handshake with one (other than by
-/// authentication) is retried with the next.
-///
-/// In the component the host protects TLS 1.3 records natively
-/// ([`provider`]), but TLS 1.2 records are protected inside it, where
-/// WebAssembly has no AES instructions and ring falls back to constant-time
-/// software AES-GCM (about half the component's CPU in `make bench`).
-/// ChaCha20-Poly1305 is several times cheaper in software, of the same
-/// strength and cheap natively too, so the component first offers only
-/// ChaCha20 suites (a client-side preference alone is ignored by servers
-/// that enforce their own order, unbound among them), then everything if the
-/// server does not do ChaCha20 (it is a SHOULD in RFC 8446 §9.1). Natively
-/// AES-GCM with AES-NI is fastest and one configuration with the default
-/// order is used.
+/// authentication) is retried with the next. There is one: every suite's
+/// records are protected natively ([`provider`]), so ring's default order
+/// (AES-GCM first, fastest with AES-NI) serves in the component too. (The
+/// component used to offer ChaCha20 alone first, then everything, while
+/// TLS 1.2 records were protected in the sandbox with software AES.)
 ///
 /// Session resumption (TLS 1.3 only, RFC 8446 §2.2) is pin-safe: a resumed
 /// handshake verifies no certificate, so what makes it safe is where its
@@ -445,14 +436,7 @@ pub fn client_configs(verifier: Arc<PinnedVerifier>) -> Result<Vec<Arc<ClientCon
         Arc::new(ClientSessionMemoryCache::new(SESSIONS_PER_UPSTREAM));
     let resumption =
         || Resumption::store(store.clone()).tls12_resumption(Tls12Resumption::Disabled);
-    let mut configs = Vec::with_capacity(2);
-    if cfg!(target_family = "wasm") {
-        let mut chacha = provider();
-        chacha.cipher_suites.retain(|s| is_chacha20(s.suite()));
-        configs.push(config_with(chacha, verifier.clone(), resumption())?);
-    }
-    configs.push(config_with(provider(), verifier, resumption())?);
-    Ok(configs)
+    Ok(vec![config_with(provider(), verifier, resumption())?])
 }
 
 /// Sessions kept per upstream: a TLS 1.3 server sends a few tickets per
