@@ -534,12 +534,19 @@ mod tests {
         }
     }
 
-    /// A provider whose TLS 1.3 suites are only `suite`, offloaded to `Ring`.
+    /// A provider whose only suite is `suite`, offloaded to `Ring` by the
+    /// function of its version.
     fn offloaded_provider(suite: SupportedCipherSuite) -> CryptoProvider {
-        let suite: &'static Tls13CipherSuite =
-            Box::leak(Box::new(offloaded::<Ring>(suite).expect("a TLS 1.3 suite")));
+        let suite = match suite {
+            SupportedCipherSuite::Tls13(_) => SupportedCipherSuite::Tls13(Box::leak(Box::new(
+                offloaded::<Ring>(suite).expect("an offloaded TLS 1.3 suite"),
+            ))),
+            SupportedCipherSuite::Tls12(_) => SupportedCipherSuite::Tls12(Box::leak(Box::new(
+                offloaded_tls12::<Ring>(suite).expect("an offloaded TLS 1.2 suite"),
+            ))),
+        };
         CryptoProvider {
-            cipher_suites: vec![SupportedCipherSuite::Tls13(suite)],
+            cipher_suites: vec![suite],
             ..rustls::crypto::ring::default_provider()
         }
     }
@@ -611,21 +618,45 @@ mod tests {
     }
 
     /// An offloaded client and a stock rustls server agree on every byte,
-    /// both ways, for each suite: the record layer is RFC 8446's, not
-    /// merely self-consistent.
+    /// both ways, for each suite of each version (the fixture's key is
+    /// ECDSA): the record layer is the RFCs', not merely self-consistent.
+    /// Several records each way, the second larger than one record (16
+    /// KiB), so sequence numbers, explicit nonces and fragmentation are
+    /// exercised.
     #[test]
     fn offloaded_suites_interoperate_with_stock_rustls() {
         use rustls::crypto::ring::cipher_suite as ring_suites;
-        for suite in [
-            ring_suites::TLS13_AES_128_GCM_SHA256,
-            ring_suites::TLS13_AES_256_GCM_SHA384,
-            ring_suites::TLS13_CHACHA20_POLY1305_SHA256,
+        for (suite, version) in [
+            (
+                ring_suites::TLS13_AES_128_GCM_SHA256,
+                &rustls::version::TLS13,
+            ),
+            (
+                ring_suites::TLS13_AES_256_GCM_SHA384,
+                &rustls::version::TLS13,
+            ),
+            (
+                ring_suites::TLS13_CHACHA20_POLY1305_SHA256,
+                &rustls::version::TLS13,
+            ),
+            (
+                ring_suites::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                &rustls::version::TLS12,
+            ),
+            (
+                ring_suites::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                &rustls::version::TLS12,
+            ),
+            (
+                ring_suites::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+                &rustls::version::TLS12,
+            ),
         ] {
             let (chain, key) = server_identity();
             let server = ServerConfig::builder_with_provider(Arc::new(
                 rustls::crypto::ring::default_provider(),
             ))
-            .with_protocol_versions(&[&rustls::version::TLS13])
+            .with_protocol_versions(&[version])
             .unwrap()
             .with_no_client_auth()
             .with_single_cert(chain, key)
@@ -633,7 +664,7 @@ mod tests {
             let mut roots = rustls::RootCertStore::empty();
             roots.add(root_certificate()).unwrap();
             let client = ClientConfig::builder_with_provider(Arc::new(offloaded_provider(suite)))
-                .with_protocol_versions(&[&rustls::version::TLS13])
+                .with_protocol_versions(&[version])
                 .unwrap()
                 .with_root_certificates(roots)
                 .with_no_client_auth();
@@ -642,9 +673,7 @@ mod tests {
             let mut server = ServerConnection::new(Arc::new(server)).unwrap();
             pump(&mut client, &mut server);
             assert_eq!(client.negotiated_cipher_suite(), Some(suite));
-
-            // Several records each way, the second larger than one record
-            // (16 KiB), so sequence numbers and fragmentation are exercised.
+            assert_eq!(client.protocol_version(), Some(version.version));
             for size in [12usize, 40_000, 512] {
                 let query: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
                 client.writer().write_all(&query).unwrap();
@@ -659,21 +688,24 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_damaged_record_is_a_decrypt_error() {
+    /// One record sealed by `sealer` opens with `opener` under its sequence
+    /// number, and is refused under another, with any byte changed, or one
+    /// byte shorter than the smallest record (`overhead`: explicit nonce
+    /// and tag, and TLS 1.3's content type).
+    fn assert_damage_is_refused(
+        mut sealer: Box<dyn MessageEncrypter>,
+        mut opener: Box<dyn MessageDecrypter>,
+        overhead: usize,
+    ) {
         use rustls::crypto::cipher::OutboundChunks;
-        let suite = rustls::crypto::ring::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256;
-        let aead = offloaded::<Ring>(suite).unwrap().aead_alg;
-        let mut sealer = aead.encrypter(AeadKey::from([3; 32]), Iv::new([4; NONCE_LEN]));
-        let mut opener = aead.decrypter(AeadKey::from([3; 32]), Iv::new([4; NONCE_LEN]));
         let message = OutboundPlainMessage {
             typ: ContentType::ApplicationData,
             version: ProtocolVersion::TLSv1_2,
             payload: OutboundChunks::Single(b"an answer"),
         };
         let record = sealer.encrypt(message, 7).unwrap().encode();
-        assert_eq!(record.len(), 5 + 9 + 1 + TAG_LEN);
-        let open = |opener: &mut Box<dyn MessageDecrypter>, mut record: Vec<u8>, seq| {
+        assert_eq!(record.len(), 5 + 9 + overhead);
+        let mut open = |mut record: Vec<u8>, seq| {
             let message = InboundOpaqueMessage::new(
                 ContentType::ApplicationData,
                 ProtocolVersion::TLSv1_2,
@@ -684,96 +716,41 @@ mod tests {
                 .map(|plain| (plain.typ, plain.payload.to_vec()))
         };
         assert_eq!(
-            open(&mut opener, record.clone(), 7).unwrap(),
+            open(record.clone(), 7).unwrap(),
             (ContentType::ApplicationData, b"an answer".to_vec())
         );
-        assert_eq!(
-            open(&mut opener, record.clone(), 8),
-            Err(Error::DecryptError)
-        );
+        assert_eq!(open(record.clone(), 8), Err(Error::DecryptError));
         for i in 5..record.len() {
             let mut damaged = record.clone();
             damaged[i] ^= 0x80;
-            assert_eq!(
-                open(&mut opener, damaged, 7),
-                Err(Error::DecryptError),
-                "byte {i}"
-            );
+            assert_eq!(open(damaged, 7), Err(Error::DecryptError), "byte {i}");
         }
         let mut short = record.clone();
-        short.truncate(5 + TAG_LEN - 1);
-        assert_eq!(open(&mut opener, short, 7), Err(Error::DecryptError));
+        short.truncate(5 + overhead - 1);
+        assert_eq!(open(short, 7), Err(Error::DecryptError));
     }
 
-    /// A provider whose only suite is `suite` (TLS 1.2), offloaded to `Ring`.
-    fn offloaded_provider12(suite: SupportedCipherSuite) -> CryptoProvider {
-        let suite: &'static Tls12CipherSuite = Box::leak(Box::new(
-            offloaded_tls12::<Ring>(suite).expect("a TLS 1.2 suite"),
-        ));
-        CryptoProvider {
-            cipher_suites: vec![SupportedCipherSuite::Tls12(suite)],
-            ..rustls::crypto::ring::default_provider()
-        }
-    }
-
-    /// The TLS 1.2 record layer, offloaded, against stock rustls, both
-    /// ways, for each AEAD (the fixture's key is ECDSA): explicit nonces,
-    /// sequence numbers and fragmentation included.
     #[test]
-    fn offloaded_tls12_suites_interoperate_with_stock_rustls() {
-        use rustls::crypto::ring::cipher_suite as ring_suites;
-        for suite in [
-            ring_suites::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-            ring_suites::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-            ring_suites::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-        ] {
-            let (chain, key) = server_identity();
-            let server = ServerConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_protocol_versions(&[&rustls::version::TLS12])
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .unwrap();
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add(root_certificate()).unwrap();
-            let client = ClientConfig::builder_with_provider(Arc::new(offloaded_provider12(suite)))
-                .with_protocol_versions(&[&rustls::version::TLS12])
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            let name = ServerName::try_from("dot.test").unwrap();
-            let mut client = ClientConnection::new(Arc::new(client), name).unwrap();
-            let mut server = ServerConnection::new(Arc::new(server)).unwrap();
-            pump(&mut client, &mut server);
-            assert_eq!(client.negotiated_cipher_suite(), Some(suite));
-            assert_eq!(client.protocol_version(), Some(ProtocolVersion::TLSv1_2));
-            for size in [12usize, 40_000, 512] {
-                let query: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
-                client.writer().write_all(&query).unwrap();
-                let (got, _) = pump(&mut client, &mut server);
-                assert_eq!(got, query, "{suite:?}: client to server, {size} bytes");
-
-                let answer: Vec<u8> = query.iter().map(|b| b ^ 0x5a).collect();
-                server.writer().write_all(&answer).unwrap();
-                let (_, got) = pump(&mut client, &mut server);
-                assert_eq!(got, answer, "{suite:?}: server to client, {size} bytes");
-            }
-        }
+    fn a_damaged_record_is_a_decrypt_error() {
+        let suite = rustls::crypto::ring::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256;
+        let aead = offloaded::<Ring>(suite).unwrap().aead_alg;
+        let key = || AeadKey::from([3; 32]);
+        assert_damage_is_refused(
+            aead.encrypter(key(), Iv::new([4; NONCE_LEN])),
+            aead.decrypter(key(), Iv::new([4; NONCE_LEN])),
+            1 + TAG_LEN,
+        );
     }
 
-    /// A TLS 1.2 record with any byte changed (explicit nonce, ciphertext
-    /// or tag), under another sequence number, or too short, is refused.
+    /// TLS 1.2: the explicit nonce (AES-GCM) and the sequence number in the
+    /// additional data are checked too.
     #[test]
     fn a_damaged_tls12_record_is_a_decrypt_error() {
-        use rustls::crypto::cipher::OutboundChunks;
         use rustls::crypto::ring::cipher_suite as ring_suites;
-        for (suite, key_len, iv_len, explicit) in [
-            (ring_suites::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384, 32, 4, 8),
+        for (suite, iv_len, explicit) in [
+            (ring_suites::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384, 4, 8),
             (
                 ring_suites::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-                32,
                 12,
                 0,
             ),
@@ -786,50 +763,15 @@ mod tests {
                     shape.fixed_iv_len,
                     shape.explicit_nonce_len
                 ),
-                (key_len, iv_len, explicit)
-            );
-            let key = || AeadKey::from([3; 32]);
-            let mut sealer = aead.encrypter(key(), &[4; 12][..iv_len], &[5; 8][..explicit]);
-            let mut opener = aead.decrypter(key(), &[4; 12][..iv_len]);
-            let message = OutboundPlainMessage {
-                typ: ContentType::ApplicationData,
-                version: ProtocolVersion::TLSv1_2,
-                payload: OutboundChunks::Single(b"an answer"),
-            };
-            let record = sealer.encrypt(message, 7).unwrap().encode();
-            assert_eq!(record.len(), 5 + explicit + 9 + TAG_LEN);
-            let open = |opener: &mut Box<dyn MessageDecrypter>, mut record: Vec<u8>, seq| {
-                let message = InboundOpaqueMessage::new(
-                    ContentType::ApplicationData,
-                    ProtocolVersion::TLSv1_2,
-                    &mut record[5..],
-                );
-                opener
-                    .decrypt(message, seq)
-                    .map(|plain| (plain.typ, plain.payload.to_vec()))
-            };
-            assert_eq!(
-                open(&mut opener, record.clone(), 7).unwrap(),
-                (ContentType::ApplicationData, b"an answer".to_vec()),
+                (32, iv_len, explicit),
                 "{suite:?}"
             );
-            // The sequence number is in the AAD (and ChaCha20's nonce).
-            assert_eq!(
-                open(&mut opener, record.clone(), 8),
-                Err(Error::DecryptError)
+            let key = || AeadKey::from([3; 32]);
+            assert_damage_is_refused(
+                aead.encrypter(key(), &[4; 12][..iv_len], &[5; 8][..explicit]),
+                aead.decrypter(key(), &[4; 12][..iv_len]),
+                explicit + TAG_LEN,
             );
-            for i in 5..record.len() {
-                let mut damaged = record.clone();
-                damaged[i] ^= 0x80;
-                assert_eq!(
-                    open(&mut opener, damaged, 7),
-                    Err(Error::DecryptError),
-                    "{suite:?} byte {i}"
-                );
-            }
-            let mut short = record.clone();
-            short.truncate(5 + explicit + TAG_LEN - 1);
-            assert_eq!(open(&mut opener, short, 7), Err(Error::DecryptError));
         }
     }
 
