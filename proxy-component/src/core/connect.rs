@@ -1,6 +1,6 @@
-//! Connecting to one upstream: when a new connection attempt may start, and
-//! with which TLS configuration. A state machine fed `now` and outcomes; the
-//! shell performs the TCP connect and the handshake.
+//! Connecting to one upstream: when a new connection attempt may start. A
+//! state machine fed `now` and outcomes; the shell performs the TCP connect
+//! and the handshake.
 //!
 //! - **When**: an upstream out of backoff is connected to whenever it has no
 //!   live connection (the shell opens one at a time). One in backoff is
@@ -13,62 +13,24 @@
 //!   gets its connect lock, and the upstream is then in backoff. A
 //!   connection that was opened and closed by the server while they waited
 //!   is no failure, and they open a new one.
-//! - **Which TLS configuration**: the shell has a list, preferred first. A
-//!   handshake that fails for another reason than authentication is retried
-//!   with the next one, and that one is used from then on (a server may not
-//!   offer a preferred configuration's suites). Today
-//!   `shell::tls::client_configs` gives one, with every suite: a failed
-//!   handshake is not retried with another configuration.
-//! - **Authentication failures** (CA, name, pin) are the same with every
-//!   configuration (they share one verifier) and need the operator: never
-//!   retried with another configuration, never a weaker fallback (the
-//!   strict privacy profile of RFC 8310).
+//! - **A failed handshake** is the attempt's failure, counted like a refused
+//!   connect. It is not retried with another configuration: there is one
+//!   per upstream (`shell::tls::upstream_config`), with every suite, and an
+//!   authentication failure (CA, name, pin) needs the operator, never a
+//!   weaker fallback (the strict privacy profile of RFC 8310).
 
 use std::time::Instant;
 
 use super::upstreams::{BACKOFF_BASE, Selector};
 
-/// How a TLS handshake failed, as far as the policy cares. The shell
-/// classifies the library's error.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HandshakeFailure {
-    /// The server's certificate was refused (CA, name or pin).
-    Authentication,
-    /// Anything else: an alert, a protocol error, the connection dropped.
-    Other,
-}
-
-/// What to do after a failed handshake.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AfterHandshake {
-    /// Connect again and handshake with the next configuration, now
-    /// [`ConnectPolicy::config`].
-    Retry,
-    /// The attempt failed; report the error.
-    GiveUp,
-}
-
 /// The connect policy of one upstream.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ConnectPolicy {
-    /// How many TLS configurations the shell has (at least one).
-    configs: usize,
-    /// The one the next handshake uses: the first that has not failed.
-    config: usize,
     /// When the last attempt started.
     last_start: Option<Instant>,
 }
 
 impl ConnectPolicy {
-    /// A policy over `configs` TLS configurations, preferred first.
-    pub fn new(configs: usize) -> Self {
-        Self {
-            configs: configs.max(1),
-            config: 0,
-            last_start: None,
-        }
-    }
-
     /// Whether upstream `upstream` (with this policy) may start a connection
     /// attempt at `now`, given the selector's view of every upstream (with
     /// the failures of earlier attempts already counted).
@@ -83,23 +45,6 @@ impl ConnectPolicy {
     /// An attempt starts at `now`.
     pub fn start(&mut self, now: Instant) {
         self.last_start = Some(now);
-    }
-
-    /// The TLS configuration the next handshake uses.
-    pub fn config(&self) -> usize {
-        self.config
-    }
-
-    /// The handshake with [`config`](Self::config) failed.
-    pub fn handshake_failed(&mut self, failure: HandshakeFailure) -> AfterHandshake {
-        match failure {
-            HandshakeFailure::Authentication => AfterHandshake::GiveUp,
-            HandshakeFailure::Other if self.config + 1 < self.configs => {
-                self.config += 1;
-                AfterHandshake::Retry
-            }
-            HandshakeFailure::Other => AfterHandshake::GiveUp,
-        }
     }
 }
 
@@ -118,7 +63,7 @@ mod tests {
     fn a_healthy_upstream_may_connect_whenever_it_has_no_connection() {
         let t0 = Instant::now();
         let selector = Selector::new(2);
-        let mut p = ConnectPolicy::new(1);
+        let mut p = ConnectPolicy::default();
         assert!(may(&p, &selector, t0));
         p.start(t0);
         // The connection closed soon after (the server's choice): connect
@@ -130,7 +75,7 @@ mod tests {
     fn an_upstream_in_backoff_waits_while_another_is_ready() {
         let t0 = Instant::now();
         let mut selector = Selector::new(2);
-        let mut p = ConnectPolicy::new(1);
+        let mut p = ConnectPolicy::default();
         p.start(t0);
         selector.failed(0, 1, t0);
         assert!(!may(&p, &selector, t0 + Duration::from_millis(900)));
@@ -141,7 +86,7 @@ mod tests {
     fn with_every_upstream_in_backoff_the_least_recently_failed_connects_once_per_backoff_base() {
         let t0 = Instant::now();
         let mut selector = Selector::new(1);
-        let mut p = ConnectPolicy::new(1);
+        let mut p = ConnectPolicy::default();
         p.start(t0);
         // Eight failures in a row: 60 s of backoff, yet no blackout.
         for event in 1..=8 {
@@ -167,7 +112,7 @@ mod tests {
         // to the next upstream (or, with one upstream, answered SERVFAIL).
         let t0 = Instant::now();
         let selector = Selector::new(1);
-        let mut p = ConnectPolicy::new(1);
+        let mut p = ConnectPolicy::default();
         // The query began waiting at t0; the attempt ahead started after.
         p.start(t0 + Duration::from_millis(5));
         assert!(may(&p, &selector, t0 + Duration::from_millis(50)));
@@ -183,46 +128,10 @@ mod tests {
         let t2 = t0 + Duration::from_millis(50);
         for upstreams in [1, 2] {
             let mut selector = Selector::new(upstreams);
-            let mut p = ConnectPolicy::new(1);
+            let mut p = ConnectPolicy::default();
             p.start(t1);
             selector.failed(0, 1, t2);
             assert!(!may(&p, &selector, t2), "{upstreams} upstreams");
         }
-    }
-
-    #[test]
-    fn a_handshake_failure_falls_back_to_every_suite_and_stays_there() {
-        let mut p = ConnectPolicy::new(2);
-        assert_eq!(p.config(), 0);
-        assert_eq!(
-            p.handshake_failed(HandshakeFailure::Other),
-            AfterHandshake::Retry
-        );
-        assert_eq!(p.config(), 1);
-        assert_eq!(
-            p.handshake_failed(HandshakeFailure::Other),
-            AfterHandshake::GiveUp
-        );
-        assert_eq!(p.config(), 1, "the fallback is kept for the next attempt");
-    }
-
-    #[test]
-    fn rfc8310_an_authentication_failure_is_never_retried_with_other_suites() {
-        let mut p = ConnectPolicy::new(2);
-        assert_eq!(
-            p.handshake_failed(HandshakeFailure::Authentication),
-            AfterHandshake::GiveUp
-        );
-        assert_eq!(p.config(), 0);
-    }
-
-    #[test]
-    fn with_one_configuration_a_failed_handshake_gives_up() {
-        let mut p = ConnectPolicy::new(1);
-        assert_eq!(
-            p.handshake_failed(HandshakeFailure::Other),
-            AfterHandshake::GiveUp
-        );
-        assert_eq!(p.config(), 0);
     }
 }

@@ -11,8 +11,9 @@
 //! sequence numbers, padding and content types. A [`Cipher`] sees one
 //! record at a time: a key, a nonce, the record header and the bytes.
 //!
-//! Every AEAD suite of ring's provider is offloaded, TLS 1.3 ([`offloaded`])
-//! and TLS 1.2 ([`offloaded_tls12`]); those are all the suites it has.
+//! Every AEAD suite of ring's provider is offloaded ([`offload`]), TLS 1.3
+//! ([`offloaded`]) and TLS 1.2 ([`offloaded_tls12`]); those are all the
+//! suites it has.
 
 use std::marker::PhantomData;
 
@@ -65,6 +66,20 @@ pub trait Cipher: 'static {
     /// `sealed` decrypted, or `None` when its tag does not verify.
     fn open(key: &Self::Key, nonce: &[u8; NONCE_LEN], aad: &[u8], sealed: &[u8])
     -> Option<Vec<u8>>;
+}
+
+/// `base` (one of ring's suites, either version) with its records
+/// protected by `C`, or `None` for a suite with another AEAD. The suite is
+/// leaked to be `'static`, as rustls wants: make each once.
+pub fn offload<C: Cipher>(base: SupportedCipherSuite) -> Option<SupportedCipherSuite> {
+    Some(match base {
+        SupportedCipherSuite::Tls13(_) => {
+            SupportedCipherSuite::Tls13(Box::leak(Box::new(offloaded::<C>(base)?)))
+        }
+        SupportedCipherSuite::Tls12(_) => {
+            SupportedCipherSuite::Tls12(Box::leak(Box::new(offloaded_tls12::<C>(base)?)))
+        }
+    })
 }
 
 /// `base` (one of ring's TLS 1.3 suites) with its records protected by `C`;
@@ -255,7 +270,7 @@ impl<C: Cipher> Tls12AeadAlgorithm for Gcm12<C> {
             key: C::key(self.0, key.as_ref()),
             iv: gcm_iv(salt, explicit),
             explicit_nonce: true,
-            sealed: Vec::new(),
+            plaintext: Vec::new(),
         })
     }
 
@@ -300,7 +315,7 @@ impl<C: Cipher> Tls12AeadAlgorithm for Chacha12<C> {
             key: C::key(Algorithm::Chacha20Poly1305, key.as_ref()),
             iv: Iv::copy(iv),
             explicit_nonce: false,
-            sealed: Vec::new(),
+            plaintext: Vec::new(),
         })
     }
 
@@ -338,7 +353,7 @@ struct Sealer12<C: Cipher> {
     /// AES-GCM: the record starts with the nonce's last 8 bytes.
     explicit_nonce: bool,
     /// The plaintext gathered for the host, kept for the next record.
-    sealed: Vec<u8>,
+    plaintext: Vec<u8>,
 }
 
 impl<C: Cipher> MessageEncrypter for Sealer12<C> {
@@ -350,9 +365,9 @@ impl<C: Cipher> MessageEncrypter for Sealer12<C> {
         let total_len = self.encrypted_payload_len(msg.payload.len());
         let nonce = Nonce::new(&self.iv, seq).0;
         let aad = make_tls12_aad(seq, msg.typ, msg.version, msg.payload.len());
-        self.sealed.clear();
-        msg.payload.copy_to_vec(&mut self.sealed);
-        let sealed = C::seal(&self.key, &nonce, &aad, &self.sealed);
+        self.plaintext.clear();
+        msg.payload.copy_to_vec(&mut self.plaintext);
+        let sealed = C::seal(&self.key, &nonce, &aad, &self.plaintext);
         let mut payload = PrefixedPayload::with_capacity(total_len);
         if self.explicit_nonce {
             payload.extend_from_slice(&nonce[NONCE_LEN - GCM_EXPLICIT_NONCE_LEN..]);
@@ -534,19 +549,10 @@ mod tests {
         }
     }
 
-    /// A provider whose only suite is `suite`, offloaded to `Ring` by the
-    /// function of its version.
+    /// A provider whose only suite is `suite`, offloaded to `Ring`.
     fn offloaded_provider(suite: SupportedCipherSuite) -> CryptoProvider {
-        let suite = match suite {
-            SupportedCipherSuite::Tls13(_) => SupportedCipherSuite::Tls13(Box::leak(Box::new(
-                offloaded::<Ring>(suite).expect("an offloaded TLS 1.3 suite"),
-            ))),
-            SupportedCipherSuite::Tls12(_) => SupportedCipherSuite::Tls12(Box::leak(Box::new(
-                offloaded_tls12::<Ring>(suite).expect("an offloaded TLS 1.2 suite"),
-            ))),
-        };
         CryptoProvider {
-            cipher_suites: vec![suite],
+            cipher_suites: vec![offload::<Ring>(suite).expect("an offloaded suite")],
             ..rustls::crypto::ring::default_provider()
         }
     }
@@ -626,32 +632,15 @@ mod tests {
     #[test]
     fn offloaded_suites_interoperate_with_stock_rustls() {
         use rustls::crypto::ring::cipher_suite as ring_suites;
-        for (suite, version) in [
-            (
-                ring_suites::TLS13_AES_128_GCM_SHA256,
-                &rustls::version::TLS13,
-            ),
-            (
-                ring_suites::TLS13_AES_256_GCM_SHA384,
-                &rustls::version::TLS13,
-            ),
-            (
-                ring_suites::TLS13_CHACHA20_POLY1305_SHA256,
-                &rustls::version::TLS13,
-            ),
-            (
-                ring_suites::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-                &rustls::version::TLS12,
-            ),
-            (
-                ring_suites::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-                &rustls::version::TLS12,
-            ),
-            (
-                ring_suites::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-                &rustls::version::TLS12,
-            ),
+        for suite in [
+            ring_suites::TLS13_AES_128_GCM_SHA256,
+            ring_suites::TLS13_AES_256_GCM_SHA384,
+            ring_suites::TLS13_CHACHA20_POLY1305_SHA256,
+            ring_suites::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            ring_suites::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            ring_suites::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
         ] {
+            let version = suite.version();
             let (chain, key) = server_identity();
             let server = ServerConfig::builder_with_provider(Arc::new(
                 rustls::crypto::ring::default_provider(),
@@ -786,6 +775,11 @@ mod tests {
                 offloaded_tls12::<Ring>(suite).is_some(),
                 !tls13,
                 "{suite:?}"
+            );
+            let offload = offload::<Ring>(suite).expect("offloaded");
+            assert_eq!(
+                (offload.suite(), offload.version()),
+                (suite.suite(), suite.version())
             );
         }
     }

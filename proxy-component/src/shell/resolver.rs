@@ -26,7 +26,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::core::admission::SourceKey;
 use crate::core::attempt::{AttemptId, Attempts, Next, Outcome, Verdict};
-use crate::core::connect::{AfterHandshake, ConnectPolicy, HandshakeFailure};
+use crate::core::connect::ConnectPolicy;
 use crate::core::message::{self, MessageError, Query, Rcode, Response};
 use crate::core::pins::{self, DisplayPins};
 use crate::core::spread::{self, Pick};
@@ -98,9 +98,8 @@ struct Slot {
     /// Its entry in [`Stats::upstreams`] (keyed by name, see
     /// [`Stats::slot`]).
     stat: usize,
-    /// TLS configurations in the order to try them (see
-    /// [`tls::client_configs`]); the policy says which one is next.
-    tls: Vec<Arc<ClientConfig>>,
+    /// Its TLS configuration (see [`tls::upstream_config`]).
+    tls: Arc<ClientConfig>,
     /// The verifier behind `tls`: it keeps the last verified chain.
     verifier: Arc<PinnedVerifier>,
     /// The pin warnings last logged (no backup, leaf only), so each change
@@ -112,7 +111,7 @@ struct Slot {
     conns: RefCell<Vec<Conn>>,
     /// Serialises connects so a burst of queries opens one connection.
     connecting: tokio::sync::Mutex<()>,
-    /// When to connect and with which TLS configuration: the core decides.
+    /// When to connect: the core decides.
     policy: RefCell<ConnectPolicy>,
     /// Connection attempts so far: the event number of failures on the
     /// current (or last) connection.
@@ -249,13 +248,13 @@ impl Resolver {
                 .unwrap_or_default();
             let verifier =
                 Arc::new(PinnedVerifier::new(anchors, up.pins.clone()).with_anchor_expiry(expiry));
-            let tls = tls::client_configs(verifier.clone()).map_err(|e| fail(e.into()))?;
+            let tls = tls::upstream_config(verifier.clone()).map_err(|e| fail(e.into()))?;
             let name = tls::server_name(&up.auth_name)
                 .map_err(|e| fail(SetupErrorKind::Name(e.to_string())))?;
             slots.push(Slot {
                 config: up.clone(),
                 stat: stats.borrow_mut().slot(&up.name),
-                policy: RefCell::new(ConnectPolicy::new(tls.len())),
+                policy: RefCell::default(),
                 tls,
                 verifier,
                 warned: Cell::new((false, false)),
@@ -637,42 +636,20 @@ impl Resolver {
         }
         slot.policy.borrow_mut().start(now);
         slot.generation.set(slot.generation.get() + 1);
-        let tls = loop {
-            let config = slot.policy.borrow().config();
-            let tcp = TcpStream::connect(slot.config.addr)
-                .await
-                .map_err(UpstreamError::Connect)?;
-            // Or a pipelined query waits for the ACK of the one before
-            // (Nagle). In the component the host sets it: WASI 0.2 cannot.
-            #[cfg(not(target_os = "wasi"))]
-            let _ = tcp.set_nodelay(true);
-            let handshake = TlsConnector::from(slot.tls[config].clone())
-                .connect(slot.name.clone(), tcp)
-                .await;
-            let e = match handshake {
-                Ok(tls) => break tls,
-                Err(e) => e,
-            };
-            let auth = AuthError::from_handshake(&e);
-            let failure = match auth {
-                Some(_) => HandshakeFailure::Authentication,
-                None => HandshakeFailure::Other,
-            };
-            match slot.policy.borrow_mut().handshake_failed(failure) {
-                // The server may not offer the preferred suites.
-                AfterHandshake::Retry => self.log.event(
-                    Level::Debug,
-                    "upstream handshake failed; retrying with all cipher suites",
-                    &[("upstream", &slot.config.name), ("error", &e)],
-                ),
-                AfterHandshake::GiveUp => {
-                    return Err(match auth {
-                        Some(auth) => UpstreamError::Auth(auth.clone()),
-                        None => UpstreamError::Handshake(e),
-                    });
-                }
-            }
-        };
+        let tcp = TcpStream::connect(slot.config.addr)
+            .await
+            .map_err(UpstreamError::Connect)?;
+        // Or a pipelined query waits for the ACK of the one before
+        // (Nagle). In the component the host sets it: WASI 0.2 cannot.
+        #[cfg(not(target_os = "wasi"))]
+        let _ = tcp.set_nodelay(true);
+        let tls = TlsConnector::from(slot.tls.clone())
+            .connect(slot.name.clone(), tcp)
+            .await
+            .map_err(|e| match AuthError::from_handshake(&e) {
+                Some(auth) => UpstreamError::Auth(auth.clone()),
+                None => UpstreamError::Handshake(e),
+            })?;
         let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
         self.log.event(
             Level::Debug,

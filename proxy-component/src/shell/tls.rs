@@ -367,63 +367,40 @@ impl ServerCertVerifier for PinnedVerifier {
 /// suite's records sealed and opened by the host, TLS 1.3 and TLS 1.2
 /// ([`record`](crate::shell::record)).
 pub fn provider() -> CryptoProvider {
-    #[allow(unused_mut, reason = "natively ring does everything")]
-    let mut provider = rustls::crypto::ring::default_provider();
     #[cfg(target_os = "wasi")]
-    for suite in &mut provider.cipher_suites {
-        if let Some(offloaded) = host_suite(*suite) {
-            *suite = offloaded;
+    {
+        use std::sync::LazyLock;
+
+        use crate::shell::record::{self, host::Host};
+
+        /// ring's suites in ring's order, each offloaded, made once.
+        static SUITES: LazyLock<Vec<rustls::SupportedCipherSuite>> = LazyLock::new(|| {
+            rustls::crypto::ring::default_provider()
+                .cipher_suites
+                .into_iter()
+                .map(|suite| record::offload::<Host>(suite).unwrap_or(suite))
+                .collect()
+        });
+        CryptoProvider {
+            cipher_suites: SUITES.clone(),
+            ..rustls::crypto::ring::default_provider()
         }
     }
-    provider
+    #[cfg(not(target_os = "wasi"))]
+    rustls::crypto::ring::default_provider()
 }
 
-/// `suite` with its records protected by the host, made once.
-#[cfg(target_os = "wasi")]
-fn host_suite(suite: rustls::SupportedCipherSuite) -> Option<rustls::SupportedCipherSuite> {
-    use std::sync::LazyLock;
-
-    use crate::shell::record::{self, host::Host};
-
-    static TLS13: LazyLock<Vec<rustls::Tls13CipherSuite>> = LazyLock::new(|| {
-        rustls::crypto::ring::default_provider()
-            .cipher_suites
-            .into_iter()
-            .filter_map(record::offloaded::<Host>)
-            .collect()
-    });
-    static TLS12: LazyLock<Vec<rustls::Tls12CipherSuite>> = LazyLock::new(|| {
-        rustls::crypto::ring::default_provider()
-            .cipher_suites
-            .into_iter()
-            .filter_map(record::offloaded_tls12::<Host>)
-            .collect()
-    });
-    let id = suite.suite();
-    match suite {
-        rustls::SupportedCipherSuite::Tls13(_) => TLS13
-            .iter()
-            .find(|s| s.common.suite == id)
-            .map(rustls::SupportedCipherSuite::Tls13),
-        rustls::SupportedCipherSuite::Tls12(_) => TLS12
-            .iter()
-            .find(|s| s.common.suite == id)
-            .map(rustls::SupportedCipherSuite::Tls12),
-    }
-}
-
-/// The rustls client configurations for one upstream, in the order to try
-/// them: a connection that fails its handshake with one (other than by
-/// authentication) is retried with the next. There is one: every suite's
-/// records are protected natively ([`provider`]), so ring's default order
-/// (AES-GCM first, fastest with AES-NI) serves in the component too. (The
-/// component used to offer ChaCha20 alone first, then everything, while
-/// TLS 1.2 records were protected in the sandbox with software AES.)
+/// The rustls client configuration of one upstream: ring's suites in
+/// ring's order (AES-GCM first, fastest with AES-NI), every suite's records
+/// protected natively ([`provider`]), so one configuration serves every
+/// server. (The component used to offer ChaCha20 alone first, then retry
+/// with everything, while TLS 1.2 records were protected in the sandbox
+/// with software AES.)
 ///
 /// Session resumption (TLS 1.3 only, RFC 8446 §2.2) is pin-safe: a resumed
 /// handshake verifies no certificate, so what makes it safe is where its
-/// session came from. Each upstream has its own store, shared by its
-/// configurations and by nothing else (rustls would otherwise key sessions
+/// session came from. Each upstream has its own store, in its
+/// configuration and nowhere else (rustls would otherwise key sessions
 /// by server name alone, which two addresses of one operator share); a
 /// session enters it only through a full handshake with that upstream,
 /// which the [`PinnedVerifier`] passed (chain, name, pins) before the
@@ -431,12 +408,11 @@ fn host_suite(suite: rustls::SupportedCipherSuite) -> Option<rustls::SupportedCi
 /// upstream's configuration: a reload builds new ones, so changing pins or
 /// CA empties it. TLS 1.2 resumption (which RFC 7525 §3.4 advises against
 /// without forward secrecy) and 0-RTT early data (replayable) stay off.
-pub fn client_configs(verifier: Arc<PinnedVerifier>) -> Result<Vec<Arc<ClientConfig>>, TrustError> {
+pub fn upstream_config(verifier: Arc<PinnedVerifier>) -> Result<Arc<ClientConfig>, TrustError> {
     let store: Arc<dyn ClientSessionStore> =
         Arc::new(ClientSessionMemoryCache::new(SESSIONS_PER_UPSTREAM));
-    let resumption =
-        || Resumption::store(store.clone()).tls12_resumption(Tls12Resumption::Disabled);
-    Ok(vec![config_with(provider(), verifier, resumption())?])
+    let resumption = Resumption::store(store).tls12_resumption(Tls12Resumption::Disabled);
+    config_with(provider(), verifier, resumption)
 }
 
 /// Sessions kept per upstream: a TLS 1.3 server sends a few tickets per
