@@ -130,9 +130,9 @@ impl OutgoingDatagramStream {
     /// Sends from the front of `datagrams` (each to its address, `None`:
     /// the connected peer); how many were sent (0: the socket's buffer is
     /// full), or the first one's error when none was.
-    pub(crate) fn try_send_many(
+    pub(crate) fn try_send_many<'a>(
         &mut self,
-        datagrams: &[(&[u8], Option<SocketAddr>)],
+        datagrams: impl IntoIterator<Item = (&'a [u8], Option<SocketAddr>)>,
     ) -> Result<usize, ErrorCode> {
         self.inner
             .lock()

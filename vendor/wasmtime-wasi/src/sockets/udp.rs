@@ -293,21 +293,27 @@ impl UdpSocket {
     /// when one is refused after others passed (WIT: once one is sent,
     /// `send` returns no error; the next call reports it). A refusal of the
     /// first is its error.
-    pub(crate) fn try_send_many(
+    pub(crate) fn try_send_many<'a>(
         &mut self,
-        datagrams: &[(&[u8], Option<SocketAddr>)],
+        datagrams: impl IntoIterator<Item = (&'a [u8], Option<SocketAddr>)>,
     ) -> Result<usize, ErrorCode> {
+        use crate::sockets::mmsg::MAX_BATCH;
         let connected_addr = self.remote_address().ok();
-        let mut to = Vec::with_capacity(datagrams.len());
-        for &(data, addr) in datagrams {
+        // One system call sends at most a batch: the rest is the next call's.
+        let mut to: [(&[u8], Option<SocketAddr>); MAX_BATCH] = [(&[], None); MAX_BATCH];
+        let mut len = 0;
+        for (data, addr) in datagrams.into_iter().take(MAX_BATCH) {
             match self.send_destination(data.len(), addr, connected_addr) {
                 // The connected peer goes without an address, as `send`.
-                Ok(dest) => to.push((data, Some(dest).filter(|d| Some(*d) != connected_addr))),
-                Err(e) if to.is_empty() => return Err(e),
+                Ok(dest) => {
+                    to[len] = (data, Some(dest).filter(|d| Some(*d) != connected_addr));
+                    len += 1;
+                }
+                Err(e) if len == 0 => return Err(e),
                 Err(_) => break,
             }
         }
-        match crate::sockets::mmsg::send_batch(&self.socket, &to) {
+        match crate::sockets::mmsg::send_batch(&self.socket, &to[..len]) {
             Ok(sent) => Ok(sent),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(0),
             Err(e) => Err(e.into()),

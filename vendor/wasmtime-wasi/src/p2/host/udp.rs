@@ -271,11 +271,11 @@ impl udp::HostOutgoingDatagramStream for WasiSocketsCtxView<'_> {
         stream.check_send_permit_count = 0;
 
         // dnsproxy patch: one batch per call (`OutgoingDatagramStream::try_send_many`).
-        let datagrams: Vec<(&[u8], Option<SocketAddr>)> = datagrams
-            .iter()
-            .map(|d| (&d.data[..], d.remote_address.map(SocketAddr::from)))
-            .collect();
-        let count = stream.try_send_many(&datagrams)?;
+        let count = stream.try_send_many(
+            datagrams
+                .iter()
+                .map(|d| (&d.data[..], d.remote_address.map(SocketAddr::from))),
+        )?;
         Ok(count.try_into().unwrap())
     }
 
