@@ -118,6 +118,24 @@ fn main() {
         write(&dir, "cache", name, &input);
     }
 
+    // Record: `[suite, seq(8), cut(2), bytes]`: each of the six suites with
+    // a response as the record (forged) and its plaintext (cut at its
+    // length), at sequence numbers 0, 1 and the last; one record larger than
+    // a TLS record may be, and one too short for a tag.
+    for (i, (name, r)) in responses.iter().enumerate() {
+        let suite = u8::try_from(i % 6).expect("small index");
+        let seq: u64 = [0, 1, u64::MAX][i % 3];
+        let cut = u16::try_from(r.len()).expect("small message");
+        let input = [&[suite], &seq.to_be_bytes()[..], &cut.to_be_bytes(), r].concat();
+        write(&dir, "record", name, &input);
+    }
+    for suite in 0..6u8 {
+        let large = [&[suite], &[0; 8][..], &[0xff, 0xff], &vec![0x17; 16_400]].concat();
+        write(&dir, "record", &format!("oversized-{suite}"), &large);
+        let short = [&[suite], &[0; 8][..], &[0, 0], &[0x17; 15][..]].concat();
+        write(&dir, "record", &format!("short-{suite}"), &short);
+    }
+
     // Deframer: the messages framed back to back, fed in a few chunk sizes.
     let mut stream = Vec::new();
     for m in queries.iter().chain(&responses).map(|(_, m)| m) {

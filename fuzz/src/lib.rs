@@ -20,6 +20,7 @@ pub mod deframer;
 pub mod ini;
 pub mod padding;
 pub mod query;
+pub mod record;
 pub mod truncate;
 mod wire;
 
@@ -38,4 +39,5 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("ini", ini::check),
     ("admission", admission::check),
     ("cache", cache::check),
+    ("record", record::check),
 ];

@@ -84,6 +84,11 @@ fn cache_corpus_keeps_kept_and_served_answer_invariants() {
     replay("cache");
 }
 
+#[test]
+fn record_corpus_keeps_record_protection_invariants() {
+    replay("record");
+}
+
 /// The fuzz targets, the checks and the corpora name the same targets, so a
 /// new target cannot go without its replay.
 #[test]
@@ -107,5 +112,5 @@ fn every_fuzz_target_has_checks_and_a_corpus() {
     assert_eq!(stems("libfuzzer/fuzz_targets", Some("rs")), checks);
     assert_eq!(stems("corpus", None), checks);
     // One replay test per target, above.
-    assert_eq!(checks.len(), 8);
+    assert_eq!(checks.len(), 9);
 }

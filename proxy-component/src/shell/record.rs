@@ -442,6 +442,66 @@ impl<C: Cipher> MessageDecrypter for Opener12<C> {
     }
 }
 
+/// ring in-process: the computation the host's `aead` interface does
+/// (`host/src/aead.rs`), for the native build's tests and the `record` fuzz
+/// target. Natively the proxy uses ring's own suites, not these.
+#[cfg(not(target_os = "wasi"))]
+#[doc(hidden)]
+pub mod native {
+    use ring::aead::{self, Aad, LessSafeKey, UnboundKey};
+
+    use super::{Algorithm, Cipher, NONCE_LEN};
+
+    /// [`Cipher`] by ring, in this process.
+    pub struct Ring;
+
+    impl Cipher for Ring {
+        type Key = LessSafeKey;
+
+        /// Panics unless `secret` has the algorithm's key length, which
+        /// rustls's key schedule guarantees.
+        fn key(algorithm: Algorithm, secret: &[u8]) -> LessSafeKey {
+            let algorithm = match algorithm {
+                Algorithm::Aes128Gcm => &aead::AES_128_GCM,
+                Algorithm::Aes256Gcm => &aead::AES_256_GCM,
+                Algorithm::Chacha20Poly1305 => &aead::CHACHA20_POLY1305,
+            };
+            LessSafeKey::new(
+                UnboundKey::new(algorithm, secret).expect("a key of the AEAD's length"),
+            )
+        }
+
+        fn seal(
+            key: &LessSafeKey,
+            nonce: &[u8; NONCE_LEN],
+            aad: &[u8],
+            plaintext: &[u8],
+        ) -> Vec<u8> {
+            let mut buffer = plaintext.to_vec();
+            let nonce = aead::Nonce::assume_unique_for_key(*nonce);
+            key.seal_in_place_append_tag(nonce, Aad::from(aad), &mut buffer)
+                .expect("a record is far below the AEAD's limit");
+            buffer
+        }
+
+        fn open(
+            key: &LessSafeKey,
+            nonce: &[u8; NONCE_LEN],
+            aad: &[u8],
+            sealed: &[u8],
+        ) -> Option<Vec<u8>> {
+            let mut buffer = sealed.to_vec();
+            let nonce = aead::Nonce::assume_unique_for_key(*nonce);
+            let len = key
+                .open_in_place(nonce, Aad::from(aad), &mut buffer)
+                .ok()?
+                .len();
+            buffer.truncate(len);
+            Some(buffer)
+        }
+    }
+}
+
 /// The component's cipher: the host's `aead` interface.
 #[cfg(target_os = "wasi")]
 pub mod host {
@@ -496,58 +556,13 @@ mod tests {
     use std::io::{Read, Write};
     use std::sync::Arc;
 
-    use ring::aead::{self, Aad, LessSafeKey, UnboundKey};
     use rustls::crypto::CryptoProvider;
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     use rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection};
 
+    use super::native::Ring;
     use super::*;
-
-    /// ring in-process: the same computation the host does.
-    struct Ring;
-
-    impl Cipher for Ring {
-        type Key = LessSafeKey;
-
-        fn key(algorithm: Algorithm, secret: &[u8]) -> LessSafeKey {
-            let algorithm = match algorithm {
-                Algorithm::Aes128Gcm => &aead::AES_128_GCM,
-                Algorithm::Aes256Gcm => &aead::AES_256_GCM,
-                Algorithm::Chacha20Poly1305 => &aead::CHACHA20_POLY1305,
-            };
-            LessSafeKey::new(UnboundKey::new(algorithm, secret).unwrap())
-        }
-
-        fn seal(
-            key: &LessSafeKey,
-            nonce: &[u8; NONCE_LEN],
-            aad: &[u8],
-            plaintext: &[u8],
-        ) -> Vec<u8> {
-            let mut buffer = plaintext.to_vec();
-            let nonce = aead::Nonce::assume_unique_for_key(*nonce);
-            key.seal_in_place_append_tag(nonce, Aad::from(aad), &mut buffer)
-                .unwrap();
-            buffer
-        }
-
-        fn open(
-            key: &LessSafeKey,
-            nonce: &[u8; NONCE_LEN],
-            aad: &[u8],
-            sealed: &[u8],
-        ) -> Option<Vec<u8>> {
-            let mut buffer = sealed.to_vec();
-            let nonce = aead::Nonce::assume_unique_for_key(*nonce);
-            let len = key
-                .open_in_place(nonce, Aad::from(aad), &mut buffer)
-                .ok()?
-                .len();
-            buffer.truncate(len);
-            Some(buffer)
-        }
-    }
 
     /// A provider whose only suite is `suite`, offloaded to `Ring`.
     fn offloaded_provider(suite: SupportedCipherSuite) -> CryptoProvider {
