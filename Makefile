@@ -8,8 +8,9 @@
 #                      (LOCAL_PORT=53, EXTRA_VARS="-e TLS_HOST=..."); make stop, make logs
 #   make test          every test: unit, property, snapshot and end to end
 #   make bench         dnsproxy beside stubby, dnsdist, unbound and kresd (bench/)
-#   make fuzz          coverage-guided fuzzing of the core and the ini reader
-#                      (FUZZ_SECONDS per target, default 60; fuzz/README.md)
+#   make fuzz          coverage-guided fuzzing of the core, the TLS record
+#                      layer and the ini reader (FUZZ_SECONDS per target,
+#                      default 60; fuzz/README.md)
 
 CARGO      ?= cargo
 TARGET_DIR ?= target
