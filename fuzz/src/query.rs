@@ -1,5 +1,5 @@
 //! Client query admission (`Query::parse`, `Query::udp_limit`) and the replies
-//! the proxy makes up itself (`synthesize_response`, `Query::reply`).
+//! the proxy makes up itself (`synthesize_response`, `Response::reply`).
 //!
 //! Input: a client query, as it arrives.
 //!
@@ -14,7 +14,7 @@
 //! most the question and an empty OPT (DO copied) and nothing else; it is well
 //! formed (hickory-proto and the core's own walk read it); for an accepted
 //! query it echoes the question and the OPT presence, passes the proxy's
-//! own answer check, and is what `Query::reply` builds, with the layout a
+//! own answer check, and is what `Response::reply` builds, with the layout a
 //! walk of it finds.
 
 use dnsproxy_core::core::message::{
@@ -193,7 +193,11 @@ fn check_reply(msg: &[u8], q: Option<&Query>, rcode: Rcode) {
             view.answers(q),
             "the proxy's own reply does not answer its question"
         );
-        assert_eq!(q.reply(rcode), view, "Query::reply differs, or its layout");
+        assert_eq!(
+            Response::reply(q, rcode),
+            view,
+            "Response::reply differs, or its layout"
+        );
         assert!(matches!(
             Query::parse(&reply),
             Err(QueryError::Drop(MessageError::NotAQuery))

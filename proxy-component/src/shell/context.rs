@@ -219,7 +219,7 @@ impl Context {
                 (answer, "cache")
             }
             Lookup::Failed(Some(stale)) => (stale, "stale"),
-            Lookup::Failed(None) => (query.reply(Rcode::ServFail), "cache"),
+            Lookup::Failed(None) => (Response::reply(query, Rcode::ServFail), "cache"),
         };
         if generation.config.log_queries {
             self.log_query(query, &answer, client, transport, Some(source), now);

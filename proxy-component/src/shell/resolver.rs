@@ -432,7 +432,7 @@ impl Resolver {
         }
         self.log
             .event(Level::Debug, "query failed on every upstream", &[]);
-        (query.reply(Rcode::ServFail), None, now)
+        (Response::reply(query, Rcode::ServFail), None, now)
     }
 
     /// Counts a failure of upstream `i` in `event` and logs it, once per

@@ -4,11 +4,8 @@
 
 use thiserror::Error;
 
-use super::response::Response;
 use super::walk::{Layout, Opt, Partial, scan, walk, write_opt};
-use super::{
-    EDNS_UDP_PAYLOAD, HEADER_LEN, MessageError, OPCODE_MASK, QDCOUNT, QR, RA, RD, header, read_u16,
-};
+use super::{HEADER_LEN, MessageError, OPCODE_MASK, QDCOUNT, QR, RA, RD, header, read_u16};
 
 /// RFC 1035 §2.3.4 / RFC 6891 §6.2.3: what any UDP client can take.
 const MIN_UDP_PAYLOAD: usize = 512;
@@ -138,40 +135,13 @@ impl Query {
             usize::from(opt.udp_payload).max(MIN_UDP_PAYLOAD)
         })
     }
-
-    /// The reply the proxy answers itself (SERVFAIL when no upstream
-    /// answered), as [`synthesize_response`] builds it, but from the layout
-    /// already known: the question is echoed, and an OPT RR (DO copied) is
-    /// added iff the query had one.
-    pub fn reply(&self, rcode: Rcode) -> Response {
-        // A parsed query has a header; the fallback is never used.
-        let header = self.bytes.first_chunk().unwrap_or(&[0; HEADER_LEN]);
-        let dnssec_ok = self.opt().map(|opt| opt.dnssec_ok);
-        let bytes = reply_bytes(header, self.question(), dnssec_ok, rcode);
-        let question_end = self.layout.question_end;
-        let end = bytes.len();
-        let layout = Layout {
-            question_end,
-            end,
-            opt: dnssec_ok.map(|dnssec_ok| Opt {
-                range: question_end..end,
-                rdata: end..end,
-                udp_payload: EDNS_UDP_PAYLOAD,
-                dnssec_ok,
-                has_padding: false,
-                keepalive: None,
-            }),
-            signed: false,
-        };
-        Response { bytes, layout }
-    }
 }
 
 /// Builds a reply the proxy answers itself (FORMERR, SERVFAIL, REFUSED,
 /// NOTIMP) from the bytes of a message that did not necessarily parse: QR=1,
 /// the query's ID, OPCODE and RD, RA=1, all other flags 0; the question echoed
 /// when QDCOUNT=1 and it parses, else QDCOUNT=0; and an OPT RR (payload
-/// [`EDNS_UDP_PAYLOAD`], no options, DO copied) iff the query had one before
+/// [`EDNS_UDP_PAYLOAD`](super::EDNS_UDP_PAYLOAD), no options, DO copied) iff the query had one before
 /// any malformation (RFC 6891 §7).
 ///
 /// Never panics; `None` for input shorter than the header, which has no ID
@@ -189,9 +159,11 @@ pub fn synthesize_response(query: &[u8], rcode: Rcode) -> Option<Vec<u8>> {
     Some(reply_bytes(h, question, dnssec_ok, rcode))
 }
 
-/// The reply both of the above describe; `dnssec_ok` is the DO bit of the
-/// query's OPT, `None` without one.
-fn reply_bytes(
+/// The reply [`synthesize_response`] and [`Response::reply`] describe;
+/// `dnssec_ok` is the DO bit of the query's OPT, `None` without one.
+///
+/// [`Response::reply`]: super::Response::reply
+pub(super) fn reply_bytes(
     h: &[u8; HEADER_LEN],
     question: &[u8],
     dnssec_ok: Option<bool>,
@@ -477,22 +449,6 @@ mod tests {
                 bad[at] = byte;
                 let reply = synthesize_response(&bad, Rcode::FormErr).expect("has header");
                 assert_eq!(reply[..2], bad[..2]);
-            }
-        }
-    }
-
-    #[test]
-    fn reply_to_a_parsed_query_is_the_synthesized_reply_with_its_layout() {
-        for edns in [None, Some((4096, true)), Some((1232, false))] {
-            let q = query_bytes("www.example.org.", RecordType::TXT, edns);
-            let parsed = Query::parse(&q).expect("valid");
-            for rcode in [Rcode::ServFail, Rcode::Refused] {
-                let reply = parsed.reply(rcode);
-                let bytes = synthesize_response(&q, rcode).expect("has header");
-                assert_eq!(reply.bytes(), bytes);
-                // The layout it was built with is the one a walk finds.
-                assert_eq!(Response::parse(bytes), Ok(reply.clone()));
-                assert!(reply.answers(&parsed));
             }
         }
     }

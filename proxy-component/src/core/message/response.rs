@@ -10,9 +10,9 @@
 use std::time::Duration;
 
 use super::name::names_equal;
-use super::query::{Query, Rcode};
+use super::query::{Query, Rcode, reply_bytes};
 use super::walk::{Layout, Opt, walk};
-use super::{HEADER_LEN, MessageError, QDCOUNT, QR, header, read_u16};
+use super::{EDNS_UDP_PAYLOAD, HEADER_LEN, MessageError, QDCOUNT, QR, header, read_u16};
 
 /// A response and where everything lies in it.
 ///
@@ -33,6 +33,35 @@ impl Response {
     pub fn parse(bytes: Vec<u8>) -> Result<Self, MessageError> {
         let layout = walk(&bytes)?;
         Ok(Self { bytes, layout })
+    }
+
+    /// The reply the proxy answers `query` with itself (SERVFAIL when no
+    /// upstream answered), as [`synthesize_response`] builds it, but from
+    /// the layout already known: the question is echoed, and an OPT RR (DO
+    /// copied) is added iff the query had one.
+    ///
+    /// [`synthesize_response`]: super::synthesize_response
+    pub fn reply(query: &Query, rcode: Rcode) -> Response {
+        // A parsed query has a header; the fallback is never used.
+        let header = query.bytes.first_chunk().unwrap_or(&[0; HEADER_LEN]);
+        let dnssec_ok = query.opt().map(|opt| opt.dnssec_ok);
+        let bytes = reply_bytes(header, query.question(), dnssec_ok, rcode);
+        let question_end = query.layout.question_end;
+        let end = bytes.len();
+        let layout = Layout {
+            question_end,
+            end,
+            opt: dnssec_ok.map(|dnssec_ok| Opt {
+                range: question_end..end,
+                rdata: end..end,
+                udp_payload: EDNS_UDP_PAYLOAD,
+                dnssec_ok,
+                has_padding: false,
+                keepalive: None,
+            }),
+            signed: false,
+        };
+        Response { bytes, layout }
     }
 
     /// The message as it is now.
@@ -99,6 +128,7 @@ mod tests {
     use hickory_proto::op::{Message, MessageType};
     use hickory_proto::rr::{Name, RecordType};
 
+    use super::super::synthesize_response;
     use super::super::test_support::query_bytes;
     use super::*;
 
@@ -181,5 +211,21 @@ mod tests {
         assert_eq!(r.bytes()[..2], [0xBE, 0xEF]);
         assert_eq!(r.bytes()[2..], resp[2..]);
         assert_eq!(Response::parse(r.bytes().to_vec()), Ok(r));
+    }
+
+    #[test]
+    fn reply_to_a_parsed_query_is_the_synthesized_reply_with_its_layout() {
+        for edns in [None, Some((4096, true)), Some((1232, false))] {
+            let q = query_bytes("www.example.org.", RecordType::TXT, edns);
+            let parsed = Query::parse(&q).expect("valid");
+            for rcode in [Rcode::ServFail, Rcode::Refused] {
+                let reply = Response::reply(&parsed, rcode);
+                let bytes = synthesize_response(&q, rcode).expect("has header");
+                assert_eq!(reply.bytes(), bytes);
+                // The layout it was built with is the one a walk finds.
+                assert_eq!(Response::parse(bytes), Ok(reply.clone()));
+                assert!(reply.answers(&parsed));
+            }
+        }
     }
 }
