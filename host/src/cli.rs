@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
+use clap_complete::Shell;
 
 use crate::config::{self, Key};
 use crate::query_name::{QueryName, parse_name};
@@ -104,7 +105,7 @@ pub enum Command {
     Precompile(PrecompileArgs),
     /// Write shell completions or the man pages (make install)
     #[command(hide = true)]
-    Generate(crate::generate::GenerateArgs),
+    Generate(GenerateArgs),
 }
 
 /// Flags of `run`: one per settings.ini key, each overriding the file and the
@@ -411,6 +412,30 @@ pub struct PrecompileArgs {
     /// Compile this .wasm component instead of the embedded one (for tests)
     #[arg(long, value_name = "PATH", hide = true)]
     pub component: Option<PathBuf>,
+}
+
+/// Flags of the hidden `generate` subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct GenerateArgs {
+    /// What to write.
+    #[command(subcommand)]
+    pub what: Generated,
+}
+
+/// What `generate` writes.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Generated {
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell)
+    Completions {
+        /// The shell to complete for
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Write the man pages, dnsproxy.1 and one per subcommand, into DIR
+    Man {
+        /// The directory to write into (e.g. /usr/share/man/man1)
+        dir: PathBuf,
+    },
 }
 
 impl config::Flags for RunArgs {

@@ -8,34 +8,10 @@ use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Args, Command, CommandFactory as _, Subcommand};
+use clap::{Command, CommandFactory as _};
 use clap_complete::Shell;
 
-use crate::cli::Cli;
-
-/// Flags of the hidden `generate` subcommand.
-#[derive(Debug, Clone, Args)]
-pub struct GenerateArgs {
-    /// What to write.
-    #[command(subcommand)]
-    pub what: Generated,
-}
-
-/// What `generate` writes.
-#[derive(Debug, Clone, Subcommand)]
-pub enum Generated {
-    /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell)
-    Completions {
-        /// The shell to complete for
-        #[arg(value_enum)]
-        shell: Shell,
-    },
-    /// Write the man pages, dnsproxy.1 and one per subcommand, into DIR
-    Man {
-        /// The directory to write into (e.g. /usr/share/man/man1)
-        dir: PathBuf,
-    },
-}
+use crate::cli::{Cli, GenerateArgs, Generated};
 
 /// Writes what was asked for.
 pub fn run(args: &GenerateArgs) -> ExitCode {
