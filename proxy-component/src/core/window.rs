@@ -37,12 +37,18 @@
 //! (other workers'): each connection then holds its own part of the queue
 //! to about [`TARGET`].
 //!
+//! A queue the window keeps comes down with it; a shift to slower answers
+//! that is not a queue (the upstream's cache went cold, or a queue other
+//! clients of the upstream keep) does not. So when the window has shrunk
+//! [`SHIFT_SHRINKS`] intervals running and the fastest round trip has not
+//! come down by a quarter of its excess over the baseline, the baseline is
+//! wrong: the connection probes, and the probe's fastest replaces the
+//! baseline instead of joining it. The window then grows again.
+//!
 //! From the initial window, a connection reaches a window of 2,048 in about
 //! 1.3 s of demand, and comes down from 2,048 to the minimum in about 1.7 s
-//! of a standing queue. A shift to slower answers that is not a queue (the
-//! upstream's cache went cold) shrinks the window until the baseline has
-//! caught up with it (the next probe, within ten seconds), then lets it grow
-//! again.
+//! of a standing queue of its own; a shift stops the shrinking after 0.3 s
+//! and a probe.
 
 use std::time::{Duration, Instant};
 
@@ -77,6 +83,11 @@ const BASELINE_SPAN: Duration = Duration::from_secs(10);
 /// traffic), it ends with what it has.
 pub const PROBE_LIMIT: Duration = Duration::from_secs(1);
 
+/// Intervals running that the window shrinks before it asks whether the
+/// shrinking helped: three take it to 42% of where it was, which takes a
+/// queue of its own down as far.
+pub const SHIFT_SHRINKS: u32 = 3;
+
 /// The window of one upstream connection.
 #[derive(Clone, Debug)]
 pub struct Window {
@@ -95,6 +106,16 @@ pub struct Window {
     bucket_end: Instant,
     /// The probe under way, if any.
     probe: Option<Probe>,
+    /// The window has shrunk this many intervals running; the first of
+    /// them found the fastest round trip `first`.
+    shrinking: Option<Shrinking>,
+}
+
+/// Shrinking intervals running, and the fastest round trip of the first.
+#[derive(Clone, Copy, Debug)]
+struct Shrinking {
+    first: Duration,
+    count: u32,
 }
 
 /// A probe of the upstream's round trip without this connection's queue.
@@ -104,6 +125,9 @@ struct Probe {
     since: Instant,
     fastest: Option<Duration>,
     samples: u32,
+    /// The baseline was found wrong (shrinking did not bring answers
+    /// closer to it): the probe's answer replaces it, not adds to it.
+    rebase: bool,
 }
 
 /// What the end of an interval did to the window (for tests and logs).
@@ -134,6 +158,7 @@ impl Window {
             baseline: [None; 2],
             bucket_end: now + BASELINE_SPAN / 2,
             probe: None,
+            shrinking: None,
         }
     }
 
@@ -171,10 +196,17 @@ impl Window {
             if probe.samples < MIN_SAMPLES && now < probe.since + PROBE_LIMIT {
                 return None;
             }
-            let fastest = probe.fastest;
+            let Probe {
+                fastest, rebase, ..
+            } = *probe;
             self.probe = None;
-            if let Some(fastest) = fastest {
-                self.remember(now, fastest);
+            match fastest {
+                Some(fastest) if rebase => {
+                    self.baseline = [Some(fastest), None];
+                    self.bucket_end = now + BASELINE_SPAN / 2;
+                }
+                Some(fastest) => self.remember(now, fastest),
+                None => {}
             }
             self.next_interval(now);
             return Some(Change::Probed);
@@ -185,9 +217,21 @@ impl Window {
             return None;
         }
         let fastest = self.fastest.unwrap_or(rtt);
+        let mut rebase = false;
         let change = match self.baseline(now) {
             Some(base) if fastest > base + TARGET => {
                 self.limit = (self.limit - self.limit / 4).max(MIN_WINDOW).min(self.max);
+                let shrinking = self.shrinking.get_or_insert(Shrinking {
+                    first: fastest,
+                    count: 0,
+                });
+                shrinking.count += 1;
+                // A queue of the window's own comes down with the window;
+                // answers that stay as slow are a shift the baseline
+                // missed (the upstream got slower, or others' queue there).
+                let excess = shrinking.first.saturating_sub(base);
+                rebase = shrinking.count == SHIFT_SHRINKS
+                    && shrinking.first.saturating_sub(fastest) < excess / 4;
                 Change::Shrunk
             }
             _ if self.limited && self.limit < self.max => {
@@ -196,17 +240,22 @@ impl Window {
             }
             _ => Change::Kept,
         };
+        if change != Change::Shrunk {
+            self.shrinking = None;
+        }
         // Answers that waited behind a full window of ours measured our
         // own queue: not a baseline.
         if !self.limited {
             self.remember(now, fastest);
         }
         self.next_interval(now);
-        if self.baseline(now).is_none() {
+        if rebase || self.baseline(now).is_none() {
+            self.shrinking = None;
             self.probe = Some(Probe {
                 since: now,
                 fastest: None,
                 samples: 0,
+                rebase,
             });
         }
         Some(change)
@@ -306,18 +355,36 @@ mod tests {
         assert_eq!(w.limit(), INITIAL_WINDOW);
     }
 
+    /// The round trip through an upstream that answers one query a
+    /// millisecond behind a 1 ms path, with `w`'s whole window queued there.
+    fn queued_behind(w: &Window) -> Duration {
+        ms(1) + ms(1) * u32::try_from(w.limit()).expect("small")
+    }
+
     #[test]
     fn a_standing_queue_at_the_upstream_shrinks_it_to_the_minimum() {
         let mut now = Instant::now();
         let mut w = Window::new(now, 2048);
-        // Before: the clients, not the window, limit.
+        // Before: the clients, not the window, limit; nothing queued.
         interval(&mut w, &mut now, ms(1), false);
         let before = w.limit();
-        // Every answer, the fastest included, is now 10 ms later.
-        assert_eq!(interval(&mut w, &mut now, ms(11), true), Change::Shrunk);
+        // Then the clients keep the window full at an upstream that takes
+        // a millisecond per query: every answer, the fastest included,
+        // waits behind the window.
+        let rtt = queued_behind(&w);
+        assert_eq!(interval(&mut w, &mut now, rtt, true), Change::Shrunk);
         assert_eq!(w.limit(), before - before / 4);
-        for _ in 0..20 {
-            interval(&mut w, &mut now, ms(11), true);
+        // The queue comes down with the window, so it is the window's own:
+        // it shrinks to the minimum and stays there (16 ms of queue is
+        // still above the target) until the baseline runs out.
+        for i in 0..40 {
+            let rtt = queued_behind(&w);
+            assert_eq!(
+                interval(&mut w, &mut now, rtt, true),
+                Change::Shrunk,
+                "interval {i}"
+            );
+            assert!(!w.probing(), "interval {i}: taken for a shift");
         }
         assert_eq!(w.limit(), MIN_WINDOW);
     }
@@ -342,21 +409,51 @@ mod tests {
     }
 
     #[test]
-    fn a_lasting_shift_becomes_the_new_baseline_within_ten_seconds() {
+    fn a_lasting_shift_becomes_the_new_baseline_once_shrinking_does_not_help() {
         let mut now = Instant::now();
         let mut w = Window::new(now, 2048);
         interval(&mut w, &mut now, ms(1), false);
-        // The upstream's cache went cold: 30 ms for everything, for good.
-        let mut shrunk_last = None;
-        for i in 0..150 {
+        // The upstream's cache went cold: 30 ms for everything, for good,
+        // however small the window.
+        let mut shrunk = 0;
+        for i in 0..40 {
             if interval(&mut w, &mut now, ms(30), true) == Change::Shrunk {
-                shrunk_last = Some(i);
+                assert!(i < SHIFT_SHRINKS, "still shrinking at interval {i}");
+                shrunk += 1;
             }
         }
-        let shrunk_last = shrunk_last.expect("it first looks like a queue");
-        // Until the next probe, ten seconds after the last clean sample.
-        assert!(shrunk_last <= 100, "shrank for {shrunk_last} intervals");
-        assert_eq!(w.limit(), 2048, "and then it grew back");
+        // Three shrinks brought no answer closer: a probe took 30 ms for
+        // the baseline, and the window grew back.
+        assert_eq!(shrunk, SHIFT_SHRINKS);
+        assert_eq!(w.limit(), 2048);
+    }
+
+    #[test]
+    fn a_baseline_found_wrong_is_replaced_not_kept_as_the_fastest() {
+        let mut now = Instant::now();
+        let mut w = Window::new(now, 2048);
+        interval(&mut w, &mut now, ms(1), false);
+        for _ in 0..SHIFT_SHRINKS {
+            assert_eq!(interval(&mut w, &mut now, ms(30), true), Change::Shrunk);
+        }
+        assert!(
+            w.probing(),
+            "shrinking did not help: the baseline is probed"
+        );
+        // The probe's answers, 30 ms, are the new baseline on their own
+        // (kept beside the old 1 ms, the next interval would shrink again).
+        let mut ended = None;
+        for _ in 0..100 {
+            now += ms(1);
+            if let Some(c) = w.on_answer(now, ms(30)) {
+                ended = Some(c);
+                break;
+            }
+        }
+        assert_eq!(ended, Some(Change::Probed));
+        assert_ne!(interval(&mut w, &mut now, ms(30), true), Change::Shrunk);
+        // And a queue above the new baseline still shrinks it.
+        assert_eq!(interval(&mut w, &mut now, ms(40), true), Change::Shrunk);
     }
 
     #[test]
