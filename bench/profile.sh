@@ -9,7 +9,11 @@
 # a shared machine. System calls are not counted (they are the kernel's).
 #
 #   bench/profile.sh [--queries N] [--rate QPS] [--outstanding Q] [--top K]
-#                    [--binary PATH] [--component WASM]
+#                    [--cached NAMES] [--binary PATH] [--component WASM]
+#
+# --cached NAMES turns the cache on (16 MiB) and sends NAMES distinct names,
+# each answered once before counting starts, so every counted query is a
+# cache hit (the default: cache off, every name new, every query a miss).
 #
 # The callgrind output is removed at exit: for a closer look, run the steps
 # by hand (callgrind_annotate --tree=caller). --rate 0 (the default) sends as fast as the proxy under callgrind answers:
@@ -20,7 +24,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-QUERIES=4000 RATE=0 OUTSTANDING=100 TOP=30
+QUERIES=4000 RATE=0 OUTSTANDING=100 TOP=30 CACHED=0
 BIN=target/x86_64-unknown-linux-musl/release/dnsproxy
 FIXTURE=target/x86_64-unknown-linux-musl/release/dot-fixture
 COMPONENT=""
@@ -30,6 +34,7 @@ while [ $# -gt 0 ]; do
         --rate) RATE=$2; shift ;;
         --outstanding) OUTSTANDING=$2; shift ;;
         --top) TOP=$2; shift ;;
+        --cached) CACHED=$2; shift ;;
         --binary) BIN=$2; shift ;;
         --component) COMPONENT=$2; shift ;;
         *) echo "profile.sh: unknown argument $1" >&2; exit 2 ;;
@@ -61,7 +66,7 @@ args=(--config /dev/null)
 [ -n "$COMPONENT" ] && args+=(--component "$COMPONENT")
 env -i PATH="$PATH" TLS_HOST=127.0.0.1 TLS_PORT="$UP" TLS_HOSTNAME=dot.test \
     TLS_CA_FILE="$PWD/fixtures/pki/root.pem" LOCAL_HOST=127.0.0.1 LOCAL_PORT="$PORT" \
-    CACHE_SIZE_MIB=0 WORKERS=1 HEDGE_PERCENT=0 LOG_LEVEL=warn DNSPROXY_PERF_MAP=1 \
+    CACHE_SIZE_MIB="$([ "$CACHED" = 0 ] && echo 0 || echo 16)" WORKERS=1 HEDGE_PERCENT=0 LOG_LEVEL=warn DNSPROXY_PERF_MAP=1 \
     valgrind --tool=callgrind --instr-atstart=no --smc-check=all-non-file \
     --callgrind-out-file="$WORK/callgrind.out" "$BIN" "${args[@]}" >"$WORK/proxy.log" 2>&1 &
 VG=$!
@@ -76,7 +81,12 @@ done
 [ $ready = 1 ] || { echo "profile.sh: the proxy did not answer; its log:" >&2; cat "$WORK/proxy.log" >&2; exit 1; }
 
 python3 -c "
-for i in range($QUERIES): print(f'p{i}.dot.test A')" >"$WORK/queries.txt"
+n = $QUERIES if $CACHED == 0 else $CACHED
+for i in range($QUERIES): print(f'p{i % n}.dot.test A')" >"$WORK/queries.txt"
+if [ "$CACHED" != 0 ]; then
+    head -n "$CACHED" "$WORK/queries.txt" >"$WORK/warm.txt"
+    dnsperf -s 127.0.0.1 -p "$PORT" -d "$WORK/warm.txt" -n 1 -c 10 -t 10 >/dev/null 2>&1
+fi
 rate=()
 [ "$RATE" != 0 ] && rate=(-Q "$RATE")
 callgrind_control -i on "$VG" >/dev/null
