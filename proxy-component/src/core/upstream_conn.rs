@@ -111,12 +111,18 @@ pub struct UpstreamConn {
 
 impl UpstreamConn {
     /// A connection established at `now`, which may have at most
-    /// `capacity` queries written and unanswered.
-    pub fn new(now: Instant, timeouts: UpstreamTimeouts, capacity: usize) -> Self {
+    /// `capacity` queries written and unanswered; its window probes on the
+    /// grid through `probe_grid` ([`Window::new`]).
+    pub fn new(
+        now: Instant,
+        timeouts: UpstreamTimeouts,
+        capacity: usize,
+        probe_grid: Instant,
+    ) -> Self {
         Self {
             timeouts,
             inflight: 0,
-            window: Window::new(now, capacity),
+            window: Window::new(now, capacity, probe_grid),
             owed_since: None,
             idle_since: Some(now),
             answered: false,
@@ -291,6 +297,7 @@ mod tests {
                 stall: STALL,
             },
             64,
+            t0,
         )
     }
 

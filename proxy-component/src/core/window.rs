@@ -28,27 +28,37 @@
 //! The baseline must come from answers that did not wait behind this
 //! connection's own queue, or the queue would raise its own yardstick and
 //! grow by [`TARGET`] every ten seconds. So an interval in which the window
-//! was full adds nothing to the baseline; when the baseline has nothing
-//! left from the last five to ten seconds, the connection **probes** (as
-//! BBR's PROBE_RTT does): its window drops to [`MIN_WINDOW`] until
-//! [`MIN_SAMPLES`] queries written during the probe are answered (at most
-//! [`PROBE_LIMIT`]), and the fastest of those is the new baseline. What the
-//! probe still sees is the queue other connections keep at the upstream
-//! (other workers'): each connection then holds its own part of the queue
-//! to about [`TARGET`].
+//! was full adds nothing to the baseline; when five seconds went by without
+//! a clean sample, the connection **probes** (as BBR's PROBE_RTT does): its
+//! window drops to [`MIN_WINDOW`] until [`MIN_SAMPLES`] queries written
+//! during the probe are answered (at most [`PROBE_LIMIT`]), and the fastest
+//! of those is the new baseline.
+//!
+//! A probe sees the queue every other connection to the upstream keeps
+//! there (other workers', whose windows are their own). Probing at its own
+//! moment, a connection would take the others' queue for the path, hold its
+//! own on top of it, and the others would in turn probe behind that: the
+//! queue would ratchet up. So the five seconds are a grid, the same for
+//! every connection ([`PROBE_GRID`], set by the wall clock in the shell):
+//! the buckets turn over on its points, and every connection that needs a
+//! probe starts it at the first answer after one. All of them drop to the
+//! minimum together, and each probe sees at most the others' minimum.
 //!
 //! A queue the window keeps comes down with it; a shift to slower answers
 //! that is not a queue (the upstream's cache went cold, or a queue other
 //! clients of the upstream keep) does not. So when the window has shrunk
 //! [`SHIFT_SHRINKS`] intervals running and the fastest round trip has not
 //! come down by a quarter of its excess over the baseline, the baseline is
-//! wrong: the connection probes, and the probe's fastest replaces the
-//! baseline instead of joining it. The window then grows again.
+//! suspect. Other connections' queue at the upstream would not come down
+//! with this window either, so the connection does not probe at once (it
+//! would measure their queue): at the next grid point, where they probe
+//! too, its probe's fastest replaces the baseline instead of joining it.
+//! The window then grows again.
 //!
 //! From the initial window, a connection reaches a window of 2,048 in about
 //! 1.3 s of demand, and comes down from 2,048 to the minimum in about 1.7 s
-//! of a standing queue of its own; a shift stops the shrinking after 0.3 s
-//! and a probe.
+//! of a standing queue of its own; after a shift it grows again from the
+//! next grid point, within five seconds.
 
 use std::time::{Duration, Instant};
 
@@ -79,6 +89,15 @@ pub const INITIAL_WINDOW: usize = 128;
 /// trip seen in about this long.
 const BASELINE_SPAN: Duration = Duration::from_secs(10);
 
+/// The probe grid's step, half the baseline span: a connection that had no
+/// clean sample in the last step probes at the next point, so every
+/// connection to an upstream (every worker's, and every proxy's whose clock
+/// agrees) that needs a probe probes at the same moment. A probe holds the
+/// window at the minimum for about a round trip and a drained queue, well
+/// under 1% of a step.
+pub const PROBE_GRID: Duration = Duration::from_secs(5);
+const _: () = assert!(PROBE_GRID.as_secs() * 2 == BASELINE_SPAN.as_secs());
+
 /// The longest a probe lasts: without enough answers by then (little
 /// traffic), it ends with what it has.
 pub const PROBE_LIMIT: Duration = Duration::from_secs(1);
@@ -104,11 +123,19 @@ pub struct Window {
     /// in the previous half; the current half ends at `bucket_end`.
     baseline: [Option<Duration>; 2],
     bucket_end: Instant,
+    /// A point of the probe grid, and the next point after the last answer.
+    grid: Instant,
+    next_probe: Instant,
+    /// When an interval last gave the baseline a clean sample.
+    last_clean: Option<Instant>,
     /// The probe under way, if any.
     probe: Option<Probe>,
     /// The window has shrunk this many intervals running; the first of
     /// them found the fastest round trip `first`.
     shrinking: Option<Shrinking>,
+    /// Shrinking did not bring the answers closer to the baseline: the
+    /// next grid point's probe replaces it.
+    rebase_due: bool,
 }
 
 /// Shrinking intervals running, and the fastest round trip of the first.
@@ -145,8 +172,9 @@ pub enum Change {
 
 impl Window {
     /// The window of a connection opened at `now` that may have at most
-    /// `max` queries in flight (at least 1).
-    pub fn new(now: Instant, max: usize) -> Self {
+    /// `max` queries in flight (at least 1), on the probe grid that has a
+    /// point at `grid` (every [`PROBE_GRID`] before and after it).
+    pub fn new(now: Instant, max: usize, grid: Instant) -> Self {
         let max = max.max(1);
         Self {
             limit: INITIAL_WINDOW.min(max),
@@ -157,8 +185,12 @@ impl Window {
             limited: false,
             baseline: [None; 2],
             bucket_end: now + BASELINE_SPAN / 2,
+            grid,
+            next_probe: next_grid_point(grid, now),
+            last_clean: None,
             probe: None,
             shrinking: None,
+            rebase_due: false,
         }
     }
 
@@ -183,6 +215,19 @@ impl Window {
     /// An answer came back at `now`, `rtt` after its query was written.
     /// Returns what the end of an interval did to the window, if one ended.
     pub fn on_answer(&mut self, now: Instant, rtt: Duration) -> Option<Change> {
+        if self.probe.is_none() && now >= self.next_probe {
+            self.next_probe = next_grid_point(self.grid, now);
+            let stale = self
+                .last_clean
+                .is_none_or(|clean| now.saturating_duration_since(clean) >= PROBE_GRID);
+            if stale || self.rebase_due {
+                // No clean sample since the last grid point, or a baseline
+                // found wrong: probe now, on this one, with every other
+                // connection that needs to.
+                let rebase = std::mem::take(&mut self.rebase_due);
+                self.start_probe(now, rebase);
+            }
+        }
         if let Some(probe) = &mut self.probe {
             // Only queries written during the probe, behind no more than
             // the probe's window of ours, tell the baseline anything.
@@ -217,7 +262,6 @@ impl Window {
             return None;
         }
         let fastest = self.fastest.unwrap_or(rtt);
-        let mut rebase = false;
         let change = match self.baseline(now) {
             Some(base) if fastest > base + TARGET => {
                 self.limit = (self.limit - self.limit / 4).max(MIN_WINDOW).min(self.max);
@@ -228,10 +272,14 @@ impl Window {
                 shrinking.count += 1;
                 // A queue of the window's own comes down with the window;
                 // answers that stay as slow are a shift the baseline
-                // missed (the upstream got slower, or others' queue there).
+                // missed (the upstream got slower, or others keep a queue
+                // there: the probe on the grid tells, as theirs drain too).
                 let excess = shrinking.first.saturating_sub(base);
-                rebase = shrinking.count == SHIFT_SHRINKS
-                    && shrinking.first.saturating_sub(fastest) < excess / 4;
+                if shrinking.count == SHIFT_SHRINKS
+                    && shrinking.first.saturating_sub(fastest) < excess / 4
+                {
+                    self.rebase_due = true;
+                }
                 Change::Shrunk
             }
             _ if self.limited && self.limit < self.max => {
@@ -241,24 +289,32 @@ impl Window {
             _ => Change::Kept,
         };
         if change != Change::Shrunk {
+            // The answers came back within the target: the baseline holds.
             self.shrinking = None;
+            self.rebase_due = false;
         }
         // Answers that waited behind a full window of ours measured our
         // own queue: not a baseline.
         if !self.limited {
             self.remember(now, fastest);
+            self.last_clean = Some(now);
         }
         self.next_interval(now);
-        if rebase || self.baseline(now).is_none() {
-            self.shrinking = None;
-            self.probe = Some(Probe {
-                since: now,
-                fastest: None,
-                samples: 0,
-                rebase,
-            });
+        if self.baseline(now).is_none() {
+            self.start_probe(now, false);
         }
         Some(change)
+    }
+
+    /// Starts a probe at `now`; see [`Probe::rebase`].
+    fn start_probe(&mut self, now: Instant, rebase: bool) {
+        self.shrinking = None;
+        self.probe = Some(Probe {
+            since: now,
+            fastest: None,
+            samples: 0,
+            rebase,
+        });
     }
 
     /// Starts a new interval at `now`.
@@ -296,6 +352,22 @@ impl Window {
     }
 }
 
+/// The first point of the grid through `grid` (every [`PROBE_GRID`]) after
+/// `now`.
+fn next_grid_point(grid: Instant, now: Instant) -> Instant {
+    let step = PROBE_GRID.as_nanos();
+    let to_next = match now.checked_duration_since(grid) {
+        Some(since) => step - since.as_nanos() % step,
+        // The points before `grid` are whole steps before it.
+        None => match grid.duration_since(now).as_nanos() % step {
+            0 => step,
+            before => before,
+        },
+    };
+    // At most one step: it fits.
+    now + Duration::from_nanos(u64::try_from(to_next).unwrap_or(u64::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -326,15 +398,15 @@ mod tests {
     #[test]
     fn a_new_connection_starts_at_the_initial_window_within_its_capacity() {
         let t0 = Instant::now();
-        assert_eq!(Window::new(t0, 2048).limit(), INITIAL_WINDOW);
-        assert_eq!(Window::new(t0, 10).limit(), 10);
-        assert_eq!(Window::new(t0, 0).limit(), 1);
+        assert_eq!(Window::new(t0, 2048, t0).limit(), INITIAL_WINDOW);
+        assert_eq!(Window::new(t0, 10, t0).limit(), 10);
+        assert_eq!(Window::new(t0, 0, t0).limit(), 1);
     }
 
     #[test]
     fn grows_while_it_limits_and_no_queue_stands() {
         let mut now = Instant::now();
-        let mut w = Window::new(now, 2048);
+        let mut w = Window::new(now, 2048, now);
         let mut intervals = 0;
         while w.limit() < 2048 {
             assert_eq!(interval(&mut w, &mut now, ms(1), true), Change::Grew);
@@ -348,7 +420,7 @@ mod tests {
     #[test]
     fn does_not_grow_when_the_clients_not_the_window_limit() {
         let mut now = Instant::now();
-        let mut w = Window::new(now, 2048);
+        let mut w = Window::new(now, 2048, now);
         for _ in 0..20 {
             assert_eq!(interval(&mut w, &mut now, ms(1), false), Change::Kept);
         }
@@ -364,7 +436,7 @@ mod tests {
     #[test]
     fn a_standing_queue_at_the_upstream_shrinks_it_to_the_minimum() {
         let mut now = Instant::now();
-        let mut w = Window::new(now, 2048);
+        let mut w = Window::new(now, 2048, now);
         // Before: the clients, not the window, limit; nothing queued.
         interval(&mut w, &mut now, ms(1), false);
         let before = w.limit();
@@ -394,7 +466,7 @@ mod tests {
         // A recursive upstream: most answers from its cache in 1 ms, some
         // misses in 80 ms. The fastest of each interval stays at 1 ms.
         let mut now = Instant::now();
-        let mut w = Window::new(now, 2048);
+        let mut w = Window::new(now, 2048, now);
         for round in 0..30 {
             for i in 0..MIN_SAMPLES * 4 {
                 w.on_limited();
@@ -409,37 +481,52 @@ mod tests {
     }
 
     #[test]
-    fn a_lasting_shift_becomes_the_new_baseline_once_shrinking_does_not_help() {
-        let mut now = Instant::now();
-        let mut w = Window::new(now, 2048);
+    fn a_lasting_shift_becomes_the_new_baseline_at_the_next_grid_point() {
+        let t0 = Instant::now();
+        let mut now = t0;
+        let mut w = Window::new(now, 2048, t0);
         interval(&mut w, &mut now, ms(1), false);
         // The upstream's cache went cold: 30 ms for everything, for good,
         // however small the window.
         let mut shrunk = 0;
-        for i in 0..40 {
+        for _ in 0..150 {
             if interval(&mut w, &mut now, ms(30), true) == Change::Shrunk {
-                assert!(i < SHIFT_SHRINKS, "still shrinking at interval {i}");
+                // Shrinking did not help: the grid point's probe (5 s)
+                // takes 30 ms for the baseline, where the old one would
+                // have stood for ten seconds.
+                assert!(
+                    now < t0 + PROBE_GRID + INTERVAL * 2,
+                    "still shrinking at {:?}",
+                    now - t0
+                );
                 shrunk += 1;
             }
         }
-        // Three shrinks brought no answer closer: a probe took 30 ms for
-        // the baseline, and the window grew back.
-        assert_eq!(shrunk, SHIFT_SHRINKS);
-        assert_eq!(w.limit(), 2048);
+        assert!(shrunk > SHIFT_SHRINKS);
+        assert_eq!(w.limit(), 2048, "and it grew back");
     }
 
     #[test]
     fn a_baseline_found_wrong_is_replaced_not_kept_as_the_fastest() {
-        let mut now = Instant::now();
-        let mut w = Window::new(now, 2048);
+        let t0 = Instant::now();
+        let mut now = t0;
+        let mut w = Window::new(now, 2048, t0);
         interval(&mut w, &mut now, ms(1), false);
         for _ in 0..SHIFT_SHRINKS {
             assert_eq!(interval(&mut w, &mut now, ms(30), true), Change::Shrunk);
         }
-        assert!(
-            w.probing(),
-            "shrinking did not help: the baseline is probed"
-        );
+        // Found wrong, but not probed before the grid point, where every
+        // other connection probes too.
+        assert!(!w.probing());
+        while now < t0 + PROBE_GRID {
+            now += ms(1);
+            w.on_limited();
+            w.on_answer(now, ms(30));
+            assert!(!w.probing() || now >= t0 + PROBE_GRID);
+        }
+        now += ms(1);
+        w.on_answer(now, ms(30));
+        assert!(w.probing(), "probed on the grid point");
         // The probe's answers, 30 ms, are the new baseline on their own
         // (kept beside the old 1 ms, the next interval would shrink again).
         let mut ended = None;
@@ -457,9 +544,48 @@ mod tests {
     }
 
     #[test]
+    fn connections_opened_apart_probe_on_the_same_grid_points() {
+        let grid = Instant::now();
+        let mut now = grid;
+        let opened = [Duration::from_millis(300), Duration::from_millis(2_900)];
+        let mut windows: Vec<Option<Window>> = vec![None, None];
+        let mut probes: Vec<Vec<Duration>> = vec![Vec::new(), Vec::new()];
+        for _ in 0..30_000 {
+            now += ms(1);
+            for (i, w) in windows.iter_mut().enumerate() {
+                if w.is_none() && now - grid >= opened[i] {
+                    *w = Some(Window::new(now, 2048, grid));
+                }
+                let Some(w) = w else { continue };
+                // Always full, always 20 ms: never a clean sample.
+                let was = w.probing();
+                for _ in 0..5 {
+                    w.on_limited();
+                    w.on_answer(now, ms(20));
+                }
+                if w.probing() && !was {
+                    probes[i].push(now - grid);
+                }
+            }
+        }
+        // Each opened with a probe of its own, at its own moment; every
+        // later one on a grid point, the same for both.
+        let later = |p: &[Duration]| p[1..].to_vec();
+        assert_eq!(later(&probes[0]), later(&probes[1]), "{probes:?}");
+        assert!(probes[0].len() >= 5, "{probes:?}");
+        for at in later(&probes[0]) {
+            assert_eq!(
+                at.as_millis() % PROBE_GRID.as_millis(),
+                0,
+                "{at:?}: off the grid"
+            );
+        }
+    }
+
+    #[test]
     fn a_single_answer_is_not_an_interval() {
         let mut now = Instant::now();
-        let mut w = Window::new(now, 2048);
+        let mut w = Window::new(now, 2048, now);
         interval(&mut w, &mut now, ms(1), false);
         // Long after, a handful of slow answers: not enough to judge.
         now += Duration::from_secs(1);
@@ -478,7 +604,7 @@ mod tests {
     #[test]
     fn its_own_queue_does_not_raise_its_baseline() {
         let mut now = Instant::now();
-        let mut w = Window::new(now, 2048);
+        let mut w = Window::new(now, 2048, now);
         let mut highest_late = 0;
         for step in 0..60_000u32 {
             now += ms(1);
@@ -496,10 +622,48 @@ mod tests {
         assert!(w.limit() >= MIN_WINDOW);
     }
 
+    /// Two connections to one upstream (two workers'), both kept full, at
+    /// an upstream answering 10 queries a millisecond behind a 1 ms path:
+    /// every answer waits behind both windows, and each connection gets
+    /// half of the answers. The second opens 1.7 s after the first. Each
+    /// connection's probe must not take the other's queue for the path
+    /// and let its own grow on top of it.
+    #[test]
+    fn two_connections_do_not_raise_each_others_baseline() {
+        let mut now = Instant::now();
+        let grid = now;
+        let mut a = Window::new(now, 2048, grid);
+        let mut b: Option<Window> = None;
+        let mut highest_late = 0;
+        for step in 0..60_000u32 {
+            now += ms(1);
+            if step == 1_700 {
+                b = Some(Window::new(now, 2048, grid));
+            }
+            let inflight = a.limit() + b.as_ref().map_or(0, Window::limit);
+            let rtt = ms(1) + Duration::from_micros(100) * u32::try_from(inflight).unwrap();
+            for _ in 0..5 {
+                a.on_limited();
+                a.on_answer(now, rtt);
+                if let Some(b) = &mut b {
+                    b.on_limited();
+                    b.on_answer(now, rtt);
+                }
+            }
+            if step > 30_000 {
+                highest_late = highest_late.max(inflight);
+            }
+        }
+        assert!(
+            highest_late <= 264,
+            "the windows crept up to {highest_late} together"
+        );
+    }
+
     #[test]
     fn a_probe_counts_only_queries_written_during_it() {
         let mut now = Instant::now();
-        let mut w = Window::new(now, 2048);
+        let mut w = Window::new(now, 2048, now);
         // The window limited from the start: no clean sample, so a probe.
         interval(&mut w, &mut now, ms(20), true);
         assert!(w.probing());
@@ -530,7 +694,7 @@ mod tests {
             events in proptest::collection::vec((0u64..300, 0u64..200, any::<bool>()), 0..400),
         ) {
             let mut now = Instant::now();
-            let mut w = Window::new(now, max);
+            let mut w = Window::new(now, max, now);
             for (step, rtt, limited) in events {
                 if limited {
                     w.on_limited();

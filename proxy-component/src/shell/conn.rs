@@ -18,6 +18,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -29,6 +30,7 @@ use crate::core::framing::{Deframer, MAX_MESSAGE_LEN, frame_into};
 use crate::core::inflight::{CounterIds, InFlight};
 use crate::core::message;
 use crate::core::upstream_conn::{Close, UpstreamConn, UpstreamTimeouts};
+use crate::core::window::PROBE_GRID;
 
 /// Why a query on a connection got no answer.
 #[non_exhaustive]
@@ -133,6 +135,22 @@ fn now() -> std::time::Instant {
     Instant::now().into_std()
 }
 
+/// A point of the windows' probe grid ([`PROBE_GRID`]): when the wall clock
+/// last read a whole number of grid steps since the Unix epoch. Every
+/// worker, and every proxy whose clock agrees, finds the same grid, so
+/// their connections to an upstream probe it at the same moments, when all
+/// of them hold back, instead of each finding the others' queue there.
+fn probe_grid() -> std::time::Instant {
+    let now = now();
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let phase = wall.as_nanos() % PROBE_GRID.as_nanos();
+    // Under a step: it fits.
+    let phase = Duration::from_nanos(u64::try_from(phase).unwrap_or(0));
+    now.checked_sub(phase).unwrap_or(now)
+}
+
 /// A handle to a live connection; clones share it.
 #[derive(Clone)]
 pub struct Conn {
@@ -149,7 +167,7 @@ impl Conn {
     {
         let shared = Rc::new(Shared {
             inflight: RefCell::new(InFlight::new(capacity, CounterIds::new(0))),
-            state: RefCell::new(UpstreamConn::new(now(), timeouts, capacity)),
+            state: RefCell::new(UpstreamConn::new(now(), timeouts, capacity, probe_grid())),
             waiting: RefCell::new(FairQueue::new()),
             wake: Notify::new(),
             pump: Notify::new(),
