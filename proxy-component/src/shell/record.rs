@@ -12,8 +12,7 @@
 //! record at a time: a key, a nonce, the record header and the bytes.
 //!
 //! Every AEAD suite of ring's provider is offloaded ([`offload`]), TLS 1.3
-//! ([`offloaded`]) and TLS 1.2 ([`offloaded_tls12`]); those are all the
-//! suites it has.
+//! and TLS 1.2 alike; those are all the suites it has.
 
 use std::marker::PhantomData;
 
@@ -84,7 +83,7 @@ pub fn offload<C: Cipher>(base: SupportedCipherSuite) -> Option<SupportedCipherS
 
 /// `base` (one of ring's TLS 1.3 suites) with its records protected by `C`;
 /// `None` for a TLS 1.2 suite or one with another AEAD.
-pub fn offloaded<C: Cipher>(base: SupportedCipherSuite) -> Option<Tls13CipherSuite> {
+fn offloaded<C: Cipher>(base: SupportedCipherSuite) -> Option<Tls13CipherSuite> {
     let SupportedCipherSuite::Tls13(base) = base else {
         return None;
     };
@@ -215,7 +214,7 @@ impl<C: Cipher> MessageDecrypter for Opener<C> {
 
 /// `base` (one of ring's TLS 1.2 suites) with its records protected by `C`;
 /// `None` for a TLS 1.3 suite or one with another AEAD.
-pub fn offloaded_tls12<C: Cipher>(base: SupportedCipherSuite) -> Option<Tls12CipherSuite> {
+fn offloaded_tls12<C: Cipher>(base: SupportedCipherSuite) -> Option<Tls12CipherSuite> {
     let SupportedCipherSuite::Tls12(base) = base else {
         return None;
     };
