@@ -126,8 +126,11 @@ pub struct Window {
     /// A point of the probe grid, and the next point after the last answer.
     grid: Instant,
     next_probe: Instant,
-    /// When an interval last gave the baseline a clean sample.
-    last_clean: Option<Instant>,
+    /// When an interval last gave the baseline a clean sample, or the
+    /// connection opened: a grid point less than a step after either finds
+    /// nothing stale (a new connection has its own first probe when it
+    /// needs one, at its first interval).
+    clean_since: Instant,
     /// The probe under way, if any.
     probe: Option<Probe>,
     /// The window has shrunk this many intervals running; the first of
@@ -187,7 +190,7 @@ impl Window {
             bucket_end: now + BASELINE_SPAN / 2,
             grid,
             next_probe: next_grid_point(grid, now),
-            last_clean: None,
+            clean_since: now,
             probe: None,
             shrinking: None,
             rebase_due: false,
@@ -217,9 +220,7 @@ impl Window {
     pub fn on_answer(&mut self, now: Instant, rtt: Duration) -> Option<Change> {
         if self.probe.is_none() && now >= self.next_probe {
             self.next_probe = next_grid_point(self.grid, now);
-            let stale = self
-                .last_clean
-                .is_none_or(|clean| now.saturating_duration_since(clean) >= PROBE_GRID);
+            let stale = now.saturating_duration_since(self.clean_since) >= PROBE_GRID;
             if stale || self.rebase_due {
                 // No clean sample since the last grid point, or a baseline
                 // found wrong: probe now, on this one, with every other
@@ -297,7 +298,7 @@ impl Window {
         // own queue: not a baseline.
         if !self.limited {
             self.remember(now, fastest);
-            self.last_clean = Some(now);
+            self.clean_since = now;
         }
         self.next_interval(now);
         if self.baseline(now).is_none() {
@@ -541,6 +542,27 @@ mod tests {
         assert_ne!(interval(&mut w, &mut now, ms(30), true), Change::Shrunk);
         // And a queue above the new baseline still shrinks it.
         assert_eq!(interval(&mut w, &mut now, ms(40), true), Change::Shrunk);
+    }
+
+    /// A connection opened just before a grid point, never limited, at an
+    /// upstream 800 ms away: its first clean sample comes after the point,
+    /// and that must not make it probe (which would hold it at 16 for two
+    /// round trips, past a query's deadline). Seen in the `hostile` spec
+    /// group when the proxy started 0.5 s before a point of the grid.
+    #[test]
+    fn a_new_connection_does_not_probe_on_a_grid_point_before_its_first_sample() {
+        let grid = Instant::now();
+        let opened = grid + PROBE_GRID - ms(400);
+        let mut w = Window::new(opened, 64, grid);
+        // The first answers come 800 ms after the first queries, 400 ms
+        // after the grid point.
+        let mut now = opened + ms(800);
+        for _ in 0..3_000 {
+            now += ms(1);
+            w.on_answer(now, ms(800));
+            assert!(!w.probing(), "probed at {:?}", now - grid);
+        }
+        assert_eq!(w.limit(), 64);
     }
 
     #[test]
