@@ -9,11 +9,13 @@
 # a shared machine. System calls are not counted (they are the kernel's).
 #
 #   bench/profile.sh [--queries N] [--rate QPS] [--outstanding Q] [--top K]
-#                    [--cached NAMES] [--binary PATH] [--component WASM]
+#                    [--cached NAMES] [--tcp] [--binary PATH] [--component WASM]
 #
 # --cached NAMES turns the cache on (16 MiB) and sends NAMES distinct names,
 # each answered once before counting starts, so every counted query is a
 # cache hit (the default: cache off, every name new, every query a miss).
+# --tcp sends the queries over TCP (dnsperf -m tcp: one connection per
+# client, pipelined) instead of UDP.
 #
 # The callgrind output is removed at exit: for a closer look, run the steps
 # by hand (callgrind_annotate --tree=caller). --rate 0 (the default) sends as fast as the proxy under callgrind answers:
@@ -24,7 +26,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-QUERIES=4000 RATE=0 OUTSTANDING=100 TOP=30 CACHED=0
+QUERIES=4000 RATE=0 OUTSTANDING=100 TOP=30 CACHED=0 MODE=udp
 BIN=target/x86_64-unknown-linux-musl/release/dnsproxy
 FIXTURE=target/x86_64-unknown-linux-musl/release/dot-fixture
 COMPONENT=""
@@ -35,6 +37,7 @@ while [ $# -gt 0 ]; do
         --outstanding) OUTSTANDING=$2; shift ;;
         --top) TOP=$2; shift ;;
         --cached) CACHED=$2; shift ;;
+        --tcp) MODE=tcp ;;
         --binary) BIN=$2; shift ;;
         --component) COMPONENT=$2; shift ;;
         *) echo "profile.sh: unknown argument $1" >&2; exit 2 ;;
@@ -90,7 +93,7 @@ fi
 rate=()
 [ "$RATE" != 0 ] && rate=(-Q "$RATE")
 callgrind_control -i on "$VG" >/dev/null
-dnsperf -s 127.0.0.1 -p "$PORT" -d "$WORK/queries.txt" -n 1 -c 10 -q "$OUTSTANDING" -t 10 \
+dnsperf -s 127.0.0.1 -p "$PORT" -m "$MODE" -d "$WORK/queries.txt" -n 1 -c 10 -q "$OUTSTANDING" -t 10 \
     "${rate[@]}" >"$WORK/dnsperf.txt" 2>&1
 callgrind_control -i off "$VG" >/dev/null
 kill -TERM "$VG"
@@ -98,10 +101,10 @@ wait "$VG" 2>/dev/null || true
 ANSWERED=$(awk '/Queries completed/ {print $3}' "$WORK/dnsperf.txt")
 MAP=/tmp/perf-$VG.map
 
-python3 - "$MAP" "$WORK/callgrind.out" "$ANSWERED" "$TOP" "$RATE" <<'PYEOF'
+python3 - "$MAP" "$WORK/callgrind.out" "$ANSWERED" "$TOP" "$RATE" "$MODE" <<'PYEOF'
 import bisect, re, subprocess, sys
 
-perf_map, out, answered, top, rate = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+perf_map, out, answered, top, rate, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
 jit = []
 try:
     for line in open(perf_map):
@@ -179,7 +182,7 @@ q = max(answered, 1)
 comp = sum(v for (side, _), v in by.items() if side == "component")
 host_calls = calls_into(r"HostFn::cabi_entrypoint")
 clock = calls_by(r"MonotonicClock as .*HostMonotonicClock>::now")
-print(f"{answered} queries answered, rate {'max' if rate == '0' else rate + ' qps'}")
+print(f"{answered} queries answered over {mode}, rate {'max' if rate == '0' else rate + ' qps'}")
 print(f"instructions per query: {total / q:,.0f}  (component {comp / q:,.0f}, host {(total - comp) / q:,.0f})")
 print(f"host calls per query: {host_calls / q:.1f}, of which clock reads: {clock / q:.1f}")
 print(f"\ntop {top}, instructions per query:")
