@@ -9,12 +9,19 @@
 mod component;
 #[cfg(not(target_os = "wasi"))]
 mod native;
+#[cfg(any(target_os = "wasi", test))]
+mod pool;
 #[cfg(wasi_libc_udp_leak)]
 mod wasi_libc_udp_leak;
 
 #[cfg(not(target_os = "wasi"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// wasi-libc's `malloc`, with free lists for small blocks in front of it.
+#[cfg(target_os = "wasi")]
+#[global_allocator]
+static GLOBAL: pool::Pool<std::alloc::System> = pool::Pool::new(std::alloc::System);
 
 fn main() {
     #[cfg(target_os = "wasi")]

@@ -24,10 +24,10 @@
 //!
 //! `free` is the right release: the exported `cabi_realloc` on wasip2 is Rust
 //! std's (it overrides wasi-libc's weak one; wit-bindgen 0.46 defines none for
-//! `target_env = "p2"`) and allocates with the global allocator, `System`,
-//! which is wasi-libc's malloc; wasi-libc frees the list with `free` on the
-//! same assumption. A `#[global_allocator]` not backed by malloc would break
-//! both.
+//! `target_env = "p2"`) and allocates with the global allocator, `pool::Pool`,
+//! whose every block is one of wasi-libc's malloc (see `pool.rs`); wasi-libc
+//! frees the list with `free` on the same assumption. A `#[global_allocator]`
+//! not backed by malloc would break both.
 
 // The wrapper is called by C with C's types; there is no safe way to write it.
 #![allow(unsafe_code)]
