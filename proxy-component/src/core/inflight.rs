@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::hash::{BuildHasherDefault, DefaultHasher};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use thiserror::Error;
 
@@ -41,6 +41,33 @@ impl IdSource for CounterIds {
     }
 }
 
+/// Hashes a wire ID with one multiplication by 2^64 / φ (Fibonacci
+/// hashing), which spreads consecutive IDs over both the table's buckets (the
+/// low bits) and its tag bytes (the high bits). SipHash cost some 250
+/// instructions per lookup, twice per query. Nothing stronger is needed: the
+/// table holds only IDs this proxy chose, so no one can aim collisions at it
+/// (an upstream's answer with a made-up ID is one failed lookup), and a fixed
+/// hash keeps iteration deterministic.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u16(&mut self, id: u16) {
+        self.0 = u64::from(id).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    // Only u16 keys are hashed; any other input still hashes, folded in.
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+}
+
 /// All `capacity` slots of an [`InFlight`] table are taken.
 #[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
 #[error("too many queries in flight on this connection")]
@@ -52,9 +79,7 @@ pub struct Full;
 #[derive(Debug)]
 pub struct InFlight<T, S = CounterIds> {
     /// Entry and insertion sequence number, for [`drain`](Self::drain) order.
-    /// The hasher is fixed: the keys are our own IDs, not attacker-chosen, and
-    /// a fixed one keeps iteration deterministic.
-    entries: HashMap<u16, (u64, T), BuildHasherDefault<DefaultHasher>>,
+    entries: HashMap<u16, (u64, T), BuildHasherDefault<IdHasher>>,
     capacity: usize,
     ids: S,
     seq: u64,
@@ -164,6 +189,24 @@ mod tests {
         fn next_id(&mut self) -> u16 {
             7
         }
+    }
+
+    fn id_hash(id: u16) -> u64 {
+        let mut h = IdHasher::default();
+        std::hash::Hash::hash(&id, &mut h);
+        h.finish()
+    }
+
+    #[test]
+    fn consecutive_ids_spread_over_buckets_and_tags() {
+        // The table picks a bucket from the low bits: a run of 2^k IDs lands
+        // in 2^k different buckets of a table that size.
+        let low: std::collections::HashSet<u64> = (0..1024).map(|id| id_hash(id) & 1023).collect();
+        assert_eq!(low.len(), 1024);
+        // It filters a bucket group by a tag from the top 7 bits: they must
+        // differ too, or every probe compares every key.
+        let tags: std::collections::HashSet<u64> = (0..128).map(|id| id_hash(id) >> 57).collect();
+        assert!(tags.len() > 64, "{} distinct tags of 128", tags.len());
     }
 
     #[test]
