@@ -26,6 +26,7 @@
 //!    client can act on (RFC 8906 §3.1.3: do not leave it to time out).
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 
 use crate::core::message::{Query, QueryError, Rcode};
@@ -191,23 +192,29 @@ impl Shares {
             return None;
         }
         let source = SourceKey::of(ip);
-        let held = self.per_source.get(&source).copied().unwrap_or(0);
         let contended = self.used * 2 >= self.max;
-        if contended && held >= self.source_cap() {
-            return None;
+        let cap = self.source_cap();
+        // One lookup per call (the source's address is hashed with SipHash:
+        // sources choose their addresses), and a source's entry exists only
+        // while it holds slots.
+        match self.per_source.entry(source) {
+            Entry::Occupied(held) if contended && *held.get() >= cap => return None,
+            Entry::Occupied(mut held) => *held.get_mut() += 1,
+            Entry::Vacant(none) => {
+                none.insert(1);
+            }
         }
         self.used += 1;
-        *self.per_source.entry(source).or_insert(0) += 1;
         Some(Permit { source })
     }
 
     /// Gives a slot back.
     pub fn release(&mut self, permit: Permit) {
         self.used = self.used.saturating_sub(1);
-        if let Some(n) = self.per_source.get_mut(&permit.source) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_source.remove(&permit.source);
+        if let Entry::Occupied(mut held) = self.per_source.entry(permit.source) {
+            *held.get_mut() -= 1;
+            if *held.get() == 0 {
+                held.remove();
             }
         }
     }

@@ -36,6 +36,7 @@
 //!   spent; then a client that is behind is closed whatever its source.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::time::{Duration, Instant};
 
 use crate::core::admission::SourceKey;
@@ -155,10 +156,10 @@ impl Budget {
 
     fn give_back(&mut self, source: SourceKey, n: usize) {
         self.used = self.used.saturating_sub(n);
-        if let Some(held) = self.per_source.get_mut(&source) {
-            *held = held.saturating_sub(n);
-            if *held == 0 {
-                self.per_source.remove(&source);
+        if let Entry::Occupied(mut held) = self.per_source.entry(source) {
+            *held.get_mut() = held.get().saturating_sub(n);
+            if *held.get() == 0 {
+                held.remove();
             }
         }
     }
