@@ -211,12 +211,7 @@ impl Shares {
     /// Gives a slot back.
     pub fn release(&mut self, permit: Permit) {
         self.used = self.used.saturating_sub(1);
-        if let Entry::Occupied(mut held) = self.per_source.entry(permit.source) {
-            *held.get_mut() -= 1;
-            if *held.get() == 0 {
-                held.remove();
-            }
-        }
+        give_back(&mut self.per_source, permit.source, 1);
     }
 
     /// Slots in use.
@@ -229,6 +224,17 @@ impl Shares {
     /// refused until enough of them are given back.
     pub fn set_max(&mut self, max: usize) {
         self.max = max.max(1);
+    }
+}
+
+/// Takes `n` off what `source` holds in `per_source`, and drops its entry at
+/// zero, in one lookup: an entry exists only while its source holds some.
+pub(crate) fn give_back(per_source: &mut HashMap<SourceKey, usize>, source: SourceKey, n: usize) {
+    if let Entry::Occupied(mut held) = per_source.entry(source) {
+        *held.get_mut() = held.get().saturating_sub(n);
+        if *held.get() == 0 {
+            held.remove();
+        }
     }
 }
 

@@ -36,10 +36,9 @@
 //!   spent; then a client that is behind is closed whatever its source.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::time::{Duration, Instant};
 
-use crate::core::admission::SourceKey;
+use crate::core::admission::{self, SourceKey};
 
 /// Per-connection limits. The defaults are what the README documents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,12 +155,7 @@ impl Budget {
 
     fn give_back(&mut self, source: SourceKey, n: usize) {
         self.used = self.used.saturating_sub(n);
-        if let Entry::Occupied(mut held) = self.per_source.entry(source) {
-            *held.get_mut() = held.get().saturating_sub(n);
-            if *held.get() == 0 {
-                held.remove();
-            }
-        }
+        admission::give_back(&mut self.per_source, source, n);
     }
 }
 
