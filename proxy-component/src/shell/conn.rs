@@ -44,7 +44,10 @@ pub enum ConnError {
     Full,
 }
 
-type Reply = oneshot::Sender<Vec<u8>>;
+/// An answer, and the clock reading taken when it was read.
+type Answered = (Vec<u8>, std::time::Instant);
+
+type Reply = oneshot::Sender<Answered>;
 
 /// A query on the connection.
 struct Slot {
@@ -199,13 +202,15 @@ impl Conn {
     /// both) and waits for the answer, which comes back with the wire ID;
     /// the caller restores its own. While the window is full the query
     /// waits for its source's turn. Dropping the future abandons the query
-    /// and frees its ID.
+    /// and frees its ID. The answer comes with the reader's clock reading
+    /// for the read it came in (one reading for every answer of a read, so
+    /// the caller need not take one of its own).
     pub async fn exchange(
         &self,
         query: &[u8],
         sent: std::time::Instant,
         source: SourceKey,
-    ) -> Result<Vec<u8>, ConnError> {
+    ) -> Result<Answered, ConnError> {
         if !self.is_alive() {
             return Err(ConnError::Lost("closed"));
         }
@@ -286,7 +291,7 @@ impl Conn {
 struct Pending<'a> {
     shared: &'a Shared,
     wire_id: u16,
-    rx: oneshot::Receiver<Vec<u8>>,
+    rx: oneshot::Receiver<Answered>,
 }
 
 impl Drop for Pending<'_> {
@@ -417,7 +422,7 @@ fn dispatch(deframer: &mut Deframer, shared: &Shared, now: std::time::Instant) -
                 };
                 let rtt = now.saturating_duration_since(written);
                 shared.state.borrow_mut().on_answered(now, rtt);
-                let _ = slot.reply.send(answer);
+                let _ = slot.reply.send((answer, now));
             }
             Ok(None) => {
                 shared.pump_if_room();
@@ -536,9 +541,10 @@ mod tests {
         tag: u8,
     ) -> tokio::task::JoinHandle<Result<Vec<u8>, ConnError>> {
         let conn = conn.clone();
-        tokio::task::spawn_local(
-            async move { conn.exchange(&query(id, tag), now(), source(tag)).await },
-        )
+        tokio::task::spawn_local(async move {
+            let answered = conn.exchange(&query(id, tag), now(), source(tag)).await;
+            answered.map(|(answer, _)| answer)
+        })
     }
 
     async fn read_frames(upstream: &mut DuplexStream, n: usize) -> Vec<Vec<u8>> {
@@ -657,6 +663,32 @@ mod tests {
             assert!(more.is_err(), "the abandoned query was written");
             assert_eq!(conn.waiting(), 0);
             assert_eq!(conn.inflight(), 0);
+        });
+    }
+
+    #[test]
+    fn answer_comes_with_the_readers_clock_reading() {
+        run(async {
+            let (ours, mut upstream) = tokio::io::duplex(64 * 1024);
+            let conn = Conn::spawn(ours, 16, timeouts(5_000));
+            let sent = now();
+            let call = {
+                let conn = conn.clone();
+                tokio::task::spawn_local(async move {
+                    conn.exchange(&query(1, 1), sent, source(1)).await
+                })
+            };
+            let written = read_frames(&mut upstream, 1).await;
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            let before = now();
+            let mut answer = Vec::new();
+            frame_into(&mut answer, &written[0]);
+            upstream.write_all(&answer).await.unwrap();
+            let (answer, read_at) = call.await.unwrap().unwrap();
+            assert_eq!(answer, written[0]);
+            // Read after the upstream wrote, not when the query was sent.
+            assert!(read_at >= before, "{read_at:?} < {before:?}");
+            assert!(read_at <= now());
         });
     }
 

@@ -233,7 +233,9 @@ impl Context {
     /// failed, or SERVFAIL) is remembered, and a stale answer served in its
     /// place if there is one (RFC 8767). With `log_queries`, logs it once
     /// answered, timed from `received`, when the query came in (its
-    /// deadline counts from then too).
+    /// deadline counts from then too). Also the last clock reading taken,
+    /// when the answer was decided: the caller's `now` for the answer, with
+    /// no reading of its own.
     pub async fn resolve(
         &self,
         generation: &Generation,
@@ -242,7 +244,7 @@ impl Context {
         client: SocketAddr,
         transport: Transport,
         received: Instant,
-    ) -> Response {
+    ) -> (Response, Instant) {
         let (mut answer, mut upstream, now) = generation
             .resolver
             .resolve(query, received, SourceKey::of(client.ip()))
@@ -266,7 +268,7 @@ impl Context {
         if generation.config.log_queries {
             self.log_query(query, &answer, client, transport, upstream, received);
         }
-        answer
+        (answer, now)
     }
 
     /// Refreshes `key` in the background (at most [`MAX_PREFETCHES`] at

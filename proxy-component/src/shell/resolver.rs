@@ -348,7 +348,7 @@ impl Resolver {
                     // The attempt's end, from the same reading: no clock
                     // read for it (tokio's `timeout` would take one).
                     let until = tokio::time::Instant::from_std(now + budget);
-                    let exchange = timeout_at(until, self.exchange(upstream, &wire, source));
+                    let exchange = timeout_at(until, self.exchange(upstream, &wire, source, now));
                     running.push((id, upstream, budget, Box::pin(exchange)));
                     continue;
                 }
@@ -473,24 +473,29 @@ impl Resolver {
     /// Sends `wire` to upstream `i` and parses the answer: the one walk of
     /// it, which also finds the upstream's edns-tcp-keepalive timeout (RFC
     /// 7828 §3.3.2), reported to the connection it came on. Also the time
-    /// from the query written to the answer read, and when it was read.
+    /// from the query sent to the answer read, and when it was read.
+    ///
+    /// `now` is the caller's last clock reading, with no wait since. The
+    /// query counts as sent then when a connection is there to take it,
+    /// and as answered when the connection's reader read it: no clock
+    /// reading of its own (each is a host call in the component), unless it
+    /// waited for a connection.
     async fn exchange(
         &self,
         i: usize,
         wire: &[u8],
         source: SourceKey,
+        now: std::time::Instant,
     ) -> Result<Exchanged, Exchange> {
-        let conn = self.connection(i).await.map_err(Exchange::Failed)?;
+        let (conn, sent) = self.connection(i, now).await.map_err(Exchange::Failed)?;
         self.stats.borrow_mut().upstreams[self.slots[i].stat].queries += 1;
-        let sent = std::time::Instant::now();
-        let answer = conn
-            .exchange(wire, sent, source)
-            .await
-            .map_err(|e| Exchange::Lost {
-                progress: conn.made_progress(),
-                error: e.into(),
-            })?;
-        let answered = std::time::Instant::now();
+        let (answer, answered) =
+            conn.exchange(wire, sent, source)
+                .await
+                .map_err(|e| Exchange::Lost {
+                    progress: conn.made_progress(),
+                    error: e.into(),
+                })?;
         let rtt = answered.saturating_duration_since(sent);
         let mut stats = self.stats.borrow_mut();
         let up = &mut stats.upstreams[self.slots[i].stat];
@@ -552,13 +557,28 @@ impl Resolver {
     /// A connection to upstream `i` for one query: the live one the core's
     /// [`spread::pick`] names, or a new one. Connects are made one at a
     /// time; a query that finds every connection saturated and a connect
-    /// under way goes on the least loaded rather than wait.
-    async fn connection(&self, i: usize) -> Result<Conn, UpstreamError> {
+    /// under way goes on the least loaded rather than wait. With it, the
+    /// clock reading to time the query from: `now` for a connection that
+    /// was there, a new reading after opening one.
+    async fn connection(
+        &self,
+        i: usize,
+        now: std::time::Instant,
+    ) -> Result<(Conn, std::time::Instant), UpstreamError> {
+        match self.pick(i) {
+            Picked::Use(conn) => Ok((conn, now)),
+            Picked::Open { meanwhile } => {
+                let conn = self.open(i, meanwhile).await?;
+                Ok((conn, std::time::Instant::now()))
+            }
+        }
+    }
+
+    /// A new connection to upstream `i` for [`Self::connection`], or
+    /// `meanwhile` (a live, saturated one) if a connect is under way or
+    /// the upstream takes no more.
+    async fn open(&self, i: usize, meanwhile: Option<Conn>) -> Result<Conn, UpstreamError> {
         let slot = &self.slots[i];
-        let meanwhile = match self.pick(i) {
-            Picked::Use(conn) => return Ok(conn),
-            Picked::Open { meanwhile } => meanwhile,
-        };
         let _one_at_a_time = match &meanwhile {
             Some(busy) => match slot.connecting.try_lock() {
                 Ok(guard) => guard,

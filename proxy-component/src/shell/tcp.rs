@@ -75,10 +75,10 @@ impl OutBuf {
 
 impl Client {
     /// Queues an answer or reply, if the core lets it; wakes the task either
-    /// way (a refusal closes the connection).
-    fn queue(&self, ctx: &Context, msg: &[u8], answer: bool, received: Instant) {
-        // One clock reading for the latency and the core.
-        let now = Instant::now();
+    /// way (a refusal closes the connection). `now` is the caller's last
+    /// clock reading, with no wait since (the query's own `received` for
+    /// one answered in the same turn), for the latency and the core.
+    fn queue(&self, ctx: &Context, msg: &[u8], answer: bool, received: Instant, now: Instant) {
         {
             let mut stats = ctx.stats.borrow_mut();
             stats.tcp_answers.count(msg);
@@ -328,14 +328,14 @@ fn take_queries(
                 ) {
                     FromCache::Answer(answer) => {
                         drop(permit);
-                        client.queue(ctx, answer.bytes(), true, received);
+                        client.queue(ctx, answer.bytes(), true, received, received);
                         continue;
                     }
                     FromCache::Miss(key) => key,
                 };
                 let (client, ctx) = (client.clone(), ctx.clone());
                 tokio::task::spawn_local(async move {
-                    let answer = ctx
+                    let (answer, now) = ctx
                         .resolve(
                             &generation,
                             &q,
@@ -347,12 +347,12 @@ fn take_queries(
                         .await;
                     drop(generation);
                     drop(permit);
-                    client.queue(&ctx, answer.bytes(), true, received);
+                    client.queue(&ctx, answer.bytes(), true, received, now.into());
                 });
             }
             Admitted::Other(Decision::Reply(rcode)) => {
                 if let Some(reply) = message::synthesize_response(&msg, rcode) {
-                    client.queue(ctx, &reply, false, received);
+                    client.queue(ctx, &reply, false, received, received);
                 }
             }
             Admitted::Other(Decision::Close(why)) => return Some(why.as_str()),

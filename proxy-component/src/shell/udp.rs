@@ -160,7 +160,8 @@ pub async fn serve(sock: UdpSocket, ctx: Rc<Context>) {
             };
             let (outbox, ctx, generation) = (outbox.clone(), ctx.clone(), generation.clone());
             tokio::task::spawn_local(async move {
-                let answer = ctx
+                // The outbox reads the clock once for what it sends together.
+                let (answer, _) = ctx
                     .resolve(&generation, &q, key, peer, Transport::Udp, received)
                     .await;
                 // The old configuration (and its upstream connections) goes as
