@@ -14,6 +14,33 @@ use std::{fmt, io};
 use crate::sys::IoSourceState;
 use crate::{event, Interest, Registry, Token};
 
+std::thread_local! {
+    /// dnsproxy patch: the direction the last [`would_block`] named, taken
+    /// by the `do_io` it returned through.
+    static NAMED_WAY: std::cell::Cell<Option<Interest>> = const { std::cell::Cell::new(None) };
+}
+
+/// dnsproxy patch: a [`WouldBlock`] error for an operation in one
+/// direction, `way`, to return from the closure of a `try_io` (tokio's
+/// `UdpSocket::try_io`, `TcpStream::try_io`). A `try_io` does not know
+/// which way its operation went, so with the `poll(2)` selector its
+/// [`WouldBlock`] re-arms every direction; through this error it re-arms
+/// only `way`, as a read (or write) that would block does. That lets a
+/// caller that knows a socket is drained (a short read, a short batch of
+/// datagrams) clear tokio's readiness without one more read to find
+/// nothing; re-arming the writable side too would wake the next poll at
+/// once, for a socket that is always writable. Every other selector
+/// ignores the direction, as it ignores re-arming.
+///
+/// The direction is kept until the `try_io` it is returned through takes
+/// it, on the same thread: call this only as the closure's last step.
+///
+/// [`WouldBlock`]: io::ErrorKind::WouldBlock
+pub fn would_block(way: Interest) -> io::Error {
+    NAMED_WAY.with(|named| named.set(Some(way)));
+    io::ErrorKind::WouldBlock.into()
+}
+
 /// Adapter for a [`RawFd`] or [`RawSocket`] providing an [`event::Source`]
 /// implementation.
 ///
@@ -66,7 +93,13 @@ impl<T> IoSource<T> {
     where
         F: FnOnce(&T) -> io::Result<R>,
     {
-        self.state.do_io(f, &self.inner)
+        // dnsproxy patch: an operation whose error came from
+        // `crate::would_block(way)` re-arms only `way`, as `do_io_way` does.
+        let result = f(&self.inner);
+        match NAMED_WAY.with(|named| named.take()) {
+            Some(way) => self.state.do_io_way(way, |_| result, &self.inner),
+            None => self.state.do_io(|_| result, &self.inner),
+        }
     }
 
     /// dnsproxy patch: [`do_io`] for an operation in one direction, `way`:

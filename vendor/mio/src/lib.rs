@@ -61,6 +61,8 @@ pub mod event;
 
 cfg_io_source! {
     mod io_source;
+    // dnsproxy patch: see `io_source::would_block`.
+    pub use io_source::would_block;
 }
 
 cfg_net! {

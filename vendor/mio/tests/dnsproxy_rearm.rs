@@ -1,5 +1,6 @@
-//! dnsproxy patch 1 (PATCHED.md): with the `poll(2)` selector, an operation
-//! that would block re-arms its own direction only, and loses no wake-up.
+//! dnsproxy patches 1 and 2 (PATCHED.md): with the `poll(2)` selector, an
+//! operation that would block re-arms its own direction only (a `try_io`
+//! when its closure names the direction), and loses no wake-up.
 //! Run on Linux with the selector forced (`make unit` does):
 //! `RUSTFLAGS="--cfg mio_unsupported_force_poll_poll" cargo test
 //! --manifest-path vendor/mio/Cargo.toml --features os-poll,net --test
@@ -68,6 +69,36 @@ fn try_io_that_would_block_still_re_arms_both_directions() {
     let mut poll = Poll::new().expect("poll");
     let mut events = Events::with_capacity(8);
     let sock = udp_registered(&mut poll, &mut events);
+    let err = sock
+        .try_io(|| Err::<(), _>(io::ErrorKind::WouldBlock.into()))
+        .expect_err("would block");
+    assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+    let woke = poll_for(&mut poll, &mut events, Duration::from_secs(1));
+    assert!(woke.iter().any(|&(_, w)| w), "{woke:?}");
+}
+
+/// dnsproxy patch 2: a `try_io` whose closure names its direction
+/// (`mio::would_block`) re-arms only that one, like the operation it stands
+/// for; and the name does not outlive that `try_io`.
+#[test]
+fn try_io_that_names_reading_re_arms_reading_only() {
+    let mut poll = Poll::new().expect("poll");
+    let mut events = Events::with_capacity(8);
+    let sock = udp_registered(&mut poll, &mut events);
+    for _ in 0..3 {
+        let err = sock
+            .try_io(|| Err::<(), _>(mio::would_block(Interest::READABLE)))
+            .expect_err("would block");
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        let woke = poll_for(&mut poll, &mut events, Duration::from_millis(50));
+        assert!(woke.is_empty(), "woke with nothing to do: {woke:?}");
+    }
+    // Reading is armed: a datagram wakes it.
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind peer");
+    peer.send_to(b"query", sock.local_addr().unwrap()).expect("send");
+    let woke = poll_for(&mut poll, &mut events, Duration::from_secs(1));
+    assert_eq!(woke, vec![(true, false)]);
+    // The next anonymous `try_io` is back to re-arming both.
     let err = sock
         .try_io(|| Err::<(), _>(io::ErrorKind::WouldBlock.into()))
         .expect_err("would block");
