@@ -23,6 +23,9 @@ use std::net::SocketAddr;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
+#[cfg(wasi_libc_descriptors)]
+use crate::shell::readiness::Drained;
+
 /// Datagrams taken per receive call at most: what the host hands out per
 /// call (wasmtime-wasi's 16, one `recvmmsg` in dnsproxy's host). A batch
 /// with fewer means the socket was drained when it was taken.
@@ -43,8 +46,7 @@ pub struct Outgoing<T> {
 pub struct Batch {
     packets: Vec<(Vec<u8>, SocketAddr)>,
     /// A receive buffer for one datagram, allocated (and zeroed) once: the
-    /// one-at-a-time path's, and the batched path's read that finds the
-    /// socket drained.
+    /// one-at-a-time path's.
     scratch: Vec<u8>,
 }
 
@@ -60,9 +62,6 @@ pub struct Datagrams {
     sock: UdpSocket,
     #[cfg(wasi_libc_descriptors)]
     fd: std::os::fd::RawFd,
-    /// The last batch was short: the socket was drained then.
-    #[cfg(wasi_libc_descriptors)]
-    drained: std::cell::Cell<bool>,
 }
 
 impl Datagrams {
@@ -71,8 +70,6 @@ impl Datagrams {
         Self {
             #[cfg(wasi_libc_descriptors)]
             fd: std::os::fd::AsRawFd::as_raw_fd(&sock),
-            #[cfg(wasi_libc_descriptors)]
-            drained: std::cell::Cell::new(false),
             sock,
         }
     }
@@ -82,40 +79,26 @@ impl Datagrams {
     /// datagram (an ICMP error from an earlier send, say): the socket goes on.
     pub async fn recv(&self, batch: &mut Batch) -> io::Result<()> {
         let Batch { packets, scratch } = batch;
-        if scratch.is_empty() {
-            scratch.resize(65_535, 0);
-        }
         #[cfg(wasi_libc_descriptors)]
         if let Some(streams) = streams::of(self.fd) {
             loop {
                 self.sock.readable().await?;
-                // After a short batch the socket is most likely still
-                // empty: skip the batch call that would find nothing (one
-                // host call and one system call per wake-up at low load).
-                if !self.drained.replace(false) {
-                    match streams.receive(packets, BATCH) {
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        other => {
-                            self.drained.set(packets.len() < BATCH);
-                            return other;
-                        }
-                    }
+                let taken = streams.receive(packets, BATCH);
+                // A short batch emptied the socket's queue, and so did one
+                // that found nothing: wait for the next datagram rather
+                // than ask the host again to learn there is none (see
+                // `readiness`).
+                if packets.len() < BATCH {
+                    self.sock.drained();
                 }
-                // Nothing queued: tokio and mio learn it from a read that
-                // finds nothing, which clears the readiness and re-arms the
-                // readable edge only (vendor/mio: `try_io` would re-arm
-                // writable too, and a UDP socket is always writable, so the
-                // next poll would wake at once for nothing). A datagram
-                // that came in since is taken here, whole.
-                match self.sock.try_recv_from(scratch) {
-                    Ok((n, peer)) => {
-                        packets.push((scratch[..n].to_vec(), peer));
-                        return Ok(());
-                    }
+                match taken {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(e) => return Err(e),
+                    other => return other,
                 }
             }
+        }
+        if scratch.is_empty() {
+            scratch.resize(65_535, 0);
         }
         // One at a time: wait for the first, then take what is queued.
         let (n, peer) = self.sock.recv_from(scratch).await?;

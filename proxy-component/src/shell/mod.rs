@@ -7,6 +7,7 @@ pub mod conn;
 pub mod context;
 pub mod datagrams;
 pub mod log;
+pub mod readiness;
 pub mod record;
 pub mod reload;
 pub mod report;

@@ -36,6 +36,7 @@ use crate::core::upstreams::Selector;
 use crate::shell::config::{ProxyConfig, UpstreamConfig};
 use crate::shell::conn::{Conn, ConnError};
 use crate::shell::log::{Level, Log};
+use crate::shell::readiness::DrainingReads;
 use crate::shell::tls::{self, AuthError, PinnedVerifier, TrustError};
 
 /// Why one upstream attempt failed. The variant names the check, so the log
@@ -664,7 +665,7 @@ impl Resolver {
         #[cfg(not(target_os = "wasi"))]
         let _ = tcp.set_nodelay(true);
         let tls = TlsConnector::from(slot.tls.clone())
-            .connect(slot.name.clone(), tcp)
+            .connect(slot.name.clone(), DrainingReads(tcp))
             .await
             .map_err(|e| match AuthError::from_handshake(&e) {
                 Some(auth) => UpstreamError::Auth(auth.clone()),

@@ -26,6 +26,7 @@ use crate::core::message;
 use crate::shell::accept::Acceptor;
 use crate::shell::context::{Admitted, Context, FromCache};
 use crate::shell::log::Level;
+use crate::shell::readiness::Drained;
 
 /// Bytes read per readiness event, into the scratch buffer.
 const READ_CHUNK: usize = 4096;
@@ -245,6 +246,11 @@ async fn serve_client(
                     match stream.try_read(&mut buf) {
                         Ok(n) => {
                             deframer.push(&buf[..n]);
+                            // A short read took all there was: the next
+                            // waits for more instead of finding none.
+                            if 0 < n && n < buf.len() {
+                                stream.drained();
+                            }
                             Ok(n)
                         }
                         Err(e) => Err(e),
