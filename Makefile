@@ -148,8 +148,8 @@ unit: build-host
 	$(CARGO) test --release --target $(NATIVE_TARGET) --workspace --exclude spec-tests
 	$(MAKE) vendor-test
 
-# The vendored mio's patch is for the poll(2) selector (the component's);
-# on Linux its test forces that selector, in a target directory of its own.
+# The vendored mio's patches are for the poll(2) selector (the component's);
+# on Linux their tests force that selector, in a target directory of their own.
 vendor-test:
 	RUSTFLAGS="--cfg mio_unsupported_force_poll_poll" $(CARGO) test \
 	  --manifest-path vendor/mio/Cargo.toml --features os-poll,net \
