@@ -148,12 +148,15 @@ unit: build-host
 	$(CARGO) test --release --target $(NATIVE_TARGET) --workspace --exclude spec-tests
 	$(MAKE) vendor-test
 
-# The vendored mio's patches are for the poll(2) selector (the component's);
-# on Linux their tests force that selector, in a target directory of their own.
+# The vendored mio's patches: 1 and 2 are for the poll(2) selector (the
+# component's), and on Linux their test forces that selector, in a target
+# directory of its own; 3 is for epoll (the host's workers, the native build).
 vendor-test:
 	RUSTFLAGS="--cfg mio_unsupported_force_poll_poll" $(CARGO) test \
 	  --manifest-path vendor/mio/Cargo.toml --features os-poll,net \
 	  --test dnsproxy_rearm --target-dir $(TARGET_DIR)/vendor-mio
+	$(CARGO) test --manifest-path vendor/mio/Cargo.toml --features os-poll,net \
+	  --test dnsproxy_on_demand --target-dir $(TARGET_DIR)/vendor-mio-epoll
 
 lint: setup-test
 	$(CARGO) fmt --all --check

@@ -15,8 +15,8 @@ use crate::sys::IoSourceState;
 use crate::{event, Interest, Registry, Token};
 
 std::thread_local! {
-    /// dnsproxy patch: the direction the last [`would_block`] named, taken
-    /// by the `do_io` it returned through.
+    /// dnsproxy patch: the direction the last [`way`] or [`would_block`]
+    /// named, taken by the `do_io` whose closure named it.
     static NAMED_WAY: std::cell::Cell<Option<Interest>> = const { std::cell::Cell::new(None) };
 }
 
@@ -30,15 +30,68 @@ std::thread_local! {
 /// datagrams) clear tokio's readiness without one more read to find
 /// nothing; re-arming the writable side too would wake the next poll at
 /// once, for a socket that is always writable. Every other selector
-/// ignores the direction, as it ignores re-arming.
+/// ignores the direction, as it ignores re-arming, except for a source
+/// that arms writes on demand ([`arm_writes_on_demand`]).
 ///
 /// The direction is kept until the `try_io` it is returned through takes
 /// it, on the same thread: call this only as the closure's last step.
 ///
 /// [`WouldBlock`]: io::ErrorKind::WouldBlock
 pub fn would_block(way: Interest) -> io::Error {
-    NAMED_WAY.with(|named| named.set(Some(way)));
+    self::way(way);
     io::ErrorKind::WouldBlock.into()
+}
+
+/// dnsproxy patch: names the direction of the operation in the closure of
+/// a `try_io`, whatever its result: the `try_io` then does what the
+/// operation would through `do_io_way` (with `poll(2)`, a [`WouldBlock`]
+/// re-arms only `way`; for a source that arms writes on demand, a read's
+/// [`WouldBlock`] leaves writes alone and a write that went through
+/// disarms them). As for [`would_block`], call this only as the
+/// closure's last step.
+///
+/// [`WouldBlock`]: io::ErrorKind::WouldBlock
+pub fn way(way: Interest) {
+    NAMED_WAY.with(|named| named.set(Some(way)));
+}
+
+/// dnsproxy patch 3: sources registered on this thread from now on (`on`
+/// true; false stops it for later ones) are registered for writable events
+/// only while a write of theirs waits, with `epoll(2)`. tokio registers
+/// every socket for both directions, edge-triggered, and Linux raises a UDP
+/// socket's writable edge each time a datagram it sent is freed: one more
+/// turn of the event loop, with nothing to do, for each batch sent. Every
+/// other selector ignores this.
+///
+/// All of such a source's writes must come from one thread at a time (as
+/// on a current-thread runtime): a write that goes through disarms the
+/// writable side, which would leave a write that would block at the same
+/// moment on another thread waiting. See PATCHED.md.
+pub fn arm_writes_on_demand(on: bool) {
+    #[cfg(all(
+        feature = "os-poll",
+        not(mio_unsupported_force_poll_poll),
+        any(
+            target_os = "android",
+            target_os = "emscripten",
+            target_os = "illumos",
+            target_os = "linux",
+            target_os = "redox",
+        )
+    ))]
+    crate::sys::arm_writes_on_demand(on);
+    #[cfg(not(all(
+        feature = "os-poll",
+        not(mio_unsupported_force_poll_poll),
+        any(
+            target_os = "android",
+            target_os = "emscripten",
+            target_os = "illumos",
+            target_os = "linux",
+            target_os = "redox",
+        )
+    )))]
+    let _ = on;
 }
 
 /// Adapter for a [`RawFd`] or [`RawSocket`] providing an [`event::Source`]
@@ -93,8 +146,9 @@ impl<T> IoSource<T> {
     where
         F: FnOnce(&T) -> io::Result<R>,
     {
-        // dnsproxy patch: an operation whose error came from
-        // `crate::would_block(way)` re-arms only `way`, as `do_io_way` does.
+        // dnsproxy patch: an operation whose closure named its direction
+        // (`crate::way`, `crate::would_block`) is taken as `do_io_way` takes
+        // one in that direction.
         let result = f(&self.inner);
         match NAMED_WAY.with(|named| named.take()) {
             Some(way) => self.state.do_io_way(way, |_| result, &self.inner),

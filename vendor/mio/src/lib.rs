@@ -61,8 +61,10 @@ pub mod event;
 
 cfg_io_source! {
     mod io_source;
-    // dnsproxy patch: see `io_source::would_block`.
-    pub use io_source::would_block;
+    // dnsproxy patch: see `io_source::would_block` and `io_source::way`.
+    pub use io_source::{way, would_block};
+    // dnsproxy patch 3: see `io_source::arm_writes_on_demand`.
+    pub use io_source::arm_writes_on_demand;
 }
 
 cfg_net! {

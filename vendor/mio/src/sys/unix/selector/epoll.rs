@@ -240,7 +240,9 @@ pub mod event {
 // No special requirement from the implementation around waking.
 pub(crate) use crate::sys::unix::waker::Waker;
 
+// dnsproxy patch 3: a source's writable side armed on demand
+// (`on_demand_io_source.rs`); upstream uses `stateless_io_source`.
 cfg_io_source! {
-    mod stateless_io_source;
-    pub(crate) use stateless_io_source::IoSourceState;
+    mod on_demand_io_source;
+    pub(crate) use on_demand_io_source::{arm_writes_on_demand, IoSourceState};
 }
