@@ -153,11 +153,15 @@ mod imp {
                 let n = unsafe {
                     libc::recvmmsg(fd, msgs.as_mut_ptr(), max as _, libc::MSG_DONTWAIT as _, std::ptr::null_mut())
                 };
-                if n < 0 {
+                let n = if n < 0 {
                     Err(io::Error::last_os_error())
                 } else {
                     Ok(n as usize)
-                }
+                };
+                // dnsproxy patch: a receive, for mio (vendor/mio patch 3:
+                // its WouldBlock must not arm the writable side).
+                mio::way(mio::Interest::READABLE);
+                n
             })?;
             if n < max {
                 // Short: the socket's queue was empty when it was read. The
@@ -166,7 +170,7 @@ mod imp {
                 // a short stream read) skips it. A datagram that came since
                 // raised a new edge, so the driver reports it again: no
                 // wake-up is lost.
-                let _ = socket.try_io(Interest::READABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
+                let _ = socket.try_io(Interest::READABLE, || Err::<(), _>(mio::would_block(mio::Interest::READABLE)));
             }
             let mut taken = 0;
             for (i, msg) in msgs[..n].iter().enumerate() {
@@ -219,11 +223,15 @@ mod imp {
             let sent = unsafe {
                 libc::syscall(libc::SYS_sendmmsg, fd, msgs.as_mut_ptr(), n as libc::c_uint, 0)
             };
-            if sent < 0 {
+            let sent = if sent < 0 {
                 Err(io::Error::last_os_error())
             } else {
                 Ok(sent as usize)
-            }
+            };
+            // dnsproxy patch: a send, for mio (vendor/mio patch 3: one that
+            // went through disarms the writable side).
+            mio::way(mio::Interest::WRITABLE);
+            sent
         })
     }
 

@@ -716,7 +716,7 @@ impl TcpReceiveStream {
                     #[cfg(target_os = "linux")]
                     if n < buf.len() {
                         let _ = self.inner.try_io(tokio::io::Interest::READABLE, || {
-                            Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+                            Err::<(), _>(mio::would_block(mio::Interest::READABLE))
                         });
                     }
                     Poll::Ready(Ok(n))
