@@ -772,6 +772,10 @@ pub async fn run(
         std::thread::Builder::new()
             .name(format!("worker-{index}"))
             .spawn(move || {
+                // The worker's sockets get writable events only while a write
+                // of theirs waits (vendor/mio, patch 3): its runtime is
+                // single-threaded, as that needs.
+                mio::arm_writes_on_demand(true);
                 report.with(
                     tokio::runtime::Builder::new_current_thread()
                         .enable_all()

@@ -95,6 +95,9 @@ pub(crate) fn main() {
         }
     };
     let log = Log::new(config.log_level, Rc::new(StderrSink));
+    // Sockets get writable events only while a write waits, as the host's
+    // workers do (vendor/mio, patch 3): the runtime is single-threaded.
+    mio::arm_writes_on_demand(true);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
