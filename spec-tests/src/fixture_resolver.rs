@@ -38,6 +38,9 @@ pub enum Misbehave {
     /// A server at its capacity: answers this many queries a second, in the
     /// order they arrived over all connections.
     Rate(u32),
+    /// Answers correctly but leaves Nagle's algorithm on, as unbound does: a
+    /// small answer waits while the one before is unacknowledged.
+    Nagle,
 }
 
 impl Misbehave {
@@ -54,6 +57,7 @@ impl Misbehave {
             Misbehave::StallAfter(n) => flag("--stall-after", n),
             Misbehave::BadLength => vec!["--bad-length".into()],
             Misbehave::Rate(n) => flag("--rate", n),
+            Misbehave::Nagle => vec!["--nagle".into()],
         }
     }
 }
