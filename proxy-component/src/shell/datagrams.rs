@@ -155,7 +155,7 @@ impl Datagrams {
 /// The `wasi:sockets` datagram streams under a wasi-libc UDP descriptor.
 #[cfg(wasi_libc_descriptors)]
 mod streams {
-    // wasi-libc's descriptor table is C; reading it needs raw pointers.
+    // wasi-libc's socket state is C; reading it needs raw pointers.
     #![allow(unsafe_code)]
 
     use std::collections::VecDeque;
@@ -164,6 +164,7 @@ mod streams {
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
     use super::Outgoing;
+    use crate::shell::descriptors;
 
     mod bindings {
         #![allow(missing_docs, unreachable_pub, clippy::all)]
@@ -181,14 +182,6 @@ mod streams {
     use bindings::wasi::sockets::udp::{
         IncomingDatagramStream, OutgoingDatagram, OutgoingDatagramStream,
     };
-
-    /// wasi-libc's `descriptor_table_entry_t` (wasi-sdk 30): the socket's
-    /// state and the functions that serve it.
-    #[repr(C)]
-    struct Entry {
-        data: *const UdpSocket,
-        vtable: *const std::ffi::c_void,
-    }
 
     /// wasi-libc's `udp_socket_t` (wasi-sdk 30, `wasip2_udp.c`), read from
     /// its debug information: the handles are `wasi:sockets` resource
@@ -218,11 +211,6 @@ mod streams {
         assert!(std::mem::size_of::<UdpSocket>() == 0x20);
     };
 
-    unsafe extern "C" {
-        /// NULL when `fd` is not open.
-        fn descriptor_table_get_ref(fd: i32) -> *const Entry;
-    }
-
     /// The two streams, borrowed from wasi-libc for one call: never
     /// dropped here (wasi-libc drops them when the socket closes).
     pub(super) struct Streams {
@@ -234,18 +222,15 @@ mod streams {
     /// Read again for every call (a table lookup, no host call), so a
     /// closed or renumbered descriptor is never used.
     pub(super) fn of(fd: i32) -> Option<Streams> {
+        let socket = descriptors::state(fd).cast::<UdpSocket>();
+        if socket.is_null() {
+            return None;
+        }
         // SAFETY: `fd` is the descriptor of the caller's own UDP socket,
-        // open for as long as the caller holds it; wasi-libc's table gives
-        // its entry or NULL, and an entry of a UDP descriptor points at a
-        // `udp_socket_t` (the layout above). The component is single
-        // threaded, so nothing changes it while this reads it.
-        let socket = unsafe {
-            let entry = descriptor_table_get_ref(fd);
-            if entry.is_null() || (*entry).data.is_null() {
-                return None;
-            }
-            &*(*entry).data
-        };
+        // open for as long as the caller holds it, and the state of a UDP
+        // descriptor is a `udp_socket_t` (the layout above). The component
+        // is single threaded, so nothing changes it while this reads it.
+        let socket = unsafe { &*socket };
         if socket.state != BOUND_STREAMING {
             return None;
         }

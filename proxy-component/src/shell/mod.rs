@@ -6,6 +6,8 @@ pub mod config;
 pub mod conn;
 pub mod context;
 pub mod datagrams;
+#[cfg(wasi_libc_descriptors)]
+pub mod descriptors;
 pub mod log;
 pub mod readiness;
 pub mod record;
