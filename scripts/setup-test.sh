@@ -8,8 +8,9 @@
 # - openssl (pins of the test PKI), dig (dnsutils), systemd-analyze
 #   (systemd: scripts/check-install.sh verifies the unit), python3-venv
 #   (scripts/validate-k8s.sh installs its validator into a venv), tmux (the
-#   terminal `dnsproxy top` runs in for its test) and prometheus (promtool
-#   checks the metrics endpoint's output).
+#   terminal `dnsproxy top` runs in for its test), prometheus (promtool
+#   checks the metrics endpoint's output) and ss (iproute2: the `acks`
+#   group counts the proxy's TCP segments).
 #
 # Installing a package that ships a service (unbound) must not start it, nor
 # leave it enabled: a resolver on port 53 of the user's machine is not ours
@@ -30,6 +31,7 @@ command -v systemd-analyze >/dev/null || need+=(systemd)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 command -v tmux >/dev/null || need+=(tmux)
 command -v promtool >/dev/null || need+=(prometheus)
+command -v ss >/dev/null || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
     echo "setup-test: installing ${need[*]}"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo

@@ -56,6 +56,7 @@ use bindings::dnsproxy::proxy::aead as wit_aead;
 use bindings::dnsproxy::proxy::config as wit_config;
 use bindings::dnsproxy::proxy::log as wit_log;
 use bindings::dnsproxy::proxy::metrics as wit_metrics;
+use bindings::dnsproxy::proxy::tcp_ack as wit_tcp_ack;
 use bindings::dnsproxy::proxy::types as wit_types;
 use bindings::dnsproxy::proxy::watchdog as wit_watchdog;
 
@@ -181,6 +182,16 @@ impl wit_aead::HostKey for State {
 impl wit_watchdog::Host for State {
     fn heartbeat(&mut self) {
         self.heartbeats += 1;
+    }
+}
+
+impl wit_tcp_ack::Host for State {
+    fn quick_ack(&mut self, socket: Resource<wasmtime_wasi::p2::TcpSocket>) {
+        // The handle is the guest's own socket, borrowed for the call: the
+        // canonical ABI checked it is live and of this type.
+        if let Ok(socket) = self.table.get(&socket) {
+            socket.quick_ack();
+        }
     }
 }
 
@@ -390,6 +401,7 @@ pub fn linker(engine: &Engine) -> Result<Linker<State>> {
     wit_metrics::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     wit_watchdog::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     wit_aead::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    wit_tcp_ack::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     Ok(linker)
 }
 

@@ -6,6 +6,7 @@
 //! did: a group's tests run in parallel with each other only, so what one
 //! group loads the machine with never lands on another's timing.
 
+mod acks;
 mod bad_clients;
 mod cache;
 mod concurrency;

@@ -278,6 +278,17 @@ impl UpstreamConn {
     pub fn inflight(&self) -> usize {
         self.inflight
     }
+
+    /// After a read, once its answers are handed over: whether to
+    /// acknowledge it at once rather than leave the ACK to the kernel's
+    /// delay (Linux's `TCP_QUICKACK`). Only while answers are
+    /// still owed to callers: a server that leaves Nagle on holds its next
+    /// small answer until this read is acknowledged. With none owed nothing
+    /// waits on the ACK, and it rides on the next query. Answers owed for
+    /// queries given up on do not count: nobody waits for them.
+    pub fn acks_at_once(&self) -> bool {
+        self.inflight > 0
+    }
 }
 
 #[cfg(test)]
@@ -344,6 +355,31 @@ mod tests {
             assert_eq!(c.poll(now), None);
         }
         assert!(c.deadline().unwrap() < t0 + ms(30_000) + IDLE);
+    }
+
+    #[test]
+    fn reads_are_acknowledged_at_once_only_while_answers_are_owed() {
+        let t0 = Instant::now();
+        let mut c = conn(t0);
+        assert!(!c.acks_at_once(), "a new connection owes nothing");
+        c.on_sent(t0);
+        c.on_sent(t0);
+        c.on_received(t0 + ms(1));
+        c.on_answered(t0 + ms(1), ms(1));
+        assert!(
+            c.acks_at_once(),
+            "an answer is still owed: the server may hold it for this ACK"
+        );
+        c.on_received(t0 + ms(2));
+        c.on_answered(t0 + ms(2), ms(2));
+        assert!(
+            !c.acks_at_once(),
+            "all answered: the ACK rides on the next query"
+        );
+        // A query given up on: its late answer is owed to nobody.
+        c.on_sent(t0 + ms(3));
+        c.on_abandoned(t0 + ms(4));
+        assert!(!c.acks_at_once());
     }
 
     #[test]

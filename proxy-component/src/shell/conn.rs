@@ -31,6 +31,7 @@ use crate::core::inflight::{CounterIds, InFlight};
 use crate::core::message;
 use crate::core::upstream_conn::{Close, UpstreamConn, UpstreamTimeouts};
 use crate::core::window::PROBE_GRID;
+use crate::shell::quick_ack::QuickAck;
 
 /// Why a query on a connection got no answer.
 #[non_exhaustive]
@@ -162,9 +163,10 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Starts the reader and writer tasks over an established stream. Must be
+    /// Starts the reader and writer tasks over an established stream, whose
+    /// reads `ack` acknowledges at once while answers are owed. Must be
     /// called inside a `LocalSet`.
-    pub fn spawn<S>(stream: S, capacity: usize, timeouts: UpstreamTimeouts) -> Self
+    pub fn spawn<S>(stream: S, ack: QuickAck, capacity: usize, timeouts: UpstreamTimeouts) -> Self
     where
         S: AsyncRead + AsyncWrite + Unpin + 'static,
     {
@@ -179,7 +181,7 @@ impl Conn {
         let (rd, wr) = tokio::io::split(stream);
         let (to_writer, from_callers) = mpsc::unbounded_channel();
         tokio::task::spawn_local(write_loop(wr, from_callers, shared.clone()));
-        tokio::task::spawn_local(read_loop(rd, shared.clone()));
+        tokio::task::spawn_local(read_loop(rd, ack, shared.clone()));
         Self { shared, to_writer }
     }
 
@@ -353,7 +355,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let _ = wr.shutdown().await;
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, shared: Rc<Shared>) {
+/// Reads answers and hands them over until the connection closes; `ack`
+/// is used only here, while `rd` holds the stream open.
+async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, ack: QuickAck, shared: Rc<Shared>) {
     let mut deframer = Deframer::new(MAX_MESSAGE_LEN);
     let mut buf = vec![0u8; 32 * 1024];
     let why = loop {
@@ -375,6 +379,9 @@ async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, shared: Rc<Shared>) {
                     deframer.push(&buf[..n]);
                     if dispatch(&mut deframer, &shared, now).is_err() {
                         break Close::BadFrame;
+                    }
+                    if shared.state.borrow().acks_at_once() {
+                        ack.now();
                     }
                 }
             },
@@ -468,6 +475,7 @@ mod tests {
             let idle = Duration::from_millis(200);
             let conn = Conn::spawn(
                 ours,
+                QuickAck::none(),
                 16,
                 UpstreamTimeouts {
                     idle,
@@ -490,7 +498,7 @@ mod tests {
     fn rfc7828_the_upstreams_timeout_closes_the_connection_sooner() {
         run(async {
             let (ours, mut upstream) = tokio::io::duplex(64 * 1024);
-            let conn = Conn::spawn(ours, 16, timeouts(5_000));
+            let conn = Conn::spawn(ours, QuickAck::none(), 16, timeouts(5_000));
             answer_one(&conn, &mut upstream).await;
             // What the caller found in the answer: 200 ms, not 30 s.
             conn.on_keepalive(Duration::from_millis(200));
@@ -502,7 +510,7 @@ mod tests {
 
             // TIMEOUT 0 on an idle connection: closed at once.
             let (ours, mut upstream) = tokio::io::duplex(64 * 1024);
-            let conn = Conn::spawn(ours, 16, timeouts(5_000));
+            let conn = Conn::spawn(ours, QuickAck::none(), 16, timeouts(5_000));
             conn.on_keepalive(Duration::ZERO);
             assert!(!conn.is_alive());
             upstream.read_to_end(&mut rest).await.unwrap();
@@ -566,7 +574,7 @@ mod tests {
     fn rfc7766_answers_out_of_order_reach_their_callers() {
         run(async {
             let (ours, mut upstream) = tokio::io::duplex(64 * 1024);
-            let conn = Conn::spawn(ours, 16, timeouts(5_000));
+            let conn = Conn::spawn(ours, QuickAck::none(), 16, timeouts(5_000));
             // Three clients that all chose ID 7.
             let calls: Vec<_> = (1..=3u8).map(|tag| spawn_exchange(&conn, 7, tag)).collect();
             let sent = read_frames(&mut upstream, 3).await;
@@ -591,7 +599,7 @@ mod tests {
         use crate::core::window::INITIAL_WINDOW;
         run(async {
             let (ours, mut upstream) = tokio::io::duplex(1024 * 1024);
-            let conn = Conn::spawn(ours, 2048, timeouts(5_000));
+            let conn = Conn::spawn(ours, QuickAck::none(), 2048, timeouts(5_000));
             // One source sends 200 at once: the window takes the first ones.
             let flood: Vec<_> = (0..200).map(|i| spawn_exchange(&conn, i, 1)).collect();
             let written = read_frames(&mut upstream, INITIAL_WINDOW).await;
@@ -636,7 +644,7 @@ mod tests {
     fn a_waiting_query_given_up_on_is_never_written() {
         run(async {
             let (ours, mut upstream) = tokio::io::duplex(1024 * 1024);
-            let conn = Conn::spawn(ours, 2048, timeouts(5_000));
+            let conn = Conn::spawn(ours, QuickAck::none(), 2048, timeouts(5_000));
             let window = conn.window();
             let first: Vec<_> = (0..window)
                 .map(|i| spawn_exchange(&conn, i as u16, 1))
@@ -670,7 +678,7 @@ mod tests {
     fn answer_comes_with_the_readers_clock_reading() {
         run(async {
             let (ours, mut upstream) = tokio::io::duplex(64 * 1024);
-            let conn = Conn::spawn(ours, 16, timeouts(5_000));
+            let conn = Conn::spawn(ours, QuickAck::none(), 16, timeouts(5_000));
             let sent = now();
             let call = {
                 let conn = conn.clone();
@@ -696,7 +704,7 @@ mod tests {
     fn stalled_connection_fails_queries_in_flight_and_dies() {
         run(async {
             let (ours, mut upstream) = tokio::io::duplex(64 * 1024);
-            let conn = Conn::spawn(ours, 16, timeouts(100));
+            let conn = Conn::spawn(ours, QuickAck::none(), 16, timeouts(100));
             let call = spawn_exchange(&conn, 1, 1);
             read_frames(&mut upstream, 1).await;
             let started = Instant::now();
@@ -712,7 +720,7 @@ mod tests {
     fn abandoned_query_frees_its_id() {
         run(async {
             let (ours, mut upstream) = tokio::io::duplex(64 * 1024);
-            let conn = Conn::spawn(ours, 1, timeouts(5_000));
+            let conn = Conn::spawn(ours, QuickAck::none(), 1, timeouts(5_000));
             let first = tokio::time::timeout(
                 Duration::from_millis(50),
                 conn.exchange(&query(1, 1), now(), source(1)),
@@ -733,7 +741,7 @@ mod tests {
     fn late_answer_to_an_abandoned_query_is_dropped() {
         run(async {
             let (ours, mut upstream) = tokio::io::duplex(64 * 1024);
-            let conn = Conn::spawn(ours, 16, timeouts(5_000));
+            let conn = Conn::spawn(ours, QuickAck::none(), 16, timeouts(5_000));
             let _ = tokio::time::timeout(
                 Duration::from_millis(50),
                 conn.exchange(&query(1, 1), now(), source(1)),
@@ -755,7 +763,7 @@ mod tests {
     fn upstream_close_fails_queries_in_flight_with_lost() {
         run(async {
             let (ours, mut upstream) = tokio::io::duplex(64 * 1024);
-            let conn = Conn::spawn(ours, 16, timeouts(5_000));
+            let conn = Conn::spawn(ours, QuickAck::none(), 16, timeouts(5_000));
             let call = spawn_exchange(&conn, 1, 1);
             read_frames(&mut upstream, 1).await;
             drop(upstream);

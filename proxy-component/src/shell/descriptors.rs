@@ -1,6 +1,7 @@
 //! wasi-libc's descriptor table, read for the `wasi:sockets` handles under
 //! a socket descriptor: what wasi-libc does not let its callers reach
-//! (batched datagrams, [`crate::shell::datagrams`]).
+//! (batched datagrams, [`crate::shell::datagrams`]; quick ACKs,
+//! [`crate::shell::quick_ack`]).
 //!
 //! Only with the wasi-libc whose layouts were read off its debug
 //! information (wasi-sdk 30, `build.rs` sets `wasi_libc_descriptors`).

@@ -9,6 +9,7 @@ pub mod datagrams;
 #[cfg(wasi_libc_descriptors)]
 pub mod descriptors;
 pub mod log;
+pub mod quick_ack;
 pub mod readiness;
 pub mod record;
 pub mod reload;

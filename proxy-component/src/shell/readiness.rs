@@ -25,15 +25,6 @@ pub trait Drained {
     /// reading again. Call it before the task waits or yields, with no
     /// read in between.
     fn drained(&self);
-
-    /// A read took data. Natively, a TCP stream re-arms `TCP_QUICKACK`
-    /// here: the host does that for the component's streams after every
-    /// read (vendor/wasmtime-wasi, patch 4; Linux clears the flag by
-    /// itself), and the native build is to do the same work. Without it an
-    /// upstream that leaves Nagle on (unbound) holds each answer until our
-    /// delayed ACK: 0.9 ms on average at 1,000 qps instead of 0.14 ms, and
-    /// answers arrive in bunches, fewer wake-ups than the component has.
-    fn read_some(&self) {}
 }
 
 /// tokio's `try_io` with an error that names the reading side.
@@ -58,17 +49,11 @@ impl Drained for tokio::net::TcpStream {
         #[cfg(target_os = "wasi")]
         clear_readable!(self);
     }
-
-    fn read_some(&self) {
-        #[cfg(target_os = "linux")]
-        let _ = socket2::SockRef::from(self).set_tcp_quickack(true);
-    }
 }
 
 /// A stream whose short reads tell it that it is drained (see the module's
-/// notes), and whose reads re-arm quick ACKs natively ([`Drained::read_some`]):
-/// the upstream TLS connections' TCP stream, read by rustls, which only
-/// knows `AsyncRead`.
+/// notes): the upstream TLS connections' TCP stream, read by rustls, which
+/// only knows `AsyncRead`.
 #[derive(Debug)]
 pub struct DrainingReads<S>(pub S);
 
@@ -86,11 +71,8 @@ where
         std::task::ready!(std::pin::Pin::new(&mut self.0).poll_read(cx, buf))?;
         let n = buf.filled().len() - before;
         // Zero bytes is the end of the stream: nothing more to wait for.
-        if n > 0 {
-            self.0.read_some();
-            if n < room {
-                self.0.drained();
-            }
+        if n > 0 && n < room {
+            self.0.drained();
         }
         std::task::Poll::Ready(Ok(()))
     }

@@ -36,6 +36,7 @@ use crate::core::upstreams::Selector;
 use crate::shell::config::{ProxyConfig, UpstreamConfig};
 use crate::shell::conn::{Conn, ConnError};
 use crate::shell::log::{Level, Log};
+use crate::shell::quick_ack::QuickAck;
 use crate::shell::readiness::DrainingReads;
 use crate::shell::tls::{self, AuthError, PinnedVerifier, TrustError};
 
@@ -664,6 +665,7 @@ impl Resolver {
         // (Nagle). In the component the host sets it: WASI 0.2 cannot.
         #[cfg(not(target_os = "wasi"))]
         let _ = tcp.set_nodelay(true);
+        let ack = QuickAck::of(&tcp);
         let tls = TlsConnector::from(slot.tls.clone())
             .connect(slot.name.clone(), DrainingReads(tcp))
             .await
@@ -683,7 +685,7 @@ impl Resolver {
         );
         self.stats.borrow_mut().upstreams[slot.stat].handshakes[usize::from(resumed)] += 1;
         self.verified(i);
-        let conn = Conn::spawn(tls, self.conn_capacity, self.conn_timeouts);
+        let conn = Conn::spawn(tls, ack, self.conn_capacity, self.conn_timeouts);
         slot.conns.borrow_mut().push(conn.clone());
         Ok(conn)
     }

@@ -50,6 +50,10 @@ impl TcpSocket {
         let output: DynOutputStream = Box::new(writer);
         Ok((input, output))
     }
+    /// dnsproxy patch: see [`P3Socket::quick_ack`].
+    pub fn quick_ack(&self) {
+        self.inner.quick_ack();
+    }
     pub(crate) fn shutdown(&mut self, how: Shutdown) -> SocketResult<()> {
         let reader = self.reader.as_mut().ok_or(ErrorCode::InvalidState)?;
         let writer = self.writer.as_mut().ok_or(ErrorCode::InvalidState)?;

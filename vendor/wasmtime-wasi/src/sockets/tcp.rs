@@ -118,10 +118,6 @@ pub struct TcpSocket {
     /// dnsproxy patch: set TCP_NODELAY once connected (and on the streams
     /// a listener accepts).
     nodelay: bool,
-
-    /// dnsproxy patch: this socket connected out (it did not come from a
-    /// listener): with `nodelay`, its reads also re-arm TCP_QUICKACK.
-    connected_out: bool,
 }
 
 impl TcpSocket {
@@ -143,7 +139,6 @@ impl TcpSocket {
             permissions: ctx.socket_addr_check.clone(),
             reuse_port: ctx.reuse_port,
             nodelay: ctx.tcp_nodelay,
-            connected_out: false,
         })
     }
 
@@ -154,6 +149,20 @@ impl TcpSocket {
             TcpState::Listening(listener) => Ok(listener.as_fd()),
             TcpState::Connecting(..) => Err(ErrorCode::InvalidState),
             TcpState::Closed(err) => Err(*err),
+        }
+    }
+
+    /// dnsproxy patch: acknowledge what was read from this connected
+    /// stream now, if an ACK waits, and what arrives next at once, until
+    /// the kernel delays ACKs again (Linux's TCP_QUICKACK, which it clears
+    /// by itself). WASI 0.2 has no such option; the embedder offers it to
+    /// the guest (dnsproxy's `tcp-ack` interface), which knows when answers
+    /// are still owed. Best effort: anything but a connected stream, or
+    /// another operating system, is left as it is.
+    pub(crate) fn quick_ack(&self) {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if let TcpState::Connected { stream, .. } = &self.tcp_state {
+            let _ = rustix::net::sockopt::set_tcp_quickack(&**stream, true);
         }
     }
 
@@ -259,7 +268,6 @@ impl TcpSocket {
         match connect.unwrap_ready() {
             Ok(stream) => {
                 self.tcp_state = TcpState::connected(stream, self.nodelay);
-                self.connected_out = true;
                 Poll::Ready(Ok(()))
             }
             Err(err) => {
@@ -382,7 +390,6 @@ impl TcpSocket {
                 *receive_taken = true;
                 Ok(TcpReceiveStream {
                     inner: stream.clone(),
-                    quickack: self.nodelay && self.connected_out,
                 })
             }
             TcpState::Closed(err) => Err(*err),
@@ -590,7 +597,6 @@ impl TcpListenStream {
             permissions: self.permissions.clone(),
             reuse_port: false,
             nodelay: self.nodelay,
-            connected_out: false,
         })
     }
 
@@ -678,13 +684,6 @@ impl Drop for TcpSendStream {
 
 pub(crate) struct TcpReceiveStream {
     inner: Arc<tokio::net::TcpStream>,
-    /// dnsproxy patch: re-arm TCP_QUICKACK after each read. A server that
-    /// leaves Nagle on (unbound does) holds its second answer until the
-    /// first is ACKed, and a delayed ACK waits for the next query or up to
-    /// 40 ms: measured behind unbound at 1,000 qps, 1.1 ms of added
-    /// latency on average. Linux clears the option by itself, hence after
-    /// every read.
-    quickack: bool,
 }
 impl TcpReceiveStream {
     pub(crate) fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
@@ -703,10 +702,6 @@ impl TcpReceiveStream {
             return match self.inner.try_read(buf) {
                 Ok(0) => Poll::Ready(Ok(0)),
                 Ok(n) => {
-                    #[cfg(any(target_os = "linux", target_os = "android"))]
-                    if self.quickack {
-                        let _ = rustix::net::sockopt::set_tcp_quickack(&*self.inner, true);
-                    }
                     // dnsproxy patch: a short read emptied the socket's
                     // queue; clear tokio's readiness (keeping a seen
                     // close), as tokio's own `poll_read` does, so the next
