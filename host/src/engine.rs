@@ -75,11 +75,18 @@ pub fn embedded_wasm() -> Result<&'static [u8]> {
     Ok(embedded::WASM)
 }
 
-/// A stable name for the AOT artefact of `wasm` on `engine`.
-pub fn artefact_name(engine: &Engine, wasm: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, wasm);
+/// The embedded component's SHA-256 digest, taken at build time: hashing
+/// it here would read every page of it, and keep 12 MB of the binary
+/// resident for as long as the proxy runs.
+pub fn embedded_digest() -> [u8; 32] {
+    embedded::WASM_SHA256
+}
+
+/// A stable name for the AOT artefact, on `engine`, of the component whose
+/// SHA-256 digest is `digest`.
+pub fn artefact_name(engine: &Engine, digest: &[u8; 32]) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    digest.as_ref().hash(&mut h);
+    digest.as_slice().hash(&mut h);
     engine.precompile_compatibility_hash().hash(&mut h);
     env!("CARGO_PKG_VERSION").hash(&mut h);
     format!("dnsproxy-{:016x}.cwasm", h.finish())
@@ -191,7 +198,7 @@ fn user_cache_dir() -> Option<PathBuf> {
 /// The embedded component, from the fastest source that has it.
 pub fn load_embedded(engine: &Engine) -> Result<Component> {
     let wasm = embedded_wasm()?;
-    let name = artefact_name(engine, wasm);
+    let name = artefact_name(engine, &embedded_digest());
     let installed = std::env::current_exe()
         .map(|exe| installed_dirs(&exe))
         .unwrap_or_default()
@@ -271,7 +278,7 @@ pub fn precompile(engine: &Engine, dir: Option<&Path>) -> Result<PathBuf> {
             .context("the executable has no directory")?
             .to_path_buf(),
     };
-    let path = dir.join(artefact_name(engine, wasm));
+    let path = dir.join(artefact_name(engine, &embedded_digest()));
     let bytes = engine.precompile_component(wasm)?;
     write_artefact(&path, &bytes)?;
     Ok(path)
@@ -341,6 +348,13 @@ mod tests {
 
     /// The smallest valid component: the preamble alone.
     const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\x00\x01\x00";
+
+    #[test]
+    fn the_build_time_digest_is_the_embedded_components() {
+        let wasm = embedded_wasm().expect("the component is embedded (make build-host)");
+        let digest = ring::digest::digest(&ring::digest::SHA256, wasm);
+        assert_eq!(embedded_digest().as_slice(), digest.as_ref());
+    }
 
     /// A fresh directory under the system temp dir, removed on drop.
     struct TempDir(PathBuf);
