@@ -17,13 +17,16 @@
 //! used only if nobody but root or the running user can have written it: a
 //! regular file (opened without following symlinks) owned by one of them and
 //! not writable by group or others. Anything else is ignored with an info
-//! line and the component is compiled in memory. Artefacts are written under
+//! line and the component is compiled in memory. A trusted file is mapped
+//! (through the descriptor it was checked on), not copied: only the code
+//! that runs is resident. Artefacts are written under
 //! a fresh temporary name (`O_CREAT|O_EXCL|O_NOFOLLOW`) and renamed into
 //! place, so neither a planted symlink nor a half-written file is ever read.
 
 use std::fs::File;
 use std::hash::{Hash, Hasher};
 use std::io::{Read as _, Write as _};
+use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
 
@@ -137,10 +140,10 @@ fn trusted(is_file: bool, owner: u32, mode: u32, me: u32) -> Result<(), Untruste
     Ok(())
 }
 
-/// Reads an artefact if it is trusted (see [`trusted`]). The checks are made
-/// on the open file, and the bytes read from it, so the file cannot be
-/// swapped between check and use.
-pub fn read_trusted(path: &Path) -> Result<Vec<u8>, Untrusted> {
+/// Opens an artefact if it is trusted (see [`trusted`]). The checks are made
+/// on the open file, and [`load_cwasm`] loads that same open file, so the
+/// file cannot be swapped between check and use.
+pub fn open_trusted(path: &Path) -> Result<File, Untrusted> {
     // NONBLOCK: opening a FIFO planted in place of the file must not hang
     // the start; it is refused below as not a regular file.
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
@@ -150,7 +153,7 @@ pub fn read_trusted(path: &Path) -> Result<Vec<u8>, Untrusted> {
         Err(Errno::NOENT) => return Err(Untrusted::Missing),
         Err(e) => return Err(Untrusted::Io(e.into())),
     };
-    let mut file = File::from(fd);
+    let file = File::from(fd);
     let meta = file.metadata()?;
     trusted(
         meta.file_type().is_file(),
@@ -158,20 +161,40 @@ pub fn read_trusted(path: &Path) -> Result<Vec<u8>, Untrusted> {
         meta.mode(),
         rustix::process::geteuid().as_raw(),
     )?;
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    file.read_to_end(&mut bytes)?;
-    Ok(bytes)
+    Ok(file)
 }
 
-/// Loads a trusted artefact's bytes.
-fn load_cwasm(engine: &Engine, bytes: &[u8]) -> Result<Component> {
-    // SAFETY: `deserialize` runs native code from these bytes. They come
-    // from a file that only root or the running user can have written
-    // (`read_trusted`), named by the hash of the exact component and engine
-    // settings; wasmtime validates the header, version and settings before
-    // use.
+/// Loads a trusted artefact (see [`open_trusted`]), mapped from its file:
+/// only the pages of it that run become resident, and they are the page
+/// cache's, shared by every dnsproxy started from that file, where a copy
+/// would keep all of it (6.6 MB) resident in each process. Where the file
+/// cannot be mapped as code (no `/proc`, a `noexec` mount) it is read
+/// instead.
+fn load_cwasm(engine: &Engine, file: &File) -> Result<Component> {
+    // `/proc/self/fd/N` names the file opened and checked, not the path:
+    // whatever was put at the path since is not what gets mapped.
+    let opened = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    // SAFETY: `deserialize_file` runs native code from the file. Only root
+    // or the running user can have written it (`open_trusted`), and only
+    // they could change it while it is mapped (`dnsproxy precompile` and
+    // `make install` replace the file rather than write into it). It is
+    // named by the hash of the exact component and engine settings, and
+    // wasmtime validates the header, version and settings before use.
     #[allow(unsafe_code)]
-    Ok(unsafe { Component::deserialize(engine, bytes) }?)
+    match unsafe { Component::deserialize_file(engine, &opened) } {
+        Ok(component) => return Ok(component),
+        Err(e) => {
+            tracing::debug!(
+                error = format!("{e:#}"),
+                "precompiled component not mapped, reading it"
+            );
+        }
+    }
+    let mut bytes = Vec::new();
+    (&*file).read_to_end(&mut bytes)?;
+    // SAFETY: as above; the bytes were read from the same open file.
+    #[allow(unsafe_code)]
+    Ok(unsafe { Component::deserialize(engine, &bytes) }?)
 }
 
 /// Where precompiled artefacts are installed for the executable at `exe`:
@@ -206,15 +229,15 @@ pub fn load_embedded(engine: &Engine) -> Result<Component> {
         .map(|d| d.join(&name));
     let cached = user_cache_dir().map(|d| d.join(&name));
     for path in installed.chain(cached.iter().cloned()) {
-        let bytes = match read_trusted(&path) {
-            Ok(bytes) => bytes,
+        let file = match open_trusted(&path) {
+            Ok(file) => file,
             Err(Untrusted::Missing) => continue,
             Err(why) => {
                 tracing::info!(path = %path.display(), %why, "ignoring the precompiled component");
                 continue;
             }
         };
-        match load_cwasm(engine, &bytes) {
+        match load_cwasm(engine, &file) {
             Ok(c) => {
                 tracing::debug!(path = %path.display(), "loaded precompiled component");
                 return Ok(c);
@@ -394,8 +417,23 @@ mod tests {
         assert_eq!(meta.mode() & 0o777, PRIVATE_MODE);
         let dir_mode = std::fs::metadata(path.parent().unwrap()).unwrap().mode();
         assert_eq!(dir_mode & 0o777, PRIVATE_DIR_MODE);
-        let bytes = read_trusted(&path).unwrap();
-        load_cwasm(&engine, &bytes).unwrap();
+        let file = open_trusted(&path).unwrap();
+        load_cwasm(&engine, &file).unwrap();
+    }
+
+    #[test]
+    fn the_artefact_checked_is_the_one_loaded_even_if_the_path_is_replaced() {
+        let engine = engine().unwrap();
+        let dir = TempDir::new();
+        let path = dir.0.join("a.cwasm");
+        write_artefact(&path, &artefact(&engine)).unwrap();
+        let file = open_trusted(&path).unwrap();
+        // Swapped after the check: garbage that would fail to load.
+        let other = dir.0.join("other");
+        std::fs::write(&other, b"not an artefact").unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        load_cwasm(&engine, &file).unwrap();
+        assert!(load_cwasm(&engine, &open_trusted(&path).unwrap()).is_err());
     }
 
     #[test]
@@ -408,7 +446,7 @@ mod tests {
             std::fs::metadata(&path).unwrap().mode() & 0o777,
             SHARED_MODE
         );
-        assert!(read_trusted(&path).is_ok());
+        assert!(open_trusted(&path).is_ok());
     }
 
     #[test]
@@ -420,7 +458,7 @@ mod tests {
         for mode in [0o664, 0o646, 0o666] {
             set_mode(&path, mode);
             assert!(
-                matches!(read_trusted(&path), Err(Untrusted::Writable(m)) if m == mode),
+                matches!(open_trusted(&path), Err(Untrusted::Writable(m)) if m == mode),
                 "{mode:o}"
             );
         }
@@ -434,7 +472,7 @@ mod tests {
         write_artefact(&good, &artefact(&engine)).unwrap();
         let link = dir.0.join("link.cwasm");
         std::os::unix::fs::symlink(&good, &link).unwrap();
-        assert!(matches!(read_trusted(&link), Err(Untrusted::Symlink)));
+        assert!(matches!(open_trusted(&link), Err(Untrusted::Symlink)));
     }
 
     #[test]
@@ -449,14 +487,14 @@ mod tests {
             0,
         )
         .unwrap();
-        assert!(matches!(read_trusted(&path), Err(Untrusted::NotRegular)));
+        assert!(matches!(open_trusted(&path), Err(Untrusted::NotRegular)));
     }
 
     #[test]
     fn a_missing_artefact_is_just_missing() {
         let dir = TempDir::new();
         assert!(matches!(
-            read_trusted(&dir.0.join("none.cwasm")),
+            open_trusted(&dir.0.join("none.cwasm")),
             Err(Untrusted::Missing)
         ));
     }
@@ -518,6 +556,6 @@ mod tests {
         write_artefact(&path, &artefact(&engine)).unwrap();
         assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
         assert!(std::fs::symlink_metadata(&path).unwrap().is_file());
-        assert!(read_trusted(&path).is_ok());
+        assert!(open_trusted(&path).is_ok());
     }
 }
