@@ -7,8 +7,11 @@
 # fit), then for each count of idle clients (default 0, 1000, 10000): opens
 # them (each sent one query and read its answer, then stays connected and
 # silent), reads the proxy's RSS, and runs dnsperf for IDLE_SECONDS over UDP
-# and over TCP beside them. Prints one table row per count. Everything it
-# starts it stops; traffic stays on 127.0.0.1.
+# and over TCP beside them. Prints one table row per count, then the memory
+# goal for this many workers (WORKERS, else the CPUs) and this cache size
+# (CACHE_SIZE_MIB, else the default 16): at most 30 MB per worker plus the
+# caches, with 1,000 clients. Everything it starts it stops; traffic stays
+# on 127.0.0.1.
 #
 # usage: scripts/idle-clients.sh DNSPROXY DOT_FIXTURE [COUNTS...]
 set -euo pipefail
@@ -54,7 +57,7 @@ qps() { # dnsperf's "Queries per second" for one run
         awk '/Queries per second/ { printf "%.0f", $4 }'
 }
 
-printf '| idle TCP clients | proxy RSS MB | UDP qps beside them | TCP qps beside them |\n'
+printf '| idle TCP clients | proxy RSS MiB | UDP qps beside them | TCP qps beside them |\n'
 printf '|---|---|---|---|\n'
 for n in "${counts[@]}"; do
     python3 - "$port" "$n" "$work/idle-$n.ready" 2>"$work/idle-$n.err" <<'EOF' &
@@ -98,3 +101,8 @@ EOF
     wait "$idle" 2>/dev/null || true
     sleep 1
 done
+workers=${WORKERS:-$(nproc)}
+cache_mib=${CACHE_SIZE_MIB:-16}
+awk -v w="$workers" -v c="$cache_mib" 'BEGIN {
+    printf "\ngoal: RSS with 1,000 idle TCP clients at most 30 MB per worker plus the caches: %.1f MiB here (workers: %d, cache: %d MiB each)\n", w * (30e6 / 1048576 + c), w, c
+}'
