@@ -18,8 +18,9 @@
 //! regular file (opened without following symlinks) owned by one of them and
 //! not writable by group or others. Anything else is ignored with an info
 //! line and the component is compiled in memory. A trusted file is mapped
-//! (through the descriptor it was checked on), not copied: only the code
-//! that runs is resident. Artefacts are written under
+//! (through the descriptor it was checked on), not copied: its resident
+//! pages are the page cache's, shared, not a private copy. Artefacts are
+//! written under
 //! a fresh temporary name (`O_CREAT|O_EXCL|O_NOFOLLOW`) and renamed into
 //! place, so neither a planted symlink nor a half-written file is ever read.
 
@@ -165,9 +166,10 @@ pub fn open_trusted(path: &Path) -> Result<File, Untrusted> {
 }
 
 /// Loads a trusted artefact (see [`open_trusted`]), mapped from its file:
-/// only the pages of it that run become resident, and they are the page
-/// cache's, shared by every dnsproxy started from that file, where a copy
-/// would keep all of it (6.6 MB) resident in each process. Where the file
+/// only pages that are touched become resident (about 4.6 of its 6.6 MB at
+/// idle, most of the code), and they are the page cache's, shared by every
+/// dnsproxy started from that file, where a copy would keep all of it
+/// resident in each process's own memory. Where the file
 /// cannot be mapped as code (no `/proc`, a `noexec` mount) it is read
 /// instead.
 fn load_cwasm(engine: &Engine, file: &File) -> Result<Component> {
