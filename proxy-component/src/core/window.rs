@@ -120,7 +120,9 @@ pub struct Window {
     /// A query waited for the window in this interval.
     limited: bool,
     /// The fastest round trip in the current half of the baseline span and
-    /// in the previous half; the current half ends at `bucket_end`.
+    /// in the previous half; the current half ends at `bucket_end`, a point
+    /// of the probe grid, so that a baseline runs out only where a probe
+    /// may start.
     baseline: [Option<Duration>; 2],
     bucket_end: Instant,
     /// A point of the probe grid, and the next point after the last answer.
@@ -187,7 +189,7 @@ impl Window {
             samples: 0,
             limited: false,
             baseline: [None; 2],
-            bucket_end: now + BASELINE_SPAN / 2,
+            bucket_end: next_grid_point(grid, now),
             grid,
             next_probe: next_grid_point(grid, now),
             clean_since: now,
@@ -249,7 +251,7 @@ impl Window {
             match fastest {
                 Some(fastest) if rebase => {
                     self.baseline = [Some(fastest), None];
-                    self.bucket_end = now + BASELINE_SPAN / 2;
+                    self.bucket_end = next_grid_point(self.grid, now);
                 }
                 Some(fastest) => self.remember(now, fastest),
                 None => {}
@@ -326,8 +328,8 @@ impl Window {
         self.limited = false;
     }
 
-    /// The fastest round trip of the last five to ten seconds, after
-    /// moving the buckets on to `now`.
+    /// The fastest round trip since the grid point before last (five to
+    /// ten seconds), after moving the buckets on to `now`.
     fn baseline(&mut self, now: Instant) -> Option<Duration> {
         let half = BASELINE_SPAN / 2;
         if now >= self.bucket_end {
@@ -337,7 +339,7 @@ impl Window {
             } else {
                 [None, self.baseline[0]]
             };
-            self.bucket_end = now + half;
+            self.bucket_end = next_grid_point(self.grid, now);
         }
         match self.baseline {
             [Some(a), Some(b)] => Some(a.min(b)),
@@ -563,6 +565,43 @@ mod tests {
             assert!(!w.probing(), "probed at {:?}", now - grid);
         }
         assert_eq!(w.limit(), 64);
+    }
+
+    /// Found against the real binary (two workers in front of an upstream
+    /// at its capacity): a connection opened mid-step whose last clean
+    /// sample came just after a grid point was not stale at the next one
+    /// (a little under a step since), and its baseline expired between
+    /// grid points, ten seconds after it opened: it probed there, off the
+    /// grid, behind the queue every other connection kept.
+    #[test]
+    fn a_baseline_that_expires_between_grid_points_is_not_probed_off_the_grid() {
+        let grid = Instant::now();
+        let opened = grid + PROBE_GRID / 2;
+        let mut w = Window::new(opened, 2048, grid);
+        let mut now = opened;
+        // Clean samples until just after the grid point, then full for good.
+        while now < grid + PROBE_GRID + ms(50) {
+            interval(&mut w, &mut now, ms(20), false);
+        }
+        let mut probes = Vec::new();
+        while now < grid + PROBE_GRID * 5 {
+            now += ms(1);
+            for _ in 0..5 {
+                let was = w.probing();
+                w.on_limited();
+                w.on_answer(now, ms(20));
+                if w.probing() && !was {
+                    probes.push(now - grid);
+                }
+            }
+        }
+        assert!(probes.len() >= 3, "{probes:?}");
+        for at in &probes {
+            assert!(
+                at.as_millis() % PROBE_GRID.as_millis() < 10,
+                "a probe {at:?} after the grid's origin: off the grid {probes:?}"
+            );
+        }
     }
 
     #[test]
