@@ -273,6 +273,7 @@ fn report_from_wit(report: wit_metrics::Report) -> stats::Report {
                 full_handshakes,
                 resumed_handshakes,
                 hedges,
+                window_probes,
                 srtt_us,
                 up,
                 connections,
@@ -291,6 +292,7 @@ fn report_from_wit(report: wit_metrics::Report) -> stats::Report {
                 failures: [network, ca, name, pin, timeout, protocol],
                 handshakes: [full_handshakes, resumed_handshakes],
                 hedges,
+                window_probes,
                 chain: chain.map(|certs| {
                     certs
                         .into_iter()

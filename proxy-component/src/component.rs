@@ -118,6 +118,7 @@ fn wit_report(report: Report) -> metrics::Report {
                 full_handshakes: u.handshakes[0],
                 resumed_handshakes: u.handshakes[1],
                 hedges: u.hedges,
+                window_probes: u.window_probes,
                 srtt_us: g
                     .srtt
                     .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),

@@ -300,6 +300,7 @@ impl Metrics {
             add_all(&mut t.failures, &d.failures);
             add_all(&mut t.handshakes, &d.handshakes);
             t.hedges = t.hedges.saturating_add(d.hedges);
+            t.window_probes = t.window_probes.saturating_add(d.window_probes);
             t.no_backup = d.no_backup;
             t.leaf_only = d.leaf_only;
             if let Some(chain) = d.chain {
@@ -474,6 +475,7 @@ impl Metrics {
         let (mut up, mut conns, mut certs, mut warnings) = (vec![], vec![], vec![], vec![]);
         let (mut waiting, mut window) = (vec![], vec![]);
         let (mut handshakes, mut hedges, mut srtt) = (vec![], vec![], vec![]);
+        let mut probes = vec![];
         for (i, t) in s.totals.upstreams.iter().enumerate() {
             let name = t.name.as_str();
             let g = s.upstream(i);
@@ -489,6 +491,7 @@ impl Metrics {
                 handshakes.push(counter(&[("upstream", name), ("kind", kind)], n));
             }
             hedges.push(counter(&[("upstream", name)], t.hedges));
+            probes.push(counter(&[("upstream", name)], t.window_probes));
             // A removed upstream keeps its counters, not its state.
             if !g.configured {
                 continue;
@@ -594,6 +597,15 @@ impl Metrics {
                 window,
             ),
             family(
+                "dnsproxy_upstream_window_probes_total",
+                "Probes the upstream's connections' windows began: each holds a window at its \
+                 minimum for about a round trip, to measure the upstream without the proxy's own \
+                 queue there. Under sustained load, one per connection every 5 s, on the same \
+                 wall-clock grid in every worker.",
+                MetricType::COUNTER,
+                probes,
+            ),
+            family(
                 "dnsproxy_upstream_pin_warning",
                 "1 when the upstream's pin set is not rotation-safe: no_backup (no pin outside \
                  the current chain) or leaf_only (only the leaf key pinned).",
@@ -688,6 +700,7 @@ mod tests {
             pinned: true,
         }]);
         stats.upstreams[0].no_backup = true;
+        stats.upstreams[0].window_probes = 2;
         Report {
             stats,
             inflight: 2,
@@ -846,6 +859,7 @@ mod tests {
             r#"dnsproxy_upstream_connections{upstream="dot"} 2"#,
             r#"dnsproxy_upstream_waiting{upstream="dot"} 10"#,
             r#"dnsproxy_upstream_window{upstream="dot"} 256"#,
+            r#"dnsproxy_upstream_window_probes_total{upstream="dot"} 4"#,
             r#"dnsproxy_upstream_srtt_seconds{upstream="dot"} 0.02"#,
             r#"dnsproxy_workers{state="running"} 2"#,
         ] {

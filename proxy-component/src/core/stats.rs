@@ -215,6 +215,9 @@ pub struct UpstreamStats {
     /// Hedges sent to it: queries it was asked because another upstream
     /// was slower than usual to answer.
     pub hedges: u64,
+    /// Probes its connections' windows began (each holds a window at the
+    /// minimum for about a round trip; see `core::window`).
+    pub window_probes: u64,
     /// Its last verified chain, if a handshake succeeded since the last
     /// [`Stats::take`] (unchanged otherwise).
     pub chain: Option<Vec<ChainCert>>,

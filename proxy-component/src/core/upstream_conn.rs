@@ -36,7 +36,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::window::Window;
+use super::window::{ProbeCause, Window};
 
 /// The timers of an upstream connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,13 +164,15 @@ impl UpstreamConn {
 
     /// An answer matched a query in flight, `rtt` after the query was
     /// written (call after [`on_received`](Self::on_received) for the bytes
-    /// that completed it).
-    pub fn on_answered(&mut self, now: Instant, rtt: Duration) {
+    /// that completed it). Returns why the window began a probe with this
+    /// answer, if it did (for the log and the metric).
+    pub fn on_answered(&mut self, now: Instant, rtt: Duration) -> Option<ProbeCause> {
         self.answered = true;
         self.window.on_answer(now, rtt);
         if self.left(now) {
             self.owed_since = None;
         }
+        self.window.take_probe_begun()
     }
 
     /// A query in flight was given up on by its caller; the server still

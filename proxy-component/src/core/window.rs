@@ -141,6 +141,34 @@ pub struct Window {
     /// Shrinking did not bring the answers closer to the baseline: the
     /// next grid point's probe replaces it.
     rebase_due: bool,
+    /// A probe began since [`Window::take_probe_begun`] last asked.
+    begun: Option<ProbeCause>,
+}
+
+/// Why a probe began: what an operator reading the log needs to tell a
+/// connection's first measurement from one the grid asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeCause {
+    /// No baseline: the connection is new, or went a whole baseline span
+    /// without answers.
+    NoBaseline,
+    /// The window was full in every interval since the last grid point, so
+    /// nothing measured the path without its queue (on a grid point).
+    Stale,
+    /// Shrinking did not bring the answers closer to the baseline, which
+    /// the probe replaces (on a grid point).
+    Rebase,
+}
+
+impl ProbeCause {
+    /// Its name in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoBaseline => "no-baseline",
+            Self::Stale => "stale",
+            Self::Rebase => "rebase",
+        }
+    }
 }
 
 /// Shrinking intervals running, and the fastest round trip of the first.
@@ -196,7 +224,13 @@ impl Window {
             probe: None,
             shrinking: None,
             rebase_due: false,
+            begun: None,
         }
+    }
+
+    /// Why a probe began, if one began since the last call.
+    pub fn take_probe_begun(&mut self) -> Option<ProbeCause> {
+        self.begun.take()
     }
 
     /// How many queries may be written and unanswered now.
@@ -227,8 +261,12 @@ impl Window {
                 // No clean sample since the last grid point, or a baseline
                 // found wrong: probe now, on this one, with every other
                 // connection that needs to.
-                let rebase = std::mem::take(&mut self.rebase_due);
-                self.start_probe(now, rebase);
+                let cause = if std::mem::take(&mut self.rebase_due) {
+                    ProbeCause::Rebase
+                } else {
+                    ProbeCause::Stale
+                };
+                self.start_probe(now, cause);
             }
         }
         if let Some(probe) = &mut self.probe {
@@ -304,20 +342,22 @@ impl Window {
         }
         self.next_interval(now);
         if self.baseline(now).is_none() {
-            self.start_probe(now, false);
+            self.start_probe(now, ProbeCause::NoBaseline);
         }
         Some(change)
     }
 
-    /// Starts a probe at `now`; see [`Probe::rebase`].
-    fn start_probe(&mut self, now: Instant, rebase: bool) {
+    /// Starts a probe at `now`; a [`ProbeCause::Rebase`] one replaces the
+    /// baseline ([`Probe::rebase`]).
+    fn start_probe(&mut self, now: Instant, cause: ProbeCause) {
         self.shrinking = None;
         self.probe = Some(Probe {
             since: now,
             fastest: None,
             samples: 0,
-            rebase,
+            rebase: cause == ProbeCause::Rebase,
         });
+        self.begun = Some(cause);
     }
 
     /// Starts a new interval at `now`.
@@ -530,6 +570,7 @@ mod tests {
         now += ms(1);
         w.on_answer(now, ms(30));
         assert!(w.probing(), "probed on the grid point");
+        assert_eq!(w.take_probe_begun(), Some(ProbeCause::Rebase));
         // The probe's answers, 30 ms, are the new baseline on their own
         // (kept beside the old 1 ms, the next interval would shrink again).
         let mut ended = None;
@@ -587,19 +628,18 @@ mod tests {
         while now < grid + PROBE_GRID * 5 {
             now += ms(1);
             for _ in 0..5 {
-                let was = w.probing();
                 w.on_limited();
                 w.on_answer(now, ms(20));
-                if w.probing() && !was {
-                    probes.push(now - grid);
+                if let Some(cause) = w.take_probe_begun() {
+                    probes.push((now - grid, cause));
                 }
             }
         }
         assert!(probes.len() >= 3, "{probes:?}");
-        for at in &probes {
+        for (at, cause) in &probes {
             assert!(
                 at.as_millis() % PROBE_GRID.as_millis() < 10,
-                "a probe {at:?} after the grid's origin: off the grid {probes:?}"
+                "{cause:?} probe {at:?} after the grid's origin: off the grid {probes:?}"
             );
         }
     }
@@ -611,6 +651,7 @@ mod tests {
         let opened = [Duration::from_millis(300), Duration::from_millis(2_900)];
         let mut windows: Vec<Option<Window>> = vec![None, None];
         let mut probes: Vec<Vec<Duration>> = vec![Vec::new(), Vec::new()];
+        let mut causes: Vec<Vec<ProbeCause>> = vec![Vec::new(), Vec::new()];
         for _ in 0..30_000 {
             now += ms(1);
             for (i, w) in windows.iter_mut().enumerate() {
@@ -619,21 +660,27 @@ mod tests {
                 }
                 let Some(w) = w else { continue };
                 // Always full, always 20 ms: never a clean sample.
-                let was = w.probing();
                 for _ in 0..5 {
                     w.on_limited();
                     w.on_answer(now, ms(20));
+                    if let Some(cause) = w.take_probe_begun() {
+                        probes[i].push(now - grid);
+                        causes[i].push(cause);
+                    }
                 }
-                if w.probing() && !was {
-                    probes[i].push(now - grid);
-                }
+                assert_eq!(w.take_probe_begun(), None, "told once");
             }
         }
-        // Each opened with a probe of its own, at its own moment; every
-        // later one on a grid point, the same for both.
+        // Each opened with a probe of its own, at its own moment, for want
+        // of a baseline; every later one on a grid point, the same for
+        // both, because the window was full since the last one.
         let later = |p: &[Duration]| p[1..].to_vec();
         assert_eq!(later(&probes[0]), later(&probes[1]), "{probes:?}");
         assert!(probes[0].len() >= 5, "{probes:?}");
+        for c in &causes {
+            assert_eq!(c[0], ProbeCause::NoBaseline, "{causes:?}");
+            assert!(c[1..].iter().all(|&c| c == ProbeCause::Stale), "{causes:?}");
+        }
         for at in later(&probes[0]) {
             assert_eq!(
                 at.as_millis() % PROBE_GRID.as_millis(),

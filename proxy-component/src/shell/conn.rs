@@ -30,7 +30,7 @@ use crate::core::framing::{Deframer, MAX_MESSAGE_LEN, frame_into};
 use crate::core::inflight::{CounterIds, InFlight};
 use crate::core::message;
 use crate::core::upstream_conn::{Close, UpstreamConn, UpstreamTimeouts};
-use crate::core::window::PROBE_GRID;
+use crate::core::window::{PROBE_GRID, ProbeCause};
 use crate::shell::quick_ack::QuickAck;
 
 /// Why a query on a connection got no answer.
@@ -60,6 +60,9 @@ struct Slot {
     written: Option<std::time::Instant>,
 }
 
+/// What a connection tells when its window begins a probe.
+type OnProbe = Box<dyn Fn(ProbeCause)>;
+
 struct Shared {
     inflight: RefCell<InFlight<Slot>>,
     /// The timers, the window and the close reason: the core decides.
@@ -72,6 +75,9 @@ struct Shared {
     pump: Notify,
     /// Closed by the reader on shutdown.
     close: Notify,
+    /// Told when the window begins a probe (the resolver logs and counts
+    /// it).
+    on_probe: RefCell<Option<OnProbe>>,
 }
 
 /// Whether the query with `wire_id` is still waiting to be written (not
@@ -177,6 +183,7 @@ impl Conn {
             wake: Notify::new(),
             pump: Notify::new(),
             close: Notify::new(),
+            on_probe: RefCell::new(None),
         });
         let (rd, wr) = tokio::io::split(stream);
         let (to_writer, from_callers) = mpsc::unbounded_channel();
@@ -279,6 +286,11 @@ impl Conn {
     /// The window now (see [`crate::core::window`]).
     pub fn window(&self) -> usize {
         self.shared.state.borrow().window()
+    }
+
+    /// Calls `f` each time the window begins a probe, with why.
+    pub fn on_window_probe(&self, f: impl Fn(ProbeCause) + 'static) {
+        *self.shared.on_probe.borrow_mut() = Some(Box::new(f));
     }
 
     /// Whether the connection has delivered at least one answer.
@@ -428,7 +440,10 @@ fn dispatch(deframer: &mut Deframer, shared: &Shared, now: std::time::Instant) -
                     continue;
                 };
                 let rtt = now.saturating_duration_since(written);
-                shared.state.borrow_mut().on_answered(now, rtt);
+                let probe = shared.state.borrow_mut().on_answered(now, rtt);
+                if let (Some(cause), Some(f)) = (probe, &*shared.on_probe.borrow()) {
+                    f(cause);
+                }
                 let _ = slot.reply.send((answer, now));
             }
             Ok(None) => {

@@ -686,6 +686,20 @@ impl Resolver {
         self.stats.borrow_mut().upstreams[slot.stat].handshakes[usize::from(resumed)] += 1;
         self.verified(i);
         let conn = Conn::spawn(tls, ack, self.conn_capacity, self.conn_timeouts);
+        let (log, stats, name, stat) = (
+            self.log.clone(),
+            self.stats.clone(),
+            slot.config.name.clone(),
+            slot.stat,
+        );
+        conn.on_window_probe(move |cause| {
+            stats.borrow_mut().upstreams[stat].window_probes += 1;
+            log.event(
+                Level::Debug,
+                "upstream window probe",
+                &[("upstream", &name), ("cause", &cause.as_str())],
+            );
+        });
         slot.conns.borrow_mut().push(conn.clone());
         Ok(conn)
     }
