@@ -387,7 +387,13 @@ impl wit_config::Host for State {
 
 impl wit_log::Host for State {
     fn emit(&mut self, level: wit_log::Level, message: String, fields: Vec<wit_log::Field>) {
-        let fields: Vec<(String, String)> = fields.into_iter().map(|f| (f.key, f.value)).collect();
+        let mut fields: Vec<(String, String)> =
+            fields.into_iter().map(|f| (f.key, f.value)).collect();
+        // With several workers, which one said it: each has its own
+        // connections, cache and limits.
+        if self.workers.get() > 1 {
+            fields.push(("worker".to_owned(), self.worker.to_string()));
+        }
         crate::logfmt::component_event(level_from_wit(level), &message, &fields);
     }
 }
