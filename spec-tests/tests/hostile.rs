@@ -15,6 +15,9 @@
 //!   no backoff), UDP answers capped at `max_udp_size`, and fair shares of
 //!   `max_inflight` and of the client buffer budget between sources (at most a
 //!   quarter each once half is in use).
+//! - Every attack at once, against two workers and an upstream that closes its
+//!   connections: another source is still answered, memory stays bounded, and
+//!   nothing traps.
 //!
 //! Memory is the proxy process's `VmRSS` (`/proc/<pid>/status`); server-side state
 //! (connections held) is its open file descriptors (`/proc/<pid>/fd`). Every wait is
@@ -1003,4 +1006,314 @@ fn a_source_keeping_an_upstream_at_capacity_does_not_make_another_wait_behind_it
         "the bystander waited {median:?} (median), the flood {flood_wait:?}; log:\n{}",
         proxy.log()
     );
+}
+
+/// Queries for fresh names in the fixture's zone (answered NXDOMAIN with the
+/// zone's SOA): a cache miss each, so each reaches the upstream. Made by writing a
+/// counter into a template's first label, so that an attacker's CPU goes to
+/// sending, not to encoding: the attackers share the machine with the proxy.
+struct FreshQueries {
+    wire: Vec<u8>,
+    label: usize,
+}
+
+impl FreshQueries {
+    const DIGITS: usize = 12;
+
+    fn new() -> Self {
+        let wire = dns::encode(&dns::query(
+            &format!("q{}.{}", "0".repeat(Self::DIGITS), zone::ZONE),
+            RecordType::A,
+        ));
+        // The header (12 bytes), the label's length and its `q`.
+        Self { wire, label: 14 }
+    }
+
+    /// The next query in wire format; its ID and name are new.
+    fn next(&mut self) -> &[u8] {
+        use std::sync::atomic::AtomicU64;
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let digits = format!("{n:0width$x}", width = Self::DIGITS);
+        self.wire[self.label..self.label + Self::DIGITS].copy_from_slice(digits.as_bytes());
+        let id = u16::try_from(n % 65_536).expect("under 65,536");
+        self.wire[..2].copy_from_slice(&id.to_be_bytes());
+        &self.wire
+    }
+}
+
+/// A fresh name in the fixture's zone (see [`FreshQueries`]).
+fn fresh_name(tag: &str) -> String {
+    use std::sync::atomic::AtomicU64;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{tag}{}.{}",
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        zone::ZONE
+    )
+}
+
+/// A TCP client of `from` that pipelines fresh names and never reads, on its own
+/// thread until told to stop: when the proxy stops reading it waits and tries
+/// again, and when the proxy closes it (its answers made no progress) it connects
+/// again. Returns (queries written in full, connections closed by the proxy).
+fn non_reader(addr: SocketAddr, from: IpAddr) -> Background<(u64, u32)> {
+    Background::spawn(move |stop| {
+        let opts = TcpOptions {
+            from: Some(from),
+            recv_buffer: Some(4096),
+            max_segment: Some(536),
+        };
+        let (mut written, mut closed) = (0u64, 0u32);
+        let mut queries = FreshQueries::new();
+        let started = Instant::now();
+        'connections: while !stop.load(Ordering::Relaxed) && started.elapsed() < ATTACK_LIMIT {
+            let Ok(mut s) = dns::connect_tcp_with(addr, opts) else {
+                thread::sleep(Duration::from_millis(50));
+                continue;
+            };
+            s.set_write_timeout(Some(Duration::from_millis(100)))
+                .expect("set a write timeout");
+            // Batches of 64 frames, written in part or in full as the
+            // proxy reads.
+            let mut pending: Vec<u8> = Vec::new();
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < ATTACK_LIMIT {
+                if pending.is_empty() {
+                    for _ in 0..64 {
+                        let q = queries.next();
+                        let len = u16::try_from(q.len()).expect("a query is small");
+                        pending.extend(len.to_be_bytes());
+                        pending.extend(q);
+                    }
+                }
+                match s.write(&pending) {
+                    Ok(n) if n > 0 => {
+                        pending.drain(..n);
+                        if pending.is_empty() {
+                            written += 64;
+                        }
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        ) => {}
+                    _ => {
+                        closed += 1;
+                        continue 'connections;
+                    }
+                }
+            }
+            break;
+        }
+        (written, closed)
+    })
+}
+
+/// `count` TCP clients of `from`, each sending one byte of a query every 500 ms,
+/// on one thread until told to stop; a client the proxy closes (a frame must be
+/// complete within 2 s) connects again. Returns how many the proxy closed.
+fn tricklers(addr: SocketAddr, from: IpAddr, count: usize) -> Background<u32> {
+    Background::spawn(move |stop| {
+        let opts = TcpOptions {
+            from: Some(from),
+            ..TcpOptions::default()
+        };
+        let connect = || {
+            let s = dns::connect_tcp_with(addr, opts).ok()?;
+            s.set_write_timeout(Some(Duration::from_millis(50))).ok()?;
+            Some((
+                s,
+                framed(&dns::query(&fresh_name("tr"), RecordType::A)),
+                0usize,
+            ))
+        };
+        let mut clients: Vec<_> = (0..count).map(|_| connect()).collect();
+        let mut closed = 0u32;
+        let started = Instant::now();
+        while !stop.load(Ordering::Relaxed) && started.elapsed() < ATTACK_LIMIT {
+            for client in &mut clients {
+                let alive = client.as_mut().is_some_and(|(s, frame, at)| {
+                    let ok = s
+                        .write(&frame[*at % frame.len()..][..1])
+                        .is_ok_and(|n| n == 1);
+                    *at += 1;
+                    ok
+                });
+                if !alive {
+                    closed += u32::from(client.is_some());
+                    *client = connect();
+                }
+            }
+            thread::sleep(Duration::from_millis(500));
+        }
+        closed
+    })
+}
+
+/// A UDP socket of `from` sending fresh names at up to ~20,000 a second and never
+/// reading, until told to stop. Returns the datagrams sent.
+fn udp_flood(addr: SocketAddr, from: IpAddr) -> Background<u64> {
+    Background::spawn(move |stop| {
+        let sock = dns::udp_socket_from(from).expect("bind");
+        sock.connect(addr).expect("connect");
+        let mut queries = FreshQueries::new();
+        let started = Instant::now();
+        let mut sent = 0u64;
+        while !stop.load(Ordering::Relaxed) && started.elapsed() < ATTACK_LIMIT {
+            let _ = sock.send(queries.next());
+            sent += 1;
+            if sent.is_multiple_of(40) {
+                thread::sleep(Duration::from_millis(2));
+            }
+        }
+        sent
+    })
+}
+
+/// The longest any attacker of [`every_attack_at_once_leaves_another_source_served`]
+/// runs, whatever happens to the test.
+const ATTACK_LIMIT: Duration = Duration::from_secs(30);
+
+/// A probe: a fresh name asked from [`BYSTANDER`] over UDP or over a new TCP
+/// connection, its latency, and its RCODE (or why it got none).
+fn probe(proxy: &Proxy, tcp: bool) -> (Duration, Result<ResponseCode, String>) {
+    let q = dns::query(&fresh_name("probe"), RecordType::A);
+    let started = Instant::now();
+    let answer = if tcp {
+        (|| -> io::Result<Message> {
+            let mut s = dns::connect_tcp_with(
+                proxy.addr(),
+                TcpOptions {
+                    from: Some(BYSTANDER),
+                    ..TcpOptions::default()
+                },
+            )?;
+            s.set_read_timeout(Some(Duration::from_secs(3)))?;
+            dns::write_framed(&mut s, &dns::encode(&q))?;
+            Ok(dns::decode(&dns::read_framed(&mut s)?))
+        })()
+    } else {
+        dns::exchange_udp_from(BYSTANDER, proxy.addr(), &q, Duration::from_secs(3))
+    };
+    let took = started.elapsed();
+    (
+        took,
+        answer.map_err(|e| e.to_string()).and_then(|a| {
+            if a.id() == q.id() {
+                Ok(a.response_code())
+            } else {
+                Err(format!("an answer with ID {} to {}", a.id(), q.id()))
+            }
+        }),
+    )
+}
+
+/// The median of `probes`' latencies.
+fn median(probes: &[(Duration, Result<ResponseCode, String>)]) -> Duration {
+    let mut took: Vec<Duration> = probes.iter().map(|(t, _)| *t).collect();
+    took.sort_unstable();
+    took[took.len() / 2]
+}
+
+/// Every attack of this module at once, against the defaults (two workers, the
+/// cache on) and an upstream that closes its connections after every 50 answers:
+/// 20 TCP clients pipelining fresh names without reading (reconnecting when
+/// closed), 20 clients trickling a byte every 500 ms (reconnecting when closed),
+/// a UDP flood of fresh names from a trusted source that never reads, and a UDP
+/// flood from outside `allow_networks`. Another trusted source asks a fresh name
+/// every 100 ms, over UDP and over new TCP connections in turn: every one is
+/// answered, its memory stays bounded, and nothing traps.
+#[test]
+fn every_attack_at_once_leaves_another_source_served() {
+    let _serial = serial();
+    ensure_open_files(1_024);
+    let resolver = FixtureResolver::start(Chain::DotTest, Misbehave::CloseAfter(50));
+    let proxy = Proxy::in_front_of(
+        &[&resolver],
+        &[
+            ("WORKERS", "2"),
+            ("ALLOW_NETWORKS", "127.0.0.2/32, 127.0.0.3/32"),
+        ],
+    );
+    let addr = proxy.addr();
+    let quiet: Vec<_> = (0..20).map(|i| probe(&proxy, i % 2 == 1)).collect();
+    let rss_before = proxy.rss_kib();
+    let peak = PeakRss::start(&proxy);
+
+    let started = Instant::now();
+    let non_readers: Vec<_> = (0..20).map(|_| non_reader(addr, INSIDE)).collect();
+    let tricklers = tricklers(addr, INSIDE, 20);
+    let inside_flood = udp_flood(addr, INSIDE);
+    let outside_flood = udp_flood(addr, OUTSIDE);
+    thread::sleep(Duration::from_secs(1));
+    let mut attacked = Vec::new();
+    while started.elapsed() < Duration::from_secs(12) {
+        let tcp = attacked.len() % 2 == 1;
+        attacked.push(probe(&proxy, tcp));
+        thread::sleep(Duration::from_millis(100));
+    }
+    let outside_sent = outside_flood.stop();
+    let inside_sent = inside_flood.stop();
+    let trickles_closed = tricklers.stop();
+    let written: Vec<(u64, u32)> = non_readers.into_iter().map(Background::stop).collect();
+    let rss_peak = peak.stop();
+    let attack_took = started.elapsed();
+
+    let (udp, tcp): (Vec<_>, Vec<_>) = attacked
+        .iter()
+        .cloned()
+        .enumerate()
+        .partition(|(i, _)| i % 2 == 0);
+    let strip = |v: Vec<(usize, _)>| v.into_iter().map(|(_, p)| p).collect::<Vec<_>>();
+    let (udp, tcp) = (strip(udp), strip(tcp));
+    let worst = attacked.iter().map(|(t, _)| *t).max().unwrap_or_default();
+    let nr_written: u64 = written.iter().map(|(w, _)| w).sum();
+    let nr_closed: u32 = written.iter().map(|(_, c)| c).sum();
+    eprintln!(
+        "every attack: {attack_took:?}; non-readers wrote {nr_written} queries and were \
+         closed {nr_closed} times; tricklers closed {trickles_closed} times; floods \
+         {inside_sent} datagrams from inside, {outside_sent} from outside; RSS \
+         {rss_before} KiB before, {rss_peak} KiB at most; probes before: median {:?}; \
+         during: {} over UDP, median {:?}, {} over TCP, median {:?}, worst {worst:?}",
+        median(&quiet),
+        udp.len(),
+        median(&udp),
+        tcp.len(),
+        median(&tcp),
+    );
+    let failed: Vec<_> = quiet
+        .iter()
+        .chain(&attacked)
+        .filter(|(_, rcode)| !matches!(rcode, Ok(ResponseCode::NXDomain)))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} probes were not answered NXDOMAIN: {failed:?}; log:\n{}",
+        failed.len(),
+        quiet.len() + attacked.len(),
+        proxy.log()
+    );
+    // The attack was real: the non-readers kept queries coming, and the proxy
+    // closed the tricklers for their unfinished frames.
+    assert!(
+        nr_written > 10_000,
+        "the non-readers wrote only {nr_written} queries"
+    );
+    assert!(
+        trickles_closed >= 20,
+        "the proxy closed the tricklers only {trickles_closed} times in {attack_took:?}"
+    );
+    let grew = rss_peak.saturating_sub(rss_before);
+    assert!(
+        grew < 64 * MIB,
+        "RSS grew by {grew} KiB under every attack at once"
+    );
+    let log = proxy.log();
+    assert!(
+        !log.contains("trapped") && !log.contains("panicked"),
+        "the component trapped under attack; log:\n{log}"
+    );
+    fresh_udp_client_served(&proxy, BYSTANDER, Duration::from_secs(2));
+    fresh_tcp_client_served(&proxy, Some(BYSTANDER), Duration::from_secs(2));
 }
