@@ -38,6 +38,9 @@ pub enum Misbehave {
     /// A server at its capacity: answers this many queries a second, in the
     /// order they arrived over all connections.
     Rate(u32),
+    /// Both at once: this many answers a second, and each connection closed
+    /// after this many answers on it.
+    RateCloseAfter(u32, u32),
     /// Answers correctly but leaves Nagle's algorithm on, as unbound does: a
     /// small answer waits while the one before is unacknowledged.
     Nagle,
@@ -58,6 +61,9 @@ impl Misbehave {
             Misbehave::BadLength => vec!["--bad-length".into()],
             Misbehave::Rate(n) => flag("--rate", n),
             Misbehave::Nagle => vec!["--nagle".into()],
+            Misbehave::RateCloseAfter(rate, n) => {
+                [flag("--rate", rate), flag("--close-after", n)].concat()
+            }
         }
     }
 }
