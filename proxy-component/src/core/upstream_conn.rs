@@ -27,6 +27,18 @@
 //!   connections by their own policy), and its lost queries are sent again;
 //!   one closed before is a failure of the upstream (see
 //!   [`super::attempt::Outcome::Lost`]).
+//! - **Query budget**: some upstreams answer a fixed number of queries on a
+//!   connection and then close it (a limit per connection, as dnsdist's
+//!   `setMaxTCPQueriesPerConnection`), dropping the queries written past
+//!   it. Pipelined past that number, each query written beyond it is lost
+//!   and sent again, and may be lost again on the next connection: a
+//!   query can go unanswered for its whole deadline. [`QueryBudget`] learns
+//!   the number from such a close; a connection given a budget writes no
+//!   more than that ([`UpstreamConn::may_write`]): the rest wait in the
+//!   proxy, source by source, and once its answers are in it closes, and
+//!   they go on the next connection. A budget is kept for
+//!   [`BUDGET_KEPT`]; then a connection writes freely again, and learns it
+//!   anew if the limit is still there.
 //! - **Window**: how many queries may be written and unanswered at once
 //!   ([`Window`]: it adapts to keep the upstream's own queue short); the
 //!   shell holds the others back in a [`FairQueue`] until
@@ -72,6 +84,10 @@ pub enum Close {
     BadFrame,
     /// The proxy no longer holds the connection.
     Dropped,
+    /// It wrote its query budget ([`QueryBudget`]) and every answer came
+    /// back: closed, so that the queries waiting for it go on another
+    /// connection.
+    BudgetSpent,
 }
 
 impl Close {
@@ -86,6 +102,7 @@ impl Close {
             Self::WriteFailed => "write failed",
             Self::BadFrame => "bad frame from upstream",
             Self::Dropped => "no longer used",
+            Self::BudgetSpent => "its query budget answered",
         }
     }
 }
@@ -107,6 +124,13 @@ pub struct UpstreamConn {
     /// The idle timeout the server last asked for (RFC 7828 §3.3.2).
     server_idle: Option<Duration>,
     closed: Option<Close>,
+    /// Queries written, and answers matched, since it opened.
+    written: u64,
+    answers: u64,
+    /// The most queries it may write ([`QueryBudget`]), if limited.
+    budget: Option<u64>,
+    /// Queries in flight when it closed: written and never answered.
+    lost: usize,
 }
 
 impl UpstreamConn {
@@ -128,12 +152,28 @@ impl UpstreamConn {
             answered: false,
             server_idle: None,
             closed: None,
+            written: 0,
+            answers: 0,
+            budget: None,
+            lost: 0,
         }
+    }
+
+    /// Writes at most `budget` queries ([`QueryBudget::budget`]); call
+    /// before the first.
+    pub fn set_budget(&mut self, budget: Option<u64>) {
+        self.budget = budget;
+    }
+
+    /// Whether it has written its whole budget: it writes no more, and
+    /// closes once the answers are in.
+    pub fn budget_spent(&self) -> bool {
+        self.budget.is_some_and(|b| self.written >= b)
     }
 
     /// Whether one more query may be written now: the window has room.
     pub fn may_write(&self) -> bool {
-        self.inflight < self.window.limit()
+        self.inflight < self.window.limit() && !self.budget_spent()
     }
 
     /// A query must wait: the window is full (see [`Window::on_limited`]).
@@ -153,6 +193,7 @@ impl UpstreamConn {
             self.idle_since = None;
         }
         self.inflight += 1;
+        self.written += 1;
     }
 
     /// Bytes arrived from the server: progress, whatever they complete.
@@ -168,6 +209,7 @@ impl UpstreamConn {
     /// answer, if it did (for the log and the metric).
     pub fn on_answered(&mut self, now: Instant, rtt: Duration) -> Option<ProbeCause> {
         self.answered = true;
+        self.answers += 1;
         self.window.on_answer(now, rtt);
         if self.left(now) {
             self.owed_since = None;
@@ -200,6 +242,8 @@ impl UpstreamConn {
             self.idle_since = Some(now);
             if self.retiring() {
                 self.close(Close::KeepaliveTimeout);
+            } else if self.budget_spent() {
+                self.close(Close::BudgetSpent);
             }
         }
         last
@@ -222,6 +266,9 @@ impl UpstreamConn {
     /// The transport ended, or the shell gave up on it. The first reason
     /// given stays.
     pub fn close(&mut self, why: Close) {
+        if self.closed.is_none() {
+            self.lost = self.inflight;
+        }
         self.closed.get_or_insert(why);
     }
 
@@ -293,6 +340,40 @@ impl UpstreamConn {
     }
 }
 
+/// How long a learned query budget is kept after the close that taught
+/// it: an upstream whose limit went away is found out within this.
+pub const BUDGET_KEPT: Duration = Duration::from_secs(60);
+
+/// The number of queries an upstream answers on one connection before it
+/// closes it, learned from its closes (see the module docs).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QueryBudget {
+    /// The answers of the last connection it closed with queries unanswered,
+    /// and when.
+    learned: Option<(u64, Instant)>,
+}
+
+impl QueryBudget {
+    /// `conn` closed at `now`. The upstream closing it after some answers
+    /// with queries still unanswered teaches the budget: that many answers.
+    /// (A connection that spent its budget closes itself once answered, so
+    /// it tells nothing either way: the budget runs out after
+    /// [`BUDGET_KEPT`], and a connection without one finds out whether the
+    /// limit is still there.)
+    pub fn on_closed(&mut self, conn: &UpstreamConn, now: Instant) {
+        if conn.closed == Some(Close::ClosedByUpstream) && conn.answers > 0 && conn.lost > 0 {
+            self.learned = Some((conn.answers, now));
+        }
+    }
+
+    /// The budget of a connection opened at `now`, if the upstream has one.
+    pub fn budget(&self, now: Instant) -> Option<u64> {
+        self.learned
+            .filter(|&(_, at)| now.saturating_duration_since(at) < BUDGET_KEPT)
+            .map(|(answers, _)| answers)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -316,6 +397,89 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    /// A connection that wrote `written` queries at `t`, of which the
+    /// upstream answered `answered` before it closed the connection.
+    fn closed_by_upstream(t: Instant, written: u64, answered: u64) -> UpstreamConn {
+        let mut c = conn(t);
+        for _ in 0..written {
+            c.on_sent(t);
+        }
+        for _ in 0..answered {
+            c.on_received(t + ms(1));
+            c.on_answered(t + ms(1), ms(1));
+        }
+        c.close(Close::ClosedByUpstream);
+        c
+    }
+
+    #[test]
+    fn a_close_with_queries_lost_after_answers_teaches_a_query_budget() {
+        let t0 = Instant::now();
+        let mut budget = QueryBudget::default();
+        // The upstream answered 20 of 50 and closed: 30 lost.
+        budget.on_closed(&closed_by_upstream(t0, 50, 20), t0);
+        assert_eq!(budget.budget(t0), Some(20));
+        // The next connection writes 20, then no more: what comes next
+        // waits for it.
+        let mut c = conn(t0);
+        c.set_budget(budget.budget(t0));
+        for i in 0..20 {
+            assert!(c.may_write(), "query {i}");
+            c.on_sent(t0);
+        }
+        assert!(!c.may_write() && c.budget_spent());
+        assert!(c.accepts_queries());
+        // Once the 20 answers are in it closes, for those waiting to go on
+        // another connection; that close teaches nothing.
+        for i in 0..20 {
+            assert_eq!(c.closed(), None, "answer {i}");
+            c.on_received(t0 + ms(5));
+            c.on_answered(t0 + ms(5), ms(5));
+        }
+        assert_eq!(c.closed(), Some(Close::BudgetSpent));
+        let t1 = t0 + ms(10);
+        budget.on_closed(&c, t1);
+        assert_eq!(budget.budget(t1), Some(20));
+        // Kept for a minute after the close that taught it.
+        assert_eq!(budget.budget(t0 + BUDGET_KEPT - ms(1)), Some(20));
+        assert_eq!(budget.budget(t0 + BUDGET_KEPT), None);
+    }
+
+    #[test]
+    fn a_budget_is_learned_again_from_the_next_close_that_loses_queries() {
+        let t0 = Instant::now();
+        let mut budget = QueryBudget::default();
+        budget.on_closed(&closed_by_upstream(t0, 50, 20), t0);
+        let t1 = t0 + BUDGET_KEPT;
+        assert_eq!(budget.budget(t1), None);
+        // Without a budget the next connection writes freely; the upstream
+        // now takes 30 before it closes.
+        budget.on_closed(&closed_by_upstream(t1, 64, 30), t1);
+        assert_eq!(budget.budget(t1), Some(30));
+    }
+
+    #[test]
+    fn closes_that_lose_nothing_or_answer_nothing_teach_no_budget() {
+        let t0 = Instant::now();
+        let mut budget = QueryBudget::default();
+        // All answered, then closed (the server's idle policy).
+        budget.on_closed(&closed_by_upstream(t0, 20, 20), t0);
+        // Closed before any answer: a failure, not a limit.
+        budget.on_closed(&closed_by_upstream(t0, 20, 0), t0);
+        // Gone idle without a budget.
+        let mut c = conn(t0);
+        assert_eq!(c.poll(t0 + IDLE), Some(Close::Idle));
+        budget.on_closed(&c, t0 + IDLE);
+        assert_eq!(budget.budget(t0 + IDLE), None);
+        // Without a budget a connection writes as its window allows.
+        let mut c = conn(t0);
+        c.set_budget(None);
+        for _ in 0..64 {
+            assert!(c.may_write());
+            c.on_sent(t0);
+        }
     }
 
     #[test]

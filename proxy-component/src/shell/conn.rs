@@ -63,6 +63,9 @@ struct Slot {
 /// What a connection tells when its window begins a probe.
 type OnProbe = Box<dyn Fn(ProbeCause)>;
 
+/// What a connection tells when it has closed, with its final state.
+type OnClose = Box<dyn Fn(&UpstreamConn)>;
+
 struct Shared {
     inflight: RefCell<InFlight<Slot>>,
     /// The timers, the window and the close reason: the core decides.
@@ -78,6 +81,9 @@ struct Shared {
     /// Told when the window begins a probe (the resolver logs and counts
     /// it).
     on_probe: RefCell<Option<OnProbe>>,
+    /// Told when the connection has closed (the resolver learns its
+    /// upstream's query budget from it).
+    on_close: RefCell<Option<OnClose>>,
 }
 
 /// Whether the query with `wire_id` is still waiting to be written (not
@@ -184,6 +190,7 @@ impl Conn {
             pump: Notify::new(),
             close: Notify::new(),
             on_probe: RefCell::new(None),
+            on_close: RefCell::new(None),
         });
         let (rd, wr) = tokio::io::split(stream);
         let (to_writer, from_callers) = mpsc::unbounded_channel();
@@ -286,6 +293,25 @@ impl Conn {
     /// The window now (see [`crate::core::window`]).
     pub fn window(&self) -> usize {
         self.shared.state.borrow().window()
+    }
+
+    /// Writes at most `budget` queries, if limited
+    /// ([`QueryBudget`](crate::core::upstream_conn::QueryBudget)); call
+    /// before the first query.
+    pub fn set_budget(&self, budget: Option<u64>) {
+        self.shared.state.borrow_mut().set_budget(budget);
+    }
+
+    /// Whether it has written its query budget. The queries that waited for
+    /// it when it closed are no failure of the upstream: they are sent again
+    /// on another connection.
+    pub fn spent_budget(&self) -> bool {
+        self.shared.state.borrow().budget_spent()
+    }
+
+    /// Calls `f` once the connection has closed, with its final state.
+    pub fn on_close(&self, f: impl Fn(&UpstreamConn) + 'static) {
+        *self.shared.on_close.borrow_mut() = Some(Box::new(f));
     }
 
     /// Calls `f` each time the window begins a probe, with why.
@@ -406,11 +432,22 @@ async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, ack: QuickAck, shared: Rc<Sh
         }
     };
     shared.state.borrow_mut().close(why);
+    if let Some(f) = &*shared.on_close.borrow() {
+        f(&shared.state.borrow());
+    }
     shared.close.notify_one();
     // Dropping the senders fails every query still in flight or waiting
-    // with `Lost`.
-    shared.waiting.borrow_mut().clear();
-    drop(shared.inflight.borrow_mut().drain());
+    // with `Lost`. Those waiting go first, one source at a time as they
+    // would have been written: each is sent again in the order it is
+    // woken, so the next connection writes them source by source too (a
+    // connection that spent its query budget leaves hundreds waiting).
+    let mut inflight = shared.inflight.borrow_mut();
+    let mut waiting = shared.waiting.borrow_mut();
+    while let Some(id) = waiting.pop(|&id| is_waiting(&inflight, id)) {
+        drop(inflight.remove_if(id, |slot| slot.waiting.is_some()));
+    }
+    waiting.clear();
+    drop(inflight.drain());
 }
 
 /// Sleeps until `deadline`, or forever without one.
@@ -652,6 +689,83 @@ mod tests {
             tokio::task::yield_now().await;
             assert_eq!(conn.waiting(), 200 - INITIAL_WINDOW - 2 - 50);
             drop(flood);
+        });
+    }
+
+    #[test]
+    fn a_connection_writes_its_budget_and_closes_once_answered() {
+        use crate::core::window::INITIAL_WINDOW;
+        run(async {
+            let (ours, mut upstream) = tokio::io::duplex(1024 * 1024);
+            let conn = Conn::spawn(ours, QuickAck::none(), 2048, timeouts(5_000));
+            let budget = INITIAL_WINDOW + 2;
+            conn.set_budget(Some(u64::try_from(budget).expect("small")));
+            // A window's worth is written, the rest wait.
+            let calls: Vec<_> = (0..200).map(|i| spawn_exchange(&conn, i, 1)).collect();
+            let mut written = read_frames(&mut upstream, INITIAL_WINDOW).await;
+            // Two answers make room for the budget's last two, and no more.
+            let mut answers = Vec::new();
+            frame_into(&mut answers, &written[0]);
+            frame_into(&mut answers, &written[1]);
+            upstream.write_all(&answers).await.unwrap();
+            written.extend(read_frames(&mut upstream, 2).await);
+            let more =
+                tokio::time::timeout(Duration::from_millis(100), read_frames(&mut upstream, 1))
+                    .await;
+            assert!(more.is_err(), "nothing past the budget is written");
+            assert!(conn.spent_budget() && conn.is_alive());
+            assert_eq!(conn.waiting(), 200 - budget);
+            // Every answer in: it closes, and those that waited are lost,
+            // to be sent again elsewhere.
+            let mut answers = Vec::new();
+            for frame in &written[2..] {
+                frame_into(&mut answers, frame);
+            }
+            upstream.write_all(&answers).await.unwrap();
+            let mut results = Vec::new();
+            for call in calls {
+                results.push(call.await.unwrap());
+            }
+            assert!(results[..budget].iter().all(Result::is_ok));
+            assert!(
+                results[budget..]
+                    .iter()
+                    .all(|r| matches!(r, Err(ConnError::Lost(_))))
+            );
+            assert_eq!(conn.close_reason(), Some(Close::BudgetSpent));
+        });
+    }
+
+    #[test]
+    fn queries_waiting_when_it_closes_are_let_go_a_source_at_a_time() {
+        use crate::core::window::INITIAL_WINDOW;
+        run(async {
+            let (ours, mut upstream) = tokio::io::duplex(1024 * 1024);
+            let conn = Conn::spawn(ours, QuickAck::none(), 2048, timeouts(5_000));
+            // The order in which callers learn their query was lost: the
+            // order they send it again in.
+            let order = Rc::new(RefCell::new(Vec::new()));
+            let call = |id: u16, tag: u8| {
+                let (conn, order) = (conn.clone(), order.clone());
+                tokio::task::spawn_local(async move {
+                    let result = conn.exchange(&query(id, tag), now(), source(tag)).await;
+                    assert!(matches!(result, Err(ConnError::Lost(_))), "{result:?}");
+                    order.borrow_mut().push(tag);
+                })
+            };
+            let mut calls: Vec<_> = (0..200).map(|i| call(i, 1)).collect();
+            read_frames(&mut upstream, INITIAL_WINDOW).await;
+            // Another source's query waits behind the flood's 72.
+            calls.push(call(999, 2));
+            tokio::task::yield_now().await;
+            assert_eq!(conn.waiting(), 200 - INITIAL_WINDOW + 1);
+            drop(upstream);
+            for c in calls {
+                c.await.unwrap();
+            }
+            let order = order.borrow();
+            let lone = order.iter().position(|&tag| tag == 2);
+            assert_eq!(lone, Some(1), "the lone query is let go second, not last");
         });
     }
 

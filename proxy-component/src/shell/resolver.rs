@@ -31,7 +31,7 @@ use crate::core::message::{self, MessageError, Query, Rcode, Response};
 use crate::core::pins::{self, DisplayPins};
 use crate::core::spread::{self, Pick};
 use crate::core::stats::{ChainCert, Check, Stats, UpstreamGauges};
-use crate::core::upstream_conn::UpstreamTimeouts;
+use crate::core::upstream_conn::{QueryBudget, UpstreamTimeouts};
 use crate::core::upstreams::Selector;
 use crate::shell::config::{ProxyConfig, UpstreamConfig};
 use crate::shell::conn::{Conn, ConnError};
@@ -111,6 +111,9 @@ struct Slot {
     /// Its connections, oldest first; at most [`spread::MAX_CONNECTIONS`]
     /// take queries.
     conns: RefCell<Vec<Conn>>,
+    /// How many queries it answers on one connection, if it limits them
+    /// (learned from its closes).
+    budget: Rc<RefCell<QueryBudget>>,
     /// Serialises connects so a burst of queries opens one connection.
     connecting: tokio::sync::Mutex<()>,
     /// When to connect: the core decides.
@@ -262,6 +265,7 @@ impl Resolver {
                 warned: Cell::new((false, false)),
                 name,
                 conns: RefCell::new(Vec::with_capacity(spread::MAX_CONNECTIONS)),
+                budget: Rc::default(),
                 connecting: tokio::sync::Mutex::new(()),
                 generation: Cell::new(0),
             });
@@ -495,7 +499,7 @@ impl Resolver {
             conn.exchange(wire, sent, source)
                 .await
                 .map_err(|e| Exchange::Lost {
-                    progress: conn.made_progress(),
+                    progress: conn.made_progress() || conn.spent_budget(),
                     error: e.into(),
                 })?;
         let rtt = answered.saturating_duration_since(sent);
@@ -686,6 +690,29 @@ impl Resolver {
         self.stats.borrow_mut().upstreams[slot.stat].handshakes[usize::from(resumed)] += 1;
         self.verified(i);
         let conn = Conn::spawn(tls, ack, self.conn_capacity, self.conn_timeouts);
+        let opened = std::time::Instant::now();
+        let budget = slot.budget.borrow().budget(opened);
+        conn.set_budget(budget);
+        let (learn, log, name) = (
+            slot.budget.clone(),
+            self.log.clone(),
+            slot.config.name.clone(),
+        );
+        conn.on_close(move |state| {
+            let now = std::time::Instant::now();
+            let mut budget = learn.borrow_mut();
+            let before = budget.budget(now);
+            budget.on_closed(state, now);
+            let after = budget.budget(now);
+            if after != before {
+                let queries = after.map_or_else(|| "none".to_owned(), |n| n.to_string());
+                log.event(
+                    Level::Debug,
+                    "upstream query budget",
+                    &[("upstream", &name), ("queries", &queries)],
+                );
+            }
+        });
         let (log, stats, name, stat) = (
             self.log.clone(),
             self.stats.clone(),
