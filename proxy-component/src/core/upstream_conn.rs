@@ -120,7 +120,6 @@ pub struct UpstreamConn {
     /// When the last query in flight left, or the connection opened; `None`
     /// while queries are in flight.
     idle_since: Option<Instant>,
-    answered: bool,
     /// The idle timeout the server last asked for (RFC 7828 §3.3.2).
     server_idle: Option<Duration>,
     closed: Option<Close>,
@@ -149,7 +148,6 @@ impl UpstreamConn {
             window: Window::new(now, capacity, probe_grid),
             owed_since: None,
             idle_since: Some(now),
-            answered: false,
             server_idle: None,
             closed: None,
             written: 0,
@@ -208,7 +206,6 @@ impl UpstreamConn {
     /// that completed it). Returns why the window began a probe with this
     /// answer, if it did (for the log and the metric).
     pub fn on_answered(&mut self, now: Instant, rtt: Duration) -> Option<ProbeCause> {
-        self.answered = true;
         self.answers += 1;
         self.window.on_answer(now, rtt);
         if self.left(now) {
@@ -320,7 +317,7 @@ impl UpstreamConn {
 
     /// Whether the connection has delivered at least one answer.
     pub fn answered(&self) -> bool {
-        self.answered
+        self.answers > 0
     }
 
     /// Queries in flight.

@@ -690,9 +690,8 @@ impl Resolver {
         self.stats.borrow_mut().upstreams[slot.stat].handshakes[usize::from(resumed)] += 1;
         self.verified(i);
         let conn = Conn::spawn(tls, ack, self.conn_capacity, self.conn_timeouts);
-        let opened = std::time::Instant::now();
-        let budget = slot.budget.borrow().budget(opened);
-        conn.set_budget(budget);
+        // `now` is from before the handshake; a budget lasts a minute.
+        conn.set_budget(slot.budget.borrow().budget(now));
         let (learn, log, name) = (
             slot.budget.clone(),
             self.log.clone(),
@@ -704,8 +703,8 @@ impl Resolver {
             let before = budget.budget(now);
             budget.on_closed(state, now);
             let after = budget.budget(now);
-            if after != before {
-                let queries = after.map_or_else(|| "none".to_owned(), |n| n.to_string());
+            // A close only ever teaches a budget; log it when it is news.
+            if let Some(queries) = after.filter(|_| after != before) {
                 log.event(
                     Level::Debug,
                     "upstream query budget",
