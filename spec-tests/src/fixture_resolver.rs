@@ -41,6 +41,9 @@ pub enum Misbehave {
     /// Both at once: this many answers a second, and each connection closed
     /// after this many answers on it.
     RateCloseAfter(u32, u32),
+    /// Closes the first connection it accepts after answering this many
+    /// queries on it (a crash or a restart, once); serves the rest normally.
+    CloseFirstAfter(u32),
     /// Answers correctly but leaves Nagle's algorithm on, as unbound does: a
     /// small answer waits while the one before is unacknowledged.
     Nagle,
@@ -56,6 +59,7 @@ impl Misbehave {
             Misbehave::Rcode(n) => flag("--rcode", u32::from(n)),
             Misbehave::Reorder(n) => flag("--reorder", n),
             Misbehave::CloseAfter(n) => flag("--close-after", n),
+            Misbehave::CloseFirstAfter(n) => flag("--close-first-after", n),
             Misbehave::StallHandshake => vec!["--stall-handshake".into()],
             Misbehave::StallAfter(n) => flag("--stall-after", n),
             Misbehave::BadLength => vec!["--bad-length".into()],
