@@ -15,6 +15,8 @@
 //!   no backoff), UDP answers capped at `max_udp_size`, and fair shares of
 //!   `max_inflight` and of the client buffer budget between sources (at most a
 //!   quarter each once half is in use).
+//! - An upstream that closes one connection after a few answers (a crash) is not
+//!   taken for one that limits its connections to that many queries.
 //! - Every attack at once, against two workers and an upstream that closes its
 //!   connections: another source is still answered, memory stays bounded, and
 //!   nothing traps.
@@ -37,7 +39,7 @@ use hickory_proto::rr::RecordType;
 use spec_tests::dns::{self, QueryBuilder, TcpOptions};
 use spec_tests::load::UdpLoad;
 use spec_tests::proxy::Proxy;
-use spec_tests::{Chain, FixtureResolver, Misbehave, wait_until, zone};
+use spec_tests::{Chain, FixtureResolver, Misbehave, Resolver as _, wait_until, zone};
 
 /// The loopback source the proxies of these tests trust when they must also have
 /// an outsider: `127.0.0.1` is then outside `allow_networks`.
@@ -1062,6 +1064,52 @@ fn an_upstream_answering_20_queries_a_connection_gets_no_more_and_none_is_lost()
         proxy.log()
     );
     assert_the_bystander_did_not_wait_behind_the_flood(&proxy, flood_wait, &probes);
+}
+
+/// An upstream that drops one connection after 3 answers, with queries
+/// pipelined past them (a crash, a restart), is not taken for one that
+/// answers 3 queries a connection: a budget of 3 would cost a handshake
+/// every 3 queries for a minute. The flood and the bystander go on over one
+/// or two connections, every query answered.
+#[test]
+fn one_close_after_a_few_answers_teaches_no_query_budget() {
+    let _serial = serial();
+    let resolver = FixtureResolver::start(Chain::DotTest, Misbehave::CloseFirstAfter(3));
+    let proxy = Proxy::in_front_of(
+        &[&resolver],
+        &[
+            ("CACHE_SIZE_MIB", "0"),
+            ("WORKERS", "1"),
+            ("LOG_LEVEL", "debug"),
+        ],
+    );
+    let (_, probes) = a_bystander_beside_a_flood(proxy.addr(), 400);
+    let resolver_log = resolver.log();
+    assert!(
+        resolver_log
+            .lines()
+            .any(|l| l.starts_with("connection closed") && l.ends_with(" queries=3")),
+        "the fixture did not close its first connection after 3 answers; its log:\n{resolver_log}"
+    );
+    let accepted = resolver.accepted_connections();
+    eprintln!("one early close: {accepted} upstream connections");
+    assert_eq!(
+        proxy.log_lines_with("upstream query budget upstream="),
+        0,
+        "one close taught a query budget; log:\n{}",
+        proxy.log()
+    );
+    assert!(
+        accepted <= 6,
+        "{accepted} upstream connections for one flood: each carried a few queries; log:\n{}",
+        proxy.log()
+    );
+    for (i, (took, answer)) in probes.iter().enumerate() {
+        assert!(
+            matches!(answer, Ok(ResponseCode::NoError)),
+            "probe {i} after {took:?}: {answer:?}"
+        );
+    }
 }
 
 /// Queries for fresh names in the fixture's zone (answered NXDOMAIN with the

@@ -33,12 +33,14 @@
 //!   it. Pipelined past that number, each query written beyond it is lost
 //!   and sent again, and may be lost again on the next connection: a
 //!   query can go unanswered for its whole deadline. [`QueryBudget`] learns
-//!   the number from such a close; a connection given a budget writes no
+//!   the number from two such closes after the same number of answers (one
+//!   alone may be a crash or a restart, and a budget too small would cost
+//!   a handshake every few queries); a connection given a budget writes no
 //!   more than that ([`UpstreamConn::may_write`]): the rest wait in the
 //!   proxy, source by source, and once its answers are in it closes, and
 //!   they go on the next connection. A budget is kept for
-//!   [`BUDGET_KEPT`]; then a connection writes freely again, and learns it
-//!   anew if the limit is still there.
+//!   [`BUDGET_KEPT`]; then a connection writes freely again, and one more
+//!   such close after the same number renews it.
 //! - **Window**: how many queries may be written and unanswered at once
 //!   ([`Window`]: it adapts to keep the upstream's own queue short); the
 //!   shell holds the others back in a [`FairQueue`] until
@@ -345,21 +347,29 @@ pub const BUDGET_KEPT: Duration = Duration::from_secs(60);
 /// closes it, learned from its closes (see the module docs).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct QueryBudget {
-    /// The answers of the last connection it closed with queries unanswered,
-    /// and when.
+    /// The answers of the last connection the upstream closed with queries
+    /// unanswered.
+    seen: Option<u64>,
+    /// The budget, and when the close that taught it came.
     learned: Option<(u64, Instant)>,
 }
 
 impl QueryBudget {
     /// `conn` closed at `now`. The upstream closing it after some answers
-    /// with queries still unanswered teaches the budget: that many answers.
-    /// (A connection that spent its budget closes itself once answered, so
-    /// it tells nothing either way: the budget runs out after
-    /// [`BUDGET_KEPT`], and a connection without one finds out whether the
-    /// limit is still there.)
+    /// with queries still unanswered tells of a budget: that many answers.
+    /// It is learned when the close before such a one told the same number.
+    /// A crash or a restart of the upstream tells a number too, but not the
+    /// same one twice, and a budget learned from it would cost a handshake
+    /// every few queries for [`BUDGET_KEPT`]. (A connection that spent its
+    /// budget closes itself once answered, so it tells nothing either way:
+    /// the budget runs out after [`BUDGET_KEPT`], and a connection without
+    /// one finds out whether the limit is still there.)
     pub fn on_closed(&mut self, conn: &UpstreamConn, now: Instant) {
         if conn.closed == Some(Close::ClosedByUpstream) && conn.answers > 0 && conn.lost > 0 {
-            self.learned = Some((conn.answers, now));
+            if self.seen == Some(conn.answers) {
+                self.learned = Some((conn.answers, now));
+            }
+            self.seen = Some(conn.answers);
         }
     }
 
@@ -415,7 +425,10 @@ mod tests {
     fn a_close_with_queries_lost_after_answers_teaches_a_query_budget() {
         let t0 = Instant::now();
         let mut budget = QueryBudget::default();
-        // The upstream answered 20 of 50 and closed: 30 lost.
+        // The upstream answered 20 of 50 and closed: 30 lost. Once may be
+        // a crash; twice is a limit.
+        budget.on_closed(&closed_by_upstream(t0, 50, 20), t0);
+        assert_eq!(budget.budget(t0), None);
         budget.on_closed(&closed_by_upstream(t0, 50, 20), t0);
         assert_eq!(budget.budget(t0), Some(20));
         // The next connection writes 20, then no more: what comes next
@@ -445,16 +458,38 @@ mod tests {
     }
 
     #[test]
-    fn a_budget_is_learned_again_from_the_next_close_that_loses_queries() {
+    fn a_budget_is_renewed_by_one_close_and_changed_by_two() {
         let t0 = Instant::now();
         let mut budget = QueryBudget::default();
+        budget.on_closed(&closed_by_upstream(t0, 50, 20), t0);
         budget.on_closed(&closed_by_upstream(t0, 50, 20), t0);
         let t1 = t0 + BUDGET_KEPT;
         assert_eq!(budget.budget(t1), None);
         // Without a budget the next connection writes freely; the upstream
-        // now takes 30 before it closes.
-        budget.on_closed(&closed_by_upstream(t1, 64, 30), t1);
-        assert_eq!(budget.budget(t1), Some(30));
+        // still closes after 20: one close renews it.
+        budget.on_closed(&closed_by_upstream(t1, 64, 20), t1);
+        assert_eq!(budget.budget(t1), Some(20));
+        // The upstream's limit is now 30: a close after 30 alone keeps 20,
+        // the next after 30 teaches 30.
+        let t2 = t1 + BUDGET_KEPT;
+        budget.on_closed(&closed_by_upstream(t2, 64, 30), t2);
+        assert_eq!(budget.budget(t2), None);
+        budget.on_closed(&closed_by_upstream(t2, 64, 30), t2);
+        assert_eq!(budget.budget(t2), Some(30));
+    }
+
+    #[test]
+    fn closes_after_differing_numbers_of_answers_teach_no_budget() {
+        // An upstream that crashes or restarts: each close loses queries,
+        // after however many answers it gave. A budget of 3 would mean a
+        // handshake every 3 queries for a minute.
+        let t0 = Instant::now();
+        let mut budget = QueryBudget::default();
+        for (i, answers) in [3, 40, 7, 120, 3].into_iter().enumerate() {
+            let t = t0 + ms(1000) * u32::try_from(i).expect("small");
+            budget.on_closed(&closed_by_upstream(t, 128, answers), t);
+            assert_eq!(budget.budget(t), None, "after the close after {answers}");
+        }
     }
 
     #[test]
