@@ -228,8 +228,9 @@ bench-workers: build-host
 	  --extra w1=$(BENCH_PORT)='$(subst LOCAL_PORT=$(BENCH_PORT),LOCAL_PORT=$(BENCH_PORT) WORKERS=1,$(BENCH_HOST_CMD))' \
 	  --extra w2=$(NATIVE_PORT)='$(subst LOCAL_PORT=$(BENCH_PORT),LOCAL_PORT=$(NATIVE_PORT) WORKERS=2,$(BENCH_HOST_CMD))'
 
-# What idle TCP clients cost: the proxy's RSS, and UDP and TCP qps beside
-# 0, 1,000 and 10,000 connected idle clients (IDLE_COUNTS).
+# What idle TCP clients cost: the proxy's RSS, UDP and TCP qps, and its CPU
+# per query at a fixed rate (IDLE_RATE, 1,000 a second), beside 0, 1,000 and
+# 10,000 connected idle clients (IDLE_COUNTS).
 IDLE_COUNTS ?= 0 1000 10000
 bench-idle: build-host
 	$(CARGO) build --release --target $(NATIVE_TARGET) -p dot-fixture

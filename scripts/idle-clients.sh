@@ -7,7 +7,10 @@
 # fit), then for each count of idle clients (default 0, 1000, 10000): opens
 # them (each sent one query and read its answer, then stays connected and
 # silent), reads the proxy's RSS, and runs dnsperf for IDLE_SECONDS over UDP
-# and over TCP beside them. Prints one table row per count, then the memory
+# and over TCP beside them, then at a fixed IDLE_RATE (default 1,000) UDP
+# queries a second for new names (each a cache miss), for the proxy's CPU
+# per answered query: at a moderate rate each query is its own wake-up,
+# and each wake-up polls every open socket. Prints one table row per count, then the memory
 # goal for this many workers (WORKERS, else the CPUs) and this cache size
 # (CACHE_SIZE_MIB, else the default 16): at most 30 MB per worker plus the
 # caches, with 1,000 clients. Everything it starts it stops; traffic stays
@@ -21,6 +24,7 @@ counts=("${@:-0 1000 10000}")
 read -r -a counts <<<"${counts[*]}"
 here=$(cd "$(dirname "$0")/.." && pwd)
 seconds=${IDLE_SECONDS:-10}
+rate=${IDLE_RATE:-1000}
 port=${IDLE_PORT:-5396}
 upstream_port=${IDLE_UPSTREAM_PORT:-18953}
 work=$(mktemp -d)
@@ -57,8 +61,22 @@ qps() { # dnsperf's "Queries per second" for one run
         awk '/Queries per second/ { printf "%.0f", $4 }'
 }
 
-printf '| idle TCP clients | proxy RSS MiB | UDP qps beside them | TCP qps beside them |\n'
-printf '|---|---|---|---|\n'
+# µs of the proxy's CPU per answered query at $rate qps, names new to the
+# cache (prefixed with $1, so no run repeats another's).
+cpu_per_query() {
+    awk -v n="$((rate * seconds + rate))" -v p="$1" \
+        'BEGIN { for (i = 0; i < n; i++) printf "%s-%d.dot.test A\n", p, i }' >"$work/names"
+    local t0 t1 answered
+    t0=$(awk '{ print $14 + $15 }' "/proc/$proxy/stat")
+    answered=$(dnsperf -s 127.0.0.1 -p "$port" -d "$work/names" -c 20 -l "$seconds" -Q "$rate" \
+        -m udp 2>/dev/null | awk '/Queries completed/ { print $3 }')
+    t1=$(awk '{ print $14 + $15 }' "/proc/$proxy/stat")
+    awk -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" -v q="${answered:-0}" -v r="$rate" -v s="$seconds" \
+        'BEGIN { if (q > 0) printf "%.0f (%d of %d answered)", t / hz * 1e6 / q, q, r * s; else printf "none answered" }'
+}
+
+printf '| idle TCP clients | proxy RSS MiB | UDP qps beside them | TCP qps beside them | µs CPU per query at %s qps |\n' "$rate"
+printf '|---|---|---|---|---|\n'
 for n in "${counts[@]}"; do
     python3 - "$port" "$n" "$work/idle-$n.ready" 2>"$work/idle-$n.err" <<'EOF' &
 import resource, selectors, socket, struct, sys, time
@@ -96,7 +114,8 @@ EOF
     rss=$(rss_mb)
     udp=$(qps udp)
     tcp=$(qps tcp)
-    printf '| %s | %s | %s | %s |\n' "$n" "$rss" "$udp" "$tcp"
+    cpu=$(cpu_per_query "idle$n")
+    printf '| %s | %s | %s | %s | %s |\n' "$n" "$rss" "$udp" "$tcp" "$cpu"
     kill "$idle"
     wait "$idle" 2>/dev/null || true
     sleep 1
