@@ -9,13 +9,18 @@
 # a shared machine. System calls are not counted (they are the kernel's).
 #
 #   bench/profile.sh [--queries N] [--rate QPS] [--outstanding Q] [--top K]
-#                    [--cached NAMES] [--tcp] [--binary PATH] [--component WASM]
+#                    [--cached NAMES] [--tcp] [--idle N] [--binary PATH]
+#                    [--component WASM]
 #
 # --cached NAMES turns the cache on (16 MiB) and sends NAMES distinct names,
 # each answered once before counting starts, so every counted query is a
 # cache hit (the default: cache off, every name new, every query a miss).
 # --tcp sends the queries over TCP (dnsperf -m tcp: one connection per
-# client, pipelined) instead of UDP.
+# client, pipelined) instead of UDP. --idle N opens N TCP clients first,
+# each of which asks one query, reads its answer and stays connected and
+# silent while the queries are counted (what an idle connection costs each
+# wake-up: with --rate 300, each query is its own); the proxy's
+# tcp_idle_timeout is 300 s so that none is closed meanwhile.
 #
 # The callgrind output is removed at exit: for a closer look, run the steps
 # by hand (callgrind_annotate --tree=caller). --rate 0 (the default) sends as fast as the proxy under callgrind answers:
@@ -26,7 +31,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-QUERIES=4000 RATE=0 OUTSTANDING=100 TOP=30 CACHED=0 MODE=udp
+QUERIES=4000 RATE=0 OUTSTANDING=100 TOP=30 CACHED=0 MODE=udp IDLE=0
 BIN=target/x86_64-unknown-linux-musl/release/dnsproxy
 FIXTURE=target/x86_64-unknown-linux-musl/release/dot-fixture
 COMPONENT=""
@@ -38,6 +43,7 @@ while [ $# -gt 0 ]; do
         --top) TOP=$2; shift ;;
         --cached) CACHED=$2; shift ;;
         --tcp) MODE=tcp ;;
+        --idle) IDLE=$2; shift ;;
         --binary) BIN=$2; shift ;;
         --component) COMPONENT=$2; shift ;;
         *) echo "profile.sh: unknown argument $1" >&2; exit 2 ;;
@@ -69,7 +75,7 @@ args=(--config /dev/null)
 [ -n "$COMPONENT" ] && args+=(--component "$COMPONENT")
 env -i PATH="$PATH" TLS_HOST=127.0.0.1 TLS_PORT="$UP" TLS_HOSTNAME=dot.test \
     TLS_CA_FILE="$PWD/fixtures/pki/root.pem" LOCAL_HOST=127.0.0.1 LOCAL_PORT="$PORT" \
-    CACHE_SIZE_MIB="$([ "$CACHED" = 0 ] && echo 0 || echo 16)" WORKERS=1 HEDGE_PERCENT=0 LOG_LEVEL=warn DNSPROXY_PERF_MAP=1 \
+    CACHE_SIZE_MIB="$([ "$CACHED" = 0 ] && echo 0 || echo 16)" WORKERS=1 HEDGE_PERCENT=0 LOG_LEVEL=warn DNSPROXY_PERF_MAP=1 TCP_IDLE_TIMEOUT=300s \
     valgrind --tool=callgrind --instr-atstart=no --smc-check=all-non-file \
     --callgrind-out-file="$WORK/callgrind.out" "$BIN" "${args[@]}" >"$WORK/proxy.log" 2>&1 &
 VG=$!
@@ -90,6 +96,30 @@ if [ "$CACHED" != 0 ]; then
     head -n "$CACHED" "$WORK/queries.txt" >"$WORK/warm.txt"
     dnsperf -s 127.0.0.1 -p "$PORT" -d "$WORK/warm.txt" -n 1 -c 10 -t 10 >/dev/null 2>&1
 fi
+if [ "$IDLE" != 0 ]; then
+    python3 - "$PORT" "$IDLE" "$WORK/idle.ready" 2>"$WORK/idle.err" <<'PYEOF' &
+import resource, socket, struct, sys, time
+port, n, ready = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+q = struct.pack('>HHHHHH', 1, 0x0100, 1, 0, 0, 0) + b'\x04idle\x03dot\x04test\x00\x00\x01\x00\x01'
+frame = struct.pack('>H', len(q)) + q
+socks = []
+for _ in range(n):
+    s = socket.create_connection(('127.0.0.1', port), timeout=60)
+    s.sendall(frame)
+    s.recv(512)  # the answer: the connection is open and served
+    socks.append(s)
+open(ready, 'w').close()
+time.sleep(3600)
+PYEOF
+    PIDS+=($!)
+    for _ in $(seq 6000); do
+        [ -e "$WORK/idle.ready" ] || ! kill -0 "${PIDS[-1]}" 2>/dev/null && break
+        sleep 0.1
+    done
+    [ -e "$WORK/idle.ready" ] || { echo "profile.sh: could not open $IDLE idle clients: $(tail -n 1 "$WORK/idle.err")" >&2; exit 1; }
+fi
 rate=()
 [ "$RATE" != 0 ] && rate=(-Q "$RATE")
 callgrind_control -i on "$VG" >/dev/null
@@ -101,10 +131,10 @@ wait "$VG" 2>/dev/null || true
 ANSWERED=$(awk '/Queries completed/ {print $3}' "$WORK/dnsperf.txt")
 MAP=/tmp/perf-$VG.map
 
-python3 - "$MAP" "$WORK/callgrind.out" "$ANSWERED" "$TOP" "$RATE" "$MODE" <<'PYEOF'
+python3 - "$MAP" "$WORK/callgrind.out" "$ANSWERED" "$TOP" "$RATE" "$MODE" "$IDLE" <<'PYEOF'
 import bisect, re, subprocess, sys
 
-perf_map, out, answered, top, rate, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
+perf_map, out, answered, top, rate, mode, idle = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6], sys.argv[7]
 jit = []
 try:
     for line in open(perf_map):
@@ -182,7 +212,7 @@ q = max(answered, 1)
 comp = sum(v for (side, _), v in by.items() if side == "component")
 host_calls = calls_into(r"HostFn::cabi_entrypoint")
 clock = calls_by(r"MonotonicClock as .*HostMonotonicClock>::now")
-print(f"{answered} queries answered over {mode}, rate {'max' if rate == '0' else rate + ' qps'}")
+print(f"{answered} queries answered over {mode}, rate {'max' if rate == '0' else rate + ' qps'}, idle TCP clients {idle}")
 print(f"instructions per query: {total / q:,.0f}  (component {comp / q:,.0f}, host {(total - comp) / q:,.0f})")
 print(f"host calls per query: {host_calls / q:.1f}, of which clock reads: {clock / q:.1f}")
 print(f"\ntop {top}, instructions per query:")
