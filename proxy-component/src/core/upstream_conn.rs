@@ -128,6 +128,9 @@ pub struct UpstreamConn {
     /// Queries written, and answers matched, since it opened.
     written: u64,
     answers: u64,
+    /// Answers to queries given up on, since it opened: replies of the
+    /// upstream all the same.
+    late: u64,
     /// The most queries it may write ([`QueryBudget`]), if limited.
     budget: Option<u64>,
     /// Queries in flight when it closed: written and never answered.
@@ -154,6 +157,7 @@ impl UpstreamConn {
             closed: None,
             written: 0,
             answers: 0,
+            late: 0,
             budget: None,
             lost: 0,
         }
@@ -220,6 +224,13 @@ impl UpstreamConn {
     /// owes its answer (see the module docs).
     pub fn on_abandoned(&mut self, now: Instant) {
         self.left(now);
+    }
+
+    /// An answer came to a query given up on (see
+    /// [`on_abandoned`](Self::on_abandoned)): the upstream replied to it,
+    /// and counted it against any limit of its own ([`QueryBudget`]).
+    pub fn on_late_answer(&mut self) {
+        self.late += 1;
     }
 
     /// An answer carried an edns-tcp-keepalive option with a TIMEOUT: the
@@ -317,6 +328,17 @@ impl UpstreamConn {
             .or(self.retiring().then_some(Close::KeepaliveTimeout))
     }
 
+    /// What the connection carried: queries written, replies from the
+    /// upstream (answers, and answers to queries given up on), and the
+    /// queries in flight when it closed.
+    pub fn tally(&self) -> Tally {
+        Tally {
+            written: self.written,
+            replies: self.answers + self.late,
+            lost: self.lost,
+        }
+    }
+
     /// Whether the connection has delivered at least one answer.
     pub fn answered(&self) -> bool {
         self.answers > 0
@@ -337,6 +359,17 @@ impl UpstreamConn {
     pub fn acks_at_once(&self) -> bool {
         self.inflight > 0
     }
+}
+
+/// What a connection carried ([`UpstreamConn::tally`]), for the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tally {
+    /// Queries written.
+    pub written: u64,
+    /// Replies from the upstream.
+    pub replies: u64,
+    /// Queries in flight when it closed: written and never answered.
+    pub lost: usize,
 }
 
 /// How long a learned query budget is kept after the close that taught
@@ -364,12 +397,16 @@ impl QueryBudget {
     /// budget closes itself once answered, so it tells nothing either way:
     /// the budget runs out after [`BUDGET_KEPT`], and a connection without
     /// one finds out whether the limit is still there.)
+    /// The upstream's replies count, not only the answers the proxy still
+    /// waited for: a reply to a query given up on counts against its limit
+    /// as much.
     pub fn on_closed(&mut self, conn: &UpstreamConn, now: Instant) {
-        if conn.closed == Some(Close::ClosedByUpstream) && conn.answers > 0 && conn.lost > 0 {
-            if self.seen == Some(conn.answers) {
-                self.learned = Some((conn.answers, now));
+        let Tally { replies, lost, .. } = conn.tally();
+        if conn.closed == Some(Close::ClosedByUpstream) && replies > 0 && lost > 0 {
+            if self.seen == Some(replies) {
+                self.learned = Some((replies, now));
             }
-            self.seen = Some(conn.answers);
+            self.seen = Some(replies);
         }
     }
 
@@ -476,6 +513,35 @@ mod tests {
         assert_eq!(budget.budget(t2), None);
         budget.on_closed(&closed_by_upstream(t2, 64, 30), t2);
         assert_eq!(budget.budget(t2), Some(30));
+    }
+
+    #[test]
+    fn replies_to_queries_given_up_on_count_toward_the_budget() {
+        // The upstream replies to 20 queries a connection, then closes. On
+        // a loaded proxy some of them had been given up on: 3 on the first
+        // connection, 1 on the second. Its limit is 20 all the same.
+        let t0 = Instant::now();
+        let mut budget = QueryBudget::default();
+        for gave_up in [3, 1] {
+            let mut c = conn(t0);
+            for _ in 0..40 {
+                c.on_sent(t0);
+            }
+            for _ in 0..gave_up {
+                c.on_abandoned(t0 + ms(1));
+            }
+            for _ in 0..gave_up {
+                c.on_received(t0 + ms(2));
+                c.on_late_answer();
+            }
+            for _ in gave_up..20 {
+                c.on_received(t0 + ms(2));
+                c.on_answered(t0 + ms(2), ms(2));
+            }
+            c.close(Close::ClosedByUpstream);
+            budget.on_closed(&c, t0 + ms(3));
+        }
+        assert_eq!(budget.budget(t0 + ms(3)), Some(20));
     }
 
     #[test]

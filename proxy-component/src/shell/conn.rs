@@ -29,7 +29,7 @@ use crate::core::fair_queue::FairQueue;
 use crate::core::framing::{Deframer, MAX_MESSAGE_LEN, frame_into};
 use crate::core::inflight::{CounterIds, InFlight};
 use crate::core::message;
-use crate::core::upstream_conn::{Close, UpstreamConn, UpstreamTimeouts};
+use crate::core::upstream_conn::{Close, Tally, UpstreamConn, UpstreamTimeouts};
 use crate::core::window::{PROBE_GRID, ProbeCause};
 use crate::shell::quick_ack::QuickAck;
 
@@ -319,6 +319,11 @@ impl Conn {
         *self.shared.on_probe.borrow_mut() = Some(Box::new(f));
     }
 
+    /// What it carried ([`UpstreamConn::tally`]).
+    pub fn tally(&self) -> Tally {
+        self.shared.state.borrow().tally()
+    }
+
     /// Whether the connection has delivered at least one answer.
     pub fn made_progress(&self) -> bool {
         self.shared.state.borrow().answered()
@@ -474,6 +479,7 @@ fn dispatch(deframer: &mut Deframer, shared: &Shared, now: std::time::Instant) -
                     .borrow_mut()
                     .remove_if(id, |slot| slot.written.is_some());
                 let Some((slot, written)) = slot.and_then(|s| s.written.map(|w| (s, w))) else {
+                    shared.state.borrow_mut().on_late_answer();
                     continue;
                 };
                 let rtt = now.saturating_duration_since(written);

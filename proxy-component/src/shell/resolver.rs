@@ -625,10 +625,17 @@ impl Resolver {
                 return true;
             }
             let reason = conn.close_reason().map_or("unknown", |c| c.as_str());
+            let tally = conn.tally();
             self.log.event(
                 Level::Debug,
                 "upstream connection closed",
-                &[("upstream", &slot.config.name), ("reason", &reason)],
+                &[
+                    ("upstream", &slot.config.name),
+                    ("reason", &reason),
+                    ("written", &tally.written),
+                    ("replies", &tally.replies),
+                    ("lost", &tally.lost),
+                ],
             );
             false
         });
