@@ -97,22 +97,7 @@ if [ "$CACHED" != 0 ]; then
     dnsperf -s 127.0.0.1 -p "$PORT" -d "$WORK/warm.txt" -n 1 -c 10 -t 10 >/dev/null 2>&1
 fi
 if [ "$IDLE" != 0 ]; then
-    python3 - "$PORT" "$IDLE" "$WORK/idle.ready" 2>"$WORK/idle.err" <<'PYEOF' &
-import resource, socket, struct, sys, time
-port, n, ready = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-q = struct.pack('>HHHHHH', 1, 0x0100, 1, 0, 0, 0) + b'\x04idle\x03dot\x04test\x00\x00\x01\x00\x01'
-frame = struct.pack('>H', len(q)) + q
-socks = []
-for _ in range(n):
-    s = socket.create_connection(('127.0.0.1', port), timeout=60)
-    s.sendall(frame)
-    s.recv(512)  # the answer: the connection is open and served
-    socks.append(s)
-open(ready, 'w').close()
-time.sleep(3600)
-PYEOF
+    python3 scripts/idle-clients.py "$PORT" "$IDLE" "$WORK/idle.ready" 2>"$WORK/idle.err" &
     PIDS+=($!)
     for _ in $(seq 6000); do
         [ -e "$WORK/idle.ready" ] || ! kill -0 "${PIDS[-1]}" 2>/dev/null && break

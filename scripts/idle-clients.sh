@@ -78,35 +78,7 @@ cpu_per_query() {
 printf '| idle TCP clients | proxy RSS MiB | UDP qps beside them | TCP qps beside them | µs CPU per query at %s qps |\n' "$rate"
 printf '|---|---|---|---|---|\n'
 for n in "${counts[@]}"; do
-    python3 - "$port" "$n" "$work/idle-$n.ready" 2>"$work/idle-$n.err" <<'EOF' &
-import resource, selectors, socket, struct, sys, time
-port, n, ready = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-q = struct.pack('>HHHHHH', 1, 0x0100, 1, 0, 0, 0) + b'\x01a\x03dot\x04test\x00\x00\x01\x00\x01'
-frame = struct.pack('>H', len(q)) + q
-# In batches of 500, so the proxy handles many events per wake-up.
-socks, sel = [], selectors.DefaultSelector()
-for start in range(0, n, 500):
-    batch = []
-    for _ in range(min(500, n - start)):
-        s = socket.create_connection(('127.0.0.1', port), timeout=30)
-        s.sendall(frame)
-        s.setblocking(False)
-        sel.register(s, selectors.EVENT_READ)
-        batch.append(s)
-    left, deadline = len(batch), time.time() + 120
-    while left and time.time() < deadline:
-        for key, _ in sel.select(timeout=1):
-            key.fileobj.recv(512)
-            sel.unregister(key.fileobj)
-            left -= 1
-    if left:
-        sys.exit(f'{left} of a batch of {len(batch)} got no answer at {start + len(batch)} clients')
-    socks += batch
-open(ready, 'w').close()
-time.sleep(3600)
-EOF
+    python3 "$here/scripts/idle-clients.py" "$port" "$n" "$work/idle-$n.ready" 2>"$work/idle-$n.err" &
     idle=$!
     pids+=("$idle")
     for _ in $(seq 1 6000); do [ -e "$work/idle-$n.ready" ] || ! kill -0 "$idle" 2>/dev/null && break; sleep 0.1; done
