@@ -33,7 +33,7 @@
 //!   it. Pipelined past that number, each query written beyond it is lost
 //!   and sent again, and may be lost again on the next connection: a
 //!   query can go unanswered for its whole deadline. [`QueryBudget`] learns
-//!   the number from two such closes after the same number of answers (one
+//!   the number from two such closes after the same number of replies (one
 //!   alone may be a crash or a restart, and a budget too small would cost
 //!   a handshake every few queries); a connection given a budget writes no
 //!   more than that ([`UpstreamConn::may_write`]): the rest wait in the
@@ -380,7 +380,7 @@ pub const BUDGET_KEPT: Duration = Duration::from_secs(60);
 /// closes it, learned from its closes (see the module docs).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct QueryBudget {
-    /// The answers of the last connection the upstream closed with queries
+    /// The replies on the last connection the upstream closed with queries
     /// unanswered.
     seen: Option<u64>,
     /// The budget, and when the close that taught it came.
@@ -388,18 +388,18 @@ pub struct QueryBudget {
 }
 
 impl QueryBudget {
-    /// `conn` closed at `now`. The upstream closing it after some answers
-    /// with queries still unanswered tells of a budget: that many answers.
-    /// It is learned when the close before such a one told the same number.
-    /// A crash or a restart of the upstream tells a number too, but not the
-    /// same one twice, and a budget learned from it would cost a handshake
-    /// every few queries for [`BUDGET_KEPT`]. (A connection that spent its
-    /// budget closes itself once answered, so it tells nothing either way:
-    /// the budget runs out after [`BUDGET_KEPT`], and a connection without
-    /// one finds out whether the limit is still there.)
-    /// The upstream's replies count, not only the answers the proxy still
-    /// waited for: a reply to a query given up on counts against its limit
-    /// as much.
+    /// `conn` closed at `now`. The upstream closing it after some replies
+    /// with queries still unanswered tells of a budget: that many replies
+    /// (answers, and answers to queries given up on: they count against
+    /// its limit as much). It is learned when the close before such a one
+    /// told the same number. A crash or a restart of the upstream tells a
+    /// number too, but not the same one twice, and a budget learned from it
+    /// would cost a handshake every few queries for [`BUDGET_KEPT`].
+    ///
+    /// A connection that spent its budget closes itself once answered, so
+    /// it tells nothing either way: the budget runs out after
+    /// [`BUDGET_KEPT`], and a connection without one finds out whether the
+    /// limit is still there.
     pub fn on_closed(&mut self, conn: &UpstreamConn, now: Instant) {
         let Tally { replies, lost, .. } = conn.tally();
         if conn.closed == Some(Close::ClosedByUpstream) && replies > 0 && lost > 0 {
