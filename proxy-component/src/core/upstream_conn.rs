@@ -446,11 +446,24 @@ mod tests {
     /// A connection that wrote `written` queries at `t`, of which the
     /// upstream answered `answered` before it closed the connection.
     fn closed_by_upstream(t: Instant, written: u64, answered: u64) -> UpstreamConn {
+        closed_with_late_replies(t, written, answered, 0)
+    }
+
+    /// Closed by the upstream after `written` queries and `replies`
+    /// replies, the first `late` of them to queries the proxy had given up on.
+    fn closed_with_late_replies(t: Instant, written: u64, replies: u64, late: u64) -> UpstreamConn {
         let mut c = conn(t);
         for _ in 0..written {
             c.on_sent(t);
         }
-        for _ in 0..answered {
+        for _ in 0..late {
+            c.on_abandoned(t + ms(1));
+        }
+        for _ in 0..late {
+            c.on_received(t + ms(1));
+            c.on_late_answer();
+        }
+        for _ in late..replies {
             c.on_received(t + ms(1));
             c.on_answered(t + ms(1), ms(1));
         }
@@ -523,23 +536,7 @@ mod tests {
         let t0 = Instant::now();
         let mut budget = QueryBudget::default();
         for gave_up in [3, 1] {
-            let mut c = conn(t0);
-            for _ in 0..40 {
-                c.on_sent(t0);
-            }
-            for _ in 0..gave_up {
-                c.on_abandoned(t0 + ms(1));
-            }
-            for _ in 0..gave_up {
-                c.on_received(t0 + ms(2));
-                c.on_late_answer();
-            }
-            for _ in gave_up..20 {
-                c.on_received(t0 + ms(2));
-                c.on_answered(t0 + ms(2), ms(2));
-            }
-            c.close(Close::ClosedByUpstream);
-            budget.on_closed(&c, t0 + ms(3));
+            budget.on_closed(&closed_with_late_replies(t0, 40, 20, gave_up), t0 + ms(3));
         }
         assert_eq!(budget.budget(t0 + ms(3)), Some(20));
     }
