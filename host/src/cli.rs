@@ -160,8 +160,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", help_heading = TUNABLES)]
     pub upstream_timeout: Option<String>,
 
-    /// Close idle client TCP connections after this, 1s to 300s (RFC 7766 6.2.3) [env:
-    /// TCP_IDLE_TIMEOUT] [default: 10s]
+    /// Close idle client TCP connections after this, 1s to 300s (RFC 7766 6.2.3); a tenth
+    /// of it past half of max_tcp_clients, a hundredth past three quarters (at least 200ms)
+    /// [env: TCP_IDLE_TIMEOUT] [default: 10s]
     #[arg(long, value_name = "DURATION", help_heading = TUNABLES)]
     pub tcp_idle_timeout: Option<String>,
 

@@ -184,7 +184,12 @@ fn rfc7766_slow_half_sent_frames_do_not_block_others_and_are_closed_when_idle() 
 #[test]
 fn at_max_tcp_clients_the_stalest_connection_is_evicted_and_the_new_client_served() {
     let resolver = Kind::Fixture.start(Chain::DotTest);
-    let proxy = Proxy::in_front_of(&[&*resolver], &[("MAX_TCP_CLIENTS", "4")]);
+    // At the limit the idle timeout is a hundredth of the configured one: 3 s
+    // with 300 s, longer than the test holds its clients idle.
+    let proxy = Proxy::in_front_of(
+        &[&*resolver],
+        &[("MAX_TCP_CLIENTS", "4"), ("TCP_IDLE_TIMEOUT", "300s")],
+    );
     // Four clients, each served once in turn (so the proxy has accepted each, and
     // the first is the stalest), then idle.
     let q = dns::query(zone::A_NAME, RecordType::A);

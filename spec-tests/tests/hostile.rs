@@ -11,6 +11,9 @@
 //!   complete within 2 s), responses (QR=1) sent as queries (never answered: no
 //!   REFUSED ping-pong), a thousand connections at once and eviction of the stalest
 //!   connection of the busiest source at `max_tcp_clients`.
+//! - Idle connections held past half of `max_tcp_clients`: the idle timeout
+//!   shrinks to a tenth, past three quarters to a hundredth (at least 200 ms), and
+//!   the stalest idle connections are closed until no more than half are open.
 //! - An upstream closing after every few answers under load (every query answered,
 //!   no backoff), UDP answers capped at `max_udp_size`, and fair shares of
 //!   `max_inflight` and of the client buffer budget between sources (at most a
@@ -690,7 +693,11 @@ fn a_thousand_tcp_clients_at_once_are_all_served() {
     let _serial = serial();
     ensure_open_files(2_500);
     let resolver = FixtureResolver::start(Chain::DotTest, Misbehave::None);
-    let proxy = Proxy::in_front_of(&[&resolver], &[]);
+    // A connection that has not yet sent its query is idle. Past half of a
+    // worker's share of the 2,048 slots the idle timeout shrinks (10 s to 1 s),
+    // and 1,000 over two workers may put more than 512 on one: with 60 s that
+    // is 6 s, longer than connecting them all takes.
+    let proxy = Proxy::in_front_of(&[&resolver], &[("TCP_IDLE_TIMEOUT", "60s")]);
     let started = Instant::now();
     let mut clients: Vec<TcpStream> = (0..1_000)
         .map(|i| {
@@ -736,7 +743,12 @@ fn a_thousand_tcp_clients_at_once_are_all_served() {
 fn at_max_tcp_clients_the_stalest_connection_of_the_busiest_source_makes_room() {
     let _serial = serial();
     let resolver = FixtureResolver::start(Chain::DotTest, Misbehave::None);
-    let proxy = Proxy::in_front_of(&[&resolver], &[("MAX_TCP_CLIENTS", "50")]);
+    // At the limit the idle timeout is a hundredth of the configured one: 3 s
+    // with 300 s, longer than the test holds its clients idle.
+    let proxy = Proxy::in_front_of(
+        &[&resolver],
+        &[("MAX_TCP_CLIENTS", "50"), ("TCP_IDLE_TIMEOUT", "300s")],
+    );
     // 50 clients from 127.0.0.1, each served once, in order, then idle: the first
     // is the stalest.
     let mut held: Vec<TcpStream> = (0..50)
@@ -761,6 +773,91 @@ fn at_max_tcp_clients_the_stalest_connection_of_the_busiest_source_makes_room() 
         let a = dns::tcp_exchange(&mut held[i], std::slice::from_ref(&q));
         assert_eq!(dns::a_records(&a[0]), [zone::A_ADDR], "client {i}");
     }
+}
+
+/// A client from 127.0.0.1 asks once over TCP and keeps its connection.
+fn served_tcp_client(proxy: &Proxy) -> TcpStream {
+    let mut s = dns::connect_tcp(proxy.addr()).expect("connect");
+    let q = dns::query(zone::A_NAME, RecordType::A);
+    let a = dns::tcp_exchange(&mut s, std::slice::from_ref(&q));
+    assert_eq!(dns::a_records(&a[0]), [zone::A_ADDR], "{}", proxy.log());
+    s
+}
+
+#[test]
+fn past_half_of_max_tcp_clients_idle_connections_are_closed_sooner_down_to_half() {
+    let _serial = serial();
+    let resolver = FixtureResolver::start(Chain::DotTest, Misbehave::None);
+    let proxy = Proxy::in_front_of(
+        &[&resolver],
+        &[
+            ("WORKERS", "1"),
+            ("MAX_TCP_CLIENTS", "20"),
+            ("TCP_IDLE_TIMEOUT", "30s"),
+        ],
+    );
+    // Half of the slots, each client served once, then idle for 1.5 s: the
+    // configured 30 s holds.
+    let mut first: Vec<TcpStream> = (0..10).map(|_| served_tcp_client(&proxy)).collect();
+    thread::sleep(Duration::from_millis(1_500));
+    for (i, s) in first.iter_mut().enumerate() {
+        assert!(
+            !closed_by_peer(s, Duration::from_millis(10)),
+            "client {i} of 10 (half of max_tcp_clients) closed after 1.5 s idle; log:\n{}",
+            proxy.log()
+        );
+    }
+    // Six more: 16 of 20. Past three quarters the idle timeout is 300 ms, past
+    // half 3 s (30 s / 100, / 10). Idle connections are closed, the stalest (the
+    // first ten) first, until no more than half are open: six of them, within
+    // 3 s of their last answer.
+    let started = Instant::now();
+    let mut more: Vec<TcpStream> = (0..6).map(|_| served_tcp_client(&proxy)).collect();
+    let mut closed = vec![false; 10];
+    let deadline = started + Duration::from_secs(5);
+    while closed.iter().filter(|c| **c).count() < 6 && Instant::now() < deadline {
+        for (s, c) in first
+            .iter_mut()
+            .zip(closed.iter_mut())
+            .filter(|(_, c)| !**c)
+        {
+            *c = closed_by_peer(s, Duration::from_millis(1));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let took = started.elapsed();
+    let count = closed.iter().filter(|c| **c).count();
+    eprintln!("pressure: {count} of the first 10 closed after {took:?} (configured 30 s)");
+    assert_eq!(
+        count,
+        6,
+        "16 of 20 open, idle: not six of the stalest closed within 5 s; log:\n{}",
+        proxy.log()
+    );
+    // Half are open now: the configured timeout is back. One second more closes
+    // nobody, and every one left is served on its connection.
+    thread::sleep(Duration::from_secs(1));
+    let q = dns::query(zone::A_NAME, RecordType::A);
+    let left = first
+        .iter_mut()
+        .zip(&closed)
+        .filter(|(_, c)| !**c)
+        .map(|(s, _)| s)
+        .chain(more.iter_mut());
+    for (i, s) in left.enumerate() {
+        assert!(
+            !closed_by_peer(s, Duration::from_millis(10)),
+            "connection {i} of the 10 left was closed with half of the slots open; log:\n{}",
+            proxy.log()
+        );
+        let a = dns::tcp_exchange(s, std::slice::from_ref(&q));
+        assert_eq!(dns::a_records(&a[0]), [zone::A_ADDR], "connection {i} left");
+    }
+    let log = proxy.log();
+    assert!(
+        log.contains("idle timeout shortened"),
+        "no log line tells the operator why; log:\n{log}"
+    );
 }
 
 #[test]

@@ -9,6 +9,14 @@
 //! - **Idle**: nothing in flight, nothing to write, no partial frame: closed
 //!   after `idle_timeout` (RFC 7766 §6.2.3). Only complete messages count as
 //!   activity, so a client dribbling bytes cannot keep a slot forever.
+//! - **Pressure**: with more than half of `max_tcp_clients` open the idle
+//!   timeout shrinks to a tenth, with more than three quarters to a
+//!   hundredth, never below [`PRESSURE_FLOOR`] (see [`Pressure`]). A
+//!   connection reads the pressure whenever its timer fires, so the idle
+//!   ones are closed, stalest deadline first, until no more than half are
+//!   open; the rest keep the configured timeout. The listener's [`Sweeps`]
+//!   wake the idle ones when the pressure rises, so those asleep on the
+//!   longer timeout take the shorter one at once.
 //! - **Frame completion**: a frame that has started must be complete within
 //!   [`ClientLimits::frame_timeout`]. A client sending one byte every few
 //!   seconds is closed, whatever the idle timeout. The clock runs only while
@@ -159,11 +167,125 @@ impl Budget {
     }
 }
 
+/// The shortest idle timeout [`Pressure`] brings: a client that sent a query
+/// gets at least this long to send its next (unbound's floor is the same).
+pub const PRESSURE_FLOOR: Duration = Duration::from_millis(200);
+
+/// How full the listener's TCP client slots are, as far as the idle timeout
+/// goes (RFC 7766 §6.2.3: a server under pressure may close idle connections
+/// sooner).
+///
+/// Every open connection costs the worker on every wake-up (WASI 0.2 has no
+/// readiness set kept between waits: the README's "Open TCP connections cost
+/// CPU on every wake-up"), and a slot held idle costs its holder one query
+/// per idle timeout. Shortening the timeout under pressure makes the slots
+/// past half dearer to hold: at the default 10 s, a query a second each past
+/// half, five a second past three quarters. As idle connections close the
+/// pressure falls, so closing stops at half: the clients left keep the
+/// configured timeout.
+/// unbound does the same, harder (a hundredth past half, a five-hundredth
+/// past 65%, nothing past 80%, at least 200 ms); a tenth first keeps clients
+/// that pause between bursts (a stub's persistent connection) a few seconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Pressure {
+    /// Half of the slots or fewer in use: the configured idle timeout.
+    #[default]
+    None,
+    /// More than half: a tenth of it.
+    High,
+    /// More than three quarters: a hundredth of it.
+    Severe,
+}
+
+impl Pressure {
+    /// The pressure with `open` of `max` client connections open.
+    pub fn of(open: usize, max: usize) -> Self {
+        if open.saturating_mul(4) > max.saturating_mul(3) {
+            Self::Severe
+        } else if open.saturating_mul(2) > max {
+            Self::High
+        } else {
+            Self::None
+        }
+    }
+
+    /// The idle timeout at this pressure, for the configured `idle`: never
+    /// longer than it, never shorter than [`PRESSURE_FLOOR`] unless it is.
+    pub fn idle_timeout(self, idle: Duration) -> Duration {
+        let divisor = match self {
+            Self::None => return idle,
+            Self::High => 10,
+            Self::Severe => 100,
+        };
+        (idle / divisor).max(PRESSURE_FLOOR).min(idle)
+    }
+
+    /// For logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::High => "more than half of max_tcp_clients open",
+            Self::Severe => "more than three quarters of max_tcp_clients open",
+        }
+    }
+}
+
+/// When the listener makes every idle connection take the idle timeout of a
+/// risen [`Pressure`] at once (a sweep), rather than at its next activity.
+///
+/// A connection learns the pressure whenever it computes its deadline, so a
+/// sweep is for those asleep on the longer timeout they computed before. A
+/// sweep wakes each idle connection (a few microseconds each), so sweeps are
+/// rate-limited: one when the pressure rises past what the last sweep
+/// applied, and at most one more each [`PRESSURE_FLOOR`] while it stays up.
+/// A client opening and closing connections around a threshold gets at most
+/// a few sweeps per [`PRESSURE_FLOOR`]; it cannot make the proxy wake every
+/// connection for every connection it opens.
+#[derive(Debug, Default)]
+pub struct Sweeps {
+    /// The pressure the last sweep applied, within [`PRESSURE_FLOOR`] of it.
+    swept: Pressure,
+    at: Option<Instant>,
+    /// The pressure at the accept before.
+    last: Pressure,
+}
+
+/// A sweep to make now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sweep {
+    /// The pressure it applies.
+    pub pressure: Pressure,
+    /// The pressure rose with this accept (worth telling the operator); a
+    /// sweep while it stays up is not.
+    pub rose: bool,
+}
+
+impl Sweeps {
+    /// A connection was accepted at `now`, `open` of `max` now open. `Some`:
+    /// sweep now.
+    pub fn on_accept(&mut self, now: Instant, open: usize, max: usize) -> Option<Sweep> {
+        if self.at.is_some_and(|at| now >= at + PRESSURE_FLOOR) {
+            self.swept = Pressure::None;
+            self.at = None;
+        }
+        let pressure = Pressure::of(open, max);
+        let rose = pressure > self.last;
+        self.last = pressure;
+        (pressure > self.swept).then(|| {
+            self.swept = pressure;
+            self.at = Some(now);
+            Sweep { pressure, rose }
+        })
+    }
+}
+
 /// Why a client connection is closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Close {
     /// Nothing happened for the idle timeout.
     Idle,
+    /// Nothing happened for the idle timeout as [`Pressure`] shortened it.
+    IdleUnderPressure,
     /// A frame was started and not completed in time.
     FrameTimeout,
     /// Answers waited and the client read none of them in time.
@@ -184,6 +306,7 @@ impl Close {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Idle => "idle",
+            Self::IdleUnderPressure => "idle for the idle timeout shortened under pressure",
             Self::FrameTimeout => "frame not completed in time",
             Self::WriteStalled => "not reading its answers",
             Self::BacklogFull => "too many unread answers",
@@ -209,6 +332,8 @@ pub struct ClientConn {
     /// When the socket last accepted bytes, or the backlog went from empty
     /// to non-empty.
     write_progress: Instant,
+    /// The listener's, as last told ([`on_pressure`](Self::on_pressure)).
+    pressure: Pressure,
     closed: Option<Close>,
 }
 
@@ -223,8 +348,20 @@ impl ClientConn {
             inflight: 0,
             backlog: 0,
             write_progress: now,
+            pressure: Pressure::None,
             closed: None,
         }
+    }
+
+    /// The listener's pressure now: the idle timeout that
+    /// [`deadline`](Self::deadline) and [`on_timer`](Self::on_timer) apply.
+    /// Tell it before asking either.
+    pub fn on_pressure(&mut self, pressure: Pressure) {
+        self.pressure = pressure;
+    }
+
+    fn idle_timeout(&self) -> Duration {
+        self.pressure.idle_timeout(self.limits.idle_timeout)
     }
 
     /// Whether the shell may read more from the client.
@@ -363,7 +500,7 @@ impl ClientConn {
             at.push(self.write_progress + self.limits.write_timeout);
         }
         if self.is_idle() {
-            at.push(self.last_activity + self.limits.idle_timeout);
+            at.push(self.last_activity + self.idle_timeout());
         }
         at.into_iter().min()
     }
@@ -380,8 +517,12 @@ impl ClientConn {
                 Some(Close::FrameTimeout)
             } else if self.backlog > 0 && expired(self.write_progress, self.limits.write_timeout) {
                 Some(Close::WriteStalled)
-            } else if self.is_idle() && expired(self.last_activity, self.limits.idle_timeout) {
-                Some(Close::Idle)
+            } else if self.is_idle() && expired(self.last_activity, self.idle_timeout()) {
+                if expired(self.last_activity, self.limits.idle_timeout) {
+                    Some(Close::Idle)
+                } else {
+                    Some(Close::IdleUnderPressure)
+                }
             } else {
                 None
             };
@@ -482,6 +623,104 @@ mod tests {
         assert_eq!(c.deadline(), Some(t0 + IDLE));
         assert_eq!(c.on_timer(t0 + IDLE - secs(1)), None);
         assert_eq!(c.on_timer(t0 + IDLE), Some(Close::Idle));
+    }
+
+    #[test]
+    fn rfc7766_under_pressure_the_idle_timeout_shrinks_to_a_tenth_then_a_hundredth() {
+        assert_eq!(Pressure::of(0, 100), Pressure::None);
+        assert_eq!(Pressure::of(50, 100), Pressure::None);
+        assert_eq!(Pressure::of(51, 100), Pressure::High);
+        assert_eq!(Pressure::of(75, 100), Pressure::High);
+        assert_eq!(Pressure::of(76, 100), Pressure::Severe);
+        assert_eq!(Pressure::of(200, 100), Pressure::Severe);
+        // One slot: its one connection is past three quarters.
+        assert_eq!(Pressure::of(1, 1), Pressure::Severe);
+        assert_eq!(Pressure::None.idle_timeout(IDLE), IDLE);
+        assert_eq!(Pressure::High.idle_timeout(IDLE), secs(1));
+        // A hundredth of 10 s is under the floor.
+        assert_eq!(Pressure::Severe.idle_timeout(IDLE), PRESSURE_FLOOR);
+        assert_eq!(Pressure::Severe.idle_timeout(secs(300)), secs(3));
+        // A configured timeout under the floor is kept, never lengthened.
+        let short = Duration::from_millis(50);
+        assert_eq!(Pressure::Severe.idle_timeout(short), short);
+    }
+
+    #[test]
+    fn an_idle_connection_under_pressure_closes_after_the_shorter_timeout() {
+        let t0 = Instant::now();
+        let mut c = conn(t0);
+        c.on_pressure(Pressure::High);
+        assert_eq!(c.deadline(), Some(t0 + secs(1)));
+        assert_eq!(c.on_timer(t0 + Duration::from_millis(999)), None);
+        assert_eq!(c.on_timer(t0 + secs(1)), Some(Close::IdleUnderPressure));
+    }
+
+    #[test]
+    fn when_the_pressure_falls_the_configured_idle_timeout_is_back() {
+        let t0 = Instant::now();
+        let mut c = conn(t0);
+        c.on_pressure(Pressure::Severe);
+        assert_eq!(c.deadline(), Some(t0 + PRESSURE_FLOOR));
+        // It woke at that deadline; the pressure had fallen meanwhile.
+        c.on_pressure(Pressure::None);
+        assert_eq!(c.on_timer(t0 + PRESSURE_FLOOR), None);
+        assert_eq!(c.deadline(), Some(t0 + IDLE));
+        assert_eq!(c.on_timer(t0 + IDLE), Some(Close::Idle));
+    }
+
+    #[test]
+    fn pressure_does_not_time_out_a_connection_with_work_to_do() {
+        let t0 = Instant::now();
+        let mut c = conn(t0);
+        let mut budget = Budget::new(1 << 20);
+        c.on_pressure(Pressure::Severe);
+        c.on_read(t0, 1, false);
+        c.on_forwarded();
+        // Its answer takes longer than the shortened timeout: not idle.
+        assert_eq!(c.on_timer(t0 + secs(5)), None);
+        c.on_answer(t0 + secs(5), 100, &mut budget).unwrap();
+        c.on_written(t0 + secs(5), 100, &mut budget);
+        // Idle from the answer on: the floor after it.
+        assert_eq!(c.deadline(), Some(t0 + secs(5) + PRESSURE_FLOOR));
+    }
+
+    #[test]
+    fn a_sweep_when_the_pressure_rises_and_at_most_one_more_per_floor_while_it_stays() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let rose = |pressure| {
+            Some(Sweep {
+                pressure,
+                rose: true,
+            })
+        };
+        let stayed = |pressure| {
+            Some(Sweep {
+                pressure,
+                rose: false,
+            })
+        };
+        let mut sweeps = Sweeps::default();
+        // Up to half: nothing to sweep.
+        assert_eq!(sweeps.on_accept(ms(0), 50, 100), None);
+        // Past half, then past three quarters in the same window: both sweep.
+        assert_eq!(sweeps.on_accept(ms(1), 51, 100), rose(Pressure::High));
+        assert_eq!(sweeps.on_accept(ms(2), 52, 100), None);
+        assert_eq!(sweeps.on_accept(ms(3), 76, 100), rose(Pressure::Severe));
+        // A client dancing around a threshold within the window: no sweep.
+        for i in 0..50 {
+            assert_eq!(
+                sweeps.on_accept(ms(4 + i), 50 + (i % 2) as usize * 30, 100),
+                None
+            );
+        }
+        // After the floor, one more while the pressure stays (nothing new to
+        // tell); then the window again.
+        assert_eq!(sweeps.on_accept(ms(203), 77, 100), stayed(Pressure::Severe));
+        assert_eq!(sweeps.on_accept(ms(204), 78, 100), None);
+        // Fallen back under half, risen again after the window: a sweep.
+        assert_eq!(sweeps.on_accept(ms(500), 10, 100), None);
+        assert_eq!(sweeps.on_accept(ms(501), 60, 100), rose(Pressure::High));
     }
 
     #[test]
@@ -786,6 +1025,21 @@ mod tests {
         /// plus one answer per connection (each may queue one while not
         /// behind), and a client from another source that reads its answers
         /// is always read from and always answered.
+        #[test]
+        fn more_connections_never_lengthen_the_idle_timeout(
+            open in 0usize..5_000,
+            more in 0usize..5_000,
+            max in 1usize..5_000,
+            idle_ms in 1u64..1_000_000,
+        ) {
+            let idle = Duration::from_millis(idle_ms);
+            let fewer = Pressure::of(open, max).idle_timeout(idle);
+            let now = Pressure::of(open + more, max).idle_timeout(idle);
+            prop_assert!(now <= fewer);
+            prop_assert!(now <= idle);
+            prop_assert!(now >= idle.min(PRESSURE_FLOOR));
+        }
+
         #[test]
         fn a_source_that_never_reads_cannot_starve_another(
             events in proptest::collection::vec((0usize..8, 1usize..9_000), 0..400),

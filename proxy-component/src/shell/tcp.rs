@@ -5,7 +5,8 @@
 //! Every decision is the core's: [`Context::admit`] says what a message
 //! gets, [`ClientConn`] when to stop reading, when to wake up and when to
 //! close, [`choose_victim`] which connection makes room at
-//! `max_tcp_clients`. This file only moves bytes: it waits for readiness and
+//! `max_tcp_clients`, [`Pressure`] and [`Sweeps`] when idle connections
+//! close sooner. This file only moves bytes: it waits for readiness and
 //! reads into one scratch buffer shared by all connections, so an idle
 //! connection holds no read buffer, and it writes answers from one buffer per
 //! connection whose size the core bounds.
@@ -20,7 +21,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::core::admission::{Decision, MAX_QUERY_LEN, SourceKey, Transport};
-use crate::core::client_conn::{Candidate, ClientConn, ClientLimits, choose_victim};
+use crate::core::client_conn::{
+    Candidate, ClientConn, ClientLimits, Pressure, Sweep, Sweeps, choose_victim,
+};
 use crate::core::framing::{Deframer, frame_into};
 use crate::core::message;
 use crate::shell::accept::Acceptor;
@@ -109,6 +112,7 @@ impl Client {
 pub struct Clients {
     open: Rc<RefCell<HashMap<u64, Rc<Client>>>>,
     next_id: Rc<std::cell::Cell<u64>>,
+    sweeps: Rc<RefCell<Sweeps>>,
 }
 
 /// Accepts clients until the listener fails.
@@ -149,6 +153,15 @@ pub async fn serve(listener: Acceptor, ctx: Rc<Context>, table: Clients) {
         });
         clients.borrow_mut().insert(id, client.clone());
         ctx.stats.borrow_mut().tcp_clients += 1;
+        let open = clients.borrow().len();
+        let sweep =
+            table
+                .sweeps
+                .borrow_mut()
+                .on_accept(Instant::now().into_std(), open, max_clients);
+        if let Some(sweep) = sweep {
+            wake_idle(&clients.borrow(), sweep, max_clients, &limits, &ctx);
+        }
         let (ctx, clients, scratch) = (ctx.clone(), clients.clone(), scratch.clone());
         tokio::task::spawn_local(async move {
             ctx.log.event(
@@ -156,7 +169,11 @@ pub async fn serve(listener: Acceptor, ctx: Rc<Context>, table: Clients) {
                 "connected by",
                 &[("client", &peer), ("proto", &"tcp")],
             );
-            let reason = serve_client(&stream, &client, &ctx, &scratch).await;
+            let occupancy = Occupancy {
+                open: &clients,
+                max: max_clients,
+            };
+            let reason = serve_client(&stream, &client, &ctx, &scratch, occupancy).await;
             client
                 .state
                 .borrow_mut()
@@ -207,6 +224,59 @@ fn make_room(clients: &HashMap<u64, Rc<Client>>, max: usize, ctx: &Context) {
     }
 }
 
+/// The pressure has risen: every idle connection is woken to take its
+/// shorter idle timeout (those idle past it close at once). The core rate-
+/// limits the calls ([`Sweeps`]); the log line is `info` only when the
+/// pressure rose, so an attack that keeps it up does not flood the log.
+fn wake_idle(
+    clients: &HashMap<u64, Rc<Client>>,
+    sweep: Sweep,
+    max: usize,
+    limits: &ClientLimits,
+    ctx: &Context,
+) {
+    let mut idle = 0usize;
+    for c in clients.values() {
+        if c.state.borrow().is_idle() {
+            idle += 1;
+            c.wake.notify_one();
+        }
+    }
+    let pressure = sweep.pressure;
+    ctx.log.event(
+        if sweep.rose {
+            Level::Info
+        } else {
+            Level::Debug
+        },
+        "tcp clients under pressure, idle timeout shortened",
+        &[
+            ("pressure", &pressure.as_str()),
+            ("open", &clients.len()),
+            ("max", &max),
+            ("idle", &idle),
+            (
+                "idle_timeout",
+                &format!("{:?}", pressure.idle_timeout(limits.idle_timeout)),
+            ),
+        ],
+    );
+}
+
+/// The listener's open connections and its `max_tcp_clients` (this
+/// worker's share), for the [`Pressure`].
+#[derive(Clone, Copy)]
+struct Occupancy<'a> {
+    open: &'a RefCell<HashMap<u64, Rc<Client>>>,
+    max: usize,
+}
+
+impl Occupancy<'_> {
+    fn pressure(self) -> Pressure {
+        Pressure::of(self.open.borrow().len(), self.max)
+    }
+}
+
 /// Serves one connection until the core closes it or the client leaves;
 /// returns why, for the log.
 async fn serve_client(
@@ -214,6 +284,7 @@ async fn serve_client(
     client: &Rc<Client>,
     ctx: &Rc<Context>,
     scratch: &RefCell<Vec<u8>>,
+    occupancy: Occupancy<'_>,
 ) -> &'static str {
     let mut deframer = Deframer::new(MAX_QUERY_LEN);
     // The client half-closed: answer what it sent, then close.
@@ -223,7 +294,8 @@ async fn serve_client(
             return why;
         }
         let (may_read, deadline, done) = {
-            let state = client.state.borrow();
+            let mut state = client.state.borrow_mut();
+            state.on_pressure(occupancy.pressure());
             if let Some(close) = state.closed() {
                 return close.as_str();
             }
@@ -291,7 +363,9 @@ async fn serve_client(
             }
             () = sleep_until_or_never(deadline) => {
                 let now = Instant::now().into_std();
-                if let Some(close) = client.state.borrow_mut().on_timer(now) {
+                let mut state = client.state.borrow_mut();
+                state.on_pressure(occupancy.pressure());
+                if let Some(close) = state.on_timer(now) {
                     return close.as_str();
                 }
             }
