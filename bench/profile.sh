@@ -20,7 +20,8 @@
 # each of which asks one query, reads its answer and stays connected and
 # silent while the queries are counted (what an idle connection costs each
 # wake-up: with --rate 300, each query is its own); the proxy's
-# tcp_idle_timeout is 300 s so that none is closed meanwhile.
+# tcp_idle_timeout is 300 s and max_tcp_clients 40,000 so that none is
+# closed meanwhile (past half of max_tcp_clients idle ones are closed).
 #
 # The callgrind output is removed at exit: for a closer look, run the steps
 # by hand (callgrind_annotate --tree=caller). --rate 0 (the default) sends as fast as the proxy under callgrind answers:
@@ -75,7 +76,7 @@ args=(--config /dev/null)
 [ -n "$COMPONENT" ] && args+=(--component "$COMPONENT")
 env -i PATH="$PATH" TLS_HOST=127.0.0.1 TLS_PORT="$UP" TLS_HOSTNAME=dot.test \
     TLS_CA_FILE="$PWD/fixtures/pki/root.pem" LOCAL_HOST=127.0.0.1 LOCAL_PORT="$PORT" \
-    CACHE_SIZE_MIB="$([ "$CACHED" = 0 ] && echo 0 || echo 16)" WORKERS=1 HEDGE_PERCENT=0 LOG_LEVEL=warn DNSPROXY_PERF_MAP=1 TCP_IDLE_TIMEOUT=300s \
+    CACHE_SIZE_MIB="$([ "$CACHED" = 0 ] && echo 0 || echo 16)" WORKERS=1 HEDGE_PERCENT=0 LOG_LEVEL=warn DNSPROXY_PERF_MAP=1 TCP_IDLE_TIMEOUT=300s MAX_TCP_CLIENTS=40000 \
     valgrind --tool=callgrind --instr-atstart=no --smc-check=all-non-file \
     --callgrind-out-file="$WORK/callgrind.out" "$BIN" "${args[@]}" >"$WORK/proxy.log" 2>&1 &
 VG=$!

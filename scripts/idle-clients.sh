@@ -4,7 +4,8 @@
 # cost grows with the number of open connections; this measures how much.
 #
 # Starts the fixture DoT resolver and dnsproxy (max_tcp_clients raised to
-# fit), then for each count of idle clients (default 0, 1000, 10000): opens
+# 40,000, so that 10,000 idle clients stay under half of a worker's share:
+# past half the idle timeout shrinks, and they would be closed), then for each count of idle clients (default 0, 1000, 10000): opens
 # them (each sent one query and read its answer, then stays connected and
 # silent), reads the proxy's RSS, and runs dnsperf for IDLE_SECONDS over UDP
 # and over TCP beside them, then at a fixed IDLE_RATE (default 1,000) UDP
@@ -39,6 +40,10 @@ command -v dnsperf >/dev/null || {
     echo "bench-idle: installing dnsperf" >&2
     apt-get install -y -qq dnsperf >/dev/null
 }
+command -v ss >/dev/null || {
+    echo "bench-idle: installing iproute2 (ss)" >&2
+    apt-get install -y -qq iproute2 >/dev/null
+}
 
 "$fixture_bin" --listen "127.0.0.1:$upstream_port" \
     --chain "$here/fixtures/pki/dot-test.chain.pem" --key "$here/fixtures/pki/dot-test.key" \
@@ -46,7 +51,7 @@ command -v dnsperf >/dev/null || {
 pids+=($!)
 env LOCAL_HOST=127.0.0.1 LOCAL_PORT="$port" TLS_HOST=127.0.0.1 TLS_PORT="$upstream_port" \
     TLS_HOSTNAME=dot.test TLS_CA_FILE="$here/fixtures/pki/root.pem" LOG_LEVEL=warn \
-    MAX_TCP_CLIENTS=20000 TCP_IDLE_TIMEOUT=300s "$proxy_bin" --config /dev/null >"$work/proxy.log" 2>&1 &
+    MAX_TCP_CLIENTS=40000 TCP_IDLE_TIMEOUT=300s "$proxy_bin" --config /dev/null >"$work/proxy.log" 2>&1 &
 proxy=$!
 pids+=("$proxy")
 for _ in $(seq 1 100); do
@@ -56,6 +61,9 @@ done
 for _ in $(seq 1 200); do echo "a.dot.test A"; done >"$work/queries"
 
 rss_mb() { awk '/VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$proxy/status"; }
+# Client TCP connections the proxy holds open now (past half of a worker's
+# share of max_tcp_clients it closes idle ones).
+held() { ss -Htn state established "( sport = :$port )" | wc -l; }
 qps() { # dnsperf's "Queries per second" for one run
     dnsperf -s 127.0.0.1 -p "$port" -d "$work/queries" -c 20 -l "$seconds" -m "$1" 2>/dev/null |
         awk '/Queries per second/ { printf "%.0f", $4 }'
@@ -75,8 +83,8 @@ cpu_per_query() {
         'BEGIN { if (q > 0) printf "%.0f (%d of %d answered)", t / hz * 1e6 / q, q, r * s; else printf "none answered" }'
 }
 
-printf '| idle TCP clients | proxy RSS MiB | UDP qps beside them | TCP qps beside them | µs CPU per query at %s qps |\n' "$rate"
-printf '|---|---|---|---|---|\n'
+printf '| idle TCP clients | proxy RSS MiB | UDP qps beside them | TCP qps beside them | µs CPU per query at %s qps | held at the end |\n' "$rate"
+printf '|---|---|---|---|---|---|\n'
 for n in "${counts[@]}"; do
     python3 "$here/scripts/idle-clients.py" "$port" "$n" "$work/idle-$n.ready" 2>"$work/idle-$n.err" &
     idle=$!
@@ -87,7 +95,7 @@ for n in "${counts[@]}"; do
     udp=$(qps udp)
     tcp=$(qps tcp)
     cpu=$(cpu_per_query "idle$n")
-    printf '| %s | %s | %s | %s | %s |\n' "$n" "$rss" "$udp" "$tcp" "$cpu"
+    printf '| %s | %s | %s | %s | %s | %s |\n' "$n" "$rss" "$udp" "$tcp" "$cpu" "$(held)"
     kill "$idle"
     wait "$idle" 2>/dev/null || true
     sleep 1
