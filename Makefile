@@ -31,7 +31,7 @@ NATIVE_PORT ?= 5398
 BENCH_ARGS ?=
 
 .PHONY: setup setup-test build-component build-host run-host install check-install test unit \
-	lint spec docker-check bench bench-container bench-idle bench-workers profile build run stop logs \
+	lint spec docker-check bench bench-container bench-idle bench-pressure bench-workers profile build run stop logs \
 	validate-k8s vendor-test \
 	fuzz fuzz-seed clean
 
@@ -235,6 +235,12 @@ IDLE_COUNTS ?= 0 1000 10000
 bench-idle: build-host
 	$(CARGO) build --release --target $(NATIVE_TARGET) -p dot-fixture
 	scripts/idle-clients.sh $(HOST) $(NATIVE_DIR)/dot-fixture $(IDLE_COUNTS)
+
+# What 2,048 clients holding TCP connections (a query every 5 s each,
+# reconnecting when closed) cost at the default limits, beside 1,000 qps.
+bench-pressure: build-host
+	$(CARGO) build --release --target $(NATIVE_TARGET) -p dot-fixture
+	scripts/pressure.sh $(HOST) $(NATIVE_DIR)/dot-fixture
 
 # The Kubernetes manifests (deploy/kubernetes) against the Kubernetes schemas,
 # offline (installs kubernetes-validate from PyPI if missing).
