@@ -23,47 +23,17 @@ proxy_bin=$1 fixture_bin=$2
 shift 2
 counts=("${@:-0 1000 10000}")
 read -r -a counts <<<"${counts[*]}"
-here=$(cd "$(dirname "$0")/.." && pwd)
 seconds=${IDLE_SECONDS:-10}
 rate=${IDLE_RATE:-1000}
 port=${IDLE_PORT:-5396}
 upstream_port=${IDLE_UPSTREAM_PORT:-18953}
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=scripts/local-proxy.sh
+. "$(dirname "$0")/local-proxy.sh"
+start_local_proxy MAX_TCP_CLIENTS=40000 TCP_IDLE_TIMEOUT=300s
 
-command -v dnsperf >/dev/null || {
-    echo "bench-idle: installing dnsperf" >&2
-    apt-get install -y -qq dnsperf >/dev/null
-}
-command -v ss >/dev/null || {
-    echo "bench-idle: installing iproute2 (ss)" >&2
-    apt-get install -y -qq iproute2 >/dev/null
-}
-
-"$fixture_bin" --listen "127.0.0.1:$upstream_port" \
-    --chain "$here/fixtures/pki/dot-test.chain.pem" --key "$here/fixtures/pki/dot-test.key" \
-    >"$work/fixture.log" 2>&1 &
-pids+=($!)
-env LOCAL_HOST=127.0.0.1 LOCAL_PORT="$port" TLS_HOST=127.0.0.1 TLS_PORT="$upstream_port" \
-    TLS_HOSTNAME=dot.test TLS_CA_FILE="$here/fixtures/pki/root.pem" LOG_LEVEL=warn \
-    MAX_TCP_CLIENTS=40000 TCP_IDLE_TIMEOUT=300s "$proxy_bin" --config /dev/null >"$work/proxy.log" 2>&1 &
-proxy=$!
-pids+=("$proxy")
-for _ in $(seq 1 100); do
-    dig +time=1 +tries=1 @127.0.0.1 -p "$port" a.dot.test >/dev/null 2>&1 && break
-    sleep 0.1
-done
 for _ in $(seq 1 200); do echo "a.dot.test A"; done >"$work/queries"
 
 rss_mb() { awk '/VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$proxy/status"; }
-# Client TCP connections the proxy holds open now (past half of a worker's
-# share of max_tcp_clients it closes idle ones).
-held() { ss -Htn state established "( sport = :$port )" | wc -l; }
 qps() { # dnsperf's "Queries per second" for one run
     dnsperf -s 127.0.0.1 -p "$port" -d "$work/queries" -c 20 -l "$seconds" -m "$1" 2>/dev/null |
         awk '/Queries per second/ { printf "%.0f", $4 }'

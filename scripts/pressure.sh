@@ -14,40 +14,18 @@
 # usage: scripts/pressure.sh DNSPROXY DOT_FIXTURE
 set -euo pipefail
 proxy_bin=$1 fixture_bin=$2
-here=$(cd "$(dirname "$0")/.." && pwd)
 clients=${PRESSURE_CLIENTS:-2048}
 period=${PRESSURE_PERIOD:-5}
 max=${PRESSURE_MAX:-2048}
 port=${PRESSURE_PORT:-5397}
 upstream_port=${PRESSURE_UPSTREAM_PORT:-18954}
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-command -v dnsperf >/dev/null || apt-get install -y -qq dnsperf >/dev/null
-command -v ss >/dev/null || apt-get install -y -qq iproute2 >/dev/null
-
-"$fixture_bin" --listen "127.0.0.1:$upstream_port" \
-    --chain "$here/fixtures/pki/dot-test.chain.pem" --key "$here/fixtures/pki/dot-test.key" \
-    >"$work/fixture.log" 2>&1 &
-pids+=($!)
-env LOCAL_HOST=127.0.0.1 LOCAL_PORT="$port" TLS_HOST=127.0.0.1 TLS_PORT="$upstream_port" \
-    TLS_HOSTNAME=dot.test TLS_CA_FILE="$here/fixtures/pki/root.pem" LOG_LEVEL=warn \
-    MAX_TCP_CLIENTS="$max" TCP_IDLE_TIMEOUT=10s "$proxy_bin" --config /dev/null >"$work/proxy.log" 2>&1 &
-proxy=$!
-pids+=("$proxy")
-for _ in $(seq 1 100); do
-    dig +time=1 +tries=1 @127.0.0.1 -p "$port" a.dot.test >/dev/null 2>&1 && break
-    sleep 0.1
-done
+# shellcheck source=scripts/local-proxy.sh
+. "$(dirname "$0")/local-proxy.sh"
+start_local_proxy MAX_TCP_CLIENTS="$max" TCP_IDLE_TIMEOUT=10s
 python3 "$here/scripts/refreshing-clients.py" "$port" "$clients" "$period" 32 >"$work/clients.out" &
 holders=$!
 pids+=("$holders")
 sleep 12
-held() { ss -Htn state established "( sport = :$port )" | wc -l; }
 before=$(held)
 awk 'BEGIN { for (i = 0; i < 11000; i++) printf "pressure-%d.dot.test A\n", i }' >"$work/names"
 t0=$(awk '{ print $14 + $15 }' "/proc/$proxy/stat")
