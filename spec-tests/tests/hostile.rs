@@ -751,15 +751,7 @@ fn at_max_tcp_clients_the_stalest_connection_of_the_busiest_source_makes_room() 
     );
     // 50 clients from 127.0.0.1, each served once, in order, then idle: the first
     // is the stalest.
-    let mut held: Vec<TcpStream> = (0..50)
-        .map(|i| {
-            let mut s = dns::connect_tcp(proxy.addr()).expect("connect");
-            let q = dns::query(zone::A_NAME, RecordType::A);
-            let a = dns::tcp_exchange(&mut s, std::slice::from_ref(&q));
-            assert_eq!(dns::a_records(&a[0]), [zone::A_ADDR], "client {i}");
-            s
-        })
-        .collect();
+    let mut held: Vec<TcpStream> = (0..50).map(|_| served_tcp_client(&proxy)).collect();
     // A 51st client, from another source, is served within a few seconds.
     let took = fresh_tcp_client_served(&proxy, Some(BYSTANDER), Duration::from_secs(3));
     eprintln!("max_tcp_clients=50: the 51st client was served in {took:?}");
