@@ -183,34 +183,6 @@ mod streams {
         IncomingDatagramStream, OutgoingDatagram, OutgoingDatagramStream,
     };
 
-    /// wasi-libc's `udp_socket_t` (wasi-sdk 30, `wasip2_udp.c`), read from
-    /// its debug information: the handles are `wasi:sockets` resource
-    /// handles owned by wasi-libc; the streams are valid while `state` is
-    /// `UDP_SOCKET_STATE_BOUND_STREAMING` (2), which the first `recvfrom` or
-    /// `sendto` of a bound socket reaches.
-    #[repr(C)]
-    struct UdpSocket {
-        socket: i32,
-        socket_pollable: i32,
-        blocking: bool,
-        family: u8,
-        state: u32,
-        incoming: i32,
-        incoming_pollable: i32,
-        outgoing: i32,
-        outgoing_pollable: i32,
-    }
-
-    const BOUND_STREAMING: u32 = 2;
-
-    // The layout checks: offsets as the debug information gives them.
-    const _: () = {
-        assert!(std::mem::offset_of!(UdpSocket, state) == 0x0c);
-        assert!(std::mem::offset_of!(UdpSocket, incoming) == 0x10);
-        assert!(std::mem::offset_of!(UdpSocket, outgoing) == 0x18);
-        assert!(std::mem::size_of::<UdpSocket>() == 0x20);
-    };
-
     /// The two streams, borrowed from wasi-libc for one call: never
     /// dropped here (wasi-libc drops them when the socket closes).
     pub(super) struct Streams {
@@ -222,16 +194,8 @@ mod streams {
     /// Read again for every call (a table lookup, no host call), so a
     /// closed or renumbered descriptor is never used.
     pub(super) fn of(fd: i32) -> Option<Streams> {
-        let socket = descriptors::state(fd).cast::<UdpSocket>();
-        if socket.is_null() {
-            return None;
-        }
-        // SAFETY: `fd` is the descriptor of the caller's own UDP socket,
-        // open for as long as the caller holds it, and the state of a UDP
-        // descriptor is a `udp_socket_t` (the layout above). The component
-        // is single threaded, so nothing changes it while this reads it.
-        let socket = unsafe { &*socket };
-        if socket.state != BOUND_STREAMING {
+        let socket = descriptors::udp(fd)?;
+        if socket.state != descriptors::UdpSocket::BOUND_STREAMING {
             return None;
         }
         let (incoming, outgoing) = (socket.incoming as u32, socket.outgoing as u32);

@@ -85,42 +85,13 @@ mod host {
     use bindings::dnsproxy::proxy::tcp_ack;
     use bindings::wasi::sockets::tcp::TcpSocket as WasiTcpSocket;
 
-    /// The head of wasi-libc's `tcp_socket_t` (wasi-sdk 30,
-    /// `wasip2_tcp.c`), read from its debug information: `socket` is the
-    /// `wasi:sockets` handle, owned by wasi-libc, live while the descriptor
-    /// is open; `tag` is the state's (`TCP_SOCKET_STATE_CONNECTED` is 3).
-    #[repr(C)]
-    struct TcpSocket {
-        socket: i32,
-        socket_pollable: i32,
-        blocking: bool,
-        fake_nodelay: bool,
-        fake_reuseaddr: bool,
-        family: u8,
-        tag: u32,
-    }
-
-    const CONNECTED: u32 = 3;
-
-    // The layout checks: offsets as the debug information gives them.
-    const _: () = {
-        assert!(std::mem::offset_of!(TcpSocket, socket) == 0x00);
-        assert!(std::mem::offset_of!(TcpSocket, tag) == 0x0c);
-    };
-
     /// Asks the host for a quick ACK on TCP descriptor `fd`, if it is a
     /// connected stream.
     pub(super) fn quick_ack(fd: i32) {
-        let socket = descriptors::state(fd).cast::<TcpSocket>();
-        if socket.is_null() {
+        let Some(socket) = descriptors::tcp(fd) else {
             return;
-        }
-        // SAFETY: `fd` is the descriptor of the caller's own TCP stream,
-        // open while the caller holds it, and the state of a TCP
-        // descriptor is a `tcp_socket_t` (the layout above). The component
-        // is single threaded, so nothing changes it while this reads it.
-        let socket = unsafe { &*socket };
-        if socket.tag != CONNECTED {
+        };
+        if socket.tag != descriptors::TcpSocket::CONNECTED {
             return;
         }
         // SAFETY: a live handle of this resource type while the descriptor
