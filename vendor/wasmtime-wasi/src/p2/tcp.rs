@@ -54,6 +54,19 @@ impl TcpSocket {
     pub fn quick_ack(&self) {
         self.inner.quick_ack();
     }
+    /// dnsproxy patch: the connected stream this socket reads from, while
+    /// its input is open: for an embedder that waits for its readiness
+    /// itself, with an owned future (`tokio::net::TcpStream::readable`
+    /// takes `&self`; its waiters are a list, so it does not displace the
+    /// waker of a `wasi:io/poll` on the same stream). `None` before the
+    /// socket is connected, for a listener, and after its input was shut
+    /// down or reached its end.
+    pub fn receive_stream(&self) -> Option<Arc<tokio::net::TcpStream>> {
+        match &*self.reader.as_ref()?.0.lock().unwrap() {
+            ReadState::Open(stream) => Some(stream.stream().clone()),
+            ReadState::Closed => None,
+        }
+    }
     pub(crate) fn shutdown(&mut self, how: Shutdown) -> SocketResult<()> {
         let reader = self.reader.as_mut().ok_or(ErrorCode::InvalidState)?;
         let writer = self.writer.as_mut().ok_or(ErrorCode::InvalidState)?;

@@ -686,6 +686,12 @@ pub(crate) struct TcpReceiveStream {
     inner: Arc<tokio::net::TcpStream>,
 }
 impl TcpReceiveStream {
+    /// dnsproxy patch: the stream itself, for readiness waited on outside
+    /// `wasi:io/poll` ([`crate::p2::TcpSocket::receive_stream`]).
+    pub(crate) fn stream(&self) -> &Arc<tokio::net::TcpStream> {
+        &self.inner
+    }
+
     pub(crate) fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
         self.inner.poll_read_ready(cx).map(|_| ())
     }
