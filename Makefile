@@ -148,13 +148,13 @@ unit: build-host
 	$(CARGO) test --release --target $(NATIVE_TARGET) --workspace --exclude spec-tests
 	$(MAKE) vendor-test
 
-# The vendored mio's patches: 1 and 2 are for the poll(2) selector (the
+# The vendored mio's patches: 1, 2 and 4 are for the poll(2) selector (the
 # component's), and on Linux their test forces that selector, in a target
 # directory of its own; 3 is for epoll (the host's workers, the native build).
 vendor-test:
 	RUSTFLAGS="--cfg mio_unsupported_force_poll_poll" $(CARGO) test \
 	  --manifest-path vendor/mio/Cargo.toml --features os-poll,net \
-	  --test dnsproxy_rearm --target-dir $(TARGET_DIR)/vendor-mio
+	  --test dnsproxy_rearm --test dnsproxy_wait_set --target-dir $(TARGET_DIR)/vendor-mio
 	$(CARGO) test --manifest-path vendor/mio/Cargo.toml --features os-poll,net \
 	  --test dnsproxy_on_demand --target-dir $(TARGET_DIR)/vendor-mio-epoll
 

@@ -67,6 +67,13 @@ cfg_io_source! {
     pub use io_source::arm_writes_on_demand;
 }
 
+// dnsproxy patch 4: see `wait_set`.
+#[cfg(all(any(unix, all(target_os = "wasi", not(target_env = "p1"))), feature = "os-poll"))]
+#[allow(dead_code)] // only the poll(2) selector consults it
+mod wait_set;
+#[cfg(all(any(unix, all(target_os = "wasi", not(target_env = "p1"))), feature = "os-poll"))]
+pub use wait_set::{install_wait_set, WaitSet};
+
 cfg_net! {
     pub mod net;
 }

@@ -3,7 +3,7 @@
 // Permission to use this code has been granted by original author:
 // https://github.com/tokio-rs/mio/pull/1602#issuecomment-1218441031
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::{Debug, Formatter};
 #[cfg(not(target_os = "hermit"))]
 use std::os::fd::RawFd;
@@ -140,7 +140,40 @@ struct Fds {
     poll_fds: Vec<PollFd>,
     /// The map of each file descriptor to data associated with it. This does not include the file
     /// descriptors created by the internal notify waker.
-    fd_data: HashMap<RawFd, FdData>,
+    fd_data: HashMap<RawFd, FdData, FdHash>,
+    /// dnsproxy patch 4: descriptors whose polled events changed since the
+    /// wait set (`crate::wait_set`) last looked at them.
+    dirty: Vec<RawFd>,
+    /// dnsproxy patch 4: registered descriptors polled for something and
+    /// not armed in the wait set: while there is one, a wait polls
+    /// everything with `poll(2)`.
+    outside: HashSet<RawFd, FdHash>,
+}
+
+/// dnsproxy patch 4: descriptors hashed by one multiplication (Fibonacci
+/// hashing, which spreads a small integer over all 64 bits). They are
+/// small, distinct integers the kernel (or wasi-libc) hands out, not chosen
+/// by an adversary, and with the wait set the selector looks each changed
+/// one up on every `select`, where SipHash cost more than the lookup.
+type FdHash = std::hash::BuildHasherDefault<FdHasher>;
+
+#[derive(Default)]
+struct FdHasher(u64);
+
+impl std::hash::Hasher for FdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+
+    fn write_i32(&mut self, fd: i32) {
+        self.0 = u64::from(fd as u32).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 /// Transparent wrapper around `libc::pollfd`, used to support `Debug` derives without adding the
@@ -169,6 +202,10 @@ struct FdData {
     /// Used to communicate with IoSourceState when we need to internally deregister
     /// based on a closed fd.
     shared_record: Arc<RegistrationRecord>,
+    /// dnsproxy patch 4: armed in the wait set.
+    watched: bool,
+    /// dnsproxy patch 4: armed in the wait set to write too.
+    watched_write: bool,
 }
 
 impl SelectorState {
@@ -186,7 +223,9 @@ impl SelectorState {
                 } else {
                     Vec::new()
                 },
-                fd_data: HashMap::new(),
+                fd_data: HashMap::default(),
+                dirty: Vec::new(),
+                outside: HashSet::default(),
             }),
             pending_removal: Mutex::new(Vec::new()),
             pending_wake_token: Mutex::new(None),
@@ -202,6 +241,22 @@ impl SelectorState {
         events.clear();
 
         let mut fds = self.fds.lock().unwrap();
+
+        // dnsproxy patch 4: with a wait set installed, the sockets that
+        // wait only to read wait in it.
+        if crate::wait_set::installed() {
+            if self.notify_waker.woken() {
+                timeout = Some(Duration::from_secs(0))
+            }
+            if let Some(closed) = Self::select_with_wait_set(&mut fds, events, timeout)? {
+                drop(fds);
+                let _ = self.deregister_all(&closed);
+                return Ok(());
+            }
+        } else {
+            // Nothing reads what changed.
+            fds.dirty.clear();
+        }
 
         // Keep track of fds that receive POLLHUP or POLLERR (i.e. won't receive further
         // events) and internally deregister them before they are externally deregister'd.  See
@@ -298,6 +353,8 @@ impl SelectorState {
                         // wrapper used with this selector will add back the interest using
                         // reregister.
                         poll_fd.events &= !poll_fd.revents;
+                        // dnsproxy patch 4: what it waits for changed.
+                        fds.dirty.push(poll_fd.fd);
 
                         // Minor optimization to potentially avoid looping n times where n is the
                         // number of input fds (i.e. we might loop between m and n times where m is
@@ -318,6 +375,122 @@ impl SelectorState {
         let _ = self.deregister_all(&closed_raw_fds);
 
         Ok(())
+    }
+
+    /// dnsproxy patch 4: the most descriptors outside the wait set that a
+    /// `select` probes before it falls back to `poll(2)` of everything: a
+    /// new socket, armed to write until its first (immediate) writable
+    /// event, or a connect in progress, should not cost a wait over every
+    /// watched socket; many sockets waiting to write cost that anyway.
+    const PROBE_MAX: usize = 16;
+
+    /// dnsproxy patch 4: one `select` with a wait set installed. Brings
+    /// the set up to date (arms what now waits to read, and perhaps to
+    /// write; disarms what no longer does); then, if every polled
+    /// descriptor is armed in it, waits on the set alone. Otherwise it
+    /// polls the others (when there are at most [`Self::PROBE_MAX`]) first
+    /// without blocking, and reports them with what the set has ready; only
+    /// when none of them is ready (or there are more) does it return
+    /// `None`, for a blocking `poll(2)` of everything (the set's
+    /// descriptors included). Returns the descriptors to deregister (hung
+    /// up or in error), as `select` does.
+    fn select_with_wait_set(
+        fds: &mut Fds,
+        events: &mut Events,
+        timeout: Option<Duration>,
+    ) -> io::Result<Option<Vec<RawFd>>> {
+        let mut dirty = std::mem::take(&mut fds.dirty);
+        crate::wait_set::with(|set| {
+            for &fd in &dirty {
+                let Some(data) = fds.fd_data.get_mut(&fd) else {
+                    continue;
+                };
+                let wanted = fds.poll_fds[data.poll_fds_index].0.events;
+                let write = wanted & WRITE_EVENTS != 0;
+                let armable =
+                    wanted & READ_EVENTS != 0 && wanted & !(READ_EVENTS | WRITE_EVENTS) == 0;
+                if data.watched && (!armable || data.watched_write != write) {
+                    set.disarm(fd);
+                    data.watched = false;
+                }
+                if armable && !data.watched {
+                    data.watched = set.arm(fd, write);
+                    data.watched_write = write;
+                }
+                if wanted != 0 && !data.watched {
+                    fds.outside.insert(fd);
+                } else {
+                    fds.outside.remove(&fd);
+                }
+            }
+        });
+        dirty.clear();
+        fds.dirty = dirty;
+
+        let mut closed = Vec::new();
+        let wait = if fds.outside.is_empty() {
+            timeout
+        } else if fds.outside.len() > Self::PROBE_MAX {
+            // Many wait for something else (clients not reading their
+            // answers): poll everything, as without a set, rather than
+            // probe them first too.
+            return Ok(None);
+        } else {
+            let mut probe: Vec<PollFd> = fds
+                .outside
+                .iter()
+                .map(|fd| {
+                    let events = fds.poll_fds[fds.fd_data[fd].poll_fds_index].0.events;
+                    PollFd(libc::pollfd {
+                        fd: *fd,
+                        events,
+                        revents: 0,
+                    })
+                })
+                .collect();
+            if poll(&mut probe, Some(Duration::ZERO))? == 0 {
+                return Ok(None);
+            }
+            for PollFd(probed) in &probe {
+                if probed.revents == 0 {
+                    continue;
+                }
+                let data = &fds.fd_data[&probed.fd];
+                events.push(Event {
+                    token: data.token,
+                    events: probed.revents,
+                });
+                fds.poll_fds[data.poll_fds_index].0.events &= !probed.revents;
+                fds.dirty.push(probed.fd);
+                if probed.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+                    closed.push(probed.fd);
+                }
+            }
+            Some(Duration::ZERO)
+        };
+
+        let mut ready = Vec::new();
+        crate::wait_set::with(|set| set.wait(wait, &mut ready)).unwrap_or(Ok(()))?;
+        for fd in ready {
+            let Some(data) = fds.fd_data.get_mut(&fd) else {
+                continue;
+            };
+            if !data.watched {
+                continue;
+            }
+            // Reported, so disarmed in the set: what it was armed for is
+            // reported, and it waits for nothing until an operation that
+            // would block re-arms it.
+            data.watched = false;
+            let armed = &mut fds.poll_fds[data.poll_fds_index].0.events;
+            let reported = *armed & (libc::POLLIN | WRITE_EVENTS);
+            *armed &= !(READ_EVENTS | WRITE_EVENTS);
+            events.push(Event {
+                token: data.token,
+                events: reported,
+            });
+        }
+        Ok(Some(closed))
     }
 
     pub fn register(&self, fd: RawFd, token: Token, interests: Interest) -> io::Result<()> {
@@ -370,6 +543,8 @@ impl SelectorState {
                     poll_fds_index,
                     token,
                     shared_record: record.clone(),
+                    watched: false,
+                    watched_write: false,
                 },
             );
 
@@ -378,6 +553,7 @@ impl SelectorState {
                 events: interests_to_poll(interests),
                 revents: 0,
             }));
+            fds.dirty.push(fd);
 
             Ok(record)
         })
@@ -390,6 +566,7 @@ impl SelectorState {
             data.token = token;
             let poll_fds_index = data.poll_fds_index;
             fds.poll_fds[poll_fds_index].0.events = interests_to_poll(interests);
+            fds.dirty.push(fd);
 
             Ok(())
         })
@@ -415,6 +592,7 @@ impl SelectorState {
             let data = fds.fd_data.get(&fd).ok_or(io::ErrorKind::NotFound)?;
             let poll_fds_index = data.poll_fds_index;
             fds.poll_fds[poll_fds_index].0.events |= interests_to_poll(interests);
+            fds.dirty.push(fd);
             Ok(())
         })
     }
@@ -461,6 +639,12 @@ impl SelectorState {
             for target in targets {
                 match fds.fd_data.remove(target).ok_or(()) {
                     Ok(data) => {
+                        // dnsproxy patch 4: the set must not hold it past
+                        // its close.
+                        if data.watched {
+                            crate::wait_set::with(|set| set.disarm(*target));
+                        }
+                        fds.outside.remove(target);
                         data.shared_record.mark_unregistered();
                         fds.poll_fds.swap_remove(data.poll_fds_index);
                         if let Some(swapped_pollfd) = fds.poll_fds.get(data.poll_fds_index) {
