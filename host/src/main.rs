@@ -20,6 +20,7 @@ pub mod logfmt;
 pub mod metrics;
 pub mod policy;
 pub mod query_name;
+pub mod readiness;
 pub mod reload;
 pub mod sandbox;
 pub mod spki;

@@ -46,6 +46,7 @@ mod bindings {
             "dnsproxy:proxy/aead.[constructor]key": trappable,
             "dnsproxy:proxy/aead.[method]key.seal": trappable,
             "dnsproxy:proxy/aead.[method]key.open": trappable,
+            "dnsproxy:proxy/readiness.wait": async | trappable,
         },
         exports: { default: async },
     });
@@ -56,6 +57,7 @@ use bindings::dnsproxy::proxy::aead as wit_aead;
 use bindings::dnsproxy::proxy::config as wit_config;
 use bindings::dnsproxy::proxy::log as wit_log;
 use bindings::dnsproxy::proxy::metrics as wit_metrics;
+use bindings::dnsproxy::proxy::readiness as wit_readiness;
 use bindings::dnsproxy::proxy::tcp_ack as wit_tcp_ack;
 use bindings::dnsproxy::proxy::types as wit_types;
 use bindings::dnsproxy::proxy::watchdog as wit_watchdog;
@@ -124,6 +126,11 @@ pub struct State {
     heartbeats: u64,
     /// Where `metrics.push` adds up.
     metrics: Arc<Metrics>,
+    /// Its `readiness` watch set, in `table` (its pollable is a child of
+    /// it), for the life of the store.
+    watch_set: Resource<crate::readiness::WatchSet>,
+    /// The watch set's pollable, made at the first `wait`.
+    watch_set_pollable: Option<Resource<wasmtime_wasi::p2::DynPollable>>,
 }
 
 impl WasiView for State {
@@ -192,6 +199,71 @@ impl wit_tcp_ack::Host for State {
         if let Ok(socket) = self.table.get(&socket) {
             socket.quick_ack();
         }
+    }
+}
+
+impl wit_readiness::Host for State {
+    fn watch(&mut self, key: u32, socket: Resource<wasmtime_wasi::p2::TcpSocket>) -> bool {
+        // The handle is the guest's own socket, borrowed for the call.
+        let Some(stream) = self
+            .table
+            .get(&socket)
+            .ok()
+            .and_then(wasmtime_wasi::p2::TcpSocket::receive_stream)
+        else {
+            self.watch_set_mut().unwatch(key);
+            return false;
+        };
+        self.watch_set_mut().watch(key, stream)
+    }
+
+    fn unwatch(&mut self, key: u32) {
+        self.watch_set_mut().unwatch(key);
+    }
+
+    async fn wait(
+        &mut self,
+        pollables: Vec<Resource<wasmtime_wasi::p2::DynPollable>>,
+        timeout_ns: Option<u64>,
+    ) -> wasmtime::Result<(Vec<u32>, Vec<u32>)> {
+        let set = match &self.watch_set_pollable {
+            Some(p) => p.rep(),
+            None => {
+                let set: Resource<crate::readiness::WatchSet> =
+                    Resource::new_borrow(self.watch_set.rep());
+                let p = wasmtime_wasi::p2::subscribe(&mut self.table, set)?;
+                let rep = p.rep();
+                self.watch_set_pollable = Some(p);
+                rep
+            }
+        };
+        let mut list = Vec::with_capacity(pollables.len() + 1);
+        list.push(Resource::new_borrow(set));
+        list.extend(pollables);
+        let poll = wasmtime_wasi::p2::bindings::io::poll::Host::poll(&mut self.table, list);
+        let ready = match timeout_ns {
+            None => poll.await?,
+            // A look without waiting (the event loop has work): no timer.
+            Some(0) => futures::FutureExt::now_or_never(poll)
+                .transpose()?
+                .unwrap_or_default(),
+            Some(ns) => match tokio::time::timeout(Duration::from_nanos(ns), poll).await {
+                Ok(ready) => ready?,
+                Err(_elapsed) => Vec::new(),
+            },
+        };
+        let keys = self.watch_set_mut().take();
+        // The set is index 0; the caller's pollables follow it.
+        let ready = ready.into_iter().filter_map(|i| i.checked_sub(1)).collect();
+        Ok((keys, ready))
+    }
+}
+
+impl State {
+    fn watch_set_mut(&mut self) -> &mut crate::readiness::WatchSet {
+        self.table
+            .get_mut(&self.watch_set)
+            .expect("the watch set lives as long as the store")
     }
 }
 
@@ -410,6 +482,7 @@ pub fn linker(engine: &Engine) -> Result<Linker<State>> {
     wit_watchdog::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     wit_aead::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     wit_tcp_ack::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    wit_readiness::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     Ok(linker)
 }
 
@@ -633,9 +706,24 @@ struct Worker {
 
 /// Runs one instance until it returns or traps.
 async fn run_once(w: &Worker) -> Outcome {
+    let mut table = ResourceTable::new();
+    let watch_set = match table.push(crate::readiness::WatchSet::default()) {
+        Ok(set) => set,
+        Err(e) => {
+            return Outcome::Trapped {
+                error: e.into(),
+                life: Life {
+                    heartbeats: 0,
+                    uptime: Duration::ZERO,
+                },
+            };
+        }
+    };
     let state = State {
         wasi: wasi_ctx(w.policy.clone(), w.count.get() > 1),
-        table: ResourceTable::new(),
+        table,
+        watch_set,
+        watch_set_pollable: None,
         limits: StoreLimitsBuilder::new()
             .memory_size(memory_limit(&w.published.current().1))
             .build(),

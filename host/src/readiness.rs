@@ -1,0 +1,298 @@
+//! The `readiness` interface (`wit/world.wit`): a watch set of the
+//! component's idle TCP streams, kept between its waits.
+//!
+//! `wasi:io/poll` is stateless: every call names every pollable, and the
+//! host makes a future for each, polls all of them, and polls all of them
+//! again each time one is woken. The component's event loop waits on every
+//! open client connection, so with 10,000 idle clients each wake-up cost
+//! 10,000 futures made and polled, and a query at 1,000 a second took twelve
+//! times the CPU. Here a stream costs one future when it starts waiting
+//! (`watch`), and a wait polls only the futures the operating system woke
+//! ([`FuturesUnordered`]); the component's `wasi:io/poll` holds this set's
+//! one pollable beside the few sockets it polls itself.
+//!
+//! A watched stream's future holds the stream (an `Arc` clone of the one
+//! wasmtime-wasi reads), so `unwatch` drops it before returning: the
+//! component unwatches before it closes a socket, and the connection must
+//! close then, not when the stream next becomes readable.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use futures::StreamExt;
+use futures::future::{AbortHandle, Abortable, BoxFuture};
+use futures::stream::FuturesUnordered;
+
+/// One watch: the key it reports and which arming of that key it is.
+type Report = (u32, u64);
+
+/// The most keys a set watches at once: more than a worker can hold
+/// sockets open (the process's descriptor limit), so only a guest that
+/// watches one socket under many keys meets it; `watch` then refuses, and
+/// the guest polls that socket itself. It bounds the host memory a guest
+/// can tie up here (a few hundred bytes a key).
+pub const MAX_WATCHED: usize = 1 << 18;
+
+/// Keys hashed by one multiplication (Fibonacci hashing): they are the
+/// component's descriptors, small integers, looked up on every arming and
+/// report, where SipHash cost more than the lookup. The component could
+/// choose colliding keys, but it can only slow its own worker's lookups,
+/// and the set holds at most [`MAX_WATCHED`].
+type KeyHash = std::hash::BuildHasherDefault<KeyHasher>;
+
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+        self.0 = self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn write_u32(&mut self, key: u32) {
+        self.0 = u64::from(key).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// The streams watched for input, and the keys of those that had some.
+#[derive(Default)]
+pub struct WatchSet {
+    /// Each watched key: the arming its future reports, and the handle
+    /// that cancels the future.
+    armed: HashMap<u32, (u64, AbortHandle), KeyHash>,
+    /// One future per arming; a cancelled one finishes as `None`.
+    waits: FuturesUnordered<BoxFuture<'static, Option<Report>>>,
+    /// Keys reported and not yet taken.
+    ready: Vec<u32>,
+    /// The number of the next arming.
+    next: u64,
+}
+
+impl std::fmt::Debug for WatchSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchSet")
+            .field("armed", &self.armed.len())
+            .field("ready", &self.ready.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WatchSet {
+    /// Watches `stream` for input under `key`, replacing what `key`
+    /// watched; false (and nothing watched under `key`) when the set is
+    /// full.
+    pub fn watch(&mut self, key: u32, stream: Arc<tokio::net::TcpStream>) -> bool {
+        self.unwatch(key);
+        if self.armed.len() >= MAX_WATCHED {
+            return false;
+        }
+        let arming = self.next;
+        self.next += 1;
+        let (abort, registration) = AbortHandle::new_pair();
+        let wait = Abortable::new(
+            async move {
+                // Readable, read-closed or an error: whatever it is, the
+                // component's read tells it.
+                let _ = stream.readable().await;
+            },
+            registration,
+        );
+        self.waits
+            .push(wait.map(move |r| r.ok().map(|()| (key, arming))).boxed());
+        self.armed.insert(key, (arming, abort));
+        true
+    }
+
+    /// Stops watching under `key` and drops its stream at once.
+    pub fn unwatch(&mut self, key: u32) {
+        if let Some((_, abort)) = self.armed.remove(&key) {
+            abort.abort();
+            // The cancelled future holds the stream until it is polled.
+            self.collect();
+        }
+        self.ready.retain(|k| *k != key);
+    }
+
+    /// The keys reported since the last take.
+    pub fn take(&mut self) -> Vec<u32> {
+        self.collect();
+        std::mem::take(&mut self.ready)
+    }
+
+    /// Moves what finished without waiting into `ready`.
+    fn collect(&mut self) {
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        while let std::task::Poll::Ready(Some(done)) = self.waits.poll_next_unpin(&mut cx) {
+            self.finished(done);
+        }
+    }
+
+    /// A future finished: a report counts if its arming is still the
+    /// key's (a replaced or cancelled one does not).
+    fn finished(&mut self, done: Option<Report>) {
+        let Some((key, arming)) = done else { return };
+        if self.armed.get(&key).is_some_and(|(a, _)| *a == arming) {
+            self.armed.remove(&key);
+            self.ready.push(key);
+        }
+    }
+
+    /// Watched keys (for tests and the debug output).
+    pub fn watched(&self) -> usize {
+        self.armed.len()
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl wasmtime_wasi::p2::Pollable for WatchSet {
+    async fn ready(&mut self) {
+        std::future::poll_fn(|cx| {
+            loop {
+                if !self.ready.is_empty() {
+                    return std::task::Poll::Ready(());
+                }
+                match self.waits.poll_next_unpin(cx) {
+                    std::task::Poll::Ready(Some(done)) => self.finished(done),
+                    // Nothing watched: never ready (the wait's other
+                    // pollables end it).
+                    std::task::Poll::Ready(None) | std::task::Poll::Pending => {
+                        return std::task::Poll::Pending;
+                    }
+                }
+            }
+        })
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::AsyncWriteExt;
+    use wasmtime_wasi::p2::Pollable;
+
+    use super::*;
+
+    /// A connected pair on loopback: (the watched side, the peer).
+    async fn pair() -> (Arc<tokio::net::TcpStream>, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (accepted, peer) = tokio::join!(listener.accept(), peer);
+        let accepted = accepted.unwrap().0;
+        // tokio takes a stream it just accepted for readable (a hint, and
+        // wasi-libc's read finds nothing): the component's first read
+        // clears that before it ever watches the stream.
+        let mut byte = [0u8; 1];
+        let first = accepted.try_read(&mut byte).unwrap_err();
+        assert_eq!(first.kind(), std::io::ErrorKind::WouldBlock);
+        (Arc::new(accepted), peer.unwrap())
+    }
+
+    async fn ready_within(set: &mut WatchSet, ms: u64) -> bool {
+        tokio::time::timeout(Duration::from_millis(ms), set.ready())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn reports_only_the_stream_with_input_once() {
+        let mut set = WatchSet::default();
+        let mut peers = Vec::new();
+        for key in 0..50 {
+            let (stream, peer) = pair().await;
+            assert!(set.watch(key, stream));
+            peers.push(peer);
+        }
+        assert!(!ready_within(&mut set, 50).await, "nothing was sent");
+        peers[17].write_all(b"x").await.unwrap();
+        assert!(ready_within(&mut set, 2_000).await);
+        assert_eq!(set.take(), vec![17]);
+        assert_eq!(set.watched(), 49, "a reported key is no longer watched");
+        // Unread input does not report again until watched again.
+        assert!(!ready_within(&mut set, 50).await);
+        assert!(set.take().is_empty());
+        drop(peers);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn watching_again_reports_unread_input_at_once() {
+        let mut set = WatchSet::default();
+        let (stream, mut peer) = pair().await;
+        peer.write_all(b"x").await.unwrap();
+        assert!(set.watch(3, stream.clone()));
+        assert!(ready_within(&mut set, 2_000).await);
+        assert_eq!(set.take(), vec![3]);
+        assert!(set.watch(3, stream));
+        assert!(
+            ready_within(&mut set, 2_000).await,
+            "the byte is still unread"
+        );
+        assert_eq!(set.take(), vec![3]);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_peer_closing_is_input() {
+        let mut set = WatchSet::default();
+        let (stream, peer) = pair().await;
+        assert!(set.watch(1, stream));
+        drop(peer);
+        assert!(ready_within(&mut set, 2_000).await);
+        assert_eq!(set.take(), vec![1]);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn unwatch_forgets_the_key_and_lets_the_socket_close() {
+        let mut set = WatchSet::default();
+        let (stream, mut peer) = pair().await;
+        let weak = Arc::downgrade(&stream);
+        assert!(set.watch(5, stream));
+        peer.write_all(b"x").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        set.unwatch(5);
+        assert!(set.take().is_empty(), "an unwatched key is not reported");
+        assert!(
+            weak.upgrade().is_none(),
+            "the set still holds the stream after unwatch"
+        );
+        assert_eq!(set.watched(), 0);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_replaced_watch_reports_once_under_its_key() {
+        let mut set = WatchSet::default();
+        let (a, mut peer_a) = pair().await;
+        let (b, _peer_b) = pair().await;
+        assert!(set.watch(9, a));
+        assert!(set.watch(9, b));
+        peer_a.write_all(b"x").await.unwrap();
+        assert!(
+            !ready_within(&mut set, 100).await,
+            "the replaced stream's input was reported"
+        );
+        assert_eq!(set.watched(), 1);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_full_set_refuses_more_keys() {
+        let mut set = WatchSet::default();
+        let (stream, _peer) = pair().await;
+        for key in 0..MAX_WATCHED as u32 {
+            assert!(set.watch(key, stream.clone()));
+        }
+        assert!(!set.watch(u32::MAX, stream.clone()), "over the cap");
+        assert_eq!(set.watched(), MAX_WATCHED);
+        // Watching a key again replaces it, full or not.
+        assert!(set.watch(7, stream.clone()));
+        set.unwatch(8);
+        assert!(set.watch(u32::MAX, stream));
+    }
+}
