@@ -404,6 +404,10 @@ pub(crate) fn main() {
         Err(e) => fatal("invalid configuration from the host", &e),
     };
     let log = Log::new(config.log_level, Rc::new(HostSink));
+    // Before the runtime registers a socket: idle sockets wait in the
+    // host's watch set, not in every wait's list.
+    #[cfg(wasi_libc_descriptors)]
+    dnsproxy_core::shell::watch::install();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1,7 +1,8 @@
 //! wasi-libc's descriptor table, read for the `wasi:sockets` handles under
 //! a socket descriptor: what wasi-libc does not let its callers reach
 //! (batched datagrams, [`crate::shell::datagrams`]; quick ACKs,
-//! [`crate::shell::quick_ack`]).
+//! [`crate::shell::quick_ack`]; the host's watch set,
+//! [`crate::shell::watch`]).
 //!
 //! Only with the wasi-libc whose layouts were read off its debug
 //! information (wasi-sdk 30, `build.rs` sets `wasi_libc_descriptors`).
@@ -107,7 +108,7 @@ const _: () = {
 ///
 /// # Safety
 /// `fd` must be a descriptor whose state is a `T`: one the caller opened
-/// as that kind of socket.
+/// as that kind of socket, or one [`kind`] named so.
 unsafe fn read<T: Copy>(fd: std::os::fd::RawFd) -> Option<T> {
     let state = state(fd).cast::<T>();
     // SAFETY: the caller's promise; the component is single threaded, so
@@ -127,4 +128,38 @@ pub(crate) fn tcp(fd: std::os::fd::RawFd) -> Option<TcpSocket> {
 pub(crate) fn udp(fd: std::os::fd::RawFd) -> Option<UdpSocket> {
     // SAFETY: the caller's UDP socket: its state is a `udp_socket_t`.
     unsafe { read(fd) }
+}
+
+/// A socket descriptor's state, by the kind wasi-libc says it is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Socket {
+    Tcp(TcpSocket),
+    Udp(UdpSocket),
+}
+
+/// What descriptor `fd` is, asked of wasi-libc (`SO_TYPE`, answered from
+/// its own state without a host call); `None` when it is not an open
+/// socket.
+pub(crate) fn kind(fd: std::os::fd::RawFd) -> Option<Socket> {
+    let mut kind: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `kind` and `len` are valid for the writes getsockopt makes.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            std::ptr::from_mut(&mut kind).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return None;
+    }
+    match kind {
+        // SAFETY: wasi-libc says which kind of state it keeps for `fd`.
+        libc::SOCK_STREAM => unsafe { read(fd) }.map(Socket::Tcp),
+        libc::SOCK_DGRAM => unsafe { read(fd) }.map(Socket::Udp),
+        _ => None,
+    }
 }

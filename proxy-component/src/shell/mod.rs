@@ -18,6 +18,8 @@ pub mod resolver;
 pub mod tcp;
 pub mod tls;
 pub mod udp;
+#[cfg(wasi_libc_descriptors)]
+pub mod watch;
 
 use std::cell::RefCell;
 use std::rc::Rc;

@@ -1,0 +1,213 @@
+//! The event loop's wait, without asking about every idle connection each
+//! time.
+//!
+//! tokio runs on mio's `poll(2)` selector in the component, and wasi-libc's
+//! `poll` makes one `wasi:io/poll` call naming a pollable per socket, for
+//! which the host makes and polls a future per socket: every wake-up of a
+//! worker paid for every connection it held open. With 10,000 idle TCP
+//! clients a query at 1,000 qps cost twelve times the CPU, and an attacker
+//! who held connections open made every other client's query dearer.
+//!
+//! [`install`] gives the selector a wait set (the vendored mio's patch 4,
+//! `mio::WaitSet`) for the sockets that wait to read:
+//! - a TCP stream is watched by the host (`readiness.watch`, once per
+//!   arming); the host polls only the streams the kernel woke;
+//! - a listener or a UDP socket is one of the few polled by its own
+//!   pollable, the one wasi-libc keeps for it (read off its descriptor
+//!   table, [`crate::shell::descriptors`]).
+//!
+//! A wait is then one host call (`readiness.wait`): the set, the listeners
+//! and UDP sockets, and the timeout, where wasi-libc made three (the
+//! clock's pollable, `wasi:io/poll`, its drop). Its cost no longer grows
+//! with idle connections. Anything else (a socket waiting to write, a connect in
+//! progress) the set refuses, and mio polls everything through wasi-libc
+//! while such a socket waits: slower, never wrong.
+
+// wasi-libc's descriptors and borrowed handles: raw handles.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::mem::ManuallyDrop;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use crate::shell::descriptors::{self, Socket, TcpSocket, UdpSocket};
+
+mod bindings {
+    #![allow(missing_docs, unreachable_pub, clippy::all)]
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "host-readiness",
+        features: ["clocks-timezone"],
+        generate_all,
+    });
+}
+
+use bindings::dnsproxy::proxy::readiness;
+use bindings::wasi::io::poll::Pollable;
+use bindings::wasi::sockets::tcp::TcpSocket as WasiTcpSocket;
+
+/// Installs the wait set for the event loop of this thread: call before the
+/// runtime registers its first socket.
+pub fn install() {
+    mio::install_wait_set(Some(Box::new(Watch::default())));
+}
+
+/// The sockets armed in the wait set, by descriptor.
+#[derive(Default)]
+struct Watch {
+    /// TCP streams the host watches (their descriptor is the key),
+    /// indexed by descriptor: wasi-libc's are small and dense.
+    streams: Vec<bool>,
+    /// Listeners and UDP sockets, polled by wasi-libc's pollable.
+    own: Vec<RawFd>,
+    /// Each wait's own pollables and their descriptors, kept to reuse the
+    /// allocation.
+    handles: Vec<(u32, RawFd)>,
+}
+
+impl Watch {
+    /// Whether stream `fd` was armed, and no longer is.
+    fn take_stream(&mut self, fd: RawFd) -> bool {
+        usize::try_from(fd)
+            .ok()
+            .and_then(|i| self.streams.get_mut(i))
+            .is_some_and(std::mem::take)
+    }
+
+    fn put_stream(&mut self, fd: RawFd) {
+        let Ok(i) = usize::try_from(fd) else { return };
+        if self.streams.len() <= i {
+            self.streams.resize(i + 1, false);
+        }
+        self.streams[i] = true;
+    }
+}
+
+/// The pollable wasi-libc keeps for reading `fd`, when it is a listener or
+/// a UDP socket streaming datagrams (and it has made one): the one its
+/// `poll` would use.
+fn own_pollable(socket: Socket) -> Option<u32> {
+    let handle = match socket {
+        Socket::Tcp(t) if t.tag == TcpSocket::LISTENING => t.socket_pollable,
+        Socket::Udp(u) if u.state == UdpSocket::BOUND_STREAMING => u.incoming_pollable,
+        _ => return None,
+    };
+    u32::try_from(handle).ok().filter(|h| *h != 0)
+}
+
+/// wasi-libc makes a socket's pollable the first time its `poll` is asked
+/// about it (a UDP socket's only once it streams datagrams, after the
+/// selector first polled it): asks it once, without waiting, so that it
+/// makes and keeps the pollable (it owns it and drops it when the socket
+/// closes). Whether it now has one.
+fn wasi_libc_made_pollable(fd: RawFd) -> bool {
+    let mut probe = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid `pollfd`.
+    if unsafe { libc::poll(&mut probe, 1, 0) } < 0 {
+        return false;
+    }
+    descriptors::kind(fd).and_then(own_pollable).is_some()
+}
+
+impl mio::WaitSet for Watch {
+    fn arm(&mut self, fd: RawFd, write: bool) -> bool {
+        let Some(socket) = descriptors::kind(fd) else {
+            return false;
+        };
+        match socket {
+            // A listener's one pollable is its readiness both ways (tokio
+            // registers it for writing too; it never writes).
+            Socket::Tcp(t) if t.tag == TcpSocket::LISTENING => {}
+            // The set and a UDP socket's input pollable watch reading only.
+            _ if write => return false,
+            _ => {}
+        }
+        if let Socket::Tcp(t) = socket
+            && t.tag == TcpSocket::CONNECTED
+        {
+            let (Ok(key), Ok(handle)) = (u32::try_from(fd), u32::try_from(t.socket)) else {
+                return false;
+            };
+            // SAFETY: the socket's live handle while the descriptor is
+            // open (the selector's caller holds it); `ManuallyDrop` keeps
+            // it wasi-libc's.
+            let socket = ManuallyDrop::new(unsafe { WasiTcpSocket::from_handle(handle) });
+            if !readiness::watch(key, &socket) {
+                return false;
+            }
+            self.put_stream(fd);
+            return true;
+        }
+        if own_pollable(socket).is_none() && !wasi_libc_made_pollable(fd) {
+            return false;
+        }
+        if !self.own.contains(&fd) {
+            self.own.push(fd);
+        }
+        true
+    }
+
+    fn disarm(&mut self, fd: RawFd) {
+        if self.take_stream(fd) {
+            if let Ok(key) = u32::try_from(fd) {
+                readiness::unwatch(key);
+            }
+        } else {
+            self.own.retain(|o| *o != fd);
+        }
+    }
+
+    fn wait(&mut self, timeout: Option<Duration>, ready: &mut Vec<RawFd>) -> io::Result<()> {
+        let mut handles = std::mem::take(&mut self.handles);
+        handles.clear();
+        // Read again each wait: a socket whose state changed (or that
+        // closed) is reported, for its owner to look at.
+        self.own
+            .retain(|&fd| match descriptors::kind(fd).and_then(own_pollable) {
+                Some(handle) => {
+                    handles.push((handle, fd));
+                    true
+                }
+                None => {
+                    ready.push(fd);
+                    false
+                }
+            });
+        if !ready.is_empty() {
+            self.handles = handles;
+            return Ok(());
+        }
+        // SAFETY: wasi-libc's pollables of sockets open now, borrowed for
+        // this call only; `ManuallyDrop` leaves them wasi-libc's.
+        let pollables: Vec<ManuallyDrop<Pollable>> = handles
+            .iter()
+            .map(|(h, _)| ManuallyDrop::new(unsafe { Pollable::from_handle(*h) }))
+            .collect();
+        let borrowed: Vec<&Pollable> = pollables.iter().map(|p| &**p).collect();
+        let timeout = timeout.map(|t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX));
+        let (keys, indices) = readiness::wait(&borrowed, timeout);
+        for key in keys {
+            let Ok(fd) = RawFd::try_from(key) else {
+                continue;
+            };
+            if self.take_stream(fd) {
+                ready.push(fd);
+            }
+        }
+        for index in indices {
+            if let Some(&(_, fd)) = handles.get(index as usize) {
+                self.own.retain(|o| *o != fd);
+                ready.push(fd);
+            }
+        }
+        drop(borrowed);
+        drop(pollables);
+        self.handles = handles;
+        Ok(())
+    }
+}
