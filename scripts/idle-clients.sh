@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench-idle`: what idle TCP clients cost. wasi:io/poll builds one
-# future per registered socket on every wake-up of the component, so its
-# cost grows with the number of open connections; this measures how much.
+# future per pollable on every wake-up of the component, so without the
+# host's watch set (README, "Open TCP connections") the cost of a wake-up
+# grew with the number of open connections; this measures how much it does.
 #
 # Starts the fixture DoT resolver and dnsproxy (max_tcp_clients raised to
 # 40,000, so that 10,000 idle clients stay under half of a worker's share:
@@ -11,7 +12,7 @@
 # and over TCP beside them, then at a fixed IDLE_RATE (default 1,000) UDP
 # queries a second for new names (each a cache miss), for the proxy's CPU
 # per answered query: at a moderate rate each query is its own wake-up,
-# and each wake-up polls every open socket. Prints one table row per count, then the memory
+# and a wake-up that polled every open socket paid for them all. Prints one table row per count, then the memory
 # goal for this many workers (WORKERS, else the CPUs) and this cache size
 # (CACHE_SIZE_MIB, else the default 16): at most 30 MB per worker plus the
 # caches, with 1,000 clients. Everything it starts it stops; traffic stays

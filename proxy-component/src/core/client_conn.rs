@@ -175,11 +175,11 @@ pub const PRESSURE_FLOOR: Duration = Duration::from_millis(200);
 /// goes (RFC 7766 §6.2.3: a server under pressure may close idle connections
 /// sooner).
 ///
-/// Every open connection costs the worker on every wake-up (WASI 0.2 has no
-/// readiness set kept between waits: the README's "Open TCP connections cost
-/// CPU on every wake-up"), and a slot held idle costs its holder one query
-/// per idle timeout. Shortening the timeout under pressure makes the slots
-/// past half dearer to hold: at the default 10 s, a query a second each past
+/// Every open connection holds a descriptor and memory (with the host's
+/// watch set an idle one costs no CPU per wake-up: the README's "Open TCP
+/// connections"), and a slot held idle costs its holder one query per idle
+/// timeout. Shortening the timeout under pressure makes the slots past half
+/// dearer to hold: at the default 10 s, a query a second each past
 /// half, five a second past three quarters. As idle connections close the
 /// pressure falls, so closing stops at half: the clients left keep the
 /// configured timeout.
