@@ -129,8 +129,8 @@ pub struct State {
     /// Its `readiness` watch set, in `table` (its pollable is a child of
     /// it), for the life of the store.
     watch_set: Resource<crate::readiness::WatchSet>,
-    /// The watch set's pollable, made at the first `wait`.
-    watch_set_pollable: Option<Resource<wasmtime_wasi::p2::DynPollable>>,
+    /// The watch set's pollable.
+    watch_set_pollable: Resource<wasmtime_wasi::p2::DynPollable>,
 }
 
 impl WasiView for State {
@@ -226,17 +226,7 @@ impl wit_readiness::Host for State {
         pollables: Vec<Resource<wasmtime_wasi::p2::DynPollable>>,
         timeout_ns: Option<u64>,
     ) -> wasmtime::Result<(Vec<u32>, Vec<u32>)> {
-        let set = match &self.watch_set_pollable {
-            Some(p) => p.rep(),
-            None => {
-                let set: Resource<crate::readiness::WatchSet> =
-                    Resource::new_borrow(self.watch_set.rep());
-                let p = wasmtime_wasi::p2::subscribe(&mut self.table, set)?;
-                let rep = p.rep();
-                self.watch_set_pollable = Some(p);
-                rep
-            }
-        };
+        let set = self.watch_set_pollable.rep();
         let mut list = Vec::with_capacity(pollables.len() + 1);
         list.push(Resource::new_borrow(set));
         list.extend(pollables);
@@ -704,14 +694,28 @@ struct Worker {
     policy: SocketPolicy,
 }
 
+/// An instance's `readiness` watch set and its pollable (a child of it),
+/// in `table` for the life of the store.
+fn watch_set(
+    table: &mut ResourceTable,
+) -> Result<(
+    Resource<crate::readiness::WatchSet>,
+    Resource<wasmtime_wasi::p2::DynPollable>,
+)> {
+    let set = table.push(crate::readiness::WatchSet::default())?;
+    let borrowed: Resource<crate::readiness::WatchSet> = Resource::new_borrow(set.rep());
+    let pollable = wasmtime_wasi::p2::subscribe(table, borrowed)?;
+    Ok((set, pollable))
+}
+
 /// Runs one instance until it returns or traps.
 async fn run_once(w: &Worker) -> Outcome {
     let mut table = ResourceTable::new();
-    let watch_set = match table.push(crate::readiness::WatchSet::default()) {
+    let (watch_set, watch_set_pollable) = match watch_set(&mut table) {
         Ok(set) => set,
-        Err(e) => {
+        Err(error) => {
             return Outcome::Trapped {
-                error: e.into(),
+                error,
                 life: Life {
                     heartbeats: 0,
                     uptime: Duration::ZERO,
@@ -723,7 +727,7 @@ async fn run_once(w: &Worker) -> Outcome {
         wasi: wasi_ctx(w.policy.clone(), w.count.get() > 1),
         table,
         watch_set,
-        watch_set_pollable: None,
+        watch_set_pollable,
         limits: StoreLimitsBuilder::new()
             .memory_size(memory_limit(&w.published.current().1))
             .build(),
