@@ -131,6 +131,29 @@ pub struct State {
     watch_set: Resource<crate::readiness::WatchSet>,
     /// The watch set's pollable.
     watch_set_pollable: Resource<wasmtime_wasi::p2::DynPollable>,
+    /// Its `wasi:clocks/monotonic-clock`, which `readiness.wait` reads too.
+    clock: Clock,
+}
+
+/// An instance's monotonic clock: nanoseconds since the instance started,
+/// as wasmtime-wasi's default, and `Copy`, so that `readiness.wait` reports
+/// the reading of the very clock the component's `monotonic-clock.now`
+/// reads.
+#[derive(Clone, Copy)]
+struct Clock {
+    origin: Instant,
+}
+
+impl wasmtime_wasi::HostMonotonicClock for Clock {
+    fn resolution(&self) -> u64 {
+        // CLOCK_MONOTONIC (std's `Instant`) counts nanoseconds.
+        1
+    }
+
+    fn now(&self) -> u64 {
+        // 2^64 ns is over 584 years.
+        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
 }
 
 impl WasiView for State {
@@ -225,7 +248,7 @@ impl wit_readiness::Host for State {
         &mut self,
         pollables: Vec<Resource<wasmtime_wasi::p2::DynPollable>>,
         timeout_ns: Option<u64>,
-    ) -> wasmtime::Result<(Vec<u32>, Vec<u32>)> {
+    ) -> wasmtime::Result<wit_readiness::Waited> {
         let set = self.watch_set_pollable.rep();
         let mut list = Vec::with_capacity(pollables.len() + 1);
         list.push(Resource::new_borrow(set));
@@ -242,10 +265,14 @@ impl wit_readiness::Host for State {
                 Err(_elapsed) => Vec::new(),
             },
         };
-        let keys = self.watch_set_mut().take();
+        let streams = self.watch_set_mut().take();
         // The set is index 0; the caller's pollables follow it.
         let ready = ready.into_iter().filter_map(|i| i.checked_sub(1)).collect();
-        Ok((keys, ready))
+        Ok(wit_readiness::Waited {
+            streams,
+            ready,
+            now: wasmtime_wasi::HostMonotonicClock::now(&self.clock),
+        })
     }
 }
 
@@ -652,8 +679,9 @@ pub fn memory_limit(config: &ProxyConfig) -> usize {
 /// (`shared`); Linux lets only sockets of the same user share a port. One
 /// worker binds them without it, so a port another process holds is an
 /// error at start, not a silent split of its traffic.
-fn wasi_ctx(policy: SocketPolicy, shared: bool) -> WasiCtx {
+fn wasi_ctx(policy: SocketPolicy, shared: bool, clock: Clock) -> WasiCtx {
     WasiCtx::builder()
+        .monotonic_clock(clock)
         .inherit_stderr()
         .allow_tcp(true)
         .allow_udp(true)
@@ -723,11 +751,15 @@ async fn run_once(w: &Worker) -> Outcome {
             };
         }
     };
+    let clock = Clock {
+        origin: Instant::now(),
+    };
     let state = State {
-        wasi: wasi_ctx(w.policy.clone(), w.count.get() > 1),
+        wasi: wasi_ctx(w.policy.clone(), w.count.get() > 1, clock),
         table,
         watch_set,
         watch_set_pollable,
+        clock,
         limits: StoreLimitsBuilder::new()
             .memory_size(memory_limit(&w.published.current().1))
             .build(),

@@ -157,6 +157,9 @@ fn now() -> std::time::Instant {
 /// their connections to an upstream probe it at the same moments, when all
 /// of them hold back, instead of each finding the others' queue there.
 fn probe_grid() -> std::time::Instant {
+    // The two readings of one moment: the component's monotonic clock is
+    // read once per wake-up (`shell::clock`), the wall clock every time.
+    crate::shell::clock::refresh();
     let now = now();
     let wall = SystemTime::now()
         .duration_since(UNIX_EPOCH)

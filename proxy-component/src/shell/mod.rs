@@ -2,6 +2,7 @@
 //! Single-threaded (`LocalSet`), the same code natively and in the component.
 
 pub mod accept;
+pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod context;

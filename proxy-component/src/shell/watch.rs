@@ -18,8 +18,10 @@
 //!
 //! A wait is then one host call (`readiness.wait`): the set, the listeners
 //! and UDP sockets, and the timeout, where wasi-libc made three (the
-//! clock's pollable, `wasi:io/poll`, its drop). Its cost no longer grows
-//! with idle connections. Anything else (a socket waiting to write, a connect in
+//! clock's pollable, `wasi:io/poll`, its drop); it also brings the time
+//! it woke, which the wake-up's reads of the clock return
+//! ([`crate::shell::clock`]). Its cost no longer grows with idle
+//! connections. Anything else (a socket waiting to write, a connect in
 //! progress) the set refuses, and mio polls everything through wasi-libc
 //! while such a socket waits: slower, never wrong.
 
@@ -31,6 +33,7 @@ use std::mem::ManuallyDrop;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
+use crate::shell::clock;
 use crate::shell::descriptors::{self, Socket, TcpSocket, UdpSocket};
 
 mod bindings {
@@ -190,8 +193,9 @@ impl mio::WaitSet for Watch {
             .collect();
         let borrowed: Vec<&Pollable> = pollables.iter().map(|p| &**p).collect();
         let timeout = timeout.map(|t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX));
-        let (keys, indices) = readiness::wait(&borrowed, timeout);
-        for key in keys {
+        let waited = readiness::wait(&borrowed, timeout);
+        clock::woke(waited.now);
+        for key in waited.streams {
             let Ok(fd) = RawFd::try_from(key) else {
                 continue;
             };
@@ -199,7 +203,7 @@ impl mio::WaitSet for Watch {
                 ready.push(fd);
             }
         }
-        for index in indices {
+        for index in waited.ready {
             if let Some(&(_, fd)) = handles.get(index as usize) {
                 self.own.retain(|o| *o != fd);
                 ready.push(fd);
