@@ -62,11 +62,12 @@ struct Watch {
     /// TCP streams the host watches (their descriptor is the key),
     /// indexed by descriptor: wasi-libc's are small and dense.
     streams: Vec<bool>,
-    /// Listeners and UDP sockets, polled by wasi-libc's pollable.
-    own: Vec<RawFd>,
-    /// Each wait's own pollables and their descriptors, kept to reuse the
-    /// allocation.
-    handles: Vec<(u32, RawFd)>,
+    /// Listeners and UDP sockets, and the pollable wasi-libc keeps for
+    /// each, read when it was armed. wasi-libc makes a listener's and a
+    /// streaming UDP socket's pollable once and drops it when the socket
+    /// closes, and the selector disarms a socket before it closes.
+    /// `ManuallyDrop` leaves each pollable wasi-libc's.
+    own: Vec<(RawFd, ManuallyDrop<Pollable>)>,
 }
 
 impl Watch {
@@ -103,8 +104,8 @@ fn own_pollable(socket: Socket) -> Option<u32> {
 /// about it (a UDP socket's only once it streams datagrams, after the
 /// selector first polled it): asks it once, without waiting, so that it
 /// makes and keeps the pollable (it owns it and drops it when the socket
-/// closes). Whether it now has one.
-fn wasi_libc_made_pollable(fd: RawFd) -> bool {
+/// closes). The pollable it now has, if any.
+fn wasi_libc_made_pollable(fd: RawFd) -> Option<u32> {
     let mut probe = libc::pollfd {
         fd,
         events: libc::POLLIN,
@@ -112,9 +113,9 @@ fn wasi_libc_made_pollable(fd: RawFd) -> bool {
     };
     // SAFETY: one valid `pollfd`.
     if unsafe { libc::poll(&mut probe, 1, 0) } < 0 {
-        return false;
+        return None;
     }
-    descriptors::kind(fd).and_then(own_pollable).is_some()
+    descriptors::kind(fd).and_then(own_pollable)
 }
 
 impl mio::WaitSet for Watch {
@@ -146,11 +147,15 @@ impl mio::WaitSet for Watch {
             self.put_stream(fd);
             return true;
         }
-        if own_pollable(socket).is_none() && !wasi_libc_made_pollable(fd) {
+        let Some(handle) = own_pollable(socket).or_else(|| wasi_libc_made_pollable(fd)) else {
             return false;
-        }
-        if !self.own.contains(&fd) {
-            self.own.push(fd);
+        };
+        // SAFETY: wasi-libc's live pollable for `fd`, borrowed while `fd`
+        // is armed (above).
+        let pollable = ManuallyDrop::new(unsafe { Pollable::from_handle(handle) });
+        match self.own.iter_mut().find(|(o, _)| *o == fd) {
+            Some(own) => own.1 = pollable,
+            None => self.own.push((fd, pollable)),
         }
         true
     }
@@ -161,39 +166,15 @@ impl mio::WaitSet for Watch {
                 readiness::unwatch(key);
             }
         } else {
-            self.own.retain(|o| *o != fd);
+            self.own.retain(|(o, _)| *o != fd);
         }
     }
 
     fn wait(&mut self, timeout: Option<Duration>, ready: &mut Vec<RawFd>) -> io::Result<()> {
-        let mut handles = std::mem::take(&mut self.handles);
-        handles.clear();
-        // Read again each wait: a socket whose state changed (or that
-        // closed) is reported, for its owner to look at.
-        self.own
-            .retain(|&fd| match descriptors::kind(fd).and_then(own_pollable) {
-                Some(handle) => {
-                    handles.push((handle, fd));
-                    true
-                }
-                None => {
-                    ready.push(fd);
-                    false
-                }
-            });
-        if !ready.is_empty() {
-            self.handles = handles;
-            return Ok(());
-        }
-        // SAFETY: wasi-libc's pollables of sockets open now, borrowed for
-        // this call only; `ManuallyDrop` leaves them wasi-libc's.
-        let pollables: Vec<ManuallyDrop<Pollable>> = handles
-            .iter()
-            .map(|(h, _)| ManuallyDrop::new(unsafe { Pollable::from_handle(*h) }))
-            .collect();
-        let borrowed: Vec<&Pollable> = pollables.iter().map(|p| &**p).collect();
+        let borrowed: Vec<&Pollable> = self.own.iter().map(|(_, p)| &**p).collect();
         let timeout = timeout.map(|t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX));
         let waited = readiness::wait(&borrowed, timeout);
+        drop(borrowed);
         clock::woke(waited.now);
         for key in waited.streams {
             let Ok(fd) = RawFd::try_from(key) else {
@@ -203,15 +184,16 @@ impl mio::WaitSet for Watch {
                 ready.push(fd);
             }
         }
+        // Indices into `own` as it was: reported, then disarmed.
+        let before = ready.len();
         for index in waited.ready {
-            if let Some(&(_, fd)) = handles.get(index as usize) {
-                self.own.retain(|o| *o != fd);
+            if let Some(&(fd, _)) = self.own.get(index as usize) {
                 ready.push(fd);
             }
         }
-        drop(borrowed);
-        drop(pollables);
-        self.handles = handles;
+        for fd in &ready[before..] {
+            self.own.retain(|(o, _)| o != fd);
+        }
         Ok(())
     }
 }
