@@ -10,7 +10,7 @@
 #
 #   bench/profile.sh [--queries N] [--rate QPS] [--outstanding Q] [--top K]
 #                    [--cached NAMES] [--tcp] [--idle N] [--binary PATH]
-#                    [--component WASM]
+#                    [--component WASM] [--keep DIR]
 #
 # --cached NAMES turns the cache on (16 MiB) and sends NAMES distinct names,
 # each answered once before counting starts, so every counted query is a
@@ -23,8 +23,9 @@
 # tcp_idle_timeout is 300 s and max_tcp_clients 40,000 so that none is
 # closed meanwhile (past half of max_tcp_clients idle ones are closed).
 #
-# The callgrind output is removed at exit: for a closer look, run the steps
-# by hand (callgrind_annotate --tree=caller). --rate 0 (the default) sends as fast as the proxy under callgrind answers:
+# The callgrind output is removed at exit; --keep DIR keeps it there
+# (callgrind.out, and perf.map naming the component's JIT code) for a closer
+# look (callgrind_annotate --inclusive=yes, --tree=caller). --rate 0 (the default) sends as fast as the proxy under callgrind answers:
 # the cost at saturation. A paced rate (--rate 300) adds what each wake-up
 # costs. Needs valgrind and dnsperf (apt), the release host and the fixture
 # (make build-host; cargo build --release --target x86_64-unknown-linux-musl
@@ -35,7 +36,7 @@ cd "$(dirname "$0")/.."
 QUERIES=4000 RATE=0 OUTSTANDING=100 TOP=30 CACHED=0 MODE=udp IDLE=0
 BIN=target/x86_64-unknown-linux-musl/release/dnsproxy
 FIXTURE=target/x86_64-unknown-linux-musl/release/dot-fixture
-COMPONENT=""
+COMPONENT="" KEEP=""
 while [ $# -gt 0 ]; do
     case $1 in
         --queries) QUERIES=$2; shift ;;
@@ -47,6 +48,7 @@ while [ $# -gt 0 ]; do
         --idle) IDLE=$2; shift ;;
         --binary) BIN=$2; shift ;;
         --component) COMPONENT=$2; shift ;;
+        --keep) KEEP=$2; shift ;;
         *) echo "profile.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -116,6 +118,11 @@ kill -TERM "$VG"
 wait "$VG" 2>/dev/null || true
 ANSWERED=$(awk '/Queries completed/ {print $3}' "$WORK/dnsperf.txt")
 MAP=/tmp/perf-$VG.map
+if [ -n "$KEEP" ]; then
+    mkdir -p "$KEEP"
+    cp "$WORK/callgrind.out" "$KEEP/callgrind.out"
+    cp "$MAP" "$KEEP/perf.map" 2>/dev/null || true
+fi
 
 python3 - "$MAP" "$WORK/callgrind.out" "$ANSWERED" "$TOP" "$RATE" "$MODE" "$IDLE" <<'PYEOF'
 import bisect, re, subprocess, sys
@@ -197,7 +204,7 @@ def calls_by(pattern):
 q = max(answered, 1)
 comp = sum(v for (side, _), v in by.items() if side == "component")
 host_calls = calls_into(r"HostFn::cabi_entrypoint")
-clock = calls_by(r"MonotonicClock as .*HostMonotonicClock>::now")
+clock = calls_by(r"as .*HostMonotonicClock>::now")
 print(f"{answered} queries answered over {mode}, rate {'max' if rate == '0' else rate + ' qps'}, idle TCP clients {idle}")
 print(f"instructions per query: {total / q:,.0f}  (component {comp / q:,.0f}, host {(total - comp) / q:,.0f})")
 print(f"host calls per query: {host_calls / q:.1f}, of which clock reads: {clock / q:.1f}")
