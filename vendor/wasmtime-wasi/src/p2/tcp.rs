@@ -95,22 +95,28 @@ impl ReadState {
         if size == 0 {
             return Ok(bytes::Bytes::new());
         }
-        let mut buf = bytes::BytesMut::zeroed(size.min(crate::MAX_READ_SIZE_ALLOC));
-        let n = match stream.poll_read(&mut noop_cx(), &mut buf) {
-            Poll::Pending => 0,
-            Poll::Ready(Ok(0)) => {
-                *self = ReadState::Closed;
-                return Err(StreamError::Closed);
+        // dnsproxy patch 9: read into a per-thread scratch buffer and copy
+        // out what arrived, where upstream zeroed a fresh buffer of the
+        // size asked (up to 64 KiB) for every read, a TLS record of a few
+        // hundred bytes included.
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Box<[u8]>> =
+                std::cell::RefCell::new(vec![0; crate::MAX_READ_SIZE_ALLOC].into_boxed_slice());
+        }
+        let read = SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let buf = &mut scratch[..size.min(crate::MAX_READ_SIZE_ALLOC)];
+            match stream.poll_read(&mut noop_cx(), buf) {
+                Poll::Pending => Ok(bytes::Bytes::new()),
+                Poll::Ready(Ok(0)) => Err(StreamError::Closed),
+                Poll::Ready(Ok(n)) => Ok(bytes::Bytes::copy_from_slice(&buf[..n])),
+                Poll::Ready(Err(e)) => Err(StreamError::LastOperationFailed(e.into())),
             }
-            Poll::Ready(Ok(n)) => n,
-            Poll::Ready(Err(e)) => {
-                *self = ReadState::Closed;
-                return Err(StreamError::LastOperationFailed(e.into()));
-            }
-        };
-
-        buf.truncate(n);
-        Ok(buf.freeze())
+        });
+        if read.is_err() {
+            *self = ReadState::Closed;
+        }
+        read
     }
 
     fn shutdown(&mut self) {
