@@ -95,17 +95,12 @@ impl ReadState {
         if size == 0 {
             return Ok(bytes::Bytes::new());
         }
-        // dnsproxy patch 9: read into a per-thread scratch buffer and copy
-        // out what arrived, where upstream zeroed a fresh buffer of the
+        // dnsproxy patch 9: read into the per-thread scratch buffer and
+        // copy out what arrived, where upstream zeroed a fresh buffer of the
         // size asked (up to 64 KiB) for every read, a TLS record of a few
         // hundred bytes included.
-        thread_local! {
-            static SCRATCH: std::cell::RefCell<Box<[u8]>> =
-                std::cell::RefCell::new(vec![0; crate::MAX_READ_SIZE_ALLOC].into_boxed_slice());
-        }
-        let read = SCRATCH.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
-            let buf = &mut scratch[..size.min(crate::MAX_READ_SIZE_ALLOC)];
+        let len = size.min(crate::MAX_READ_SIZE_ALLOC);
+        let read = crate::sockets::with_scratch(len, |buf| {
             match stream.poll_read(&mut noop_cx(), buf) {
                 Poll::Pending => Ok(bytes::Bytes::new()),
                 Poll::Ready(Ok(0)) => Err(StreamError::Closed),

@@ -610,3 +610,16 @@ pub(crate) fn unspecified_addr(family: SocketAddressFamily) -> SocketAddr {
     };
     SocketAddr::new(ip, 0)
 }
+
+/// dnsproxy patch: the first `len` bytes (at most 64 KiB) of a buffer kept
+/// per thread, zeroed once, for a read whose bytes are copied out before
+/// `f` returns: a datagram received (patch 2) or a TCP read (patch 9),
+/// where upstream zeroed a fresh buffer for each. Not reentrant: `f` must
+/// not call it again.
+pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Box<[u8]>> =
+            std::cell::RefCell::new(vec![0; crate::MAX_READ_SIZE_ALLOC].into_boxed_slice());
+    }
+    SCRATCH.with(|scratch| f(&mut scratch.borrow_mut()[..len]))
+}

@@ -400,14 +400,9 @@ impl UdpSocket {
 pub(crate) fn try_recv_from_scratch(
     socket: &tokio::net::UdpSocket,
 ) -> std::io::Result<(Vec<u8>, SocketAddr)> {
-    thread_local! {
-        static SCRATCH: std::cell::RefCell<Box<[u8]>> =
-            std::cell::RefCell::new(vec![0; MAX_DATAGRAM_SIZE].into_boxed_slice());
-    }
-    SCRATCH.with(|scratch| {
-        let mut scratch = scratch.borrow_mut();
+    super::with_scratch(MAX_DATAGRAM_SIZE, |scratch| {
         socket
-            .try_recv_from(&mut scratch)
+            .try_recv_from(scratch)
             .map(|(len, addr)| (scratch[..len].to_vec(), addr))
     })
 }
