@@ -67,6 +67,15 @@ impl TcpSocket {
             ReadState::Closed => None,
         }
     }
+    /// dnsproxy patch 10: the listener this socket accepts from, while it
+    /// listens and holds no connection accepted and not yet taken: for an
+    /// embedder that waits for a connection itself, as
+    /// [`Self::receive_stream`] is for input. `None` otherwise (the
+    /// socket's pollable then tells).
+    pub fn listener(&self) -> Option<Arc<tokio::net::TcpListener>> {
+        let listener = self.listener.as_ref()?;
+        (!listener.holds_accepted()).then(|| listener.listener().clone())
+    }
     pub(crate) fn shutdown(&mut self, how: Shutdown) -> SocketResult<()> {
         let reader = self.reader.as_mut().ok_or(ErrorCode::InvalidState)?;
         let writer = self.writer.as_mut().ok_or(ErrorCode::InvalidState)?;

@@ -61,6 +61,15 @@ impl IncomingDatagramStream {
             inbox: Inbox::default(),
         }
     }
+    /// dnsproxy patch 10: the socket this stream receives from, while
+    /// nothing taken off it waits here: for an embedder that waits for a
+    /// datagram itself (`tokio::net::UdpSocket::readable`), as
+    /// `p2::TcpSocket::receive_stream` is for a TCP stream. `None` while
+    /// the stream holds datagrams (it is ready now; its pollable tells).
+    pub fn receive_socket(&self) -> Option<Arc<tokio::net::UdpSocket>> {
+        (!self.inbox.has_pending()).then(|| self.socket.clone())
+    }
+
     pub(crate) fn poll_recv_ready(
         &mut self,
         cx: &mut std::task::Context<'_>,

@@ -579,10 +579,63 @@ pub(crate) struct TcpListenStream {
     nodelay: bool,
 }
 impl TcpListenStream {
+    /// dnsproxy patch 10: the listening socket.
+    pub(crate) fn listener(&self) -> &Arc<tokio::net::TcpListener> {
+        &self.inner
+    }
+
+    /// dnsproxy patch 10: whether a connection was accepted (or an accept
+    /// failed) and waits to be taken by `poll_accept`.
+    pub(crate) fn holds_accepted(&self) -> bool {
+        matches!(self.pending_accept, Some(MaybeReady::Ready(_)))
+    }
+
     pub(crate) fn poll_accept(&mut self, cx: &mut std::task::Context<'_>) -> Poll<TcpSocket> {
         ready!(self.poll_ready(cx));
         let result = self.pending_accept.take().unwrap().unwrap_ready();
-        Poll::Ready(TcpSocket {
+        Poll::Ready(self.accepted(result))
+    }
+
+    /// dnsproxy patch 10: the next connection, or `Pending` when none is
+    /// queued, found with an `accept` system call of its own. `poll_accept`
+    /// asks tokio, which makes the call only once its readiness of the
+    /// listener is set: an embedder that learnt of the connection another
+    /// way (a watch of the listener's descriptor, `TcpSocket::listener`)
+    /// may ask before tokio has taken in the event, and must not be told
+    /// that nothing is queued. A connection accepted and held for
+    /// `poll_accept` is taken first. Senders not allowed are reset, and
+    /// errors mapped, as `poll_accept` does.
+    pub(crate) fn accept_now(&mut self) -> Poll<TcpSocket> {
+        if self.holds_accepted() {
+            return self.poll_accept(&mut crate::sockets::noop_cx());
+        }
+        let flags = rustix::net::SocketFlags::NONBLOCK | rustix::net::SocketFlags::CLOEXEC;
+        let result = loop {
+            let (fd, from) = match rustix::net::acceptfrom_with(&*self.inner, flags) {
+                Ok(accepted) => accepted,
+                Err(Errno::AGAIN) => return Poll::Pending,
+                Err(Errno::INTR) => continue,
+                Err(err) => break Err(accept_error(err.into()).into()),
+            };
+            let client = std::net::TcpStream::from(fd);
+            let client = match with_ambient_tokio_runtime(|| tokio::net::TcpStream::from_std(client)) {
+                Ok(client) => client,
+                Err(err) => break Err(err.into()),
+            };
+            let permitted = from
+                .and_then(|from| SocketAddr::try_from(from).ok())
+                .is_some_and(|from| self.permissions.check_now(from, SocketAddrUse::TcpAccept));
+            if permitted {
+                break Ok(client);
+            }
+            reset(client);
+        };
+        Poll::Ready(self.accepted(result))
+    }
+
+    /// The socket of a connection accepted (or of the error accepting one).
+    fn accepted(&mut self, result: Result<tokio::net::TcpStream, ErrorCode>) -> TcpSocket {
+        TcpSocket {
             tcp_state: match result {
                 Ok(client) => {
                     self.listener_options.apply(self.family, &client);
@@ -597,7 +650,7 @@ impl TcpListenStream {
             permissions: self.permissions.clone(),
             reuse_port: false,
             nodelay: self.nodelay,
-        })
+        }
     }
 
     pub(crate) fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
@@ -889,10 +942,12 @@ fn bind(socket: &tokio::net::TcpSocket, local_address: SocketAddr) -> Result<(),
 async fn accept(
     listener: &tokio::net::TcpListener,
 ) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
-    listener
-        .accept()
-        .await
-        .map_err(|err| match Errno::from_io_error(&err) {
+    listener.accept().await.map_err(accept_error)
+}
+
+/// An error of `accept`, normalized.
+fn accept_error(err: std::io::Error) -> std::io::Error {
+    match Errno::from_io_error(&err) {
             // From: https://learn.microsoft.com/en-us/windows/win32/api/winsock2/nf-winsock2-accept#:~:text=WSAEINPROGRESS
             // > WSAEINPROGRESS: A blocking Windows Sockets 1.1 call is in progress,
             // > or the service provider is still processing a callback function.
@@ -924,7 +979,7 @@ async fn accept(
             ) => Errno::CONNABORTED.into(),
 
             _ => err,
-        })
+        }
 }
 
 fn reset(socket: tokio::net::TcpStream) {

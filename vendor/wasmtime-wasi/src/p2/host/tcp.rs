@@ -134,7 +134,8 @@ impl crate::p2::host::tcp::tcp::HostTcpSocket for WasiSocketsCtxView<'_> {
             return Err(ErrorCode::InvalidState.into());
         };
 
-        let accepted = match listener.poll_accept(&mut noop_cx()) {
+        // dnsproxy patch 10: an accept of its own, not tokio's readiness.
+        let accepted = match listener.accept_now() {
             Poll::Pending => return Err(ErrorCode::WouldBlock.into()),
             Poll::Ready(accepted) => accepted,
         };
