@@ -1,23 +1,41 @@
 //! The `readiness` interface (`wit/world.wit`): a watch set of the
-//! component's idle TCP streams, kept between its waits.
+//! component's sockets that wait for input, kept between its waits.
 //!
 //! `wasi:io/poll` is stateless: every call names every pollable, and the
 //! host makes a future for each, polls all of them, and polls all of them
 //! again each time one is woken. The component's event loop waits on every
 //! open client connection, so with 10,000 idle clients each wake-up cost
 //! 10,000 futures made and polled, and a query at 1,000 a second took twelve
-//! times the CPU. Here a stream costs one future when it starts waiting
+//! times the CPU. Here a socket costs one future when it starts waiting
 //! (`watch`), and a wait polls only the futures the operating system woke
-//! ([`FuturesUnordered`]); the component's `wasi:io/poll` holds this set's
-//! one pollable beside the few sockets it polls itself.
+//! ([`FuturesUnordered`]). The listeners and the UDP sockets are watched
+//! here too, so a wait that names no pollable of its own (the usual one) is
+//! no `wasi:io/poll` at all: no table of futures made and dropped per wait.
 //!
-//! A watched stream's future holds the stream (an `Arc` clone of the one
-//! wasmtime-wasi reads), so `unwatch` drops it before returning: the
-//! component unwatches before it closes a socket, and the connection must
-//! close then, not when the stream next becomes readable.
+//! A watched socket's future holds the socket (an `Arc` clone of the one
+//! wasmtime-wasi reads, or for a listener a duplicate of its descriptor), so
+//! `unwatch` drops it before returning: the component unwatches before it
+//! closes a socket, and the connection must close then, not when the socket
+//! next becomes readable.
+//!
+//! **Listeners.** tokio's `TcpListener` offers no readiness but `accept`,
+//! and a watch must not take a connection off the queue. So the set waits on
+//! a duplicate of the listener's descriptor, registered on its own (epoll
+//! reports each registration). The duplicate is made at the first watch and
+//! kept for the next ones (a `dup` and two `epoll_ctl`s per watch would
+//! cost a connection-per-query client more system calls than its query);
+//! it goes with `unwatch`, and at the next `take` once the listener itself
+//! was dropped, so the set never keeps a closed listener's port bound. Its
+//! readiness is cleared when it reports: the component accepts until none
+//! is left before it watches again, and a connection that comes later
+//! raises a new edge.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Weak};
+
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 
 use futures::FutureExt;
 use futures::StreamExt;
@@ -61,12 +79,45 @@ impl std::hash::Hasher for KeyHasher {
     }
 }
 
-/// The streams watched for input, and the keys of those that had some.
+/// What a key watches.
+#[derive(Debug)]
+pub enum Source {
+    /// A connected stream, for input (data, its end, or an error).
+    Stream(Arc<tokio::net::TcpStream>),
+    /// A UDP socket, for a datagram (or an error).
+    Datagrams(Arc<tokio::net::UdpSocket>),
+    /// A listener, for a connection to accept.
+    Listener(Arc<tokio::net::TcpListener>),
+}
+
+impl From<Arc<tokio::net::TcpStream>> for Source {
+    fn from(stream: Arc<tokio::net::TcpStream>) -> Self {
+        Self::Stream(stream)
+    }
+}
+
+/// What an armed future waits on.
+enum Armed {
+    Stream(Arc<tokio::net::TcpStream>),
+    Datagrams(Arc<tokio::net::UdpSocket>),
+    Listener(Arc<Duplicate>),
+}
+
+/// A listener's descriptor, duplicated and registered for reading, and the
+/// listener it duplicates (so that it goes when the listener does).
+struct Duplicate {
+    fd: AsyncFd<OwnedFd>,
+    of: Weak<tokio::net::TcpListener>,
+}
+
+/// The sockets watched for input, and the keys of those that had some.
 #[derive(Default)]
 pub struct WatchSet {
     /// Each watched key: the arming its future reports, and the handle
     /// that cancels the future.
     armed: HashMap<u32, (u64, AbortHandle), KeyHash>,
+    /// The listeners' duplicates, by key, kept between watches.
+    listeners: HashMap<u32, Arc<Duplicate>, KeyHash>,
     /// One future per arming; a cancelled one finishes as `None`.
     waits: FuturesUnordered<BoxFuture<'static, Option<Report>>>,
     /// Keys reported and not yet taken.
@@ -79,50 +130,102 @@ impl std::fmt::Debug for WatchSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WatchSet")
             .field("armed", &self.armed.len())
+            .field("listeners", &self.listeners.len())
             .field("ready", &self.ready.len())
             .finish_non_exhaustive()
     }
 }
 
 impl WatchSet {
-    /// Watches `stream` for input under `key`, replacing what `key`
-    /// watched; false (and nothing watched under `key`) when the set is
-    /// full.
-    pub fn watch(&mut self, key: u32, stream: Arc<tokio::net::TcpStream>) -> bool {
-        self.unwatch(key);
+    /// Watches `source` under `key`, replacing what `key` watched; false
+    /// (and nothing watched under `key`) when the set is full, or a
+    /// listener's descriptor could not be duplicated or registered.
+    pub fn watch(&mut self, key: u32, source: impl Into<Source>) -> bool {
+        let source = source.into();
+        self.forget(key);
         if self.armed.len() >= MAX_WATCHED {
             return false;
         }
+        let source = match source {
+            Source::Stream(stream) => Armed::Stream(stream),
+            Source::Datagrams(socket) => Armed::Datagrams(socket),
+            Source::Listener(listener) => match self.duplicate(key, &listener) {
+                Some(duplicate) => Armed::Listener(duplicate),
+                None => return false,
+            },
+        };
+        // Readable, read-closed or an error: whatever it is, the
+        // component's read, receive or accept tells it.
+        let ready = async move {
+            match source {
+                Armed::Stream(stream) => {
+                    let _ = stream.readable().await;
+                }
+                Armed::Datagrams(socket) => {
+                    let _ = socket.readable().await;
+                }
+                Armed::Listener(duplicate) => {
+                    if let Ok(mut ready) = duplicate.fd.readable().await {
+                        ready.clear_ready();
+                    }
+                }
+            }
+        };
         let arming = self.next;
         self.next += 1;
         let (abort, registration) = AbortHandle::new_pair();
-        let wait = Abortable::new(
-            async move {
-                // Readable, read-closed or an error: whatever it is, the
-                // component's read tells it.
-                let _ = stream.readable().await;
-            },
-            registration,
-        );
+        let wait = Abortable::new(ready, registration);
         self.waits
             .push(wait.map(move |r| r.ok().map(|()| (key, arming))).boxed());
         self.armed.insert(key, (arming, abort));
         true
     }
 
-    /// Stops watching under `key` and drops its stream at once.
-    pub fn unwatch(&mut self, key: u32) {
+    /// `listener`'s duplicate under `key`: the one kept, or a new one.
+    fn duplicate(
+        &mut self,
+        key: u32,
+        listener: &Arc<tokio::net::TcpListener>,
+    ) -> Option<Arc<Duplicate>> {
+        let of = Arc::downgrade(listener);
+        if let Some(kept) = self.listeners.get(&key)
+            && Weak::ptr_eq(&kept.of, &of)
+        {
+            return Some(kept.clone());
+        }
+        let fd = listener.as_fd().try_clone_to_owned().ok()?;
+        // SAFETY: `OwnedFd` is an open descriptor that lives exactly as
+        // long as the `AsyncFd` that owns it.
+        #[allow(unsafe_code)]
+        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.ok()?;
+        let duplicate = Arc::new(Duplicate { fd, of });
+        self.listeners.insert(key, duplicate.clone());
+        Some(duplicate)
+    }
+
+    /// Stops watching under `key`, without dropping a listener's duplicate
+    /// kept for it.
+    fn forget(&mut self, key: u32) {
         if let Some((_, abort)) = self.armed.remove(&key) {
             abort.abort();
-            // The cancelled future holds the stream until it is polled.
+            // The cancelled future holds the socket until it is polled.
             self.collect();
         }
         self.ready.retain(|k| *k != key);
     }
 
-    /// The keys reported since the last take.
+    /// Stops watching under `key` and drops its socket at once (a
+    /// listener's duplicate too).
+    pub fn unwatch(&mut self, key: u32) {
+        self.forget(key);
+        self.listeners.remove(&key);
+    }
+
+    /// The keys reported since the last take. Drops the duplicates of
+    /// listeners dropped since.
     pub fn take(&mut self) -> Vec<u32> {
         self.collect();
+        self.listeners.retain(|_, d| d.of.strong_count() > 0);
         std::mem::take(&mut self.ready)
     }
 
@@ -294,5 +397,92 @@ mod tests {
         assert!(set.watch(7, stream.clone()));
         set.unwatch(8);
         assert!(set.watch(u32::MAX, stream));
+    }
+
+    /// A listener on loopback, shared as wasmtime-wasi shares it.
+    async fn listener() -> Arc<tokio::net::TcpListener> {
+        Arc::new(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap())
+    }
+
+    /// Whether `addr` can be listened on again: no socket holds it.
+    fn free(addr: std::net::SocketAddr) -> bool {
+        std::net::TcpListener::bind(addr).is_ok()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_listener_reports_each_connection_without_taking_it() {
+        let mut set = WatchSet::default();
+        let listener = listener().await;
+        let addr = listener.local_addr().unwrap();
+        assert!(set.watch(4, Source::Listener(listener.clone())));
+        assert!(!ready_within(&mut set, 50).await, "nobody connected");
+        let _first = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(ready_within(&mut set, 2_000).await);
+        assert_eq!(set.take(), vec![4]);
+        // The watch took nothing off the queue.
+        listener.accept().await.unwrap();
+        // Accepted until none is left, then watched again: quiet until the
+        // next connection, though the duplicate is the same one.
+        assert!(set.watch(4, Source::Listener(listener.clone())));
+        assert!(!ready_within(&mut set, 50).await, "a stale report");
+        let _second = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(ready_within(&mut set, 2_000).await);
+        assert_eq!(set.take(), vec![4]);
+        assert_eq!(set.listeners.len(), 1, "one duplicate per listener");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_connection_queued_before_the_watch_is_reported() {
+        let mut set = WatchSet::default();
+        let listener = listener().await;
+        let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(set.watch(2, Source::Listener(listener)));
+        assert!(ready_within(&mut set, 2_000).await);
+        assert_eq!(set.take(), vec![2]);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_dropped_listener_leaves_its_port_free() {
+        let mut set = WatchSet::default();
+        let listener = listener().await;
+        let addr = listener.local_addr().unwrap();
+        // Watched, reported: the duplicate is kept for the next watch.
+        assert!(set.watch(6, Source::Listener(listener.clone())));
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(ready_within(&mut set, 2_000).await);
+        assert_eq!(set.take(), vec![6]);
+        drop(listener);
+        assert!(
+            !free(addr),
+            "the set's duplicate holds the port until its next take"
+        );
+        assert!(set.take().is_empty());
+        assert!(free(addr), "the duplicate outlived its listener");
+
+        // Unwatched while watched: dropped at once.
+        let listener = super::tests::listener().await;
+        let addr = listener.local_addr().unwrap();
+        assert!(set.watch(6, Source::Listener(listener.clone())));
+        set.unwatch(6);
+        drop(listener);
+        assert!(free(addr), "unwatch left the duplicate");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_udp_socket_reports_a_datagram() {
+        let mut set = WatchSet::default();
+        let socket = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        assert!(set.watch(8, Source::Datagrams(socket.clone())));
+        assert!(!ready_within(&mut set, 50).await, "nothing was sent");
+        peer.send_to(b"q", socket.local_addr().unwrap())
+            .await
+            .unwrap();
+        assert!(ready_within(&mut set, 2_000).await);
+        assert_eq!(set.take(), vec![8]);
+        assert_eq!(set.watched(), 0);
     }
 }

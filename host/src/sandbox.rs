@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi::p2::bindings::sockets::udp::IncomingDatagramStream;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use dnsproxy_core::core::cache::{CacheCounters, CacheReport};
@@ -30,6 +31,7 @@ use crate::config::{AuthName, CacheSettings, Level, ProxyConfig, Strategy, Upstr
 use crate::metrics::Metrics;
 use crate::policy::SocketPolicy;
 use crate::policy::refusals::LOG_EVERY;
+use crate::readiness::Source;
 use crate::watchdog::{Life, Next, Restarts, Stuck, Ticker, Verdict, Watchdog};
 
 /// Host bindings of the `proxy` world (generated from `wit/world.wit`).
@@ -228,16 +230,24 @@ impl wit_tcp_ack::Host for State {
 impl wit_readiness::Host for State {
     fn watch(&mut self, key: u32, socket: Resource<wasmtime_wasi::p2::TcpSocket>) -> bool {
         // The handle is the guest's own socket, borrowed for the call.
-        let Some(stream) = self
+        let source = self.table.get(&socket).ok().and_then(|socket| {
+            socket
+                .receive_stream()
+                .map(Source::Stream)
+                .or_else(|| socket.listener().map(Source::Listener))
+        });
+        self.watch_source(key, source)
+    }
+
+    fn watch_datagrams(&mut self, key: u32, datagrams: Resource<IncomingDatagramStream>) -> bool {
+        // The handle is the guest's own stream, borrowed for the call.
+        let source = self
             .table
-            .get(&socket)
+            .get(&datagrams)
             .ok()
-            .and_then(wasmtime_wasi::p2::TcpSocket::receive_stream)
-        else {
-            self.watch_set_mut().unwatch(key);
-            return false;
-        };
-        self.watch_set_mut().watch(key, stream)
+            .and_then(IncomingDatagramStream::receive_socket)
+            .map(Source::Datagrams);
+        self.watch_source(key, source)
     }
 
     fn unwatch(&mut self, key: u32) {
@@ -249,34 +259,68 @@ impl wit_readiness::Host for State {
         pollables: Vec<Resource<wasmtime_wasi::p2::DynPollable>>,
         timeout_ns: Option<u64>,
     ) -> wasmtime::Result<wit_readiness::Waited> {
-        let set = self.watch_set_pollable.rep();
-        let mut list = Vec::with_capacity(pollables.len() + 1);
-        list.push(Resource::new_borrow(set));
-        list.extend(pollables);
-        let poll = wasmtime_wasi::p2::bindings::io::poll::Host::poll(&mut self.table, list);
-        let ready = match timeout_ns {
-            None => poll.await?,
-            // A look without waiting (the event loop has work): no timer.
-            Some(0) => futures::FutureExt::now_or_never(poll)
-                .transpose()?
-                .unwrap_or_default(),
-            Some(ns) => match tokio::time::timeout(Duration::from_nanos(ns), poll).await {
-                Ok(ready) => ready?,
-                Err(_elapsed) => Vec::new(),
-            },
+        let ready = if pollables.is_empty() {
+            // Only the set: its own future, no `wasi:io/poll`.
+            let set = wasmtime_wasi::p2::Pollable::ready(self.watch_set_mut());
+            within(timeout_ns, async {
+                set.await;
+                Ok(Vec::new())
+            })
+            .await?
+        } else {
+            let set = self.watch_set_pollable.rep();
+            let mut list = Vec::with_capacity(pollables.len() + 1);
+            list.push(Resource::new_borrow(set));
+            list.extend(pollables);
+            let poll = wasmtime_wasi::p2::bindings::io::poll::Host::poll(&mut self.table, list);
+            // The set is index 0; the caller's pollables follow it.
+            within(timeout_ns, poll)
+                .await?
+                .into_iter()
+                .filter_map(|i| i.checked_sub(1))
+                .collect()
         };
-        let streams = self.watch_set_mut().take();
-        // The set is index 0; the caller's pollables follow it.
-        let ready = ready.into_iter().filter_map(|i| i.checked_sub(1)).collect();
         Ok(wit_readiness::Waited {
-            streams,
+            keys: self.watch_set_mut().take(),
             ready,
             now: wasmtime_wasi::HostMonotonicClock::now(&self.clock),
         })
     }
 }
 
+/// What `wait` found within `timeout_ns` (none: no limit): nothing ready
+/// when the time ran out.
+async fn within(
+    timeout_ns: Option<u64>,
+    wait: impl Future<Output = wasmtime::Result<Vec<u32>>>,
+) -> wasmtime::Result<Vec<u32>> {
+    match timeout_ns {
+        None => wait.await,
+        // A look without waiting (the event loop has work): no timer.
+        Some(0) => Ok(futures::FutureExt::now_or_never(wait)
+            .transpose()?
+            .unwrap_or_default()),
+        Some(ns) => match tokio::time::timeout(Duration::from_nanos(ns), wait).await {
+            Ok(ready) => ready,
+            Err(_elapsed) => Ok(Vec::new()),
+        },
+    }
+}
+
 impl State {
+    /// Watches `source` under `key`; with none (the socket cannot be
+    /// watched), nothing is watched under `key` and the caller polls it.
+    fn watch_source(&mut self, key: u32, source: Option<Source>) -> bool {
+        let set = self.watch_set_mut();
+        match source {
+            Some(source) => set.watch(key, source),
+            None => {
+                set.unwatch(key);
+                false
+            }
+        }
+    }
+
     fn watch_set_mut(&mut self) -> &mut crate::readiness::WatchSet {
         self.table
             .get_mut(&self.watch_set)

@@ -9,21 +9,24 @@
 //! who held connections open made every other client's query dearer.
 //!
 //! [`install`] gives the selector a wait set (the vendored mio's patch 4,
-//! `mio::WaitSet`) for the sockets that wait to read:
-//! - a TCP stream is watched by the host (`readiness.watch`, once per
-//!   arming); the host polls only the streams the kernel woke;
-//! - a listener or a UDP socket is one of the few polled by its own
-//!   pollable, the one wasi-libc keeps for it (read off its descriptor
-//!   table, [`crate::shell::descriptors`]).
+//! `mio::WaitSet`) for the sockets that wait to read: TCP streams,
+//! listeners and UDP sockets are watched by the host (`readiness.watch`
+//! and `watch-datagrams`, once per arming, the socket's descriptor its
+//! key), which polls only the sockets the kernel woke. A socket the host
+//! cannot watch (a listener holding a connection, a UDP socket holding
+//! datagrams: both ready now) is polled by its own pollable, the one
+//! wasi-libc keeps for it (read off its descriptor table,
+//! [`crate::shell::descriptors`]), until it is armed again.
 //!
-//! A wait is then one host call (`readiness.wait`): the set, the listeners
-//! and UDP sockets, and the timeout, where wasi-libc made three (the
-//! clock's pollable, `wasi:io/poll`, its drop); it also brings the time
-//! it woke, which the wake-up's reads of the clock return
-//! ([`crate::shell::clock`]). Its cost no longer grows with idle
-//! connections. Anything else (a socket waiting to write, a connect in
-//! progress) the set refuses, and mio polls everything through wasi-libc
-//! while such a socket waits: slower, never wrong.
+//! A wait is then one host call (`readiness.wait`): the set and the
+//! timeout, where wasi-libc made three (the clock's pollable,
+//! `wasi:io/poll`, its drop); it also brings the time it woke, which the
+//! wake-up's reads of the clock return ([`crate::shell::clock`]). Its cost
+//! no longer grows with idle connections, and with no pollable of its own
+//! the host makes no `wasi:io/poll` of it. Anything else (a socket waiting
+//! to write, a connect in progress) the set refuses, and mio polls
+//! everything through wasi-libc while such a socket waits: slower, never
+//! wrong.
 
 // wasi-libc's descriptors and borrowed handles: raw handles.
 #![allow(unsafe_code)]
@@ -49,6 +52,7 @@ mod bindings {
 use bindings::dnsproxy::proxy::readiness;
 use bindings::wasi::io::poll::Pollable;
 use bindings::wasi::sockets::tcp::TcpSocket as WasiTcpSocket;
+use bindings::wasi::sockets::udp::IncomingDatagramStream;
 
 /// Installs the wait set for the event loop of this thread: call before the
 /// runtime registers its first socket.
@@ -59,32 +63,68 @@ pub fn install() {
 /// The sockets armed in the wait set, by descriptor.
 #[derive(Default)]
 struct Watch {
-    /// TCP streams the host watches (their descriptor is the key),
-    /// indexed by descriptor: wasi-libc's are small and dense.
-    streams: Vec<bool>,
-    /// Listeners and UDP sockets, and the pollable wasi-libc keeps for
-    /// each, read when it was armed. wasi-libc makes a listener's and a
-    /// streaming UDP socket's pollable once and drops it when the socket
-    /// closes, and the selector disarms a socket before it closes.
-    /// `ManuallyDrop` leaves each pollable wasi-libc's.
+    /// Sockets the host watches (their descriptor is the key), indexed by
+    /// descriptor: wasi-libc's are small and dense.
+    hosted: Vec<bool>,
+    /// Listeners and UDP sockets the host could not watch, and the
+    /// pollable wasi-libc keeps for each, read when it was armed.
+    /// wasi-libc makes a listener's and a streaming UDP socket's pollable
+    /// once and drops it when the socket closes, and the selector disarms
+    /// a socket before it closes. `ManuallyDrop` leaves each pollable
+    /// wasi-libc's.
     own: Vec<(RawFd, ManuallyDrop<Pollable>)>,
 }
 
 impl Watch {
-    /// Whether stream `fd` was armed, and no longer is.
-    fn take_stream(&mut self, fd: RawFd) -> bool {
+    /// Whether `fd` was armed in the host's set, and no longer is.
+    fn take_hosted(&mut self, fd: RawFd) -> bool {
         usize::try_from(fd)
             .ok()
-            .and_then(|i| self.streams.get_mut(i))
+            .and_then(|i| self.hosted.get_mut(i))
             .is_some_and(std::mem::take)
     }
 
-    fn put_stream(&mut self, fd: RawFd) {
+    fn put_hosted(&mut self, fd: RawFd) {
         let Ok(i) = usize::try_from(fd) else { return };
-        if self.streams.len() <= i {
-            self.streams.resize(i + 1, false);
+        if self.hosted.len() <= i {
+            self.hosted.resize(i + 1, false);
         }
-        self.streams[i] = true;
+        self.hosted[i] = true;
+    }
+
+    /// Asks the host to watch `socket` under `fd`: whether it does.
+    fn host_watch(&mut self, fd: RawFd, socket: Socket) -> bool {
+        let Ok(key) = u32::try_from(fd) else {
+            return false;
+        };
+        let watched = match socket {
+            Socket::Tcp(t) => {
+                let Ok(handle) = u32::try_from(t.socket) else {
+                    return false;
+                };
+                // SAFETY: the socket's live handle while the descriptor is
+                // open (the selector's caller holds it); `ManuallyDrop`
+                // keeps it wasi-libc's.
+                let socket = ManuallyDrop::new(unsafe { WasiTcpSocket::from_handle(handle) });
+                readiness::watch(key, &socket)
+            }
+            Socket::Udp(u) => {
+                let Ok(handle) = u32::try_from(u.incoming) else {
+                    return false;
+                };
+                // SAFETY: the incoming stream's live handle while the
+                // socket streams datagrams (checked by the caller) and the
+                // descriptor is open; `ManuallyDrop` keeps it wasi-libc's.
+                let stream =
+                    ManuallyDrop::new(unsafe { IncomingDatagramStream::from_handle(handle) });
+                readiness::watch_datagrams(key, &stream)
+            }
+        };
+        if watched {
+            self.own.retain(|(o, _)| *o != fd);
+            self.put_hosted(fd);
+        }
+        watched
     }
 }
 
@@ -123,29 +163,22 @@ impl mio::WaitSet for Watch {
         let Some(socket) = descriptors::kind(fd) else {
             return false;
         };
-        match socket {
-            // A listener's one pollable is its readiness both ways (tokio
+        let hostable = match socket {
+            // A listener's readiness is for accepting, both ways (tokio
             // registers it for writing too; it never writes).
-            Socket::Tcp(t) if t.tag == TcpSocket::LISTENING => {}
+            Socket::Tcp(t) if t.tag == TcpSocket::LISTENING => true,
             // The set and a UDP socket's input pollable watch reading only.
             _ if write => return false,
-            _ => {}
+            Socket::Tcp(t) => t.tag == TcpSocket::CONNECTED,
+            Socket::Udp(u) => u.state == UdpSocket::BOUND_STREAMING && u.incoming != 0,
+        };
+        if hostable && self.host_watch(fd, socket) {
+            return true;
         }
         if let Socket::Tcp(t) = socket
             && t.tag == TcpSocket::CONNECTED
         {
-            let (Ok(key), Ok(handle)) = (u32::try_from(fd), u32::try_from(t.socket)) else {
-                return false;
-            };
-            // SAFETY: the socket's live handle while the descriptor is
-            // open (the selector's caller holds it); `ManuallyDrop` keeps
-            // it wasi-libc's.
-            let socket = ManuallyDrop::new(unsafe { WasiTcpSocket::from_handle(handle) });
-            if !readiness::watch(key, &socket) {
-                return false;
-            }
-            self.put_stream(fd);
-            return true;
+            return false;
         }
         let Some(handle) = own_pollable(socket).or_else(|| wasi_libc_made_pollable(fd)) else {
             return false;
@@ -161,7 +194,7 @@ impl mio::WaitSet for Watch {
     }
 
     fn disarm(&mut self, fd: RawFd) {
-        if self.take_stream(fd) {
+        if self.take_hosted(fd) {
             if let Ok(key) = u32::try_from(fd) {
                 readiness::unwatch(key);
             }
@@ -176,11 +209,11 @@ impl mio::WaitSet for Watch {
         let waited = readiness::wait(&borrowed, timeout);
         drop(borrowed);
         clock::woke(waited.now);
-        for key in waited.streams {
+        for key in waited.keys {
             let Ok(fd) = RawFd::try_from(key) else {
                 continue;
             };
-            if self.take_stream(fd) {
+            if self.take_hosted(fd) {
                 ready.push(fd);
             }
         }
