@@ -23,6 +23,9 @@
 # tcp_idle_timeout is 300 s and max_tcp_clients 40,000 so that none is
 # closed meanwhile (past half of max_tcp_clients idle ones are closed).
 #
+# --binary PATH profiles another build: an older dnsproxy, or the same shell
+# built natively (target/x86_64-unknown-linux-musl/release/proxy-component,
+# with no component: all of it counts as host), for what the sandbox costs.
 # The callgrind output is removed at exit; --keep DIR keeps it there
 # (callgrind.out, and perf.map naming the component's JIT code) for a closer
 # look (callgrind_annotate --inclusive=yes, --tree=caller). --rate 0 (the default) sends as fast as the proxy under callgrind answers:
@@ -75,10 +78,15 @@ PORT=$(free_port)
 PIDS+=($!)
 
 args=(--config /dev/null)
+CACHE_MIB=$([ "$CACHED" = 0 ] && echo 0 || echo 16)
+# The PB_* variables configure the native build (proxy-component, --binary),
+# which reads no settings.ini; dnsproxy ignores them.
 [ -n "$COMPONENT" ] && args+=(--component "$COMPONENT")
 env -i PATH="$PATH" TLS_HOST=127.0.0.1 TLS_PORT="$UP" TLS_HOSTNAME=dot.test \
     TLS_CA_FILE="$PWD/fixtures/pki/root.pem" LOCAL_HOST=127.0.0.1 LOCAL_PORT="$PORT" \
-    CACHE_SIZE_MIB="$([ "$CACHED" = 0 ] && echo 0 || echo 16)" WORKERS=1 HEDGE_PERCENT=0 LOG_LEVEL=warn DNSPROXY_PERF_MAP=1 TCP_IDLE_TIMEOUT=300s MAX_TCP_CLIENTS=40000 \
+    CACHE_SIZE_MIB="$CACHE_MIB" WORKERS=1 HEDGE_PERCENT=0 LOG_LEVEL=warn DNSPROXY_PERF_MAP=1 TCP_IDLE_TIMEOUT=300s MAX_TCP_CLIENTS=40000 \
+    PB_LISTEN=127.0.0.1:"$PORT" PB_UPSTREAM=127.0.0.1:"$UP" PB_TLS_NAME=dot.test \
+    PB_CA_FILE="$PWD/fixtures/pki/root.pem" PB_CACHE_MIB="$CACHE_MIB" \
     valgrind --tool=callgrind --instr-atstart=no --smc-check=all-non-file \
     --callgrind-out-file="$WORK/callgrind.out" "$BIN" "${args[@]}" >"$WORK/proxy.log" 2>&1 &
 VG=$!
