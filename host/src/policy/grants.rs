@@ -9,6 +9,7 @@
 //! spoofed sources cannot cancel the replies real clients are waiting for.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -65,42 +66,46 @@ impl Grants {
     pub(crate) fn receive(&mut self, from: SocketAddr, now: Instant) -> Received {
         self.sweep_if_due(now);
         let expires = now + self.window;
-        if let Some(g) = self.table.get_mut(&from) {
-            // An expired grant that the sweep has not reached yet owes
-            // nothing any more: start over.
-            let pending = if g.expires > now { g.pending } else { 0 };
-            *g = Grant {
-                pending: pending.saturating_add(1),
-                expires,
-            };
-            return Received::Granted;
+        // One hash of the address per datagram, found or not (SipHash: the
+        // addresses are the senders' to choose).
+        let full = self.table.len() >= self.capacity;
+        match self.table.entry(from) {
+            Entry::Occupied(mut g) => {
+                let g = g.get_mut();
+                // An expired grant that the sweep has not reached yet owes
+                // nothing any more: start over.
+                let pending = if g.expires > now { g.pending } else { 0 };
+                *g = Grant {
+                    pending: pending.saturating_add(1),
+                    expires,
+                };
+                Received::Granted
+            }
+            Entry::Vacant(_) if full => Received::TableFull,
+            Entry::Vacant(v) => {
+                v.insert(Grant {
+                    pending: 1,
+                    expires,
+                });
+                Received::Granted
+            }
         }
-        if self.table.len() >= self.capacity {
-            return Received::TableFull;
-        }
-        self.table.insert(
-            from,
-            Grant {
-                pending: 1,
-                expires,
-            },
-        );
-        Received::Granted
     }
 
     /// The component wants to send to `to`: takes one pending reply, or
     /// returns false when none is owed.
     pub(crate) fn send(&mut self, to: SocketAddr, now: Instant) -> bool {
         self.sweep_if_due(now);
-        let Some(g) = self.table.get_mut(&to) else {
+        let Entry::Occupied(mut g) = self.table.entry(to) else {
             return false;
         };
-        if g.expires <= now || g.pending == 0 {
+        let grant = g.get_mut();
+        if grant.expires <= now || grant.pending == 0 {
             return false;
         }
-        g.pending -= 1;
-        if g.pending == 0 {
-            self.table.remove(&to);
+        grant.pending -= 1;
+        if grant.pending == 0 {
+            g.remove();
         }
         true
     }
