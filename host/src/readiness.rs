@@ -221,12 +221,21 @@ impl WatchSet {
         self.listeners.remove(&key);
     }
 
-    /// The keys reported since the last take. Drops the duplicates of
+    /// Hands `f` the keys reported since the last take, then forgets them
+    /// (keeping the buffer for the next wake-up). Drops the duplicates of
     /// listeners dropped since.
-    pub fn take(&mut self) -> Vec<u32> {
+    pub fn take_with<R>(&mut self, f: impl FnOnce(&[u32]) -> R) -> R {
         self.collect();
         self.listeners.retain(|_, d| d.of.strong_count() > 0);
-        std::mem::take(&mut self.ready)
+        let taken = f(&self.ready);
+        self.ready.clear();
+        taken
+    }
+
+    /// The keys reported since the last take, as a list.
+    #[cfg(test)]
+    pub fn take(&mut self) -> Vec<u32> {
+        self.take_with(<[u32]>::to_vec)
     }
 
     /// Moves what finished without waiting into `ready`.

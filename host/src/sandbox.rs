@@ -280,11 +280,27 @@ impl wit_readiness::Host for State {
                 .filter_map(|i| i.checked_sub(1))
                 .collect()
         };
-        Ok(wit_readiness::Waited {
-            keys: self.watch_set_mut().take(),
-            ready,
-            now: wasmtime_wasi::HostMonotonicClock::now(&self.clock),
-        })
+        let now = wasmtime_wasi::HostMonotonicClock::now(&self.clock);
+        Ok(self
+            .watch_set_mut()
+            .take_with(|keys| waited(keys, ready, now)))
+    }
+}
+
+/// `wait`'s result: the first keys inline, lists only when not empty (see
+/// `waited` in the WIT for why).
+fn waited(keys: &[u32], ready: Vec<u32>, now: u64) -> wit_readiness::Waited {
+    let key = |i: usize| keys.get(i).copied().unwrap_or(0);
+    wit_readiness::Waited {
+        // The set holds one report per watched key, and keys are u32.
+        key_count: u32::try_from(keys.len()).unwrap_or(u32::MAX),
+        first_keys: (key(0), key(1), key(2), key(3)),
+        more_keys: keys
+            .get(4..)
+            .filter(|more| !more.is_empty())
+            .map(<[u32]>::to_vec),
+        ready: (!ready.is_empty()).then_some(ready),
+        now,
     }
 }
 
@@ -1041,6 +1057,24 @@ mod tests {
         let wasm = engine::embedded_wasm().expect("the component is embedded (make build-host)");
         let component = Component::new(&engine, wasm).expect("the embedded component compiles");
         (engine, component)
+    }
+
+    #[test]
+    fn a_wait_result_holds_no_list_unless_it_has_something_to_list() {
+        // The usual wake-ups: nothing (a timeout) or a few sockets.
+        let none = waited(&[], Vec::new(), 7);
+        assert_eq!((none.key_count, none.first_keys), (0, (0, 0, 0, 0)));
+        assert_eq!((none.more_keys, none.ready, none.now), (None, None, 7));
+        let two = waited(&[9, 4], Vec::new(), 8);
+        assert_eq!((two.key_count, two.first_keys), (2, (9, 4, 0, 0)));
+        assert_eq!((two.more_keys, two.ready), (None, None));
+        let four = waited(&[1, 2, 3, 4], vec![0, 2], 9);
+        assert_eq!((four.key_count, four.first_keys), (4, (1, 2, 3, 4)));
+        assert_eq!((four.more_keys, four.ready), (None, Some(vec![0, 2])));
+        // A burst: the keys past the fourth in the list, in order.
+        let six = waited(&[6, 5, 4, 3, 2, 1], Vec::new(), 10);
+        assert_eq!((six.key_count, six.first_keys), (6, (6, 5, 4, 3)));
+        assert_eq!(six.more_keys, Some(vec![2, 1]));
     }
 
     /// Every import of the shipped component, versions stripped. A new

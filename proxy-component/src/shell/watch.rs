@@ -205,11 +205,20 @@ impl mio::WaitSet for Watch {
 
     fn wait(&mut self, timeout: Option<Duration>, ready: &mut Vec<RawFd>) -> io::Result<()> {
         let borrowed: Vec<&Pollable> = self.own.iter().map(|(_, p)| &**p).collect();
-        let timeout = timeout.map(|t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX));
+        // In u64: `as_nanos` is a u128, which wasm32 multiplies in a libcall.
+        let timeout = timeout.map(|t| {
+            t.as_secs()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(u64::from(t.subsec_nanos()))
+        });
         let waited = readiness::wait(&borrowed, timeout);
         drop(borrowed);
         clock::woke(waited.now);
-        for key in waited.keys {
+        let (k0, k1, k2, k3) = waited.first_keys;
+        let inline = [k0, k1, k2, k3];
+        let inline = &inline[..inline.len().min(waited.key_count as usize)];
+        let more = waited.more_keys.unwrap_or_default();
+        for &key in inline.iter().chain(&more) {
             let Ok(fd) = RawFd::try_from(key) else {
                 continue;
             };
@@ -219,7 +228,7 @@ impl mio::WaitSet for Watch {
         }
         // Indices into `own` as it was: reported, then disarmed.
         let before = ready.len();
-        for index in waited.ready {
+        for index in waited.ready.unwrap_or_default() {
             if let Some(&(fd, _)) = self.own.get(index as usize) {
                 ready.push(fd);
             }
