@@ -597,7 +597,12 @@ impl Resolver {
             Picked::Use(conn) => return Ok(conn),
             Picked::Open { meanwhile } => meanwhile,
         };
-        match (self.connect(i).await, meanwhile) {
+        // Boxed: connecting holds the TLS handshake (kilobytes), and a
+        // future awaited inline is as large as the largest it awaits. Every
+        // query's attempt is made, moved and boxed with this one's size,
+        // though few ever connect.
+        let connected = Box::pin(self.connect(i)).await;
+        match (connected, meanwhile) {
             (Ok(conn), _) => Ok(conn),
             // The upstream serves on the connection it has: a connection
             // in addition that it would not take (its limit, a busy
