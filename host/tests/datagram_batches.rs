@@ -107,6 +107,38 @@ async fn ipv6_senders_come_back_as_they_are() {
     assert_eq!((&buf[..n], from), (&b"back"[..], rx.local_addr().unwrap()));
 }
 
+/// The receive headers are set up once per thread and reused: each receive
+/// must offer every slot the room of the largest address again, or an IPv6
+/// sender after an IPv4 one (whose 16 bytes the kernel wrote as the
+/// slot's length) would come back cut to 16 bytes, its address part stale.
+#[tokio::test]
+async fn an_ipv6_sender_after_an_ipv4_one_comes_back_whole() {
+    let rx4 = socket("127.0.0.1:0").await;
+    let tx4 = socket("127.0.0.1:0").await;
+    let rx6 = socket("[::1]:0").await;
+    let tx6 = socket("[::1]:0").await;
+    for round in 0..2 {
+        tx4.send_to(b"four", rx4.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (got, _) = recv_all(&rx4, 1).await;
+        assert_eq!(
+            got,
+            [(b"four".to_vec(), tx4.local_addr().unwrap())],
+            "round {round}"
+        );
+        tx6.send_to(b"six", rx6.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (got, _) = recv_all(&rx6, 1).await;
+        assert_eq!(
+            got,
+            [(b"six".to_vec(), tx6.local_addr().unwrap())],
+            "round {round}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn one_receive_returns_at_most_its_budget_and_keeps_the_rest_for_the_next() {
     let rx = socket("127.0.0.1:0").await;

@@ -112,16 +112,51 @@ mod imp {
     use std::cell::RefCell;
     use std::collections::VecDeque;
     use std::io;
-    use std::mem::{size_of, zeroed};
+    use std::mem::{MaybeUninit, size_of, zeroed};
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
     use std::os::fd::AsRawFd;
 
+    /// What one `recvmmsg` reads into, kept per thread and set up once: a
+    /// buffer of the largest datagram per slot of a batch (zeroed memory
+    /// the OS maps lazily: only the pages datagrams were written to become
+    /// resident), and the headers, addresses and `iovec`s pointing at it.
+    /// The kernel writes only each used slot's lengths, flags, sender and
+    /// bytes, so a receive resets one length per slot it offers, where
+    /// building the headers afresh zeroed 3.3 KB per call, however few
+    /// datagrams came (at low load: one).
+    struct Slots {
+        /// Never moved or resized once the headers point into it.
+        buf: Box<[u8]>,
+        addrs: Box<[libc::sockaddr_storage; MAX_BATCH]>,
+        /// Read by the kernel only, through the headers.
+        #[allow(dead_code)]
+        iovs: Box<[libc::iovec; MAX_BATCH]>,
+        msgs: Box<[libc::mmsghdr; MAX_BATCH]>,
+    }
+
+    impl Slots {
+        fn new() -> Self {
+            let mut buf = vec![0; MAX_BATCH * MAX_DATAGRAM_SIZE].into_boxed_slice();
+            // SAFETY: all-zero is a valid value of these plain C structs.
+            let mut addrs: Box<[libc::sockaddr_storage; MAX_BATCH]> = Box::new(unsafe { zeroed() });
+            let mut iovs: Box<[libc::iovec; MAX_BATCH]> = Box::new(unsafe { zeroed() });
+            let mut msgs: Box<[libc::mmsghdr; MAX_BATCH]> = Box::new(unsafe { zeroed() });
+            for (i, chunk) in buf.chunks_exact_mut(MAX_DATAGRAM_SIZE).enumerate() {
+                iovs[i] = libc::iovec {
+                    iov_base: chunk.as_mut_ptr().cast(),
+                    iov_len: chunk.len(),
+                };
+                let hdr = &mut msgs[i].msg_hdr;
+                hdr.msg_name = (&raw mut addrs[i]).cast();
+                hdr.msg_iov = &raw mut iovs[i];
+                hdr.msg_iovlen = 1;
+            }
+            Self { buf, addrs, iovs, msgs }
+        }
+    }
+
     thread_local! {
-        /// One buffer of the largest datagram per slot of a batch, allocated
-        /// once per thread (zeroed memory the OS maps lazily: only the pages
-        /// datagrams were written to become resident).
-        static SCRATCH: RefCell<Box<[u8]>> =
-            RefCell::new(vec![0; MAX_BATCH * MAX_DATAGRAM_SIZE].into_boxed_slice());
+        static SLOTS: RefCell<Slots> = RefCell::new(Slots::new());
     }
 
     pub(super) fn recv_batch(
@@ -129,30 +164,21 @@ mod imp {
         max: usize,
         out: &mut VecDeque<Datagram>,
     ) -> io::Result<usize> {
-        SCRATCH.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
-            // SAFETY: all-zero is a valid value of these plain C structs.
-            let mut addrs: [libc::sockaddr_storage; MAX_BATCH] = unsafe { zeroed() };
-            let mut iovs: [libc::iovec; MAX_BATCH] = unsafe { zeroed() };
-            let mut msgs: [libc::mmsghdr; MAX_BATCH] = unsafe { zeroed() };
-            for (i, buf) in scratch.chunks_exact_mut(MAX_DATAGRAM_SIZE).take(max).enumerate() {
-                iovs[i] = libc::iovec {
-                    iov_base: buf.as_mut_ptr().cast(),
-                    iov_len: buf.len(),
-                };
-                let hdr = &mut msgs[i].msg_hdr;
-                hdr.msg_name = (&raw mut addrs[i]).cast();
-                hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-                hdr.msg_iov = &raw mut iovs[i];
-                hdr.msg_iovlen = 1;
+        SLOTS.with(|slots| {
+            let mut slots = slots.borrow_mut();
+            let slots = &mut *slots;
+            // The kernel wrote the sender's length over each slot's room
+            // for it; the rest of a header it only reads.
+            for msg in &mut slots.msgs[..max] {
+                msg.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             }
             let fd = socket.as_raw_fd();
+            let msgs = slots.msgs.as_mut_ptr();
             let n = socket.try_io(Interest::READABLE, || {
-                // SAFETY: `msgs[..max]` point at `addrs`, `iovs` and
-                // `scratch`, all alive and unaliased for the call.
-                let n = unsafe {
-                    libc::recvmmsg(fd, msgs.as_mut_ptr(), max as _, libc::MSG_DONTWAIT as _, std::ptr::null_mut())
-                };
+                // SAFETY: `msgs[..max]` point at `addrs`, `iovs` and `buf`,
+                // all alive, unmoved and unaliased (the slots are borrowed
+                // mutably) for the call.
+                let n = unsafe { libc::recvmmsg(fd, msgs, max as _, libc::MSG_DONTWAIT as _, std::ptr::null_mut()) };
                 let n = if n < 0 {
                     Err(io::Error::last_os_error())
                 } else {
@@ -173,15 +199,15 @@ mod imp {
                 let _ = socket.try_io(Interest::READABLE, || Err::<(), _>(mio::would_block(mio::Interest::READABLE)));
             }
             let mut taken = 0;
-            for (i, msg) in msgs[..n].iter().enumerate() {
+            for (i, msg) in slots.msgs[..n].iter().enumerate() {
                 // A sender the OS did not name (not for UDP over IP) or of
                 // another family is skipped, never made up.
-                let Some(from) = to_socket_addr(&addrs[i], msg.msg_hdr.msg_namelen) else {
+                let Some(from) = to_socket_addr(&slots.addrs[i], msg.msg_hdr.msg_namelen) else {
                     continue;
                 };
                 let len = (msg.msg_len as usize).min(MAX_DATAGRAM_SIZE);
                 let start = i * MAX_DATAGRAM_SIZE;
-                out.push_back((scratch[start..start + len].to_vec(), from));
+                out.push_back((slots.buf[start..start + len].to_vec(), from));
                 taken += 1;
             }
             Ok(taken)
@@ -193,36 +219,41 @@ mod imp {
         datagrams: &[(&[u8], Option<SocketAddr>)],
     ) -> io::Result<usize> {
         let n = datagrams.len();
-        // SAFETY: all-zero is a valid value of these plain C structs.
-        let mut addrs: [libc::sockaddr_storage; MAX_BATCH] = unsafe { zeroed() };
-        let mut iovs: [libc::iovec; MAX_BATCH] = unsafe { zeroed() };
-        let mut msgs: [libc::mmsghdr; MAX_BATCH] = unsafe { zeroed() };
+        // Only the slots sent are set up (and zeroed: the addresses'
+        // padding must be): at low load that is one, not `MAX_BATCH`.
+        let mut addrs = [const { MaybeUninit::<libc::sockaddr_storage>::uninit() }; MAX_BATCH];
+        let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; MAX_BATCH];
+        let mut msgs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; MAX_BATCH];
         for (i, (data, to)) in datagrams.iter().enumerate() {
             // The kernel only reads the payload (`sendmsg` takes a mutable
             // pointer for both directions).
-            iovs[i] = libc::iovec {
+            let iov = iovs[i].write(libc::iovec {
                 iov_base: data.as_ptr().cast_mut().cast(),
                 iov_len: data.len(),
-            };
-            let hdr = &mut msgs[i].msg_hdr;
+            });
+            // SAFETY: all-zero is a valid value of these plain C structs.
+            let msg = msgs[i].write(unsafe { zeroed() });
+            let hdr = &mut msg.msg_hdr;
             if let Some(to) = to {
-                hdr.msg_namelen = from_socket_addr(*to, &mut addrs[i]);
-                hdr.msg_name = (&raw mut addrs[i]).cast();
+                // SAFETY: as above.
+                let addr = addrs[i].write(unsafe { zeroed() });
+                hdr.msg_namelen = from_socket_addr(*to, addr);
+                hdr.msg_name = (&raw mut *addr).cast();
             }
-            hdr.msg_iov = &raw mut iovs[i];
+            hdr.msg_iov = &raw mut *iov;
             hdr.msg_iovlen = 1;
         }
         let fd = socket.as_raw_fd();
+        let msgs = msgs.as_mut_ptr().cast::<libc::mmsghdr>();
         socket.try_io(Interest::WRITABLE, || {
             // The system call itself: musl's `sendmmsg` on 64-bit targets is
             // a loop of `sendmsg` (its `msghdr` pads `msg_iovlen` and
             // `msg_controllen` to the kernel's sizes; zeroed, as here, the
             // layouts agree).
-            // SAFETY: `msgs[..n]` point at `addrs`, `iovs` and the payloads,
-            // all alive for the call; the kernel does not write the payloads.
-            let sent = unsafe {
-                libc::syscall(libc::SYS_sendmmsg, fd, msgs.as_mut_ptr(), n as libc::c_uint, 0)
-            };
+            // SAFETY: `msgs[..n]` are initialized and point at `addrs`,
+            // `iovs` and the payloads, all alive for the call; the kernel
+            // does not write the payloads.
+            let sent = unsafe { libc::syscall(libc::SYS_sendmmsg, fd, msgs, n as libc::c_uint, 0) };
             let sent = if sent < 0 {
                 Err(io::Error::last_os_error())
             } else {
