@@ -9,6 +9,7 @@ pub mod attempt;
 pub mod cache;
 pub mod client_conn;
 pub mod connect;
+pub mod duration;
 pub mod fair_queue;
 pub mod framing;
 pub mod inflight;

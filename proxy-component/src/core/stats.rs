@@ -34,7 +34,7 @@ pub struct Histogram {
 impl Histogram {
     /// Counts one observation.
     pub fn observe(&mut self, d: Duration) {
-        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let us = crate::core::duration::micros(d);
         let i = BUCKETS_US.partition_point(|&bound| bound < us);
         self.buckets[i] += 1;
         self.sum_us = self.sum_us.saturating_add(us);

@@ -147,10 +147,13 @@ mod libc_clock {
             // when wasi-libc wrote them.
             (unsafe { __clock_gettime(clock, ts) } == 0).then(|| {
                 let ts = unsafe { &*ts };
-                u64::try_from(ts.tv_sec)
-                    .unwrap_or(0)
-                    .saturating_mul(NANOS)
-                    .saturating_add(u64::try_from(ts.tv_nsec).unwrap_or(0))
+                // Not `saturating_mul`: on wasm32 a u64's is a 128-bit
+                // multiply, a libcall.
+                crate::core::duration::whole(
+                    u64::try_from(ts.tv_sec).unwrap_or(0),
+                    NANOS,
+                    u64::try_from(ts.tv_nsec).unwrap_or(0),
+                )
             })
         };
         match super::now(host) {

@@ -36,6 +36,7 @@ use std::mem::ManuallyDrop;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
+use crate::core::duration;
 use crate::shell::clock;
 use crate::shell::descriptors::{self, Socket, TcpSocket, UdpSocket};
 
@@ -205,12 +206,7 @@ impl mio::WaitSet for Watch {
 
     fn wait(&mut self, timeout: Option<Duration>, ready: &mut Vec<RawFd>) -> io::Result<()> {
         let borrowed: Vec<&Pollable> = self.own.iter().map(|(_, p)| &**p).collect();
-        // In u64: `as_nanos` is a u128, which wasm32 multiplies in a libcall.
-        let timeout = timeout.map(|t| {
-            t.as_secs()
-                .saturating_mul(1_000_000_000)
-                .saturating_add(u64::from(t.subsec_nanos()))
-        });
+        let timeout = timeout.map(duration::nanos);
         let waited = readiness::wait(&borrowed, timeout);
         drop(borrowed);
         clock::woke(waited.now);
