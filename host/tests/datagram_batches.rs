@@ -113,29 +113,18 @@ async fn ipv6_senders_come_back_as_they_are() {
 /// slot's length) would come back cut to 16 bytes, its address part stale.
 #[tokio::test]
 async fn an_ipv6_sender_after_an_ipv4_one_comes_back_whole() {
-    let rx4 = socket("127.0.0.1:0").await;
-    let tx4 = socket("127.0.0.1:0").await;
-    let rx6 = socket("[::1]:0").await;
-    let tx6 = socket("[::1]:0").await;
+    let four = (socket("127.0.0.1:0").await, socket("127.0.0.1:0").await);
+    let six = (socket("[::1]:0").await, socket("[::1]:0").await);
+    // Each pair is (receiver, sender); the same thread receives on both.
     for round in 0..2 {
-        tx4.send_to(b"four", rx4.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (got, _) = recv_all(&rx4, 1).await;
-        assert_eq!(
-            got,
-            [(b"four".to_vec(), tx4.local_addr().unwrap())],
-            "round {round}"
-        );
-        tx6.send_to(b"six", rx6.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (got, _) = recv_all(&rx6, 1).await;
-        assert_eq!(
-            got,
-            [(b"six".to_vec(), tx6.local_addr().unwrap())],
-            "round {round}"
-        );
+        for (rx, tx) in [&four, &six] {
+            tx.send_to(b"hello", rx.local_addr().unwrap())
+                .await
+                .unwrap();
+            let (got, _) = recv_all(rx, 1).await;
+            let want = [(b"hello".to_vec(), tx.local_addr().unwrap())];
+            assert_eq!(got, want, "round {round}");
+        }
     }
 }
 
