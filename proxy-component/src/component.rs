@@ -119,9 +119,7 @@ fn wit_report(report: Report) -> metrics::Report {
                 resumed_handshakes: u.handshakes[1],
                 hedges: u.hedges,
                 window_probes: u.window_probes,
-                srtt_us: g
-                    .srtt
-                    .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+                srtt_us: g.srtt.map(dnsproxy_core::core::duration::micros),
                 up: g.up,
                 connections: g.connections,
                 waiting: g.waiting,

@@ -7,7 +7,8 @@
 
 use std::time::Duration;
 
-const NANOS_PER_SEC: u64 = 1_000_000_000;
+/// Nanoseconds in a second.
+pub const NANOS_PER_SEC: u64 = 1_000_000_000;
 const MICROS_PER_SEC: u64 = 1_000_000;
 
 /// `d` in nanoseconds; `u64::MAX` past about 584 years.

@@ -118,7 +118,7 @@ fn now(host: impl FnOnce() -> Option<u64>) -> Option<u64> {
 mod libc_clock {
     use std::ffi::c_int;
 
-    const NANOS: u64 = 1_000_000_000;
+    use crate::core::duration::NANOS_PER_SEC;
 
     unsafe extern "C" {
         /// wasi-libc's `clock_gettime`.
@@ -151,7 +151,7 @@ mod libc_clock {
                 // multiply, a libcall.
                 crate::core::duration::whole(
                     u64::try_from(ts.tv_sec).unwrap_or(0),
-                    NANOS,
+                    NANOS_PER_SEC,
                     u64::try_from(ts.tv_nsec).unwrap_or(0),
                 )
             })
@@ -159,9 +159,9 @@ mod libc_clock {
         match super::now(host) {
             Some(ns) => {
                 let value = libc::timespec {
-                    tv_sec: i64::try_from(ns / NANOS).unwrap_or(i64::MAX),
+                    tv_sec: i64::try_from(ns / NANOS_PER_SEC).unwrap_or(i64::MAX),
                     // Under 10^9: fits.
-                    tv_nsec: (ns % NANOS) as _,
+                    tv_nsec: (ns % NANOS_PER_SEC) as _,
                 };
                 // SAFETY: non-null, and writable by the caller's contract.
                 unsafe { ts.write(value) };
