@@ -41,6 +41,15 @@ pub trait WaitSet {
     /// descriptors to be ready, and appends those that are to `ready`,
     /// disarming them. Returns early with nothing only when interrupted.
     fn wait(&mut self, timeout: Option<Duration>, ready: &mut Vec<RawFd>) -> io::Result<()>;
+
+    /// The selector polls everything itself (`poll(2)`) rather than wait on
+    /// the set, for `timeout`: the timeout to poll with. A set that keeps
+    /// the time its caller computed `timeout` from (a clock read once per
+    /// wake-up) corrects it for the time since, and learns that the wait
+    /// did not go through it. Default: `timeout` as it is.
+    fn before_poll(&mut self, timeout: Option<Duration>) -> Option<Duration> {
+        timeout
+    }
 }
 
 thread_local! {

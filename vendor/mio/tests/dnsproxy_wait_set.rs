@@ -33,6 +33,10 @@ struct Seen {
     waits: usize,
     /// Descriptors the set refuses.
     refuse: HashSet<RawFd>,
+    /// The timeouts `before_poll` was given.
+    before_polls: Vec<Option<Duration>>,
+    /// What `before_poll` returns instead, when set.
+    poll_timeout: Option<Option<Duration>>,
 }
 
 struct TestSet(Rc<RefCell<Seen>>);
@@ -78,6 +82,12 @@ impl WaitSet for TestSet {
             ready.push(fd.fd);
         }
         Ok(())
+    }
+
+    fn before_poll(&mut self, timeout: Option<Duration>) -> Option<Duration> {
+        let mut seen = self.0.borrow_mut();
+        seen.before_polls.push(timeout);
+        seen.poll_timeout.unwrap_or(timeout)
     }
 }
 
@@ -219,6 +229,48 @@ fn a_socket_waiting_to_write_falls_back_to_poll_without_losing_a_reader() {
         }
     }
     assert!(woken, "the writer was not woken");
+    mio::install_wait_set(None);
+}
+
+/// Fills `stream`'s send buffer (its peer does not read): it then waits to
+/// write, outside the set.
+fn block_writing(stream: &mut TcpStream) {
+    let chunk = [0u8; 65536];
+    loop {
+        match stream.write(&chunk) {
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+}
+
+#[test]
+fn a_blocking_poll_past_the_set_takes_the_timeout_the_set_gives() {
+    let seen = install();
+    let mut poll = Poll::new().unwrap();
+    let mut events = Events::with_capacity(256);
+    let (mut ours, _peers) = pairs(&poll, 2);
+    poll_once(&mut poll, &mut events, Duration::from_secs(1));
+    for s in &mut ours {
+        drain(s);
+    }
+    poll_once(&mut poll, &mut events, Duration::from_millis(10));
+    assert!(seen.borrow().before_polls.is_empty(), "waits on the set alone");
+    block_writing(&mut ours[0]);
+    seen.borrow_mut().poll_timeout = Some(Some(Duration::ZERO));
+    let started = std::time::Instant::now();
+    let woke = poll_once(&mut poll, &mut events, Duration::from_secs(5));
+    assert!(woke.is_empty(), "{woke:?}");
+    assert_eq!(
+        seen.borrow().before_polls,
+        vec![Some(Duration::from_secs(5))],
+        "the set was not asked for the fallback's timeout"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the fallback waited its own timeout, not the set's"
+    );
     mio::install_wait_set(None);
 }
 

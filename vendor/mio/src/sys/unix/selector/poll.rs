@@ -278,6 +278,11 @@ impl SelectorState {
                 timeout = Some(Duration::from_secs(0))
             }
 
+            // dnsproxy patch 4: past the wait set, it may correct the
+            // timeout (see `WaitSet::before_poll`).
+            let timeout =
+                crate::wait_set::with(|set| set.before_poll(timeout)).unwrap_or(timeout);
+
             // Perform the poll.
             trace!("Polling on {:?}", &fds);
             let num_events = poll(&mut fds.poll_fds, timeout)?;
