@@ -257,8 +257,12 @@ impl wit_readiness::Host for State {
     async fn wait(
         &mut self,
         pollables: Vec<Resource<wasmtime_wasi::p2::DynPollable>>,
-        timeout_ns: Option<u64>,
+        deadline: Option<u64>,
     ) -> wasmtime::Result<wit_readiness::Waited> {
+        // The host's clock is read natively (a vDSO call), where the
+        // component's read was a host call of its own.
+        let timeout_ns =
+            deadline.map(|d| d.saturating_sub(wasmtime_wasi::HostMonotonicClock::now(&self.clock)));
         let ready = if pollables.is_empty() {
             // Only the set: its own future, no `wasi:io/poll`.
             let set = wasmtime_wasi::p2::Pollable::ready(self.watch_set_mut());

@@ -406,12 +406,12 @@ pub(crate) fn main() {
     // host's watch set, not in every wait's list.
     #[cfg(wasi_libc_descriptors)]
     dnsproxy_core::shell::watch::install();
-    let mut runtime = tokio::runtime::Builder::new_current_thread();
-    // Time is read once per wake-up (`shell::clock`); before the loop
-    // blocks it is read afresh, so the runtime's timeout is not stale.
-    #[cfg(wasi_libc_descriptors)]
-    runtime.on_thread_park(dnsproxy_core::shell::clock::parking);
-    let runtime = match runtime.enable_all().build() {
+    // Time is read once per wake-up (`shell::clock`), and the loop blocks
+    // until a deadline counted from that reading (`shell::watch`).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => fatal("cannot start the runtime", &e),
     };

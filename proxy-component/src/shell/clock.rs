@@ -11,9 +11,12 @@
 //! So time advances per wake-up, as libuv's loop time does:
 //! - the host's `readiness.wait` returns the time it woke, and reads
 //!   return that reading ([`woke`]);
-//! - before the loop blocks (tokio's `on_thread_park`, [`parking`]), reads
-//!   go to the host again until the next wait returns: the timeout the
-//!   runtime computes from the time is never computed from a stale one;
+//! - the loop blocks until a deadline, not for a timeout: tokio computes
+//!   its timeout from a read of this reading, and the wait set adds the
+//!   timeout to the same reading ([`reading`]), so the deadline is the one
+//!   tokio's timer asked for however stale the reading has grown, with no
+//!   read of the host's clock before blocking (until 2026-12 there was
+//!   one, two a forwarded query);
 //! - one reading serves at most [`READS`] reads, then a read goes to the
 //!   host and serves the next ones: a long turn sees time advance, and a
 //!   loop that spins on the clock ends.
@@ -26,9 +29,10 @@
 //! calls [`refresh`] first; without it, a grid point found from a reading
 //! a millisecond late was a millisecond early (the spec test `workers::
 //! both_workers_probe_a_saturated_upstream_on_the_same_wall_clock_grid`
-//! caught it). A wait that does not go
-//! through the watch set (the selector's fallback to wasi-libc's `poll`)
-//! returns no reading, so reads after it go to the host, as before.
+//! caught it). A wait that does not go through the watch set (the
+//! selector's fallback to wasi-libc's `poll`, which takes a timeout) has
+//! its timeout corrected by a fresh read and returns no reading
+//! ([`expire`]), so the first read after it goes to the host.
 //!
 //! This module defines `clock_gettime` for the component: wasi-libc's is a
 //! weak alias of its `__clock_gettime`, which the linker then leaves to
@@ -46,7 +50,8 @@ pub const READS: u32 = 64;
 /// Where the next read of the monotonic clock comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Reading {
-    /// The host: the loop is parked, or has not woken yet.
+    /// The host, whose reading then serves the next reads: the loop has
+    /// not woken yet, or blocked outside the watch set.
     Host,
     /// `ns`, for `left` more reads (then the host, whose reading serves
     /// the next ones).
@@ -61,7 +66,7 @@ impl Reading {
             Reading::Kept { ns, left } if left > 0 => {
                 (Some(ns), Reading::Kept { ns, left: left - 1 })
             }
-            Reading::Kept { .. } => match host() {
+            Reading::Kept { .. } | Reading::Host => match host() {
                 Some(ns) => (
                     Some(ns),
                     Reading::Kept {
@@ -71,9 +76,6 @@ impl Reading {
                 ),
                 None => (None, self),
             },
-            // A reading taken while parked serves only itself: the wait
-            // that follows brings the next.
-            Reading::Host => (host(), Reading::Host),
         }
     }
 }
@@ -91,8 +93,19 @@ pub fn woke(now_ns: u64) {
     });
 }
 
-/// The event loop is about to block: reads go to the host until it wakes.
-pub fn parking() {
+/// The reading this wake-up's reads returned, if there is one (none before
+/// the loop first woke, or after it blocked outside the watch set): what a
+/// timeout tokio computed in this turn counts from, without a host call.
+pub fn reading() -> Option<u64> {
+    match READING.get() {
+        Reading::Kept { ns, .. } => Some(ns),
+        Reading::Host => None,
+    }
+}
+
+/// The event loop blocks without the watch set, which brings no reading:
+/// the next read goes to the host.
+pub fn expire() {
     READING.set(Reading::Host);
 }
 
@@ -186,21 +199,24 @@ mod tests {
     }
 
     #[test]
-    fn a_wake_up_serves_reads_until_the_loop_parks() {
+    fn a_wake_up_serves_reads_until_the_loop_blocks_outside_the_set() {
         let reads = Cell::new(0);
         woke(1_000);
         for _ in 0..10 {
             assert_eq!(now(host(&reads, 2_000)), Some(1_000));
         }
         assert_eq!(reads.get(), 0);
-        parking();
-        // While parked, every read asks the host and keeps nothing.
+        assert_eq!(reading(), Some(1_000));
+        expire();
+        assert_eq!(reading(), None);
+        // The first read after asks the host, and its reading is kept.
         assert_eq!(now(host(&reads, 3_000)), Some(3_000));
-        assert_eq!(now(host(&reads, 4_000)), Some(4_000));
-        assert_eq!(reads.get(), 2);
+        assert_eq!(now(host(&reads, 4_000)), Some(3_000));
+        assert_eq!(reads.get(), 1);
+        assert_eq!(reading(), Some(3_000));
         woke(5_000);
         assert_eq!(now(host(&reads, 6_000)), Some(5_000));
-        assert_eq!(reads.get(), 2);
+        assert_eq!(reads.get(), 1);
     }
 
     #[test]
@@ -230,27 +246,31 @@ mod tests {
         assert_eq!(now(host(&reads, 3_000)), Some(3_000));
         assert_eq!(now(host(&reads, 4_000)), Some(3_000));
         assert_eq!(reads.get(), 1);
-        // Parked, a refresh changes nothing: every read asks the host.
-        parking();
+        // The reading a deadline counts from is the refreshed one.
+        assert_eq!(reading(), Some(3_000));
+        // Without a reading, a refresh changes nothing: the next read asks
+        // the host anyway.
+        expire();
         refresh();
         assert_eq!(now(host(&reads, 5_000)), Some(5_000));
-        assert_eq!(now(host(&reads, 6_000)), Some(6_000));
-        assert_eq!(reads.get(), 3);
+        assert_eq!(now(host(&reads, 6_000)), Some(5_000));
+        assert_eq!(reads.get(), 2);
     }
 
     #[test]
     fn before_the_first_wake_up_and_after_a_failed_read_the_host_is_asked() {
-        parking();
+        expire();
         let reads = Cell::new(0);
         assert_eq!(now(host(&reads, 9)), Some(9));
-        assert_eq!(now(host(&reads, 10)), Some(10));
-        assert_eq!(reads.get(), 2);
+        assert_eq!(reads.get(), 1);
         // A failed read keeps nothing.
         woke(1);
         for _ in 0..READS {
             now(|| None);
         }
         assert_eq!(now(|| None), None);
+        assert_eq!(reading(), Some(1));
         assert_eq!(now(host(&reads, 11)), Some(11));
+        assert_eq!(reads.get(), 2);
     }
 }

@@ -19,9 +19,10 @@
 //! [`crate::shell::descriptors`]), until it is armed again.
 //!
 //! A wait is then one host call (`readiness.wait`): the set and the
-//! timeout, where wasi-libc made three (the clock's pollable,
+//! deadline, where wasi-libc made three (the clock's pollable,
 //! `wasi:io/poll`, its drop); it also brings the time it woke, which the
-//! wake-up's reads of the clock return ([`crate::shell::clock`]). Its cost
+//! wake-up's reads of the clock return, and from which the next deadline
+//! counts ([`crate::shell::clock`]). Its cost
 //! no longer grows with idle connections, and with no pollable of its own
 //! the host makes no `wasi:io/poll` of it. Anything else (a socket waiting
 //! to write, a connect in progress) the set refuses, and mio polls
@@ -51,6 +52,7 @@ mod bindings {
 }
 
 use bindings::dnsproxy::proxy::readiness;
+use bindings::wasi::clocks::monotonic_clock;
 use bindings::wasi::io::poll::Pollable;
 use bindings::wasi::sockets::tcp::TcpSocket as WasiTcpSocket;
 use bindings::wasi::sockets::udp::IncomingDatagramStream;
@@ -206,8 +208,15 @@ impl mio::WaitSet for Watch {
 
     fn wait(&mut self, timeout: Option<Duration>, ready: &mut Vec<RawFd>) -> io::Result<()> {
         let borrowed: Vec<&Pollable> = self.own.iter().map(|(_, p)| &**p).collect();
-        let timeout = timeout.map(duration::nanos);
-        let waited = readiness::wait(&borrowed, timeout);
+        // tokio computed `timeout` from this wake-up's reading: counted
+        // from the same reading, the deadline is the one its timer asked
+        // for (see `clock`).
+        let deadline = timeout.map(|t| {
+            clock::reading()
+                .unwrap_or_else(monotonic_clock::now)
+                .saturating_add(duration::nanos(t))
+        });
+        let waited = readiness::wait(&borrowed, deadline);
         drop(borrowed);
         clock::woke(waited.now);
         let (k0, k1, k2, k3) = waited.first_keys;
@@ -233,5 +242,18 @@ impl mio::WaitSet for Watch {
             self.own.retain(|(o, _)| o != fd);
         }
         Ok(())
+    }
+
+    fn before_poll(&mut self, timeout: Option<Duration>) -> Option<Duration> {
+        let now = monotonic_clock::now();
+        let left = timeout.map(|t| {
+            let deadline = clock::reading()
+                .unwrap_or(now)
+                .saturating_add(duration::nanos(t));
+            Duration::from_nanos(deadline.saturating_sub(now))
+        });
+        // wasi-libc's `poll` brings no reading back.
+        clock::expire();
+        left
     }
 }
