@@ -260,14 +260,17 @@ impl udp::HostOutgoingDatagramStream for WasiSocketsCtxView<'_> {
             return Ok(0);
         }
 
-        if datagrams.len() > stream.check_send_permit_count {
+        // dnsproxy patch 11: a standing permit of `MAX_DATAGRAMS` a call,
+        // with or without a `check-send` before it (upstream traps unless
+        // the preceding `check-send` permitted as many). The send never
+        // blocks: a full socket takes none and says `Ok(0)`, as it may
+        // after a `check-send` too, so the permit guarded nothing here and
+        // cost the guest a host call per send.
+        if datagrams.len() > MAX_DATAGRAMS.max(stream.check_send_permit_count) {
             return Err(SocketError::trap(wasmtime::format_err!(
                 "unpermitted: argument exceeds permitted size"
             )));
         }
-
-        // Reset permit. From the WIT spec:
-        // > Each call to `send` must be permitted by a preceding `check-send`.
         stream.check_send_permit_count = 0;
 
         // dnsproxy patch: one batch per call (`OutgoingDatagramStream::try_send_many`).
