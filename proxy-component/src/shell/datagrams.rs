@@ -7,8 +7,9 @@
 //! send is two (`check-send`, `send`). [`Datagrams`] receives up to
 //! [`BATCH`] datagrams with one `receive` and sends up to [`BATCH`] queued
 //! with one `send` (dnsproxy's host needs no `check-send` first), on the
-//! streams wasi-libc opened for the socket ([`streams`]). Readiness stays tokio's (wasi-libc polls the same
-//! streams), so the socket is still driven by the one event loop.
+//! streams wasi-libc opened for the socket ([`streams`]). Readiness stays
+//! tokio's (wasi-libc polls the same streams), so the socket is still
+//! driven by the one event loop.
 //!
 //! Natively (the bench's `native` row, the tests) the same calls loop over
 //! non-blocking `recvfrom`/`sendto`: one system call per datagram, as before.

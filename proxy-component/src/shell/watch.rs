@@ -208,14 +208,7 @@ impl mio::WaitSet for Watch {
 
     fn wait(&mut self, timeout: Option<Duration>, ready: &mut Vec<RawFd>) -> io::Result<()> {
         let borrowed: Vec<&Pollable> = self.own.iter().map(|(_, p)| &**p).collect();
-        // tokio computed `timeout` from this wake-up's reading: counted
-        // from the same reading, the deadline is the one its timer asked
-        // for (see `clock`).
-        let deadline = timeout.map(|t| {
-            clock::reading()
-                .unwrap_or_else(monotonic_clock::now)
-                .saturating_add(duration::nanos(t))
-        });
+        let deadline = timeout.map(|t| deadline(t, monotonic_clock::now));
         let waited = readiness::wait(&borrowed, deadline);
         drop(borrowed);
         clock::woke(waited.now);
@@ -245,15 +238,23 @@ impl mio::WaitSet for Watch {
     }
 
     fn before_poll(&mut self, timeout: Option<Duration>) -> Option<Duration> {
-        let now = monotonic_clock::now();
+        // The host's clock is read only for a timeout to correct.
         let left = timeout.map(|t| {
-            let deadline = clock::reading()
-                .unwrap_or(now)
-                .saturating_add(duration::nanos(t));
-            Duration::from_nanos(deadline.saturating_sub(now))
+            let now = monotonic_clock::now();
+            Duration::from_nanos(deadline(t, || now).saturating_sub(now))
         });
         // wasi-libc's `poll` brings no reading back.
         clock::expire();
         left
     }
+}
+
+/// When `timeout` from this wake-up's reading ends (`now` when there is
+/// none). tokio computed `timeout` from that reading, so this is the
+/// deadline its timer asked for, however stale the reading has grown (see
+/// `clock`).
+fn deadline(timeout: Duration, now: impl FnOnce() -> u64) -> u64 {
+    clock::reading()
+        .unwrap_or_else(now)
+        .saturating_add(duration::nanos(timeout))
 }

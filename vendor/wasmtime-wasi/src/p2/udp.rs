@@ -116,8 +116,7 @@ impl IncomingDatagramStream {
 /// Nothing is ever left in flight.
 pub struct OutgoingDatagramStream {
     pub(crate) inner: Arc<Mutex<P3Socket>>,
-    /// Number of datagrams permitted by most recent `check-send` call.
-    pub(crate) check_send_permit_count: usize,
+    // dnsproxy patch 11: no permit count (`send` takes `MAX_DATAGRAMS`).
     socket: Arc<tokio::net::UdpSocket>,
 }
 impl OutgoingDatagramStream {
@@ -125,7 +124,6 @@ impl OutgoingDatagramStream {
         let (socket, _) = inner.lock().unwrap().direct();
         Self {
             inner,
-            check_send_permit_count: 0,
             socket,
         }
     }

@@ -244,8 +244,6 @@ impl udp::HostOutgoingDatagramStream for WasiSocketsCtxView<'_> {
             0
         };
 
-        stream.check_send_permit_count = count;
-
         Ok(count.try_into().unwrap())
     }
 
@@ -262,16 +260,16 @@ impl udp::HostOutgoingDatagramStream for WasiSocketsCtxView<'_> {
 
         // dnsproxy patch 11: a standing permit of `MAX_DATAGRAMS` a call,
         // with or without a `check-send` before it (upstream traps unless
-        // the preceding `check-send` permitted as many). The send never
-        // blocks: a full socket takes none and says `Ok(0)`, as it may
-        // after a `check-send` too, so the permit guarded nothing here and
-        // cost the guest a host call per send.
-        if datagrams.len() > MAX_DATAGRAMS.max(stream.check_send_permit_count) {
+        // the preceding `check-send` permitted as many; it permits at most
+        // `MAX_DATAGRAMS`, so no count is kept). The send never blocks: a
+        // full socket takes none and says `Ok(0)`, as it may after a
+        // `check-send` too, so the permit guarded nothing here and cost the
+        // guest a host call per send.
+        if datagrams.len() > MAX_DATAGRAMS {
             return Err(SocketError::trap(wasmtime::format_err!(
                 "unpermitted: argument exceeds permitted size"
             )));
         }
-        stream.check_send_permit_count = 0;
 
         // dnsproxy patch: one batch per call (`OutgoingDatagramStream::try_send_many`).
         let count = stream.try_send_many(
