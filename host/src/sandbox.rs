@@ -61,6 +61,7 @@ use bindings::dnsproxy::proxy::log as wit_log;
 use bindings::dnsproxy::proxy::metrics as wit_metrics;
 use bindings::dnsproxy::proxy::readiness as wit_readiness;
 use bindings::dnsproxy::proxy::tcp_ack as wit_tcp_ack;
+use bindings::dnsproxy::proxy::tcp_send as wit_tcp_send;
 use bindings::dnsproxy::proxy::types as wit_types;
 use bindings::dnsproxy::proxy::watchdog as wit_watchdog;
 
@@ -224,6 +225,22 @@ impl wit_tcp_ack::Host for State {
         if let Ok(socket) = self.table.get(&socket) {
             socket.quick_ack();
         }
+    }
+}
+
+impl wit_tcp_send::Host for State {
+    fn send(
+        &mut self,
+        socket: Resource<wasmtime_wasi::p2::TcpSocket>,
+        bytes: Vec<u8>,
+    ) -> Result<u64, wit_tcp_send::ErrorCode> {
+        // The guest's own socket, borrowed for the call: the canonical ABI
+        // checked it is live and of this type.
+        let socket = self
+            .table
+            .get(&socket)
+            .map_err(|_| wit_tcp_send::ErrorCode::InvalidState)?;
+        socket.send_now(&bytes).map(|n| n as u64)
     }
 }
 
@@ -563,6 +580,7 @@ pub fn linker(engine: &Engine) -> Result<Linker<State>> {
     wit_watchdog::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     wit_aead::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     wit_tcp_ack::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    wit_tcp_send::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     wit_readiness::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     Ok(linker)
 }

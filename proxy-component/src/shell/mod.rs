@@ -9,6 +9,8 @@ pub mod context;
 pub mod datagrams;
 #[cfg(wasi_libc_descriptors)]
 pub mod descriptors;
+#[cfg(wasi_libc_descriptors)]
+pub mod host_tcp;
 pub mod log;
 pub mod quick_ack;
 pub mod readiness;
@@ -16,6 +18,7 @@ pub mod record;
 pub mod reload;
 pub mod report;
 pub mod resolver;
+pub mod send;
 pub mod tcp;
 pub mod tls;
 pub mod udp;

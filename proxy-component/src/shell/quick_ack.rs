@@ -14,7 +14,7 @@
 //! Natively that is a `setsockopt`. The component has no socket options
 //! (WASI 0.2), so the host's `tcp-ack` interface sets it on the
 //! `wasi:sockets` socket under the wasi-libc descriptor
-//! ([`crate::shell::descriptors`]). With a wasi-libc whose layout is not
+//! ([`crate::shell::host_tcp`]). With a wasi-libc whose layout is not
 //! known (`build.rs`) the component cannot name the socket and does
 //! nothing: answers behind such a server then wait for delayed ACKs.
 
@@ -55,48 +55,8 @@ impl QuickAck {
             let _ = socket2::SockRef::from(&fd).set_tcp_quickack(true);
         }
         #[cfg(wasi_libc_descriptors)]
-        host::quick_ack(fd);
+        crate::shell::host_tcp::quick_ack(fd);
         #[cfg(not(any(target_os = "linux", wasi_libc_descriptors)))]
         let _ = fd;
-    }
-}
-
-/// The host's `tcp-ack` interface, on the socket under a wasi-libc TCP
-/// descriptor.
-#[cfg(wasi_libc_descriptors)]
-mod host {
-    // wasi-libc's socket state is C; reading it needs raw pointers.
-    #![allow(unsafe_code)]
-
-    use std::mem::ManuallyDrop;
-
-    use crate::shell::descriptors;
-
-    mod bindings {
-        #![allow(missing_docs, unreachable_pub, clippy::all)]
-        wit_bindgen::generate!({
-            path: "../wit",
-            world: "host-tcp",
-            features: ["clocks-timezone"],
-            generate_all,
-        });
-    }
-
-    use bindings::dnsproxy::proxy::tcp_ack;
-    use bindings::wasi::sockets::tcp::TcpSocket as WasiTcpSocket;
-
-    /// Asks the host for a quick ACK on TCP descriptor `fd`, if it is a
-    /// connected stream.
-    pub(super) fn quick_ack(fd: i32) {
-        let Some(socket) = descriptors::tcp(fd) else {
-            return;
-        };
-        if socket.tag != descriptors::TcpSocket::CONNECTED {
-            return;
-        }
-        // SAFETY: a live handle of this resource type while the descriptor
-        // is open; `ManuallyDrop` keeps it wasi-libc's.
-        let handle = ManuallyDrop::new(unsafe { WasiTcpSocket::from_handle(socket.socket as u32) });
-        tcp_ack::quick_ack(&handle);
     }
 }

@@ -78,28 +78,16 @@ where
     }
 }
 
-impl<S> tokio::io::AsyncWrite for DrainingReads<S>
-where
-    S: tokio::io::AsyncWrite + Unpin,
-{
+/// Writes go to the host in one call that never waits
+/// ([`crate::shell::send`]); `write_vectored` is not offered, so rustls
+/// hands over one record at a time.
+impl tokio::io::AsyncWrite for DrainingReads<tokio::net::TcpStream> {
     fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
+        self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+        crate::shell::send::poll_write(&self.0, cx, buf)
     }
 
     fn poll_flush(

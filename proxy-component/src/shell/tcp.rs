@@ -30,6 +30,7 @@ use crate::shell::accept::Acceptor;
 use crate::shell::context::{Admitted, Context, FromCache};
 use crate::shell::log::Level;
 use crate::shell::readiness::Drained;
+use crate::shell::send;
 
 /// Bytes read per readiness event, into the scratch buffer.
 const READ_CHUNK: usize = 4096;
@@ -346,7 +347,7 @@ async fn serve_client(
                 let written = {
                     let out = client.out.borrow();
                     let pending = out.pending();
-                    stream.try_write(&pending[..pending.len().min(WRITE_CHUNK)])
+                    send::try_write(stream, &pending[..pending.len().min(WRITE_CHUNK)])
                 };
                 match written {
                     Ok(n) => {

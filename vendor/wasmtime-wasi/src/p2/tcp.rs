@@ -67,6 +67,21 @@ impl TcpSocket {
             ReadState::Closed => None,
         }
     }
+    /// dnsproxy patch 12: writes what the kernel takes of `bytes` now, in
+    /// one call that never waits: the count, 0 when the send buffer is full
+    /// (the output stream's pollable is ready once there is room). Unlike
+    /// the output stream's `write`, nothing is left to a background write,
+    /// so there is nothing for a `blocking-flush` to wait for: an embedder
+    /// offers this to a guest that must not stop its event loop for a peer
+    /// that does not read. A background write of the output stream's that
+    /// has not finished goes first (0 meanwhile). `InvalidState` before the
+    /// socket is connected and after its output was shut down,
+    /// `ConnectionAborted` once the connection is closed (EPIPE; WASI 0.2
+    /// has no `connection-broken`).
+    pub fn send_now(&self, bytes: &[u8]) -> Result<usize, ErrorCode> {
+        let writer = self.writer.as_ref().ok_or(ErrorCode::InvalidState)?;
+        writer.0.lock().unwrap().send_now(bytes)
+    }
     /// dnsproxy patch 10: the listener this socket accepts from, while it
     /// listens and holds no connection accepted and not yet taken: for an
     /// embedder that waits for a connection itself, as
@@ -250,6 +265,28 @@ impl WriteState {
         match self {
             WriteState::Ready(..) | WriteState::Writing(_) | WriteState::Closing(_) => Ok(()),
             WriteState::Closed(e) => Err(e.clone().into()),
+        }
+    }
+
+    /// dnsproxy patch 12: see [`TcpSocket::send_now`].
+    fn send_now(&mut self, bytes: &[u8]) -> Result<usize, ErrorCode> {
+        if let WriteState::Writing(_) = self {
+            // Done by now, or still waiting for room (no wake-up is asked
+            // for: the caller waits on the stream's pollable).
+            let _ = self.poll_ready(&mut noop_cx());
+        }
+        match self {
+            WriteState::Ready(stream, _) => match stream.try_write_now(bytes) {
+                Ok(n) => Ok(n),
+                // WASI 0.2 has no `connection-broken` (the stream's `write`
+                // says `closed`).
+                Err(crate::sockets::ErrorCode::ConnectionBroken) => Err(ErrorCode::ConnectionAborted),
+                Err(e) => Err(e.into()),
+            },
+            WriteState::Writing(_) => Ok(0),
+            WriteState::Closing(_) => Err(ErrorCode::InvalidState),
+            WriteState::Closed(WriteError::Closed) => Err(ErrorCode::ConnectionAborted),
+            WriteState::Closed(WriteError::LastOperationFailed(e)) => Err(*e),
         }
     }
 

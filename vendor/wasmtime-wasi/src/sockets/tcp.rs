@@ -714,19 +714,34 @@ impl TcpSendStream {
                         Poll::Pending => Poll::Pending,
                     }
                 }
-                Err(e) => Poll::Ready(Err(match Errno::from_io_error(&e) {
-                    #[cfg(windows)]
-                    Some(Errno::SHUTDOWN) | Some(Errno::CONNABORTED) => ErrorCode::ConnectionBroken,
-                    #[cfg(not(windows))]
-                    Some(Errno::PIPE) => ErrorCode::ConnectionBroken,
-
-                    _ => e.into(),
-                })),
+                Err(e) => Poll::Ready(Err(write_error(e))),
             };
         }
     }
     pub(crate) async fn write(&mut self, buf: &[u8]) -> Result<usize, ErrorCode> {
         poll_fn(|cx| self.poll_write(cx, buf)).await
+    }
+    /// dnsproxy patch 12: one write of what the kernel takes now, without
+    /// waiting: the count, 0 when the send buffer is full (tokio's write
+    /// readiness is then cleared, so [`Self::poll_ready`] waits for room).
+    pub(crate) fn try_write_now(&self, buf: &[u8]) -> Result<usize, ErrorCode> {
+        match self.inner.try_write(buf) {
+            Ok(n) => Ok(n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) => Err(write_error(e)),
+        }
+    }
+}
+
+/// A failed write's error: a closed connection is `ConnectionBroken`.
+fn write_error(e: std::io::Error) -> ErrorCode {
+    match Errno::from_io_error(&e) {
+        #[cfg(windows)]
+        Some(Errno::SHUTDOWN) | Some(Errno::CONNABORTED) => ErrorCode::ConnectionBroken,
+        #[cfg(not(windows))]
+        Some(Errno::PIPE) => ErrorCode::ConnectionBroken,
+
+        _ => e.into(),
     }
 }
 impl Drop for TcpSendStream {
