@@ -2,6 +2,7 @@
 //! against a DoT resolver container on a user-defined Docker network, read-only, with
 //! no capabilities, configured by `-e` variables over the image's settings.ini.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
@@ -10,7 +11,7 @@ use spec_tests::{Chain, Resolver as _, Unbound, dns, fixture, free_port, pin, zo
 use testcontainers::core::wait::ExitWaitStrategy;
 use testcontainers::core::{AccessMode, ContainerPort, Mount, WaitFor};
 use testcontainers::runners::SyncRunner;
-use testcontainers::{GenericImage, ImageExt};
+use testcontainers::{Container, GenericImage, ImageExt};
 
 /// The image under test: `$DNSPROXY_IMAGE`, else `dnsproxy:latest`.
 fn image() -> GenericImage {
@@ -24,23 +25,30 @@ fn image() -> GenericImage {
     GenericImage::new(name, tag)
 }
 
-#[test]
-fn image_resolves_over_udp_and_tcp_through_a_resolver_on_a_user_defined_network() {
-    let net = Network::new("image");
-    let unbound = Unbound::start_full(Chain::DotTest, "", Vec::new(), Some(&net));
-    let upstream = unbound.network_addr().expect("an address on the network");
+/// The image on `net` as users run it (read-only, no capabilities, the test
+/// CA at `/pki/root.pem`), configured by `env`, with `sysctls` set in its
+/// network namespace and port 53 (UDP and TCP) published on a free loopback
+/// port: the container and that port.
+fn start_on(
+    net: &Network,
+    env: &[(&str, String)],
+    sysctls: &[(&str, &str)],
+) -> (Container<GenericImage>, u16) {
+    let sysctls: HashMap<String, String> = sysctls
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+        .collect();
     // The host port is picked before Docker binds it: if another process takes it
     // in between, Docker says so and the container starts on another port.
     let start = |port: u16| {
-        image()
+        let mut request = image()
             .with_wait_for(WaitFor::message_on_stderr("serving listen="))
-            .with_network(net.name())
-            .with_env_var("TLS_HOST", upstream.ip().to_string())
-            .with_env_var("TLS_PORT", upstream.port().to_string())
-            .with_env_var("TLS_HOSTNAME", "dot.test")
-            .with_env_var("TLS_CA_FILE", "/pki/root.pem")
-            .with_env_var("SPKI", pin("intermediate"))
-            .with_env_var("LOG_LEVEL", "debug")
+            .with_network(net.name());
+        for (name, value) in env {
+            request = request.with_env_var(*name, value.clone());
+        }
+        let sysctls = sysctls.clone();
+        request
             .with_mount(
                 Mount::bind_mount(
                     fixture("pki/root.pem").display().to_string(),
@@ -50,7 +58,12 @@ fn image_resolves_over_udp_and_tcp_through_a_resolver_on_a_user_defined_network(
             )
             .with_mapped_port(port, ContainerPort::Udp(53))
             .with_mapped_port(port, ContainerPort::Tcp(53))
-            .with_host_config_modifier(docker::publish_on_loopback)
+            .with_host_config_modifier(move |hc| {
+                docker::publish_on_loopback(hc);
+                if !sysctls.is_empty() {
+                    hc.sysctls = Some(sysctls.clone());
+                }
+            })
             .with_readonly_rootfs(true)
             .with_cap_drop("ALL")
             .with_security_opt("no-new-privileges")
@@ -58,7 +71,7 @@ fn image_resolves_over_udp_and_tcp_through_a_resolver_on_a_user_defined_network(
             .with_startup_timeout(Duration::from_secs(30))
             .start()
     };
-    let (proxy, port) = (1..=5)
+    (1..=5)
         .find_map(|attempt| {
             let port = free_port();
             match start(port) {
@@ -67,12 +80,34 @@ fn image_resolves_over_udp_and_tcp_through_a_resolver_on_a_user_defined_network(
                 Err(e) => panic!("the dnsproxy image did not start: {e}"),
             }
         })
-        .expect("the last attempt starts or panics");
-    let logs = || {
-        let mut out = proxy.stdout_to_vec().unwrap_or_default();
-        out.extend(proxy.stderr_to_vec().unwrap_or_default());
-        String::from_utf8_lossy(&out).into_owned()
-    };
+        .expect("the last attempt starts or panics")
+}
+
+/// What the container wrote, stdout then stderr.
+fn logs(proxy: &Container<GenericImage>) -> String {
+    let mut out = proxy.stdout_to_vec().unwrap_or_default();
+    out.extend(proxy.stderr_to_vec().unwrap_or_default());
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn image_resolves_over_udp_and_tcp_through_a_resolver_on_a_user_defined_network() {
+    let net = Network::new("image");
+    let unbound = Unbound::start_full(Chain::DotTest, "", Vec::new(), Some(&net));
+    let upstream = unbound.network_addr().expect("an address on the network");
+    let (proxy, port) = start_on(
+        &net,
+        &[
+            ("TLS_HOST", upstream.ip().to_string()),
+            ("TLS_PORT", upstream.port().to_string()),
+            ("TLS_HOSTNAME", "dot.test".into()),
+            ("TLS_CA_FILE", "/pki/root.pem".into()),
+            ("SPKI", pin("intermediate")),
+            ("LOG_LEVEL", "debug".into()),
+        ],
+        &[],
+    );
+    let logs = || logs(&proxy);
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let udp = dns::query_udp(addr, zone::A_NAME, RecordType::A);
     assert_eq!(dns::a_records(&udp), [zone::A_ADDR], "logs:\n{}", logs());
@@ -230,58 +265,19 @@ fn image_keeps_serving_while_an_upstream_that_stopped_reading_has_a_full_send_bu
         stalled.network_addr().expect("an address"),
         good.network_addr().expect("an address"),
     );
-    let start = |port: u16| {
-        image()
-            .with_wait_for(WaitFor::message_on_stderr("serving listen="))
-            .with_network(net.name())
-            .with_env_var("TLS_HOST", format!("{},{}", a.ip(), b.ip()))
-            .with_env_var("TLS_PORT", format!("{},{}", a.port(), b.port()))
-            .with_env_var("TLS_HOSTNAME", "dot.test")
-            .with_env_var("TLS_CA_FILE", "/pki/root.pem")
-            .with_env_var("WORKERS", "1")
-            .with_env_var("CACHE_SIZE_MIB", "0")
-            .with_mount(
-                Mount::bind_mount(
-                    fixture("pki/root.pem").display().to_string(),
-                    "/pki/root.pem",
-                )
-                .with_access_mode(AccessMode::ReadOnly),
-            )
-            .with_mapped_port(port, ContainerPort::Udp(53))
-            .with_mapped_port(port, ContainerPort::Tcp(53))
-            .with_host_config_modifier(|hc| {
-                docker::publish_on_loopback(hc);
-                hc.sysctls = Some(
-                    [(
-                        "net.ipv4.tcp_wmem".to_string(),
-                        "4096 16384 65536".to_string(),
-                    )]
-                    .into_iter()
-                    .collect(),
-                );
-            })
-            .with_readonly_rootfs(true)
-            .with_cap_drop("ALL")
-            .with_security_opt("no-new-privileges")
-            .with_label(LABEL, "1")
-            .with_startup_timeout(Duration::from_secs(30))
-            .start()
-    };
-    let (proxy, port) = (1..=5)
-        .find_map(|attempt| {
-            let port = free_port();
-            match start(port) {
-                Ok(proxy) => Some((proxy, port)),
-                Err(e) if attempt < 5 && e.to_string().contains("already") => None,
-                Err(e) => panic!("the dnsproxy image did not start: {e}"),
-            }
-        })
-        .expect("the last attempt starts or panics");
-    let logs = || {
-        let mut out = proxy.stdout_to_vec().unwrap_or_default();
-        out.extend(proxy.stderr_to_vec().unwrap_or_default());
-        String::from_utf8_lossy(&out).into_owned()
-    };
+    let (proxy, port) = start_on(
+        &net,
+        &[
+            ("TLS_HOST", format!("{},{}", a.ip(), b.ip())),
+            ("TLS_PORT", format!("{},{}", a.port(), b.port())),
+            ("TLS_HOSTNAME", "dot.test".into()),
+            ("TLS_CA_FILE", "/pki/root.pem".into()),
+            ("WORKERS", "1".into()),
+            ("CACHE_SIZE_MIB", "0".into()),
+        ],
+        &[("net.ipv4.tcp_wmem", "4096 16384 65536")],
+    );
+    let logs = || logs(&proxy);
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     // The first query waits out the stalled upstream, then the second answers.
     let probe = |name: &str| {
