@@ -27,9 +27,6 @@ pub fn try_write(stream: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
     #[cfg(wasi_libc_descriptors)]
     {
         use std::os::fd::AsRawFd;
-        if bytes.is_empty() {
-            return Ok(0);
-        }
         stream.try_io(tokio::io::Interest::WRITABLE, || {
             crate::shell::host_tcp::send(stream.as_raw_fd(), bytes)
         })
