@@ -33,8 +33,11 @@ pub trait WaitSet {
     /// cannot take it; the selector then polls it itself.
     fn arm(&mut self, fd: RawFd, write: bool) -> bool;
 
-    /// Disarms `fd` if it is armed: it is deregistered, about to close, or
-    /// now waits for something else.
+    /// Disarms `fd` if it is armed: it now waits for something else, or
+    /// it is deregistered (about to close). A deregistered descriptor is
+    /// disarmed whether it is armed or not, so that a set that remembers
+    /// a socket it reported (to arm it again cheaply) forgets it before
+    /// its descriptor can be reused for another.
     fn disarm(&mut self, fd: RawFd);
 
     /// Waits up to `timeout` (`None`: until one is ready) for armed

@@ -30,6 +30,8 @@ struct Seen {
     armed: HashSet<RawFd>,
     arms: usize,
     disarms: usize,
+    /// Every descriptor `disarm` was called for, armed or not.
+    told: Vec<RawFd>,
     waits: usize,
     /// Descriptors the set refuses.
     refuse: HashSet<RawFd>,
@@ -55,6 +57,7 @@ impl WaitSet for TestSet {
 
     fn disarm(&mut self, fd: RawFd) {
         let mut seen = self.0.borrow_mut();
+        seen.told.push(fd);
         if seen.armed.remove(&fd) {
             seen.disarms += 1;
         }
@@ -300,5 +303,31 @@ fn a_socket_the_set_refuses_is_polled_and_deregistering_disarms() {
     poll.registry().deregister(&mut ours[1]).unwrap();
     assert!(!seen.borrow().armed.contains(&fd), "deregistered but armed");
     assert_eq!(seen.borrow().disarms, 1);
+    mio::install_wait_set(None);
+}
+
+#[test]
+fn a_reported_socket_deregistered_before_it_is_armed_again_is_still_disarmed() {
+    let seen = install();
+    let mut poll = Poll::new().unwrap();
+    let mut events = Events::with_capacity(256);
+    let (mut ours, mut peers) = pairs(&poll, 1);
+    poll_once(&mut poll, &mut events, Duration::from_secs(1));
+    drain(&mut ours[0]);
+    poll_once(&mut poll, &mut events, Duration::from_millis(10));
+    assert!(seen.borrow().armed.contains(&ours[0].as_raw_fd()));
+    peers[0].write_all(b"x").unwrap();
+    let woke = poll_once(&mut poll, &mut events, Duration::from_secs(1));
+    assert!(woke.contains(&(0, true, false)), "{woke:?}");
+    // Reported, so no longer armed; not read, so not armed again.
+    let fd = ours[0].as_raw_fd();
+    assert!(!seen.borrow().armed.contains(&fd));
+    seen.borrow_mut().told.clear();
+    poll.registry().deregister(&mut ours[0]).unwrap();
+    assert_eq!(
+        seen.borrow().told,
+        vec![fd],
+        "a set that remembers what it reported was not told of the deregistration"
+    );
     mio::install_wait_set(None);
 }

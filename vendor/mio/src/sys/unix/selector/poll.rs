@@ -645,10 +645,10 @@ impl SelectorState {
                 match fds.fd_data.remove(target).ok_or(()) {
                     Ok(data) => {
                         // dnsproxy patch 4: the set must not hold it past
-                        // its close.
-                        if data.watched {
-                            crate::wait_set::with(|set| set.disarm(*target));
-                        }
+                        // its close, nor take a descriptor reused after it
+                        // for the socket it reported (told even when not
+                        // armed, for a set that remembers reported ones).
+                        crate::wait_set::with(|set| set.disarm(*target));
                         fds.outside.remove(target);
                         data.shared_record.mark_unregistered();
                         fds.poll_fds.swap_remove(data.poll_fds_index);
