@@ -18,6 +18,12 @@
 //! closes a socket, and the connection must close then, not when the socket
 //! next becomes readable.
 //!
+//! **Arming again by key.** A key reported is no longer watched, but the
+//! set remembers the guest's handle it was watched through ([`Handle`], a
+//! number in the instance's resource table: nothing held open), so the
+//! guest arms it again by naming the key in its next `wait` instead of a
+//! `watch` call per socket per wake-up. The handle goes with `unwatch`.
+//!
 //! **Listeners.** tokio's `TcpListener` offers no readiness but `accept`,
 //! and a watch must not take a connection off the queue. So the set waits on
 //! a duplicate of the listener's descriptor, registered on its own (epoll
@@ -96,6 +102,17 @@ impl From<Arc<tokio::net::TcpStream>> for Source {
     }
 }
 
+/// The guest's handle a key was last watched through (its `rep` in the
+/// instance's resource table), so that the key can be armed again by name
+/// alone: [`WatchSet::handle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handle {
+    /// A `wasi:sockets/tcp.tcp-socket`: a connected stream or a listener.
+    Tcp(u32),
+    /// A `wasi:sockets/udp.incoming-datagram-stream`.
+    Datagrams(u32),
+}
+
 /// What an armed future waits on.
 enum Armed {
     Stream(Arc<tokio::net::TcpStream>),
@@ -118,6 +135,10 @@ pub struct WatchSet {
     armed: HashMap<u32, (u64, AbortHandle), KeyHash>,
     /// The listeners' duplicates, by key, kept between watches.
     listeners: HashMap<u32, Arc<Duplicate>, KeyHash>,
+    /// The handle each key was last watched through, kept after its report
+    /// until it is unwatched or watched through another: every armed key
+    /// has one, so this is what [`MAX_WATCHED`] bounds.
+    handles: HashMap<u32, Handle, KeyHash>,
     /// One future per arming; a cancelled one finishes as `None`.
     waits: FuturesUnordered<BoxFuture<'static, Option<Report>>>,
     /// Keys reported and not yet taken.
@@ -131,19 +152,21 @@ impl std::fmt::Debug for WatchSet {
         f.debug_struct("WatchSet")
             .field("armed", &self.armed.len())
             .field("listeners", &self.listeners.len())
+            .field("handles", &self.handles.len())
             .field("ready", &self.ready.len())
             .finish_non_exhaustive()
     }
 }
 
 impl WatchSet {
-    /// Watches `source` under `key`, replacing what `key` watched; false
-    /// (and nothing watched under `key`) when the set is full, or a
-    /// listener's descriptor could not be duplicated or registered.
-    pub fn watch(&mut self, key: u32, source: impl Into<Source>) -> bool {
+    /// Watches `source`, which the guest holds as `handle`, under `key`,
+    /// replacing what `key` watched; false (and nothing watched under
+    /// `key`) when the set is full, or a listener's descriptor could not be
+    /// duplicated or registered.
+    pub fn watch(&mut self, key: u32, source: impl Into<Source>, handle: Handle) -> bool {
         let source = source.into();
         self.forget(key);
-        if self.armed.len() >= MAX_WATCHED {
+        if self.handles.len() >= MAX_WATCHED && !self.handles.contains_key(&key) {
             return false;
         }
         let source = match source {
@@ -151,7 +174,10 @@ impl WatchSet {
             Source::Datagrams(socket) => Armed::Datagrams(socket),
             Source::Listener(listener) => match self.duplicate(key, &listener) {
                 Some(duplicate) => Armed::Listener(duplicate),
-                None => return false,
+                None => {
+                    self.handles.remove(&key);
+                    return false;
+                }
             },
         };
         // Readable, read-closed or an error: whatever it is, the
@@ -171,6 +197,7 @@ impl WatchSet {
                 }
             }
         };
+        self.handles.insert(key, handle);
         let arming = self.next;
         self.next += 1;
         let (abort, registration) = AbortHandle::new_pair();
@@ -215,10 +242,29 @@ impl WatchSet {
     }
 
     /// Stops watching under `key` and drops its socket at once (a
-    /// listener's duplicate too).
+    /// listener's duplicate too), and its handle.
     pub fn unwatch(&mut self, key: u32) {
         self.forget(key);
         self.listeners.remove(&key);
+        self.handles.remove(&key);
+    }
+
+    /// The handle `key` was last watched through, while it is remembered:
+    /// from its `watch` until its `unwatch`, reported or not.
+    pub fn handle(&self, key: u32) -> Option<Handle> {
+        self.handles.get(&key).copied()
+    }
+
+    /// Reports `key`, watched through `handle`, at the next take without
+    /// waiting: its socket is ready now (it holds input already received)
+    /// or could not be watched again (its input is closed, say), and its
+    /// read tells which. The handle stays remembered, as after any report,
+    /// so the key can still be armed again by name: a key reported and
+    /// then forgotten would never be watched again.
+    pub fn report(&mut self, key: u32, handle: Handle) {
+        self.forget(key);
+        self.handles.insert(key, handle);
+        self.ready.push(key);
     }
 
     /// Hands `f` the keys reported since the last take, then forgets them
@@ -321,7 +367,7 @@ mod tests {
         let mut peers = Vec::new();
         for key in 0..50 {
             let (stream, peer) = pair().await;
-            assert!(set.watch(key, stream));
+            assert!(set.watch(key, stream, Handle::Tcp(1)));
             peers.push(peer);
         }
         assert!(!ready_within(&mut set, 50).await, "nothing was sent");
@@ -340,10 +386,10 @@ mod tests {
         let mut set = WatchSet::default();
         let (stream, mut peer) = pair().await;
         peer.write_all(b"x").await.unwrap();
-        assert!(set.watch(3, stream.clone()));
+        assert!(set.watch(3, stream.clone(), Handle::Tcp(1)));
         assert!(ready_within(&mut set, 2_000).await);
         assert_eq!(set.take(), vec![3]);
-        assert!(set.watch(3, stream));
+        assert!(set.watch(3, stream, Handle::Tcp(1)));
         assert!(
             ready_within(&mut set, 2_000).await,
             "the byte is still unread"
@@ -355,7 +401,7 @@ mod tests {
     async fn a_peer_closing_is_input() {
         let mut set = WatchSet::default();
         let (stream, peer) = pair().await;
-        assert!(set.watch(1, stream));
+        assert!(set.watch(1, stream, Handle::Tcp(1)));
         drop(peer);
         assert!(ready_within(&mut set, 2_000).await);
         assert_eq!(set.take(), vec![1]);
@@ -366,7 +412,7 @@ mod tests {
         let mut set = WatchSet::default();
         let (stream, mut peer) = pair().await;
         let weak = Arc::downgrade(&stream);
-        assert!(set.watch(5, stream));
+        assert!(set.watch(5, stream, Handle::Tcp(1)));
         peer.write_all(b"x").await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         set.unwatch(5);
@@ -383,8 +429,8 @@ mod tests {
         let mut set = WatchSet::default();
         let (a, mut peer_a) = pair().await;
         let (b, _peer_b) = pair().await;
-        assert!(set.watch(9, a));
-        assert!(set.watch(9, b));
+        assert!(set.watch(9, a, Handle::Tcp(1)));
+        assert!(set.watch(9, b, Handle::Tcp(1)));
         peer_a.write_all(b"x").await.unwrap();
         assert!(
             !ready_within(&mut set, 100).await,
@@ -398,14 +444,70 @@ mod tests {
         let mut set = WatchSet::default();
         let (stream, _peer) = pair().await;
         for key in 0..MAX_WATCHED as u32 {
-            assert!(set.watch(key, stream.clone()));
+            assert!(set.watch(key, stream.clone(), Handle::Tcp(1)));
         }
-        assert!(!set.watch(u32::MAX, stream.clone()), "over the cap");
+        assert!(
+            !set.watch(u32::MAX, stream.clone(), Handle::Tcp(1)),
+            "over the cap"
+        );
         assert_eq!(set.watched(), MAX_WATCHED);
         // Watching a key again replaces it, full or not.
-        assert!(set.watch(7, stream.clone()));
+        assert!(set.watch(7, stream.clone(), Handle::Tcp(1)));
         set.unwatch(8);
-        assert!(set.watch(u32::MAX, stream));
+        assert!(set.watch(u32::MAX, stream, Handle::Tcp(1)));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_reported_key_keeps_its_handle_until_unwatched() {
+        let mut set = WatchSet::default();
+        let (stream, mut peer) = pair().await;
+        assert!(set.watch(3, stream.clone(), Handle::Tcp(42)));
+        peer.write_all(b"x").await.unwrap();
+        assert!(ready_within(&mut set, 2_000).await);
+        assert_eq!(set.take(), vec![3]);
+        assert_eq!(set.watched(), 0);
+        assert_eq!(
+            set.handle(3),
+            Some(Handle::Tcp(42)),
+            "forgotten at its report"
+        );
+        // Watched through another handle: that one is remembered.
+        assert!(set.watch(3, stream, Handle::Tcp(43)));
+        assert_eq!(set.handle(3), Some(Handle::Tcp(43)));
+        set.unwatch(3);
+        assert_eq!(set.handle(3), None);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_key_reported_now_is_ready_at_once_and_no_longer_watched() {
+        let mut set = WatchSet::default();
+        let (stream, _peer) = pair().await;
+        assert!(set.watch(2, stream, Handle::Tcp(1)));
+        assert!(!ready_within(&mut set, 50).await, "nothing was sent");
+        set.report(2, Handle::Tcp(1));
+        assert_eq!(set.handle(2), Some(Handle::Tcp(1)));
+        assert!(ready_within(&mut set, 50).await);
+        assert_eq!(set.take(), vec![2]);
+        assert_eq!(set.watched(), 0);
+        assert!(!ready_within(&mut set, 50).await, "reported twice");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn remembered_handles_count_against_the_cap() {
+        let mut set = WatchSet::default();
+        let (stream, _peer) = pair().await;
+        for key in 0..MAX_WATCHED as u32 {
+            assert!(set.watch(key, stream.clone(), Handle::Tcp(key)));
+        }
+        // Reported (so no longer watched), but remembered.
+        set.report(0, Handle::Tcp(0));
+        assert_eq!(set.take(), vec![0]);
+        assert!(
+            !set.watch(u32::MAX, stream.clone(), Handle::Tcp(1)),
+            "over the cap"
+        );
+        set.unwatch(0);
+        assert!(set.watch(u32::MAX, stream, Handle::Tcp(1)));
     }
 
     /// A listener on loopback, shared as wasmtime-wasi shares it.
@@ -423,7 +525,7 @@ mod tests {
         let mut set = WatchSet::default();
         let listener = listener().await;
         let addr = listener.local_addr().unwrap();
-        assert!(set.watch(4, Source::Listener(listener.clone())));
+        assert!(set.watch(4, Source::Listener(listener.clone()), Handle::Tcp(1)));
         assert!(!ready_within(&mut set, 50).await, "nobody connected");
         let _first = tokio::net::TcpStream::connect(addr).await.unwrap();
         assert!(ready_within(&mut set, 2_000).await);
@@ -432,7 +534,7 @@ mod tests {
         listener.accept().await.unwrap();
         // Accepted until none is left, then watched again: quiet until the
         // next connection, though the duplicate is the same one.
-        assert!(set.watch(4, Source::Listener(listener.clone())));
+        assert!(set.watch(4, Source::Listener(listener.clone()), Handle::Tcp(1)));
         assert!(!ready_within(&mut set, 50).await, "a stale report");
         let _second = tokio::net::TcpStream::connect(addr).await.unwrap();
         assert!(ready_within(&mut set, 2_000).await);
@@ -448,7 +550,7 @@ mod tests {
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(set.watch(2, Source::Listener(listener)));
+        assert!(set.watch(2, Source::Listener(listener), Handle::Tcp(1)));
         assert!(ready_within(&mut set, 2_000).await);
         assert_eq!(set.take(), vec![2]);
     }
@@ -459,7 +561,7 @@ mod tests {
         let listener = listener().await;
         let addr = listener.local_addr().unwrap();
         // Watched, reported: the duplicate is kept for the next watch.
-        assert!(set.watch(6, Source::Listener(listener.clone())));
+        assert!(set.watch(6, Source::Listener(listener.clone()), Handle::Tcp(1)));
         let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
         assert!(ready_within(&mut set, 2_000).await);
         assert_eq!(set.take(), vec![6]);
@@ -474,7 +576,7 @@ mod tests {
         // Unwatched while watched: dropped at once.
         let listener = super::tests::listener().await;
         let addr = listener.local_addr().unwrap();
-        assert!(set.watch(6, Source::Listener(listener.clone())));
+        assert!(set.watch(6, Source::Listener(listener.clone()), Handle::Tcp(1)));
         set.unwatch(6);
         drop(listener);
         assert!(free(addr), "unwatch left the duplicate");
@@ -485,7 +587,7 @@ mod tests {
         let mut set = WatchSet::default();
         let socket = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
         let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        assert!(set.watch(8, Source::Datagrams(socket.clone())));
+        assert!(set.watch(8, Source::Datagrams(socket.clone()), Handle::Datagrams(1)));
         assert!(!ready_within(&mut set, 50).await, "nothing was sent");
         peer.send_to(b"q", socket.local_addr().unwrap())
             .await

@@ -31,7 +31,7 @@ use crate::config::{AuthName, CacheSettings, Level, ProxyConfig, Strategy, Upstr
 use crate::metrics::Metrics;
 use crate::policy::SocketPolicy;
 use crate::policy::refusals::LOG_EVERY;
-use crate::readiness::Source;
+use crate::readiness::{Handle, Source};
 use crate::watchdog::{Life, Next, Restarts, Stuck, Ticker, Verdict, Watchdog};
 
 /// Host bindings of the `proxy` world (generated from `wit/world.wit`).
@@ -247,24 +247,12 @@ impl wit_tcp_send::Host for State {
 impl wit_readiness::Host for State {
     fn watch(&mut self, key: u32, socket: Resource<wasmtime_wasi::p2::TcpSocket>) -> bool {
         // The handle is the guest's own socket, borrowed for the call.
-        let source = self.table.get(&socket).ok().and_then(|socket| {
-            socket
-                .receive_stream()
-                .map(Source::Stream)
-                .or_else(|| socket.listener().map(Source::Listener))
-        });
-        self.watch_source(key, source)
+        self.watch_handle(key, Handle::Tcp(socket.rep()))
     }
 
     fn watch_datagrams(&mut self, key: u32, datagrams: Resource<IncomingDatagramStream>) -> bool {
         // The handle is the guest's own stream, borrowed for the call.
-        let source = self
-            .table
-            .get(&datagrams)
-            .ok()
-            .and_then(IncomingDatagramStream::receive_socket)
-            .map(Source::Datagrams);
-        self.watch_source(key, source)
+        self.watch_handle(key, Handle::Datagrams(datagrams.rep()))
     }
 
     fn unwatch(&mut self, key: u32) {
@@ -273,9 +261,13 @@ impl wit_readiness::Host for State {
 
     async fn wait(
         &mut self,
+        rearm: Vec<u32>,
         pollables: Vec<Resource<wasmtime_wasi::p2::DynPollable>>,
         deadline: Option<u64>,
     ) -> wasmtime::Result<wit_readiness::Waited> {
+        for key in rearm {
+            self.rearm(key);
+        }
         // The host's clock is read natively (a vDSO call), where the
         // component's read was a host call of its own.
         let timeout_ns =
@@ -345,15 +337,56 @@ async fn within(
 }
 
 impl State {
-    /// Watches `source` under `key`; with none (the socket cannot be
-    /// watched), nothing is watched under `key` and the caller polls it.
-    fn watch_source(&mut self, key: u32, source: Option<Source>) -> bool {
+    /// Watches the guest's socket `handle` under `key`; when it cannot be
+    /// watched, nothing is watched under `key` and the caller polls it.
+    fn watch_handle(&mut self, key: u32, handle: Handle) -> bool {
+        let source = self.source(handle);
         let set = self.watch_set_mut();
         match source {
-            Some(source) => set.watch(key, source),
+            Some(source) => set.watch(key, source, handle),
             None => {
                 set.unwatch(key);
                 false
+            }
+        }
+    }
+
+    /// Watches `key` again through the handle it was last watched through
+    /// (`wait`'s `rearm`), or reports it now when that cannot be watched.
+    /// The guest promises the handle is still the socket it watched (it
+    /// unwatches before it closes one); if it broke that, a `rep` reused
+    /// since names another of its own resources, and the lookup either
+    /// fails (reported: its read tells) or watches that one.
+    fn rearm(&mut self, key: u32) {
+        let Some(handle) = self.watch_set_mut().handle(key) else {
+            return;
+        };
+        let source = self.source(handle);
+        let set = self.watch_set_mut();
+        if !source.is_some_and(|source| set.watch(key, source, handle)) {
+            set.report(key, handle);
+        }
+    }
+
+    /// What the set waits on for the guest's socket `handle`: none when it
+    /// is not a socket that can be watched now (see `watch` in the WIT).
+    fn source(&self, handle: Handle) -> Option<Source> {
+        match handle {
+            Handle::Tcp(rep) => {
+                let socket = Resource::<wasmtime_wasi::p2::TcpSocket>::new_borrow(rep);
+                let socket = self.table.get(&socket).ok()?;
+                socket
+                    .receive_stream()
+                    .map(Source::Stream)
+                    .or_else(|| socket.listener().map(Source::Listener))
+            }
+            Handle::Datagrams(rep) => {
+                let datagrams = Resource::<IncomingDatagramStream>::new_borrow(rep);
+                self.table
+                    .get(&datagrams)
+                    .ok()
+                    .and_then(IncomingDatagramStream::receive_socket)
+                    .map(Source::Datagrams)
             }
         }
     }

@@ -11,12 +11,20 @@
 //! [`install`] gives the selector a wait set (the vendored mio's patch 4,
 //! `mio::WaitSet`) for the sockets that wait to read: TCP streams,
 //! listeners and UDP sockets are watched by the host (`readiness.watch`
-//! and `watch-datagrams`, once per arming, the socket's descriptor its
-//! key), which polls only the sockets the kernel woke. A socket the host
+//! and `watch-datagrams`, the socket's descriptor its key), which polls
+//! only the sockets the kernel woke. A socket the host
 //! cannot watch (a listener holding a connection, a UDP socket holding
 //! datagrams: both ready now) is polled by its own pollable, the one
 //! wasi-libc keeps for it (read off its descriptor table,
 //! [`crate::shell::descriptors`]), until it is armed again.
+//!
+//! A socket the host reported is armed again, once the component has read
+//! it until it would block, by naming its key in the next wait's `rearm`
+//! (the host remembers the socket under its key), not by a `watch` call of
+//! its own: two host calls and two descriptor lookups less per forwarded
+//! query (the client's UDP socket and the upstream connection). The
+//! selector tells the set of every socket it deregisters, armed or not, so
+//! the set forgets a reported one before its descriptor can be reused.
 //!
 //! A wait is then one host call (`readiness.wait`): the set and the
 //! deadline, where wasi-libc made three (the clock's pollable,
@@ -63,12 +71,28 @@ pub fn install() {
     mio::install_wait_set(Some(Box::new(Watch::default())));
 }
 
+/// Where a socket the host watches under its descriptor stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Hosted {
+    /// Not in the host's set (or the host may remember it under a socket
+    /// since closed: it is watched by `watch` before it is armed again).
+    #[default]
+    No,
+    /// Armed in the host's set, or about to be (its key in `rearm`).
+    Armed { listener: bool },
+    /// Reported, and not armed since: the host remembers its socket under
+    /// its key, so a `rearm` arms it again.
+    Reported { listener: bool },
+}
+
 /// The sockets armed in the wait set, by descriptor.
 #[derive(Default)]
 struct Watch {
     /// Sockets the host watches (their descriptor is the key), indexed by
     /// descriptor: wasi-libc's are small and dense.
-    hosted: Vec<bool>,
+    hosted: Vec<Hosted>,
+    /// Keys to arm again at the next wait (`Hosted::Armed` now).
+    rearm: Vec<u32>,
     /// Listeners and UDP sockets the host could not watch, and the
     /// pollable wasi-libc keeps for each, read when it was armed.
     /// wasi-libc makes a listener's and a streaming UDP socket's pollable
@@ -79,20 +103,39 @@ struct Watch {
 }
 
 impl Watch {
-    /// Whether `fd` was armed in the host's set, and no longer is.
-    fn take_hosted(&mut self, fd: RawFd) -> bool {
+    /// Where `fd` stands with the host.
+    fn hosted(&self, fd: RawFd) -> Hosted {
         usize::try_from(fd)
             .ok()
-            .and_then(|i| self.hosted.get_mut(i))
-            .is_some_and(std::mem::take)
+            .and_then(|i| self.hosted.get(i))
+            .copied()
+            .unwrap_or_default()
     }
 
-    fn put_hosted(&mut self, fd: RawFd) {
+    fn set_hosted(&mut self, fd: RawFd, hosted: Hosted) {
         let Ok(i) = usize::try_from(fd) else { return };
         if self.hosted.len() <= i {
-            self.hosted.resize(i + 1, false);
+            self.hosted.resize(i + 1, Hosted::No);
         }
-        self.hosted[i] = true;
+        self.hosted[i] = hosted;
+    }
+
+    /// Arms `fd` again by naming it in the next wait, when the host
+    /// reported it and remembers its socket (and it is armed for what the
+    /// host watches: a listener either way, anything else for reading).
+    fn rearm(&mut self, fd: RawFd, write: bool) -> bool {
+        let Hosted::Reported { listener } = self.hosted(fd) else {
+            return false;
+        };
+        let Ok(key) = u32::try_from(fd) else {
+            return false;
+        };
+        if write && !listener {
+            return false;
+        }
+        self.rearm.push(key);
+        self.set_hosted(fd, Hosted::Armed { listener });
+        true
     }
 
     /// Asks the host to watch `socket` under `fd`: whether it does.
@@ -100,6 +143,7 @@ impl Watch {
         let Ok(key) = u32::try_from(fd) else {
             return false;
         };
+        let listener = matches!(socket, Socket::Tcp(t) if t.tag == TcpSocket::LISTENING);
         let watched = match socket {
             Socket::Tcp(t) => {
                 let Ok(handle) = u32::try_from(t.socket) else {
@@ -125,7 +169,10 @@ impl Watch {
         };
         if watched {
             self.own.retain(|(o, _)| *o != fd);
-            self.put_hosted(fd);
+            self.set_hosted(fd, Hosted::Armed { listener });
+        } else {
+            // The host forgot the key.
+            self.set_hosted(fd, Hosted::No);
         }
         watched
     }
@@ -163,6 +210,9 @@ fn wasi_libc_made_pollable(fd: RawFd) -> Option<u32> {
 
 impl mio::WaitSet for Watch {
     fn arm(&mut self, fd: RawFd, write: bool) -> bool {
+        if self.rearm(fd, write) {
+            return true;
+        }
         let Some(socket) = descriptors::kind(fd) else {
             return false;
         };
@@ -197,19 +247,30 @@ impl mio::WaitSet for Watch {
     }
 
     fn disarm(&mut self, fd: RawFd) {
-        if self.take_hosted(fd) {
-            if let Ok(key) = u32::try_from(fd) {
-                readiness::unwatch(key);
+        match self.hosted(fd) {
+            Hosted::Armed { .. } => {
+                self.set_hosted(fd, Hosted::No);
+                let Ok(key) = u32::try_from(fd) else { return };
+                // Not yet armed again by the host: it remembers the socket
+                // still, and forgets it when the key is next watched.
+                if let Some(i) = self.rearm.iter().position(|k| *k == key) {
+                    self.rearm.swap_remove(i);
+                } else {
+                    readiness::unwatch(key);
+                }
             }
-        } else {
-            self.own.retain(|(o, _)| *o != fd);
+            // Deregistered before it was armed again: a `watch` comes
+            // before the key is armed again, whatever socket it then is.
+            Hosted::Reported { .. } => self.set_hosted(fd, Hosted::No),
+            Hosted::No => self.own.retain(|(o, _)| *o != fd),
         }
     }
 
     fn wait(&mut self, timeout: Option<Duration>, ready: &mut Vec<RawFd>) -> io::Result<()> {
         let borrowed: Vec<&Pollable> = self.own.iter().map(|(_, p)| &**p).collect();
         let deadline = timeout.map(|t| deadline(t, monotonic_clock::now));
-        let waited = readiness::wait(&borrowed, deadline);
+        let waited = readiness::wait(&self.rearm, &borrowed, deadline);
+        self.rearm.clear();
         drop(borrowed);
         clock::woke(waited.now);
         let (k0, k1, k2, k3) = waited.first_keys;
@@ -220,7 +281,8 @@ impl mio::WaitSet for Watch {
             let Ok(fd) = RawFd::try_from(key) else {
                 continue;
             };
-            if self.take_hosted(fd) {
+            if let Hosted::Armed { listener } = self.hosted(fd) {
+                self.set_hosted(fd, Hosted::Reported { listener });
                 ready.push(fd);
             }
         }
