@@ -21,6 +21,20 @@ pub fn micros(d: Duration) -> u64 {
     whole(d.as_secs(), MICROS_PER_SEC, u64::from(d.subsec_micros()))
 }
 
+/// `d` times `n`, saturating at `u64::MAX` nanoseconds (about 584 years):
+/// what `d.saturating_mul(n)` is wherever that fits, without its checked
+/// 64-bit multiply (`__multi3` on wasm32). For the round-trip times'
+/// smoothing, a few per answer.
+pub fn times(d: Duration, n: u32) -> Duration {
+    let n = u64::from(n);
+    if n == 0 {
+        return Duration::ZERO;
+    }
+    let ns = nanos(d);
+    // At most `u64::MAX / n`, the product fits.
+    Duration::from_nanos(if ns > u64::MAX / n { u64::MAX } else { ns * n })
+}
+
 /// `secs * per_sec + sub` (`sub < per_sec`), or `u64::MAX` when that does
 /// not fit: one comparison, then a multiply that cannot overflow.
 pub fn whole(secs: u64, per_sec: u64, sub: u64) -> u64 {
@@ -48,6 +62,31 @@ mod tests {
             assert_eq!(u128::from(nanos(d)), d.as_nanos(), "{d:?}");
             assert_eq!(u128::from(micros(d)), d.as_micros(), "{d:?}");
         }
+    }
+
+    #[test]
+    fn times_agrees_with_std_wherever_it_fits() {
+        let max = Duration::from_nanos(u64::MAX);
+        for d in [
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            Duration::from_micros(1_234),
+            Duration::new(3, 999_999_999),
+            Duration::new(86_400 * 365, 123_456_789),
+        ] {
+            for n in [0, 1, 3, 4, 7, 1_000] {
+                let std = d.saturating_mul(n);
+                if std.as_nanos() < u128::from(u64::MAX) {
+                    assert_eq!(times(d, n), std, "{d:?} * {n}");
+                } else {
+                    assert_eq!(times(d, n), max, "{d:?} * {n} saturates");
+                }
+            }
+        }
+        assert_eq!(times(max, 2), max, "saturates");
+        let edge = Duration::from_nanos(u64::MAX / 7);
+        assert_eq!(times(edge, 7).as_nanos(), edge.as_nanos() * 7, "exact");
+        assert_eq!(times(Duration::MAX, 1), max, "past u64 nanoseconds");
     }
 
     #[test]

@@ -23,6 +23,7 @@
 //! Pure state over an injected clock (`now`), so the policy is tested without
 //! sockets or sleeps.
 
+use crate::core::duration::times;
 use std::time::{Duration, Instant};
 
 /// First backoff after a failure.
@@ -72,15 +73,18 @@ impl Rtt {
     }
 
     fn update(&mut self, sample: Duration) {
+        // `duration::times`, not `*`: a Duration's multiply is a checked
+        // 64-bit one, a call to `__multi3` in the component, and this runs
+        // for every answer.
         let deviation = self.srtt.abs_diff(sample);
-        self.rttvar = (self.rttvar * 3 + deviation) / 4;
-        self.srtt = (self.srtt * 7 + sample) / 8;
+        self.rttvar = times(self.rttvar, 3).saturating_add(deviation) / 4;
+        self.srtt = times(self.srtt, 7).saturating_add(sample) / 8;
     }
 
     /// The time within which the upstream usually answers: `srtt +
     /// 4·rttvar`, as TCP's retransmission timeout.
     pub fn usual(&self) -> Duration {
-        self.srtt.saturating_add(self.rttvar.saturating_mul(4))
+        self.srtt.saturating_add(times(self.rttvar, 4))
     }
 }
 
