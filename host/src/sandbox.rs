@@ -262,11 +262,15 @@ impl wit_readiness::Host for State {
     async fn wait(
         &mut self,
         rearm: Vec<u32>,
+        quick_acks: Vec<u32>,
         pollables: Vec<Resource<wasmtime_wasi::p2::DynPollable>>,
         deadline: Option<u64>,
     ) -> wasmtime::Result<wit_readiness::Waited> {
         for key in rearm {
             self.rearm(key);
+        }
+        for key in quick_acks {
+            self.quick_ack_key(key);
         }
         // The host's clock is read natively (a vDSO call), where the
         // component's read was a host call of its own.
@@ -365,6 +369,21 @@ impl State {
         let set = self.watch_set_mut();
         if !source.is_some_and(|source| set.watch(key, source, handle)) {
             set.report(key, handle);
+        }
+    }
+
+    /// Acknowledges what was read from the TCP stream `key` was last
+    /// watched through (`wait`'s `quick-acks`), if the set remembers one.
+    /// As in `rearm`, a `rep` the guest reused against its promise names
+    /// one of its own resources: another of its sockets gets an early ACK,
+    /// or the lookup fails and nothing happens.
+    fn quick_ack_key(&mut self, key: u32) {
+        let Some(Handle::Tcp(rep)) = self.watch_set_mut().handle(key) else {
+            return;
+        };
+        let socket = Resource::<wasmtime_wasi::p2::TcpSocket>::new_borrow(rep);
+        if let Ok(socket) = self.table.get(&socket) {
+            socket.quick_ack();
         }
     }
 

@@ -3,6 +3,7 @@
 //! Nothing here touches a socket, a clock or a runtime; the async shell moves
 //! bytes in and out and asks these modules what to do with them.
 
+pub mod acks;
 pub mod acl;
 pub mod admission;
 pub mod attempt;

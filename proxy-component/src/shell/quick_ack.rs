@@ -11,12 +11,16 @@
 //! every such read). With none owed, the ACK rides on the next query
 //! instead of going out as a segment of its own.
 //!
-//! Natively that is a `setsockopt`. The component has no socket options
-//! (WASI 0.2), so the host's `tcp-ack` interface sets it on the
-//! `wasi:sockets` socket under the wasi-libc descriptor
-//! ([`crate::shell::host_tcp`]). With a wasi-libc whose layout is not
-//! known (`build.rs`) the component cannot name the socket and does
-//! nothing: answers behind such a server then wait for delayed ACKs.
+//! Natively that is a `setsockopt` after the read. The component has no
+//! socket options (WASI 0.2): the host sets it on the `wasi:sockets`
+//! socket under the wasi-libc descriptor, once the event loop is about to
+//! wait, and only if no query written on the stream since the read has
+//! carried the ACK ([`crate::shell::watch::ack_before_wait`]): at
+//! saturation a turn that reads answers usually writes queries too, and
+//! an ACK per read was a host call and a system call for a quarter of the
+//! queries. With a wasi-libc whose layout is not known (`build.rs`) the
+//! component cannot name the socket and does nothing: answers behind such
+//! a server then wait for delayed ACKs.
 
 use std::os::fd::RawFd;
 
@@ -55,7 +59,7 @@ impl QuickAck {
             let _ = socket2::SockRef::from(&fd).set_tcp_quickack(true);
         }
         #[cfg(wasi_libc_descriptors)]
-        crate::shell::host_tcp::quick_ack(fd);
+        crate::shell::watch::ack_before_wait(fd);
         #[cfg(not(any(target_os = "linux", wasi_libc_descriptors)))]
         let _ = fd;
     }

@@ -27,9 +27,14 @@ pub fn try_write(stream: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
     #[cfg(wasi_libc_descriptors)]
     {
         use std::os::fd::AsRawFd;
-        stream.try_io(tokio::io::Interest::WRITABLE, || {
-            crate::shell::host_tcp::send(stream.as_raw_fd(), bytes)
-        })
+        let fd = stream.as_raw_fd();
+        let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
+            crate::shell::host_tcp::send(fd, bytes)
+        });
+        if matches!(sent, Ok(n) if n > 0) {
+            crate::shell::watch::sent(fd);
+        }
+        sent
     }
     #[cfg(not(wasi_libc_descriptors))]
     stream.try_write(bytes)

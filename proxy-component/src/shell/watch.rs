@@ -26,6 +26,10 @@
 //! selector tells the set of every socket it deregisters, armed or not, so
 //! the set forgets a reported one before its descriptor can be reused.
 //!
+//! The ACKs owed to upstreams ([`ack_before_wait`]) go out in the wait
+//! too, named by key: those a query written in the same turn did not
+//! carry already.
+//!
 //! A wait is then one host call (`readiness.wait`): the set and the
 //! deadline, where wasi-libc made three (the clock's pollable,
 //! `wasi:io/poll`, its drop); it also brings the time it woke, which the
@@ -40,14 +44,17 @@
 // wasi-libc's descriptors and borrowed handles: raw handles.
 #![allow(unsafe_code)]
 
+use std::cell::RefCell;
 use std::io;
 use std::mem::ManuallyDrop;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
+use crate::core::acks::AcksOwed;
 use crate::core::duration;
 use crate::shell::clock;
 use crate::shell::descriptors::{self, Socket, TcpSocket, UdpSocket};
+use crate::shell::host_tcp;
 
 mod bindings {
     #![allow(missing_docs, unreachable_pub, clippy::all)]
@@ -64,6 +71,32 @@ use bindings::wasi::clocks::monotonic_clock;
 use bindings::wasi::io::poll::Pollable;
 use bindings::wasi::sockets::tcp::TcpSocket as WasiTcpSocket;
 use bindings::wasi::sockets::udp::IncomingDatagramStream;
+
+thread_local! {
+    /// Upstream streams whose reads are to be acknowledged at once, by
+    /// descriptor ([`ack_before_wait`], [`sent`]).
+    static ACKS_OWED: RefCell<AcksOwed<RawFd>> = const { RefCell::new(AcksOwed::new()) };
+}
+
+/// Acknowledges what was read from the TCP stream `fd` at once, when the
+/// event loop next waits ([`AcksOwed`]): by then the turn that read it may
+/// have written a query on the same stream, whose segment carries the ACK
+/// (`TCP_NODELAY` sends it at once), and then no call is made and no
+/// segment of its own sent. Otherwise the ACK goes out in the wait call
+/// itself (`readiness.wait`'s `quick-acks`), or in a `tcp-ack` call for a
+/// stream the host does not watch. The caller's stream must be registered
+/// with the event loop (its deregistration forgets the ACK).
+pub fn ack_before_wait(fd: RawFd) {
+    ACKS_OWED.with_borrow_mut(|owed| owed.read(fd));
+}
+
+/// The TCP stream `fd` just sent data: its segment acknowledged all that
+/// was read from it. (A segment the kernel holds back, when the stream's
+/// congestion window is full, leaves the ACK to the kernel's delay:
+/// latency, never an answer lost.)
+pub fn sent(fd: RawFd) {
+    ACKS_OWED.with_borrow_mut(|owed| owed.sent(fd));
+}
 
 /// Installs the wait set for the event loop of this thread: call before the
 /// runtime registers its first socket.
@@ -136,6 +169,22 @@ impl Watch {
         self.rearm.push(key);
         self.set_hosted(fd, Hosted::Armed { listener });
         true
+    }
+
+    /// The keys of the ACKs owed, for the wait to send. A stream the host
+    /// does not remember (one it refused to watch) is acknowledged by a
+    /// call of its own now.
+    fn acks_owed(&self) -> Vec<u32> {
+        ACKS_OWED.with_borrow_mut(|owed| {
+            let mut keys = Vec::new();
+            for fd in owed.take() {
+                match (self.hosted(fd), u32::try_from(fd)) {
+                    (Hosted::Armed { .. } | Hosted::Reported { .. }, Ok(key)) => keys.push(key),
+                    _ => host_tcp::quick_ack(fd),
+                }
+            }
+            keys
+        })
     }
 
     /// Asks the host to watch `socket` under `fd`: whether it does.
@@ -247,6 +296,8 @@ impl mio::WaitSet for Watch {
     }
 
     fn disarm(&mut self, fd: RawFd) {
+        // Deregistered before it closes: its descriptor may be reused.
+        sent(fd);
         match self.hosted(fd) {
             Hosted::Armed { .. } => {
                 self.set_hosted(fd, Hosted::No);
@@ -269,7 +320,8 @@ impl mio::WaitSet for Watch {
     fn wait(&mut self, timeout: Option<Duration>, ready: &mut Vec<RawFd>) -> io::Result<()> {
         let borrowed: Vec<&Pollable> = self.own.iter().map(|(_, p)| &**p).collect();
         let deadline = timeout.map(|t| deadline(t, monotonic_clock::now));
-        let waited = readiness::wait(&self.rearm, &borrowed, deadline);
+        let acks = self.acks_owed();
+        let waited = readiness::wait(&self.rearm, &acks, &borrowed, deadline);
         self.rearm.clear();
         drop(borrowed);
         clock::woke(waited.now);
@@ -300,6 +352,8 @@ impl mio::WaitSet for Watch {
     }
 
     fn before_poll(&mut self, timeout: Option<Duration>) -> Option<Duration> {
+        // No wait call to carry them: each ACK in a call of its own.
+        ACKS_OWED.with_borrow_mut(|owed| owed.take().for_each(host_tcp::quick_ack));
         // The host's clock is read only for a timeout to correct.
         let left = timeout.map(|t| {
             let now = monotonic_clock::now();
