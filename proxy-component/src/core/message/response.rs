@@ -97,6 +97,13 @@ impl Response {
         if h[2] & QR == 0 || read_u16(&self.bytes, QDCOUNT) != Some(1) {
             return false;
         }
+        // The usual answer echoes the question byte for byte. Both were
+        // validated by their walks, and a name at HEADER_LEN cannot be
+        // compressed (a pointer must point before it, into the header), so
+        // equal bytes are an equal question: no label-by-label comparison.
+        if self.bytes.get(HEADER_LEN..self.layout.question_end) == Some(query.question()) {
+            return true;
+        }
         let theirs = type_and_class(&self.bytes, self.layout.question_end);
         let ours = type_and_class(query.bytes(), HEADER_LEN + query.question().len());
         theirs.is_some()
