@@ -378,12 +378,8 @@ impl State {
     /// one of its own resources: another of its sockets gets an early ACK,
     /// or the lookup fails and nothing happens.
     fn quick_ack_key(&mut self, key: u32) {
-        let Some(Handle::Tcp(rep)) = self.watch_set_mut().handle(key) else {
-            return;
-        };
-        let socket = Resource::<wasmtime_wasi::p2::TcpSocket>::new_borrow(rep);
-        if let Ok(socket) = self.table.get(&socket) {
-            socket.quick_ack();
+        if let Some(Handle::Tcp(rep)) = self.watch_set_mut().handle(key) {
+            wit_tcp_ack::Host::quick_ack(self, Resource::new_borrow(rep));
         }
     }
 
