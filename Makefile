@@ -173,13 +173,14 @@ unit: build-host
 
 # The vendored mio's patches: 1, 2 and 4 are for the poll(2) selector (the
 # component's), and on Linux their test forces that selector, in a target
-# directory of its own; 3 is for epoll (the host's workers, the native build).
+# directory of its own; 3 is for epoll (the host's workers, the native build),
+# and 5 for the waker (the host's workers).
 vendor-test:
 	RUSTFLAGS="--cfg mio_unsupported_force_poll_poll" $(CARGO) test \
 	  --manifest-path vendor/mio/Cargo.toml --features os-poll,net \
 	  --test dnsproxy_rearm --test dnsproxy_wait_set --target-dir $(TARGET_DIR)/vendor-mio
 	$(CARGO) test --manifest-path vendor/mio/Cargo.toml --features os-poll,net \
-	  --test dnsproxy_on_demand --target-dir $(TARGET_DIR)/vendor-mio-epoll
+	  --test dnsproxy_on_demand --test dnsproxy_quiet_wake --target-dir $(TARGET_DIR)/vendor-mio-epoll
 
 lint: setup-test
 	$(CARGO) fmt --all --check

@@ -85,6 +85,9 @@ pub use poll::{Poll, Registry};
 pub use token::Token;
 #[cfg(not(any(target_os = "horizon", target_os = "wasi")))]
 pub use waker::Waker;
+// dnsproxy patch 5: see `waker::quiet_self_wakes`.
+#[cfg(not(any(target_os = "horizon", target_os = "wasi")))]
+pub use waker::quiet_self_wakes;
 
 #[cfg(all(unix, feature = "os-ext"))]
 #[cfg_attr(docsrs, doc(cfg(all(unix, feature = "os-ext"))))]

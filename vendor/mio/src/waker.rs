@@ -1,6 +1,8 @@
 use crate::{sys, Registry, Token};
 
+use std::cell::Cell;
 use std::io;
+use std::thread::{self, ThreadId};
 
 /// Waker allows cross-thread waking of [`Poll`].
 ///
@@ -77,6 +79,8 @@ use std::io;
 #[derive(Debug)]
 pub struct Waker {
     inner: sys::Waker,
+    /// dnsproxy patch 5: the thread that made it (see [`quiet_self_wakes`]).
+    owner: ThreadId,
 }
 
 impl Waker {
@@ -84,13 +88,53 @@ impl Waker {
     pub fn new(registry: &Registry, token: Token) -> io::Result<Waker> {
         #[cfg(debug_assertions)]
         registry.register_waker();
-        sys::Waker::new(registry.selector(), token).map(|inner| Waker { inner })
+        sys::Waker::new(registry.selector(), token).map(|inner| Waker {
+            inner,
+            owner: thread::current().id(),
+        })
     }
 
     /// Wake up the [`Poll`] associated with this `Waker`.
     ///
     /// [`Poll`]: struct.Poll.html
     pub fn wake(&self) -> io::Result<()> {
+        // dnsproxy patch 5: inside `quiet_self_wakes`, a wake of a waker
+        // made on this thread is dropped.
+        if QUIET.with(Cell::get) && thread::current().id() == self.owner {
+            return Ok(());
+        }
         self.inner.wake()
     }
+}
+
+thread_local! {
+    /// Inside [`quiet_self_wakes`].
+    static QUIET: Cell<bool> = const { Cell::new(false) };
+}
+
+/// dnsproxy patch 5: runs `f`, dropping every wake in it of a [`Waker`] that
+/// was made on this thread; wakes of other threads' wakers go through.
+///
+/// A waker's wake makes the next poll of its [`Poll`] return at once. tokio
+/// wakes its own driver when a timer is registered that expires before the
+/// time the driver last parked until, even from the thread that will park
+/// it next, which then computes its timeout from the timer wheel anyway: on
+/// a current-thread runtime each such timer costs a `write(2)` to the
+/// eventfd and one more `epoll_wait` and turn of the event loop that find
+/// nothing. The caller promises that nothing in `f` needs its own thread's
+/// poll woken: `f` does nothing but register timers of the runtime whose
+/// driver only this thread polls, and the thread polls it before it blocks.
+/// A wake of the thread's own waker for anything else (a task woken, tokio's
+/// `block_on` future woken from a task of the same thread) must stay
+/// outside `f`: tokio parks without looking for it, relying on the wake.
+/// See PATCHED.md.
+pub fn quiet_self_wakes<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            QUIET.with(|q| q.set(self.0));
+        }
+    }
+    let _restore = Restore(QUIET.with(|q| q.replace(true)));
+    f()
 }
