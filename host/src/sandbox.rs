@@ -333,11 +333,35 @@ async fn within(
         Some(0) => Ok(futures::FutureExt::now_or_never(wait)
             .transpose()?
             .unwrap_or_default()),
-        Some(ns) => match tokio::time::timeout(Duration::from_nanos(ns), wait).await {
-            Ok(ready) => ready,
-            Err(_elapsed) => Ok(Vec::new()),
-        },
+        Some(ns) => {
+            let mut timer = std::pin::pin!(tokio::time::sleep(Duration::from_nanos(ns)));
+            arm_quietly(timer.as_mut());
+            tokio::select! {
+                biased;
+                ready = wait => ready,
+                () = timer => Ok(Vec::new()),
+            }
+        }
     }
+}
+
+/// Arms `timer`, of the worker's runtime, without waking the worker's own
+/// event loop.
+///
+/// tokio wakes its driver when a timer is armed that expires before the
+/// time the driver last blocked until: a `write(2)` to its eventfd, then an
+/// `epoll_wait` that returns at once and a turn of the loop with nothing to
+/// do. A `wait` is made on the worker's thread, whose runtime computes how
+/// long to block from its timers just before it blocks, so that wake-up is
+/// never needed: at 100 queries a second it came with about every other
+/// query (the component's earliest deadline moves earlier as a query is
+/// forwarded). `mio::quiet_self_wakes` (vendor/mio, patch 5) drops it, and
+/// only it: nothing else runs in the scope.
+fn arm_quietly(timer: std::pin::Pin<&mut tokio::time::Sleep>) {
+    mio::quiet_self_wakes(|| {
+        // The first poll arms it; the waker is the caller's from its next poll.
+        let _ = timer.poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+    });
 }
 
 impl State {
@@ -1127,6 +1151,74 @@ mod tests {
         let wasm = engine::embedded_wasm().expect("the component is embedded (make build-host)");
         let component = Component::new(&engine, wasm).expect("the embedded component compiles");
         (engine, component)
+    }
+
+    #[test]
+    fn a_wait_arms_its_timer_without_waking_its_own_event_loop() {
+        use std::sync::Mutex;
+        // When the worker's loop blocked and when it woke, in order.
+        static TURNS: Mutex<Vec<Instant>> = Mutex::new(Vec::new());
+        let mark = || TURNS.lock().unwrap().push(Instant::now());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .on_thread_park(mark)
+            .on_thread_unpark(mark)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // The loop last blocked until a far deadline (another timer),
+            // woken by another thread: a wait's nearer deadline is earlier
+            // than what the driver last slept until.
+            let _far = tokio::spawn(tokio::time::sleep(Duration::from_secs(30)));
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                tx.send(()).unwrap();
+            });
+            rx.await.unwrap();
+
+            let seen = TURNS.lock().unwrap().len();
+            let start = Instant::now();
+            let ready = within(Some(50_000_000), std::future::pending()).await;
+            let waited = start.elapsed();
+            assert_eq!(ready.unwrap(), Vec::<u32>::new(), "nothing was ready");
+            // The wait still ends at its own deadline, not the far one.
+            assert!(
+                (Duration::from_millis(50)..Duration::from_secs(5)).contains(&waited),
+                "{waited:?}"
+            );
+            // Its first block lasted until about the deadline: arming the
+            // timer did not wake the loop (before, the driver's own eventfd
+            // ended that block at once, and a second one waited).
+            let turns = TURNS.lock().unwrap()[seen..].to_vec();
+            assert!(turns.len() >= 2, "{turns:?}");
+            let first = turns[1] - turns[0];
+            assert!(
+                first >= Duration::from_millis(30),
+                "the first block lasted {first:?}"
+            );
+        });
+    }
+
+    #[test]
+    fn a_wait_returns_what_is_ready_before_its_deadline() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let start = Instant::now();
+            let ready = within(Some(10_000_000_000), async {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                Ok(vec![3, 1])
+            })
+            .await;
+            assert_eq!(ready.unwrap(), vec![3, 1]);
+            assert!(start.elapsed() < Duration::from_secs(5));
+            // Already ready: taken even with a deadline of zero.
+            let now = within(Some(0), async { Ok(vec![2]) }).await;
+            assert_eq!(now.unwrap(), vec![2]);
+        });
     }
 
     #[test]
