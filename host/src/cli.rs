@@ -406,7 +406,9 @@ pub struct TopArgs {
 /// Flags of `precompile`.
 #[derive(Debug, Clone, Args)]
 pub struct PrecompileArgs {
-    /// Where to write the compiled component (.cwasm)
+    /// Where to write the compiled component (.cwasm); a directory gets the
+    /// name the proxy looks for, and `-` writes it to standard output (the
+    /// proxy compiles in a child process this way)
     #[arg(long, value_name = "PATH")]
     pub out: PathBuf,
 

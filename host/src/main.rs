@@ -27,6 +27,7 @@ pub mod spki;
 pub mod top;
 pub mod watchdog;
 
+use std::io::Write as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -238,23 +239,35 @@ fn spki(args: &SpkiArgs) -> ExitCode {
 
 fn precompile(args: &PrecompileArgs) -> ExitCode {
     init_logging("warn");
+    // `Some(path)` is printed; `None` when the artefact itself went to stdout.
     let result = engine::engine().and_then(|engine| match &args.component {
         Some(wasm) => {
             let bytes = engine.precompile_component(&std::fs::read(wasm)?)?;
             engine::write_artefact(&args.out, &bytes)?;
-            Ok(args.out.clone())
+            Ok(Some(args.out.clone()))
+        }
+        // The proxy's own child (see `engine::load_embedded`): the bytes go
+        // to the pipe it reads, and nothing else is written there.
+        None if args.out.as_os_str() == "-" => {
+            let bytes = engine.precompile_component(engine::embedded_wasm()?)?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&bytes)?;
+            out.flush()?;
+            Ok(None)
         }
         // A directory gets the name the host looks for beside itself.
-        None if args.out.is_dir() => engine::precompile(&engine, Some(&args.out)),
+        None if args.out.is_dir() => engine::precompile(&engine, Some(&args.out)).map(Some),
         None => {
             let bytes = engine.precompile_component(engine::embedded_wasm()?)?;
             engine::write_artefact(&args.out, &bytes)?;
-            Ok(args.out.clone())
+            Ok(Some(args.out.clone()))
         }
     });
     match result {
         Ok(path) => {
-            println!("{}", path.display());
+            if let Some(path) = path {
+                println!("{}", path.display());
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
