@@ -18,7 +18,7 @@ use super::response::Response;
 use super::walk::{DO_BIT, Layout, OPT_RR_LEN, Opt, TYPE_OPT, name_pointers, options, read_rr};
 use super::{
     ARCOUNT, EDNS_UDP_PAYLOAD, HEADER_LEN, OPCODE_MASK, QDCOUNT, QR, RA, RCODE_MASK, RD, Section,
-    TC, counts, header, read_u16, write_u16,
+    TC, counts, header, read_u16, words_equal, write_u16,
 };
 use crate::core::framing::MAX_MESSAGE_LEN;
 
@@ -65,8 +65,24 @@ const KEY_AD_WANTED: u8 = 0x04;
 /// 3225 §3: DNSSEC records), CD (RFC 4035 §3.2.2: unvalidated data) and
 /// whether AD is wanted, which a query says with AD or DO (RFC 6840 §5.7,
 /// §5.8).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Eq)]
 pub struct CacheKey(Box<[u8]>);
+
+/// Byte equality, compared a word at a time: every cache lookup compares
+/// the key found, and the component's `memcmp` cost 450 instructions of a
+/// cache hit's 9,300.
+impl PartialEq for CacheKey {
+    fn eq(&self, other: &Self) -> bool {
+        words_equal(&self.0, &other.0)
+    }
+}
+
+/// Over the same bytes as [`PartialEq`], so equal keys hash alike.
+impl std::hash::Hash for CacheKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
 
 impl CacheKey {
     /// Its size in bytes, for the cache's memory accounting.
