@@ -844,9 +844,9 @@ fn wasi_ctx(policy: SocketPolicy, shared: bool, clock: Clock) -> WasiCtx {
         // WASI 0.2 cannot ask for it: without it a pipelined query waits for
         // the ACK of the one before (Nagle), and answers to a TCP client too.
         .tcp_nodelay(true)
-        // Called per datagram: the decision is made (and a refusal counted)
-        // right here, the future only carries it.
-        .socket_addr_check(move |addr, use_| Box::pin(std::future::ready(policy.check(addr, use_))))
+        // Called per datagram, directly (no future): the decision is made,
+        // and a refusal counted, right here.
+        .socket_addr_check_sync(move |addr, use_| policy.check(addr, use_))
         .build()
 }
 

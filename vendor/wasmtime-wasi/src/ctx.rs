@@ -405,6 +405,20 @@ impl WasiCtxBuilder {
         self
     }
 
+    /// dnsproxy patch 13: a check that decides without waiting, called
+    /// directly for each use of a socket address, per datagram included.
+    /// [`WasiCtxBuilder::socket_addr_check`] takes a check that returns a
+    /// boxed future, which costs an allocation and a poll per datagram.
+    ///
+    /// Returning `true` permits the use; `false` refuses it.
+    pub fn socket_addr_check_sync<F>(&mut self, check: F) -> &mut Self
+    where
+        F: Fn(SocketAddr, SocketAddrUse) -> bool + Send + Sync + 'static,
+    {
+        self.sockets.socket_addr_check = SocketAddrCheck::new_sync(check);
+        self
+    }
+
     /// Allow usage of `wasi:sockets/ip-name-lookup`
     ///
     /// By default this is disabled.

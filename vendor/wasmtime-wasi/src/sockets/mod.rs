@@ -1,7 +1,6 @@
 use core::fmt;
 use core::future::Future;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use core::ops::Deref;
 use rustix::fd::AsFd;
 use rustix::io::Errno;
 use rustix::net::sockopt;
@@ -119,13 +118,22 @@ impl AllowedNetworkUses {
 
 /// A check that will be called for each socket address that is used of whether the address is permitted.
 #[derive(Clone)]
-pub(crate) struct SocketAddrCheck(
-    Arc<
-        dyn Fn(SocketAddr, SocketAddrUse) -> Pin<Box<dyn Future<Output = bool> + Send + Sync>>
-            + Send
-            + Sync,
-    >,
-);
+pub(crate) struct SocketAddrCheck(Check);
+
+/// The embedder's check, as it was given.
+#[derive(Clone)]
+enum Check {
+    Async(
+        Arc<
+            dyn Fn(SocketAddr, SocketAddrUse) -> Pin<Box<dyn Future<Output = bool> + Send + Sync>>
+                + Send
+                + Sync,
+        >,
+    ),
+    /// dnsproxy patch 13: a check that answers at once, called directly
+    /// (no boxed future per datagram).
+    Sync(Arc<dyn Fn(SocketAddr, SocketAddrUse) -> bool + Send + Sync>),
+}
 
 impl SocketAddrCheck {
     /// A check that will be called for each socket address that is used.
@@ -138,7 +146,14 @@ impl SocketAddrCheck {
         + Sync
         + 'static,
     ) -> Self {
-        Self(Arc::new(f))
+        Self(Check::Async(Arc::new(f)))
+    }
+
+    /// dnsproxy patch 13: a check that decides without waiting.
+    pub(crate) fn new_sync(
+        f: impl Fn(SocketAddr, SocketAddrUse) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        Self(Check::Sync(Arc::new(f)))
     }
 
     pub(crate) async fn check(
@@ -146,7 +161,11 @@ impl SocketAddrCheck {
         addr: SocketAddr,
         reason: SocketAddrUse,
     ) -> std::io::Result<()> {
-        if (self.0)(addr, reason).await {
+        let allowed = match &self.0 {
+            Check::Async(f) => f(addr, reason).await,
+            Check::Sync(f) => f(addr, reason),
+        };
+        if allowed {
             Ok(())
         } else {
             Err(std::io::Error::new(
@@ -159,31 +178,26 @@ impl SocketAddrCheck {
 
 impl SocketAddrCheck {
     /// dnsproxy patch: the check's answer without waiting, for the
-    /// per-datagram paths: the check's future is polled once, and one that
-    /// is not ready at once counts as a refusal. The host's check must be
-    /// synchronous (dnsproxy's is `std::future::ready`).
+    /// per-datagram paths. A synchronous check (patch 13) is called; an
+    /// asynchronous one's future is polled once, and one that is not ready
+    /// at once counts as a refusal.
     pub(crate) fn check_now(&self, addr: SocketAddr, reason: SocketAddrUse) -> bool {
-        let mut check = (self.0)(addr, reason);
-        matches!(
-            check.as_mut().poll(&mut noop_cx()),
-            std::task::Poll::Ready(true)
-        )
-    }
-}
-
-impl Deref for SocketAddrCheck {
-    type Target = dyn Fn(SocketAddr, SocketAddrUse) -> Pin<Box<dyn Future<Output = bool> + Send + Sync>>
-        + Send
-        + Sync;
-
-    fn deref(&self) -> &Self::Target {
-        self.0.as_ref()
+        match &self.0 {
+            Check::Sync(f) => f(addr, reason),
+            Check::Async(f) => {
+                let mut check = f(addr, reason);
+                matches!(
+                    check.as_mut().poll(&mut noop_cx()),
+                    std::task::Poll::Ready(true)
+                )
+            }
+        }
     }
 }
 
 impl Default for SocketAddrCheck {
     fn default() -> Self {
-        Self(Arc::new(|_, _| Box::pin(async { false })))
+        Self::new_sync(|_, _| false)
     }
 }
 
