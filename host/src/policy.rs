@@ -168,15 +168,12 @@ impl SocketPolicy {
                 if !self.peers().clients.allows(addr.ip()) {
                     return Err(Refusal::ReceiveOutsider);
                 }
-                match self.grants().receive(canonical(addr), now) {
+                match self.grants().receive(addr, now) {
                     Received::Granted => Ok(()),
                     Received::TableFull => Err(Refusal::ReceiveGrantsFull),
                 }
             }
-            SocketAddrUse::UdpSend => ok(
-                self.grants().send(canonical(addr), now),
-                Refusal::SendUnsolicited,
-            ),
+            SocketAddrUse::UdpSend => ok(self.grants().send(addr, now), Refusal::SendUnsolicited),
         }
     }
 
@@ -192,12 +189,6 @@ impl SocketPolicy {
 
 fn is_implicit_bind(addr: SocketAddr) -> bool {
     addr.ip().is_unspecified() && addr.port() == 0
-}
-
-/// One key per client whichever way the socket reports it: an IPv4-mapped
-/// IPv6 address becomes the IPv4 address.
-fn canonical(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 #[cfg(test)]

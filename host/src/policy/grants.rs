@@ -10,7 +10,8 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::net::SocketAddr;
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// Most client addresses (`ip:port`) with a pending reply at once: 65,536
@@ -21,6 +22,35 @@ pub const MAX_GRANTS: usize = 65_536;
 /// (at most [`MAX_GRANTS`] entries, well under a millisecond), so doing it
 /// at most once a second keeps its cost per datagram negligible.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// A client's `ip:port` as the table's key: the IPv6 form of the address
+/// (an IPv4 address as IPv4-mapped, so both spellings of one client are
+/// one key) and the port, 18 bytes hashed in a single SipHash `write`.
+/// Hashing a `SocketAddr` feeds SipHash four to six small writes (variant,
+/// length, octets, port, and for IPv6 flow label and scope): twice the
+/// instructions, per datagram received and per reply sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Client([u8; 18]);
+
+impl Client {
+    fn new(addr: SocketAddr) -> Self {
+        let ip = match addr.ip() {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            IpAddr::V6(v6) => v6,
+        };
+        let mut key = [0; 18];
+        key[..16].copy_from_slice(&ip.octets());
+        key[16..].copy_from_slice(&addr.port().to_be_bytes());
+        Self(key)
+    }
+}
+
+impl Hash for Client {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // The bytes alone: the length is fixed, so no prefix is needed.
+        state.write(&self.0);
+    }
+}
 
 /// Replies owed to one client address.
 #[derive(Clone, Copy, Debug)]
@@ -43,7 +73,7 @@ pub(crate) enum Received {
 /// The pending replies of all clients.
 #[derive(Debug)]
 pub(crate) struct Grants {
-    table: HashMap<SocketAddr, Grant>,
+    table: HashMap<Client, Grant>,
     /// How long a datagram's reply stays granted.
     window: Duration,
     next_sweep: Instant,
@@ -62,14 +92,15 @@ impl Grants {
         }
     }
 
-    /// A datagram arrived from `from`.
+    /// A datagram arrived from `from` (an IPv4-mapped IPv6 address is the
+    /// same client as its IPv4 address).
     pub(crate) fn receive(&mut self, from: SocketAddr, now: Instant) -> Received {
         self.sweep_if_due(now);
         let expires = now + self.window;
-        // One hash of the address per datagram, found or not (SipHash: the
-        // addresses are the senders' to choose).
+        // One hash of the address per datagram, found or not (SipHash, keyed
+        // per process: the addresses are the senders' to choose).
         let full = self.table.len() >= self.capacity;
-        match self.table.entry(from) {
+        match self.table.entry(Client::new(from)) {
             Entry::Occupied(mut g) => {
                 let g = g.get_mut();
                 // An expired grant that the sweep has not reached yet owes
@@ -96,7 +127,7 @@ impl Grants {
     /// returns false when none is owed.
     pub(crate) fn send(&mut self, to: SocketAddr, now: Instant) -> bool {
         self.sweep_if_due(now);
-        let Entry::Occupied(mut g) = self.table.entry(to) else {
+        let Entry::Occupied(mut g) = self.table.entry(Client::new(to)) else {
             return false;
         };
         let grant = g.get_mut();
@@ -176,6 +207,22 @@ mod tests {
         assert!(!g.send(sa("127.0.0.1:40001"), t0));
         assert!(!g.send(sa("127.0.0.2:40000"), t0));
         assert!(g.send(sa("127.0.0.1:40000"), t0));
+    }
+
+    #[test]
+    fn an_ipv4_client_is_one_key_in_either_spelling_and_no_other_address_shares_it() {
+        let t0 = Instant::now();
+        let mut g = Grants::new(WINDOW, 8, t0);
+        g.receive(sa("[::ffff:192.0.2.1]:40000"), t0);
+        g.receive(sa("192.0.2.1:40000"), t0);
+        assert_eq!(g.len(), 1);
+        // The same 32 bits in an IPv6 address that is not IPv4-mapped, or
+        // the same address on the other port byte order, are others.
+        assert!(!g.send(sa("[::192.0.2.1]:40000"), t0));
+        assert!(!g.send(sa("[::ffff:192.0.2.1]:16540"), t0));
+        assert!(g.send(sa("192.0.2.1:40000"), t0));
+        assert!(g.send(sa("[::ffff:192.0.2.1]:40000"), t0));
+        assert!(!g.send(sa("192.0.2.1:40000"), t0), "two received, two sent");
     }
 
     #[test]
