@@ -30,7 +30,7 @@ BENCH_PORT ?= 5399
 NATIVE_PORT ?= 5398
 BENCH_ARGS ?=
 
-.PHONY: setup setup-test build-component build-host run-host install check-install test unit \
+.PHONY: setup setup-test build-component build-host run-host install check-install test unit bench-latency \
 	lint spec docker-check bench bench-container bench-idle bench-pressure bench-workers profile build run stop logs \
 	validate-k8s vendor-test \
 	fuzz fuzz-seed clean
@@ -244,6 +244,16 @@ profile: build-host
 	$(CARGO) build --release --target $(NATIVE_TARGET) -p dot-fixture
 	command -v valgrind >/dev/null && command -v dnsperf >/dev/null || apt-get install -y valgrind dnsperf
 	bench/profile.sh $(PROFILE_ARGS)
+
+# The latency the proxy adds at a paced rate (100 qps, one query at a time),
+# read off the loopback interface by tcpdump: misses (without the upstream's
+# own time) and cache hits, for dnsproxy and for the native build of its
+# shell (bench/added-latency.sh).
+bench-latency: build-host
+	$(CARGO) build --release --target $(NATIVE_TARGET) -p dot-fixture
+	command -v tcpdump >/dev/null && command -v dnsperf >/dev/null || apt-get install -y tcpdump dnsperf
+	bench/added-latency.sh
+	bench/added-latency.sh --binary $(NATIVE_DIR)/proxy-component
 
 # Scaling over workers: the proxy with WORKERS=1 and with WORKERS=2 side by
 # side in one run of the benchmark (caches off, and fixed offered rates).
