@@ -119,16 +119,27 @@ impl Datagrams {
     /// socket refuses (an address it may not send to, a payload too large)
     /// is dropped with its hold: a lost UDP answer is the client's to retry.
     pub async fn send<T>(&self, out: &mut VecDeque<Outgoing<T>>) {
+        loop {
+            self.try_send(out);
+            if out.is_empty() {
+                return;
+            }
+            if self.sock.writable().await.is_err() {
+                out.pop_front();
+            }
+        }
+    }
+
+    /// Sends what the socket takes now of `out`, oldest first, without
+    /// waiting: what is left when it would block stays in `out`. A refused
+    /// datagram is dropped with its hold, as in [`Datagrams::send`].
+    pub fn try_send<T>(&self, out: &mut VecDeque<Outgoing<T>>) {
         while !out.is_empty() {
             #[cfg(wasi_libc_descriptors)]
             if let Some(streams) = streams::of(self.fd) {
                 match self.sock.try_io(Interest::WRITABLE, || streams.send(out)) {
                     Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        if self.sock.writable().await.is_err() {
-                            out.pop_front();
-                        }
-                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                     // The socket refused to say how much it takes: the
                     // oldest goes, so a failing socket cannot spin here.
                     Err(_) => {
@@ -139,11 +150,7 @@ impl Datagrams {
             }
             let Some(first) = out.front() else { break };
             match self.sock.try_send_to(&first.data, first.peer) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if self.sock.writable().await.is_err() {
-                        out.pop_front();
-                    }
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 // Sent, or refused for good.
                 _ => {
                     out.pop_front();
@@ -361,6 +368,43 @@ mod tests {
             assert_eq!(got, sent);
             // All 100 were queued before the first call: full batches.
             assert_eq!(calls, sent.len().div_ceil(BATCH));
+        });
+    }
+
+    /// `try_send` sends what is queued before it returns, without an
+    /// `.await`, in order, and drops a refused datagram with its hold.
+    #[test]
+    fn try_send_sends_what_the_socket_takes_without_waiting() {
+        run(async {
+            let (server, _) = bound().await;
+            let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("client");
+            client
+                .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .expect("timeout");
+            let to = client.local_addr().expect("addr");
+            let held = std::rc::Rc::new(());
+            let mut out: VecDeque<Outgoing<std::rc::Rc<()>>> = (0..20u8)
+                .map(|i| Outgoing {
+                    data: if i == 3 { vec![0; 70_000] } else { vec![i; 2] },
+                    peer: to,
+                    hold: held.clone(),
+                })
+                .collect();
+            // Until tokio's event loop has seen the socket writable, it
+            // takes nothing: what is queued stays, and nothing is lost.
+            server.try_send(&mut out);
+            assert_eq!(out.len(), 20);
+            // The receive loop's socket has been through the event loop by
+            // the time it answers anything.
+            server.sock.writable().await.expect("writable");
+            server.try_send(&mut out);
+            assert!(out.is_empty(), "{} left", out.len());
+            assert_eq!(std::rc::Rc::strong_count(&held), 1);
+            let mut buf = [0u8; 16];
+            for i in (0..20u8).filter(|&i| i != 3) {
+                let (n, _) = client.recv_from(&mut buf).expect("an answer");
+                assert_eq!(&buf[..n], &[i; 2]);
+            }
         });
     }
 

@@ -4,12 +4,14 @@
 //!
 //! Datagrams come in and go out in batches ([`Datagrams`]): the receive
 //! loop takes what the socket has queued (up to [`crate::shell::datagrams::BATCH`]) in
-//! one call and reads the clock once for all of them; answers go into an
-//! [`Outbox`] that one task empties with one send call for everything queued
-//! since its last turn. Under load that is many datagrams per host call; at
-//! low load it is one, and an answer waits for no other.
+//! one call and reads the clock once for all of them. The answers the batch
+//! itself makes (from the cache, or refusals) are sent at the end of the
+//! batch, by the receive loop, in one send call. Forwarded queries' answers
+//! go into an [`Outbox`] that one task empties with one send call for
+//! everything queued since its last turn. Under load that is many datagrams
+//! per host call; at low load it is one, and an answer waits for no other.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -52,8 +54,9 @@ fn set_recv_buffer(sock: &std::net::UdpSocket) {
 }
 
 /// What an answer carries to the socket: the in-flight slot of its query
-/// (if it has one), held until it is sent, and when the query came in.
-type Held = (Option<InflightPermit>, Instant);
+/// (if it has one), held until it is sent, and when the query came in
+/// (taken when its latency is observed, so it is observed once).
+type Held = (Option<InflightPermit>, Option<Instant>);
 
 /// Answers waiting for the socket.
 #[derive(Default)]
@@ -63,14 +66,46 @@ struct Outbox {
     queued: Notify,
     /// The queue was emptied.
     emptied: Notify,
+    /// The flushing task holds answers the socket has not taken yet.
+    flushing: Cell<bool>,
 }
 
 impl Outbox {
+    /// Queues an answer for the flushing task.
     fn push(&self, data: Vec<u8>, peer: SocketAddr, hold: Held) {
+        self.push_quietly(data, peer, hold);
+        self.queued.notify_one();
+    }
+
+    /// Queues an answer that the caller sends with [`Outbox::send_now`]
+    /// before it waits: the flushing task is not woken for it.
+    fn push_quietly(&self, data: Vec<u8>, peer: SocketAddr, hold: Held) {
         self.queue
             .borrow_mut()
             .push_back(Outgoing { data, peer, hold });
-        self.queued.notify_one();
+    }
+
+    /// Sends what is queued now, without waiting, from the caller's task:
+    /// at low load an answer made while a batch is read goes out without
+    /// waking another task for it. What the socket does not take now, and
+    /// everything while the flushing task waits on a full socket, is left
+    /// to that task.
+    fn send_now(&self, sock: &Datagrams, ctx: &Context) {
+        if !self.flushing.get() {
+            let mut sending = std::mem::take(&mut *self.queue.borrow_mut());
+            observe_latency(ctx, &mut sending);
+            sock.try_send(&mut sending);
+            if sending.is_empty() {
+                return;
+            }
+            // Older than anything queued since: they go first.
+            let mut queue = self.queue.borrow_mut();
+            sending.append(&mut queue);
+            *queue = sending;
+        }
+        if !self.queue.borrow().is_empty() {
+            self.queued.notify_one();
+        }
     }
 
     /// Returns once fewer than [`OUTBOX_LIMIT`] answers are queued.
@@ -92,18 +127,27 @@ impl Outbox {
                 if sending.is_empty() {
                     break;
                 }
-                {
-                    let now = Instant::now();
-                    let mut stats = ctx.stats.borrow_mut();
-                    for out in &sending {
-                        stats
-                            .udp_latency
-                            .observe(now.saturating_duration_since(out.hold.1));
-                    }
-                }
+                observe_latency(ctx, &mut sending);
+                self.flushing.set(true);
                 sock.send(&mut sending).await;
+                self.flushing.set(false);
             }
             self.emptied.notify_waiters();
+        }
+    }
+}
+
+/// Observes the latency (from its query in to its answer out) of each
+/// answer about to be sent that was not observed before, from one reading
+/// of the clock.
+fn observe_latency(ctx: &Context, sending: &mut VecDeque<Outgoing<Held>>) {
+    let now = Instant::now();
+    let mut stats = ctx.stats.borrow_mut();
+    for out in sending {
+        if let Some(received) = out.hold.1.take() {
+            stats
+                .udp_latency
+                .observe(now.saturating_duration_since(received));
         }
     }
 }
@@ -134,13 +178,16 @@ pub async fn serve(sock: UdpSocket, ctx: Rc<Context>) {
         // One reading of the clock and of the configuration for the batch.
         let received = Instant::now();
         let generation = ctx.current();
+        // Whether the batch made answers of its own (`send_now` below).
+        let mut answered = false;
         for (packet, peer) in batch.drain() {
             let (q, permit) = match ctx.admit(&generation, Transport::Udp, peer.ip(), &packet) {
                 Admitted::Forward(q, permit) => (q, permit),
                 Admitted::Other(Decision::Reply(rcode)) => {
                     if let Some(reply) = message::synthesize_response(&packet, rcode) {
                         count(&ctx, &reply, false);
-                        outbox.push(reply, peer, (None, received));
+                        outbox.push_quietly(reply, peer, (None, Some(received)));
+                        answered = true;
                     }
                     continue;
                 }
@@ -149,11 +196,12 @@ pub async fn serve(sock: UdpSocket, ctx: Rc<Context>) {
             let to = ReplyTo {
                 peer,
                 limit: q.udp_limit().min(generation.config.max_udp_size),
-                hold: (Some(permit), received),
+                hold: (Some(permit), Some(received)),
             };
             let key = match ctx.from_cache(&generation, &q, peer, Transport::Udp, received) {
                 FromCache::Answer(answer) => {
-                    to.send(&ctx, &outbox, answer);
+                    to.send_quietly(&ctx, &outbox, answer);
+                    answered = true;
                     continue;
                 }
                 FromCache::Miss(key) => key,
@@ -172,6 +220,11 @@ pub async fn serve(sock: UdpSocket, ctx: Rc<Context>) {
                 to.send(&ctx, &outbox, answer);
             });
         }
+        // What this batch answered itself goes now, in one send (with any
+        // forwarded query's answer queued meanwhile).
+        if answered {
+            outbox.send_now(&sock, &ctx);
+        }
     }
 }
 
@@ -186,10 +239,22 @@ struct ReplyTo {
 
 impl ReplyTo {
     /// Queues `answer`, truncated (TC=1) to the limit, and counts it.
-    fn send(self, ctx: &Context, outbox: &Outbox, mut answer: Response) {
+    fn send(self, ctx: &Context, outbox: &Outbox, answer: Response) {
+        let (data, peer, hold) = self.finish(ctx, answer);
+        outbox.push(data, peer, hold);
+    }
+
+    /// As [`ReplyTo::send`], for the receive loop, which sends it with
+    /// [`Outbox::send_now`] at the end of its batch.
+    fn send_quietly(self, ctx: &Context, outbox: &Outbox, answer: Response) {
+        let (data, peer, hold) = self.finish(ctx, answer);
+        outbox.push_quietly(data, peer, hold);
+    }
+
+    fn finish(self, ctx: &Context, mut answer: Response) -> (Vec<u8>, SocketAddr, Held) {
         let truncated = answer.truncate_for_udp(self.limit);
         count(ctx, answer.bytes(), truncated);
-        outbox.push(answer.into_bytes(), self.peer, self.hold);
+        (answer.into_bytes(), self.peer, self.hold)
     }
 }
 
