@@ -371,25 +371,57 @@ mod tests {
         });
     }
 
+    /// A client to send to, and `n` datagrams for it, each holding
+    /// `held`: datagram `i` is `[i; 3]`, except the `refused`th, which no
+    /// socket sends (70,000 bytes, more than any UDP payload).
+    fn queue(
+        n: u8,
+        refused: u8,
+        held: &std::rc::Rc<()>,
+    ) -> (std::net::UdpSocket, VecDeque<Outgoing<std::rc::Rc<()>>>) {
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("client");
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .expect("timeout");
+        let to = client.local_addr().expect("addr");
+        let out = (0..n)
+            .map(|i| Outgoing {
+                data: if i == refused {
+                    vec![0; 70_000]
+                } else {
+                    vec![i; 3]
+                },
+                peer: to,
+                hold: held.clone(),
+            })
+            .collect();
+        (client, out)
+    }
+
+    /// The client got every datagram of [`queue`] but the refused one, in
+    /// order, and every hold was let go, the refused one's too.
+    fn all_but_the_refused_arrived(
+        client: &std::net::UdpSocket,
+        n: u8,
+        refused: u8,
+        held: &std::rc::Rc<()>,
+    ) {
+        assert_eq!(std::rc::Rc::strong_count(held), 1);
+        let mut buf = [0u8; 16];
+        for i in (0..n).filter(|&i| i != refused) {
+            let (len, _) = client.recv_from(&mut buf).expect("an answer");
+            assert_eq!(&buf[..len], &[i; 3]);
+        }
+    }
+
     /// `try_send` sends what is queued before it returns, without an
     /// `.await`, in order, and drops a refused datagram with its hold.
     #[test]
     fn try_send_sends_what_the_socket_takes_without_waiting() {
         run(async {
             let (server, _) = bound().await;
-            let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("client");
-            client
-                .set_read_timeout(Some(std::time::Duration::from_secs(5)))
-                .expect("timeout");
-            let to = client.local_addr().expect("addr");
             let held = std::rc::Rc::new(());
-            let mut out: VecDeque<Outgoing<std::rc::Rc<()>>> = (0..20u8)
-                .map(|i| Outgoing {
-                    data: if i == 3 { vec![0; 70_000] } else { vec![i; 2] },
-                    peer: to,
-                    hold: held.clone(),
-                })
-                .collect();
+            let (client, mut out) = queue(20, 3, &held);
             // Until tokio's event loop has seen the socket writable, it
             // takes nothing: what is queued stays, and nothing is lost.
             server.try_send(&mut out);
@@ -399,12 +431,7 @@ mod tests {
             server.sock.writable().await.expect("writable");
             server.try_send(&mut out);
             assert!(out.is_empty(), "{} left", out.len());
-            assert_eq!(std::rc::Rc::strong_count(&held), 1);
-            let mut buf = [0u8; 16];
-            for i in (0..20u8).filter(|&i| i != 3) {
-                let (n, _) = client.recv_from(&mut buf).expect("an answer");
-                assert_eq!(&buf[..n], &[i; 2]);
-            }
+            all_but_the_refused_arrived(&client, 20, 3, &held);
         });
     }
 
@@ -415,29 +442,11 @@ mod tests {
     fn queued_answers_are_sent_and_a_refused_one_is_dropped() {
         run(async {
             let (server, _) = bound().await;
-            let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("client");
-            client
-                .set_read_timeout(Some(std::time::Duration::from_secs(5)))
-                .expect("timeout");
-            let to = client.local_addr().expect("addr");
             let held = std::rc::Rc::new(());
-            let mut out: VecDeque<Outgoing<std::rc::Rc<()>>> = (0..50u8)
-                .map(|i| Outgoing {
-                    // The 10th cannot be sent: 70,000 bytes.
-                    data: if i == 10 { vec![0; 70_000] } else { vec![i; 3] },
-                    peer: to,
-                    hold: held.clone(),
-                })
-                .collect();
+            let (client, mut out) = queue(50, 10, &held);
             server.send(&mut out).await;
             assert!(out.is_empty());
-            // Every hold was let go, the refused one's too.
-            assert_eq!(std::rc::Rc::strong_count(&held), 1);
-            let mut buf = [0u8; 16];
-            for i in (0..50u8).filter(|&i| i != 10) {
-                let (n, _) = client.recv_from(&mut buf).expect("an answer");
-                assert_eq!(&buf[..n], &[i; 3]);
-            }
+            all_but_the_refused_arrived(&client, 50, 10, &held);
         });
     }
 }
