@@ -92,16 +92,11 @@ impl Outbox {
     /// to that task.
     fn send_now(&self, sock: &Datagrams, ctx: &Context) {
         if !self.flushing.get() {
-            let mut sending = std::mem::take(&mut *self.queue.borrow_mut());
-            observe_latency(ctx, &mut sending);
-            sock.try_send(&mut sending);
-            if sending.is_empty() {
-                return;
-            }
-            // Older than anything queued since: they go first.
+            // Sent from the queue itself: nothing else runs meanwhile, and
+            // what the socket does not take stays in place, oldest first.
             let mut queue = self.queue.borrow_mut();
-            sending.append(&mut queue);
-            *queue = sending;
+            observe_latency(ctx, &mut queue);
+            sock.try_send(&mut queue);
         }
         if !self.queue.borrow().is_empty() {
             self.queued.notify_one();
