@@ -108,6 +108,33 @@ impl IncomingDatagramStream {
                 _ => crate::sockets::ErrorCode::from(e).into(),
             })
     }
+
+    /// dnsproxy patch 14: up to `max` datagrams and about as many bytes as
+    /// `receive` returns, each handed to `each` (its bytes borrowed from
+    /// the receive buffer, its sender checked as in `receive`), for an
+    /// embedder that lays them out itself; how many, or `WouldBlock`.
+    pub fn receive_each(
+        &mut self,
+        max: usize,
+        each: impl FnMut(&[u8], SocketAddr),
+    ) -> Result<usize, ErrorCode> {
+        let Self {
+            connected_addr,
+            socket,
+            permissions,
+            inbox,
+        } = self;
+        let accept = |from: SocketAddr| {
+            connected_addr.is_none_or(|connected| connected == from)
+                && permissions.check_now(from, SocketAddrUse::UdpReceive)
+        };
+        inbox
+            .receive_each(socket, max, crate::MAX_READ_SIZE_ALLOC, accept, each)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::WouldBlock => ErrorCode::WouldBlock,
+                _ => crate::sockets::ErrorCode::from(e).into(),
+            })
+    }
 }
 
 /// dnsproxy patch: sends directly, a batch per system call (`sendmmsg` on
@@ -136,8 +163,10 @@ impl OutgoingDatagramStream {
 
     /// Sends from the front of `datagrams` (each to its address, `None`:
     /// the connected peer); how many were sent (0: the socket's buffer is
-    /// full), or the first one's error when none was.
-    pub(crate) fn try_send_many<'a>(
+    /// full), or the first one's error when none was. Each destination is
+    /// checked as upstream's `send` checks it. (dnsproxy patch 14: public,
+    /// for an embedder that lays the datagrams out itself.)
+    pub fn try_send_many<'a>(
         &mut self,
         datagrams: impl IntoIterator<Item = (&'a [u8], Option<SocketAddr>)>,
     ) -> Result<usize, ErrorCode> {

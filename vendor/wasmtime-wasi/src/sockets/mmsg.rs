@@ -53,31 +53,61 @@ impl Inbox {
         socket: &UdpSocket,
         max: usize,
         budget: usize,
-        mut accept: impl FnMut(SocketAddr) -> bool,
+        accept: impl FnMut(SocketAddr) -> bool,
     ) -> io::Result<Vec<Datagram>> {
-        let max = max.min(MAX_BATCH);
         let mut out = Vec::new();
-        if max == 0 {
-            return Ok(out);
+        self.receive_each(socket, max, budget, accept, |data, from| {
+            out.push((data.to_vec(), from));
+        })?;
+        Ok(out)
+    }
+
+    /// dnsproxy patch 14: as [`Inbox::receive`], but hands each datagram
+    /// to `each`, its bytes borrowed from the receive buffer, rather than
+    /// returning a copy of each (`receive` is this, copying). Returns how
+    /// many. Datagrams of the batch past `budget` bytes wait here for the
+    /// next call.
+    pub fn receive_each(
+        &mut self,
+        socket: &UdpSocket,
+        max: usize,
+        budget: usize,
+        mut accept: impl FnMut(SocketAddr) -> bool,
+        mut each: impl FnMut(&[u8], SocketAddr),
+    ) -> io::Result<usize> {
+        let (max, budget) = (max.min(MAX_BATCH), budget.max(1));
+        let (mut taken, mut sum) = (0, 0);
+        while taken < max && sum < budget {
+            let Some((data, from)) = self.pending.pop_front() else {
+                break;
+            };
+            sum += 1 + data.len();
+            each(&data, from);
+            taken += 1;
         }
-        loop {
-            let mut sum = 0;
-            while out.len() < max && sum < budget {
-                let Some(datagram) = self.pending.pop_front() else {
-                    break;
-                };
-                sum += 1 + datagram.0.len();
-                out.push(datagram);
-            }
-            if !out.is_empty() {
-                return Ok(out);
-            }
-            // Nothing waiting: one batch from the socket. A batch that was
-            // all refused is followed by another (upstream's loop went on
-            // to the next datagram).
-            recv_batch(socket, max, &mut self.pending)?;
-            self.pending.retain(|(_, from)| accept(*from));
+        if taken > 0 || max == 0 {
+            return Ok(taken);
         }
+        // Nothing waiting: one batch from the socket. A batch that was all
+        // refused is followed by another (upstream's loop went on to the
+        // next datagram), until the socket has nothing queued.
+        let pending = &mut self.pending;
+        while taken == 0 {
+            imp::recv_batch_each(socket, max, |data, from| {
+                // Senders not allowed are dropped.
+                if !accept(from) {
+                    return;
+                }
+                if sum < budget {
+                    sum += 1 + data.len();
+                    each(data, from);
+                    taken += 1;
+                } else {
+                    pending.push_back((data.to_vec(), from));
+                }
+            })?;
+        }
+        Ok(taken)
     }
 }
 
@@ -89,7 +119,7 @@ pub fn recv_batch(socket: &UdpSocket, max: usize, out: &mut VecDeque<Datagram>) 
     if max == 0 {
         return Ok(0);
     }
-    imp::recv_batch(socket, max, out)
+    imp::recv_batch_each(socket, max, |data, from| out.push_back((data.to_vec(), from)))
 }
 
 /// Sends `datagrams` in order with one non-blocking system call, each to
@@ -108,9 +138,8 @@ pub fn send_batch(socket: &UdpSocket, datagrams: &[(&[u8], Option<SocketAddr>)])
 
 #[cfg(target_os = "linux")]
 mod imp {
-    use super::{Datagram, Interest, MAX_BATCH, MAX_DATAGRAM_SIZE, UdpSocket};
+    use super::{Interest, MAX_BATCH, MAX_DATAGRAM_SIZE, UdpSocket};
     use std::cell::RefCell;
-    use std::collections::VecDeque;
     use std::io;
     use std::mem::{MaybeUninit, size_of, zeroed};
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -159,10 +188,12 @@ mod imp {
         static SLOTS: RefCell<Slots> = RefCell::new(Slots::new());
     }
 
-    pub(super) fn recv_batch(
+    /// One `recvmmsg` of up to `max` datagrams, each handed to `each`
+    /// from the receive buffer; how many.
+    pub(super) fn recv_batch_each(
         socket: &UdpSocket,
         max: usize,
-        out: &mut VecDeque<Datagram>,
+        mut each: impl FnMut(&[u8], SocketAddr),
     ) -> io::Result<usize> {
         SLOTS.with(|slots| {
             let mut slots = slots.borrow_mut();
@@ -207,7 +238,7 @@ mod imp {
                 };
                 let len = (msg.msg_len as usize).min(MAX_DATAGRAM_SIZE);
                 let start = i * MAX_DATAGRAM_SIZE;
-                out.push_back((slots.buf[start..start + len].to_vec(), from));
+                each(&slots.buf[start..start + len], from);
                 taken += 1;
             }
             Ok(taken)
@@ -318,20 +349,19 @@ mod imp {
 
 #[cfg(not(target_os = "linux"))]
 mod imp {
-    use super::{Datagram, UdpSocket};
-    use std::collections::VecDeque;
+    use super::UdpSocket;
     use std::io;
     use std::net::SocketAddr;
 
-    pub(super) fn recv_batch(
+    pub(super) fn recv_batch_each(
         socket: &UdpSocket,
         max: usize,
-        out: &mut VecDeque<Datagram>,
+        mut each: impl FnMut(&[u8], SocketAddr),
     ) -> io::Result<usize> {
         let mut taken = 0;
         while taken < max {
             match crate::sockets::udp::try_recv_from_scratch(socket) {
-                Ok(datagram) => out.push_back(datagram),
+                Ok((data, from)) => each(&data, from),
                 Err(e) if taken == 0 => return Err(e),
                 Err(_) => break,
             }
