@@ -10,7 +10,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")"
 seconds=${FUZZ_SECONDS:-60}
-all=(deframer query answer truncate padding ini admission cache record)
+all=(deframer query answer truncate padding ini admission cache record packed)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 cargo_fuzz_version=0.13.2

@@ -136,6 +136,31 @@ fn main() {
         write(&dir, "record", &format!("short-{suite}"), &short);
     }
 
+    // Packed: the queries and the responses laid out as the host's
+    // datagram batches, from and to IPv4 and IPv6 peers; one batch of all
+    // of them, one cut inside a header and one inside a payload.
+    let peers: [std::net::SocketAddr; 3] = [
+        (Ipv4Addr::new(192, 0, 2, 1), 5353).into(),
+        (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1), 53).into(),
+        std::net::SocketAddrV6::new(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1), 40_000, 7, 2)
+            .into(),
+    ];
+    let mut all = Vec::new();
+    for (i, (name, m)) in queries.iter().chain(&responses).enumerate() {
+        let mut one = Vec::new();
+        packed_datagrams::push(&mut one, m, peers[i % peers.len()]).expect("a small message");
+        write(&dir, "packed", name, &one);
+        all.extend_from_slice(&one);
+    }
+    write(&dir, "packed", "all", &all);
+    write(&dir, "packed", "cut-in-a-header", &all[..all.len().min(20)]);
+    write(
+        &dir,
+        "packed",
+        "cut-in-a-payload",
+        &all[..all.len().min(40)],
+    );
+
     // Deframer: the messages framed back to back, fed in a few chunk sizes.
     let mut stream = Vec::new();
     for m in queries.iter().chain(&responses).map(|(_, m)| m) {

@@ -18,6 +18,7 @@ pub mod answer;
 pub mod cache;
 pub mod deframer;
 pub mod ini;
+pub mod packed;
 pub mod padding;
 pub mod query;
 pub mod record;
@@ -40,4 +41,5 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("admission", admission::check),
     ("cache", cache::check),
     ("record", record::check),
+    ("packed", packed::check),
 ];

@@ -89,6 +89,11 @@ fn record_corpus_keeps_record_protection_invariants() {
     replay("record");
 }
 
+#[test]
+fn packed_corpus_keeps_datagram_layout_invariants() {
+    replay("packed");
+}
+
 /// The fuzz targets, the checks and the corpora name the same targets, so a
 /// new target cannot go without its replay.
 #[test]
@@ -112,5 +117,5 @@ fn every_fuzz_target_has_checks_and_a_corpus() {
     assert_eq!(stems("libfuzzer/fuzz_targets", Some("rs")), checks);
     assert_eq!(stems("corpus", None), checks);
     // One replay test per target, above.
-    assert_eq!(checks.len(), 9);
+    assert_eq!(checks.len(), 10);
 }
