@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
-use wasmtime_wasi::p2::bindings::sockets::udp::IncomingDatagramStream;
+use wasmtime_wasi::p2::bindings::sockets::udp::{IncomingDatagramStream, OutgoingDatagramStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use dnsproxy_core::core::cache::{CacheCounters, CacheReport};
@@ -57,6 +57,7 @@ mod bindings {
 use bindings::Proxy;
 use bindings::dnsproxy::proxy::aead as wit_aead;
 use bindings::dnsproxy::proxy::config as wit_config;
+use bindings::dnsproxy::proxy::datagram_batch as wit_datagram_batch;
 use bindings::dnsproxy::proxy::log as wit_log;
 use bindings::dnsproxy::proxy::metrics as wit_metrics;
 use bindings::dnsproxy::proxy::readiness as wit_readiness;
@@ -241,6 +242,63 @@ impl wit_tcp_send::Host for State {
             .get(&socket)
             .map_err(|_| wit_tcp_send::ErrorCode::InvalidState)?;
         socket.send_now(&bytes).map(|n| n as u64)
+    }
+}
+
+/// Datagrams a `datagram-batch` call moves at most: one `recvmmsg` or
+/// `sendmmsg`, as many as `wasi:sockets` moves per call.
+const DATAGRAM_BATCH: usize = wasmtime_wasi::sockets::mmsg::MAX_BATCH;
+
+impl wit_datagram_batch::Host for State {
+    fn receive(
+        &mut self,
+        datagrams: Resource<IncomingDatagramStream>,
+        max: u32,
+    ) -> Result<Vec<u8>, wit_datagram_batch::ErrorCode> {
+        // The guest's own stream, borrowed for the call: the canonical ABI
+        // checked it is live and of this type.
+        let stream = self
+            .table
+            .get_mut(&datagrams)
+            .map_err(|_| wit_datagram_batch::ErrorCode::InvalidState)?;
+        let max = usize::try_from(max)
+            .unwrap_or(usize::MAX)
+            .min(DATAGRAM_BATCH);
+        let mut packed = Vec::new();
+        // Each sender is checked by the stream (the socket policy), as for
+        // `wasi:sockets`' `receive`; a datagram is at most 65,535 bytes, so
+        // `push` cannot refuse one.
+        let received = stream.receive_each(max, |payload, from| {
+            let _ = packed_datagrams::push(&mut packed, payload, from);
+        });
+        match received {
+            Ok(_) | Err(wit_datagram_batch::ErrorCode::WouldBlock) => Ok(packed),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn send(
+        &mut self,
+        datagrams: Resource<OutgoingDatagramStream>,
+        packed: Vec<u8>,
+    ) -> Result<u32, wit_datagram_batch::ErrorCode> {
+        let stream = self
+            .table
+            .get_mut(&datagrams)
+            .map_err(|_| wit_datagram_batch::ErrorCode::InvalidState)?;
+        let mut batch: [(&[u8], Option<SocketAddr>); DATAGRAM_BATCH] =
+            [(&[], None); DATAGRAM_BATCH];
+        let mut n = 0;
+        for (slot, datagram) in batch.iter_mut().zip(packed_datagrams::read(&packed)) {
+            let (payload, to) =
+                datagram.map_err(|_| wit_datagram_batch::ErrorCode::InvalidArgument)?;
+            *slot = (payload, Some(to));
+            n += 1;
+        }
+        // Each destination is checked by the stream (the socket policy), as
+        // for `wasi:sockets`' `send`.
+        let sent = stream.try_send_many(batch[..n].iter().copied())?;
+        Ok(u32::try_from(sent).unwrap_or(u32::MAX))
     }
 }
 
@@ -654,6 +712,7 @@ pub fn linker(engine: &Engine) -> Result<Linker<State>> {
     wit_tcp_ack::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     wit_tcp_send::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     wit_readiness::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    wit_datagram_batch::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     Ok(linker)
 }
 

@@ -44,6 +44,41 @@ mod probe {
         );
     }
 
+    /// Binds a UDP socket to `from` with `wasi:sockets` and sends one
+    /// datagram to `to` with `datagram-batch.send`, or only its first 20
+    /// bytes (`cut`: part of its header).
+    fn batch_send(from: SocketAddr, to: SocketAddr, cut: bool) -> std::io::Result<u32> {
+        use policy_probe::datagrams::dnsproxy::proxy::datagram_batch;
+        use policy_probe::datagrams::wasi::sockets::network::{
+            ErrorCode, IpAddressFamily, IpSocketAddress, Ipv4SocketAddress,
+        };
+        use policy_probe::datagrams::wasi::sockets::{instance_network, udp_create_socket};
+
+        let fail = |e: ErrorCode| match e {
+            ErrorCode::AccessDenied => std::io::Error::from(ErrorKind::PermissionDenied),
+            other => std::io::Error::other(other.name()),
+        };
+        let SocketAddr::V4(local) = from else {
+            return Err(std::io::Error::other("the probe binds IPv4 only"));
+        };
+        let [a, b, c, d] = local.ip().octets();
+        let network = instance_network::instance_network();
+        let socket = udp_create_socket::create_udp_socket(IpAddressFamily::Ipv4).map_err(fail)?;
+        let local = IpSocketAddress::Ipv4(Ipv4SocketAddress {
+            port: local.port(),
+            address: (a, b, c, d),
+        });
+        socket.start_bind(&network, local).map_err(fail)?;
+        socket.finish_bind().map_err(fail)?;
+        let (_incoming, outgoing) = socket.stream(None).map_err(fail)?;
+        let mut packed = Vec::new();
+        packed_datagrams::push(&mut packed, b"probe", to).map_err(std::io::Error::other)?;
+        if cut {
+            packed.truncate(20);
+        }
+        datagram_batch::send(&outgoing, &packed).map_err(fail)
+    }
+
     pub(crate) fn main() {
         let c = config::get();
         let listen = socket(&c.listen[0]);
@@ -62,6 +97,16 @@ mod probe {
         report(
             "udp-send-unsolicited",
             UdpSocket::bind(listen).and_then(|s| s.send_to(b"probe", upstream)),
+        );
+        // The same, through the host's batch of datagrams; and a batch the
+        // host cannot read, which it refuses whole.
+        report(
+            "udp-batch-send-unsolicited",
+            batch_send(listen, upstream, false),
+        );
+        report(
+            "udp-batch-send-cut-short",
+            batch_send(listen, upstream, true),
         );
         report("tcp-connect-upstream", TcpStream::connect(upstream));
         report(

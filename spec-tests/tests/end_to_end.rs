@@ -351,6 +351,8 @@ fn socket_policy_refuses_everything_not_configured_inside_the_component() {
         ("udp-bind-other-port", "denied"),
         ("tcp-listen-other-port", "denied"),
         ("udp-bind-wildcard", "denied"),
+        ("udp-send-unsolicited", "denied"),
+        ("udp-batch-send-unsolicited", "denied"),
         ("tcp-connect-upstream", "ok"),
         ("tcp-connect-other-port", "denied"),
         ("tcp-connect-other-host", "denied"),

@@ -191,9 +191,18 @@ fn the_component_may_send_udp_only_as_a_reply() {
         Duration::from_secs(20),
     );
     assert_eq!(code, Some(0), "{log}");
-    let results = lines_with(&log, " probe op=udp-send-unsolicited ");
-    assert_eq!(results.len(), 1, "{log}");
-    assert!(results[0].ends_with("result=denied"), "{log}");
+    // Through wasi-libc's `sendto`, and through the host's batch of
+    // datagrams, which the component's UDP answers use.
+    for op in ["udp-send-unsolicited", "udp-batch-send-unsolicited"] {
+        let results = lines_with(&log, &format!(" probe op={op} "));
+        assert_eq!(results.len(), 1, "{log}");
+        assert!(results[0].ends_with("result=denied"), "{op}: {log}");
+    }
+    // A batch the host cannot read is refused whole, before any check.
+    let cut = lines_with(&log, " probe op=udp-batch-send-cut-short ");
+    assert_eq!(cut.len(), 1, "{log}");
+    assert!(cut[0].ends_with("result=error: invalid-argument"), "{log}");
+    // One log line for the first refusal; the second is counted.
     assert_eq!(
         lines_with(&log, "reason=\"udp_send_without_query\"").len(),
         1,
