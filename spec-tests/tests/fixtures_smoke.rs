@@ -199,6 +199,14 @@ fn proxy_harness_isolates_waits_and_terminates() {
     let mut p = Proxy::start_binary(&fake_bin(), &[("FAKE_MODE", "serve")], &[]);
     assert_eq!(p.addr().ip().to_string(), "127.0.0.1");
     assert_ne!(p.addr().port(), 0);
+    // The fake prints its arguments to stdout and the rest to stderr, and
+    // the harness reads each pipe on its own thread: the readiness line
+    // (stderr) can be in the log before the arguments are.
+    assert!(
+        p.wait_for_log("fake args: ", Duration::from_secs(5)),
+        "{}",
+        p.log()
+    );
     let log = p.log();
     assert!(log.contains("fake args: --config "), "{log}");
     assert!(log.contains("empty.ini"), "{log}");
