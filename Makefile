@@ -67,16 +67,15 @@ WHOLE_PROGRAM := --config 'profile.release.lto="fat"' --config profile.release.c
 COMPONENT_INLINING := --config 'target.wasm32-wasip2.rustflags=["-Cllvm-args=-inline-threshold=1000"]'
 
 # The host (and the native build of the component's shell, so that the two
-# stay comparable) is inlined more deeply too: wasmtime's entry into a host
-# function (`HostFn::entrypoint`, `enter_host_from_wasm`, the fiber's
-# `BlockingContext::with`) is a chain of small generic functions that LLVM's
-# default threshold left as calls once enough host functions were linked,
-# and every host call paid for them. At 500 the host's part of a forwarded
-# query at 100 qps fell from 35.3k to 32.3k instructions, at saturation from
-# 9.7k to 9.1k, and of a cache hit at saturation from 2.1k to 1.9k; 1,000
-# saved only 0.1k to 0.3k more, for a stripped binary of 42 MB where 500
-# gives 37 MB (31.7 MB before). The native shell gains 4-10% as well
-# (bench/profile.sh, README "Benchmark").
+# stay comparable) is inlined more deeply too: every host call runs through
+# wasmtime's small generic canonical-ABI helpers (`options_memory_raw`, once
+# per field lifted or lowered, was 1.7k instructions of a paced query in
+# about 30 calls), which LLVM's default threshold leaves as calls. At 500
+# the host's part of a forwarded query at 100 qps fell from 35.3k to 32.3k
+# instructions, at saturation from 9.7k to 9.1k, and of a cache hit at
+# saturation from 2.1k to 1.9k; 1,000 saved only 0.1k to 0.3k more, for a
+# stripped binary of 42 MB where 500 gives 37 MB (31.7 MB before). The
+# native shell gains 4-10% as well (bench/profile.sh, README "Benchmark").
 HOST_INLINING := --config 'target.$(NATIVE_TARGET).rustflags=["-Cllvm-args=-inline-threshold=500"]'
 
 # The component (and the policy-probe test guest) for wasm32-wasip2.
