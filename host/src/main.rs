@@ -9,8 +9,6 @@
 //! (it seals and opens the component's TLS records, [`aead`], unread).
 
 pub mod aead;
-#[cfg(feature = "mimalloc")]
-pub mod alloc;
 pub mod check;
 pub mod cli;
 pub mod config;
@@ -44,7 +42,7 @@ use crate::metrics::Metrics;
 /// The allocator: musl's is slow under threads (see Cargo.toml).
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
-static GLOBAL: alloc::MiMalloc = alloc::MiMalloc;
+static GLOBAL: plain_mimalloc::MiMalloc = plain_mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let command = cli::parse().into_command();

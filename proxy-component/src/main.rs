@@ -16,7 +16,7 @@ mod wasi_libc_udp_leak;
 
 #[cfg(not(target_os = "wasi"))]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: plain_mimalloc::MiMalloc = plain_mimalloc::MiMalloc;
 
 /// wasi-libc's `malloc`, with free lists for small blocks in front of it.
 #[cfg(target_os = "wasi")]

@@ -1,5 +1,7 @@
-//! The global allocator: mimalloc, asked for alignment only when its plain
-//! blocks would not already have it.
+//! mimalloc as the global allocator, asked for alignment only when its
+//! plain blocks would not already have it: the host's, and the native build
+//! of the component's shell (the bench's `native` row), so that the two
+//! differ only by the sandbox.
 //!
 //! The `mimalloc` crate's `GlobalAlloc` sends every request through
 //! `mi_malloc_aligned`, since Rust names an alignment with each. mimalloc
