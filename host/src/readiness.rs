@@ -161,7 +161,6 @@ struct Duplicate {
 }
 
 /// What a key's task and the set share.
-#[derive(Default)]
 struct Shared {
     /// Set by the set to watch once more; cleared by the task as it reports.
     armed: AtomicBool,
@@ -345,12 +344,21 @@ impl WatchSet {
     /// Ends `key`'s task (and with it the task's hold on its socket),
     /// without dropping a listener's duplicate kept for it.
     fn forget(&mut self, key: u32) {
-        if let Some(task) = self.tasks.remove(&key) {
-            task.abort.abort();
+        if self.end(key) {
             // The cancelled task holds the socket until it is polled.
             self.collect();
         }
         self.ready.retain(|k| *k != key);
+    }
+
+    /// Cancels `key`'s task, if it has one (it ends, and lets go of its
+    /// socket, when `waits` is next polled).
+    fn end(&mut self, key: u32) -> bool {
+        let task = self.tasks.remove(&key);
+        if let Some(task) = &task {
+            task.abort.abort();
+        }
+        task.is_some()
     }
 
     /// Stops watching under `key` and drops its socket at once (a
@@ -384,17 +392,16 @@ impl WatchSet {
     /// the duplicates, of listeners dropped since.
     pub fn take_with<R>(&mut self, f: impl FnOnce(&[u32]) -> R) -> R {
         self.collect();
-        if self.listeners.values().any(|d| d.of.strong_count() == 0) {
-            let gone: Vec<u32> = self
-                .listeners
-                .iter()
-                .filter(|(_, d)| d.of.strong_count() == 0)
-                .map(|(k, _)| *k)
-                .collect();
+        // Empty, and no allocation, unless a listener was dropped.
+        let gone: Vec<u32> = self
+            .listeners
+            .iter()
+            .filter(|(_, d)| d.of.strong_count() == 0)
+            .map(|(k, _)| *k)
+            .collect();
+        if !gone.is_empty() {
             for key in gone {
-                if let Some(task) = self.tasks.remove(&key) {
-                    task.abort.abort();
-                }
+                self.end(key);
                 self.listeners.remove(&key);
             }
             self.collect();
@@ -452,13 +459,12 @@ impl wasmtime_wasi::p2::Pollable for WatchSet {
                 }
                 let polled = self.waits.poll_next_unpin(cx);
                 self.gather();
-                match polled {
-                    // A cancelled task ended: look again.
-                    Poll::Ready(Some(())) => {}
-                    Poll::Ready(None) | Poll::Pending if !self.ready.is_empty() => {}
-                    // Nothing watched: never ready (the wait's other
-                    // pollables end it).
-                    Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+                // A cancelled task ended: look again. Otherwise nothing is
+                // left to run now, and with nothing reported (or nothing
+                // watched) the set is not ready: the wait's other
+                // pollables, or the tasks' wakers, end the wait.
+                if !matches!(polled, Poll::Ready(Some(()))) && self.ready.is_empty() {
+                    return Poll::Pending;
                 }
             }
         })
