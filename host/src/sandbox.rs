@@ -261,19 +261,9 @@ impl wit_datagram_batch::Host for State {
             .table
             .get_mut(&datagrams)
             .map_err(|_| wit_datagram_batch::ErrorCode::InvalidState)?;
-        let max = usize::try_from(max)
-            .unwrap_or(usize::MAX)
-            .min(DATAGRAM_BATCH);
-        let mut packed = Vec::new();
-        // Each sender is checked by the stream (the socket policy), as for
-        // `wasi:sockets`' `receive`; a datagram is at most 65,535 bytes, so
-        // `push` cannot refuse one.
-        let received = stream.receive_each(max, |payload, from| {
-            let _ = packed_datagrams::push(&mut packed, payload, from);
-        });
-        match received {
-            Ok(_) | Err(wit_datagram_batch::ErrorCode::WouldBlock) => Ok(packed),
-            Err(e) => Err(e),
+        match receive_packed(stream, max) {
+            Err(wit_datagram_batch::ErrorCode::WouldBlock) => Ok(Vec::new()),
+            received => received,
         }
     }
 
@@ -300,6 +290,29 @@ impl wit_datagram_batch::Host for State {
         let sent = stream.try_send_many(batch[..n].iter().copied())?;
         Ok(u32::try_from(sent).unwrap_or(u32::MAX))
     }
+}
+
+/// Up to `max` datagrams (at most [`DATAGRAM_BATCH`]) from `stream`, laid
+/// out in one list (`datagram-batch` in the WIT): at least one, or
+/// `would-block` when none is queued, or the error of the socket's read.
+fn receive_packed(
+    stream: &mut IncomingDatagramStream,
+    max: u32,
+) -> Result<Vec<u8>, wit_datagram_batch::ErrorCode> {
+    let max = usize::try_from(max)
+        .unwrap_or(usize::MAX)
+        .min(DATAGRAM_BATCH);
+    let mut packed = Vec::new();
+    // Each sender is checked by the stream (the socket policy), as for
+    // `wasi:sockets`' `receive`; a datagram is at most 65,535 bytes, so
+    // `push` cannot refuse one.
+    let taken = stream.receive_each(max, |payload, from| {
+        let _ = packed_datagrams::push(&mut packed, payload, from);
+    })?;
+    if taken == 0 {
+        return Err(wit_datagram_batch::ErrorCode::WouldBlock);
+    }
+    Ok(packed)
 }
 
 impl wit_readiness::Host for State {
@@ -356,9 +369,14 @@ impl wit_readiness::Host for State {
                 .collect()
         };
         let now = wasmtime_wasi::HostMonotonicClock::now(&self.clock);
-        Ok(self
-            .watch_set_mut()
-            .take_with(|keys| waited(keys, ready, now)))
+        let set = self.watch_set_mut();
+        let mut waited = set.take_with(|keys| waited(keys, ready, now));
+        let datagrams = reported(&waited).find_map(|key| match set.handle(key) {
+            Some(Handle::Datagrams(rep)) => Some((key, rep)),
+            _ => None,
+        });
+        waited.received = datagrams.map(|(key, rep)| self.receive_for(key, rep));
+        Ok(waited)
     }
 }
 
@@ -376,7 +394,18 @@ fn waited(keys: &[u32], ready: Vec<u32>, now: u64) -> wit_readiness::Waited {
             .map(<[u32]>::to_vec),
         ready: (!ready.is_empty()).then_some(ready),
         now,
+        received: None,
     }
+}
+
+/// The keys `waited` reports, in order.
+fn reported(waited: &wit_readiness::Waited) -> impl Iterator<Item = u32> + '_ {
+    let (k0, k1, k2, k3) = waited.first_keys;
+    let inline = usize::try_from(waited.key_count).map_or(4, |n| n.min(4));
+    [k0, k1, k2, k3]
+        .into_iter()
+        .take(inline)
+        .chain(waited.more_keys.iter().flatten().copied())
 }
 
 /// What `wait` found within `timeout_ns` (none: no limit): nothing ready
@@ -452,6 +481,21 @@ impl State {
         if !source.is_some_and(|source| set.watch(key, source, handle)) {
             set.report(key, handle);
         }
+    }
+
+    /// The receive the guest makes next from the datagram stream `rep`,
+    /// which the set just reported under `key` (`waited.received`): as
+    /// `datagram-batch.receive` makes it, with the stream's own checks.
+    /// The guest promises `rep` is still the stream it watched, as for
+    /// `rearm`; a `rep` reused against that names one of its own
+    /// resources, which then fails the lookup or is received from.
+    fn receive_for(&mut self, key: u32, rep: u32) -> wit_readiness::ReceivedDatagrams {
+        let stream = Resource::<IncomingDatagramStream>::new_borrow(rep);
+        let datagrams = match self.table.get_mut(&stream) {
+            Ok(stream) => receive_packed(stream, u32::MAX),
+            Err(_) => Err(wit_datagram_batch::ErrorCode::InvalidState),
+        };
+        wit_readiness::ReceivedDatagrams { key, datagrams }
     }
 
     /// Acknowledges what was read from the TCP stream `key` was last
@@ -1285,17 +1329,28 @@ mod tests {
         // The usual wake-ups: nothing (a timeout) or a few sockets.
         let none = waited(&[], Vec::new(), 7);
         assert_eq!((none.key_count, none.first_keys), (0, (0, 0, 0, 0)));
-        assert_eq!((none.more_keys, none.ready, none.now), (None, None, 7));
+        assert_eq!((&none.more_keys, &none.ready, none.now), (&None, &None, 7));
         let two = waited(&[9, 4], Vec::new(), 8);
         assert_eq!((two.key_count, two.first_keys), (2, (9, 4, 0, 0)));
-        assert_eq!((two.more_keys, two.ready), (None, None));
+        assert_eq!((&two.more_keys, &two.ready), (&None, &None));
         let four = waited(&[1, 2, 3, 4], vec![0, 2], 9);
         assert_eq!((four.key_count, four.first_keys), (4, (1, 2, 3, 4)));
-        assert_eq!((four.more_keys, four.ready), (None, Some(vec![0, 2])));
+        assert_eq!((&four.more_keys, &four.ready), (&None, &Some(vec![0, 2])));
         // A burst: the keys past the fourth in the list, in order.
         let six = waited(&[6, 5, 4, 3, 2, 1], Vec::new(), 10);
         assert_eq!((six.key_count, six.first_keys), (6, (6, 5, 4, 3)));
         assert_eq!(six.more_keys, Some(vec![2, 1]));
+        // Read back in order, inline and listed alike; no datagrams
+        // received until the wait looks for a reported stream.
+        for (result, keys) in [
+            (&none, &[][..]),
+            (&two, &[9, 4]),
+            (&four, &[1, 2, 3, 4]),
+            (&six, &[6, 5, 4, 3, 2, 1]),
+        ] {
+            assert_eq!(reported(result).collect::<Vec<_>>(), keys);
+            assert!(result.received.is_none());
+        }
     }
 
     /// Every import of the shipped component, versions stripped. A new

@@ -14,6 +14,9 @@
 //! them. Readiness stays tokio's (wasi-libc polls the same streams), so the
 //! socket is still driven by the one event loop.
 //!
+//! The first receive after a wait that reported the socket is made by the
+//! wait itself, in the same host call ([`Received`]).
+//!
 //! Natively (the bench's `native` row, the tests) the same calls loop over
 //! non-blocking `recvfrom`/`sendto`: one system call per datagram, as before.
 //! A wasi-libc whose descriptor layout is not known (another toolchain, see
@@ -61,6 +64,65 @@ impl Batch {
     }
 }
 
+/// Datagrams the host received for a socket in the event loop's wait
+/// (`readiness.wait`'s `received`: the wait that reports a UDP socket
+/// makes the receive that report calls for), held until the socket's next
+/// receive takes them, by descriptor.
+#[derive(Default)]
+pub struct Received {
+    held: Vec<(RawFd, io::Result<Vec<u8>>)>,
+}
+
+/// A socket descriptor (wasi-libc's, or the native one).
+pub type RawFd = i32;
+
+impl Received {
+    /// The wait received `datagrams` (laid out by `packed-datagrams`;
+    /// `WouldBlock` when none was queued) for `fd`. Datagrams still held
+    /// for it (the socket was not received from since its last report)
+    /// are kept, the new ones after them; an error after them is dropped,
+    /// as a receive that took datagrams reports none.
+    pub fn put(&mut self, fd: RawFd, datagrams: io::Result<Vec<u8>>) {
+        match self.held.iter_mut().find(|(held, _)| *held == fd) {
+            None => self.held.push((fd, datagrams)),
+            Some((_, Ok(held))) => {
+                if let Ok(more) = datagrams {
+                    held.extend_from_slice(&more);
+                }
+            }
+            Some((_, held)) => *held = datagrams,
+        }
+    }
+
+    /// What is held for `fd`, taken: its next receive's result.
+    pub fn take(&mut self, fd: RawFd) -> Option<io::Result<Vec<u8>>> {
+        let i = self.held.iter().position(|(held, _)| *held == fd)?;
+        Some(self.held.swap_remove(i).1)
+    }
+
+    /// `fd` is closing (its descriptor may be reused): what is held for it
+    /// goes, as the datagrams queued in its socket would.
+    pub fn forget(&mut self, fd: RawFd) {
+        self.held.retain(|(held, _)| *held != fd);
+    }
+}
+
+thread_local! {
+    /// The event loop's datagrams received in its waits.
+    static RECEIVED: std::cell::RefCell<Received> = std::cell::RefCell::default();
+}
+
+/// The event loop's wait received `datagrams` for the UDP socket `fd`,
+/// which it reported readable (see [`Received::put`]).
+pub fn received(fd: RawFd, datagrams: io::Result<Vec<u8>>) {
+    RECEIVED.with_borrow_mut(|r| r.put(fd, datagrams));
+}
+
+/// The socket `fd` is deregistered before it closes (see [`Received::forget`]).
+pub fn forget_received(fd: RawFd) {
+    RECEIVED.with_borrow_mut(|r| r.forget(fd));
+}
+
 /// A bound UDP socket that moves datagrams in batches.
 pub struct Datagrams {
     sock: UdpSocket,
@@ -83,10 +145,14 @@ impl Datagrams {
     /// datagram (an ICMP error from an earlier send, say): the socket goes on.
     pub async fn recv(&self, batch: &mut Batch) -> io::Result<()> {
         let Batch { packets, scratch } = batch;
-        #[cfg(wasi_libc_descriptors)]
-        if let Some(streams) = streams::of(self.fd) {
-            loop {
-                self.sock.readable().await?;
+        loop {
+            self.sock.readable().await?;
+            // Looked up at every wake-up: wasi-libc opens the streams at
+            // the socket's first receive, and once they are open the
+            // event loop's wait may have received for them ([`Received`]),
+            // which only they hand out.
+            #[cfg(wasi_libc_descriptors)]
+            if let Some(streams) = streams::of(self.fd) {
                 let taken = streams.receive(packets, BATCH);
                 // A short batch emptied the socket's queue, and so did one
                 // that found nothing: wait for the next datagram rather
@@ -100,21 +166,25 @@ impl Datagrams {
                     other => return other,
                 }
             }
-        }
-        if scratch.is_empty() {
-            scratch.resize(65_535, 0);
-        }
-        // One at a time: wait for the first, then take what is queued.
-        let (n, peer) = self.sock.recv_from(scratch).await?;
-        packets.push((scratch[..n].to_vec(), peer));
-        while packets.len() < BATCH {
+            if scratch.is_empty() {
+                scratch.resize(65_535, 0);
+            }
+            // One at a time: the first (a read that would block clears the
+            // readiness), then what else is queued.
             match self.sock.try_recv_from(scratch) {
                 Ok((n, peer)) => packets.push((scratch[..n].to_vec(), peer)),
-                // WouldBlock, or an error the next call reports.
-                Err(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
             }
+            while packets.len() < BATCH {
+                match self.sock.try_recv_from(scratch) {
+                    Ok((n, peer)) => packets.push((scratch[..n].to_vec(), peer)),
+                    // WouldBlock, or an error the next call reports.
+                    Err(_) => break,
+                }
+            }
+            return Ok(());
         }
-        Ok(())
     }
 
     /// Sends the datagrams queued in `out`, oldest first, waiting while the
@@ -199,6 +269,7 @@ mod streams {
     /// The two streams, borrowed from wasi-libc for one call: never
     /// dropped here (wasi-libc drops them when the socket closes).
     pub(super) struct Streams {
+        fd: i32,
         incoming: ManuallyDrop<IncomingDatagramStream>,
         outgoing: ManuallyDrop<OutgoingDatagramStream>,
     }
@@ -216,6 +287,7 @@ mod streams {
         // socket is streaming; `ManuallyDrop` keeps them wasi-libc's.
         unsafe {
             Some(Streams {
+                fd,
                 incoming: ManuallyDrop::new(IncomingDatagramStream::from_handle(incoming)),
                 outgoing: ManuallyDrop::new(OutgoingDatagramStream::from_handle(outgoing)),
             })
@@ -224,13 +296,20 @@ mod streams {
 
     impl Streams {
         /// One `receive` of up to `max` datagrams; `WouldBlock` when none.
+        /// What the last wait received for the socket comes first, with
+        /// no call (it is the receive this one would have made).
         pub(super) fn receive(
             &self,
             batch: &mut Vec<(Vec<u8>, SocketAddr)>,
             max: usize,
         ) -> io::Result<()> {
-            let max = u32::try_from(max).unwrap_or(u32::MAX);
-            let packed = datagram_batch::receive(&self.incoming, max).map_err(to_io)?;
+            let packed = match super::RECEIVED.with_borrow_mut(|r| r.take(self.fd)) {
+                Some(received) => received?,
+                None => {
+                    let max = u32::try_from(max).unwrap_or(u32::MAX);
+                    datagram_batch::receive(&self.incoming, max).map_err(to_io)?
+                }
+            };
             if packed.is_empty() {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
@@ -307,6 +386,48 @@ mod tests {
         let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
         let addr = sock.local_addr().expect("addr");
         (Datagrams::new(sock), addr)
+    }
+
+    /// What a wait received is taken once, by its own socket only; more
+    /// for a socket whose datagrams were not taken yet comes after them;
+    /// a closing socket's are dropped.
+    #[test]
+    fn datagrams_a_wait_received_are_held_for_their_socket() {
+        let one = |b: u8| {
+            let mut packed = Vec::new();
+            packed_datagrams::push(&mut packed, &[b; 3], "127.0.0.1:53".parse().unwrap()).unwrap();
+            packed
+        };
+        let would_block = || Err(io::ErrorKind::WouldBlock.into());
+        let mut r = Received::default();
+        assert!(r.take(3).is_none());
+        r.put(3, Ok(one(1)));
+        r.put(4, would_block());
+        assert!(r.take(5).is_none());
+        assert_eq!(r.take(3).unwrap().unwrap(), one(1));
+        assert!(r.take(3).is_none(), "taken once");
+        let e = r.take(4).unwrap().unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+
+        // Not taken before the next wait's: both, in order; an error or
+        // nothing after them adds nothing.
+        r.put(3, Ok(one(1)));
+        r.put(3, Ok(one(2)));
+        r.put(3, would_block());
+        r.put(3, Err(io::Error::other("refused")));
+        let both = r.take(3).unwrap().unwrap();
+        let read: Vec<_> = packed_datagrams::read(&both)
+            .map(|d| d.unwrap().0.to_vec())
+            .collect();
+        assert_eq!(read, [[1; 3], [2; 3]]);
+        // An error held is replaced by what comes next.
+        r.put(6, Err(io::Error::other("refused")));
+        r.put(6, Ok(one(7)));
+        assert_eq!(r.take(6).unwrap().unwrap(), one(7));
+
+        r.put(8, Ok(one(8)));
+        r.forget(8);
+        assert!(r.take(8).is_none());
     }
 
     /// What a client sends in a burst comes out in batches of at most

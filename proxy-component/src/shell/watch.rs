@@ -28,7 +28,10 @@
 //!
 //! The ACKs owed to upstreams ([`ack_before_wait`]) go out in the wait
 //! too, named by key: those a query written in the same turn did not
-//! carry already.
+//! carry already. And a wait that reports a UDP socket brings its
+//! datagrams as well (`waited.received`), held for the socket's next
+//! receive ([`crate::shell::datagrams::Received`]): the receive its report
+//! calls for, made in the same host call.
 //!
 //! A wait is then one host call (`readiness.wait`): the set and the
 //! deadline, where wasi-libc made three (the clock's pollable,
@@ -53,6 +56,7 @@ use std::time::Duration;
 use crate::core::acks::AcksOwed;
 use crate::core::duration;
 use crate::shell::clock;
+use crate::shell::datagrams;
 use crate::shell::descriptors::{self, Socket, TcpSocket, UdpSocket};
 use crate::shell::host_tcp;
 
@@ -298,6 +302,7 @@ impl mio::WaitSet for Watch {
     fn disarm(&mut self, fd: RawFd) {
         // Deregistered before it closes: its descriptor may be reused.
         sent(fd);
+        datagrams::forget_received(fd);
         match self.hosted(fd) {
             Hosted::Armed { .. } => {
                 self.set_hosted(fd, Hosted::No);
@@ -338,6 +343,14 @@ impl mio::WaitSet for Watch {
                 ready.push(fd);
             }
         }
+        // The receive the wait made for a UDP socket it reported: held
+        // for the socket's next receive.
+        if let Some(received) = waited.received
+            && let Ok(fd) = RawFd::try_from(received.key)
+            && ready.contains(&fd)
+        {
+            datagrams::received(fd, received.datagrams.map_err(to_io));
+        }
         // Indices into `own` as it was: reported, then disarmed.
         let before = ready.len();
         for index in waited.ready.unwrap_or_default() {
@@ -362,6 +375,14 @@ impl mio::WaitSet for Watch {
         // wasi-libc's `poll` brings no reading back.
         clock::expire();
         left
+    }
+}
+
+/// A receive's error, as the datagram streams' own receive reports it.
+fn to_io(e: readiness::ErrorCode) -> io::Error {
+    match e {
+        readiness::ErrorCode::WouldBlock => io::ErrorKind::WouldBlock.into(),
+        other => io::Error::other(format!("{other:?}")),
     }
 }
 
