@@ -25,6 +25,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 
 #[cfg(wasi_libc_descriptors)]
 use tokio::io::Interest;
@@ -72,9 +73,6 @@ impl Batch {
 pub struct Received {
     held: Vec<(RawFd, io::Result<Vec<u8>>)>,
 }
-
-/// A socket descriptor (wasi-libc's, or the native one).
-pub type RawFd = i32;
 
 impl Received {
     /// The wait received `datagrams` (laid out by `packed-datagrams`;
@@ -127,7 +125,7 @@ pub fn forget_received(fd: RawFd) {
 pub struct Datagrams {
     sock: UdpSocket,
     #[cfg(wasi_libc_descriptors)]
-    fd: std::os::fd::RawFd,
+    fd: RawFd,
 }
 
 impl Datagrams {
@@ -243,6 +241,7 @@ mod streams {
     use std::io;
     use std::mem::ManuallyDrop;
     use std::net::SocketAddr;
+    use std::os::fd::RawFd;
 
     use super::Outgoing;
     use crate::shell::descriptors;
@@ -269,7 +268,7 @@ mod streams {
     /// The two streams, borrowed from wasi-libc for one call: never
     /// dropped here (wasi-libc drops them when the socket closes).
     pub(super) struct Streams {
-        fd: i32,
+        fd: RawFd,
         incoming: ManuallyDrop<IncomingDatagramStream>,
         outgoing: ManuallyDrop<OutgoingDatagramStream>,
     }
@@ -277,7 +276,7 @@ mod streams {
     /// The streams of UDP descriptor `fd`, if wasi-libc has opened them.
     /// Read again for every call (a table lookup, no host call), so a
     /// closed or renumbered descriptor is never used.
-    pub(super) fn of(fd: i32) -> Option<Streams> {
+    pub(super) fn of(fd: RawFd) -> Option<Streams> {
         let socket = descriptors::udp(fd)?;
         if socket.state != descriptors::UdpSocket::BOUND_STREAMING {
             return None;
