@@ -1,5 +1,6 @@
-//! Client message admission (`admission::admit`) with real in-flight
-//! `Shares`, and the reply the proxy would send for its decision
+//! Client message admission (`admission::admit`, then for a query the
+//! cache did not answer `admission::slot`) with real in-flight `Shares`,
+//! and the reply the proxy would send for its decision
 //! (`synthesize_response`).
 //!
 //! Input: `[flags, slots, mask, address.., message..]`. `flags` bit 0: TCP
@@ -14,7 +15,8 @@
 //! and, spelled out, what the proxy promises at its edge: nothing from outside
 //! `allow_networks` is answered or forwarded, a response (QR=1) or anything
 //! shorter than a header is never answered, a query longer than
-//! `MAX_QUERY_LEN` is never forwarded (UDP drops it, TCP closes), a forwarded
+//! `MAX_QUERY_LEN` is never forwarded (UDP drops it, TCP closes), `admit`
+//! takes no slot (a cache hit needs none), a forwarded
 //! query parses and takes exactly one slot (given back by `release`), a query
 //! is refused only when its source has no room, a reply takes no slot, and
 //! the reply synthesized for a `Reply` decision exists, carries the query's ID
@@ -24,7 +26,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use dnsproxy_core::core::admission::{
-    CloseReason, Decision, MAX_QUERY_LEN, Shares, Transport, admit,
+    CloseReason, Decision, MAX_QUERY_LEN, Permit, Shares, Transport, admit, slot,
 };
 use dnsproxy_core::core::message::{Query, QueryError, Rcode, synthesize_response};
 
@@ -33,7 +35,8 @@ use crate::wire::{HEADER_LEN, OPCODE_MASK, QR, be16};
 /// The source of the slots the input does not give its own.
 const OTHER: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7));
 
-/// What the module's rules decide, without the parsed query and permit.
+/// What the module's rules decide for a cache miss, without the parsed
+/// query and permit.
 #[derive(Debug, PartialEq, Eq)]
 enum Expected {
     Forward,
@@ -66,7 +69,7 @@ pub fn check(data: &[u8]) {
     };
 
     // Two shares with the same history: `twin` says whether the source had
-    // room, `shares` goes through `admit`.
+    // room, `shares` goes through `slot`.
     let max = usize::from(slots & 15) + 1;
     let mut shares = Shares::new(max);
     let mut twin = Shares::new(max);
@@ -84,12 +87,22 @@ pub fn check(data: &[u8]) {
     let room = twin.try_acquire(source).is_some();
 
     let expected = model(transport, allowed, msg, room);
-    let decision = admit(transport, source, allowed, msg, &mut shares);
+    let decision = admit(transport, allowed, msg);
+    assert_eq!(shares.used(), used, "admission takes no slot");
+    // The cache did not answer it: a forwarded query needs a slot.
+    let decision = match decision {
+        Decision::Forward(query) => match slot(source, &mut shares) {
+            Ok(permit) => Missed::Forward(query, permit),
+            Err(rcode) => Missed::Other(Decision::Reply(rcode)),
+        },
+        other => Missed::Other(other),
+    };
     let got = match &decision {
-        Decision::Forward(..) => Expected::Forward,
-        Decision::Reply(rcode) => Expected::Reply(*rcode),
-        Decision::Drop(_) => Expected::Drop,
-        Decision::Close(reason) => Expected::Close(*reason),
+        Missed::Forward(..) => Expected::Forward,
+        Missed::Other(Decision::Forward(_)) => unreachable!("taken above"),
+        Missed::Other(Decision::Reply(rcode)) => Expected::Reply(*rcode),
+        Missed::Other(Decision::Drop(_)) => Expected::Drop,
+        Missed::Other(Decision::Close(reason)) => Expected::Close(*reason),
     };
     assert_eq!(
         got, expected,
@@ -99,7 +112,7 @@ pub fn check(data: &[u8]) {
     let header = msg.first_chunk::<HEADER_LEN>();
     let is_response = header.is_some_and(|h| h[2] & QR != 0);
     match decision {
-        Decision::Forward(query, permit) => {
+        Missed::Forward(query, permit) => {
             assert!(allowed, "an outsider's query was forwarded");
             assert!(
                 msg.len() <= MAX_QUERY_LEN,
@@ -115,14 +128,14 @@ pub fn check(data: &[u8]) {
             shares.release(permit);
             assert_eq!(shares.used(), used, "release gives the slot back");
         }
-        Decision::Reply(rcode) => {
+        Missed::Other(Decision::Reply(rcode)) => {
             assert!(allowed, "an outsider got a {rcode:?} reply");
             assert!(!is_response, "a response (QR=1) got a {rcode:?} reply");
             assert!(msg.len() <= MAX_QUERY_LEN);
             assert_eq!(shares.used(), used, "a reply takes no slot");
             check_reply(msg, rcode);
         }
-        Decision::Drop(_) | Decision::Close(_) => {
+        Missed::Other(_) => {
             assert_eq!(
                 shares.used(),
                 used,
@@ -134,6 +147,12 @@ pub fn check(data: &[u8]) {
         shares.release(permit);
     }
     assert_eq!(shares.used(), 0);
+}
+
+/// A cache miss's decision: forwarded with its slot, or anything else.
+enum Missed {
+    Forward(Query, Permit),
+    Other(Decision),
 }
 
 /// The module's rules, in order, from the header and the parser's verdict.

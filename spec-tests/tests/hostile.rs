@@ -17,7 +17,9 @@
 //! - An upstream closing after every few answers under load (every query answered,
 //!   no backoff), UDP answers capped at `max_udp_size`, and fair shares of
 //!   `max_inflight` and of the client buffer budget between sources (at most a
-//!   quarter each once half is in use).
+//!   quarter each once half is in use). With every slot held by queries a
+//!   stalled upstream sits on, a cached name is still answered (a hit takes no
+//!   slot) and any other name is refused.
 //! - An upstream that closes one connection after a few answers (a crash) is not
 //!   taken for one that limits its connections to that many queries.
 //! - Every attack at once, against two workers and an upstream that closes its
@@ -1011,6 +1013,81 @@ fn a_source_flooding_a_slow_upstream_cannot_starve_another_source() {
         "the other source was starved: {other:?}; log:\n{}",
         proxy.log()
     );
+}
+
+/// Every slot of `max_inflight` held by queries a stalled upstream sits on:
+/// a name the cache holds is still answered at once, over UDP and TCP, while
+/// a name it does not hold is refused (RFC 8906 §3.1.3). A cache hit waits on
+/// no upstream, so it takes no slot (until 2026-12 it took one, and was
+/// refused with the rest).
+#[test]
+fn with_every_slot_held_by_a_stalled_upstream_cached_names_are_still_answered() {
+    let _serial = serial();
+    // Names under `slow` wait 20 s upstream, past the deadline: their slots
+    // are held for the whole of it. The rest are answered at once.
+    let resolver = FixtureResolver::start(Chain::DotTest, Misbehave::DelaySlowMs(20_000));
+    let proxy = Proxy::in_front_of(
+        &[&resolver],
+        &[
+            ("MAX_INFLIGHT", "8"),
+            ("CACHE_SIZE_MIB", ""),
+            ("QUERY_TIMEOUT", "15s"),
+            ("UPSTREAM_TIMEOUT", "15s"),
+        ],
+    );
+    let addr = proxy.addr();
+    let a = dns::query_udp(addr, zone::A_NAME, RecordType::A);
+    assert_eq!(dns::a_records(&a), [zone::A_ADDR], "{}", proxy.log());
+    // Eight sources, one stalled query each: every slot (a source alone may
+    // hold two of eight once four are in use).
+    let source = |i: u8| IpAddr::V4(Ipv4Addr::new(127, 0, 1, i));
+    let stalled: Vec<UdpSocket> = (1..=8u8)
+        .map(|i| {
+            let sock = dns::udp_socket_from(source(i)).expect("bind");
+            let q = dns::query(&format!("slow.h{i}.dot.test."), RecordType::A);
+            sock.send_to(&dns::encode(&q), addr).expect("send");
+            sock
+        })
+        .collect();
+    let started = Instant::now();
+    let full = wait_until(Duration::from_secs(3), || {
+        let q = dns::query("slow.probe.dot.test.", RecordType::A);
+        dns::exchange_udp_from(source(9), addr, &q, Duration::from_secs(1))
+            .is_ok_and(|m| m.response_code() == ResponseCode::Refused)
+    });
+    assert!(
+        full,
+        "an uncached name was not refused with every slot held; log:\n{}",
+        proxy.log()
+    );
+    let q = dns::query(zone::A_NAME, RecordType::A);
+    let udp = dns::exchange_udp_from(source(10), addr, &q, Duration::from_secs(2))
+        .unwrap_or_else(|e| panic!("a cached name over UDP: {e}; log:\n{}", proxy.log()));
+    let mut tcp = dns::connect_tcp_with(
+        addr,
+        TcpOptions {
+            from: Some(source(11)),
+            ..TcpOptions::default()
+        },
+    )
+    .expect("connect");
+    let tcp = dns::tcp_exchange(&mut tcp, std::slice::from_ref(&q)).remove(0);
+    for (transport, m) in [("UDP", &udp), ("TCP", &tcp)] {
+        assert_eq!(
+            (m.response_code(), dns::a_records(m)),
+            (ResponseCode::NoError, vec![zone::A_ADDR]),
+            "a cached name over {transport} with every slot held; log:\n{}",
+            proxy.log()
+        );
+    }
+    // Still within the stalled queries' deadline: their slots were held
+    // throughout.
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(stalled);
 }
 
 /// Keeps `backlog` queries in flight from one source (a new one for each

@@ -21,9 +21,15 @@
 //! 4. An OPCODE other than QUERY gets NOTIMP; a malformed query FORMERR
 //!    (RFC 1035 §4.1.1). Neither reply is larger than the query plus an
 //!    11-byte OPT, so no amplification.
-//! 5. With no room in flight (the global cap, or the client's source over
-//!    its share under contention), REFUSED: an immediate, small answer the
-//!    client can act on (RFC 8906 §3.1.3: do not leave it to time out).
+//! 5. A query the cache does not answer goes upstream only with a slot in
+//!    flight ([`slot`]). With no room (the global cap, or the client's
+//!    source over its share under contention), REFUSED: an immediate, small
+//!    answer the client can act on (RFC 8906 §3.1.3: do not leave it to
+//!    time out). A cache hit takes no slot: it is answered at once and
+//!    waits on no upstream, so a proxy whose slots are all held by queries
+//!    to a slow upstream still answers what it has cached (as unbound
+//!    answers from its cache however full its request list is). The shell
+//!    asks the cache between [`admit`] and [`slot`].
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -49,9 +55,10 @@ pub enum Transport {
 /// What the shell does with a client message.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// Forward the query upstream; it carries its bytes and layout from the
-    /// one parse admission made, and the permit holds its in-flight slot.
-    Forward(Query, Permit),
+    /// Answer the query from the cache, or forward it upstream with a slot
+    /// ([`slot`]); it carries its bytes and layout from the one parse
+    /// admission made.
+    Forward(Query),
     /// Answer at once with a reply made from the query and this RCODE.
     Reply(Rcode),
     /// Say nothing (UDP only), for this reason.
@@ -92,14 +99,9 @@ impl CloseReason {
     }
 }
 
-/// Decides what to do with one client message (see the module docs).
-pub fn admit(
-    transport: Transport,
-    source: IpAddr,
-    allowed: bool,
-    msg: &[u8],
-    shares: &mut Shares,
-) -> Decision {
+/// Decides what to do with one client message (rules 1 to 4 of the module
+/// docs).
+pub fn admit(transport: Transport, allowed: bool, msg: &[u8]) -> Decision {
     let quiet = |reason| match transport {
         Transport::Udp => Decision::Drop(reason),
         Transport::Tcp => Decision::Close(reason),
@@ -117,10 +119,13 @@ pub fn admit(
         // Shorter than a header, or QR=1: never answered.
         Err(_) => return quiet(CloseReason::NotAQuery),
     };
-    match shares.try_acquire(source) {
-        Some(permit) => Decision::Forward(query, permit),
-        None => Decision::Reply(Rcode::Refused),
-    }
+    Decision::Forward(query)
+}
+
+/// Rule 5 of the module docs, for a query from `source` the cache did not
+/// answer: its in-flight slot, or the RCODE to answer it with.
+pub fn slot(source: IpAddr, shares: &mut Shares) -> Result<Permit, Rcode> {
+    shares.try_acquire(source).ok_or(Rcode::Refused)
 }
 
 /// The key a client's share is counted under: its IPv4 address, or its IPv6
@@ -263,38 +268,33 @@ mod tests {
 
     #[test]
     fn a_query_from_an_allowed_client_is_forwarded() {
-        let mut shares = Shares::new(8);
         let q = query_bytes("example.com");
-        let d = admit(Transport::Udp, A, true, &q, &mut shares);
+        let d = admit(Transport::Udp, true, &q);
         assert!(
-            matches!(d, Decision::Forward(ref query, _) if query.id() == 0x4242),
+            matches!(d, Decision::Forward(ref query) if query.id() == 0x4242),
             "{d:?}"
         );
-        assert_eq!(shares.used(), 1);
     }
 
     #[test]
     fn outsiders_get_nothing_on_udp_and_a_close_on_tcp() {
-        let mut shares = Shares::new(8);
         let q = query_bytes("example.com");
         assert_eq!(
-            admit(Transport::Udp, A, false, &q, &mut shares),
+            admit(Transport::Udp, false, &q),
             Decision::Drop(CloseReason::NotAllowed)
         );
         assert_eq!(
-            admit(Transport::Tcp, A, false, &q, &mut shares),
+            admit(Transport::Tcp, false, &q),
             Decision::Close(CloseReason::NotAllowed)
         );
-        assert_eq!(shares.used(), 0, "nothing was taken for an outsider");
     }
 
     #[test]
     fn rfc5452_responses_are_never_answered_from_anyone() {
-        let mut shares = Shares::new(8);
         let r = response_of(query_bytes("example.com"));
         for allowed in [true, false] {
             assert_eq!(
-                admit(Transport::Udp, A, allowed, &r, &mut shares),
+                admit(Transport::Udp, allowed, &r),
                 Decision::Drop(if allowed {
                     CloseReason::NotAQuery
                 } else {
@@ -302,7 +302,7 @@ mod tests {
                 })
             );
             assert!(matches!(
-                admit(Transport::Tcp, A, allowed, &r, &mut shares),
+                admit(Transport::Tcp, allowed, &r),
                 Decision::Close(_)
             ));
         }
@@ -310,41 +310,38 @@ mod tests {
 
     #[test]
     fn shorter_than_a_header_is_dropped() {
-        let mut shares = Shares::new(8);
         assert_eq!(
-            admit(Transport::Udp, A, true, &[0; 11], &mut shares),
+            admit(Transport::Udp, true, &[0; 11]),
             Decision::Drop(CloseReason::NotAQuery)
         );
     }
 
     #[test]
     fn rfc1035_other_opcodes_get_notimp_and_malformed_queries_formerr() {
-        let mut shares = Shares::new(8);
         let mut status = query_bytes("example.com");
         status[2] |= 2 << 3;
         assert_eq!(
-            admit(Transport::Udp, A, true, &status, &mut shares),
+            admit(Transport::Udp, true, &status),
             Decision::Reply(Rcode::NotImp)
         );
         let mut two_questions = query_bytes("example.com");
         two_questions[5] = 2;
         assert_eq!(
-            admit(Transport::Tcp, A, true, &two_questions, &mut shares),
+            admit(Transport::Tcp, true, &two_questions),
             Decision::Reply(Rcode::FormErr)
         );
     }
 
     #[test]
     fn queries_longer_than_the_cap_are_not_held() {
-        let mut shares = Shares::new(8);
         let mut q = query_bytes("example.com");
         q.resize(MAX_QUERY_LEN + 1, 0);
         assert_eq!(
-            admit(Transport::Udp, A, true, &q, &mut shares),
+            admit(Transport::Udp, true, &q),
             Decision::Drop(CloseReason::TooLong)
         );
         assert_eq!(
-            admit(Transport::Tcp, A, true, &q, &mut shares),
+            admit(Transport::Tcp, true, &q),
             Decision::Close(CloseReason::TooLong)
         );
     }
@@ -352,23 +349,13 @@ mod tests {
     #[test]
     fn at_the_global_cap_queries_are_refused_until_a_slot_is_released() {
         let mut shares = Shares::new(2);
-        let q = query_bytes("example.com");
-        let Decision::Forward(_, p1) = admit(Transport::Udp, A, true, &q, &mut shares) else {
-            panic!("first is forwarded");
-        };
-        let Decision::Forward(_, _p2) = admit(Transport::Udp, B, true, &q, &mut shares) else {
-            panic!("second is forwarded");
-        };
-        assert_eq!(
-            admit(Transport::Udp, B, true, &q, &mut shares),
-            Decision::Reply(Rcode::Refused)
-        );
+        let p1 = slot(A, &mut shares).expect("first has a slot");
+        let _p2 = slot(B, &mut shares).expect("second has a slot");
+        assert_eq!(slot(B, &mut shares), Err(Rcode::Refused));
         shares.release(p1);
         let c = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 3));
-        assert!(matches!(
-            admit(Transport::Udp, c, true, &q, &mut shares),
-            Decision::Forward(..)
-        ));
+        assert!(slot(c, &mut shares).is_ok());
+        assert_eq!(shares.used(), 2);
     }
 
     #[test]

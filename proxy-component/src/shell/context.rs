@@ -82,14 +82,6 @@ impl Drop for InflightPermit {
     }
 }
 
-/// What to do with a client message; a forwarded query carries its slot.
-pub enum Admitted {
-    /// Forward it: the query (its bytes and layout) and its slot.
-    Forward(crate::core::message::Query, InflightPermit),
-    /// Anything else, as [`admission::admit`] decided.
-    Other(Decision),
-}
-
 impl Context {
     /// A context serving `generation`.
     pub fn new(generation: Generation, log: Log, stats: Rc<RefCell<Stats>>) -> Self {
@@ -139,35 +131,36 @@ impl Context {
         self.shares.borrow().used()
     }
 
-    /// Runs [`admission::admit`] for a message from `peer`; counts drops
-    /// and refusals.
+    /// Runs [`admission::admit`] for a message from `peer`; counts drops.
     pub fn admit(
-        self: &Rc<Self>,
+        &self,
         generation: &Generation,
         transport: Transport,
         peer: IpAddr,
         msg: &[u8],
-    ) -> Admitted {
+    ) -> Decision {
         let allowed = generation.acl.allows(peer);
-        let decision =
-            admission::admit(transport, peer, allowed, msg, &mut self.shares.borrow_mut());
-        match &decision {
-            Decision::Drop(why) | Decision::Close(why) => {
-                self.stats.borrow_mut().dropped(why.metric());
-            }
-            // Admission refuses only for want of room in flight.
-            Decision::Reply(Rcode::Refused) => self.stats.borrow_mut().refused_inflight += 1,
-            _ => {}
+        let decision = admission::admit(transport, allowed, msg);
+        if let Decision::Drop(why) | Decision::Close(why) = &decision {
+            self.stats.borrow_mut().dropped(why.metric());
         }
-        match decision {
-            Decision::Forward(q, permit) => Admitted::Forward(
-                q,
-                InflightPermit {
-                    ctx: self.clone(),
-                    permit: Some(permit),
-                },
-            ),
-            other => Admitted::Other(other),
+        decision
+    }
+
+    /// The in-flight slot of a query from `peer` the cache did not answer
+    /// ([`admission::slot`]), or the RCODE to answer it with (counted).
+    pub fn slot(self: &Rc<Self>, peer: IpAddr) -> Result<InflightPermit, Rcode> {
+        let slot = admission::slot(peer, &mut self.shares.borrow_mut());
+        match slot {
+            Ok(permit) => Ok(InflightPermit {
+                ctx: self.clone(),
+                permit: Some(permit),
+            }),
+            // Admission refuses only for want of room in flight.
+            Err(rcode) => {
+                self.stats.borrow_mut().refused_inflight += 1;
+                Err(rcode)
+            }
         }
     }
 }

@@ -27,7 +27,7 @@ use crate::core::client_conn::{
 use crate::core::framing::{Deframer, frame_into};
 use crate::core::message;
 use crate::shell::accept::Acceptor;
-use crate::shell::context::{Admitted, Context, FromCache};
+use crate::shell::context::{Context, FromCache};
 use crate::shell::log::Level;
 use crate::shell::readiness::Drained;
 use crate::shell::send;
@@ -397,48 +397,61 @@ fn take_queries(
         messages += 1;
         let received = *clock.get_or_insert_with(Instant::now);
         let generation = ctx.current();
-        match ctx.admit(&generation, Transport::Tcp, client.peer.ip(), &msg) {
-            Admitted::Forward(q, permit) => {
+        // An answer the proxy makes from the query alone (FORMERR, NOTIMP,
+        // REFUSED).
+        let reply = |rcode| {
+            if let Some(reply) = message::synthesize_response(&msg, rcode) {
+                client.queue(ctx, &reply, false, received, received);
+            }
+        };
+        let q = match ctx.admit(&generation, Transport::Tcp, client.peer.ip(), &msg) {
+            Decision::Forward(q) => q,
+            Decision::Reply(rcode) => {
+                reply(rcode);
+                continue;
+            }
+            Decision::Close(why) => return Some(why.as_str()),
+            Decision::Drop(_) => continue,
+        };
+        let key = match ctx.from_cache(
+            &generation,
+            &q,
+            client.peer,
+            Transport::Tcp,
+            received.into_std(),
+        ) {
+            // A hit holds no slot (`admission::slot`).
+            FromCache::Answer(answer) => {
                 client.state.borrow_mut().on_forwarded();
-                let key = match ctx.from_cache(
+                client.queue(ctx, answer.bytes(), true, received, received);
+                continue;
+            }
+            FromCache::Miss(key) => key,
+        };
+        let permit = match ctx.slot(client.peer.ip()) {
+            Ok(permit) => permit,
+            Err(rcode) => {
+                reply(rcode);
+                continue;
+            }
+        };
+        client.state.borrow_mut().on_forwarded();
+        let (client, ctx) = (client.clone(), ctx.clone());
+        tokio::task::spawn_local(async move {
+            let (answer, now) = ctx
+                .resolve(
                     &generation,
                     &q,
+                    key,
                     client.peer,
                     Transport::Tcp,
                     received.into_std(),
-                ) {
-                    FromCache::Answer(answer) => {
-                        drop(permit);
-                        client.queue(ctx, answer.bytes(), true, received, received);
-                        continue;
-                    }
-                    FromCache::Miss(key) => key,
-                };
-                let (client, ctx) = (client.clone(), ctx.clone());
-                tokio::task::spawn_local(async move {
-                    let (answer, now) = ctx
-                        .resolve(
-                            &generation,
-                            &q,
-                            key,
-                            client.peer,
-                            Transport::Tcp,
-                            received.into_std(),
-                        )
-                        .await;
-                    drop(generation);
-                    drop(permit);
-                    client.queue(&ctx, answer.bytes(), true, received, now.into());
-                });
-            }
-            Admitted::Other(Decision::Reply(rcode)) => {
-                if let Some(reply) = message::synthesize_response(&msg, rcode) {
-                    client.queue(ctx, &reply, false, received, received);
-                }
-            }
-            Admitted::Other(Decision::Close(why)) => return Some(why.as_str()),
-            Admitted::Other(_) => {}
-        }
+                )
+                .await;
+            drop(generation);
+            drop(permit);
+            client.queue(&ctx, answer.bytes(), true, received, now.into());
+        });
     }
     if just_read || messages > 0 {
         let now = *clock.get_or_insert_with(Instant::now);

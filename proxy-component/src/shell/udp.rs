@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 use crate::core::admission::{Decision, Transport};
 use crate::core::message::{self, Response};
 use crate::shell::AbortOnDrop;
-use crate::shell::context::{Admitted, Context, FromCache, InflightPermit};
+use crate::shell::context::{Context, FromCache, InflightPermit};
 use crate::shell::datagrams::{Batch, Datagrams, Outgoing};
 use crate::shell::log::Level;
 
@@ -34,8 +34,9 @@ pub const RECV_BUFFER: usize = 4 * 1024 * 1024;
 /// reading until they are (then the OS's receive buffer queues, and drops,
 /// the next queries). Answers to forwarded queries also hold their in-flight
 /// slot until sent, so `max_inflight` bounds them as well; this bounds the
-/// answers made without one (REFUSED, FORMERR, NOTIMP): each at most the
-/// query ([`crate::core::admission::MAX_QUERY_LEN`]) plus an 11-byte OPT.
+/// answers made without one: cache hits, each at most `max_udp_size`, and
+/// REFUSED, FORMERR and NOTIMP, each at most the query
+/// ([`crate::core::admission::MAX_QUERY_LEN`]) plus an 11-byte OPT.
 pub const OUTBOX_LIMIT: usize = 1024;
 
 /// Binds the UDP socket.
@@ -176,30 +177,49 @@ pub async fn serve(sock: UdpSocket, ctx: Rc<Context>) {
         // Whether the batch made answers of its own (`send_now` below).
         let mut answered = false;
         for (packet, peer) in batch.drain() {
-            let (q, permit) = match ctx.admit(&generation, Transport::Udp, peer.ip(), &packet) {
-                Admitted::Forward(q, permit) => (q, permit),
-                Admitted::Other(Decision::Reply(rcode)) => {
-                    if let Some(reply) = message::synthesize_response(&packet, rcode) {
-                        count(&ctx, &reply, false);
-                        outbox.push_quietly(reply, peer, (None, Some(received)));
-                        answered = true;
-                    }
+            // An answer the proxy makes from the query alone (FORMERR,
+            // NOTIMP, REFUSED), sent with the batch's.
+            let reply = |rcode| {
+                let reply = message::synthesize_response(&packet, rcode)?;
+                count(&ctx, &reply, false);
+                outbox.push_quietly(reply, peer, (None, Some(received)));
+                Some(())
+            };
+            let q = match ctx.admit(&generation, Transport::Udp, peer.ip(), &packet) {
+                Decision::Forward(q) => q,
+                Decision::Reply(rcode) => {
+                    answered |= reply(rcode).is_some();
                     continue;
                 }
-                Admitted::Other(_) => continue,
+                Decision::Drop(_) | Decision::Close(_) => continue,
             };
-            let to = ReplyTo {
-                peer,
-                limit: q.udp_limit().min(generation.config.max_udp_size),
-                hold: (Some(permit), Some(received)),
-            };
+            let limit = q.udp_limit().min(generation.config.max_udp_size);
             let key = match ctx.from_cache(&generation, &q, peer, Transport::Udp, received) {
                 FromCache::Answer(answer) => {
+                    // A hit holds no slot (`admission::slot`): the outbox's
+                    // own bound ([`OUTBOX_LIMIT`]) holds its answer.
+                    let to = ReplyTo {
+                        peer,
+                        limit,
+                        hold: (None, Some(received)),
+                    };
                     to.send_quietly(&ctx, &outbox, answer);
                     answered = true;
                     continue;
                 }
                 FromCache::Miss(key) => key,
+            };
+            let permit = match ctx.slot(peer.ip()) {
+                Ok(permit) => permit,
+                Err(rcode) => {
+                    answered |= reply(rcode).is_some();
+                    continue;
+                }
+            };
+            let to = ReplyTo {
+                peer,
+                limit,
+                hold: (Some(permit), Some(received)),
             };
             let (outbox, ctx, generation) = (outbox.clone(), ctx.clone(), generation.clone());
             tokio::task::spawn_local(async move {
