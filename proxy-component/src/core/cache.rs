@@ -183,6 +183,24 @@ impl Stored {
     fn expires(&self) -> Instant {
         self.stored_at + Duration::from_secs(u64::from(self.cached.lifetime()))
     }
+
+    /// How long the answer stays fresh after `now`, and its age then
+    /// ([`Stored::age`]); `None` once it has expired. One subtraction of
+    /// instants where `age` and `expires` make two and two additions: the
+    /// age is the lifetime less the whole seconds still to run, rounded
+    /// up (the lifetime is whole seconds). Every cache hit asks this.
+    fn fresh(&self, now: Instant) -> Option<(Duration, u32)> {
+        let remaining = self.expires().checked_duration_since(now)?;
+        if remaining.is_zero() {
+            return None;
+        }
+        let whole = remaining.as_secs() + u64::from(remaining.subsec_nanos() > 0);
+        let age = self
+            .cached
+            .lifetime()
+            .saturating_sub(u32::try_from(whole).unwrap_or(u32::MAX));
+        Some((remaining, age))
+    }
 }
 
 /// The cache of one instance.
@@ -280,10 +298,13 @@ impl Cache {
             self.counters.misses += 1;
             return Lookup::Miss;
         };
-        if let Some(stored) = entry.answer.as_mut().filter(|s| now < s.expires()) {
+        if let Some((stored, (remaining, age))) = entry
+            .answer
+            .as_mut()
+            .and_then(|s| s.fresh(now).map(|fresh| (s, fresh)))
+        {
             stored.hits = stored.hits.saturating_add(1);
             let lifetime = stored.cached.lifetime();
-            let remaining = stored.expires().saturating_duration_since(now);
             let prefetch = settings.prefetch
                 && !stored.prefetched
                 && stored.hits >= PREFETCH_MIN_HITS
@@ -292,7 +313,7 @@ impl Cache {
             stored.prefetched |= prefetch;
             self.counters.hits += 1;
             self.counters.prefetches += u64::from(prefetch);
-            let answer = stored.cached.answer(query, stored.age(now), None);
+            let answer = stored.cached.answer(query, age, None);
             return Lookup::Fresh { answer, prefetch };
         }
         if entry.failed_until.is_some_and(|until| now < until) {
@@ -585,6 +606,38 @@ mod tests {
         ));
         let c = cache.report().counters;
         assert_eq!((c.hits, c.misses, c.inserts), (2, 2, 1));
+    }
+
+    /// The TTLs a hit carries are the stored ones less the whole seconds
+    /// since the answer was stored, at every fraction of a second: the
+    /// lookup counts them from the time left, not from the age.
+    #[test]
+    fn ttls_count_down_by_whole_seconds_elapsed_at_any_fraction() {
+        let t0 = Instant::now();
+        let mut cache = Cache::new(SETTINGS);
+        let q = query("www.example.");
+        store(&mut cache, &q, &answer(&q, 300), t0);
+        for nanos in [
+            0,
+            1,
+            500_000_000,
+            999_999_999,
+            1_000_000_000,
+            1_000_000_001,
+            99_999_999_999,
+            100_000_000_000,
+            299_000_000_000,
+            299_999_999_999,
+        ] {
+            let elapsed = Duration::from_nanos(nanos);
+            let (a, _) = fresh(lookup(&mut cache, &q, t0 + elapsed));
+            let whole = u32::try_from(elapsed.as_secs()).expect("fits");
+            assert_eq!(ttls(&a), [300 - whole], "{elapsed:?} after storing");
+        }
+        assert!(matches!(
+            lookup(&mut cache, &q, t0 + Duration::from_secs(300)),
+            Lookup::Miss
+        ));
     }
 
     #[test]
