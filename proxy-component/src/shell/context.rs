@@ -64,6 +64,9 @@ pub struct Context {
     /// Answers, across generations (flushed when the upstreams' trust
     /// changes).
     pub cache: RefCell<Cache>,
+    /// The key of the query being looked up, kept between lookups so that
+    /// a hit allocates none (a miss takes a copy to store under).
+    lookup_key: RefCell<CacheKey>,
     /// Prefetches running.
     prefetching: Cell<usize>,
 }
@@ -90,6 +93,7 @@ impl Context {
             shares: RefCell::new(Shares::new(config.max_inflight)),
             budget: RefCell::new(Budget::new(config.client_buffer_budget)),
             cache: RefCell::new(Cache::new(config.cache)),
+            lookup_key: RefCell::default(),
             prefetching: Cell::new(0),
             current: RefCell::new(Rc::new(generation)),
             log,
@@ -199,15 +203,17 @@ impl Context {
         if !cache.enabled() {
             return FromCache::Miss(None);
         }
-        let Some(key) = query.cache_key() else {
+        let mut key = self.lookup_key.borrow_mut();
+        if !query.cache_key_into(&mut key) {
             return FromCache::Miss(None);
-        };
-        let (answer, source) = match cache.lookup(&key, query, now) {
-            Lookup::Miss => return FromCache::Miss(Some(key)),
+        }
+        let lookup = cache.lookup(&key, query, now);
+        let (answer, source) = match lookup {
+            Lookup::Miss => return FromCache::Miss(Some(key.clone())),
             Lookup::Fresh { answer, prefetch } => {
                 drop(cache);
                 if prefetch {
-                    self.prefetch(generation, query, key);
+                    self.prefetch(generation, query, key.clone());
                 }
                 (answer, "cache")
             }

@@ -65,8 +65,12 @@ const KEY_AD_WANTED: u8 = 0x04;
 /// 3225 §3: DNSSEC records), CD (RFC 4035 §3.2.2: unvalidated data) and
 /// whether AD is wanted, which a query says with AD or DO (RFC 6840 §5.7,
 /// §5.8).
-#[derive(Clone, Debug, Eq)]
-pub struct CacheKey(Box<[u8]>);
+///
+/// A `Vec`, so that a lookup can lay its key out in one kept and reused
+/// ([`Query::cache_key_into`]): a hit then allocates no key. A key stored
+/// is a clone, whose capacity is its length.
+#[derive(Clone, Debug, Default, Eq)]
+pub struct CacheKey(Vec<u8>);
 
 /// Byte equality, compared a word at a time: every cache lookup compares
 /// the key found, and the component's `memcmp` cost 450 instructions of a
@@ -101,6 +105,34 @@ impl Query {
     /// option (RFC 7871 §7.3: answers differ per subnet), or a signature
     /// (TSIG, SIG(0): RFC 8945 §5.3, the answer must be signed for it).
     pub fn cache_key(&self) -> Option<CacheKey> {
+        let mut key = CacheKey::default();
+        self.cache_key_into(&mut key).then_some(key)
+    }
+
+    /// [`Query::cache_key`], laid out in `key` (what it held before is
+    /// gone): false, with `key` unspecified, when the query bypasses the
+    /// cache.
+    pub fn cache_key_into(&self, key: &mut CacheKey) -> bool {
+        self.cache_key_parts()
+            .map(|(name, type_and_class, flags)| {
+                let key = &mut key.0;
+                key.clear();
+                key.reserve(name.len() + type_and_class.len() + 1);
+                // Label length octets are at most 63, never ASCII letters:
+                // lower-casing the whole name touches only the labels'
+                // letters. It holds no compression pointer: nothing
+                // precedes the question.
+                key.extend(name.iter().map(u8::to_ascii_lowercase));
+                key.extend_from_slice(type_and_class);
+                key.push(flags);
+            })
+            .is_some()
+    }
+
+    /// What a cache key is made of: the question's name and its type and
+    /// class as sent, and the flags byte; `None` when the query bypasses
+    /// the cache.
+    fn cache_key_parts(&self) -> Option<(&[u8], &[u8; 4], u8)> {
         let h = header(&self.bytes)?;
         if h[2] & RD == 0 || self.layout.signed {
             return None;
@@ -125,14 +157,7 @@ impl Query {
         if h[3] & AD != 0 {
             flags |= KEY_AD_WANTED;
         }
-        let mut key = Vec::with_capacity(name.len() + type_and_class.len() + 1);
-        // Label length octets are at most 63, never ASCII letters: lower-casing
-        // the whole name touches only the labels' letters. It holds no
-        // compression pointer: nothing precedes the question.
-        key.extend(name.iter().map(u8::to_ascii_lowercase));
-        key.extend_from_slice(type_and_class);
-        key.push(flags);
-        Some(CacheKey(key.into_boxed_slice()))
+        Some((name, type_and_class, flags))
     }
 }
 
@@ -693,6 +718,27 @@ mod tests {
         let mut signed = query_bytes("example.com.", RecordType::A, Some((1232, false)));
         sign(&mut signed);
         assert_eq!(Query::parse(&signed).expect("valid").cache_key(), None);
+    }
+
+    /// One key laid out again and again (as the shell's lookups do) is
+    /// each time the key its query would make afresh, whatever it held
+    /// before, longer or shorter; a query that bypasses the cache says so.
+    #[test]
+    fn a_reused_key_is_the_key_made_afresh() {
+        let mut reused = CacheKey::default();
+        for q in [
+            query("a-much-longer-name.example.com.", RecordType::AAAA, None),
+            query("Example.COM.", RecordType::A, Some((1232, true))),
+            query_with(None, 3, CD),
+            query("x.", RecordType::TXT, None),
+        ] {
+            assert!(q.cache_key_into(&mut reused));
+            assert_eq!(reused, key(&q));
+        }
+        let mut no_rd = query_bytes("example.com.", RecordType::A, None);
+        no_rd[2] &= !RD;
+        let no_rd = Query::parse(&no_rd).expect("valid");
+        assert!(!no_rd.cache_key_into(&mut reused));
     }
 
     #[test]
