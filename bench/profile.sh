@@ -28,7 +28,9 @@
 # with no component: all of it counts as host), for what the sandbox costs.
 # The callgrind output is removed at exit; --keep DIR keeps it there
 # (callgrind.out, and perf.map naming the component's JIT code) for a closer
-# look (callgrind_annotate --inclusive=yes, --tree=caller). --rate 0 (the default) sends as fast as the proxy under callgrind answers:
+# look (callgrind_annotate --inclusive=yes, --tree=caller), with the
+# proxy's and the fixture's logs (PROFILE_LOG_LEVEL=debug for more than
+# warnings). --rate 0 (the default) sends as fast as the proxy under callgrind answers:
 # the cost at saturation. A paced rate (--rate 300) adds what each wake-up
 # costs. Needs valgrind and dnsperf (apt), the release host and the fixture
 # (make build-host; cargo build --release --target x86_64-unknown-linux-musl
@@ -84,7 +86,7 @@ CACHE_MIB=$([ "$CACHED" = 0 ] && echo 0 || echo 16)
 [ -n "$COMPONENT" ] && args+=(--component "$COMPONENT")
 env -i PATH="$PATH" TLS_HOST=127.0.0.1 TLS_PORT="$UP" TLS_HOSTNAME=dot.test \
     TLS_CA_FILE="$PWD/fixtures/pki/root.pem" LOCAL_HOST=127.0.0.1 LOCAL_PORT="$PORT" \
-    CACHE_SIZE_MIB="$CACHE_MIB" WORKERS=1 HEDGE_PERCENT=0 LOG_LEVEL=warn DNSPROXY_PERF_MAP=1 TCP_IDLE_TIMEOUT=300s MAX_TCP_CLIENTS=40000 \
+    CACHE_SIZE_MIB="$CACHE_MIB" WORKERS=1 HEDGE_PERCENT=0 LOG_LEVEL=${PROFILE_LOG_LEVEL:-warn} DNSPROXY_PERF_MAP=1 TCP_IDLE_TIMEOUT=300s MAX_TCP_CLIENTS=40000 \
     PB_LISTEN=127.0.0.1:"$PORT" PB_UPSTREAM=127.0.0.1:"$UP" PB_TLS_NAME=dot.test \
     PB_CA_FILE="$PWD/fixtures/pki/root.pem" PB_CACHE_MIB="$CACHE_MIB" \
     valgrind --tool=callgrind --instr-atstart=no --smc-check=all-non-file \
@@ -125,11 +127,20 @@ callgrind_control -i off "$VG" >/dev/null
 kill -TERM "$VG"
 wait "$VG" 2>/dev/null || true
 ANSWERED=$(awk '/Queries completed/ {print $3}' "$WORK/dnsperf.txt")
+# Under valgrind the component runs some fifty times slower while the
+# watchdog's ticks keep wall time, so a long turn of its loop can pass for
+# a stuck one: the watchdog restarts it, and the run then counts a new
+# upstream handshake and the misses of an empty cache. Say so.
+if grep -q "stuck in a loop" "$WORK/proxy.log"; then
+    echo "profile.sh: the watchdog restarted the component during the run (valgrind's slowness);" \
+        "these figures include a restart, a handshake and misses: run again, or with fewer --outstanding" >&2
+fi
 MAP=/tmp/perf-$VG.map
 if [ -n "$KEEP" ]; then
     mkdir -p "$KEEP"
     cp "$WORK/callgrind.out" "$KEEP/callgrind.out"
     cp "$MAP" "$KEEP/perf.map" 2>/dev/null || true
+    cp "$WORK/fixture.log" "$WORK/proxy.log" "$KEEP/" 2>/dev/null || true
 fi
 
 python3 - "$MAP" "$WORK/callgrind.out" "$ANSWERED" "$TOP" "$RATE" "$MODE" "$IDLE" <<'PYEOF'
