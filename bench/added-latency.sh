@@ -12,7 +12,9 @@
 #   own wake-up for the answer;
 # - upstream: from the proxy's TLS record to the resolver's, on the one
 #   connection (a miss only);
-# - added: in the proxy less upstream, that is the proxy's two legs.
+# - added: in the proxy less upstream, that is the proxy's two legs, each
+#   also shown: "to up" from the client's datagram to the proxy's TLS
+#   record, "from up" from the resolver's record to the proxy's answer.
 #
 # A client speaking DoT to the resolver itself pays the upstream leg, its
 # own TLS work (which the proxy does for it) and its own wake-ups. So
@@ -137,7 +139,7 @@ while off + 16 <= len(data):
         packets.append((t, "up-out" if dport == up else "up-in", None))
 packets.sort(key=lambda p: p[0])
 
-asked, inside, upstream, added = {}, [], [], []
+asked, inside, upstream, added, forth, back_leg = {}, [], [], [], [], []
 pending_up = None  # [query time, upstream out, upstream in]
 for t, what, key in packets:
     if what == "query":
@@ -153,6 +155,8 @@ for t, what, key in packets:
         if out is not None and back is not None:
             upstream.append(back - out)
             added.append((t - q) - (back - out))
+            forth.append(out - q)
+            back_leg.append(t - back)
 
 def line(name, xs):
     if not xs:
@@ -166,6 +170,8 @@ print(line("in proxy", inside))
 if kind == "miss":
     print(line("upstream", upstream))
     print(line("added", added))
+    print(line("  to up", forth))
+    print(line("  from up", back_leg))
     if len(upstream) < 0.99 * len(inside):
         print(f"  warning: {len(inside) - len(upstream)} answers without an upstream leg seen")
 PYEOF
