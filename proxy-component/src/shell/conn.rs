@@ -31,6 +31,7 @@ use crate::core::inflight::{CounterIds, InFlight};
 use crate::core::message;
 use crate::core::upstream_conn::{Close, Tally, UpstreamConn, UpstreamTimeouts};
 use crate::core::window::{PROBE_GRID, ProbeCause};
+use crate::shell::deadline::Deadline;
 use crate::shell::quick_ack::QuickAck;
 
 /// Why a query on a connection got no answer.
@@ -406,14 +407,15 @@ async fn write_loop<W: AsyncWrite + Unpin>(
 async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, ack: QuickAck, shared: Rc<Shared>) {
     let mut deframer = Deframer::new(MAX_MESSAGE_LEN);
     let mut buf = vec![0u8; 32 * 1024];
+    let mut timer = Deadline::default();
     let why = loop {
-        let deadline = {
+        {
             let state = shared.state.borrow();
             if let Some(why) = state.closed() {
                 break why;
             }
-            state.deadline().map(Instant::from_std)
-        };
+            timer.set(state.deadline().map(Instant::from_std));
+        }
         tokio::select! {
             read = rd.read(&mut buf) => match read {
                 Ok(0) => break Close::ClosedByUpstream,
@@ -431,7 +433,7 @@ async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, ack: QuickAck, shared: Rc<Sh
                     }
                 }
             },
-            () = sleep_until_or_never(deadline) => {
+            () = timer.fired() => {
                 if let Some(why) = shared.state.borrow_mut().poll(now()) {
                     break why;
                 }
@@ -456,14 +458,6 @@ async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, ack: QuickAck, shared: Rc<Sh
     }
     waiting.clear();
     drop(inflight.drain());
-}
-
-/// Sleeps until `deadline`, or forever without one.
-async fn sleep_until_or_never(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Hands every complete answer in `deframer` to its query, all read at `now`.

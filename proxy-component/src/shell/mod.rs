@@ -7,6 +7,7 @@ pub mod config;
 pub mod conn;
 pub mod context;
 pub mod datagrams;
+pub mod deadline;
 #[cfg(wasi_libc_descriptors)]
 pub mod descriptors;
 #[cfg(wasi_libc_descriptors)]

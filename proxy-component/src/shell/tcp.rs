@@ -28,6 +28,7 @@ use crate::core::framing::{Deframer, frame_into};
 use crate::core::message;
 use crate::shell::accept::Acceptor;
 use crate::shell::context::{Context, FromCache};
+use crate::shell::deadline::Deadline;
 use crate::shell::log::Level;
 use crate::shell::readiness::Drained;
 use crate::shell::send;
@@ -290,11 +291,12 @@ async fn serve_client(
     let mut deframer = Deframer::new(MAX_QUERY_LEN);
     // The client half-closed: answer what it sent, then close.
     let mut eof = false;
+    let mut timer = Deadline::default();
     loop {
         if let Some(why) = take_queries(&mut deframer, client, ctx, false) {
             return why;
         }
-        let (may_read, deadline, done) = {
+        let (may_read, done) = {
             let mut state = client.state.borrow_mut();
             state.on_pressure(occupancy.pressure());
             if let Some(close) = state.closed() {
@@ -302,7 +304,8 @@ async fn serve_client(
             }
             let may_read = !eof && state.may_read(&ctx.budget.borrow());
             let done = eof && state.inflight() == 0 && state.backlog() == 0;
-            (may_read, state.deadline().map(Instant::from_std), done)
+            timer.set(state.deadline().map(Instant::from_std));
+            (may_read, done)
         };
         if done {
             return "closed by client";
@@ -362,7 +365,7 @@ async fn serve_client(
                     Err(_) => return "write error",
                 }
             }
-            () = sleep_until_or_never(deadline) => {
+            () = timer.fired() => {
                 let now = Instant::now().into_std();
                 let mut state = client.state.borrow_mut();
                 state.on_pressure(occupancy.pressure());
@@ -461,12 +464,4 @@ fn take_queries(
             .on_read(now.into_std(), messages, deframer.holds_partial_frame());
     }
     None
-}
-
-/// Sleeps until `deadline`, or forever without one.
-async fn sleep_until_or_never(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
