@@ -492,17 +492,16 @@ impl ClientConn {
     /// something else happens first. `None`: nothing to time (queries are in
     /// flight, and each has its own deadline upstream); wait for an event.
     pub fn deadline(&self) -> Option<Instant> {
-        let mut at = Vec::with_capacity(3);
-        if let Some(started) = self.frame_started.filter(|_| !self.held_back()) {
-            at.push(started + self.limits.frame_timeout);
-        }
-        if self.backlog > 0 {
-            at.push(self.write_progress + self.limits.write_timeout);
-        }
-        if self.is_idle() {
-            at.push(self.last_activity + self.idle_timeout());
-        }
-        at.into_iter().min()
+        // Asked at every turn of the client's loop: no list allocated.
+        let frame = self
+            .frame_started
+            .filter(|_| !self.held_back())
+            .map(|started| started + self.limits.frame_timeout);
+        let write = (self.backlog > 0).then(|| self.write_progress + self.limits.write_timeout);
+        let idle = self
+            .is_idle()
+            .then(|| self.last_activity + self.idle_timeout());
+        [frame, write, idle].into_iter().flatten().min()
     }
 
     /// Checks the timers at `now`; `Some` closes the connection.
