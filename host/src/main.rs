@@ -25,6 +25,7 @@ pub mod reload;
 pub mod sandbox;
 pub mod spki;
 pub mod top;
+pub mod wait_timer;
 pub mod watchdog;
 
 use std::io::Write as _;

@@ -32,6 +32,7 @@ use crate::metrics::Metrics;
 use crate::policy::SocketPolicy;
 use crate::policy::refusals::LOG_EVERY;
 use crate::readiness::{Handle, Source};
+use crate::wait_timer::{Until, WaitTimer};
 use crate::watchdog::{Life, Next, Restarts, Stuck, Ticker, Verdict, Watchdog};
 
 /// Host bindings of the `proxy` world (generated from `wit/world.wit`).
@@ -137,6 +138,8 @@ pub struct State {
     watch_set_pollable: Resource<wasmtime_wasi::p2::DynPollable>,
     /// Its `wasi:clocks/monotonic-clock`, which `readiness.wait` reads too.
     clock: Clock,
+    /// The timer of its `readiness.wait`, kept between waits.
+    wait_timer: WaitTimer,
 }
 
 /// An instance's monotonic clock: nanoseconds since the instance started,
@@ -146,6 +149,14 @@ pub struct State {
 #[derive(Clone, Copy)]
 struct Clock {
     origin: Instant,
+}
+
+impl Clock {
+    /// The instant `ns` of this clock reads as (none past what `Instant`
+    /// can hold).
+    fn instant(self, ns: u64) -> Option<Instant> {
+        self.origin.checked_add(Duration::from_nanos(ns))
+    }
 }
 
 impl wasmtime_wasi::HostMonotonicClock for Clock {
@@ -344,17 +355,26 @@ impl wit_readiness::Host for State {
             self.quick_ack_key(key);
         }
         // The host's clock is read natively (a vDSO call), where the
-        // component's read was a host call of its own.
-        let timeout_ns =
-            deadline.map(|d| d.saturating_sub(wasmtime_wasi::HostMonotonicClock::now(&self.clock)));
+        // component's read was a host call of its own; only to learn
+        // whether the deadline has passed, which the timer's own deadline
+        // does not need (it is the component's, on the same clock).
+        let before = deadline.map(|_| wasmtime_wasi::HostMonotonicClock::now(&self.clock));
+        let until = match (deadline, before) {
+            (Some(d), Some(now)) if d <= now => Until::Passed,
+            (Some(d), _) => self.clock.instant(d).map_or(Until::Never, Until::At),
+            (None, _) => Until::Never,
+        };
+        // Out of the store's data while it waits, beside the set.
+        let mut timer = std::mem::take(&mut self.wait_timer);
         let ready = if pollables.is_empty() {
             // Only the set: its own future, no `wasi:io/poll`.
             let set = wasmtime_wasi::p2::Pollable::ready(self.watch_set_mut());
-            within(timeout_ns, async {
-                set.await;
-                Ok(Vec::new())
-            })
-            .await?
+            timer
+                .within(until, async {
+                    set.await;
+                    Ok(Vec::new())
+                })
+                .await
         } else {
             let set = self.watch_set_pollable.rep();
             let mut list = Vec::with_capacity(pollables.len() + 1);
@@ -362,13 +382,18 @@ impl wit_readiness::Host for State {
             list.extend(pollables);
             let poll = wasmtime_wasi::p2::bindings::io::poll::Host::poll(&mut self.table, list);
             // The set is index 0; the caller's pollables follow it.
-            within(timeout_ns, poll)
-                .await?
-                .into_iter()
-                .filter_map(|i| i.checked_sub(1))
-                .collect()
+            timer
+                .within(until, poll)
+                .await
+                .map(|ready| ready.into_iter().filter_map(|i| i.checked_sub(1)).collect())
         };
-        let now = wasmtime_wasi::HostMonotonicClock::now(&self.clock);
+        self.wait_timer = timer;
+        let ready = ready?;
+        // A look without waiting ends microseconds after its reading.
+        let now = match (until, before) {
+            (Until::Passed, Some(before)) => before,
+            _ => wasmtime_wasi::HostMonotonicClock::now(&self.clock),
+        };
         let set = self.watch_set_mut();
         let mut waited = set.take_with(|keys| waited(keys, ready, now));
         let datagrams = reported(&waited).find_map(|key| match set.handle(key) {
@@ -406,49 +431,6 @@ fn reported(waited: &wit_readiness::Waited) -> impl Iterator<Item = u32> + '_ {
         .into_iter()
         .take(inline)
         .chain(waited.more_keys.iter().flatten().copied())
-}
-
-/// What `wait` found within `timeout_ns` (none: no limit): nothing ready
-/// when the time ran out.
-async fn within(
-    timeout_ns: Option<u64>,
-    wait: impl Future<Output = wasmtime::Result<Vec<u32>>>,
-) -> wasmtime::Result<Vec<u32>> {
-    match timeout_ns {
-        None => wait.await,
-        // A look without waiting (the event loop has work): no timer.
-        Some(0) => Ok(futures::FutureExt::now_or_never(wait)
-            .transpose()?
-            .unwrap_or_default()),
-        Some(ns) => {
-            let mut timer = std::pin::pin!(tokio::time::sleep(Duration::from_nanos(ns)));
-            arm_quietly(timer.as_mut());
-            tokio::select! {
-                biased;
-                ready = wait => ready,
-                () = timer => Ok(Vec::new()),
-            }
-        }
-    }
-}
-
-/// Arms `timer`, of the worker's runtime, without waking the worker's own
-/// event loop.
-///
-/// tokio wakes its driver when a timer is armed that expires before the
-/// time the driver last blocked until: a `write(2)` to its eventfd, then an
-/// `epoll_wait` that returns at once and a turn of the loop with nothing to
-/// do. A `wait` is made on the worker's thread, whose runtime computes how
-/// long to block from its timers just before it blocks, so that wake-up is
-/// never needed: at 100 queries a second it came with about every other
-/// query (the component's earliest deadline moves earlier as a query is
-/// forwarded). `mio::quiet_self_wakes` (vendor/mio, patch 5) drops it, and
-/// only it: nothing else runs in the scope.
-fn arm_quietly(timer: std::pin::Pin<&mut tokio::time::Sleep>) {
-    mio::quiet_self_wakes(|| {
-        // The first poll arms it; the waker is the caller's from its next poll.
-        let _ = timer.poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
-    });
 }
 
 impl State {
@@ -1017,6 +999,7 @@ async fn run_once(w: &Worker) -> Outcome {
         watch_set,
         watch_set_pollable,
         clock,
+        wait_timer: WaitTimer::default(),
         limits: StoreLimitsBuilder::new()
             .memory_size(memory_limit(&w.published.current().1))
             .build(),
@@ -1254,74 +1237,6 @@ mod tests {
         let wasm = engine::embedded_wasm().expect("the component is embedded (make build-host)");
         let component = Component::new(&engine, wasm).expect("the embedded component compiles");
         (engine, component)
-    }
-
-    #[test]
-    fn a_wait_arms_its_timer_without_waking_its_own_event_loop() {
-        use std::sync::Mutex;
-        // When the worker's loop blocked and when it woke, in order.
-        static TURNS: Mutex<Vec<Instant>> = Mutex::new(Vec::new());
-        let mark = || TURNS.lock().unwrap().push(Instant::now());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .on_thread_park(mark)
-            .on_thread_unpark(mark)
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            // The loop last blocked until a far deadline (another timer),
-            // woken by another thread: a wait's nearer deadline is earlier
-            // than what the driver last slept until.
-            let _far = tokio::spawn(tokio::time::sleep(Duration::from_secs(30)));
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(20));
-                tx.send(()).unwrap();
-            });
-            rx.await.unwrap();
-
-            let seen = TURNS.lock().unwrap().len();
-            let start = Instant::now();
-            let ready = within(Some(50_000_000), std::future::pending()).await;
-            let waited = start.elapsed();
-            assert_eq!(ready.unwrap(), Vec::<u32>::new(), "nothing was ready");
-            // The wait still ends at its own deadline, not the far one.
-            assert!(
-                (Duration::from_millis(50)..Duration::from_secs(5)).contains(&waited),
-                "{waited:?}"
-            );
-            // Its first block lasted until about the deadline: arming the
-            // timer did not wake the loop (before, the driver's own eventfd
-            // ended that block at once, and a second one waited).
-            let turns = TURNS.lock().unwrap()[seen..].to_vec();
-            assert!(turns.len() >= 2, "{turns:?}");
-            let first = turns[1] - turns[0];
-            assert!(
-                first >= Duration::from_millis(30),
-                "the first block lasted {first:?}"
-            );
-        });
-    }
-
-    #[test]
-    fn a_wait_returns_what_is_ready_before_its_deadline() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let start = Instant::now();
-            let ready = within(Some(10_000_000_000), async {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                Ok(vec![3, 1])
-            })
-            .await;
-            assert_eq!(ready.unwrap(), vec![3, 1]);
-            assert!(start.elapsed() < Duration::from_secs(5));
-            // Already ready: taken even with a deadline of zero.
-            let now = within(Some(0), async { Ok(vec![2]) }).await;
-            assert_eq!(now.unwrap(), vec![2]);
-        });
     }
 
     #[test]
