@@ -126,6 +126,16 @@ mod tests {
             .unwrap()
     }
 
+    /// A wait for `until` that input (`key`, 10 ms in) ends first: it
+    /// leaves the timer set to `until`, not reached.
+    async fn input_first(timer: &mut WaitTimer, until: Instant, key: u32) {
+        let input = timer.within(Until::At(until), async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Ok(vec![key])
+        });
+        assert_eq!(input.await.unwrap(), vec![key]);
+    }
+
     /// How long a wait on nothing for `until` took.
     async fn nothing_until(timer: &mut WaitTimer, until: Until) -> Duration {
         let start = Instant::now();
@@ -219,24 +229,16 @@ mod tests {
             // A deadline the timer was set to, and a later one for the next
             // wait (the usual case: the timer is only told the new time).
             let t0 = Instant::now();
-            let first = timer.within(Until::At(t0 + ms(200)), async {
-                tokio::time::sleep(ms(10)).await;
-                Ok(vec![1])
-            });
-            assert_eq!(first.await.unwrap(), vec![1]);
+            input_first(&mut timer, t0 + ms(200), 1).await;
             let later = nothing_until(&mut timer, Until::At(t0 + ms(300))).await;
             assert!(
                 t0.elapsed() >= ms(300),
                 "ended before its deadline: {later:?}"
             );
-            // Earlier than the one it fired at, and earlier than one set
-            // but not reached: each ends at its own.
+            // Set to a deadline it did not reach, then to an earlier one:
+            // it ends at the earlier.
             let t1 = Instant::now();
-            let soon = timer.within(Until::At(t1 + ms(500)), async {
-                tokio::time::sleep(ms(10)).await;
-                Ok(vec![2])
-            });
-            assert_eq!(soon.await.unwrap(), vec![2]);
+            input_first(&mut timer, t1 + ms(500), 2).await;
             let earlier = nothing_until(&mut timer, Until::At(t1 + ms(60))).await;
             assert!(t1.elapsed() >= ms(60), "{earlier:?}");
             assert!(
