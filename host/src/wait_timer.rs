@@ -77,23 +77,27 @@ impl WaitTimer {
             Some(ref mut timer) => {
                 if timer.deadline() != at {
                     // Earlier: tokio moves the entry now; later: it only
-                    // records the deadline. A timer that fired is armed
-                    // again. The same deadline, fired or not, is left as
-                    // it is: a fired one is ready at once, as a new one
-                    // for a passed deadline would be.
+                    // records the deadline. A timer that fired is put back
+                    // in the wheel. The same deadline, fired or not, is
+                    // left as it is: a fired one is ready at once, as a
+                    // new one for a passed deadline would be.
                     quietly(|| timer.as_mut().reset(at));
                 }
                 timer
             }
-            ref mut none => none.insert(Box::pin(tokio::time::sleep_until(at))),
+            ref mut none => {
+                let timer = none.insert(Box::pin(tokio::time::sleep_until(at)));
+                // A new timer enters the wheel at its first poll (a reset
+                // one at its reset); the waker is the caller's from its
+                // next poll.
+                quietly(|| {
+                    let _ = timer
+                        .as_mut()
+                        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+                });
+                timer
+            }
         };
-        // A new timer enters the wheel at its first poll; the waker is the
-        // caller's from its next poll.
-        quietly(|| {
-            let _ = timer
-                .as_mut()
-                .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
-        });
         timer.as_mut()
     }
 }
@@ -248,6 +252,14 @@ mod tests {
             // The deadline it fired at, asked again: at once.
             let again = nothing_until(&mut timer, Until::At(t1 + ms(60))).await;
             assert!(again < ms(50), "{again:?}");
+            // A timer that fired, set to a new deadline: back in the wheel
+            // by its reset alone (no poll of its own), it fires at that one.
+            let t2 = Instant::now();
+            let fired =
+                tokio::time::timeout(ms(2_000), nothing_until(&mut timer, Until::At(t2 + ms(40))))
+                    .await
+                    .expect("a reset timer that fired before fires again");
+            assert!(fired >= ms(40), "{fired:?}");
         });
     }
 }
