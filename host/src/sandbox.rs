@@ -358,11 +358,18 @@ impl wit_readiness::Host for State {
         // component's read was a host call of its own; only to learn
         // whether the deadline has passed, which the timer's own deadline
         // does not need (it is the component's, on the same clock).
-        let before = deadline.map(|_| wasmtime_wasi::HostMonotonicClock::now(&self.clock));
-        let until = match (deadline, before) {
-            (Some(d), Some(now)) if d <= now => Until::Passed,
-            (Some(d), _) => self.clock.instant(d).map_or(Until::Never, Until::At),
-            (None, _) => Until::Never,
+        // A look without waiting keeps its reading: it ends microseconds
+        // after it, and that is the reading the wait returns.
+        let mut looked = None;
+        let until = match deadline {
+            None => Until::Never,
+            Some(d) => match wasmtime_wasi::HostMonotonicClock::now(&self.clock) {
+                now if d <= now => {
+                    looked = Some(now);
+                    Until::Passed
+                }
+                _ => self.clock.instant(d).map_or(Until::Never, Until::At),
+            },
         };
         // Out of the store's data while it waits, beside the set.
         let mut timer = std::mem::take(&mut self.wait_timer);
@@ -389,11 +396,7 @@ impl wit_readiness::Host for State {
         };
         self.wait_timer = timer;
         let ready = ready?;
-        // A look without waiting ends microseconds after its reading.
-        let now = match (until, before) {
-            (Until::Passed, Some(before)) => before,
-            _ => wasmtime_wasi::HostMonotonicClock::now(&self.clock),
-        };
+        let now = looked.unwrap_or_else(|| wasmtime_wasi::HostMonotonicClock::now(&self.clock));
         let set = self.watch_set_mut();
         let mut waited = set.take_with(|keys| waited(keys, ready, now));
         let datagrams = reported(&waited).find_map(|key| match set.handle(key) {
