@@ -408,14 +408,18 @@ pub(crate) fn main() {
     dnsproxy_core::shell::watch::install();
     // Time is read once per wake-up (`shell::clock`), and the loop blocks
     // until a deadline counted from that reading (`shell::watch`).
+    // A local runtime (`tokio_unstable`) runs the shell's tasks itself: no
+    // `LocalSet` between them and the scheduler, which polled its own queue
+    // and woke the runtime's `block_on` on every wake-up of a task. A
+    // cache hit at 100 qps took 5% fewer of the component's instructions
+    // (10,840 -> 10,295; bench/profile.sh).
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
+        .build_local(tokio::runtime::LocalOptions::default())
     {
         Ok(r) => r,
         Err(e) => fatal("cannot start the runtime", &e),
     };
-    let local = tokio::task::LocalSet::new();
     let serve = async move {
         // Spawned before anything else, so it runs before any client task.
         // The host traps an instance that runs ~1 s of wasm without a
@@ -431,7 +435,7 @@ pub(crate) fn main() {
         });
         dnsproxy_core::shell::serve(config, log, Rc::new(HostReporter), Rc::new(HostSource)).await
     };
-    if let Err(e) = local.block_on(&runtime, serve) {
+    if let Err(e) = runtime.block_on(serve) {
         fatal("cannot serve", &e);
     }
 }

@@ -98,16 +98,19 @@ pub(crate) fn main() {
     // Sockets get writable events only while a write waits, as the host's
     // workers do (vendor/mio, patch 3): the runtime is single-threaded.
     mio::arm_writes_on_demand(true);
+    // A local runtime, as the component's (`component.rs`): the shell's
+    // tasks are its own, with no `LocalSet` between them and the scheduler.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
+        .build_local(tokio::runtime::LocalOptions::default())
         .expect("a current-thread runtime needs no resources that can be missing");
-    let local = tokio::task::LocalSet::new();
     let source = Rc::new(Fixed(config.clone()));
-    if let Err(e) = local.block_on(
-        &runtime,
-        dnsproxy_core::shell::serve(config, log, Rc::new(Discard), source),
-    ) {
+    if let Err(e) = runtime.block_on(dnsproxy_core::shell::serve(
+        config,
+        log,
+        Rc::new(Discard),
+        source,
+    )) {
         eprintln!("proxy-component (native): {e}");
         std::process::exit(1);
     }

@@ -181,7 +181,7 @@ pub struct Conn {
 impl Conn {
     /// Starts the reader and writer tasks over an established stream, whose
     /// reads `ack` acknowledges at once while answers are owed. Must be
-    /// called inside a `LocalSet`.
+    /// called where `spawn_local` works (a `LocalRuntime` or a `LocalSet`).
     pub fn spawn<S>(stream: S, ack: QuickAck, capacity: usize, timeouts: UpstreamTimeouts) -> Self
     where
         S: AsyncRead + AsyncWrite + Unpin + 'static,

@@ -1,5 +1,6 @@
 //! The async I/O shell: moves bytes between sockets and the sans-IO core.
-//! Single-threaded (`LocalSet`), the same code natively and in the component.
+//! Single-threaded (tokio's `LocalRuntime`, or a `LocalSet` in tests), the
+//! same code natively and in the component.
 
 pub mod accept;
 pub mod clock;
@@ -57,8 +58,8 @@ pub enum ServeError {
 
 /// Binds the listeners and serves until an unrecoverable error, pushing
 /// the metrics to `reporter` about once a second and serving each new
-/// configuration `source` hands over (see [`reload`]). Must run inside a
-/// `LocalSet`.
+/// configuration `source` hands over (see [`reload`]). Must run where
+/// `spawn_local` does: on a `LocalRuntime` or inside a `LocalSet`.
 pub async fn serve(
     config: ProxyConfig,
     log: Log,
