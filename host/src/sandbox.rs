@@ -127,7 +127,8 @@ pub struct State {
     workers: std::num::NonZeroUsize,
     /// The generation this instance last took (0: none yet).
     taken: u64,
-    /// Calls of `watchdog.heartbeat` so far.
+    /// Heartbeats so far: calls of `watchdog.heartbeat` and of
+    /// `readiness.wait` (each a turn of the guest's event loop).
     heartbeats: u64,
     /// Where `metrics.push` adds up.
     metrics: Arc<Metrics>,
@@ -348,6 +349,9 @@ impl wit_readiness::Host for State {
         pollables: Vec<Resource<wasmtime_wasi::p2::DynPollable>>,
         deadline: Option<u64>,
     ) -> wasmtime::Result<wit_readiness::Waited> {
+        // A wait is a turn of the guest's event loop: its heartbeat (see
+        // `watchdog` in the WIT), with no call or timer of its own.
+        self.heartbeats += 1;
         for key in rearm {
             self.rearm(key);
         }

@@ -5,10 +5,13 @@
 //! a healthy proxy. Instead the engine's epoch advances every [`TICK`] (a
 //! thread outside the runtime, see [`Ticker`]), each time wasm code runs past
 //! the deadline the store's epoch callback asks [`Watchdog::on_tick`], and
-//! the component calls `watchdog.heartbeat` from its event loop about every
-//! 100 ms. An instance that runs [`SILENT_TICKS_LIMIT`] ticks of wasm in a
-//! row without a heartbeat is stuck in a loop (a bug, or a query crafted to
-//! trigger one) and is trapped, then restarted by [`Restarts`].
+//! each turn of the component's event loop is a heartbeat: its
+//! `readiness.wait` counts as one (or, for a wait through `wasi:io/poll`,
+//! its `watchdog.heartbeat` call). An instance that runs
+//! [`SILENT_TICKS_LIMIT`] ticks of wasm in a row without a heartbeat is
+//! stuck in a loop (a bug, or a query crafted to trigger one) and is
+//! trapped, then restarted by [`Restarts`]. No timer beats for it: an idle
+//! instance runs no wasm, so it needs no heartbeat, and is not woken for one.
 //!
 //! Callbacks fire only while wasm runs, so an instance that sat in a host
 //! call (waiting for traffic) for a long time is not killed when it returns:
@@ -130,7 +133,7 @@ pub const GIVE_UP_AFTER: u32 = 3;
 /// How one trapped instance lived.
 #[derive(Debug, Clone, Copy)]
 pub struct Life {
-    /// It called heartbeat at least once (its event loop was turning).
+    /// Its heartbeats (its event loop turned, or waited, this many times).
     pub heartbeats: u64,
     /// Time from instantiation to the trap.
     pub uptime: Duration,
@@ -234,7 +237,7 @@ mod tests {
     fn a_long_wait_in_a_host_call_counts_as_one_tick() {
         // The engine's epoch moved on by hundreds of ticks while the guest
         // waited in `poll`; wasmtime calls back once when it resumes, and the
-        // guest's interval task heartbeats right away.
+        // wait it returns from was a heartbeat.
         let mut w = Watchdog::default();
         assert_eq!(w.on_tick(1), Verdict::Continue);
         assert_eq!(w.on_tick(1), Verdict::Continue, "the one call on resume");

@@ -420,21 +420,11 @@ pub(crate) fn main() {
         Ok(r) => r,
         Err(e) => fatal("cannot start the runtime", &e),
     };
-    let serve = async move {
-        // Spawned before anything else, so it runs before any client task.
-        // The host traps an instance that runs ~1 s of wasm without a
-        // heartbeat (a stuck loop), so it must beat while the loop turns;
-        // waiting for traffic does not count against it.
-        tokio::task::spawn_local(async {
-            let mut every = tokio::time::interval(std::time::Duration::from_millis(100));
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            loop {
-                every.tick().await;
-                dnsproxy::proxy::watchdog::heartbeat();
-            }
-        });
-        dnsproxy_core::shell::serve(config, log, Rc::new(HostReporter), Rc::new(HostSource)).await
-    };
+    // The host traps an instance that runs ~1 s of wasm without a heartbeat
+    // (a stuck loop). Each wait of the event loop is one
+    // (`shell::watch`): no timer wakes an idle instance to beat.
+    let serve =
+        dnsproxy_core::shell::serve(config, log, Rc::new(HostReporter), Rc::new(HostSource));
     if let Err(e) = runtime.block_on(serve) {
         fatal("cannot serve", &e);
     }

@@ -376,3 +376,50 @@ fn flood_one(addr: SocketAddr, in_flight: usize, time: Duration, stop: &AtomicBo
     }
     answered
 }
+
+/// Context switches (voluntary: each a wait that blocked) of the thread of
+/// process `pid` named `name`.
+fn context_switches(pid: u32, name: &str) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks");
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let status = std::fs::read_to_string(task.path().join("status")).expect("status");
+        return status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("voluntary_ctxt_switches");
+    }
+    panic!("no thread {name} in process {pid}");
+}
+
+/// An idle worker sleeps: it wakes for its own timers (metrics and
+/// configuration once a second, an upstream connection's idle timeout), not
+/// to tell the watchdog it is alive. Each wait of its event loop is its
+/// heartbeat; a timer that beat ten times a second woke it some thirty
+/// times a second (with tokio's timer wheel moving that timer between
+/// levels, and the epoch's yield after each).
+#[test]
+fn an_idle_worker_is_not_woken_to_beat() {
+    let upstream = FixtureResolver::start(Chain::DotTest, Misbehave::None);
+    let proxy = Proxy::in_front_of(&[&upstream], &[("WORKERS", "1")]);
+    let m = dns::query_over(false, proxy.addr(), zone::A_NAME, RecordType::A);
+    assert_eq!(m.response_code(), ResponseCode::NoError, "{}", proxy.log());
+    thread::sleep(Duration::from_secs(1));
+    let before = context_switches(proxy.pid(), "worker-0");
+    let idle = Duration::from_secs(5);
+    thread::sleep(idle);
+    let woke = context_switches(proxy.pid(), "worker-0") - before;
+    assert!(
+        woke <= 10 * idle.as_secs(),
+        "the idle worker woke {woke} times in {idle:?}; log:\n{}",
+        proxy.log()
+    );
+    // And it still serves: the loop that slept was not stuck.
+    let m = dns::query_over(true, proxy.addr(), zone::A_NAME, RecordType::A);
+    assert_eq!(m.response_code(), ResponseCode::NoError, "{}", proxy.log());
+    assert!(!proxy.log().contains("restarting it"), "{}", proxy.log());
+}

@@ -43,6 +43,13 @@
 //! to write, a connect in progress) the set refuses, and mio polls
 //! everything through wasi-libc while such a socket waits: slower, never
 //! wrong.
+//!
+//! Each wait is also the event loop's heartbeat for the host's watchdog
+//! (`watchdog` in the WIT): the host counts every `readiness.wait`, and a
+//! poll through wasi-libc beats first with a call of its own. So the loop
+//! beats exactly while it turns, and an idle worker is not woken to beat
+//! (a timer did that ten times a second, and tokio's timer wheel woke it
+//! as often again to move the timer between its levels).
 
 // wasi-libc's descriptors and borrowed handles: raw handles.
 #![allow(unsafe_code)]
@@ -70,7 +77,7 @@ mod bindings {
     });
 }
 
-use bindings::dnsproxy::proxy::readiness;
+use bindings::dnsproxy::proxy::{readiness, watchdog};
 use bindings::wasi::clocks::monotonic_clock;
 use bindings::wasi::io::poll::Pollable;
 use bindings::wasi::sockets::tcp::TcpSocket as WasiTcpSocket;
@@ -365,7 +372,9 @@ impl mio::WaitSet for Watch {
     }
 
     fn before_poll(&mut self, timeout: Option<Duration>) -> Option<Duration> {
-        // No wait call to carry them: each ACK in a call of its own.
+        // No wait call to count as the turn's heartbeat, or to carry the
+        // ACKs: a call for each.
+        watchdog::heartbeat();
         ACKS_OWED.with_borrow_mut(|owed| owed.take().for_each(host_tcp::quick_ack));
         // The host's clock is read only for a timeout to correct.
         let left = timeout.map(|t| {
