@@ -423,8 +423,21 @@ pub(crate) fn main() {
     // The host traps an instance that runs ~1 s of wasm without a heartbeat
     // (a stuck loop). Each wait of the event loop is one
     // (`shell::watch`): no timer wakes an idle instance to beat.
-    let serve =
-        dnsproxy_core::shell::serve(config, log, Rc::new(HostReporter), Rc::new(HostSource));
+    let serve = async move {
+        // Without the wait set (a wasi-libc whose descriptor layout is not
+        // known, see build.rs) the loop waits in wasi-libc's `poll`, which
+        // the host does not count: a timer beats while the loop turns.
+        #[cfg(not(wasi_libc_descriptors))]
+        tokio::task::spawn_local(async {
+            let mut every = tokio::time::interval(std::time::Duration::from_millis(100));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                every.tick().await;
+                dnsproxy::proxy::watchdog::heartbeat();
+            }
+        });
+        dnsproxy_core::shell::serve(config, log, Rc::new(HostReporter), Rc::new(HostSource)).await
+    };
     if let Err(e) = runtime.block_on(serve) {
         fatal("cannot serve", &e);
     }
