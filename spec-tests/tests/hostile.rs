@@ -1406,6 +1406,11 @@ fn tricklers(addr: SocketAddr, from: IpAddr, count: usize) -> Background<u32> {
 /// A UDP socket of `from` sending fresh names at up to ~20,000 a second and never
 /// reading, until told to stop. Returns the datagrams sent.
 fn udp_flood(addr: SocketAddr, from: IpAddr) -> Background<u64> {
+    udp_flood_paced(addr, from, true)
+}
+
+/// As [`udp_flood`], or, unpaced, as fast as one thread sends.
+fn udp_flood_paced(addr: SocketAddr, from: IpAddr, paced: bool) -> Background<u64> {
     Background::spawn(move |stop| {
         let sock = dns::udp_socket_from(from).expect("bind");
         sock.connect(addr).expect("connect");
@@ -1415,12 +1420,68 @@ fn udp_flood(addr: SocketAddr, from: IpAddr) -> Background<u64> {
         while !stop.load(Ordering::Relaxed) && started.elapsed() < ATTACK_LIMIT {
             let _ = sock.send(queries.next());
             sent += 1;
-            if sent.is_multiple_of(40) {
+            if paced && sent.is_multiple_of(40) {
                 thread::sleep(Duration::from_millis(2));
             }
         }
         sent
     })
+}
+
+/// A UDP flood faster than the worker takes it keeps the listener's queue
+/// full, so every receive brings a full batch and the receive loop never has
+/// to wait. It must still let the worker's event loop turn: its other sockets
+/// (a TCP client, the upstream's answers) and the host's watchdog, which
+/// stops an event loop that has not turned for a second. One worker; two
+/// threads send fresh names from a trusted source as fast as they can for
+/// 6 s; a bystander asks a fresh name over a new TCP connection every 200 ms
+/// meanwhile: each is answered, and the worker is never stopped as stuck.
+#[test]
+fn a_udp_flood_faster_than_the_worker_leaves_its_other_clients_served() {
+    let _serial = serial();
+    let resolver = FixtureResolver::start(Chain::DotTest, Misbehave::None);
+    let proxy = Proxy::in_front_of(
+        &[&resolver],
+        &[
+            ("WORKERS", "1"),
+            ("ALLOW_NETWORKS", "127.0.0.2/32, 127.0.0.3/32"),
+        ],
+    );
+    let addr = proxy.addr();
+    let floods: Vec<_> = (0..2)
+        .map(|_| udp_flood_paced(addr, INSIDE, false))
+        .collect();
+    let started = Instant::now();
+    thread::sleep(Duration::from_secs(1));
+    let mut probes = Vec::new();
+    while started.elapsed() < Duration::from_secs(6) {
+        probes.push(probe(&proxy, true));
+        thread::sleep(Duration::from_millis(200));
+    }
+    let sent: u64 = floods.into_iter().map(Background::stop).sum();
+    let worst = probes.iter().map(|(t, _)| *t).max().unwrap_or_default();
+    eprintln!(
+        "unpaced flood: {sent} datagrams in {:?}; {} probes over TCP, median {:?}, worst \
+         {worst:?}",
+        started.elapsed(),
+        probes.len(),
+        median(&probes),
+    );
+    let log = proxy.log();
+    assert!(
+        !log.contains("stuck in a loop") && !log.contains("trapped"),
+        "the worker was stopped under the flood; log:\n{log}"
+    );
+    let failed: Vec<_> = probes
+        .iter()
+        .filter(|(_, rcode)| !matches!(rcode, Ok(ResponseCode::NXDomain)))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} probes were not answered NXDOMAIN during the flood: {failed:?}; log:\n{log}",
+        failed.len(),
+        probes.len(),
+    );
 }
 
 /// The longest any attacker of [`every_attack_at_once_leaves_another_source_served`]
@@ -1563,7 +1624,7 @@ fn every_attack_at_once_leaves_another_source_served() {
     );
     let log = proxy.log();
     assert!(
-        !log.contains("trapped") && !log.contains("panicked"),
+        !log.contains("trapped") && !log.contains("stuck in a loop") && !log.contains("panicked"),
         "the component trapped under attack; log:\n{log}"
     );
     fresh_udp_client_served(&proxy, BYSTANDER, Duration::from_secs(2));

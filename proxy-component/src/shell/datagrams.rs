@@ -59,6 +59,12 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Whether the receive took all it may take at once ([`BATCH`]): the
+    /// socket may well have more queued.
+    pub fn is_full(&self) -> bool {
+        self.packets.len() >= BATCH
+    }
+
     /// Takes the datagrams out, oldest first.
     pub fn drain(&mut self) -> std::vec::Drain<'_, (Vec<u8>, SocketAddr)> {
         self.packets.drain(..)
