@@ -101,7 +101,52 @@ where
     AbortOnDropJoinHandle(j)
 }
 
+/// dnsproxy patch 15: the runtime a thread that runs a store synchronously
+/// owns, set by [`ThreadRuntime::enter`]. `in_tokio` blocks on it with
+/// [`tokio::runtime::Runtime::block_on`], which drives its I/O and timers:
+/// a current-thread runtime's `Handle::block_on` drives neither, so a
+/// blocking call (a `poll`) on such a thread would never wake.
+#[derive(Debug)]
+pub struct ThreadRuntime {
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+std::thread_local! {
+    static THREAD_RUNTIME: std::cell::RefCell<Option<std::sync::Arc<tokio::runtime::Runtime>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+impl ThreadRuntime {
+    /// Makes `runtime` this thread's, until the guard is dropped.
+    pub fn enter(runtime: std::sync::Arc<tokio::runtime::Runtime>) -> Self {
+        THREAD_RUNTIME.with(|r| *r.borrow_mut() = Some(runtime));
+        Self {
+            _not_send: std::marker::PhantomData,
+        }
+    }
+
+    /// Runs `f` to completion on this thread's runtime, driving its I/O and
+    /// timers; `None` when this thread has none.
+    pub fn block_on<F: Future>(f: F) -> Result<F::Output, F> {
+        THREAD_RUNTIME.with(|r| match &*r.borrow() {
+            Some(runtime) => Ok(runtime.block_on(f)),
+            None => Err(f),
+        })
+    }
+}
+
+impl Drop for ThreadRuntime {
+    fn drop(&mut self) {
+        THREAD_RUNTIME.with(|r| r.borrow_mut().take());
+    }
+}
+
 pub fn in_tokio<F: Future>(f: F) -> F::Output {
+    // dnsproxy patch 15: the thread's own runtime first.
+    let f = match ThreadRuntime::block_on(f) {
+        Ok(output) => return output,
+        Err(f) => f,
+    };
     match tokio::runtime::Handle::try_current() {
         Ok(h) => {
             let _enter = h.enter();
