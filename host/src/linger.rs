@@ -4,7 +4,7 @@
 //! until the stream's last write has reached the OS (`TcpWriter::cancel`,
 //! which keeps bytes the guest believes written from being lost; wasi-io
 //! PR #79 documents it as the behaviour of the time). The component is one
-//! event loop on one fiber: while that drop waits, nothing else in it runs.
+//! event loop on one thread: while that drop waits, nothing else in it runs.
 //! A TCP client that stops reading keeps a write pending forever, so when the
 //! proxy closes it (write progress, idle timeout, eviction) the whole proxy
 //! would stop until that client reads or goes away: one non-reading client
@@ -20,7 +20,6 @@
 //! lingering stream holds at most one write: 64 KiB as wasmtime-wasi allows,
 //! 16 KiB as the component writes).
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -66,22 +65,17 @@ fn define<T: WasiView + Send + 'static>(
     linker: &mut Linker<T>,
     lingering: Arc<AtomicUsize>,
 ) -> wasmtime::Result<()> {
-    linker.instance(STREAMS)?.resource_async(
+    linker.instance(STREAMS)?.resource(
         "output-stream",
         ResourceType::host::<DynOutputStream>(),
-        move |mut store: StoreContextMut<'_, T>,
-              rep: u32|
-              -> Box<dyn Future<Output = wasmtime::Result<()>> + Send + '_> {
-            let lingering = lingering.clone();
-            Box::new(async move {
-                let stream = store
-                    .data_mut()
-                    .ctx()
-                    .table
-                    .delete(Resource::<DynOutputStream>::new_own(rep))?;
-                linger(stream, lingering);
-                Ok(())
-            })
+        move |mut store: StoreContextMut<'_, T>, rep: u32| -> wasmtime::Result<()> {
+            let stream = store
+                .data_mut()
+                .ctx()
+                .table
+                .delete(Resource::<DynOutputStream>::new_own(rep))?;
+            linger(stream, lingering.clone());
+            Ok(())
         },
     )
 }
@@ -123,7 +117,7 @@ mod tests {
         // Without WASI linked there is nothing to replace: refused.
         assert!(shadow_output_stream_drop(&mut linker).is_err());
         let mut linker: Linker<State> = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("wasi");
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).expect("wasi");
         shadow_output_stream_drop(&mut linker).expect("replaced");
     }
 }

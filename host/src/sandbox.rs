@@ -21,6 +21,7 @@ use anyhow::{Result, bail};
 use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::p2::bindings::sockets::udp::{IncomingDatagramStream, OutgoingDatagramStream};
+use wasmtime_wasi::runtime::ThreadRuntime;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use dnsproxy_core::core::cache::{CacheCounters, CacheReport};
@@ -49,9 +50,10 @@ mod bindings {
             "dnsproxy:proxy/aead.[constructor]key": trappable,
             "dnsproxy:proxy/aead.[method]key.seal": trappable,
             "dnsproxy:proxy/aead.[method]key.open": trappable,
-            "dnsproxy:proxy/readiness.wait": async | trappable,
+            "dnsproxy:proxy/readiness.wait": trappable,
         },
-        exports: { default: async },
+        // wasmtime-wasi's host functions need it.
+        require_store_data_send: true,
     });
 }
 
@@ -130,6 +132,9 @@ pub struct State {
     /// Heartbeats so far: calls of `watchdog.heartbeat` and of
     /// `readiness.wait` (each a turn of the guest's event loop).
     heartbeats: u64,
+    /// Set by each epoch tick: the next wait first lets the worker's
+    /// runtime turn once (see [`block_on`]).
+    turn_runtime: bool,
     /// Where `metrics.push` adds up.
     metrics: Arc<Metrics>,
     /// Its `readiness` watch set, in `table` (its pollable is a child of
@@ -342,7 +347,7 @@ impl wit_readiness::Host for State {
         self.watch_set_mut().unwatch(key);
     }
 
-    async fn wait(
+    fn wait(
         &mut self,
         rearm: Vec<u32>,
         quick_acks: Vec<u32>,
@@ -377,15 +382,17 @@ impl wit_readiness::Host for State {
         };
         // Out of the store's data while it waits, beside the set.
         let mut timer = std::mem::take(&mut self.wait_timer);
+        let turn = std::mem::take(&mut self.turn_runtime);
         let ready = if pollables.is_empty() {
             // Only the set: its own future, no `wasi:io/poll`.
             let set = wasmtime_wasi::p2::Pollable::ready(self.watch_set_mut());
-            timer
-                .within(until, async {
+            block_on(
+                turn,
+                timer.within(until, async {
                     set.await;
                     Ok(Vec::new())
-                })
-                .await
+                }),
+            )
         } else {
             let set = self.watch_set_pollable.rep();
             let mut list = Vec::with_capacity(pollables.len() + 1);
@@ -393,9 +400,7 @@ impl wit_readiness::Host for State {
             list.extend(pollables);
             let poll = wasmtime_wasi::p2::bindings::io::poll::Host::poll(&mut self.table, list);
             // The set is index 0; the caller's pollables follow it.
-            timer
-                .within(until, poll)
-                .await
+            block_on(turn, timer.within(until, poll))
                 .map(|ready| ready.into_iter().filter_map(|i| i.checked_sub(1)).collect())
         };
         self.wait_timer = timer;
@@ -410,6 +415,28 @@ impl wit_readiness::Host for State {
         waited.received = datagrams.map(|(key, rep)| self.receive_for(key, rep));
         Ok(waited)
     }
+}
+
+/// Runs `wait`'s future on the worker thread's runtime (see [`run`]): the
+/// instance runs synchronously on that thread, and its waits turn the
+/// runtime, which drives the worker's sockets, timers and tasks.
+///
+/// A wait that is ready at once returns without turning it, so an instance
+/// kept busy (a socket that is never drained) would never see its other
+/// sockets become ready; with `turn`, set by each epoch tick, the wait
+/// first yields once, and the runtime polls its sockets and runs its tasks
+/// (at most ten times a second, as the ticks come).
+fn block_on<T>(
+    turn: bool,
+    wait: impl std::future::Future<Output = wasmtime::Result<T>>,
+) -> wasmtime::Result<T> {
+    ThreadRuntime::block_on(async move {
+        if turn {
+            tokio::task::yield_now().await;
+        }
+        wait.await
+    })
+    .unwrap_or_else(|_| Err(wasmtime::Error::msg("a wait outside a worker thread")))
 }
 
 /// `wait`'s result: the first keys inline, lists only when not empty (see
@@ -734,7 +761,7 @@ impl wit_log::Host for State {
 /// The linker for the `proxy` world: WASI (p2) plus our own interfaces.
 pub fn linker(engine: &Engine) -> Result<Linker<State>> {
     let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
     crate::linger::shadow_output_stream_drop(&mut linker)?;
     wit_types::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     wit_config::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
@@ -983,7 +1010,7 @@ fn watch_set(
 }
 
 /// Runs one instance until it returns or traps.
-async fn run_once(w: &Worker) -> Outcome {
+fn run_once(w: &Worker) -> Outcome {
     let mut table = ResourceTable::new();
     let (watch_set, watch_set_pollable) = match watch_set(&mut table) {
         Ok(set) => set,
@@ -1016,21 +1043,28 @@ async fn run_once(w: &Worker) -> Outcome {
         workers: w.count,
         taken: 0,
         heartbeats: 0,
+        turn_runtime: false,
         metrics: w.metrics.clone(),
     };
     let mut store = Store::new(&w.engine, state);
     store.limiter(|s| &mut s.limits);
     let mut watchdog = Watchdog::default();
     store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(move |ctx| match watchdog.on_tick(ctx.data().heartbeats) {
-        // Yielding lets the worker's other tasks (the host side of its
-        // sockets) run even while the instance is busy.
-        Verdict::Continue => Ok(UpdateDeadline::Yield(1)),
-        Verdict::Stuck(ticks) => Err(Stuck::new(ticks).into()),
-    });
+    store.epoch_deadline_callback(
+        move |mut ctx| match watchdog.on_tick(ctx.data().heartbeats) {
+            // The instance runs on, synchronously; its next wait, which a loop
+            // that turns makes (else the watchdog stops it), lets the worker's
+            // runtime turn first (the host side of its sockets, its tasks).
+            Verdict::Continue => {
+                ctx.data_mut().turn_runtime = true;
+                Ok(UpdateDeadline::Continue(1))
+            }
+            Verdict::Stuck(ticks) => Err(Stuck::new(ticks).into()),
+        },
+    );
     let started = Instant::now();
-    let result = match Proxy::instantiate_async(&mut store, &w.component, &w.linker).await {
-        Ok(proxy) => proxy.wasi_cli_run().call_run(&mut store).await,
+    let result = match Proxy::instantiate(&mut store, &w.component, &w.linker) {
+        Ok(proxy) => proxy.wasi_cli_run().call_run(&mut store),
         Err(e) => Err(e),
     };
     let error = match result {
@@ -1054,11 +1088,11 @@ async fn run_once(w: &Worker) -> Outcome {
 /// never silently; see [`Restarts`] for the backoff). Returns the exit code
 /// when the instance exits by itself, or an error when it keeps trapping
 /// before it ever served.
-async fn run_worker(w: Worker) -> Result<i32> {
+fn run_worker(w: Worker) -> Result<i32> {
     let mut restarts = Restarts::default();
     let mut traps = 0u32;
     let code = loop {
-        let outcome = run_once(&w).await;
+        let outcome = run_once(&w);
         w.metrics.instance_stopped(w.index);
         let (error, life) = match outcome {
             Outcome::Exited(code) => break code,
@@ -1089,7 +1123,12 @@ async fn run_worker(w: Worker) -> Result<i32> {
                     backtrace,
                     "{what}; restarting it"
                 );
-                tokio::time::sleep(delay).await;
+                // The worker's tasks (a trapped instance's lingering
+                // writes) go on meanwhile.
+                block_on(false, async {
+                    tokio::time::sleep(delay).await;
+                    Ok(())
+                })?;
                 w.metrics.restarted();
             }
             Next::GiveUp => {
@@ -1172,7 +1211,7 @@ pub async fn run(
                         .enable_all()
                         .build()
                         .map_err(anyhow::Error::from)
-                        .and_then(|rt| rt.block_on(run_worker(worker))),
+                        .and_then(|rt| on_runtime(Arc::new(rt), worker)),
                 );
             })?;
     }
@@ -1187,6 +1226,17 @@ pub async fn run(
         Some((_, Err(e))) => Err(e),
         None => bail!("every worker thread ended without a word"),
     }
+}
+
+/// Runs `worker` on this thread, its instances synchronously (no fiber, no
+/// task of their own): `runtime` turns only inside their waits (and the
+/// blocking WASI calls, through wasmtime-wasi's `in_tokio`), and there it
+/// drives the worker's sockets, timers and tasks.
+fn on_runtime(runtime: Arc<tokio::runtime::Runtime>, worker: Worker) -> Result<i32> {
+    // tokio's context, for what the host calls make (sockets, tasks).
+    let _context = runtime.enter();
+    let _thread = ThreadRuntime::enter(runtime.clone());
+    run_worker(worker)
 }
 
 /// Tells [`run`] that a worker thread ended, with its result, or with an

@@ -42,7 +42,7 @@ pub struct Watchdog {
 /// What the epoch callback does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// Let the instance run (it yields to the host's executor first).
+    /// Let the instance run on.
     Continue,
     /// Trap it: it ran this many ticks of wasm without a heartbeat.
     Stuck(u32),
