@@ -126,7 +126,7 @@ impl ThreadRuntime {
     }
 
     /// Runs `f` to completion on this thread's runtime, driving its I/O and
-    /// timers; `None` when this thread has none.
+    /// timers; `Err(f)`, untouched, when this thread has none.
     pub fn block_on<F: Future>(f: F) -> Result<F::Output, F> {
         THREAD_RUNTIME.with(|r| match &*r.borrow() {
             Some(runtime) => Ok(runtime.block_on(f)),
