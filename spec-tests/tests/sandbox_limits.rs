@@ -246,6 +246,38 @@ fn a_component_that_never_serves_is_trapped_within_two_seconds_and_then_given_up
 }
 
 #[test]
+fn a_component_that_recurses_without_end_is_trapped_by_the_stack_limit() {
+    // The epoch is checked at loop headers only (the engine's patched
+    // Cranelift): a guest that never ends without a loop recurses, and the
+    // stack limit must stop it as surely as the watchdog stops a loop.
+    let recurse = guest("recurse-probe");
+    let started = Instant::now();
+    let (code, log) = Proxy::run_to_exit(
+        &no_upstream_env(&[]),
+        &["--component", &recurse],
+        Duration::from_secs(30),
+    );
+    let took = started.elapsed();
+    assert_eq!(code, Some(1), "{log}");
+    assert!(lines_with(&log, "probe returned").is_empty(), "{log}");
+    let trapped = "the proxy component trapped";
+    let pairs = start_end_pairs(&log, "probe recursing", trapped);
+    assert_eq!(pairs.len(), 3, "{log}");
+    for (recursing, trapped) in &pairs {
+        let secs = seconds_between(recursing, trapped);
+        assert!(
+            secs < 1.0,
+            "trapped {secs:.2} s after it started recursing\n{log}"
+        );
+        assert!(
+            trapped.contains("stack"),
+            "the cause is the stack: {trapped}"
+        );
+    }
+    assert!(took < Duration::from_secs(10), "took {took:?}\n{log}");
+}
+
+#[test]
 fn a_component_stuck_after_serving_is_restarted_with_backoff_and_never_given_up() {
     let stall = guest("stall-probe");
     // The probe logs "serving listen=none (stall probe)" (the harness's
