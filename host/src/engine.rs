@@ -59,11 +59,18 @@ pub const PERF_MAP_VAR: &str = "DNSPROXY_PERF_MAP";
 /// The engine every component instance runs on. Epoch interruption lets
 /// the watchdog stop an instance stuck in a loop (see [`crate::watchdog`]);
 /// it changes the compiled code, and so the artefact name.
+///
+/// Tail calls are off so that recursion always grows the stack, and the
+/// stack limit traps a guest that recurses without end (`return_call`
+/// would let it recurse forever); the component is built without them
+/// (wasm32-wasip2's default features), and one that used them would be
+/// refused when compiled.
 pub fn engine() -> Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.cranelift_opt_level(wasmtime::OptLevel::Speed);
     config.epoch_interruption(true);
+    config.wasm_tail_call(false);
     if std::env::var_os(PERF_MAP_VAR).is_some() {
         config.profiler(wasmtime::ProfilingStrategy::PerfMap);
     }
@@ -489,6 +496,30 @@ mod tests {
         let wasm = embedded_wasm().expect("the component is embedded (make build-host)");
         let digest = ring::digest::digest(&ring::digest::SHA256, wasm);
         assert_eq!(embedded_digest().as_slice(), digest.as_ref());
+    }
+
+    /// A core module of one function that calls itself: by `call` (opcode
+    /// 0x10) or by `return_call` (0x12, a tail call).
+    fn self_calling_module(opcode: u8) -> Vec<u8> {
+        let mut wasm = b"\0asm\x01\x00\x00\x00".to_vec();
+        // Types: one, `func () -> ()`. Functions: one, of type 0.
+        wasm.extend_from_slice(&[0x01, 0x04, 0x01, 0x60, 0x00, 0x00]);
+        wasm.extend_from_slice(&[0x03, 0x02, 0x01, 0x00]);
+        // Code: one body, no locals, the call of function 0, `end`.
+        wasm.extend_from_slice(&[0x0a, 0x06, 0x01, 0x04, 0x00, opcode, 0x00, 0x0b]);
+        wasm
+    }
+
+    #[test]
+    fn the_engine_refuses_tail_calls_but_not_plain_recursion() {
+        // Epoch checks sit at loop headers only, so a guest's only way to
+        // run forever without a loop would be endless tail calls.
+        let engine = engine().unwrap();
+        wasmtime::Module::validate(&engine, &self_calling_module(0x10))
+            .expect("a plain call is accepted");
+        let refused = wasmtime::Module::validate(&engine, &self_calling_module(0x12))
+            .expect_err("a tail call is refused");
+        assert!(format!("{refused:#}").contains("tail call"), "{refused:#}");
     }
 
     /// A fresh directory under the system temp dir, removed on drop.
