@@ -60,11 +60,13 @@ pub const PERF_MAP_VAR: &str = "DNSPROXY_PERF_MAP";
 /// the watchdog stop an instance stuck in a loop (see [`crate::watchdog`]);
 /// it changes the compiled code, and so the artefact name.
 ///
-/// Tail calls are off so that recursion always grows the stack, and the
-/// stack limit traps a guest that recurses without end (`return_call`
-/// would let it recurse forever); the component is built without them
-/// (wasm32-wasip2's default features), and one that used them would be
-/// refused when compiled.
+/// The epoch is checked at loop headers only, not at every function entry
+/// (`vendor/wasmtime-internal-cranelift`, patch 1): a guest that never ends
+/// either loops, and is checked there, or recurses without end, and the
+/// stack limit traps it. Tail calls are off so that recursion always grows
+/// the stack (`return_call` would let a guest recurse forever unchecked);
+/// the component is built without them (wasm32-wasip2's default features),
+/// and one that used them would be refused when compiled.
 pub fn engine() -> Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);

@@ -674,26 +674,26 @@ impl<'module_environment> FuncEnvironment<'module_environment> {
         let epoch_ptr = self.epoch_ptr(builder);
         builder.def_var(self.epoch_ptr_var, epoch_ptr);
 
-        // We must check for an epoch change when entering a
-        // function. Why? Why aren't checks at loops sufficient to
-        // bound runtime to O(|static program size|)?
+        // dnsproxy patch: no check at function entry, only at loop headers
+        // (`epoch_check`). The entry loads the deadline the loop-header
+        // checks compare with, and compares nothing: a function without a
+        // loop leaves the load unused, and Cranelift drops it. Every entry
+        // paid a load of the epoch and a compare and branch besides.
         //
-        // The reason is that one can construct a "zip-bomb-like"
-        // program with exponential-in-program-size runtime, with no
-        // backedges (loops), by building a tree of function calls: f0
-        // calls f1 ten times, f1 calls f2 ten times, etc. E.g., nine
-        // levels of this yields a billion function calls with no
-        // backedges. So we can't do checks only at backedges.
-        //
-        // In this "call-tree" scenario, and in fact in any program
-        // that uses calls as a sort of control flow to try to evade
-        // backedge checks, a check at every function entry is
-        // sufficient. Then, combined with checks at every backedge
-        // (loop) the longest runtime between checks is bounded by the
-        // straightline length of any function body.
-        let continuation_block = builder.create_block();
-        let cur_epoch_value = self.epoch_load_current(builder);
-        self.epoch_check_full(builder, cur_epoch_value, continuation_block);
+        // Upstream checked here too, and said why: "one can construct a
+        // 'zip-bomb-like' program with exponential-in-program-size runtime,
+        // with no backedges (loops), by building a tree of function calls:
+        // f0 calls f1 ten times, f1 calls f2 ten times, etc." Such a tree
+        // is a program built to evade the checks; dnsproxy's engine runs
+        // its own component. A guest that never ends without such a tree
+        // either loops (checked) or recurses without end, which the stack
+        // limit traps (tail calls, the recursion that would not grow the
+        // stack, are off in dnsproxy's engine).
+        let vmstore_ctx = self.get_vmstore_context_ptr(builder);
+        let deadline = self
+            .alias_regions
+            .vmstore_context_epoch_deadline(&mut builder.cursor(), vmstore_ctx);
+        builder.def_var(self.epoch_deadline_var, deadline);
     }
 
     fn hook_malloc_exit(&mut self, builder: &mut FunctionBuilder, retvals: &[ir::Value]) {
