@@ -206,7 +206,8 @@ lint: setup-test
 # afterwards, whatever the result. The suite is one test binary with a
 # module per group (spec-tests/tests/*.rs), built once; each group runs in a
 # process of its own, one group after another, so one group's load never
-# lands on another's timing. Every group runs even when one fails.
+# lands on another's timing. Every group runs even when one fails, and the
+# time each took is printed at the end (CI must stay under an hour).
 # SPEC_GROUPS picks groups (e.g. SPEC_GROUPS="pinning faults"); SPEC_ARGS go
 # to the test binary (e.g. SPEC_ARGS=--nocapture, or a test name).
 SPEC_GROUPS ?= $(filter-out spec,$(basename $(notdir $(wildcard spec-tests/tests/*.rs))))
@@ -214,11 +215,13 @@ SPEC_ARGS ?=
 spec: docker-check setup-test build
 	$(CARGO) build --release --target $(NATIVE_TARGET) -p dot-fixture
 	$(CARGO) test --release --target $(NATIVE_TARGET) -p spec-tests --no-run
-	status=0; failed=""; for group in $(SPEC_GROUPS); do \
-	  echo "spec: $$group"; \
+	status=0; failed=""; times=""; for group in $(SPEC_GROUPS); do \
+	  echo "spec: $$group"; start=$$(date +%s); \
 	  $(CARGO) test --release --target $(NATIVE_TARGET) -p spec-tests -- "$$group::" $(SPEC_ARGS) \
 	    || { status=1; failed="$$failed $$group"; }; \
+	  times="$$times $$group=$$(( $$(date +%s) - start ))s"; \
 	done; \
+	  echo "spec: seconds per group:$$times"; \
 	  docker ps -aq --filter label=dnsproxy-spec | xargs -r docker rm -f >/dev/null; \
 	  docker network ls -q --filter label=dnsproxy-spec | xargs -r docker network rm >/dev/null; \
 	  [ -z "$$failed" ] || echo "spec: failed:$$failed" >&2; \
