@@ -17,10 +17,8 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use crate::docker::{self, LABEL, docker};
-use crate::paths::{fixture, workspace_root};
+use crate::paths::{NATIVE_TARGET, fixture, native_build, workspace_root};
 
-/// The static target of the fixture resolver's binary.
-const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
 /// Debian's unbound.
 const UNBOUND: &str = "/usr/sbin/unbound";
 
@@ -86,38 +84,22 @@ pub fn unbound_image() -> &'static str {
     })
 }
 
-/// The static fixture resolver binary, built by `make spec` (the harness does not run
-/// cargo itself: a running `cargo test` may hold the build directory's lock).
+/// The static fixture resolver binary, built by `make spec` in the tests' own
+/// profile (the harness does not run cargo itself: a running `cargo test` may
+/// hold the build directory's lock).
 fn fixture_binary() -> PathBuf {
     let bin = match std::env::var_os("DOT_FIXTURE_BIN") {
         Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => target_dir()
-            .join(STATIC_TARGET)
-            .join("release")
-            .join("dot-fixture"),
+        _ => native_build("release-tests", "dot-fixture"),
     };
     assert!(
         bin.is_file(),
         "the fixture resolver binary {} is missing: run `make spec`, or `cargo build \
-         --release --target {STATIC_TARGET} -p dot-fixture` (or set DOT_FIXTURE_BIN)",
+         --profile release-tests --target {NATIVE_TARGET} -p dot-fixture` (or set \
+         DOT_FIXTURE_BIN)",
         bin.display()
     );
     bin
-}
-
-/// Cargo's target directory: `$CARGO_TARGET_DIR`, else `<workspace>/target`.
-fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(d) if !d.is_empty() => {
-            let d = PathBuf::from(d);
-            if d.is_absolute() {
-                d
-            } else {
-                workspace_root().join(d)
-            }
-        }
-        _ => workspace_root().join("target"),
-    }
 }
 
 /// Every certificate and key of the test PKI (test-only keys, public).

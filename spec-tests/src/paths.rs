@@ -14,6 +14,20 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The native target the binaries under test are built for (static, musl).
+pub(crate) const NATIVE_TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// A native binary of this workspace in cargo's output directory for
+/// `profile`: `<target dir>/x86_64-unknown-linux-musl/<profile>/<name>`, the
+/// target directory being `$CARGO_TARGET_DIR`, else `<workspace>/target`.
+pub(crate) fn native_build(profile: &str, name: &str) -> PathBuf {
+    let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) if !d.is_empty() => workspace_root().join(d),
+        _ => workspace_root().join("target"),
+    };
+    target_dir.join(NATIVE_TARGET).join(profile).join(name)
+}
+
 /// Absolute path of a file under `fixtures/`, e.g. `fixture("pki/root.pem")`.
 pub fn fixture(path: impl AsRef<Path>) -> PathBuf {
     workspace_root().join("fixtures").join(path)

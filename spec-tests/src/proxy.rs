@@ -6,7 +6,7 @@ use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use crate::container::Resolver;
-use crate::paths::{fixture, free_port, workspace_root};
+use crate::paths::{fixture, free_port, native_build};
 use crate::process::{LogBuf, Running, wait_until};
 
 /// What the component's line saying its sockets are bound holds, in the text
@@ -50,20 +50,13 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// The binary under test: `$DNSPROXY_BIN`, else `dnsproxy` in the directory of the
-    /// test's own build (`target/<triple>/release/`, where `make build-host` puts it),
-    /// else `<workspace>/target/x86_64-unknown-linux-musl/release/dnsproxy`.
+    /// The binary under test: `$DNSPROXY_BIN`, else the one `make build-host`
+    /// builds, `<target dir>/x86_64-unknown-linux-musl/release/dnsproxy`: what is
+    /// shipped, not the test build's own (`release-tests/`, without LTO).
     pub fn binary() -> PathBuf {
-        if let Some(p) = std::env::var_os("DNSPROXY_BIN").filter(|p| !p.is_empty()) {
-            return PathBuf::from(p);
-        }
-        // The test executable lives in `<profile dir>/deps/`.
-        let beside_tests = std::env::current_exe()
-            .ok()
-            .and_then(|exe| Some(exe.parent()?.parent()?.join("dnsproxy")));
-        match beside_tests {
-            Some(p) if p.is_file() => p,
-            _ => workspace_root().join("target/x86_64-unknown-linux-musl/release/dnsproxy"),
+        match std::env::var_os("DNSPROXY_BIN").filter(|p| !p.is_empty()) {
+            Some(p) => PathBuf::from(p),
+            None => native_build("release", "dnsproxy"),
         }
     }
 
