@@ -61,6 +61,10 @@ setup-test:
 # resolver and the suite's harness 2.9 where they took 3.7.
 WHOLE_PROGRAM := --config 'profile.release.lto="fat"' --config profile.release.codegen-units=1
 
+# How the tests, the fixture resolver and the spec harness are built (see
+# above; spec-tests/src/images.rs names the same profile for the fixture).
+TEST_BUILD := --profile release-tests --target $(NATIVE_TARGET)
+
 # The component is also inlined more deeply than LLVM's default (a
 # threshold of 225): Cranelift inlines nothing, and in the compiled
 # component every call costs more than natively (a stack-limit and an
@@ -180,13 +184,13 @@ logs:
 	docker logs -f $(CONTAINER)
 
 # Every test: lint, the unit and property tests of each crate, the spec
-# suite (containers), and the Kubernetes manifests. Tests use the release
-# profile and the static target: one wasmtime build serves the binary, the
-# image and the tests.
+# suite (containers), and the Kubernetes manifests. The tests are built
+# in their own profile (TEST_BUILD) for the static target; the spec suite
+# runs the whole-program binary and image that `build` makes.
 test: lint unit spec validate-k8s check-install
 
 unit: build-host
-	$(CARGO) test --profile release-tests --target $(NATIVE_TARGET) --workspace --exclude spec-tests
+	$(CARGO) test $(TEST_BUILD) --workspace --exclude spec-tests
 	$(MAKE) vendor-test
 
 # The vendored mio's patches: 1, 2 and 4 are for the poll(2) selector (the
@@ -219,11 +223,11 @@ lint: setup-test
 SPEC_GROUPS ?= $(filter-out spec,$(basename $(notdir $(wildcard spec-tests/tests/*.rs))))
 SPEC_ARGS ?=
 spec: docker-check setup-test build
-	$(CARGO) build --profile release-tests --target $(NATIVE_TARGET) -p dot-fixture
-	$(CARGO) test --profile release-tests --target $(NATIVE_TARGET) -p spec-tests --no-run
+	$(CARGO) build $(TEST_BUILD) -p dot-fixture
+	$(CARGO) test $(TEST_BUILD) -p spec-tests --no-run
 	status=0; failed=""; times=""; for group in $(SPEC_GROUPS); do \
 	  echo "spec: $$group"; start=$$(date +%s); \
-	  $(CARGO) test --profile release-tests --target $(NATIVE_TARGET) -p spec-tests -- "$$group::" $(SPEC_ARGS) \
+	  $(CARGO) test $(TEST_BUILD) -p spec-tests -- "$$group::" $(SPEC_ARGS) \
 	    || { status=1; failed="$$failed $$group"; }; \
 	  times="$$times $$group=$$(( $$(date +%s) - start ))s"; \
 	done; \
