@@ -8,7 +8,12 @@
 //!   with upstreams in backoff last).
 //! - One attempt gets at most `upstream_timeout`, and never past the query's
 //!   deadline (`query_timeout`), so a hung upstream costs one attempt, not
-//!   the query.
+//!   the query. The attempts' times are kept here, not in timers of the
+//!   shell: [`Next::Wait`] names the next moment anything is due (an
+//!   attempt's end, or its hedge), and at an attempt's end [`Next::Expired`]
+//!   says to drop it and record it as [`Outcome::TimedOut`] (before the
+//!   query gives up, so its upstream is charged for it even when its end
+//!   is the query's deadline). The shell needs one timer per query.
 //! - **Hedging.** When the attempt has not been answered within the time its
 //!   upstream usually takes ([`Selector::hedge_delay`]), the next upstream
 //!   is asked too, and the first answer wins. At most one hedge per query,
@@ -99,12 +104,18 @@ pub enum Next {
         /// Whether it hedges another attempt still running.
         hedge: bool,
     },
-    /// Wait for a running attempt to end, or until `until` if it is `Some`
-    /// (then ask again). `None`: nothing is due before every running
-    /// attempt's own time is up.
+    /// Running attempt `id` has had its time without ending: drop it, and
+    /// [`record`](Attempts::record) it as [`Outcome::TimedOut`] (until then
+    /// it is named again).
+    Expired {
+        /// Names the attempt.
+        id: AttemptId,
+    },
+    /// Wait for a running attempt to end, or until `until`, then ask again:
+    /// the earliest of the running attempts' ends and the time to hedge.
     Wait {
         /// When to ask again.
-        until: Option<Instant>,
+        until: Instant,
     },
     /// Nothing more to try: answer with the kept answer if there is one
     /// (see [`Verdict::Keep`]), else SERVFAIL.
@@ -178,6 +189,9 @@ impl Attempts {
 
     /// What to do at `now`. `selector` says when to hedge and pays for it.
     pub fn next(&mut self, now: Instant, selector: &mut Selector) -> Next {
+        if let Some(expired) = self.running.iter().find(|r| r.ends <= now) {
+            return Next::Expired { id: expired.id };
+        }
         if now >= self.deadline {
             return Next::GiveUp;
         }
@@ -206,7 +220,7 @@ impl Attempts {
                     let at = first.started + delay;
                     if at < first.ends.min(self.deadline) {
                         if now < at {
-                            return Next::Wait { until: Some(at) };
+                            return Next::Wait { until: at };
                         }
                         self.hedged = true;
                         if selector.take_hedge() {
@@ -219,7 +233,16 @@ impl Attempts {
                 _ => self.hedged = true,
             }
         }
-        Next::Wait { until: None }
+        self.wait()
+    }
+
+    /// Until the first running attempt's end (each is at most the
+    /// deadline).
+    fn wait(&self) -> Next {
+        let ends = self.running.iter().map(|r| r.ends).min();
+        Next::Wait {
+            until: ends.unwrap_or(self.deadline),
+        }
     }
 
     fn start(&mut self, upstream: usize, now: Instant, hedge: bool) -> Next {
@@ -327,7 +350,8 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(a.next(t0, s), Next::Wait { until: None });
+        assert_eq!(a.next(t0, s), Next::Wait { until: t0 + U });
+        assert_eq!(a.next(t0 + U, s), Next::Expired { id });
         assert_eq!(
             a.record(id, Outcome::TimedOut, t0 + U, None, s),
             Verdict::Drop
@@ -346,14 +370,34 @@ mod tests {
     }
 
     #[test]
+    fn an_attempt_that_ends_with_the_deadline_expires_before_the_query_gives_up() {
+        let t0 = Instant::now();
+        let s = &mut Selector::new(1);
+        let mut a = Attempts::new(vec![0], t0, U, U);
+        let id = start(&mut a, t0, s, 0);
+        assert_eq!(a.next(t0 + MS, s), Next::Wait { until: t0 + U });
+        let late = t0 + 2 * U;
+        assert_eq!(
+            a.next(late, s),
+            Next::Expired { id },
+            "named until recorded"
+        );
+        assert_eq!(a.next(late, s), Next::Expired { id });
+        a.record(id, Outcome::TimedOut, late, None, s);
+        assert_eq!(a.next(late, s), Next::GiveUp);
+    }
+
+    #[test]
     fn the_last_attempt_gets_only_what_is_left_of_the_deadline() {
         let t0 = Instant::now();
         let s = &mut Selector::new(1);
         let mut a = attempts(vec![0], t0);
-        assert!(matches!(
-            a.next(t0 + Duration::from_secs(3), s),
-            Next::Try { budget, .. } if budget == Duration::from_secs(1)
-        ));
+        let Next::Try { id, budget, .. } = a.next(t0 + Duration::from_secs(3), s) else {
+            panic!("no attempt")
+        };
+        assert_eq!(budget, Duration::from_secs(1));
+        assert_eq!(a.next(t0 + Q, s), Next::Expired { id });
+        a.record(id, Outcome::TimedOut, t0 + Q, None, s);
         assert_eq!(a.next(t0 + Q, s), Next::GiveUp);
     }
 
@@ -513,12 +557,7 @@ mod tests {
         assert!(usual >= HEDGE_MIN_DELAY && usual < 40 * MS, "{usual:?}");
         let mut a = attempts(vec![0, 1], t0);
         let slow = start(&mut a, t0, s, 0);
-        assert_eq!(
-            a.next(t0, s),
-            Next::Wait {
-                until: Some(t0 + usual)
-            }
-        );
+        assert_eq!(a.next(t0, s), Next::Wait { until: t0 + usual });
         let Next::Try {
             id: hedge,
             upstream: 1,
@@ -531,8 +570,8 @@ mod tests {
         assert_eq!(budget, U);
         assert_eq!(
             a.next(t0 + usual, s),
-            Next::Wait { until: None },
-            "one hedge per query"
+            Next::Wait { until: t0 + U },
+            "one hedge per query: until the first attempt's end"
         );
         assert_eq!(
             a.record(hedge, Outcome::Answered, t0 + usual + 5 * MS, None, s),
@@ -571,7 +610,13 @@ mod tests {
             a.record(slow, Outcome::Declined, t0 + usual + MS, None, s),
             Verdict::Keep
         );
-        assert_eq!(a.next(t0 + usual + MS, s), Next::Wait { until: None });
+        assert_eq!(
+            a.next(t0 + usual + MS, s),
+            Next::Wait {
+                until: t0 + usual + U
+            },
+            "until the hedge's end"
+        );
         assert_eq!(
             a.record(hedge, Outcome::Answered, t0 + usual + 2 * MS, None, s),
             Verdict::Answer
@@ -593,7 +638,7 @@ mod tests {
         ] {
             let mut a = attempts(order, t0);
             start(&mut a, t0, &mut s, 0);
-            assert_eq!(a.next(late, &mut s), Next::Wait { until: None }, "{why}");
+            assert_eq!(a.next(late, &mut s), Next::Wait { until: t0 + U }, "{why}");
         }
     }
 
@@ -603,7 +648,12 @@ mod tests {
         let s = &mut measured(5);
         let mut a = Attempts::new(vec![0, 1], t0, Q, 20 * MS);
         start(&mut a, t0, s, 0);
-        assert_eq!(a.next(t0, s), Next::Wait { until: None });
+        assert_eq!(
+            a.next(t0, s),
+            Next::Wait {
+                until: t0 + 20 * MS
+            }
+        );
     }
 
     #[test]
@@ -614,7 +664,7 @@ mod tests {
             a.record(hedge, Outcome::NoConnection, t0 + usual, None, s),
             Verdict::Drop
         );
-        assert_eq!(a.next(t0 + usual, s), Next::Wait { until: None });
+        assert_eq!(a.next(t0 + usual, s), Next::Wait { until: t0 + U });
         assert_eq!(
             a.record(slow, Outcome::Answered, t0 + 50 * MS, None, s),
             Verdict::Answer
@@ -664,11 +714,14 @@ mod tests {
                             running.push(id);
                             prop_assert!(running.len() <= 2, "{} running", running.len());
                         }
+                        Next::Expired { id } => {
+                            prop_assert!(running.contains(&id), "an attempt not running expired");
+                            running.retain(|&r| r != id);
+                            prop_assert_eq!(a.record(id, Outcome::TimedOut, now, None, &mut s), Verdict::Drop);
+                        }
                         Next::Wait { until } => {
                             prop_assert!(!running.is_empty(), "waiting on nothing");
-                            if let Some(until) = until {
-                                prop_assert!(until > now && until <= a.deadline());
-                            }
+                            prop_assert!(until > now && until <= a.deadline());
                             break;
                         }
                         Next::GiveUp => { ended = true; break; }
@@ -694,8 +747,15 @@ mod tests {
                 }
                 prop_assert!(kept <= 1);
             }
-            // Steps ran out first: the deadline still ends the query.
+            // Steps ran out first: the deadline still ends the query, once
+            // every attempt still running has expired.
             if !ended {
+                let mut expired = 0;
+                while let Next::Expired { id } = a.next(a.deadline(), &mut s) {
+                    a.record(id, Outcome::TimedOut, a.deadline(), None, &mut s);
+                    expired += 1;
+                    prop_assert!(expired <= 2);
+                }
                 prop_assert_eq!(a.next(a.deadline(), &mut s), Next::GiveUp);
             }
         }

@@ -20,8 +20,6 @@ use std::time::Duration;
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
-use tokio::time::error::Elapsed;
-use tokio::time::timeout_at;
 use tokio_rustls::TlsConnector;
 
 use crate::core::admission::SourceKey;
@@ -157,6 +155,8 @@ enum Exchange {
         progress: bool,
         error: UpstreamError,
     },
+    /// The attempt's time was up first ([`Next::Expired`]).
+    Expired,
 }
 
 /// What an exchange brings back: the answer as parsed, its round-trip time,
@@ -169,19 +169,16 @@ type Running<'a> = (
     AttemptId,
     usize,
     Duration,
-    Pin<Box<dyn Future<Output = Result<Result<Exchanged, Exchange>, Elapsed>> + 'a>>,
+    Pin<Box<dyn Future<Output = Result<Exchanged, Exchange>> + 'a>>,
 );
+
+/// How an attempt ended: its name, upstream and time, and the exchange's
+/// result.
+type Ended = (AttemptId, usize, Duration, Result<Exchanged, Exchange>);
 
 /// The first of the `running` attempts to end, removed from them. Pending
 /// while none is running.
-async fn first_of<'a>(
-    running: &mut Vec<Running<'a>>,
-) -> (
-    AttemptId,
-    usize,
-    Duration,
-    Result<Result<Exchanged, Exchange>, Elapsed>,
-) {
+async fn first_of(running: &mut Vec<Running<'_>>) -> Ended {
     std::future::poll_fn(|cx| {
         for at in 0..running.len() {
             if let Poll::Ready(result) = running[at].3.as_mut().poll(cx) {
@@ -339,9 +336,14 @@ impl Resolver {
         let mut attempts = Attempts::new(order, now, self.query_timeout, self.upstream_timeout);
         let mut running: Vec<Running<'_>> = Vec::with_capacity(2);
         let mut kept: Option<(Response, usize)> = None;
+        // The query's one timer, set to the core's next time (an attempt's
+        // end, or its hedge) for each wait, and reset only when that moved.
+        let timer = tokio::time::sleep_until(attempts.deadline().into());
+        tokio::pin!(timer);
+        let mut armed = None;
         loop {
             let next = attempts.next(now, &mut self.selector.borrow_mut());
-            let until = match next {
+            let ended = match next {
                 Next::Try {
                     id,
                     upstream,
@@ -351,38 +353,55 @@ impl Resolver {
                     if hedge {
                         self.stats.borrow_mut().upstreams[self.slots[upstream].stat].hedges += 1;
                     }
-                    // The attempt's end, from the same reading: no clock
-                    // read for it (tokio's `timeout` would take one).
-                    let until = tokio::time::Instant::from_std(now + budget);
-                    let exchange = timeout_at(until, self.exchange(upstream, &wire, source, now));
+                    let exchange = self.exchange(upstream, &wire, source, now);
                     running.push((id, upstream, budget, Box::pin(exchange)));
                     continue;
                 }
-                Next::Wait { until } => until,
-                Next::GiveUp => break,
-            };
-            let ended = match until {
-                None => Some(first_of(&mut running).await),
-                Some(until) => tokio::select! {
-                    ended = first_of(&mut running) => Some(ended),
-                    () = tokio::time::sleep_until(until.into()) => None,
+                // Dropping its exchange abandons the query on its
+                // connection. The core names it until it is recorded.
+                Next::Expired { id } => match running.iter().position(|r| r.0 == id) {
+                    Some(at) => {
+                        let (id, upstream, budget, _) = running.swap_remove(at);
+                        (id, upstream, budget, Err(Exchange::Expired))
+                    }
+                    None => {
+                        let mut selector = self.selector.borrow_mut();
+                        attempts.record(id, Outcome::TimedOut, now, None, &mut selector);
+                        continue;
+                    }
                 },
+                Next::Wait { until } => {
+                    if armed != Some(until) {
+                        timer.as_mut().reset(until.into());
+                        armed = Some(until);
+                    }
+                    // Biased: no random pick of the branch to poll first.
+                    tokio::select! {
+                        biased;
+                        ended = first_of(&mut running) => ended,
+                        // The core's time came: an attempt's end, or a
+                        // hedge is due.
+                        () = &mut timer => {
+                            armed = None;
+                            now = std::time::Instant::now();
+                            continue;
+                        }
+                    }
+                }
+                Next::GiveUp => break,
             };
             // An answer comes with the reading its round trip ended with.
             now = match &ended {
-                Some((_, _, _, Ok(Ok((_, _, answered))))) => *answered,
+                (_, _, _, Ok((_, _, answered))) => *answered,
                 _ => std::time::Instant::now(),
             };
-            // Nothing ended: the core's time came (a hedge is due).
-            let Some((id, i, budget, result)) = ended else {
-                continue;
-            };
+            let (id, i, budget, result) = ended;
             // The event a failure belongs to: the connection (attempt) the
             // query was on, or being connected, when it ended.
             let event = self.slots[i].generation.get();
             // The answer comes with its round-trip time; nothing else has one.
             let (outcome, error, answer) = match result {
-                Ok(Ok((Ok(answer), rtt, _))) if answer.answers(query) => {
+                Ok((Ok(answer), rtt, _)) if answer.answers(query) => {
                     let outcome = if answer.declines() {
                         Outcome::Declined
                     } else {
@@ -390,20 +409,18 @@ impl Resolver {
                     };
                     (outcome, None, Some((answer, rtt)))
                 }
-                Ok(Ok((Ok(_), _, _))) => (Outcome::Mismatch, Some(UpstreamError::Mismatch), None),
+                Ok((Ok(_), _, _)) => (Outcome::Mismatch, Some(UpstreamError::Mismatch), None),
                 // An answer that does not parse answers nothing either.
-                Ok(Ok((Err(e), _, _))) => {
-                    (Outcome::Mismatch, Some(UpstreamError::Malformed(e)), None)
-                }
-                Ok(Err(Exchange::Lost { progress, error })) => {
+                Ok((Err(e), _, _)) => (Outcome::Mismatch, Some(UpstreamError::Malformed(e)), None),
+                Err(Exchange::Lost { progress, error }) => {
                     (Outcome::Lost { progress }, Some(error), None)
                 }
                 // Skipped, not failed: nothing was tried.
-                Ok(Err(Exchange::Failed(UpstreamError::Backoff))) => {
+                Err(Exchange::Failed(UpstreamError::Backoff)) => {
                     (Outcome::NoConnection, None, None)
                 }
-                Ok(Err(Exchange::Failed(e))) => (Outcome::NoConnection, Some(e), None),
-                Err(_) => (
+                Err(Exchange::Failed(e)) => (Outcome::NoConnection, Some(e), None),
+                Err(Exchange::Expired) => (
                     Outcome::TimedOut,
                     Some(UpstreamError::Timeout(budget)),
                     None,
