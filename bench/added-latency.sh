@@ -5,6 +5,7 @@
 # packet of both legs (kernel timestamps, taken as each packet is sent).
 #
 #   bench/added-latency.sh [--rate QPS] [--seconds S] [--binary PATH]
+#                          [--component WASM]
 #
 # For each query it reports:
 # - in the proxy: from the client's datagram to the proxy's answer. This
@@ -28,9 +29,11 @@
 #
 # --binary PATH measures another build: the native build of the
 # component's shell (target/x86_64-unknown-linux-musl/release/proxy-component)
-# for what the sandbox adds. Needs dnsperf and tcpdump (apt), the release
-# host and the fixture (make build-host; cargo build --release --target
-# x86_64-unknown-linux-musl -p dot-fixture). Runs as root (tcpdump).
+# for what the sandbox adds. --component WASM runs dnsproxy with another
+# build of the component, so two builds of it are compared under the same
+# host. Needs dnsperf and tcpdump (apt), the release host and the fixture
+# (make build-host; cargo build --release --target x86_64-unknown-linux-musl
+# -p dot-fixture). Runs as root (tcpdump).
 # Everything it starts is stopped by PID on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,11 +41,13 @@ cd "$(dirname "$0")/.."
 RATE=100 SECONDS_=10
 BIN=target/x86_64-unknown-linux-musl/release/dnsproxy
 FIXTURE=target/x86_64-unknown-linux-musl/release/dot-fixture
+ARGS=(--config /dev/null)
 while [ $# -gt 0 ]; do
     case $1 in
         --rate) RATE=$2; shift ;;
         --seconds) SECONDS_=$2; shift ;;
         --binary) BIN=$2; shift ;;
+        --component) ARGS+=(--component "$2"); shift ;;
         *) echo "added-latency.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -79,7 +84,7 @@ measure() {
         CACHE_SIZE_MIB="$cache_mib" WORKERS=1 HEDGE_PERCENT=0 LOG_LEVEL=warn \
         PB_LISTEN=127.0.0.1:"$port" PB_UPSTREAM=127.0.0.1:"$up" PB_TLS_NAME=dot.test \
         PB_CA_FILE="$PWD/fixtures/pki/root.pem" PB_CACHE_MIB="$cache_mib" \
-        "$BIN" --config /dev/null >"$WORK/proxy-$kind.log" 2>&1 &
+        "$BIN" "${ARGS[@]}" >"$WORK/proxy-$kind.log" 2>&1 &
     pid=$!
     PIDS+=($pid)
     local ready=0
@@ -177,6 +182,6 @@ if kind == "miss":
 PYEOF
 }
 
-echo "binary: $BIN; $RATE queries a second for $SECONDS_ s, one at a time"
+echo "binary: $BIN ${ARGS[*]}; $RATE queries a second for $SECONDS_ s, one at a time"
 measure miss
 measure hit

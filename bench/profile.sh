@@ -10,7 +10,7 @@
 #
 #   bench/profile.sh [--queries N] [--rate QPS] [--outstanding Q] [--top K]
 #                    [--cached NAMES] [--tcp] [--idle N] [--binary PATH]
-#                    [--component WASM] [--keep DIR]
+#                    [--component WASM] [--upstreams N] [--keep DIR]
 #
 # --cached NAMES turns the cache on (16 MiB) and sends NAMES distinct names,
 # each answered once before counting starts, so every counted query is a
@@ -22,6 +22,13 @@
 # wake-up: with --rate 300, each query is its own); the proxy's
 # tcp_idle_timeout is 300 s and max_tcp_clients 40,000 so that none is
 # closed meanwhile (past half of max_tcp_clients idle ones are closed).
+#
+# --upstreams N starts N fixture resolvers and gives the proxy all of them,
+# with hedging on (hedge_percent 5, the default) where the default run has
+# one upstream and hedging off: what a query that could be hedged costs
+# (a hedge wait, a second upstream to choose from). The fixture answers
+# well within its usual time, so few queries are hedged; the run says how
+# many. The native build (--binary) takes one upstream.
 #
 # --binary PATH profiles another build: an older dnsproxy, or the same shell
 # built natively (target/x86_64-unknown-linux-musl/release/proxy-component,
@@ -41,7 +48,7 @@ cd "$(dirname "$0")/.."
 QUERIES=4000 RATE=0 OUTSTANDING=100 TOP=30 CACHED=0 MODE=udp IDLE=0
 BIN=target/x86_64-unknown-linux-musl/release/dnsproxy
 FIXTURE=target/x86_64-unknown-linux-musl/release/dot-fixture
-COMPONENT="" KEEP=""
+COMPONENT="" KEEP="" UPSTREAMS=1
 while [ $# -gt 0 ]; do
     case $1 in
         --queries) QUERIES=$2; shift ;;
@@ -53,6 +60,7 @@ while [ $# -gt 0 ]; do
         --idle) IDLE=$2; shift ;;
         --binary) BIN=$2; shift ;;
         --component) COMPONENT=$2; shift ;;
+        --upstreams) UPSTREAMS=$2; shift ;;
         --keep) KEEP=$2; shift ;;
         *) echo "profile.sh: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -62,6 +70,8 @@ for tool in valgrind callgrind_control callgrind_annotate dnsperf python3; do
     command -v $tool >/dev/null || { echo "profile.sh: $tool is required" >&2; exit 1; }
 done
 [ -x "$BIN" ] && [ -x "$FIXTURE" ] || { echo "profile.sh: build $BIN and $FIXTURE first" >&2; exit 1; }
+[ "$UPSTREAMS" = 1 ] || [ "$(basename "$BIN")" != proxy-component ] ||
+    { echo "profile.sh: the native build takes one upstream (--upstreams)" >&2; exit 2; }
 
 WORK=$(mktemp -d /tmp/dnsproxy-profile.XXXXXX)
 PIDS=()
@@ -73,20 +83,26 @@ cleanup() {
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(free_port)
 PORT=$(free_port)
-"$FIXTURE" --listen 127.0.0.1:"$UP" --chain fixtures/pki/dot-test.chain.pem \
-    --key fixtures/pki/dot-test.key >"$WORK/fixture.log" 2>&1 &
-PIDS+=($!)
+UPS=()
+for i in $(seq "$UPSTREAMS"); do
+    UPS+=("$(free_port)")
+    "$FIXTURE" --listen 127.0.0.1:"${UPS[-1]}" --chain fixtures/pki/dot-test.chain.pem \
+        --key fixtures/pki/dot-test.key >"$WORK/fixture-$i.log" 2>&1 &
+    PIDS+=($!)
+done
+UP=${UPS[0]}
+HEDGE=$([ "$UPSTREAMS" = 1 ] && echo 0 || echo 5)
+MPORT=$(free_port)
 
 args=(--config /dev/null)
 CACHE_MIB=$([ "$CACHED" = 0 ] && echo 0 || echo 16)
 # The PB_* variables configure the native build (proxy-component, --binary),
 # which reads no settings.ini; dnsproxy ignores them.
 [ -n "$COMPONENT" ] && args+=(--component "$COMPONENT")
-env -i PATH="$PATH" TLS_HOST=127.0.0.1 TLS_PORT="$UP" TLS_HOSTNAME=dot.test \
+env -i PATH="$PATH" TLS_HOST=127.0.0.1 TLS_PORT="$(IFS=,; echo "${UPS[*]}")" TLS_HOSTNAME=dot.test \
     TLS_CA_FILE="$PWD/fixtures/pki/root.pem" LOCAL_HOST=127.0.0.1 LOCAL_PORT="$PORT" \
-    CACHE_SIZE_MIB="$CACHE_MIB" WORKERS=1 HEDGE_PERCENT=0 LOG_LEVEL=${PROFILE_LOG_LEVEL:-warn} DNSPROXY_PERF_MAP=1 TCP_IDLE_TIMEOUT=300s MAX_TCP_CLIENTS=40000 \
+    CACHE_SIZE_MIB="$CACHE_MIB" WORKERS=1 HEDGE_PERCENT="$HEDGE" LOG_LEVEL=${PROFILE_LOG_LEVEL:-warn} METRICS_LISTEN=127.0.0.1:"$MPORT" DNSPROXY_PERF_MAP=1 TCP_IDLE_TIMEOUT=300s MAX_TCP_CLIENTS=40000 \
     PB_LISTEN=127.0.0.1:"$PORT" PB_UPSTREAM=127.0.0.1:"$UP" PB_TLS_NAME=dot.test \
     PB_CA_FILE="$PWD/fixtures/pki/root.pem" PB_CACHE_MIB="$CACHE_MIB" \
     valgrind --tool=callgrind --instr-atstart=no --smc-check=all-non-file \
@@ -124,6 +140,11 @@ callgrind_control -i on "$VG" >/dev/null
 dnsperf -s 127.0.0.1 -p "$PORT" -m "$MODE" -d "$WORK/queries.txt" -n 1 -c 10 -q "$OUTSTANDING" -t 10 \
     "${rate[@]}" >"$WORK/dnsperf.txt" 2>&1
 callgrind_control -i off "$VG" >/dev/null
+HEDGES=$(python3 -c '
+import sys, urllib.request
+text = urllib.request.urlopen(sys.argv[1], timeout=30).read().decode()
+print(round(sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith("dnsproxy_upstream_hedges_total"))))
+' "http://127.0.0.1:$MPORT/metrics" 2>/dev/null || echo "?")
 kill -TERM "$VG"
 wait "$VG" 2>/dev/null || true
 ANSWERED=$(awk '/Queries completed/ {print $3}' "$WORK/dnsperf.txt")
@@ -140,13 +161,14 @@ if [ -n "$KEEP" ]; then
     mkdir -p "$KEEP"
     cp "$WORK/callgrind.out" "$KEEP/callgrind.out"
     cp "$MAP" "$KEEP/perf.map" 2>/dev/null || true
-    cp "$WORK/fixture.log" "$WORK/proxy.log" "$KEEP/" 2>/dev/null || true
+    cp "$WORK"/fixture-*.log "$WORK/proxy.log" "$KEEP/" 2>/dev/null || true
 fi
 
-python3 - "$MAP" "$WORK/callgrind.out" "$ANSWERED" "$TOP" "$RATE" "$MODE" "$IDLE" <<'PYEOF'
+python3 - "$MAP" "$WORK/callgrind.out" "$ANSWERED" "$TOP" "$RATE" "$MODE" "$IDLE" "$UPSTREAMS" "$HEDGES" <<'PYEOF'
 import bisect, re, subprocess, sys
 
 perf_map, out, answered, top, rate, mode, idle = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6], sys.argv[7]
+upstreams, hedges = sys.argv[8], sys.argv[9]
 jit = []
 try:
     for line in open(perf_map):
@@ -224,7 +246,8 @@ q = max(answered, 1)
 comp = sum(v for (side, _), v in by.items() if side == "component")
 host_calls = calls_into(r"HostFn::cabi_entrypoint")
 clock = calls_by(r"as .*HostMonotonicClock>::now")
-print(f"{answered} queries answered over {mode}, rate {'max' if rate == '0' else rate + ' qps'}, idle TCP clients {idle}")
+print(f"{answered} queries answered over {mode}, rate {'max' if rate == '0' else rate + ' qps'}, idle TCP clients {idle}"
+      + (f", upstreams {upstreams}, hedges {hedges}" if upstreams != "1" else ""))
 print(f"instructions per query: {total / q:,.0f}  (component {comp / q:,.0f}, host {(total - comp) / q:,.0f})")
 print(f"host calls per query: {host_calls / q:.1f}, of which clock reads: {clock / q:.1f}")
 print(f"\ntop {top}, instructions per query:")
