@@ -21,7 +21,7 @@ use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::core::admission::SourceKey;
@@ -33,6 +33,7 @@ use crate::core::upstream_conn::{Close, Tally, UpstreamConn, UpstreamTimeouts};
 use crate::core::window::{PROBE_GRID, ProbeCause};
 use crate::shell::deadline::Deadline;
 use crate::shell::quick_ack::QuickAck;
+use crate::shell::signal::Signal;
 
 /// Why a query on a connection got no answer.
 #[non_exhaustive]
@@ -74,11 +75,11 @@ struct Shared {
     /// The wire IDs of the queries waiting for the window, by source.
     waiting: RefCell<FairQueue<SourceKey, u16>>,
     /// Wakes the reader so it re-evaluates its deadline.
-    wake: Notify,
+    wake: Signal,
     /// Wakes the writer: the window has room and queries wait.
-    pump: Notify,
+    pump: Signal,
     /// Closed by the reader on shutdown.
-    close: Notify,
+    close: Signal,
     /// Told when the window begins a probe (the resolver logs and counts
     /// it).
     on_probe: RefCell<Option<OnProbe>>,
@@ -99,7 +100,7 @@ impl Shared {
     /// Wakes the writer if queries wait and the window has room.
     fn pump_if_room(&self) {
         if !self.waiting.borrow().is_empty() && self.state.borrow().may_write() {
-            self.pump.notify_one();
+            self.pump.notify();
         }
     }
 
@@ -130,7 +131,7 @@ impl Shared {
         });
         // A full batch: the rest go in the next one.
         if batch.len() >= limit && !waiting.is_empty() {
-            self.pump.notify_one();
+            self.pump.notify();
         }
     }
 
@@ -142,7 +143,7 @@ impl Shared {
         let before = state.deadline();
         event(&mut state);
         if state.deadline() < before {
-            self.wake.notify_one();
+            self.wake.notify();
         }
     }
 }
@@ -190,9 +191,9 @@ impl Conn {
             inflight: RefCell::new(InFlight::new(capacity, CounterIds::new(0))),
             state: RefCell::new(UpstreamConn::new(now(), timeouts, capacity, probe_grid())),
             waiting: RefCell::new(FairQueue::new()),
-            wake: Notify::new(),
-            pump: Notify::new(),
-            close: Notify::new(),
+            wake: Signal::default(),
+            pump: Signal::default(),
+            close: Signal::default(),
             on_probe: RefCell::new(None),
             on_close: RefCell::new(None),
         });
@@ -445,7 +446,7 @@ async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, ack: QuickAck, shared: Rc<Sh
     if let Some(f) = &*shared.on_close.borrow() {
         f(&shared.state.borrow());
     }
-    shared.close.notify_one();
+    shared.close.notify();
     // Dropping the senders fails every query still in flight or waiting
     // with `Lost`. Those waiting go first, one source at a time as they
     // would have been written: each is sent again in the order it is

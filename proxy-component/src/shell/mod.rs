@@ -21,6 +21,7 @@ pub mod reload;
 pub mod report;
 pub mod resolver;
 pub mod send;
+pub mod signal;
 pub mod tcp;
 pub mod tls;
 pub mod udp;

@@ -17,7 +17,6 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::core::admission::{Decision, MAX_QUERY_LEN, SourceKey, Transport};
@@ -32,6 +31,7 @@ use crate::shell::deadline::Deadline;
 use crate::shell::log::Level;
 use crate::shell::readiness::Drained;
 use crate::shell::send;
+use crate::shell::signal::Signal;
 
 /// Bytes read per readiness event, into the scratch buffer.
 const READ_CHUNK: usize = 4096;
@@ -50,7 +50,7 @@ struct Client {
     state: RefCell<ClientConn>,
     out: RefCell<OutBuf>,
     /// Wakes the connection's task: an answer is queued, or it was evicted.
-    wake: Notify,
+    wake: Signal,
 }
 
 /// Framed answers not yet accepted by the socket.
@@ -104,7 +104,7 @@ impl Client {
         if accepted.is_ok() {
             frame_into(&mut self.out.borrow_mut().buf, msg);
         }
-        self.wake.notify_one();
+        self.wake.notify();
     }
 }
 
@@ -151,7 +151,7 @@ pub async fn serve(listener: Acceptor, ctx: Rc<Context>, table: Clients) {
                 SourceKey::of(peer.ip()),
             )),
             out: RefCell::default(),
-            wake: Notify::new(),
+            wake: Signal::default(),
         });
         clients.borrow_mut().insert(id, client.clone());
         ctx.stats.borrow_mut().tcp_clients += 1;
@@ -222,7 +222,7 @@ fn make_room(clients: &HashMap<u64, Rc<Client>>, max: usize, ctx: &Context) {
             &[("client", &victim.peer)],
         );
         victim.state.borrow_mut().evict();
-        victim.wake.notify_one();
+        victim.wake.notify();
     }
 }
 
@@ -241,7 +241,7 @@ fn wake_idle(
     for c in clients.values() {
         if c.state.borrow().is_idle() {
             idle += 1;
-            c.wake.notify_one();
+            c.wake.notify();
         }
     }
     let pressure = sweep.pressure;

@@ -18,7 +18,6 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use tokio::net::UdpSocket;
-use tokio::sync::Notify;
 
 use crate::core::admission::{Decision, Transport};
 use crate::core::message::{self, Response};
@@ -26,6 +25,7 @@ use crate::shell::AbortOnDrop;
 use crate::shell::context::{Context, FromCache, InflightPermit};
 use crate::shell::datagrams::{Batch, Datagrams, Outgoing};
 use crate::shell::log::Level;
+use crate::shell::signal::Signal;
 
 /// Receive buffer asked of the OS, so a burst is queued, not dropped.
 pub const RECV_BUFFER: usize = 4 * 1024 * 1024;
@@ -64,9 +64,9 @@ type Held = (Option<InflightPermit>, Option<Instant>);
 struct Outbox {
     queue: RefCell<VecDeque<Outgoing<Held>>>,
     /// Something was queued.
-    queued: Notify,
+    queued: Signal,
     /// The queue was emptied.
-    emptied: Notify,
+    emptied: Signal,
     /// The flushing task holds answers the socket has not taken yet.
     flushing: Cell<bool>,
 }
@@ -75,7 +75,7 @@ impl Outbox {
     /// Queues an answer for the flushing task.
     fn push(&self, data: Vec<u8>, peer: SocketAddr, hold: Held) {
         self.push_quietly(data, peer, hold);
-        self.queued.notify_one();
+        self.queued.notify();
     }
 
     /// Queues an answer that the caller sends with [`Outbox::send_now`]
@@ -100,7 +100,7 @@ impl Outbox {
             sock.try_send(&mut queue);
         }
         if !self.queue.borrow().is_empty() {
-            self.queued.notify_one();
+            self.queued.notify();
         }
     }
 
@@ -128,7 +128,7 @@ impl Outbox {
                 sock.send(&mut sending).await;
                 self.flushing.set(false);
             }
-            self.emptied.notify_waiters();
+            self.emptied.notify();
         }
     }
 }
