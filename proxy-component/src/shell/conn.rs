@@ -16,12 +16,12 @@
 //! with [`Conn::on_keepalive`]. This file only moves bytes and reports events
 //! to the core.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::core::admission::SourceKey;
@@ -74,9 +74,15 @@ struct Shared {
     state: RefCell<UpstreamConn>,
     /// The wire IDs of the queries waiting for the window, by source.
     waiting: RefCell<FairQueue<SourceKey, u16>>,
+    /// Queries framed for the writer while the window had room, in the
+    /// order they were sent. The window bounds them.
+    outgoing: RefCell<Vec<u8>>,
+    /// Every [`Conn`] is gone: the writer writes what is queued and closes.
+    dropped: Cell<bool>,
     /// Wakes the reader so it re-evaluates its deadline.
     wake: Signal,
-    /// Wakes the writer: the window has room and queries wait.
+    /// Wakes the writer: queries are framed in `outgoing`, or the window
+    /// has room and queries wait, or every handle is gone.
     pump: Signal,
     /// Closed by the reader on shutdown.
     close: Signal,
@@ -172,11 +178,24 @@ fn probe_grid() -> std::time::Instant {
     now.checked_sub(phase).unwrap_or(now)
 }
 
-/// A handle to a live connection; clones share it.
+/// A handle to a live connection; clones share it. When the last one is
+/// dropped the writer closes the stream.
 #[derive(Clone)]
 pub struct Conn {
+    handle: Rc<Handle>,
+}
+
+/// What every clone of a [`Conn`] holds: the writer learns from its drop
+/// that nobody can send on the connection any more.
+struct Handle {
     shared: Rc<Shared>,
-    to_writer: mpsc::UnboundedSender<Vec<u8>>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.dropped.set(true);
+        self.shared.pump.notify();
+    }
 }
 
 impl Conn {
@@ -191,6 +210,8 @@ impl Conn {
             inflight: RefCell::new(InFlight::new(capacity, CounterIds::new(0))),
             state: RefCell::new(UpstreamConn::new(now(), timeouts, capacity, probe_grid())),
             waiting: RefCell::new(FairQueue::new()),
+            outgoing: RefCell::new(Vec::new()),
+            dropped: Cell::new(false),
             wake: Signal::default(),
             pump: Signal::default(),
             close: Signal::default(),
@@ -198,24 +219,29 @@ impl Conn {
             on_close: RefCell::new(None),
         });
         let (rd, wr) = tokio::io::split(stream);
-        let (to_writer, from_callers) = mpsc::unbounded_channel();
-        tokio::task::spawn_local(write_loop(wr, from_callers, shared.clone()));
+        tokio::task::spawn_local(write_loop(wr, shared.clone()));
         tokio::task::spawn_local(read_loop(rd, ack, shared.clone()));
-        Self { shared, to_writer }
+        Self {
+            handle: Rc::new(Handle { shared }),
+        }
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.handle.shared
     }
 
     /// False once the connection has closed, or the upstream asked for it
     /// to close (RFC 7828 §3.3.2: TIMEOUT 0; it stays open for the answers
     /// owed): no new query goes on it, and it is replaced.
     pub fn is_alive(&self) -> bool {
-        self.shared.state.borrow().accepts_queries()
+        self.shared().state.borrow().accepts_queries()
     }
 
     /// An answer on this connection carried an edns-tcp-keepalive option
     /// with this TIMEOUT (RFC 7828 §3.3.2); the core decides what it does to
     /// the idle timeout.
     pub fn on_keepalive(&self, timeout: std::time::Duration) {
-        self.shared.report(|s| s.on_keepalive(timeout));
+        self.shared().report(|s| s.on_keepalive(timeout));
     }
 
     /// Sends one query from a client of `source` (its ID is rewritten here)
@@ -239,38 +265,43 @@ impl Conn {
         // Straight to the writer while the window has room and nobody
         // waits; otherwise behind the others, in turn.
         let write_now =
-            self.shared.waiting.borrow().is_empty() && self.shared.state.borrow().may_write();
+            self.shared().waiting.borrow().is_empty() && self.shared().state.borrow().may_write();
         let slot = Slot {
             reply: tx,
             waiting: None,
             written: write_now.then_some(sent),
         };
         let wire_id = self
-            .shared
+            .shared()
             .inflight
             .borrow_mut()
             .insert(slot)
             .map_err(|_| ConnError::Full)?;
         let mut pending = Pending {
-            shared: &self.shared,
+            shared: self.shared(),
             wire_id,
             rx,
         };
-        let mut framed = Vec::with_capacity(query.len() + 2);
-        frame_into(&mut framed, query);
-        message::set_id(&mut framed[2..], wire_id);
         if write_now {
-            self.shared.report(|s| s.on_sent(sent));
-            if self.to_writer.send(framed).is_err() {
-                return Err(ConnError::Lost("writer closed"));
-            }
+            // Framed in place: the writer takes the bytes of every query
+            // sent since its last write at once.
+            let mut out = self.shared().outgoing.borrow_mut();
+            let start = out.len();
+            frame_into(&mut out, query);
+            message::set_id(&mut out[start + 2..], wire_id);
+            drop(out);
+            self.shared().report(|s| s.on_sent(sent));
+            self.shared().pump.notify();
         } else {
-            self.shared.state.borrow_mut().on_limited();
-            if let Some(slot) = self.shared.inflight.borrow_mut().get_mut(wire_id) {
+            let mut framed = Vec::with_capacity(query.len() + 2);
+            frame_into(&mut framed, query);
+            message::set_id(&mut framed[2..], wire_id);
+            self.shared().state.borrow_mut().on_limited();
+            if let Some(slot) = self.shared().inflight.borrow_mut().get_mut(wire_id) {
                 slot.waiting = Some(framed);
             }
-            self.shared.waiting.borrow_mut().push(source, wire_id);
-            self.shared.pump_if_room();
+            self.shared().waiting.borrow_mut().push(source, wire_id);
+            self.shared().pump_if_room();
         }
         (&mut pending.rx)
             .await
@@ -280,58 +311,58 @@ impl Conn {
     /// Why the connection takes no new query, once it does not: why it
     /// closed, or the upstream asked for it to close.
     pub fn close_reason(&self) -> Option<Close> {
-        self.shared.state.borrow().retired()
+        self.shared().state.borrow().retired()
     }
 
     /// Queries written on it and waiting for their answer (the load
     /// [`spread`](crate::core::spread) weighs: a connection whose window
     /// holds fewer than it counts as saturated is not, however many wait).
     pub fn inflight(&self) -> usize {
-        self.shared.state.borrow().inflight()
+        self.shared().state.borrow().inflight()
     }
 
     /// Queries waiting for the window.
     pub fn waiting(&self) -> usize {
-        self.shared.waiting.borrow().len()
+        self.shared().waiting.borrow().len()
     }
 
     /// The window now (see [`crate::core::window`]).
     pub fn window(&self) -> usize {
-        self.shared.state.borrow().window()
+        self.shared().state.borrow().window()
     }
 
     /// Writes at most `budget` queries, if limited
     /// ([`QueryBudget`](crate::core::upstream_conn::QueryBudget)); call
     /// before the first query.
     pub fn set_budget(&self, budget: Option<u64>) {
-        self.shared.state.borrow_mut().set_budget(budget);
+        self.shared().state.borrow_mut().set_budget(budget);
     }
 
     /// Whether it has written its query budget. The queries that waited for
     /// it when it closed are no failure of the upstream: they are sent again
     /// on another connection.
     pub fn spent_budget(&self) -> bool {
-        self.shared.state.borrow().budget_spent()
+        self.shared().state.borrow().budget_spent()
     }
 
     /// Calls `f` once the connection has closed, with its final state.
     pub fn on_close(&self, f: impl Fn(&UpstreamConn) + 'static) {
-        *self.shared.on_close.borrow_mut() = Some(Box::new(f));
+        *self.shared().on_close.borrow_mut() = Some(Box::new(f));
     }
 
     /// Calls `f` each time the window begins a probe, with why.
     pub fn on_window_probe(&self, f: impl Fn(ProbeCause) + 'static) {
-        *self.shared.on_probe.borrow_mut() = Some(Box::new(f));
+        *self.shared().on_probe.borrow_mut() = Some(Box::new(f));
     }
 
     /// What it carried ([`UpstreamConn::tally`]).
     pub fn tally(&self) -> Tally {
-        self.shared.state.borrow().tally()
+        self.shared().state.borrow().tally()
     }
 
     /// Whether the connection has delivered at least one answer.
     pub fn made_progress(&self) -> bool {
-        self.shared.state.borrow().answered()
+        self.shared().state.borrow().answered()
     }
 }
 
@@ -365,32 +396,23 @@ impl Drop for Pending<'_> {
     }
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(
-    mut wr: W,
-    mut from_callers: mpsc::UnboundedReceiver<Vec<u8>>,
-    shared: Rc<Shared>,
-) {
+async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, shared: Rc<Shared>) {
     const BATCH: usize = 64 * 1024;
     let mut batch = Vec::with_capacity(16 * 1024);
     let ended = loop {
         batch.clear();
-        tokio::select! {
-            m = from_callers.recv() => match m {
-                Some(first) => batch.extend_from_slice(&first),
-                None => break Some(Close::Dropped),
-            },
-            () = shared.pump.notified() => {}
-            () = shared.close.notified() => break None,
-        }
-        // Coalesce whatever else is already queued into the same write.
-        while batch.len() < BATCH {
-            match from_callers.try_recv() {
-                Ok(more) => batch.extend_from_slice(&more),
-                Err(_) => break,
-            }
-        }
+        // Everything sent since the last write goes in this one, then
+        // queries that waited for the window, while it has room.
+        std::mem::swap(&mut batch, &mut *shared.outgoing.borrow_mut());
         shared.take_waiting(&mut batch, BATCH);
         if batch.is_empty() {
+            if shared.dropped.get() {
+                break Some(Close::Dropped);
+            }
+            tokio::select! {
+                () = shared.pump.notified() => {}
+                () = shared.close.notified() => break None,
+            }
             continue;
         }
         if wr.write_all(&batch).await.is_err() || wr.flush().await.is_err() {
@@ -889,6 +911,36 @@ mod tests {
             upstream.write_all(&answers).await.unwrap();
             assert_eq!(second.await.unwrap().unwrap()[12], 2);
             assert!(conn.is_alive());
+        });
+    }
+
+    /// The writer learns from the last handle's drop that nobody can send
+    /// any more: what was sent goes out first, then the stream is closed.
+    #[test]
+    fn dropping_every_handle_writes_what_was_sent_and_closes() {
+        run(async {
+            let (ours, mut upstream) = tokio::io::duplex(64 * 1024);
+            let conn = Conn::spawn(ours, QuickAck::none(), 16, timeouts(5_000));
+            let other = conn.clone();
+            // Polled once (framed for the writer), then given up on, and
+            // both handles dropped before the writer has run.
+            let sent = tokio::time::timeout(
+                Duration::ZERO,
+                conn.exchange(&query(7, 7), now(), source(7)),
+            )
+            .await;
+            assert!(sent.is_err(), "no answer yet");
+            drop(conn);
+            assert!(other.is_alive(), "a handle is left");
+            drop(other);
+            let frames = read_frames(&mut upstream, 1).await;
+            assert_eq!(frames[0][12], 7);
+            let mut rest = Vec::new();
+            tokio::time::timeout(Duration::from_secs(2), upstream.read_to_end(&mut rest))
+                .await
+                .expect("the stream is closed")
+                .unwrap();
+            assert!(rest.is_empty());
         });
     }
 
