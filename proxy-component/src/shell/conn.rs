@@ -21,7 +21,6 @@ use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::core::admission::SourceKey;
@@ -33,6 +32,7 @@ use crate::core::upstream_conn::{Close, Tally, UpstreamConn, UpstreamTimeouts};
 use crate::core::window::{PROBE_GRID, ProbeCause};
 use crate::shell::deadline::Deadline;
 use crate::shell::quick_ack::QuickAck;
+use crate::shell::reply;
 use crate::shell::signal::Signal;
 
 /// Why a query on a connection got no answer.
@@ -50,7 +50,7 @@ pub enum ConnError {
 /// An answer, and the clock reading taken when it was read.
 type Answered = (Vec<u8>, std::time::Instant);
 
-type Reply = oneshot::Sender<Answered>;
+type Reply = reply::Sender<Answered>;
 
 /// A query on the connection.
 struct Slot {
@@ -261,7 +261,7 @@ impl Conn {
         if !self.is_alive() {
             return Err(ConnError::Lost("closed"));
         }
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = reply::channel();
         // Straight to the writer while the window has room and nobody
         // waits; otherwise behind the others, in turn.
         let write_now =
@@ -372,7 +372,7 @@ impl Conn {
 struct Pending<'a> {
     shared: &'a Shared,
     wire_id: u16,
-    rx: oneshot::Receiver<Answered>,
+    rx: reply::Receiver<Answered>,
 }
 
 impl Drop for Pending<'_> {

@@ -18,6 +18,7 @@ pub mod quick_ack;
 pub mod readiness;
 pub mod record;
 pub mod reload;
+pub mod reply;
 pub mod report;
 pub mod resolver;
 pub mod send;
