@@ -13,6 +13,8 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
+use crate::shell::signal::keep_waker;
+
 /// The sender was dropped without sending.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Dropped;
@@ -100,29 +102,17 @@ impl<T> Future for Receiver<T> {
         if inner.sender_gone.get() {
             return Poll::Ready(Err(Dropped));
         }
-        match inner.waker.take() {
-            Some(w) if w.will_wake(cx.waker()) => inner.waker.set(Some(w)),
-            _ => inner.waker.set(Some(cx.waker().clone())),
-        }
+        keep_waker(&inner.waker, cx);
         Poll::Pending
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::Wake;
+    use std::sync::atomic::Ordering;
 
     use super::*;
-
-    struct Count(AtomicUsize);
-
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
-    }
+    use crate::shell::signal::counting_waker;
 
     fn poll<T>(rx: &mut Receiver<T>, waker: &Waker) -> Poll<Result<T, Dropped>> {
         Pin::new(rx).poll(&mut Context::from_waker(waker))
@@ -130,12 +120,11 @@ mod tests {
 
     #[test]
     fn a_value_sent_wakes_the_waiting_receiver_once_and_is_received() {
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(count.clone());
+        let (count, waker) = counting_waker();
         let (tx, mut rx) = channel();
         assert_eq!(poll(&mut rx, &waker), Poll::Pending);
         assert_eq!(tx.send(5), Ok(()));
-        assert_eq!(count.0.load(Ordering::Relaxed), 1);
+        assert_eq!(count.load(Ordering::Relaxed), 1);
         assert_eq!(poll(&mut rx, &waker), Poll::Ready(Ok(5)));
     }
 
@@ -149,12 +138,11 @@ mod tests {
 
     #[test]
     fn a_sender_dropped_unsent_fails_the_receiver_and_wakes_it() {
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(count.clone());
+        let (count, waker) = counting_waker();
         let (tx, mut rx) = channel::<u8>();
         assert_eq!(poll(&mut rx, &waker), Poll::Pending);
         drop(tx);
-        assert_eq!(count.0.load(Ordering::Relaxed), 1);
+        assert_eq!(count.load(Ordering::Relaxed), 1);
         assert_eq!(poll(&mut rx, &waker), Poll::Ready(Err(Dropped)));
     }
 

@@ -68,10 +68,7 @@ impl Future for Notified<'_> {
             signal.waiting.set(false);
             return Poll::Ready(());
         }
-        match signal.waker.take() {
-            Some(w) if w.will_wake(cx.waker()) => signal.waker.set(Some(w)),
-            _ => signal.waker.set(Some(cx.waker().clone())),
-        }
+        keep_waker(&signal.waker, cx);
         signal.waiting.set(true);
         Poll::Pending
     }
@@ -83,30 +80,39 @@ impl Drop for Notified<'_> {
     }
 }
 
+/// Keeps the waker of `cx` in `cell`, cloning it only when it would not
+/// wake the task the one kept wakes (a task waiting again keeps its own).
+pub(crate) fn keep_waker(cell: &Cell<Option<Waker>>, cx: &Context<'_>) {
+    match cell.take() {
+        Some(w) if w.will_wake(cx.waker()) => cell.set(Some(w)),
+        _ => cell.set(Some(cx.waker().clone())),
+    }
+}
+
+/// A waker that counts its wakes, for the tests of the shell's one-thread
+/// wake-ups.
 #[cfg(test)]
-mod tests {
+pub(crate) fn counting_waker() -> (std::sync::Arc<std::sync::atomic::AtomicUsize>, Waker) {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::Wake;
 
-    use super::*;
+    struct Count(Arc<AtomicUsize>);
 
-    /// A waker that counts its wakes.
-    struct Count(AtomicUsize);
-
-    impl Wake for Count {
+    impl std::task::Wake for Count {
         fn wake(self: Arc<Self>) {
             self.0.fetch_add(1, Ordering::Relaxed);
         }
-        fn wake_by_ref(self: &Arc<Self>) {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
     }
 
-    fn counter() -> (Arc<Count>, Waker) {
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        (count.clone(), Waker::from(count))
-    }
+    let count = Arc::new(AtomicUsize::new(0));
+    (count.clone(), Waker::from(Arc::new(Count(count))))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
 
     fn poll(wait: &mut Notified<'_>, waker: &Waker) -> Poll<()> {
         Pin::new(wait).poll(&mut Context::from_waker(waker))
@@ -114,7 +120,7 @@ mod tests {
 
     #[test]
     fn a_notification_before_the_wait_is_kept_and_several_are_one() {
-        let (_, waker) = counter();
+        let (_, waker) = counting_waker();
         let signal = Signal::default();
         signal.notify();
         signal.notify();
@@ -124,39 +130,39 @@ mod tests {
 
     #[test]
     fn a_pending_wait_is_woken_once_and_then_completes() {
-        let (count, waker) = counter();
+        let (count, waker) = counting_waker();
         let signal = Signal::default();
         let mut wait = signal.notified();
         assert_eq!(poll(&mut wait, &waker), Poll::Pending);
         signal.notify();
         signal.notify();
-        assert_eq!(count.0.load(Ordering::Relaxed), 1);
+        assert_eq!(count.load(Ordering::Relaxed), 1);
         assert_eq!(poll(&mut wait, &waker), Poll::Ready(()));
     }
 
     #[test]
     fn a_dropped_wait_is_not_woken_and_its_notification_waits_for_the_next() {
-        let (count, waker) = counter();
+        let (count, waker) = counting_waker();
         let signal = Signal::default();
         let mut wait = signal.notified();
         assert_eq!(poll(&mut wait, &waker), Poll::Pending);
         drop(wait);
         signal.notify();
-        assert_eq!(count.0.load(Ordering::Relaxed), 0);
+        assert_eq!(count.load(Ordering::Relaxed), 0);
         assert_eq!(poll(&mut signal.notified(), &waker), Poll::Ready(()));
     }
 
     #[test]
     fn the_latest_waker_is_the_one_woken() {
-        let (first, first_waker) = counter();
-        let (second, second_waker) = counter();
+        let (first, first_waker) = counting_waker();
+        let (second, second_waker) = counting_waker();
         let signal = Signal::default();
         let mut wait = signal.notified();
         assert_eq!(poll(&mut wait, &first_waker), Poll::Pending);
         assert_eq!(poll(&mut wait, &second_waker), Poll::Pending);
         signal.notify();
-        assert_eq!(first.0.load(Ordering::Relaxed), 0);
-        assert_eq!(second.0.load(Ordering::Relaxed), 1);
+        assert_eq!(first.load(Ordering::Relaxed), 0);
+        assert_eq!(second.load(Ordering::Relaxed), 1);
     }
 
     /// The loops' use: a task waiting on the signal, on a real runtime,
