@@ -172,6 +172,16 @@ fn connect_and_send(proxy: &Proxy, count: usize, opts: TcpOptions, burst: &[u8])
 /// Whether the peer has closed or reset `s`: reads (draining what is there) until
 /// end of stream or an error other than a timeout, for up to `within`.
 fn closed_by_peer(s: &mut TcpStream, within: Duration) -> bool {
+    // The stream's own read timeout is put back: a caller that then asks a
+    // query on it must not read its answer within what was left of `within`.
+    let timeout = s.read_timeout().expect("read the read timeout");
+    let closed = closed_within(s, within);
+    s.set_read_timeout(timeout)
+        .expect("restore the read timeout");
+    closed
+}
+
+fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
